@@ -1,0 +1,312 @@
+"""Blueprints: the constitution and configuration of a family of tasks.
+
+A blueprint is a folder ``blueprints/<name>/`` with a ``blueprint.yaml`` validated by the
+pydantic models below, plus the files it names (constitutions, grammars, seeds, exams).
+:func:`load_blueprint` returns a :class:`Blueprint` or raises :class:`BlueprintError` whose
+message names the file, the field path and the reason, e.g.
+``blueprint.yaml: tasks[1].labels: needs at least 2 labels, got 1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from foundry.paths import BLUEPRINTS_DIR
+
+BLUEPRINT_FILE = "blueprint.yaml"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+
+
+class BlueprintError(ValueError):
+    """A blueprint is missing, malformed or inconsistent; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Label(_Strict):
+    name: str
+    definition: str = Field(min_length=1)
+    #: Sub-categories of this label; generation is steered across them and the exam
+    #: must cover each of them.
+    categories: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _label_name(cls, v: str) -> str:
+        if not _LABEL.match(v):
+            raise ValueError(f"label name {v!r} must match {_LABEL.pattern}")
+        return v
+
+
+class Task(_Strict):
+    name: str
+    description: str = ""
+    labels: list[Label]
+    constitution: str = Field(description="prompt file, relative to the blueprint folder")
+    grammar: str | None = Field(None, description="offline template grammar file")
+    seeds: str | None = Field(None, description="hand-written seed rows (JSONL)")
+    exam: str = Field(description="hand-written exam (JSONL), never used in training")
+
+    @field_validator("name")
+    @classmethod
+    def _task_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"task name {v!r} must match {_NAME.pattern} (it names files)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[Label]) -> list[Label]:
+        if len(v) < 2:
+            raise ValueError(f"needs at least 2 labels, got {len(v)}")
+        names = [label.name for label in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate label names: {', '.join(dupes)}")
+        return v
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+
+class Diversity(_Strict):
+    """Hints drawn per LLM request so that batches differ from each other."""
+
+    topics: list[str] = Field(default_factory=list)
+    personas: list[str] = Field(default_factory=list)
+    styles: list[str] = Field(default_factory=list)
+
+
+class Generation(_Strict):
+    provider: Literal["offline", "gemini", "openai"] = "offline"
+    model: str = "gemini-2.5-flash"
+    openai_model: str = "qwen2.5:7b-instruct"
+    target_per_task: int = Field(3000, ge=10)
+    samples_per_request: int = Field(25, ge=1, le=500)
+    concurrency: int = Field(4, ge=1, le=256)
+    temperature: float = Field(0.9, ge=0.0, le=2.0)
+    seed: int = 42
+    requests_per_minute: float | None = Field(None, gt=0, description="per key")
+    max_retries: int = Field(6, ge=0)
+    request_timeout_s: float = Field(60.0, gt=0)
+    min_chars: int = Field(1, ge=1)
+    max_chars: int = Field(120, ge=1)
+    diversity: Diversity = Field(default_factory=Diversity)
+
+
+class Refine(_Strict):
+    dedup_threshold: float = Field(0.85, gt=0.0, le=1.0)
+    num_perm: int = Field(128, ge=16, le=1024)
+    shingle_size: int = Field(3, ge=1, le=16)
+    balance: Literal["undersample", "class_weight", "none"] = "undersample"
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    split_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    min_chars: int = Field(1, ge=1)
+    max_chars: int = Field(120, ge=1)
+    drop_punctuation_augment: float = Field(0.0, ge=0.0, le=1.0)
+    seed: int = 42
+
+
+class Features(_Strict):
+    """Text spec settings; see :class:`foundry.textspec.TextSpec`."""
+
+    max_chars: int = Field(256, ge=1)
+    min_n: int = Field(1, ge=1)
+    max_n: int = Field(3, ge=1)
+    word_boundary_padding: bool = True
+    sublinear_tf: bool = True
+
+    @model_validator(mode="after")
+    def _orders(self) -> Features:
+        if self.min_n > self.max_n:
+            raise ValueError(f"min_n ({self.min_n}) must be <= max_n ({self.max_n})")
+        return self
+
+
+class Train(_Strict):
+    trainer: str = "tfidf_logreg"
+    features: Features = Field(default_factory=Features)
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"C": [1.0, 4.0, 16.0]})
+    cv_folds: int = Field(5, ge=2, le=20)
+    time_budget_s: float = Field(120.0, gt=0)
+    seed: int = 42
+
+
+class Evaluate(_Strict):
+    target_precision: float = Field(0.99, gt=0.5, le=1.0)
+    exam_min_accuracy: float = Field(0.9, ge=0.0, le=1.0)
+
+
+class Export(_Strict):
+    opset: int = Field(15, ge=9, le=23)
+    size_budget_kb: float | None = Field(100.0, gt=0)
+    conformance_extra: list[str] = Field(default_factory=list)
+
+
+class BlueprintSpec(_Strict):
+    name: str
+    description: str = ""
+    tasks: list[Task] = Field(min_length=1)
+    generation: Generation = Field(default_factory=Generation)
+    refine: Refine = Field(default_factory=Refine)
+    train: Train = Field(default_factory=Train)
+    evaluate: Evaluate = Field(default_factory=Evaluate)
+    export: Export = Field(default_factory=Export)
+
+    @field_validator("name")
+    @classmethod
+    def _bp_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"blueprint name {v!r} must match {_NAME.pattern}")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, v: list[Task]) -> list[Task]:
+        names = [t.name for t in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate task names: {', '.join(dupes)}")
+        return v
+
+
+class Blueprint:
+    """A validated blueprint and the folder it lives in."""
+
+    def __init__(self, spec: BlueprintSpec, root: Path) -> None:
+        self.spec = spec
+        self.root = root
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self.spec.tasks
+
+    def task(self, name: str) -> Task:
+        for t in self.spec.tasks:
+            if t.name == name:
+                return t
+        known = ", ".join(t.name for t in self.spec.tasks)
+        raise BlueprintError(f"{self.root / BLUEPRINT_FILE}: no task {name!r} (tasks: {known})")
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a file named in the blueprint."""
+        return self.root / relative
+
+    def content_sha256(self) -> str:
+        """Hash of every file in the blueprint folder except corrections, in path order."""
+        h = hashlib.sha256()
+        for p in sorted(self.root.rglob("*")):
+            if not p.is_file() or "corrections" in p.relative_to(self.root).parts:
+                continue
+            h.update(p.relative_to(self.root).as_posix().encode())
+            h.update(b"\0")
+            h.update(p.read_bytes())
+            h.update(b"\0")
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"Blueprint({self.name!r}, tasks={[t.name for t in self.tasks]})"
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        msg = e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{source}: {_loc(e['loc'])}: {msg}")
+    return "\n".join(lines)
+
+
+def resolve_blueprint_dir(name_or_path: str | Path) -> Path:
+    """Return the folder of a blueprint given by name (under ``blueprints/``) or path."""
+    p = Path(name_or_path)
+    if p.name == BLUEPRINT_FILE:
+        p = p.parent
+    if p.is_dir():
+        return p.resolve()
+    candidate = BLUEPRINTS_DIR / str(name_or_path)
+    if candidate.is_dir():
+        return candidate.resolve()
+    known = sorted(d.name for d in BLUEPRINTS_DIR.iterdir() if (d / BLUEPRINT_FILE).is_file()) \
+        if BLUEPRINTS_DIR.is_dir() else []
+    raise BlueprintError(
+        f"no blueprint {str(name_or_path)!r}: not a folder, and not a name under "
+        f"{BLUEPRINTS_DIR} (known: {', '.join(known) or 'none'})"
+    )
+
+
+def load_blueprint(name_or_path: str | Path, *, check_files: bool = True) -> Blueprint:
+    """Load and validate a blueprint by name or path.
+
+    Raises
+    ------
+    BlueprintError
+        With ``<file>: <field path>: <reason>`` for every problem found.
+    """
+    root = resolve_blueprint_dir(name_or_path)
+    file = root / BLUEPRINT_FILE
+    if not file.is_file():
+        raise BlueprintError(f"{file}: missing; a blueprint folder needs a {BLUEPRINT_FILE}")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise BlueprintError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BlueprintError(f"{file}: (top level): expected a mapping, got {type(raw).__name__}")
+    try:
+        spec = BlueprintSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise BlueprintError(_format_errors(str(file), exc)) from None
+    bp = Blueprint(spec, root)
+    if check_files:
+        problems = []
+        for i, t in enumerate(spec.tasks):
+            for field in ("constitution", "grammar", "seeds", "exam"):
+                rel = getattr(t, field)
+                if rel is not None and not (root / rel).is_file():
+                    problems.append(f"{file}: tasks[{i}].{field}: file not found: {root / rel}")
+        if problems:
+            raise BlueprintError("\n".join(problems))
+    return bp
+
+
+def check_unique_task_names(blueprints_dir: Path = BLUEPRINTS_DIR) -> None:
+    """Task names name files in ``models/``: they must be unique across all blueprints."""
+    seen: dict[str, Path] = {}
+    problems = []
+    for file in sorted(blueprints_dir.glob(f"*/{BLUEPRINT_FILE}")):
+        bp = load_blueprint(file.parent, check_files=False)
+        for t in bp.tasks:
+            if t.name in seen:
+                problems.append(
+                    f"{file}: task {t.name!r} is also defined in {seen[t.name]}; "
+                    "task names must be unique across blueprints (they name the model files)"
+                )
+            else:
+                seen[t.name] = file
+    if problems:
+        raise BlueprintError("\n".join(problems))

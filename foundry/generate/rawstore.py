@@ -1,0 +1,130 @@
+"""Append-only raw data: one JSON object per line, written a whole batch at a time.
+
+Every row of a batch carries ``batch`` (its id) and ``batch_size``. A batch counts as
+done once all its lines are written, flushed and fsynced. On open, the store reads the
+file back and sets aside (into ``<name>.torn.jsonl``, never deleting anything) a torn last
+line and the rows of any batch that is incomplete, so a run killed at any moment can be
+re-run and continue without duplicating a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def read_jsonl(path: Path) -> Iterator[Row]:
+    """Yield the objects of a JSONL file; a line that is not a JSON object raises ValueError."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+            yield obj
+
+
+def dump_line(row: Row) -> str:
+    """One row as a JSONL line: UTF-8 text kept readable, keys in a stable order."""
+    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+class RawStore:
+    """Durable, append-only store of generated rows for one task."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: list[Row] = []
+        self.batches: set[str] = set()
+        self.set_aside = 0
+        self._recover()
+
+    @property
+    def torn_path(self) -> Path:
+        return self.path.with_suffix(".torn.jsonl")
+
+    def _recover(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good: list[Row] = []
+        bad_lines: list[str] = []
+        for raw_line in data.splitlines(keepends=True):
+            text = raw_line.decode("utf-8", errors="replace")
+            try:
+                if not raw_line.endswith(b"\n"):
+                    raise ValueError("no trailing newline")
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                bad_lines.append(text.rstrip("\n"))
+                continue
+            good.append(obj)
+        sizes = Counter(r.get("batch") for r in good)
+        complete: list[Row] = []
+        incomplete: list[Row] = []
+        for r in good:
+            done = r.get("batch") is None or sizes[r["batch"]] >= r.get("batch_size", 0)
+            (complete if done else incomplete).append(r)
+        if bad_lines or incomplete:
+            with open(self.torn_path, "a", encoding="utf-8") as fh:
+                for line in bad_lines:
+                    fh.write(json.dumps({"torn_line": line}, ensure_ascii=False) + "\n")
+                for r in incomplete:
+                    fh.write(dump_line({"incomplete_batch_row": r}))
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.set_aside = len(bad_lines) + len(incomplete)
+            self._rewrite(complete)
+        self.rows = complete
+        self.batches = {r["batch"] for r in complete if r.get("batch") is not None}
+
+    def _rewrite(self, rows: list[Row]) -> None:
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(dump_line(r) for r in rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def append_batch(self, batch_id: str, rows: Iterable[Row]) -> int:
+        """Append one batch durably; returns the number of rows written.
+
+        A batch id already in the store is ignored (returns 0), so replaying a batch after
+        a crash never duplicates it.
+        """
+        if batch_id in self.batches:
+            return 0
+        rows = list(rows)
+        if not rows:
+            self.batches.add(batch_id)
+            return 0
+        stamped = [{**r, "batch": batch_id, "batch_size": len(rows)} for r in rows]
+        payload = "".join(dump_line(r) for r in stamped).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.rows.extend(stamped)
+        self.batches.add(batch_id)
+        return len(stamped)

@@ -1,0 +1,147 @@
+"""The text spec (v1): one normaliser and one character n-gram analyzer.
+
+The trainer passes :class:`Analyzer` to scikit-learn's ``TfidfVectorizer`` as its
+``analyzer`` callable, and every runtime re-implements the very same steps (see
+``docs/preprocessor-spec.md``). Nothing here may depend on the platform or the locale:
+whitespace is an explicit code-point list, never ``str.split()``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+SPEC_VERSION = 1
+
+#: Code points that become a single space (step 4). Explicit, so that Python, JavaScript
+#: and Rust agree; each language's own notion of whitespace differs.
+WHITESPACE: frozenset[str] = frozenset(
+    chr(cp)
+    for cp in (
+        *range(0x0009, 0x000E),  # TAB, LF, VT, FF, CR
+        0x0020,  # SPACE
+        0x0085,  # NEXT LINE
+        0x00A0,  # NO-BREAK SPACE
+        0x1680,  # OGHAM SPACE MARK
+        *range(0x2000, 0x200B),  # EN QUAD .. HAIR SPACE
+        0x2028,  # LINE SEPARATOR
+        0x2029,  # PARAGRAPH SEPARATOR
+        0x202F,  # NARROW NO-BREAK SPACE
+        0x205F,  # MEDIUM MATHEMATICAL SPACE
+        0x3000,  # IDEOGRAPHIC SPACE
+    )
+)
+
+#: General categories removed in step 3 (after the whitespace code points are spared).
+REMOVED_CATEGORIES: frozenset[str] = frozenset({"Cc", "Cf", "Cs"})
+
+#: The Unicode version of this Python's ``unicodedata``; recorded in every ``.bin``.
+UNICODE_VERSION: str = unicodedata.unidata_version
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """Settings of the normaliser and the analyzer.
+
+    Parameters
+    ----------
+    max_chars : int
+        Normalised text is truncated to this many code points (step 5).
+    min_n, max_n : int
+        Character n-gram orders, inclusive (step 6).
+    word_boundary_padding : bool
+        If True, n-grams are taken per space-separated word padded with one space on
+        each side (so ``吗 `` marks a sentence-final ``吗``); otherwise over the whole text.
+    lowercase : bool
+        Apply full Unicode default lowercasing (step 2).
+    """
+
+    max_chars: int = 256
+    min_n: int = 1
+    max_n: int = 3
+    word_boundary_padding: bool = True
+    lowercase: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 1:
+            raise ValueError(f"max_chars must be >= 1, got {self.max_chars}")
+        if not 1 <= self.min_n <= self.max_n:
+            raise ValueError(
+                f"need 1 <= min_n <= max_n, got min_n={self.min_n}, max_n={self.max_n}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _clean_char(ch: str) -> str:
+    """Step 3 and 4 for one code point: whitespace -> ' ', Cc/Cf/Cs -> '', else itself."""
+    if ch in WHITESPACE:
+        return " "
+    if unicodedata.category(ch) in REMOVED_CATEGORIES:
+        return ""
+    return ch
+
+
+def normalize(text: str, spec: TextSpec = TextSpec()) -> str:
+    """Normalise ``text`` by steps 1-5 of the text spec.
+
+    1. Unicode NFKC; 2. full default lowercasing; 3. drop control, format and surrogate
+    code points (except the whitespace list); 4. map the whitespace list to U+0020,
+    collapse runs, strip both ends; 5. truncate to ``spec.max_chars`` code points.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    text = unicodedata.normalize("NFKC", text)
+    if spec.lowercase:
+        text = text.lower()
+    if text.isascii():
+        # Fast path: in ASCII only 0x00-0x1F and 0x7F are removable or whitespace.
+        if not text.isprintable():
+            text = "".join(_clean_char(ch) for ch in text)
+    else:
+        text = "".join(_clean_char(ch) for ch in text)
+    text = " ".join(part for part in text.split(" ") if part)
+    return text[: spec.max_chars]
+
+
+def char_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
+    """Yield the character n-grams of an already normalised text (step 6), in order.
+
+    With ``word_boundary_padding``, each space-separated word ``w`` becomes ``" " + w + " "``
+    and yields every n-gram of that padded word for n = min_n..max_n, skipping orders longer
+    than the padded word. Without it, the n-grams of the whole text are yielded. The
+    one-character n-gram ``" "`` carries no information and is never yielded.
+    """
+    if not normalized:
+        return
+    units = [f" {w} " for w in normalized.split(" ")] if spec.word_boundary_padding else [
+        normalized
+    ]
+    for unit in units:
+        length = len(unit)
+        for n in range(spec.min_n, min(spec.max_n, length) + 1):
+            for i in range(length - n + 1):
+                gram = unit[i : i + n]
+                if gram != " ":
+                    yield gram
+
+
+class Analyzer:
+    """Picklable ``analyzer`` callable for scikit-learn vectorizers: text -> n-gram list."""
+
+    def __init__(self, spec: TextSpec = TextSpec()) -> None:
+        self.spec = spec
+
+    def __call__(self, text: str) -> list[str]:
+        return list(char_ngrams(normalize(text, self.spec), self.spec))
+
+    def __repr__(self) -> str:
+        return f"Analyzer({self.spec!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Analyzer) and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)

@@ -1,0 +1,94 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Normalizer(_message.Message):
+    __slots__ = ("spec_version", "nfkc", "lowercase", "removed_categories", "whitespace", "max_chars")
+    SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NFKC_FIELD_NUMBER: _ClassVar[int]
+    LOWERCASE_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    WHITESPACE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHARS_FIELD_NUMBER: _ClassVar[int]
+    spec_version: int
+    nfkc: bool
+    lowercase: bool
+    removed_categories: _containers.RepeatedScalarFieldContainer[str]
+    whitespace: _containers.RepeatedScalarFieldContainer[int]
+    max_chars: int
+    def __init__(self, spec_version: _Optional[int] = ..., nfkc: _Optional[bool] = ..., lowercase: _Optional[bool] = ..., removed_categories: _Optional[_Iterable[str]] = ..., whitespace: _Optional[_Iterable[int]] = ..., max_chars: _Optional[int] = ...) -> None: ...
+
+class Analyzer(_message.Message):
+    __slots__ = ("min_n", "max_n", "word_boundary_padding")
+    MIN_N_FIELD_NUMBER: _ClassVar[int]
+    MAX_N_FIELD_NUMBER: _ClassVar[int]
+    WORD_BOUNDARY_PADDING_FIELD_NUMBER: _ClassVar[int]
+    min_n: int
+    max_n: int
+    word_boundary_padding: bool
+    def __init__(self, min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., word_boundary_padding: _Optional[bool] = ...) -> None: ...
+
+class Weighting(_message.Message):
+    __slots__ = ("sublinear_tf", "use_idf", "norm")
+    class Norm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        NORM_NONE: _ClassVar[Weighting.Norm]
+        NORM_L2: _ClassVar[Weighting.Norm]
+    NORM_NONE: Weighting.Norm
+    NORM_L2: Weighting.Norm
+    SUBLINEAR_TF_FIELD_NUMBER: _ClassVar[int]
+    USE_IDF_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    sublinear_tf: bool
+    use_idf: bool
+    norm: Weighting.Norm
+    def __init__(self, sublinear_tf: _Optional[bool] = ..., use_idf: _Optional[bool] = ..., norm: _Optional[_Union[Weighting.Norm, str]] = ...) -> None: ...
+
+class Provenance(_message.Message):
+    __slots__ = ("blueprint", "blueprint_sha256", "data_sha256", "trainer", "foundry_version", "train_rows")
+    BLUEPRINT_FIELD_NUMBER: _ClassVar[int]
+    BLUEPRINT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATA_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_FIELD_NUMBER: _ClassVar[int]
+    FOUNDRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    blueprint: str
+    blueprint_sha256: str
+    data_sha256: str
+    trainer: str
+    foundry_version: str
+    train_rows: int
+    def __init__(self, blueprint: _Optional[str] = ..., blueprint_sha256: _Optional[str] = ..., data_sha256: _Optional[str] = ..., trainer: _Optional[str] = ..., foundry_version: _Optional[str] = ..., train_rows: _Optional[int] = ...) -> None: ...
+
+class Preprocessor(_message.Message):
+    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance")
+    FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZER_FIELD_NUMBER: _ClassVar[int]
+    ANALYZER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTING_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARY_FIELD_NUMBER: _ClassVar[int]
+    IDF_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ONNX_SHA256_FIELD_NUMBER: _ClassVar[int]
+    UNICODE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    format_version: int
+    task: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    normalizer: Normalizer
+    analyzer: Analyzer
+    weighting: Weighting
+    vocabulary: _containers.RepeatedScalarFieldContainer[str]
+    idf: _containers.RepeatedScalarFieldContainer[float]
+    threshold: float
+    onnx_sha256: str
+    unicode_version: str
+    provenance: Provenance
+    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
