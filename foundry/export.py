@@ -1,0 +1,394 @@
+"""Stage 5: export a trained model as the portable artifact set of architecture §3.2.
+
+Per task, in the models dir:
+
+- ``<task>_classifier.onnx``: the classifier alone (skl2onnx), input ``features`` float32
+  ``[N, D]``, outputs ``label`` (int64 class index) and ``probabilities`` float32 ``[N, K]``;
+- ``<task>_preprocessor.bin``: a ``foundry.v1.Preprocessor`` protobuf with the text spec
+  settings, vocabulary, idf, threshold, the SHA-256 of the ``.onnx`` and provenance;
+- ``<task>_conformance.json``: test vectors computed by the scikit-learn pipeline;
+- ``<task>_card.md``: the model card.
+
+The four files are first written to ``<models>/.pending/<task>/`` together with a
+``COMMITTED`` marker, then renamed into place; a crash between renames is rolled forward
+by the next export (:func:`recover_pending`), so the models dir never keeps a mismatched pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foundry import __version__
+from foundry.blueprint import Blueprint, Task
+from foundry.runs import atomic_write_bytes, read_json, require_stage_output
+from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE, normalize
+from foundry.v1 import preprocessor_pb2 as pb
+
+FORMAT_VERSION = 1
+ARTIFACT_SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
+PENDING_DIR = ".pending"
+COMMIT_MARKER = "COMMITTED"
+
+
+def artifact_paths(task: str, models_dir: Path) -> dict[str, Path]:
+    """The four artifact paths of ``task``, keyed by suffix."""
+    return {s: Path(models_dir) / f"{task}_{s}" for s in ARTIFACT_SUFFIXES}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    blueprint: str = ""
+    blueprint_sha256: str = ""
+    data_sha256: str = ""
+    trainer: str = ""
+    train_rows: int = 0
+
+
+def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
+    """Convert the fitted classifier step of ``trained.pipeline`` to ONNX bytes.
+
+    The graph is named after the task (skl2onnx would use a random id), which keeps the
+    output byte-identical for identical models.
+    """
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    clf = trained.pipeline.named_steps["clf"]
+    n_features = len(trained.pipeline.named_steps["tfidf"].vocabulary_)
+    model = convert_sklearn(
+        clf,
+        initial_types=[("features", FloatTensorType([None, n_features]))],
+        target_opset={"": opset, "ai.onnx.ml": 3},
+        options={id(clf): {"zipmap": False}},
+    )
+    outputs = [o.name for o in model.graph.output]
+    if outputs != ["label", "probabilities"]:
+        raise RuntimeError(f"unexpected ONNX outputs {outputs} for {type(clf).__name__}")
+    model.graph.name = f"{task}_classifier"
+    model.doc_string = f"Model Foundry micro-model {task!r}; labels in {task}_preprocessor.bin"
+    return model.SerializeToString()
+
+
+def preprocessor_message(
+    trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance
+) -> pb.Preprocessor:
+    """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline."""
+    tfidf = trained.pipeline.named_steps["tfidf"]
+    spec = trained.spec
+    vocab = sorted(tfidf.vocabulary_.items(), key=lambda kv: kv[1])
+    if [i for _, i in vocab] != list(range(len(vocab))):
+        raise RuntimeError("vectorizer vocabulary indices are not 0..D-1")
+    msg = pb.Preprocessor(
+        format_version=FORMAT_VERSION,
+        task=task,
+        labels=list(trained.labels),
+        normalizer=pb.Normalizer(
+            spec_version=1,
+            nfkc=True,
+            lowercase=spec.lowercase,
+            removed_categories=sorted(REMOVED_CATEGORIES),
+            whitespace=sorted(ord(c) for c in WHITESPACE),
+            max_chars=spec.max_chars,
+        ),
+        analyzer=pb.Analyzer(
+            min_n=spec.min_n, max_n=spec.max_n, word_boundary_padding=spec.word_boundary_padding
+        ),
+        weighting=pb.Weighting(
+            sublinear_tf=bool(tfidf.sublinear_tf),
+            use_idf=bool(tfidf.use_idf),
+            norm=pb.Weighting.NORM_L2 if tfidf.norm == "l2" else pb.Weighting.NORM_NONE,
+        ),
+        vocabulary=[g for g, _ in vocab],
+        idf=[float(x) for x in tfidf.idf_] if tfidf.use_idf else [],
+        threshold=float(threshold),
+        onnx_sha256=onnx_sha256,
+        unicode_version=UNICODE_VERSION,
+        provenance=pb.Provenance(
+            blueprint=provenance.blueprint,
+            blueprint_sha256=provenance.blueprint_sha256,
+            data_sha256=provenance.data_sha256,
+            trainer=provenance.trainer,
+            foundry_version=__version__,
+            train_rows=provenance.train_rows,
+        ),
+    )
+    return msg
+
+
+def artifact_bytes(
+    trained: Any,
+    threshold: float,
+    *,
+    task: str | None = None,
+    opset: int = 15,
+    provenance: Provenance | None = None,
+) -> tuple[bytes, bytes]:
+    """The ``(.onnx, .bin)`` bytes of a trained model, without writing anything.
+
+    Used by the exporter and by the trainer's size budget (it measures these lengths).
+    """
+    task = task or getattr(trained, "task", "task")
+    provenance = provenance or Provenance(
+        trainer=getattr(trained, "trainer", ""),
+        data_sha256=getattr(trained, "data_sha256", ""),
+        train_rows=int(getattr(trained, "train_rows", 0)),
+    )
+    onnx_bytes = classifier_onnx_bytes(trained, task, opset)
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    msg = preprocessor_message(trained, task, threshold, digest, provenance)
+    return onnx_bytes, msg.SerializeToString(deterministic=True)
+
+
+def conformance_vectors(trained: Any, texts: list[str]) -> list[dict]:
+    """Reference vectors from the scikit-learn side: what every runtime must reproduce."""
+    tfidf = trained.pipeline.named_steps["tfidf"]
+    features = tfidf.transform(texts).tocsr()
+    proba = trained.pipeline.named_steps["clf"].predict_proba(
+        features.astype(np.float32).astype(np.float64)
+    )
+    vectors = []
+    for i, text in enumerate(texts):
+        row = features.getrow(i)
+        order = np.argsort(row.indices)
+        vectors.append(
+            {
+                "text": text,
+                "normalized": normalize(text, trained.spec),
+                "features": [
+                    [int(row.indices[j]), float(row.data[j])] for j in order
+                ],
+                "probabilities": [float(p) for p in proba[i]],
+                "label": trained.labels[int(np.argmax(proba[i]))],
+            }
+        )
+    return vectors
+
+
+def conformance_texts(test_texts: list[str], extra: list[str], n_test: int = 200) -> list[str]:
+    """Hard cases first, then blueprint extras, then an evenly spaced sample of the test split."""
+    try:
+        from foundry.conformance_cases import HARD_CASES
+    except ImportError:  # pragma: no cover - the module ships with the package
+        HARD_CASES = ["", " ", "今天天气怎么样？"]
+    step = max(1, len(test_texts) // n_test) if test_texts else 1
+    sample = test_texts[::step][:n_test]
+    seen: set[str] = set()
+    out = []
+    for t in [*HARD_CASES, *extra, *sample]:
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "n/a"
+
+
+def model_card(
+    task: Task,
+    trained: Any,
+    *,
+    blueprint: str,
+    threshold: float,
+    onnx_size: int,
+    bin_size: int,
+    evaluation: dict,
+    refine_summary: dict,
+) -> str:
+    """The model card (Markdown) of one task."""
+    lines = [
+        f"# Model card: `{task.name}`",
+        "",
+        task.description or "",
+        "",
+        f"Forged by Model Foundry {__version__} from blueprint `{blueprint}` with trainer "
+        f"`{getattr(trained, 'trainer', '?')}`.",
+        "",
+        "## Labels",
+        "",
+        "| index | label | definition |",
+        "|---:|---|---|",
+    ]
+    for i, label in enumerate(task.labels):
+        lines.append(f"| {i} | `{label.name}` | {label.definition} |")
+    lines += ["", "## Data funnel", ""]
+    funnel = refine_summary.get("funnel") or []
+    if funnel:
+        lines += ["| step | rows in | rows out | removed |", "|---|---:|---:|---:|"]
+        for step in funnel:
+            lines.append(
+                f"| {step.get('step')} | {step.get('rows_in')} | {step.get('rows_out')} "
+                f"| {step.get('removed')} |"
+            )
+    lines += [
+        "",
+        f"Training rows: {refine_summary.get('train_rows', getattr(trained, 'train_rows', '?'))}, "
+        f"test rows: {refine_summary.get('test_rows', '?')}.",
+        "",
+        "## Metrics",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| exam accuracy ({evaluation.get('exam_cases', '?')} hand-written cases) "
+        f"| {_pct(evaluation.get('exam_accuracy'))} |",
+        f"| exam answered confidently | {_pct(evaluation.get('exam_confident_share'))} |",
+        f"| test accuracy | {_pct(evaluation.get('test_accuracy'))} |",
+        f"| test macro-F1 | {_pct(evaluation.get('test_macro_f1'))} |",
+        f"| coverage at threshold (test) | {_pct(evaluation.get('coverage_at_threshold'))} |",
+        f"| precision of confident answers (test) | {_pct(evaluation.get('confident_precision'))} |",
+        f"| expected calibration error (test) | {evaluation.get('ece', 'n/a')} |",
+        "",
+        f"Confidence threshold: **{threshold:.4f}** (top probability below it → `confident=False`; "
+        f"chosen for a target precision of {evaluation.get('target_precision', 'n/a')}).",
+        "",
+        "## Size",
+        "",
+        f"- `{task.name}_classifier.onnx`: {onnx_size / 1024:.1f} KiB",
+        f"- `{task.name}_preprocessor.bin`: {bin_size / 1024:.1f} KiB",
+        f"- vocabulary: {len(trained.pipeline.named_steps['tfidf'].vocabulary_)} character n-grams "
+        f"(n = {trained.spec.min_n}..{trained.spec.max_n})",
+        "",
+        "## Use it",
+        "",
+        "Python:",
+        "",
+        "```python",
+        "from foundry.runtime import MicroModel",
+        f'm = MicroModel.load("{task.name}", models_dir="models")',
+        'p = m.predict("今天天气怎么样？")',
+        "print(p.label, p.probabilities, p.confident)",
+        "```",
+        "",
+        "Command line (Python and JavaScript print the same JSON lines):",
+        "",
+        "```bash",
+        f"echo 今天天气怎么样？ | foundry predict {task.name} --json",
+        f"echo 今天天气怎么样？ | node runtimes/node/cli.js --models-dir models --task {task.name}",
+        "```",
+        "",
+        "When `confident` is false, fall back to the assistant's LLM.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def recover_pending(models_dir: Path) -> list[str]:
+    """Roll forward exports that were committed but not fully renamed; drop uncommitted ones."""
+    pending_root = Path(models_dir) / PENDING_DIR
+    recovered = []
+    if not pending_root.is_dir():
+        return recovered
+    for task_dir in sorted(pending_root.iterdir()):
+        if (task_dir / COMMIT_MARKER).is_file():
+            for src in sorted(task_dir.iterdir()):
+                if src.name != COMMIT_MARKER:
+                    src.replace(Path(models_dir) / src.name)
+            recovered.append(task_dir.name)
+        shutil.rmtree(task_dir, ignore_errors=True)
+    shutil.rmtree(pending_root, ignore_errors=True)
+    return recovered
+
+
+def install_artifacts(task: str, files: dict[str, bytes], models_dir: Path) -> dict[str, Path]:
+    """Atomically install a task's artifact files (keyed by suffix) into ``models_dir``."""
+    models_dir = Path(models_dir)
+    recover_pending(models_dir)
+    staging = models_dir / PENDING_DIR / task
+    staging.mkdir(parents=True, exist_ok=True)
+    final = artifact_paths(task, models_dir)
+    for suffix, data in files.items():
+        atomic_write_bytes(staging / final[suffix].name, data)
+    atomic_write_bytes(staging / COMMIT_MARKER, b"")
+    for suffix in files:
+        (staging / final[suffix].name).replace(final[suffix])
+    shutil.rmtree(models_dir / PENDING_DIR, ignore_errors=True)
+    return {s: final[s] for s in files}
+
+
+@dataclass
+class ExportResult:
+    task: str
+    paths: dict[str, Path]
+    onnx_size: int
+    bin_size: int
+    conformance_vectors: int
+    threshold: float
+
+
+def export_task(
+    bp: Blueprint, run_dir: Path, task: Task, models_dir: Path
+) -> ExportResult:
+    """Export one task of a run into ``models_dir``."""
+    from foundry.train import load_trained
+
+    trained = load_trained(run_dir, task.name)
+    evaluation = read_json(require_stage_output(run_dir, "evaluate", task.name, "summary.json"))
+    refine_summary = read_json(require_stage_output(run_dir, "refine", task.name, "summary.json"))
+    test_path = require_stage_output(run_dir, "refine", task.name, "test.jsonl")
+    test_texts = [json.loads(line)["text"] for line in test_path.read_text("utf-8").splitlines()
+                  if line.strip()]
+    threshold = float(evaluation["threshold"])
+    provenance = Provenance(
+        blueprint=bp.name,
+        blueprint_sha256=bp.content_sha256(),
+        data_sha256=refine_summary.get("data_sha256", getattr(trained, "data_sha256", "")),
+        trainer=trained.trainer,
+        train_rows=int(trained.train_rows),
+    )
+    onnx_bytes, bin_bytes = artifact_bytes(
+        trained, threshold, task=task.name, opset=bp.spec.export.opset, provenance=provenance
+    )
+    texts = conformance_texts(test_texts, list(bp.spec.export.conformance_extra))
+    conformance = {
+        "task": task.name,
+        "format_version": FORMAT_VERSION,
+        "labels": list(trained.labels),
+        "vectors": conformance_vectors(trained, texts),
+    }
+    card = model_card(
+        task, trained, blueprint=bp.name, threshold=threshold, onnx_size=len(onnx_bytes),
+        bin_size=len(bin_bytes), evaluation=evaluation, refine_summary=refine_summary,
+    )
+    files = {
+        "classifier.onnx": onnx_bytes,
+        "preprocessor.bin": bin_bytes,
+        "conformance.json": (json.dumps(conformance, ensure_ascii=False, indent=1) + "\n").encode(),
+        "card.md": card.encode("utf-8"),
+    }
+    paths = install_artifacts(task.name, files, models_dir)
+    return ExportResult(
+        task=task.name, paths=paths, onnx_size=len(onnx_bytes), bin_size=len(bin_bytes),
+        conformance_vectors=len(conformance["vectors"]), threshold=threshold,
+    )
+
+
+def export_stage(
+    bp: Blueprint, run_dir: Path, models_dir: Path, *, log: Callable[[str], None] = print
+) -> dict[str, ExportResult]:
+    """Export every task of the blueprint, then verify each pair with the runtime."""
+    from foundry.runtime import MicroModel, verify_conformance
+
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for name in recover_pending(models_dir):
+        log(f"rolled forward an interrupted export of {name!r}")
+    results = {}
+    for task in bp.tasks:
+        res = export_task(bp, run_dir, task, models_dir)
+        model = MicroModel.load(task.name, models_dir=models_dir)
+        verify_conformance(model, res.paths["conformance.json"])
+        log(
+            f"{task.name}: {res.onnx_size / 1024:.1f} KiB onnx + {res.bin_size / 1024:.1f} KiB bin, "
+            f"{res.conformance_vectors} conformance vectors verified"
+        )
+        results[task.name] = res
+    return results

@@ -1,0 +1,183 @@
+"""Stage 1: generate labelled raw data for every task of a blueprint.
+
+Providers: ``offline`` (template grammar + hand-written seeds shipped in the blueprint; no
+network, no key), ``gemini`` and ``openai`` (see :mod:`foundry.generate.engine`). Raw rows
+are appended to ``runs/<blueprint>/raw/<stream>/<task>.jsonl``, where the stream names the
+provider and model (or, offline, a hash of the grammar), so re-running resumes a stream
+instead of starting over. The run folder gets a manifest per task naming the raw file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from foundry.blueprint import Blueprint, Task
+from foundry.generate.rawstore import RawStore
+from foundry.runs import stage_dir, write_json
+
+PROVIDERS = ("offline", "gemini", "openai")
+_KEY_VARS = {"gemini": "GEMINI_API_KEYS", "openai": "OPENAI_BASE_URL"}
+
+
+class GenerationError(RuntimeError):
+    """Generation cannot run as configured (unknown provider, missing key, ...)."""
+
+
+@dataclass
+class GenerateSummary:
+    task: str
+    provider: str
+    stream: str
+    raw_file: Path
+    rows: int
+    added: int
+    details: dict = field(default_factory=dict)
+
+
+def _configured(provider: str) -> bool:
+    """Whether the environment (or ``.env``) configures ``provider``; never reads key values out."""
+    if provider == "offline":
+        return True
+    try:
+        from foundry.secrets import load_env
+    except ImportError:  # pragma: no cover - secrets ships with the package
+        import os
+
+        env = dict(os.environ)
+    else:
+        env = load_env()
+    return bool(env.get(_KEY_VARS[provider], "").strip())
+
+
+def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], None]) -> str:
+    """The provider to use: an explicit override, else the blueprint's, else ``offline``.
+
+    A blueprint default of ``gemini``/``openai`` with no key configured falls back to
+    ``offline`` (with a message); an explicit override without a key is an error.
+    """
+    if override:
+        if override not in PROVIDERS:
+            raise GenerationError(
+                f"unknown provider {override!r}; choose one of {', '.join(PROVIDERS)}"
+            )
+        if not _configured(override):
+            raise GenerationError(
+                f"provider {override!r} needs {_KEY_VARS[override]} in the environment or .env"
+            )
+        return override
+    provider = bp.spec.generation.provider
+    if not _configured(provider):
+        log(f"{_KEY_VARS[provider]} is not set: using the offline provider instead of {provider!r}")
+        return "offline"
+    return provider
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def offline_stream(bp: Blueprint, task: Task, target: int) -> str:
+    """Stream name of offline data: changes whenever the grammar, seeds, seed or target do."""
+    h = hashlib.sha256()
+    for rel in (task.grammar, task.seeds):
+        if rel:
+            h.update(bp.path(rel).read_bytes())
+        h.update(b"\0")
+    h.update(f"{bp.spec.generation.seed}:{target}".encode())
+    return f"offline-{h.hexdigest()[:12]}"
+
+
+def stream_for(bp: Blueprint, task: Task, provider: str, target: int) -> str:
+    if provider == "offline":
+        return offline_stream(bp, task, target)
+    model = bp.spec.generation.model if provider == "gemini" else bp.spec.generation.openai_model
+    return f"{provider}-{_safe(model)}"
+
+
+def _generate_offline(bp: Blueprint, task: Task, store: RawStore, target: int) -> dict:
+    from foundry.generate.offline import generate_offline
+
+    result = generate_offline(bp, task, target=target, seed=bp.spec.generation.seed)
+    size = bp.spec.generation.samples_per_request
+    for start in range(0, len(result.rows), size):
+        store.append_batch(f"offline-{start // size:06d}", result.rows[start : start + size])
+    capacity = result.capacity
+    if hasattr(capacity, "to_dict"):
+        capacity = capacity.to_dict(orient="records")
+    return {"capacity": capacity, "stats": getattr(result, "stats", None)}
+
+
+def generate_task(
+    bp: Blueprint,
+    task: Task,
+    run_dir: Path,
+    *,
+    provider: str,
+    target: int,
+    log: Callable[[str], None] = print,
+) -> GenerateSummary:
+    """Fill the task's raw stream up to ``target`` rows and write the run's manifest.
+
+    Raw streams live beside the run folders (``<run_dir>/../raw/<stream>/``) so that every
+    run of the blueprint shares, and resumes, the same raw data.
+    """
+    stream = stream_for(bp, task, provider, target)
+    raw_file = Path(run_dir).resolve().parent / "raw" / stream / f"{task.name}.jsonl"
+    store = RawStore(raw_file)
+    if store.set_aside:
+        log(f"{task.name}: set aside {store.set_aside} torn/incomplete rows into {store.torn_path}")
+    before = len(store)
+    details: dict = {}
+    if len(store) < target:
+        if provider == "offline":
+            details = _generate_offline(bp, task, store, target)
+        else:
+            from foundry.generate.engine import generate_llm
+
+            report = generate_llm(
+                bp, task, provider=provider, store=store,
+                quarantine_path=raw_file.with_suffix(".quarantine.jsonl"), target=target, log=log,
+            )
+            details = {"report": report.to_dict() if hasattr(report, "to_dict") else str(report)}
+    summary = GenerateSummary(
+        task=task.name, provider=provider, stream=stream, raw_file=raw_file,
+        rows=len(store), added=len(store) - before, details=details,
+    )
+    write_json(
+        stage_dir(run_dir, "generate", task.name) / "manifest.json",
+        {
+            "task": task.name,
+            "provider": provider,
+            "stream": stream,
+            "raw_files": [str(raw_file.resolve())],
+            "rows": summary.rows,
+            "added": summary.added,
+            "target": target,
+            "details": details,
+        },
+    )
+    log(f"{task.name}: {summary.rows} raw rows in {raw_file} ({summary.added} new, {provider})")
+    return summary
+
+
+def generate_stage(
+    bp: Blueprint,
+    run_dir: Path,
+    *,
+    provider: str | None = None,
+    target: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, GenerateSummary]:
+    """Run stage 1 for every task; ``provider``/``target`` override the blueprint."""
+    chosen = resolve_provider(bp, provider or None, log)
+    target = int(target or bp.spec.generation.target_per_task)
+    return {
+        t.name: generate_task(
+            bp, t, Path(run_dir), provider=chosen, target=target, log=log
+        )
+        for t in bp.tasks
+    }
