@@ -1,0 +1,163 @@
+"""The ``foundry`` command line (also ``python -m foundry``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT
+
+
+def _cmd_forge(args: argparse.Namespace) -> int:
+    from foundry.forge import ForgeError, forge
+
+    try:
+        result = forge(
+            args.blueprint,
+            steps=args.steps,
+            provider=args.provider,
+            run_id=args.run_id,
+            models_dir=args.models_dir,
+            target_per_task=args.target,
+            allow_exam_failures=args.allow_exam_failures,
+        )
+    except ForgeError as exc:
+        print(f"foundry forge: {exc}", file=sys.stderr)
+        return 1
+    total = sum(result.seconds.values())
+    print(f"done in {total:.1f} s; run folder {result.run_dir}; models in {result.models_dir}")
+    return 0
+
+
+def _read_texts(texts: list[str]) -> list[str]:
+    if texts:
+        return texts
+    return [line.rstrip("\r\n") for line in sys.stdin]
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from foundry.runtime import MicroModel
+
+    model = MicroModel.load(args.task, models_dir=args.models_dir)
+    texts = _read_texts(args.text)
+    for text, p in zip(texts, model.predict_many(texts), strict=True):
+        if args.json:
+            print(json.dumps(p.to_json(text), ensure_ascii=False))
+        else:
+            mark = "" if p.confident else f"  (not sure: {p.score:.2f})"
+            print(f"{p.label}{mark}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from foundry.runtime import ArtifactError, MicroModel, check_conformance
+
+    models_dir = Path(args.models_dir)
+    tasks = args.task or sorted(
+        p.name.removesuffix("_preprocessor.bin") for p in models_dir.glob("*_preprocessor.bin")
+    )
+    if not tasks:
+        print(f"foundry verify: no *_preprocessor.bin in {models_dir}", file=sys.stderr)
+        return 1
+    failed = 0
+    for task in tasks:
+        try:
+            model = MicroModel.load(task, models_dir=models_dir)
+            report = check_conformance(model, models_dir / f"{task}_conformance.json")
+        except ArtifactError as exc:
+            print(f"FAIL {task}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if report.ok:
+            print(f"ok   {task}: {report.vectors} conformance vectors reproduced")
+        else:
+            failed += 1
+            print(f"FAIL {task}: {len(report.failures)} of {report.vectors} vectors differ:",
+                  file=sys.stderr)
+            for line in report.failures[:20]:
+                print(f"  {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    notebook = NOTEBOOKS_DIR / "10_tester.ipynb"
+    env = {**os.environ, "FOUNDRY_MODELS_DIR": str(Path(args.models_dir).resolve())}
+    cmd = [sys.executable, "-m", "jupyterlab", str(notebook.relative_to(ROOT))]
+    if args.no_browser:
+        cmd.append("--no-browser")
+    return subprocess.call(cmd, cwd=ROOT, env=env)
+
+
+def _cmd_blueprint_check(args: argparse.Namespace) -> int:
+    from foundry.blueprint import check_unique_task_names, load_blueprint
+
+    bp = load_blueprint(args.path)
+    check_unique_task_names()
+    print(f"ok: {bp.name} ({', '.join(t.name for t in bp.tasks)}) at {bp.root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="foundry", description="Forge and run kilobyte-size text classifiers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("forge", help="run the pipeline notebooks of a blueprint")
+    p.add_argument("blueprint", help="name under blueprints/ or a path")
+    p.add_argument("--steps", default=None, help="comma list of generate,refine,train,evaluate,export")
+    p.add_argument("--provider", choices=["offline", "gemini", "openai"], default=None)
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--models-dir", default=str(MODELS_DIR))
+    p.add_argument("--target", type=int, default=None, help="rows per task (overrides the blueprint)")
+    p.add_argument("--allow-exam-failures", action="store_true",
+                   help="export even when the exam accuracy is below evaluate.exam_min_accuracy")
+    p.set_defaults(func=_cmd_forge)
+
+    p = sub.add_parser("predict", help="classify texts (arguments, or one per line on stdin)")
+    p.add_argument("task")
+    p.add_argument("text", nargs="*")
+    p.add_argument("--models-dir", default=str(MODELS_DIR))
+    p.add_argument("--json", action="store_true", help="one JSON object per input line")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("verify", help="replay the conformance vectors of forged models")
+    p.add_argument("task", nargs="*")
+    p.add_argument("--models-dir", default=str(MODELS_DIR))
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("lab", help="open the tester notebook in JupyterLab")
+    p.add_argument("--models-dir", default=str(MODELS_DIR))
+    p.add_argument("--no-browser", action="store_true")
+    p.set_defaults(func=_cmd_lab)
+
+    p = sub.add_parser("blueprint", help="blueprint tools")
+    bsub = p.add_subparsers(dest="blueprint_command", required=True)
+    c = bsub.add_parser("check", help="validate a blueprint")
+    c.add_argument("path")
+    c.set_defaults(func=_cmd_blueprint_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from foundry.blueprint import BlueprintError
+    from foundry.runtime import ArtifactError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (BlueprintError, ArtifactError, FileNotFoundError, ValueError) as exc:
+        print(f"foundry {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
