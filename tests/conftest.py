@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny trained model and its exported artifacts, built in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+QUESTIONS = [
+    "今天天气怎么样？", "明天会下雨吗", "你叫什么名字", "北京有多远？", "这个怎么用",
+    "为什么天是蓝的", "几点了？", "你吃饭了吗？", "咖啡还是茶好", "给我讲讲黑洞",
+    "what time is it?", "附近有好吃的吗", "现在几度", "怎么去机场？", "谁发明了电话",
+]
+STATEMENTS = [
+    "帮我记一下明天开会", "打开客厅的灯", "好的", "收到", "我今天很累",
+    "播放周杰伦的歌", "设个七点的闹钟", "帮我查一下航班", "我觉得这部电影一般", "谢谢",
+    "turn on the lights", "明天我要出差", "提醒我交报告", "关掉空调", "嗯嗯知道了",
+]
+
+
+def fit_tiny(spec=None, C: float = 4.0):
+    """A fitted TrainedModel-like object following the train stage's contract."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from foundry.textspec import Analyzer, TextSpec
+
+    spec = spec or TextSpec()
+    texts = QUESTIONS + STATEMENTS
+    y = np.array([0] * len(QUESTIONS) + [1] * len(STATEMENTS))
+    pipeline = Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), lowercase=False, sublinear_tf=True,
+                                      norm="l2", dtype=np.float64)),
+            ("clf", LogisticRegression(C=C, max_iter=1000)),
+        ]
+    ).fit(texts, y)
+    return SimpleNamespace(
+        pipeline=pipeline, labels=["Question", "Statement"], spec=spec, sublinear_tf=True,
+        trainer="tfidf_logreg", data_sha256="0" * 64, train_rows=len(texts), task="tiny_q",
+    )
+
+
+def write_tiny_models(models_dir: Path, task: str = "tiny_q", threshold: float = 0.6,
+                      extra_texts: list[str] | None = None):
+    from foundry.export import (
+        artifact_bytes,
+        conformance_texts,
+        conformance_vectors,
+        install_artifacts,
+    )
+
+    trained = fit_tiny()
+    onnx_bytes, bin_bytes = artifact_bytes(trained, threshold, task=task)
+    texts = conformance_texts(QUESTIONS + STATEMENTS, extra_texts or [])
+    conf = {"task": task, "format_version": 1, "labels": trained.labels,
+            "vectors": conformance_vectors(trained, texts)}
+    install_artifacts(task, {
+        "classifier.onnx": onnx_bytes,
+        "preprocessor.bin": bin_bytes,
+        "conformance.json": json.dumps(conf, ensure_ascii=False).encode(),
+        "card.md": b"# tiny\n",
+    }, models_dir)
+    return trained
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> tuple[Path, object]:
+    """A models dir holding the artifacts of a tiny is-it-a-question model (task ``tiny_q``)."""
+    models_dir = tmp_path_factory.mktemp("models")
+    trained = write_tiny_models(models_dir)
+    return models_dir, trained
+
+
+@pytest.fixture(scope="session")
+def tiny_fit():
+    """The :func:`fit_tiny` factory, for tests that need fresh fitted models."""
+    return fit_tiny

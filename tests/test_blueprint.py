@@ -1,0 +1,76 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from foundry.blueprint import BlueprintError, check_unique_task_names, load_blueprint
+from foundry.paths import BLUEPRINTS_DIR
+
+DEFAULT = BLUEPRINTS_DIR / "text_classification"
+
+
+def _copy(tmp_path: Path, mutate=None) -> Path:
+    dst = tmp_path / "bp"
+    shutil.copytree(DEFAULT, dst)
+    if mutate:
+        data = yaml.safe_load((dst / "blueprint.yaml").read_text(encoding="utf-8"))
+        mutate(data)
+        (dst / "blueprint.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return dst
+
+
+def test_default_blueprint_is_valid():
+    bp = load_blueprint("text_classification")
+    assert [t.name for t in bp.tasks] == ["is_question", "confirmation"]
+    assert bp.task("is_question").label_names == ["Question", "Statement"]
+    assert bp.task("confirmation").label_names == ["Affirm", "Deny"]
+    assert bp.spec.generation.target_per_task >= 3000
+    check_unique_task_names()
+
+
+def test_one_label_is_rejected_with_file_field_and_reason(tmp_path):
+    path = _copy(tmp_path, lambda d: d["tasks"][1].__setitem__("labels", d["tasks"][1]["labels"][:1]))
+    with pytest.raises(BlueprintError) as info:
+        load_blueprint(path)
+    assert "blueprint.yaml: tasks[1].labels: needs at least 2 labels, got 1" in str(info.value)
+
+
+def test_unknown_field_and_bad_value(tmp_path):
+    def mutate(d):
+        d["generation"]["temperature"] = 7
+        d["refine"]["dedupe"] = 0.5
+
+    with pytest.raises(BlueprintError) as info:
+        load_blueprint(_copy(tmp_path, mutate))
+    text = str(info.value)
+    assert "generation.temperature" in text and "refine.dedupe" in text
+
+
+def test_missing_file_is_named(tmp_path):
+    path = _copy(tmp_path)
+    (path / "exam" / "confirmation.jsonl").unlink()
+    with pytest.raises(BlueprintError, match=r"tasks\[1\]\.exam: file not found"):
+        load_blueprint(path)
+
+
+def test_duplicate_task_names_across_blueprints(tmp_path):
+    _copy(tmp_path)
+    shutil.copytree(tmp_path / "bp", tmp_path / "bp2")
+    with pytest.raises(BlueprintError, match="task names must be unique across blueprints"):
+        check_unique_task_names(tmp_path)
+
+
+def test_unknown_blueprint_name():
+    with pytest.raises(BlueprintError, match="no blueprint 'nope'"):
+        load_blueprint("nope")
+
+
+def test_content_hash_ignores_corrections(tmp_path):
+    path = _copy(tmp_path)
+    before = load_blueprint(path).content_sha256()
+    (path / "corrections").mkdir(exist_ok=True)
+    (path / "corrections" / "is_question.jsonl").write_text('{"text": "x", "label": "Question"}\n')
+    assert load_blueprint(path).content_sha256() == before
+    (path / "seeds" / "is_question.jsonl").write_text("changed\n")
+    assert load_blueprint(path).content_sha256() != before

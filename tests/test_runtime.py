@@ -1,0 +1,149 @@
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from foundry.runtime import ArtifactError, MicroModel, check_conformance
+
+
+def _extra_strings(n: int = 300, seed: int = 7) -> list[str]:
+    """Chinese, English, emoji, full-width, odd whitespace, control characters, empty."""
+    rng = random.Random(seed)
+    pools = [
+        "今天天气怎么样明天会下雨吗帮我记一下打开灯好的收到为什么谁哪里几点吗呢吧啊",
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        "？！，。、；：“”（）?!,.;:'\"()ＡＢＣ１２３",
+        "😀👍🏽👨‍👩‍👧‍👦🇨🇳❤️",
+        " \t\n\u3000\u00a0\u2003\u200b\u200d\ufeff\x00\x1f",
+        "éüİıΣσςß\u0301\u0308",
+    ]
+    out = ["", " ", "\u3000"]
+    while len(out) < n:
+        out.append("".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(1, 40))))
+    return out
+
+
+def test_runtime_reproduces_sklearn_probabilities(tiny_models):
+    models_dir, trained = tiny_models
+    model = MicroModel.load("tiny_q", models_dir=models_dir)
+    conf = json.loads((models_dir / "tiny_q_conformance.json").read_text(encoding="utf-8"))
+    texts = [v["text"] for v in conf["vectors"]] + _extra_strings()
+    ours = model.predict_proba(texts)
+    theirs = trained.pipeline.predict_proba(texts)
+    assert ours.shape == theirs.shape
+    assert np.max(np.abs(ours - theirs)) < 1e-6
+
+
+def test_features_match_vectorizer_exactly(tiny_models):
+    models_dir, trained = tiny_models
+    model = MicroModel.load("tiny_q", models_dir=models_dir)
+    tfidf = trained.pipeline.named_steps["tfidf"]
+    for text in _extra_strings(100, seed=3):
+        row = tfidf.transform([text]).tocsr()
+        order = np.argsort(row.indices)
+        idx, values = model.featurize(text)
+        assert idx.tolist() == row.indices[order].tolist()
+        np.testing.assert_allclose(values, row.data[order], rtol=0, atol=1e-12)
+
+
+def test_predict_api(tiny_models):
+    models_dir, _ = tiny_models
+    model = MicroModel.load("tiny_q", models_dir=models_dir)
+    p = model.predict("今天天气怎么样？")
+    assert p.label == "Question"
+    assert set(p.probabilities) == {"Question", "Statement"}
+    assert abs(sum(p.probabilities.values()) - 1) < 1e-5
+    assert p.confident == (p.score >= model.threshold)
+    many = model.predict_many(["打开客厅的灯", "今天天气怎么样？"])
+    assert [m.label for m in many] == ["Statement", "Question"]
+    assert model.predict_many([]) == []
+
+
+def test_conformance_replays(tiny_models):
+    models_dir, _ = tiny_models
+    report = check_conformance(MicroModel.load("tiny_q", models_dir=models_dir),
+                               models_dir / "tiny_q_conformance.json")
+    assert report.ok, report.failures
+    assert report.vectors > 30
+
+
+def test_runtime_never_imports_sklearn(tiny_models):
+    models_dir, _ = tiny_models
+    code = (
+        "import sys\n"
+        "from foundry.runtime import MicroModel\n"
+        f"m = MicroModel.load('tiny_q', models_dir={str(models_dir)!r})\n"
+        "m.predict('你好吗'); m.predict_many(['a', 'b'])\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] in {'sklearn', 'skl2onnx', 'scipy'})\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def models_copy(tiny_models, tmp_path):
+    models_dir, _ = tiny_models
+    for f in models_dir.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+def _rewrite_bin(path, mutate):
+    from foundry.v1 import preprocessor_pb2 as pb
+
+    msg = pb.Preprocessor()
+    msg.ParseFromString(path.read_bytes())
+    mutate(msg)
+    path.write_bytes(msg.SerializeToString())
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(ArtifactError, match="tiny_q_preprocessor.bin: preprocessor file not found"):
+        MicroModel.load("tiny_q", models_dir=tmp_path)
+
+
+def test_truncated_bin(models_copy):
+    path = models_copy / "tiny_q_preprocessor.bin"
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(ArtifactError, match="preprocessor.bin"):
+        MicroModel.load("tiny_q", models_dir=models_copy)
+
+
+def test_corrupted_bin(models_copy):
+    path = models_copy / "tiny_q_preprocessor.bin"
+    data = bytearray(path.read_bytes())
+    data[5:25] = b"\xff" * 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="preprocessor.bin"):
+        MicroModel.load("tiny_q", models_dir=models_copy)
+
+
+def test_mismatched_onnx(models_copy):
+    onnx_path = models_copy / "tiny_q_classifier.onnx"
+    onnx_path.write_bytes(onnx_path.read_bytes() + b"\x00")
+    with pytest.raises(ArtifactError, match="does not match"):
+        MicroModel.load("tiny_q", models_dir=models_copy)
+
+
+def test_unsupported_format_version(models_copy):
+    _rewrite_bin(models_copy / "tiny_q_preprocessor.bin", lambda m: setattr(m, "format_version", 99))
+    with pytest.raises(ArtifactError, match="format_version 99 is not supported"):
+        MicroModel.load("tiny_q", models_dir=models_copy)
+
+
+def test_vocab_idf_length_mismatch(models_copy):
+    _rewrite_bin(models_copy / "tiny_q_preprocessor.bin", lambda m: m.idf.pop())
+    with pytest.raises(ArtifactError, match="idf has"):
+        MicroModel.load("tiny_q", models_dir=models_copy)
+
+
+def test_wrong_task_name(models_copy):
+    for f in list(models_copy.iterdir()):
+        f.rename(models_copy / f.name.replace("tiny_q", "other"))
+    with pytest.raises(ArtifactError, match="belongs to task 'tiny_q'"):
+        MicroModel.load("other", models_dir=models_copy)
