@@ -1,0 +1,211 @@
+'use strict';
+/**
+ * The text spec (v1) in JavaScript: normaliser, character n-gram analyzer and tf-idf
+ * featuriser. A line-by-line port of `foundry/textspec.py`, driven entirely by the settings
+ * recorded in the `.bin` (see docs/preprocessor-spec.md).
+ *
+ * Everything that counts "characters" counts CODE POINTS (`Array.from`, `for...of`), never
+ * UTF-16 code units: an emoji is one character here as it is in Python.
+ */
+
+/** Text spec versions this implementation understands. */
+const SUPPORTED_SPEC_VERSIONS = Object.freeze([1]);
+
+/** The 30 two-letter Unicode general categories (the only accepted removed_categories). */
+const GENERAL_CATEGORIES = Object.freeze([
+  'Lu', 'Ll', 'Lt', 'Lm', 'Lo', 'Mn', 'Mc', 'Me', 'Nd', 'Nl', 'No', 'Pc', 'Pd', 'Ps', 'Pe',
+  'Pi', 'Pf', 'Po', 'Sm', 'Sc', 'Sk', 'So', 'Zs', 'Zl', 'Zp', 'Cc', 'Cf', 'Cs', 'Co', 'Cn',
+]);
+
+/**
+ * @typedef {object} CompiledSpec
+ * @property {number} specVersion
+ * @property {boolean} nfkc
+ * @property {boolean} lowercase
+ * @property {string[]} removedCategories
+ * @property {RegExp|null} removed   matches one code point of a removed category
+ * @property {Set<number>} whitespace code points mapped to U+0020
+ * @property {number} maxChars
+ * @property {number} minN
+ * @property {number} maxN
+ * @property {boolean} wordBoundaryPadding
+ */
+
+/**
+ * Build a {@link CompiledSpec} from the decoded `normalizer` and `analyzer` messages of a
+ * `.bin` (protobufjs objects or plain objects with the same camelCase field names).
+ *
+ * @param {object} normalizer  foundry.v1.Normalizer
+ * @param {object} analyzer    foundry.v1.Analyzer
+ * @param {string} [where]     file name used in error messages
+ * @returns {CompiledSpec}
+ */
+function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
+  if (!normalizer) throw new Error(`${where}: field 'normalizer' is missing`);
+  if (!analyzer) throw new Error(`${where}: field 'analyzer' is missing`);
+  const specVersion = Number(normalizer.specVersion);
+  if (!SUPPORTED_SPEC_VERSIONS.includes(specVersion)) {
+    throw new Error(
+      `${where}: normalizer.spec_version = ${specVersion} is not supported ` +
+        `(this runtime implements text spec ${SUPPORTED_SPEC_VERSIONS.join(', ')})`,
+    );
+  }
+  const removedCategories = [...(normalizer.removedCategories || [])];
+  for (const cat of removedCategories) {
+    if (!GENERAL_CATEGORIES.includes(cat)) {
+      throw new Error(
+        `${where}: normalizer.removed_categories contains ${JSON.stringify(cat)}, ` +
+          'which is not a two-letter Unicode general category',
+      );
+    }
+  }
+  const whitespace = new Set();
+  for (const cp of normalizer.whitespace || []) {
+    const n = Number(cp);
+    if (!Number.isInteger(n) || n < 0 || n > 0x10ffff) {
+      throw new Error(`${where}: normalizer.whitespace contains ${cp}, not a code point`);
+    }
+    whitespace.add(n);
+  }
+  const maxChars = Number(normalizer.maxChars);
+  if (!(maxChars >= 1)) {
+    throw new Error(`${where}: normalizer.max_chars must be >= 1, got ${maxChars}`);
+  }
+  const minN = Number(analyzer.minN);
+  const maxN = Number(analyzer.maxN);
+  if (!(minN >= 1 && minN <= maxN)) {
+    throw new Error(
+      `${where}: analyzer needs 1 <= min_n <= max_n, got min_n=${minN}, max_n=${maxN}`,
+    );
+  }
+  const removed = removedCategories.length
+    ? new RegExp(`^[${removedCategories.map((c) => `\\p{gc=${c}}`).join('')}]$`, 'u')
+    : null;
+  return {
+    specVersion,
+    nfkc: Boolean(normalizer.nfkc),
+    lowercase: Boolean(normalizer.lowercase),
+    removedCategories,
+    removed,
+    whitespace,
+    maxChars,
+    minN,
+    maxN,
+    wordBoundaryPadding: Boolean(analyzer.wordBoundaryPadding),
+  };
+}
+
+/**
+ * Steps 3 and 4 for one code point: whitespace -> ' ', removed category -> '', else itself.
+ * @param {string} ch one code point (a lone surrogate counts as one)
+ * @param {CompiledSpec} spec
+ * @returns {string}
+ */
+function cleanChar(ch, spec) {
+  if (spec.whitespace.has(ch.codePointAt(0))) return ' ';
+  if (spec.removed !== null && spec.removed.test(ch)) return '';
+  return ch;
+}
+
+/**
+ * Normalise a text by steps 1-5 of the text spec.
+ * @param {string} text
+ * @param {CompiledSpec} spec
+ * @returns {string}
+ */
+function normalize(text, spec) {
+  if (typeof text !== 'string') {
+    throw new TypeError(`text must be a string, got ${typeof text}`);
+  }
+  let t = spec.nfkc ? text.normalize('NFKC') : text;
+  if (spec.lowercase) t = t.toLowerCase();
+  let cleaned = '';
+  for (const ch of t) cleaned += cleanChar(ch, spec);
+  const collapsed = cleaned
+    .split(' ')
+    .filter((part) => part.length > 0)
+    .join(' ');
+  const codePoints = Array.from(collapsed);
+  return codePoints.length > spec.maxChars
+    ? codePoints.slice(0, spec.maxChars).join('')
+    : collapsed;
+}
+
+/**
+ * The character n-grams of an already normalised text (step 6), in order of emission.
+ * With word-boundary padding every space-separated word w is taken as ' ' + w + ' ';
+ * the one-character n-gram ' ' is never emitted.
+ * @param {string} normalized
+ * @param {CompiledSpec} spec
+ * @returns {string[]}
+ */
+function charNgrams(normalized, spec) {
+  const grams = [];
+  if (normalized.length === 0) return grams;
+  const units = spec.wordBoundaryPadding
+    ? normalized.split(' ').map((w) => Array.from(` ${w} `))
+    : [Array.from(normalized)];
+  for (const unit of units) {
+    const length = unit.length;
+    const top = Math.min(spec.maxN, length);
+    for (let n = spec.minN; n <= top; n += 1) {
+      for (let i = 0; i + n <= length; i += 1) {
+        const gram = unit.slice(i, i + n).join('');
+        if (gram !== ' ') grams.push(gram);
+      }
+    }
+  }
+  return grams;
+}
+
+/**
+ * @typedef {object} Weighting
+ * @property {Map<string, number>} index  n-gram -> column
+ * @property {Float64Array} idf
+ * @property {boolean} sublinearTf
+ * @property {boolean} useIdf
+ * @property {'none'|'l2'} norm
+ */
+
+/**
+ * Step 7: sparse tf-idf features of a text, computed in float64 and rounded to float32.
+ * Zero features are omitted; entries are sorted by column.
+ * @param {string[]} grams n-grams of the normalised text
+ * @param {Weighting} w
+ * @returns {Array<[number, number]>} [column, float32 value] pairs
+ */
+function weigh(grams, w) {
+  /** @type {Map<number, number>} */
+  const counts = new Map();
+  for (const gram of grams) {
+    const col = w.index.get(gram);
+    if (col !== undefined) counts.set(col, (counts.get(col) || 0) + 1);
+  }
+  const cols = [...counts.keys()].sort((a, b) => a - b);
+  const values = cols.map((col) => {
+    const count = counts.get(col);
+    const tf = w.sublinearTf ? 1 + Math.log(count) : count;
+    return w.useIdf ? tf * w.idf[col] : tf;
+  });
+  if (w.norm === 'l2') {
+    let sumSq = 0;
+    for (const v of values) sumSq += v * v;
+    const norm = Math.sqrt(sumSq);
+    if (norm > 0) for (let i = 0; i < values.length; i += 1) values[i] /= norm;
+  }
+  const out = [];
+  for (let i = 0; i < cols.length; i += 1) {
+    const v = Math.fround(values[i]);
+    if (v !== 0) out.push([cols[i], v]);
+  }
+  return out;
+}
+
+module.exports = {
+  SUPPORTED_SPEC_VERSIONS,
+  GENERAL_CATEGORIES,
+  compileSpec,
+  normalize,
+  charNgrams,
+  weigh,
+};

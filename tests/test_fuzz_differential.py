@@ -1,0 +1,252 @@
+"""Differential fuzzing: the Python text spec against the JavaScript one (runtimes/node).
+
+Thousands of seeded random strings over CJK, Latin, Greek, punctuation of all widths, every
+whitespace code point, emoji with ZWJ sequences, combining marks, control and format
+characters are normalised and split into n-grams by ``foundry.textspec`` and by
+``runtimes/node/src/textspec.js``; the results must be identical, except on texts that the
+Unicode-version rule of docs/preprocessor-spec.md ("Unicode versions") declares
+version-sensitive, and a disagreement on such a text must be explained by that rule.
+
+Texts travel to node through a file of JSON lines (never argv: NULs and lone surrogates).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from foundry.conformance_cases import HARD_CASES, VERSION_SENSITIVE_EXAMPLES, is_version_sensitive
+from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, char_ngrams, normalize
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_DIR = REPO / "runtimes" / "node"
+ORACLE = NODE_DIR / "tools" / "textspec-oracle.js"
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+
+# --- the random text generator ---------------------------------------------------------------
+
+
+def _span(lo: int, hi: int) -> list[str]:
+    return [chr(cp) for cp in range(lo, hi + 1)]
+
+
+CJK = _span(0x4E00, 0x9FFF)
+COMMON_HANZI = list("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会")
+CN_PUNCT = list("，。？！、；：“”‘’（）《》【】…—·～「」『』〈〉")
+LATIN = _span(0x41, 0x5A) + _span(0x61, 0x7A) + _span(0xC0, 0xFF) + _span(0x100, 0x17F)
+DIGITS = _span(0x30, 0x39) + _span(0xFF10, 0xFF19) + _span(0x2460, 0x2473) + _span(0x2160, 0x216F)
+ASCII_PUNCT = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+FULLWIDTH = _span(0xFF01, 0xFF5E) + _span(0xFF61, 0xFF9F) + _span(0xFFE0, 0xFFEE)
+GREEK = _span(0x391, 0x3A9) + _span(0x3B1, 0x3C9) + ["\u03c2", "\u0345", "\u1fbc", "\u1f88"]
+CASING = [
+    "\u0130",
+    "\u0131",
+    "\u00df",
+    "\u1e9e",
+    "\ufb01",
+    "\u01c4",
+    "\u01c5",
+    "\u212a",
+    "\u212b",
+    "\u2126",
+    "\u03a3",
+    "\u03a3",
+    "\u0345",
+    "\u3392",
+    "\u337f",
+    "\u2474",
+]
+WHITESPACE_LIKE = sorted(WHITESPACE) + ["\u180e", "\u200b", "\ufeff", "\u2060", "\u00ad"]
+CONTROL = _span(0x00, 0x1F) + _span(0x7F, 0x9F)
+FORMAT = (
+    _span(0x200B, 0x200F)
+    + _span(0x202A, 0x202E)
+    + _span(0x2060, 0x2064)
+    + ["\ufeff", "\u00ad", "\u061c", "\U000e0001"]
+    + _span(0xE0020, 0xE007F)
+)
+COMBINING = _span(0x300, 0x36F) + _span(0x1AB0, 0x1ABE) + _span(0x20D0, 0x20F0) + ["\u3099"]
+EMOJI = (
+    _span(0x1F600, 0x1F64F)
+    + _span(0x1F300, 0x1F3FA)
+    + _span(0x1F3FB, 0x1F3FF)
+    + _span(0x1F1E6, 0x1F1FF)
+    + ["\u200d", "\ufe0f", "\u20e3", "\u2764"]
+)
+#: Code points whose case properties changed between Unicode 14 and 17 (see the spec).
+VERSION_TRAPS = ["\u0295", "\u02e4", "\U0001171e", "\u03a3"]
+LONE_SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff", "\ud83d", "\ude00"]
+
+POOLS: list[tuple[float, list[str]]] = [
+    (14, CJK),
+    (14, COMMON_HANZI),
+    (8, CN_PUNCT),
+    (10, LATIN),
+    (4, DIGITS),
+    (5, ASCII_PUNCT),
+    (6, FULLWIDTH),
+    (5, GREEK),
+    (4, CASING),
+    (10, WHITESPACE_LIKE),
+    (3, CONTROL),
+    (3, FORMAT),
+    (5, COMBINING),
+    (6, EMOJI),
+    (1, VERSION_TRAPS),
+    (0.5, LONE_SURROGATES),
+]
+_POOL_WEIGHTS = [w for w, _ in POOLS]
+_POOL_CHARS = [chars for _, chars in POOLS]
+
+
+def _any_code_point(rng: random.Random) -> str:
+    """Any code point except surrogates, assigned or not (exercises the Cn rule)."""
+    cp = rng.randrange(0x110000 - 0x800)
+    return chr(cp + 0x800 if cp >= 0xD800 else cp)
+
+
+def random_text(rng: random.Random) -> str:
+    """One random text: mostly short, sometimes long (truncation), never a surrogate pair.
+
+    A high surrogate directly followed by a low one is two code points in Python but one
+    astral character once it crosses to JavaScript (UTF-16); real input (decoded UTF-8)
+    never holds surrogates, so such pairs are not generated.
+    """
+    roll = rng.random()
+    length = (
+        rng.randint(0, 12)
+        if roll < 0.5
+        else rng.randint(0, 60)
+        if roll < 0.97
+        else (rng.randint(250, 700))
+    )
+    chars: list[str] = []
+    for _ in range(length):
+        if rng.random() < 0.003:
+            ch = _any_code_point(rng)
+        else:
+            ch = rng.choice(rng.choices(_POOL_CHARS, weights=_POOL_WEIGHTS)[0])
+        if chars and "\ud800" <= chars[-1] <= "\udbff" and "\udc00" <= ch <= "\udfff":
+            continue
+        chars.append(ch)
+    return "".join(chars)
+
+
+def random_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    return [random_text(rng) for _ in range(count)]
+
+
+# --- running both sides ----------------------------------------------------------------------
+
+
+def spec_settings(spec: TextSpec) -> dict:
+    """The normalizer/analyzer settings as the .bin records them (camelCase, protobufjs)."""
+    return {
+        "normalizer": {
+            "specVersion": 1,
+            "nfkc": True,
+            "lowercase": spec.lowercase,
+            "removedCategories": sorted(REMOVED_CATEGORIES),
+            "whitespace": sorted(ord(ch) for ch in WHITESPACE),
+            "maxChars": spec.max_chars,
+        },
+        "analyzer": {
+            "minN": spec.min_n,
+            "maxN": spec.max_n,
+            "wordBoundaryPadding": spec.word_boundary_padding,
+        },
+    }
+
+
+def run_js_textspec(texts: list[str], spec: TextSpec, work: Path) -> list[dict]:
+    settings = work / "settings.json"
+    settings.write_text(json.dumps(spec_settings(spec)), encoding="utf-8")
+    inputs = work / "texts.jsonl"
+    inputs.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="ascii")
+    outputs = work / "js.jsonl"
+    subprocess.run(
+        ["node", str(ORACLE), str(settings), str(inputs), str(outputs)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    rows = [json.loads(line) for line in outputs.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == len(texts), f"{outputs}: {len(rows)} rows for {len(texts)} texts"
+    return rows
+
+
+def describe(text: str) -> str:
+    return " ".join(f"U+{ord(ch):04X}" for ch in text[:80])
+
+
+def assert_same_textspec(texts: list[str], spec: TextSpec, work: Path) -> int:
+    """Compare Python and JS; return how many disagreements the Unicode rule explained."""
+    js_rows = run_js_textspec(texts, spec, work)
+    explained = 0
+    for text, js in zip(texts, js_rows, strict=True):
+        py_norm = normalize(text, spec)
+        py_grams = list(char_ngrams(py_norm, spec))
+        if (py_norm, py_grams) == (js["normalized"], js["ngrams"]):
+            continue
+        assert is_version_sensitive(text), (
+            f"Python and JS disagree on {text!r} ({describe(text)}) with {spec}: "
+            f"python {py_norm!r}, js {js['normalized']!r}; "
+            f"python n-grams {py_grams[:20]}, js {js['ngrams'][:20]}"
+        )
+        explained += 1
+    return explained
+
+
+SPECS = [
+    TextSpec(),
+    TextSpec(max_chars=7, min_n=2, max_n=4, word_boundary_padding=True),
+    TextSpec(max_chars=64, min_n=1, max_n=2, word_boundary_padding=False, lowercase=False),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "short-2-4", "nopad-nolower"])
+def test_textspec_python_equals_js_on_random_texts(spec: TextSpec, tmp_path: Path) -> None:
+    texts = random_texts(seed=20261129, count=5000)
+    explained = assert_same_textspec(texts, spec, tmp_path)
+    # The generator mixes in unassigned code points: if nothing at all is version
+    # sensitive, the generator lost a pool and this test would have stopped probing it.
+    assert sum(is_version_sensitive(t) for t in texts) > 0
+    assert explained <= sum(is_version_sensitive(t) for t in texts)
+
+
+def test_textspec_python_equals_js_on_hard_cases(tmp_path: Path) -> None:
+    for spec in SPECS:
+        assert assert_same_textspec(HARD_CASES, spec, tmp_path) == 0
+
+
+def test_every_assigned_code_point_alone(tmp_path: Path) -> None:
+    """Exhaustive: each code point assigned in the trainer's Unicode, alone, agrees."""
+    texts = [
+        chr(cp)
+        for cp in range(0x110000)
+        if not 0xD800 <= cp <= 0xDFFF and unicodedata.category(chr(cp)) != "Cn"
+    ]
+    assert len(texts) > 140_000
+    assert assert_same_textspec(texts, TextSpec(), tmp_path) == 0
+
+
+def test_version_sensitive_rule_is_needed(tmp_path: Path) -> None:
+    """The final-sigma traps of the rule really differ (if not, the rule is stale: update it)."""
+    node_unicode = subprocess.run(
+        ["node", "-p", "process.versions.unicode"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if int(node_unicode.split(".")[0]) < 16 or unicodedata.unidata_version != "14.0.0":
+        pytest.skip(f"the examples are for Unicode 14.0 vs >= 16, not {node_unicode}")
+    sigma_traps = [t for t in VERSION_SENSITIVE_EXAMPLES if "\u03a3" in t]
+    assert len(sigma_traps) == 3
+    rows = run_js_textspec(sigma_traps, TextSpec(), tmp_path)
+    for text, js in zip(sigma_traps, rows, strict=True):
+        assert js["normalized"] != normalize(text), describe(text)
