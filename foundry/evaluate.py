@@ -1,0 +1,530 @@
+"""Stage 4: measure each trained model, choose its confidence threshold, run the exam gate.
+
+Per task, :func:`evaluate_stage`
+
+1. chooses the confidence threshold on held-out data: the out-of-fold probabilities of the
+   training rows kept by the train stage (each from a fold model that did not see the row).
+   It is the lowest top-probability at which the confident answers reach
+   ``evaluate.target_precision`` (:func:`choose_threshold`);
+2. scores the refined test split (accuracy, macro-F1, expected calibration error, and the
+   coverage and precision of confident answers at that threshold) — data neither the model
+   nor the threshold was fitted on;
+3. takes the hand-written exam (``exam/<task>.jsonl``) and compares its accuracy with
+   ``evaluate.exam_min_accuracy``;
+4. writes ``evaluate/<task>/``: ``summary.json``, ``errors.csv`` (every misclassified test
+   and exam case with the n-grams that pushed it), ``exam.csv``, ``risk_coverage.csv``,
+   ``reliability.csv`` and PNG plots.
+
+If an exam falls short and ``allow_exam_failures`` is false, :class:`ExamGateError` is
+raised after every task has been evaluated and written, listing the failed cases.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from foundry.blueprint import Blueprint, Task
+from foundry.runs import (
+    atomic_write_bytes,
+    atomic_write_text,
+    require_stage_output,
+    stage_dir,
+    write_json,
+)
+from foundry.train import TrainedModel, expected_calibration_error, load_split, load_trained
+from foundry.trainers import class_weights, vocabulary_terms
+
+Log = Callable[[str], None]
+
+SUMMARY_FILE = "summary.json"
+ERRORS_FILE = "errors.csv"
+EXAM_FILE = "exam.csv"
+PLOTS = ("confusion_matrix.png", "reliability.png", "risk_coverage.png", "exam_categories.png")
+#: How many failed exam cases an ExamGateError message lists (all are in errors.csv).
+MAX_LISTED_FAILURES = 100
+RELIABILITY_BINS = 15
+
+
+class ExamGateError(RuntimeError):
+    """A model's exam accuracy is below ``evaluate.exam_min_accuracy``.
+
+    ``failures`` maps each failing task to its evaluation summary.
+    """
+
+    def __init__(self, message: str, failures: dict[str, dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+class ExamDataError(ValueError):
+    """An exam file is unusable; the message names the file, line and field."""
+
+
+@dataclass
+class EvalResult:
+    """Evaluation of one task: the ``summary.json`` content plus the per-case tables."""
+
+    task: str
+    summary: dict[str, Any]
+    test: pd.DataFrame
+    exam: pd.DataFrame
+    errors: pd.DataFrame
+    risk_coverage: pd.DataFrame
+    reliability: pd.DataFrame
+    out_dir: Path
+    plots: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.summary["threshold"])
+
+    @property
+    def exam_passed(self) -> bool:
+        return bool(self.summary["exam_passed"])
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float) -> float:
+    """The lowest top-probability threshold whose confident answers reach the target precision.
+
+    Answers with ``max(p) >= threshold`` are confident. Among the distinct top-probabilities
+    of ``proba`` the one keeping the most answers at ``precision >= target_precision`` wins;
+    it is never below ``1/K`` (every answer's top probability is at least that). If even the
+    most confident group misses the target, the threshold is just above the highest
+    probability seen, so that no answer of such a model is confident.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y)
+    if len(y) == 0:
+        raise ValueError("cannot choose a threshold without held-out predictions")
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y
+    order = np.argsort(-conf, kind="stable")
+    conf, correct = conf[order], correct[order]
+    precision = np.cumsum(correct) / np.arange(1, len(conf) + 1)
+    # A threshold keeps a whole group of tied probabilities: judge only each group's end.
+    last_of_group = np.r_[conf[1:] != conf[:-1], True]
+    ok = np.flatnonzero(last_of_group & (precision >= target_precision))
+    if len(ok) == 0:
+        return float(np.nextafter(conf[0], np.inf))
+    return float(max(conf[ok[-1]], 1.0 / proba.shape[1]))
+
+
+def risk_coverage_curve(proba: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Coverage, precision and risk (1 - precision) of confident answers at every threshold
+    (the distinct top-probabilities, highest first)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == np.asarray(y)
+    order = np.argsort(-conf, kind="stable")
+    conf, correct = conf[order], correct[order]
+    n = np.arange(1, len(conf) + 1)
+    precision = np.cumsum(correct) / n
+    last = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.zeros(0, dtype=bool)
+    return pd.DataFrame({
+        "threshold": conf[last],
+        "coverage": n[last] / max(len(conf), 1),
+        "precision": precision[last],
+        "risk": 1.0 - precision[last],
+        "answered": n[last],
+    })
+
+
+def reliability_table(confidence: np.ndarray, correct: np.ndarray,
+                      bins: int = RELIABILITY_BINS) -> pd.DataFrame:
+    """Per equal-width confidence bin: count, mean confidence and accuracy (empty bins kept)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    idx = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = idx == b
+        rows.append({
+            "bin_low": b / bins, "bin_high": (b + 1) / bins, "count": int(mask.sum()),
+            "mean_confidence": float(confidence[mask].mean()) if mask.any() else np.nan,
+            "accuracy": float(correct[mask].mean()) if mask.any() else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def confident_stats(proba: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """``(coverage, precision)`` of answers with top probability >= ``threshold``
+    (precision is NaN when nothing is confident)."""
+    conf = np.asarray(proba).max(axis=1)
+    confident = conf >= threshold
+    correct = np.asarray(proba).argmax(axis=1) == np.asarray(y)
+    coverage = float(confident.mean()) if len(conf) else float("nan")
+    precision = float(correct[confident].mean()) if confident.any() else float("nan")
+    return coverage, precision
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def load_exam(path: Path, labels: list[str]) -> pd.DataFrame:
+    """Read an exam JSONL file: ``{"text", "label", "category", "hard", "note"}`` rows.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the exam file does not exist.
+    ExamDataError
+        On invalid JSON, a non-string text or an unknown label, naming file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: exam file not found (named by the blueprint's tasks[].exam)")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ExamDataError(f"{where}: not valid JSON: {exc}") from None
+        if not isinstance(row.get("text"), str):
+            raise ExamDataError(f"{where}: field 'text' must be a string, got {row.get('text')!r}")
+        if row.get("label") not in labels:
+            raise ExamDataError(
+                f"{where}: field 'label' is {row.get('label')!r}, not one of {', '.join(labels)}"
+            )
+        rows.append({
+            "text": row["text"], "gold": row["label"], "category": str(row.get("category", "")),
+            "hard": bool(row.get("hard", False)), "note": str(row.get("note", "")),
+        })
+    return pd.DataFrame(rows, columns=["text", "gold", "category", "hard", "note"])
+
+
+def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
+                  threshold: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-case predictions: ``predicted``, ``p`` (its probability), ``p_gold``,
+    ``confident``, ``correct``; plus the probability matrix."""
+    labels = trained.labels
+    proba = trained.predict_proba(texts) if texts else np.zeros((0, len(labels)))
+    pred = proba.argmax(axis=1)
+    gold_idx = np.asarray([labels.index(g) for g in gold], dtype=np.int64)
+    frame = pd.DataFrame({
+        "text": texts,
+        "gold": gold,
+        "predicted": [labels[i] for i in pred],
+        "p": proba.max(axis=1) if len(texts) else [],
+        "p_gold": proba[np.arange(len(texts)), gold_idx] if len(texts) else [],
+    })
+    frame["confident"] = frame["p"] >= threshold
+    frame["correct"] = frame["gold"] == frame["predicted"]
+    return frame, proba
+
+
+def pushing_ngrams(trained: TrainedModel, text: str, towards: str, against: str,
+                   k: int = 6) -> list[tuple[str, float]]:
+    """The n-grams of ``text`` that most pushed the model to ``towards`` rather than
+    ``against``: feature value x (weight of ``towards`` - weight of ``against``), largest
+    first, positive contributions only.
+
+    For a calibrated model the weights are those of the linear model inside the calibrator
+    (calibration is monotone in its score, so the direction of each push is the same).
+    """
+    pipe = trained.pipeline
+    x = pipe.named_steps["tfidf"].transform([text]).tocsr()
+    if x.nnz == 0:
+        return []
+    W = class_weights(pipe.named_steps["clf"], len(trained.labels))
+    a, b = trained.labels.index(towards), trained.labels.index(against)
+    contrib = x.data * (W[a, x.indices] - W[b, x.indices])
+    terms = vocabulary_terms(pipe)
+    order = np.lexsort((x.indices, -contrib))
+    return [(terms[x.indices[i]], float(contrib[i])) for i in order[:k] if contrib[i] > 0]
+
+
+def format_ngrams(pushes: list[tuple[str, float]]) -> str:
+    """``'吗 ' +0.412; '什么' +0.300`` (quoted: padding spaces matter)."""
+    return "; ".join(f"{gram!r} {value:+.3f}" for gram, value in pushes)
+
+
+def error_table(trained: TrainedModel, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every misclassified case of each named frame, with the n-grams that pushed it."""
+    rows = []
+    for split, frame in frames.items():
+        for case in frame[~frame["correct"]].itertuples(index=False):
+            rows.append({
+                "split": split,
+                "text": case.text,
+                "gold": case.gold,
+                "predicted": case.predicted,
+                "p": round(float(case.p), 6),
+                "p_gold": round(float(case.p_gold), 6),
+                "confident": bool(case.confident),
+                "category": getattr(case, "category", ""),
+                "hard": bool(getattr(case, "hard", False)),
+                "note": getattr(case, "note", ""),
+                "pushing_ngrams": format_ngrams(
+                    pushing_ngrams(trained, case.text, case.predicted, case.gold)),
+            })
+    columns = ["split", "text", "gold", "predicted", "p", "p_gold", "confident", "category",
+               "hard", "note", "pushing_ngrams"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def exam_by_category(exam: pd.DataFrame) -> pd.DataFrame:
+    """Exam verdict per (gold label, category): cases, accuracy, confident share, hard cases."""
+    if exam.empty:
+        return pd.DataFrame(columns=["gold", "category", "cases", "accuracy", "confident_share",
+                                     "hard_cases", "hard_accuracy"])
+    grouped = exam.groupby(["gold", "category"], sort=True)
+    table = grouped.agg(cases=("correct", "size"), accuracy=("correct", "mean"),
+                        confident_share=("confident", "mean"), hard_cases=("hard", "sum"))
+    hard = exam[exam["hard"]].groupby(["gold", "category"])["correct"].mean()
+    table["hard_accuracy"] = hard.reindex(table.index)
+    return table.reset_index()
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    # No timestamps in the PNG metadata, so identical runs give identical plots.
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
+    """Confusion matrix, reliability diagram, risk-coverage curve and exam per category."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    s, out = result.summary, result.out_dir
+    paths = {}
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, (name, frame) in zip(axes, (("test", result.test), ("exam", result.exam)), strict=True):
+        cm = confusion_matrix(frame["gold"], frame["predicted"], labels=labels) if len(frame) \
+            else np.zeros((len(labels), len(labels)), dtype=int)
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center",
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(f"{result.task}: {name} ({len(frame)} cases)")
+    paths["confusion_matrix"] = _save_figure(fig, out / "confusion_matrix.png")
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    rel = result.reliability.dropna()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    ax.plot(rel["mean_confidence"], rel["accuracy"], marker="o", label="test split")
+    ax.set_xlim(1 / len(labels) - 0.02, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{result.task}: reliability, ECE {s['ece']:.3f}")
+    ax.legend(loc="lower right")
+    paths["reliability"] = _save_figure(fig, out / "reliability.png")
+
+    fig, ax = plt.subplots(figsize=(5.4, 4.2))
+    rc = result.risk_coverage
+    ax.plot(rc["coverage"], rc["precision"], label="test split")
+    if s.get("coverage_at_threshold") is not None and s["confident_precision"] is not None:
+        ax.scatter([s["coverage_at_threshold"]], [s["confident_precision"]], color="red",
+                   zorder=3, label=f"threshold {s['threshold']:.3f}")
+    ax.axhline(s["target_precision"], ls="--", color="grey", lw=1, label="target precision")
+    ax.set_xlabel("coverage (share answered confidently)")
+    ax.set_ylabel("precision of confident answers")
+    ax.set_title(f"{result.task}: risk-coverage")
+    ax.set_ylim(max(0.0, min(rc["precision"].min(), s["target_precision"]) - 0.02), 1.005)
+    ax.legend(loc="lower left")
+    paths["risk_coverage"] = _save_figure(fig, out / "risk_coverage.png")
+
+    cats = exam_by_category(result.exam)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(cats), 3) + 1))
+    if len(cats):
+        names = [f"{g} / {c}" for g, c in zip(cats["gold"], cats["category"], strict=True)]
+        ax.barh(names, cats["accuracy"], color=["tab:green" if a >= s["exam_min_accuracy"]
+                                                 else "tab:red" for a in cats["accuracy"]])
+        ax.axvline(s["exam_min_accuracy"], ls="--", color="grey", lw=1)
+        ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("exam accuracy")
+    ax.set_title(f"{result.task}: exam per category "
+                 f"({'passed' if s['exam_passed'] else 'FAILED'})")
+    paths["exam_categories"] = _save_figure(fig, out / "exam_categories.png")
+    return paths
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
+
+
+def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> EvalResult:
+    """Evaluate one task and write ``evaluate/<task>/``; never raises for a failed exam."""
+    cfg = bp.spec.evaluate
+    trained = load_trained(run_dir, task.name)
+    if trained.labels != task.label_names:
+        raise ValueError(
+            f"{run_dir}/train/{task.name}: trained labels {trained.labels} differ from the "
+            f"blueprint's {task.label_names}; re-run the train stage"
+        )
+    labels = trained.labels
+    threshold = choose_threshold(trained.oof_proba, trained.oof_y, cfg.target_precision)
+    oof_coverage, oof_precision = confident_stats(trained.oof_proba, trained.oof_y, threshold)
+
+    test_split = load_split(require_stage_output(run_dir, "refine", task.name, "test.jsonl"), labels)
+    test, test_proba = predict_frame(
+        trained, test_split.texts, [labels[i] for i in test_split.y], threshold)
+    test["category"] = test_split.categories
+    coverage, precision = confident_stats(test_proba, test_split.y, threshold)
+    ece = expected_calibration_error(test["p"].to_numpy(), test["correct"].to_numpy())
+
+    exam_rows = load_exam(bp.path(task.exam), labels)
+    exam, _ = predict_frame(trained, exam_rows["text"].tolist(), exam_rows["gold"].tolist(),
+                            threshold)
+    exam[["category", "hard", "note"]] = exam_rows[["category", "hard", "note"]]
+    exam_cases = len(exam)
+    exam_accuracy = float(exam["correct"].mean()) if exam_cases else None
+    exam_passed = exam_accuracy is not None and exam_accuracy >= cfg.exam_min_accuracy
+    confident_exam = exam[exam["confident"]]
+    failed = exam[~exam["correct"]]
+
+    summary: dict[str, Any] = {
+        "task": task.name,
+        "labels": labels,
+        "trainer": trained.trainer,
+        "calibration": trained.calibration,
+        "n_features": trained.n_features,
+        "size_bytes": trained.info.get("size_bytes"),
+        "threshold": threshold,
+        "threshold_source": "out-of-fold probabilities of the training rows",
+        "target_precision": cfg.target_precision,
+        "oof_coverage_at_threshold": oof_coverage,
+        "oof_confident_precision": _nan_to_none(oof_precision),
+        "test_cases": len(test),
+        "test_accuracy": float(accuracy_score(test["gold"], test["predicted"])),
+        "test_macro_f1": float(f1_score(test["gold"], test["predicted"], labels=labels,
+                                        average="macro", zero_division=0)),
+        "coverage_at_threshold": coverage,
+        "confident_precision": _nan_to_none(precision),
+        "ece": ece,
+        "test_confusion": confusion_matrix(test["gold"], test["predicted"], labels=labels).tolist(),
+        "exam_cases": exam_cases,
+        "exam_accuracy": exam_accuracy,
+        "exam_confident_share": float(exam["confident"].mean()) if exam_cases else None,
+        "exam_confident_precision": float(confident_exam["correct"].mean())
+        if len(confident_exam) else None,
+        "exam_hard_accuracy": float(exam.loc[exam["hard"], "correct"].mean())
+        if exam["hard"].any() else None,
+        "exam_min_accuracy": cfg.exam_min_accuracy,
+        "exam_passed": bool(exam_passed),
+        "failed_exam_cases": [
+            {"text": r.text, "gold": r.gold, "predicted": r.predicted, "p": round(float(r.p), 6),
+             "category": r.category, "hard": bool(r.hard), "note": r.note}
+            for r in failed.itertuples(index=False)
+        ],
+        "exam_by_category": json.loads(exam_by_category(exam).to_json(orient="records")),
+    }
+    if trained.unpruned_pipeline is not None:
+        # What the size budget cost: the same recipe without pruning, on the same cases.
+        full = TrainedModel(**{**trained.__dict__, "pipeline": trained.unpruned_pipeline})
+        t_full, _ = predict_frame(full, test["text"].tolist(), test["gold"].tolist(), threshold)
+        summary["unpruned_n_features"] = full.n_features
+        summary["unpruned_test_macro_f1"] = float(
+            f1_score(t_full["gold"], t_full["predicted"], labels=labels, average="macro",
+                     zero_division=0))
+        if exam_cases:
+            e_full, _ = predict_frame(full, exam["text"].tolist(), exam["gold"].tolist(), threshold)
+            summary["unpruned_exam_accuracy"] = float(e_full["correct"].mean())
+
+    out = stage_dir(run_dir, "evaluate", task.name)
+    result = EvalResult(
+        task=task.name, summary=summary, test=test, exam=exam,
+        errors=error_table(trained, {"test": test, "exam": exam}),
+        risk_coverage=risk_coverage_curve(test_proba, test_split.y),
+        reliability=reliability_table(test["p"].to_numpy(), test["correct"].to_numpy()),
+        out_dir=out,
+    )
+    atomic_write_text(out / ERRORS_FILE, result.errors.to_csv(index=False))
+    atomic_write_text(out / EXAM_FILE, exam.to_csv(index=False))
+    atomic_write_text(out / "risk_coverage.csv", result.risk_coverage.to_csv(index=False))
+    atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
+    result.plots = write_plots(result, labels)
+    write_json(out / SUMMARY_FILE, summary)  # last: its presence means the folder is complete
+    log(
+        f"{task.name}: test acc {summary['test_accuracy']:.4f}, macro-F1 "
+        f"{summary['test_macro_f1']:.4f}, ECE {ece:.4f}; threshold {threshold:.4f} -> "
+        f"coverage {coverage:.1%} at precision {precision:.4f}; exam "
+        + (f"{exam_accuracy:.1%} of {exam_cases} ({'passed' if exam_passed else 'FAILED'}, "
+           f"{summary['exam_confident_share']:.0%} confident)" if exam_cases else "has no cases")
+    )
+    return result
+
+
+def exam_gate_message(failures: dict[str, dict[str, Any]]) -> str:
+    """The :class:`ExamGateError` text: per failing task, its score and failed cases."""
+    lines = []
+    for task, s in failures.items():
+        if not s["exam_cases"]:
+            lines.append(f"task {task!r}: the exam has no cases, so it cannot pass "
+                         f"(evaluate.exam_min_accuracy = {s['exam_min_accuracy']:.1%})")
+            continue
+        n_failed = len(s["failed_exam_cases"])
+        lines.append(
+            f"task {task!r}: exam accuracy {s['exam_accuracy']:.1%} "
+            f"({s['exam_cases'] - n_failed}/{s['exam_cases']}) is below "
+            f"evaluate.exam_min_accuracy {s['exam_min_accuracy']:.1%}; failed cases "
+            "(text | gold -> predicted, p):"
+        )
+        for case in s["failed_exam_cases"][:MAX_LISTED_FAILURES]:
+            lines.append(f"  {case['text']!r} | {case['gold']} -> {case['predicted']}, "
+                         f"p={case['p']:.3f} [{case['category']}]")
+        if n_failed > MAX_LISTED_FAILURES:
+            lines.append(f"  ... and {n_failed - MAX_LISTED_FAILURES} more "
+                         f"(see evaluate/{task}/{ERRORS_FILE})")
+    lines.append(
+        "Export is blocked. Improve the data (grammar, seeds) and forge again, or override with "
+        "`foundry forge <blueprint> --allow-exam-failures` "
+        "(notebook parameter allow_exam_failures = True)."
+    )
+    return "\n".join(lines)
+
+
+def evaluate_stage(
+    bp: Blueprint, run_dir: Path, *, allow_exam_failures: bool = False, log: Log = print
+) -> dict[str, EvalResult]:
+    """Evaluate every task of ``bp`` in ``run_dir``; see the module docstring.
+
+    Raises
+    ------
+    ExamGateError
+        After all tasks are written, if any exam accuracy is below
+        ``evaluate.exam_min_accuracy`` and ``allow_exam_failures`` is false.
+    """
+    results = {t.name: evaluate_task(bp, t, Path(run_dir), log=log) for t in bp.tasks}
+    failures = {name: r.summary for name, r in results.items() if not r.exam_passed}
+    if failures:
+        message = exam_gate_message(failures)
+        if not allow_exam_failures:
+            raise ExamGateError(message, failures)
+        log("exam gate overridden (allow_exam_failures):\n" + message)
+    return results

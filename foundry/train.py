@@ -1,0 +1,797 @@
+"""Stage 3: train one micro-model per task from the refined split.
+
+For each task of the blueprint, :func:`train_stage`
+
+1. reads ``refine/<task>/train.jsonl`` (and ``summary.json`` for the data hash and the
+   balancing mode);
+2. cross-validates every candidate of ``train.grid`` (stratified folds, macro-F1) until
+   ``train.time_budget_s`` is spent, and keeps the best;
+3. refits it on all rows and, if ``.onnx + .bin`` exceed ``export.size_budget_kb``, prunes the
+   vocabulary (by coefficient spread or chi², see :func:`foundry.trainers.feature_ranking`)
+   and refits until the pair fits; an accuracy-against-size ladder is measured on the way;
+4. picks a calibration (none, sigmoid or isotonic) by out-of-fold log loss, and keeps the
+   out-of-fold probabilities so that the evaluate stage can choose the confidence threshold
+   on data the scored model never saw;
+5. writes ``train/<task>/``: ``model.joblib``, ``train.json``, ``cv_results.csv``,
+   ``size_curve.csv``, ``calibration.csv``, ``oof.csv``.
+
+Same data, same blueprint, same seed -> same model, as long as the time budget does not cut
+the search short (a cut is logged and recorded in ``train.json``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, log_loss
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.utils.class_weight import compute_sample_weight
+
+from foundry.blueprint import Blueprint, Task
+from foundry.runs import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+    require_stage_output,
+    stage_dir,
+    write_json,
+)
+from foundry.textspec import Analyzer, TextSpec
+from foundry.trainers import (
+    Trainer,
+    describe_params,
+    expand_grid,
+    feature_ranking,
+    get_trainer,
+    make_pipeline,
+    spec_for,
+    vocabulary_terms,
+)
+
+MODEL_FILE = "model.joblib"
+TRAIN_JSON = "train.json"
+CV_RESULTS_FILE = "cv_results.csv"
+SIZE_CURVE_FILE = "size_curve.csv"
+CALIBRATION_FILE = "calibration.csv"
+OOF_FILE = "oof.csv"
+MODEL_FORMAT = 1
+#: A calibrator is used only if it lowers the out-of-fold log loss by at least this share:
+#: a fitted calibration map is extra ONNX weight and a chance to overfit.
+CALIBRATION_MIN_GAIN = 0.02
+#: Smallest vocabulary the size budget may prune to; below it the budget is unreachable.
+MIN_VOCABULARY = 32
+
+Log = Callable[[str], None]
+
+
+class TrainDataError(ValueError):
+    """A refined split file is unusable; the message names the file, line and field."""
+
+
+@dataclass
+class Split:
+    """Rows of one refined split file, with labels as class indices."""
+
+    texts: list[str]
+    y: np.ndarray
+    weight: np.ndarray
+    categories: list[str]
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class TrainedModel:
+    """A fitted micro-model and where it came from.
+
+    ``pipeline`` is ``Pipeline([("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), ...)),
+    ("clf", classifier)])`` trained on class indices, so ``predict_proba`` column ``k`` is
+    ``labels[k]``.
+    """
+
+    pipeline: Pipeline
+    labels: list[str]
+    spec: TextSpec
+    sublinear_tf: bool
+    trainer: str
+    data_sha256: str
+    train_rows: int
+    cv_results: pd.DataFrame
+    task: str = ""
+    best_params: dict[str, Any] = field(default_factory=dict)
+    calibration: str = "none"
+    size_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
+    calibration_table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Out-of-fold probabilities ``[n_train, K]`` of the final recipe on the training rows,
+    #: and their gold class indices: held-out scores for choosing the threshold.
+    oof_proba: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    oof_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: The best candidate before size pruning (None when no pruning was needed).
+    unpruned_pipeline: Pipeline | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.pipeline.named_steps["tfidf"].vocabulary_)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Probabilities ``[N, K]`` (columns in ``labels`` order)."""
+        return self.pipeline.predict_proba(list(texts))
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_stage` reports per task (also in ``train.json``)."""
+
+    task: str
+    trainer: str
+    best_params: dict[str, Any]
+    cv_macro_f1: float
+    candidates_evaluated: int
+    candidates_total: int
+    budget_hit: bool
+    calibration: str
+    n_features: int
+    n_features_unpruned: int
+    onnx_bytes: int
+    bin_bytes: int
+    size_budget_bytes: int | None
+    size_source: str
+    elapsed_s: float
+    out_dir: Path
+
+    @property
+    def size_bytes(self) -> int:
+        return self.onnx_bytes + self.bin_bytes
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_split(path: Path, labels: list[str]) -> Split:
+    """Read a refined JSONL split: ``{"text", "label", ...}`` rows, optional ``"weight"``.
+
+    Raises
+    ------
+    TrainDataError
+        On invalid JSON, a missing/non-string text, an unknown label, a bad weight, or an
+        empty file, naming the file and line.
+    """
+    index = {name: i for i, name in enumerate(labels)}
+    texts, ys, weights, cats = [], [], [], []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TrainDataError(f"{where}: not valid JSON: {exc}") from None
+            text, label = row.get("text"), row.get("label")
+            if not isinstance(text, str):
+                raise TrainDataError(f"{where}: field 'text' must be a string, got {text!r}")
+            if label not in index:
+                raise TrainDataError(
+                    f"{where}: field 'label' is {label!r}, not one of the task's labels "
+                    f"{', '.join(labels)}"
+                )
+            weight = row.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                math.isfinite(weight) and weight > 0
+            ):
+                raise TrainDataError(f"{where}: field 'weight' must be a positive number, got {weight!r}")
+            texts.append(text)
+            ys.append(index[label])
+            weights.append(float(weight))
+            cats.append(str(row.get("category", "")))
+    if not texts:
+        raise TrainDataError(f"{path}: no rows")
+    return Split(texts, np.asarray(ys, dtype=np.int64), np.asarray(weights), cats, Path(path))
+
+
+def sample_weights(split: Split, balance: str) -> np.ndarray:
+    """Row weights for fitting: the refined ``weight`` times, with ``refine.balance:
+    class_weight``, the inverse class frequency (undersampled data is already balanced)."""
+    w = split.weight.copy()
+    if balance == "class_weight":
+        w *= compute_sample_weight("balanced", split.y)
+    return w
+
+
+def make_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, shuffled folds; fewer folds if the rarest class has fewer rows."""
+    rarest = int(np.bincount(y).min()) if len(y) else 0
+    k = min(n_folds, rarest)
+    if k < 2:
+        raise TrainDataError(
+            f"cannot cross-validate: the rarest class has {rarest} training row(s), need >= 2"
+        )
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+class _MemoAnalyzer:
+    """``Analyzer`` with a per-text cache: cross-validation re-analyses each text many times."""
+
+    def __init__(self, spec: TextSpec) -> None:
+        self.analyzer = Analyzer(spec)
+        self.cache: dict[str, list[str]] = {}
+
+    def __call__(self, text: str) -> list[str]:
+        grams = self.cache.get(text)
+        if grams is None:
+            grams = self.cache[text] = self.analyzer(text)
+        return grams
+
+
+class _Recipe:
+    """Builds pipelines for one task: trainer, base spec, seed, shared analyzer caches."""
+
+    def __init__(self, trainer: Trainer, spec: TextSpec, sublinear_tf: bool, seed: int) -> None:
+        self.trainer, self.spec, self.sublinear_tf, self.seed = trainer, spec, sublinear_tf, seed
+        self._memo: dict[TextSpec, _MemoAnalyzer] = {}
+
+    def pipeline(
+        self,
+        params: dict[str, Any],
+        *,
+        calibration: str = "none",
+        vocabulary: list[str] | None = None,
+        cached: bool = True,
+    ) -> Pipeline:
+        spec = spec_for(self.spec, params)
+        analyzer = self._memo.setdefault(spec, _MemoAnalyzer(spec)) if cached else None
+        return make_pipeline(
+            self.trainer, self.spec, self.sublinear_tf, params, self.seed,
+            calibration=calibration, vocabulary=vocabulary, analyzer=analyzer,
+        )
+
+    def default_calibration(self) -> str:
+        return "none" if self.trainer.has_proba else "sigmoid"
+
+
+def _fit(pipe: Pipeline, texts: list[str], y: np.ndarray, w: np.ndarray) -> Pipeline:
+    return pipe.fit(texts, y, clf__sample_weight=w)
+
+
+def _take(texts: list[str], idx: np.ndarray) -> list[str]:
+    return [texts[i] for i in idx]
+
+
+def _final(recipe: _Recipe, params: dict[str, Any], calibration: str,
+           vocabulary: list[str] | None, texts: list[str], y: np.ndarray,
+           w: np.ndarray) -> Pipeline:
+    """Fit on all rows with the picklable ``Analyzer`` (never the memoising one)."""
+    pipe = recipe.pipeline(params, calibration=calibration, vocabulary=vocabulary, cached=False)
+    return _fit(pipe, texts, y, w)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search_grid(
+    recipe: _Recipe,
+    candidates: list[dict[str, Any]],
+    texts: list[str],
+    y: np.ndarray,
+    w: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    time_budget_s: float,
+    log: Log = print,
+) -> pd.DataFrame:
+    """Cross-validate candidates in order until the time budget is spent.
+
+    Returns one row per candidate: its parameters, mean/std macro-F1 and accuracy over the
+    folds, the mean vocabulary size, fit seconds, ``status`` ("done" or "skipped: time
+    budget") and ``rank`` (1 = best macro-F1; ties go to the earlier candidate). At least
+    one candidate is always evaluated.
+    """
+    start = time.monotonic()
+    rows = []
+    calibration = recipe.default_calibration()
+    for i, params in enumerate(candidates):
+        row: dict[str, Any] = {"candidate": i, "params": describe_params(params)}
+        row.update({f"param_{k}": json.dumps(v) if isinstance(v, list) else v
+                    for k, v in params.items()})
+        if i > 0 and time.monotonic() - start >= time_budget_s:
+            row["status"] = "skipped: time budget"
+            rows.append(row)
+            continue
+        t0 = time.monotonic()
+        f1s, accs, dims = [], [], []
+        for tr, te in folds:
+            pipe = _fit(recipe.pipeline(params, calibration=calibration),
+                        _take(texts, tr), y[tr], w[tr])
+            pred = pipe.predict(_take(texts, te))
+            f1s.append(f1_score(y[te], pred, average="macro"))
+            accs.append(accuracy_score(y[te], pred))
+            dims.append(len(pipe.named_steps["tfidf"].vocabulary_))
+        row.update(
+            mean_macro_f1=float(np.mean(f1s)), std_macro_f1=float(np.std(f1s)),
+            mean_accuracy=float(np.mean(accs)), mean_features=float(np.mean(dims)),
+            fit_seconds=round(time.monotonic() - t0, 3), status="done",
+        )
+        log(f"  cv {i + 1}/{len(candidates)} {row['params']}: macro-F1 "
+            f"{row['mean_macro_f1']:.4f} ± {row['std_macro_f1']:.4f}")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    done = table["status"] == "done"
+    # Rank by F1 descending, ties by candidate order (stable sort), so the seed decides.
+    order = table[done].sort_values("mean_macro_f1", ascending=False, kind="stable")
+    table["rank"] = pd.NA
+    table.loc[order.index, "rank"] = np.arange(1, len(order) + 1)
+    return table
+
+
+def best_candidate(cv_results: pd.DataFrame, candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of the rank-1 row of :func:`search_grid`'s table."""
+    best = cv_results.loc[cv_results["rank"] == 1, "candidate"]
+    return dict(candidates[int(best.iloc[0])])
+
+
+# --------------------------------------------------------------------------- size
+
+
+def _as_trained(pipe: Pipeline, labels: list[str], spec: TextSpec, sublinear_tf: bool,
+                trainer: str, task: str) -> TrainedModel:
+    return TrainedModel(
+        pipeline=pipe, labels=labels, spec=spec, sublinear_tf=sublinear_tf, trainer=trainer,
+        data_sha256="", train_rows=0, cv_results=pd.DataFrame(), task=task,
+    )
+
+
+def _estimate_artifact_bytes(trained: TrainedModel, opset: int) -> tuple[int, int]:
+    """Fallback size measure: our own skl2onnx conversion + a ``Preprocessor`` holding the
+    vocabulary and idf (the rest of that message is a few hundred bytes)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    from foundry.v1 import preprocessor_pb2 as pb
+
+    clf = trained.pipeline.named_steps["clf"]
+    model = convert_sklearn(
+        clf, initial_types=[("features", FloatTensorType([None, trained.n_features]))],
+        target_opset={"": opset, "ai.onnx.ml": 3}, options={id(clf): {"zipmap": False}},
+    )
+    tfidf = trained.pipeline.named_steps["tfidf"]
+    msg = pb.Preprocessor(
+        labels=trained.labels, vocabulary=vocabulary_terms(trained.pipeline),
+        idf=[float(x) for x in tfidf.idf_], onnx_sha256="0" * 64,
+    )
+    return len(model.SerializeToString()), len(msg.SerializeToString()) + 512
+
+
+def artifact_size(trained: TrainedModel, opset: int) -> tuple[int, int, str]:
+    """``(.onnx bytes, .bin bytes, source)``: exact via ``foundry.export.artifact_bytes``
+    when the export module provides it, else :func:`_estimate_artifact_bytes`."""
+    try:
+        from foundry.export import artifact_bytes
+    except ImportError:
+        onnx_len, bin_len = _estimate_artifact_bytes(trained, opset)
+        return onnx_len, bin_len, "estimate"
+    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.5, task=trained.task or "task", opset=opset)
+    return len(onnx_bytes), len(bin_bytes), "export.artifact_bytes"
+
+
+@dataclass
+class _Pruned:
+    pipeline: Pipeline
+    vocabulary: list[str] | None
+    onnx_bytes: int
+    bin_bytes: int
+    source: str
+
+    @property
+    def size(self) -> int:
+        return self.onnx_bytes + self.bin_bytes
+
+
+def prune_to_budget(
+    full: Pipeline,
+    fit_top: Callable[[int], tuple[Pipeline, list[str]]],
+    measure: Callable[[Pipeline], tuple[int, int, str]],
+    budget_bytes: int | None,
+    log: Log = print,
+    max_rounds: int = 12,
+    vocabulary: list[str] | None = None,
+) -> _Pruned:
+    """Shrink the vocabulary until the artifact pair fits ``budget_bytes``.
+
+    ``fit_top(k)`` refits on the ``k`` best-ranked columns of ``full`` and returns the
+    pipeline and its vocabulary; ``measure`` returns the pair's byte sizes. Sizes are nearly
+    linear in ``k``, so each round rescales ``k`` by ``budget / size`` with a 2% margin.
+    ``vocabulary`` is the fixed vocabulary ``full`` was fitted with, if any.
+    """
+    onnx_len, bin_len, source = measure(full)
+    result = _Pruned(full, vocabulary, onnx_len, bin_len, source)
+    if budget_bytes is None or result.size <= budget_bytes:
+        return result
+    n_full = len(full.named_steps["tfidf"].vocabulary_)
+    k = n_full
+    for _ in range(max_rounds):
+        k = max(MIN_VOCABULARY, min(k - 1, math.floor(k * budget_bytes / result.size * 0.98)))
+        pipe, vocab = fit_top(k)
+        onnx_len, bin_len, source = measure(pipe)
+        result = _Pruned(pipe, vocab, onnx_len, bin_len, source)
+        log(f"  prune: {k} of {n_full} n-grams -> {result.size / 1024:.1f} KiB")
+        if result.size <= budget_bytes or k == MIN_VOCABULARY:
+            break
+    if result.size > budget_bytes:
+        raise ValueError(
+            f"blueprint.yaml: export.size_budget_kb: {budget_bytes / 1024:g} KB is unreachable: "
+            f"{k} n-grams still take {result.size / 1024:.1f} KiB; raise the budget"
+        )
+    return result
+
+
+def size_ladder(n_full: int, n_final: int) -> list[int]:
+    """Vocabulary sizes for the accuracy-against-size table, largest first."""
+    points = {n_full, n_final}
+    for factor in (4, 2, 0.5, 0.25):
+        points.add(int(n_final * factor))
+    if n_final == n_full:  # nothing pruned: still show what smaller models would cost
+        points.update({n_full // 2, n_full // 4, n_full // 8})
+    return sorted((p for p in points if MIN_VOCABULARY <= p <= n_full), reverse=True)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _clip_proba(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1.0)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def out_of_fold_proba(
+    make: Callable[[], Pipeline],
+    texts: list[str],
+    y: np.ndarray,
+    w: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    n_classes: int,
+) -> np.ndarray:
+    """Probabilities of each row from the fold model that did not see it."""
+    proba = np.zeros((len(texts), n_classes))
+    for tr, te in folds:
+        pipe = _fit(make(), _take(texts, tr), y[tr], w[tr])
+        proba[te] = pipe.predict_proba(_take(texts, te))
+    return proba
+
+
+def choose_calibration(
+    recipe: _Recipe,
+    params: dict[str, Any],
+    vocabulary: list[str] | None,
+    texts: list[str],
+    y: np.ndarray,
+    w: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    n_classes: int,
+    mode: str = "auto",
+) -> tuple[str, np.ndarray, pd.DataFrame]:
+    """Pick the calibration by out-of-fold log loss; return it, its OOF probabilities and
+    the comparison table.
+
+    ``mode="auto"`` compares the trainer's options (isotonic only for two classes: the
+    multi-class isotonic graph of skl2onnx does not reproduce scikit-learn) and keeps the
+    uncalibrated model unless a calibrator lowers log loss by ``CALIBRATION_MIN_GAIN``.
+    Any other mode is taken as is.
+    """
+    if mode == "auto":
+        methods = [m for m in recipe.trainer.calibrations if m != "isotonic" or n_classes == 2]
+    else:
+        methods = [mode]
+    rows, probas = [], {}
+    for m in methods:
+        p = out_of_fold_proba(
+            lambda m=m: recipe.pipeline(params, calibration=m, vocabulary=vocabulary),
+            texts, y, w, folds, n_classes,
+        )
+        probas[m] = p
+        top = p.max(axis=1)
+        correct = p.argmax(axis=1) == y
+        rows.append({
+            "calibration": m,
+            "log_loss": float(log_loss(y, _clip_proba(p), labels=list(range(n_classes)))),
+            "brier": float(np.mean(np.sum((p - np.eye(n_classes)[y]) ** 2, axis=1))),
+            "ece": expected_calibration_error(top, correct),
+            "accuracy": float(correct.mean()),
+        })
+    table = pd.DataFrame(rows)
+    chosen = methods[0]
+    if len(methods) > 1:
+        ref = table.iloc[0]["log_loss"]
+        best = table.sort_values("log_loss", kind="stable").iloc[0]
+        if best["calibration"] != methods[0] and best["log_loss"] <= ref * (1 - CALIBRATION_MIN_GAIN):
+            chosen = str(best["calibration"])
+    table["chosen"] = table["calibration"] == chosen
+    return chosen, probas[chosen], table
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-class probability: bin-weighted ``|accuracy - confidence|`` over
+    ``bins`` equal-width bins of [0, 1]."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(confidence) == 0:
+        return float("nan")
+    idx = np.minimum((confidence * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def text_spec(bp: Blueprint) -> TextSpec:
+    f = bp.spec.train.features
+    return TextSpec(max_chars=f.max_chars, min_n=f.min_n, max_n=f.max_n,
+                    word_boundary_padding=f.word_boundary_padding)
+
+
+def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> TrainResult:
+    """Train, prune and calibrate one task; write ``train/<task>/``."""
+    t_start = time.monotonic()
+    cfg = bp.spec.train
+    labels = task.label_names
+    n_classes = len(labels)
+    summary = read_json(require_stage_output(run_dir, "refine", task.name, "summary.json"))
+    split = load_split(require_stage_output(run_dir, "refine", task.name, "train.jsonl"), labels)
+    missing = [labels[k] for k in range(n_classes) if not (split.y == k).any()]
+    if missing:
+        raise TrainDataError(f"{split.path}: no training rows for label(s) {', '.join(missing)}")
+    texts, y = split.texts, split.y
+    w = sample_weights(split, str(summary.get("balance", "none")))
+    trainer = get_trainer(cfg.trainer)
+    recipe = _Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
+    candidates = expand_grid(trainer, cfg.grid)
+    folds = make_folds(y, cfg.cv_folds, cfg.seed)
+    log(f"{task.name}: {len(texts)} training rows, trainer {trainer.name}, "
+        f"{len(candidates)} candidate(s) x {len(folds)} folds")
+
+    cv_results = search_grid(recipe, candidates, texts, y, w, folds, cfg.time_budget_s, log)
+    evaluated = int((cv_results["status"] == "done").sum())
+    if evaluated < len(candidates):
+        log(f"  time budget of {cfg.time_budget_s:g}s reached: {evaluated} of "
+            f"{len(candidates)} candidates evaluated")
+    params = best_candidate(cv_results, candidates)
+    cv_f1 = float(cv_results.loc[cv_results["rank"] == 1, "mean_macro_f1"].iloc[0])
+    spec = spec_for(recipe.spec, params)
+    sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
+    budget = bp.spec.export.size_budget_kb
+    budget_bytes = None if budget is None else int(budget * 1024)
+    opset = bp.spec.export.opset
+
+    def measure(pipe: Pipeline) -> tuple[int, int, str]:
+        return artifact_size(_as_trained(pipe, labels, spec, sublinear, trainer.name, task.name),
+                             opset)
+
+    # Size budget: rank the unpruned model's columns, then refit on the top k.
+    calibration = recipe.default_calibration()
+    full = _final(recipe, params, calibration, None, texts, y, w)
+    full_terms = vocabulary_terms(full)
+    ranking = feature_ranking(full, trainer, full.named_steps["tfidf"].transform(texts), y,
+                              n_classes)
+
+    def top_terms(k: int, order: np.ndarray = ranking, terms: list[str] = full_terms) -> list[str]:
+        return sorted(terms[j] for j in order[:k])
+
+    def fit_top(k: int, cal: str) -> tuple[Pipeline, list[str]]:
+        vocab = top_terms(k)
+        return _final(recipe, params, cal, vocab, texts, y, w), vocab
+
+    pruned = prune_to_budget(full, lambda k: fit_top(k, calibration), measure, budget_bytes, log)
+    cal_mode = getattr(cfg, "calibration", "auto")
+    chosen, oof, cal_table = choose_calibration(
+        recipe, params, pruned.vocabulary, texts, y, w, folds, n_classes, cal_mode)
+    if chosen != calibration:
+        # The calibration map adds bytes: re-check the budget with the chosen calibrator.
+        start_k = len(pruned.vocabulary) if pruned.vocabulary else len(full_terms)
+        refit = _final(recipe, params, chosen, pruned.vocabulary, texts, y, w)
+        pruned = prune_to_budget(
+            refit,
+            lambda k: fit_top(min(k, start_k), chosen),
+            measure, budget_bytes, log, vocabulary=pruned.vocabulary,
+        )
+        if pruned.vocabulary is not None and len(pruned.vocabulary) != start_k:
+            oof = out_of_fold_proba(
+                lambda: recipe.pipeline(params, calibration=chosen, vocabulary=pruned.vocabulary),
+                texts, y, w, folds, n_classes)
+    log(f"  calibration: {chosen} (out-of-fold log loss "
+        + ", ".join(f"{r.calibration} {r.log_loss:.4f}" for r in cal_table.itertuples()) + ")")
+
+    curve = accuracy_size_curve(
+        recipe, params, chosen, full, pruned, texts, y, w, folds, n_classes, trainer, measure)
+    unpruned = None
+    if pruned.vocabulary is not None:
+        unpruned = _final(recipe, params, chosen, None, texts, y, w)
+
+    trained = TrainedModel(
+        pipeline=pruned.pipeline, labels=labels, spec=spec, sublinear_tf=sublinear,
+        trainer=trainer.name, data_sha256=str(summary.get("data_sha256", "")),
+        train_rows=int(summary.get("train_rows", len(texts))), cv_results=cv_results,
+        task=task.name, best_params=params, calibration=chosen, size_curve=curve,
+        calibration_table=cal_table, oof_proba=oof, oof_y=y.copy(), unpruned_pipeline=unpruned,
+    )
+    result = TrainResult(
+        task=task.name, trainer=trainer.name, best_params=params, cv_macro_f1=cv_f1,
+        candidates_evaluated=evaluated, candidates_total=len(candidates),
+        budget_hit=evaluated < len(candidates), calibration=chosen,
+        n_features=trained.n_features, n_features_unpruned=len(full_terms),
+        onnx_bytes=pruned.onnx_bytes, bin_bytes=pruned.bin_bytes, size_budget_bytes=budget_bytes,
+        size_source=pruned.source, elapsed_s=round(time.monotonic() - t_start, 2),
+        out_dir=stage_dir(run_dir, "train", task.name),
+    )
+    trained.info = train_info(result, trained, cfg.seed)
+    save_trained(trained, result.out_dir)
+    log(f"{task.name}: best {describe_params(params)} (CV macro-F1 {cv_f1:.4f}); "
+        f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "
+        f"{result.elapsed_s:.1f}s")
+    return result
+
+
+def accuracy_size_curve(
+    recipe: _Recipe, params: dict[str, Any], calibration: str, full: Pipeline, pruned: _Pruned,
+    texts: list[str], y: np.ndarray, w: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]], n_classes: int, trainer: Trainer,
+    measure: Callable[[Pipeline], tuple[int, int, str]],
+) -> pd.DataFrame:
+    """Cross-validated macro-F1 and artifact size for a ladder of vocabulary sizes.
+
+    In each fold the columns are ranked by a model fitted on that fold's training part only,
+    so the scores are honest; sizes are measured on all-rows fits (the ones that ship).
+    """
+    n_full = len(full.named_steps["tfidf"].vocabulary_)
+    n_final = len(pruned.vocabulary) if pruned.vocabulary is not None else n_full
+    ladder = size_ladder(n_full, n_final)
+    f1 = {k: [] for k in ladder}
+    acc = {k: [] for k in ladder}
+    base_cal = recipe.default_calibration()
+    for tr, te in folds:
+        tr_texts, te_texts = _take(texts, tr), _take(texts, te)
+        fold_full = _fit(recipe.pipeline(params, calibration=base_cal), tr_texts, y[tr], w[tr])
+        terms = vocabulary_terms(fold_full)
+        order = feature_ranking(fold_full, trainer, fold_full.named_steps["tfidf"].transform(
+            tr_texts), y[tr], n_classes)
+        for k in ladder:
+            vocab = None if k >= len(terms) else sorted(terms[j] for j in order[:k])
+            pipe = _fit(recipe.pipeline(params, calibration=calibration, vocabulary=vocab),
+                        tr_texts, y[tr], w[tr])
+            pred = pipe.predict(te_texts)
+            f1[k].append(f1_score(y[te], pred, average="macro"))
+            acc[k].append(accuracy_score(y[te], pred))
+    full_terms = vocabulary_terms(full)
+    ranking = feature_ranking(full, trainer, full.named_steps["tfidf"].transform(texts), y,
+                              n_classes)
+    rows = []
+    for k in ladder:
+        if k == n_final:
+            size = pruned.size
+        else:
+            vocab = None if k == n_full else sorted(full_terms[j] for j in ranking[:k])
+            pipe = _final(recipe, params, calibration, vocab, texts, y, w)
+            onnx_len, bin_len, _ = measure(pipe)
+            size = onnx_len + bin_len
+        rows.append({
+            "n_features": k, "size_bytes": int(size), "size_kib": round(size / 1024, 1),
+            "cv_macro_f1": float(np.mean(f1[k])), "cv_accuracy": float(np.mean(acc[k])),
+            "chosen": k == n_final,
+        })
+    return pd.DataFrame(rows)
+
+
+def train_info(result: TrainResult, trained: TrainedModel, seed: int) -> dict[str, Any]:
+    """The ``train.json`` record."""
+    return {
+        "task": result.task,
+        "trainer": result.trainer,
+        "labels": trained.labels,
+        "spec": trained.spec.to_dict(),
+        "sublinear_tf": trained.sublinear_tf,
+        "best_params": result.best_params,
+        "cv_macro_f1": result.cv_macro_f1,
+        "candidates_evaluated": result.candidates_evaluated,
+        "candidates_total": result.candidates_total,
+        "budget_hit": result.budget_hit,
+        "calibration": result.calibration,
+        "n_features": result.n_features,
+        "n_features_unpruned": result.n_features_unpruned,
+        "onnx_bytes": result.onnx_bytes,
+        "bin_bytes": result.bin_bytes,
+        "size_bytes": result.size_bytes,
+        "size_budget_bytes": result.size_budget_bytes,
+        "size_source": result.size_source,
+        "data_sha256": trained.data_sha256,
+        "train_rows": trained.train_rows,
+        "seed": seed,
+        "elapsed_s": result.elapsed_s,
+        "model_format": MODEL_FORMAT,
+    }
+
+
+def save_trained(trained: TrainedModel, out_dir: Path) -> None:
+    """Write ``model.joblib`` and the tables; every file atomically, ``train.json`` last."""
+    buf = io.BytesIO()
+    joblib.dump({
+        "format": MODEL_FORMAT,
+        "pipeline": trained.pipeline,
+        "unpruned_pipeline": trained.unpruned_pipeline,
+    }, buf)
+    atomic_write_bytes(out_dir / MODEL_FILE, buf.getvalue())
+    atomic_write_text(out_dir / CV_RESULTS_FILE, trained.cv_results.to_csv(index=False))
+    atomic_write_text(out_dir / SIZE_CURVE_FILE, trained.size_curve.to_csv(index=False))
+    atomic_write_text(out_dir / CALIBRATION_FILE, trained.calibration_table.to_csv(index=False))
+    oof = pd.DataFrame(trained.oof_proba, columns=[f"p_{lab}" for lab in trained.labels])
+    oof.insert(0, "y", trained.oof_y)
+    atomic_write_text(out_dir / OOF_FILE, oof.to_csv(index=False))  # round-trip floats
+    write_json(out_dir / TRAIN_JSON, {**trained.info, "best_params": trained.best_params})
+
+
+def load_trained(run_dir: Path, task: str) -> TrainedModel:
+    """Load what :func:`train_stage` wrote for ``task`` in ``run_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the train stage has not run for this task (says what to run).
+    ValueError
+        If ``model.joblib`` has an unknown format or disagrees with ``train.json``.
+    """
+    info = read_json(require_stage_output(run_dir, "train", task, TRAIN_JSON))
+    model_path = require_stage_output(run_dir, "train", task, MODEL_FILE)
+    blob = joblib.load(model_path)
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{model_path}: unknown model format; re-run the train stage")
+    pipeline = blob["pipeline"]
+    n = len(pipeline.named_steps["tfidf"].vocabulary_)
+    if n != info["n_features"]:
+        raise ValueError(
+            f"{model_path}: has {n} features but train.json says {info['n_features']}; "
+            "the train folder is inconsistent, re-run the train stage"
+        )
+    folder = Path(run_dir) / "train" / task
+    oof = pd.read_csv(folder / OOF_FILE)
+    return TrainedModel(
+        pipeline=pipeline,
+        labels=list(info["labels"]),
+        spec=TextSpec(**info["spec"]),
+        sublinear_tf=bool(info["sublinear_tf"]),
+        trainer=info["trainer"],
+        data_sha256=info["data_sha256"],
+        train_rows=int(info["train_rows"]),
+        cv_results=pd.read_csv(folder / CV_RESULTS_FILE),
+        task=task,
+        best_params=dict(info["best_params"]),
+        calibration=info["calibration"],
+        size_curve=pd.read_csv(folder / SIZE_CURVE_FILE),
+        calibration_table=pd.read_csv(folder / CALIBRATION_FILE),
+        oof_proba=oof[[f"p_{lab}" for lab in info["labels"]]].to_numpy(dtype=np.float64),
+        oof_y=oof["y"].to_numpy(dtype=np.int64),
+        unpruned_pipeline=blob.get("unpruned_pipeline"),
+        info=info,
+    )
+
+
+def train_stage(bp: Blueprint, run_dir: Path, *, log: Log = print) -> dict[str, TrainResult]:
+    """Train every task of ``bp`` in ``run_dir``; see the module docstring."""
+    return {task.name: train_task(bp, task, Path(run_dir), log=log) for task in bp.tasks}

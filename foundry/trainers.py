@@ -1,0 +1,370 @@
+"""The trainer registry: TF-IDF character n-grams + one exportable linear classifier.
+
+Every trainer builds the same two-step scikit-learn pipeline::
+
+    Pipeline([("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), ...)), ("clf", classifier)])
+
+trained on integer class indices ``0..K-1`` (the blueprint's label order), so
+``predict_proba`` column ``k`` is ``labels[k]``. Every classifier here converts with skl2onnx
+to the ONNX contract of the architecture (input ``features`` float32 ``[N, D]``, outputs
+``label`` and ``probabilities``).
+
+Grid keys of ``train.grid`` in a blueprint (each maps to a list of candidate values):
+
+- classifier keys, per trainer (``C`` for the linear ones, ``alpha`` for naive Bayes,
+  ``class_weight`` for the linear ones);
+- vectorizer keys ``min_df``, ``max_df``, ``max_features``, ``sublinear_tf``;
+- ``ngram``: ``[min_n, max_n]`` pairs, overriding ``train.features.min_n/max_n``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import ParameterGrid, StratifiedKFold
+from sklearn.naive_bayes import ComplementNB
+from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC
+
+from foundry.textspec import Analyzer, TextSpec
+
+#: Grid keys that configure the vectorizer, and the ``TfidfVectorizer`` argument they set.
+VECTORIZER_KEYS: tuple[str, ...] = ("min_df", "max_df", "max_features", "sublinear_tf")
+#: Grid key that overrides the n-gram orders of the text spec.
+NGRAM_KEY = "ngram"
+#: Calibration methods a trained classifier may be wrapped with.
+CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
+
+
+class GridError(ValueError):
+    """``train.grid`` or ``train.trainer`` in a blueprint is not usable; the message says why."""
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """One entry of the registry.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, used as ``train.trainer`` in blueprints.
+    description : str
+        One line for tables and model cards.
+    build : callable
+        ``build(params, seed) -> classifier``: an unfitted scikit-learn classifier from the
+        classifier grid keys in ``params``.
+    classifier_keys : tuple of str
+        Grid keys that ``build`` understands.
+    has_proba : bool
+        Whether the bare classifier has ``predict_proba``; if not (linear SVM), it is always
+        wrapped in a calibrator, and ``"none"`` is not an allowed calibration.
+    prune_by : {"coef", "chi2"}
+        How the size budget ranks features: by the spread of the per-class weights, or by
+        the chi-squared statistic (for naive Bayes, whose log-probabilities are not
+        comparable weights).
+    """
+
+    name: str
+    description: str
+    build: Callable[[Mapping[str, Any], int], BaseEstimator]
+    classifier_keys: tuple[str, ...]
+    has_proba: bool = True
+    prune_by: Literal["coef", "chi2"] = "coef"
+
+    @property
+    def grid_keys(self) -> tuple[str, ...]:
+        return (*self.classifier_keys, *VECTORIZER_KEYS, NGRAM_KEY)
+
+    @property
+    def calibrations(self) -> tuple[str, ...]:
+        return CALIBRATIONS if self.has_proba else CALIBRATIONS[1:]
+
+
+def _logreg(params: Mapping[str, Any], seed: int) -> LogisticRegression:
+    # lbfgs is deterministic and exact enough; max_iter high because TF-IDF rows with
+    # large C converge slowly and a ConvergenceWarning would make results seed-fragile.
+    return LogisticRegression(
+        C=float(params.get("C", 1.0)),
+        class_weight=params.get("class_weight"),
+        max_iter=5000,
+        random_state=seed,
+    )
+
+
+def _linear_svm(params: Mapping[str, Any], seed: int) -> LinearSVC:
+    return LinearSVC(
+        C=float(params.get("C", 1.0)),
+        class_weight=params.get("class_weight"),
+        max_iter=20000,
+        random_state=seed,
+    )
+
+
+def _complement_nb(params: Mapping[str, Any], seed: int) -> ComplementNB:
+    del seed  # naive Bayes has no randomness
+    return ComplementNB(alpha=float(params.get("alpha", 1.0)), norm=bool(params.get("norm", False)))
+
+
+TRAINERS: dict[str, Trainer] = {}
+
+
+def register(trainer: Trainer) -> Trainer:
+    """Add ``trainer`` to the registry (a name may be registered once)."""
+    if trainer.name in TRAINERS:
+        raise ValueError(f"trainer {trainer.name!r} is already registered")
+    TRAINERS[trainer.name] = trainer
+    return trainer
+
+
+register(Trainer(
+    name="tfidf_logreg",
+    description="TF-IDF char n-grams + L2 logistic regression",
+    build=_logreg,
+    classifier_keys=("C", "class_weight"),
+))
+register(Trainer(
+    name="tfidf_linear_svm",
+    description="TF-IDF char n-grams + linear SVM, calibrated to probabilities",
+    build=_linear_svm,
+    classifier_keys=("C", "class_weight"),
+    has_proba=False,
+))
+register(Trainer(
+    name="tfidf_complement_nb",
+    description="TF-IDF char n-grams + complement naive Bayes",
+    build=_complement_nb,
+    classifier_keys=("alpha", "norm"),
+    prune_by="chi2",
+))
+
+
+def get_trainer(name: str) -> Trainer:
+    """The registered trainer called ``name``, or a :class:`GridError` listing the known ones."""
+    try:
+        return TRAINERS[name]
+    except KeyError:
+        raise GridError(
+            f"blueprint.yaml: train.trainer: unknown trainer {name!r}; "
+            f"known trainers: {', '.join(sorted(TRAINERS))}"
+        ) from None
+
+
+def _check_value(key: str, value: Any) -> None:
+    """Validate one candidate value of grid key ``key``; raise GridError naming it."""
+    where = f"blueprint.yaml: train.grid.{key}"
+    if key == NGRAM_KEY:
+        ok = (
+            isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            and 1 <= value[0] <= value[1]
+        )
+        if not ok:
+            raise GridError(f"{where}: {value!r} is not a [min_n, max_n] pair with 1 <= min_n <= max_n")
+    elif key in ("C", "alpha"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise GridError(f"{where}: {value!r} must be a positive number")
+    elif key in ("min_df", "max_df"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise GridError(f"{where}: {value!r} must be a positive int (rows) or float (share)")
+        if isinstance(value, float) and value > 1.0:
+            raise GridError(f"{where}: {value!r}: a float is a share of rows and must be <= 1.0")
+    elif key == "max_features":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise GridError(f"{where}: {value!r} must be a positive int or null")
+    elif key in ("sublinear_tf", "norm"):
+        if not isinstance(value, bool):
+            raise GridError(f"{where}: {value!r} must be true or false")
+    elif key == "class_weight" and value not in (None, "balanced"):
+        raise GridError(f"{where}: {value!r} must be null or 'balanced'")
+
+
+def expand_grid(trainer: Trainer, grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """Validate ``train.grid`` for ``trainer`` and list its candidates in a stable order.
+
+    Raises
+    ------
+    GridError
+        For an unknown key (listing the keys this trainer accepts), an empty list, or a
+        value of the wrong kind, naming ``train.grid.<key>`` and the value.
+    """
+    for key, values in grid.items():
+        if key not in trainer.grid_keys:
+            raise GridError(
+                f"blueprint.yaml: train.grid.{key}: not a parameter of trainer "
+                f"{trainer.name!r}; allowed keys: {', '.join(trainer.grid_keys)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise GridError(f"blueprint.yaml: train.grid.{key}: needs a non-empty list, got {values!r}")
+        for v in values:
+            _check_value(key, v)
+    if not grid:
+        return [{}]
+    # ParameterGrid iterates keys in sorted order: the candidate order is stable.
+    candidates = [dict(p) for p in ParameterGrid({k: list(v) for k, v in grid.items()})]
+    for c in candidates:
+        if NGRAM_KEY in c:
+            c[NGRAM_KEY] = [int(c[NGRAM_KEY][0]), int(c[NGRAM_KEY][1])]
+    return candidates
+
+
+def spec_for(spec: TextSpec, params: Mapping[str, Any]) -> TextSpec:
+    """The text spec with the candidate's ``ngram`` override applied."""
+    if NGRAM_KEY in params:
+        min_n, max_n = params[NGRAM_KEY]
+        return replace(spec, min_n=int(min_n), max_n=int(max_n))
+    return spec
+
+
+def make_vectorizer(
+    spec: TextSpec,
+    sublinear_tf: bool,
+    params: Mapping[str, Any] | None = None,
+    *,
+    vocabulary: list[str] | None = None,
+    analyzer: Callable[[str], list[str]] | None = None,
+) -> TfidfVectorizer:
+    """The vectorizer of the contract (architecture §3.4 step 7).
+
+    ``vocabulary`` fixes the columns (used after size pruning; ``min_df`` and friends are
+    then ignored). ``analyzer`` replaces ``Analyzer(spec)`` by an equivalent callable, e.g.
+    a memoising one during cross-validation; fitted models always keep ``Analyzer(spec)``.
+    """
+    params = dict(params or {})
+    return TfidfVectorizer(
+        analyzer=analyzer if analyzer is not None else Analyzer(spec),
+        lowercase=False,
+        sublinear_tf=bool(params.get("sublinear_tf", sublinear_tf)),
+        norm="l2",
+        use_idf=True,
+        smooth_idf=True,
+        dtype=np.float64,
+        min_df=params.get("min_df", 1),
+        max_df=params.get("max_df", 1.0),
+        max_features=params.get("max_features"),
+        vocabulary=vocabulary,
+    )
+
+
+def make_classifier(
+    trainer: Trainer,
+    params: Mapping[str, Any],
+    seed: int,
+    calibration: str = "none",
+    calibration_folds: int = 3,
+) -> BaseEstimator:
+    """The trainer's classifier, wrapped in a calibrator when ``calibration`` is not "none".
+
+    The calibrator uses ``ensemble=False``: one classifier fitted on all rows plus one
+    calibration map learnt from cross-validated scores, so the ONNX graph holds a single
+    weight matrix (an ensemble would multiply the size by the number of folds).
+    """
+    if calibration not in trainer.calibrations:
+        raise GridError(
+            f"blueprint.yaml: train.calibration: {calibration!r} is not available for trainer "
+            f"{trainer.name!r}; choose one of {', '.join(trainer.calibrations)}"
+        )
+    clf_params = {k: v for k, v in params.items() if k in trainer.classifier_keys}
+    base = trainer.build(clf_params, seed)
+    if calibration == "none":
+        return base
+    return CalibratedClassifierCV(
+        base,
+        method=calibration,
+        cv=StratifiedKFold(calibration_folds, shuffle=True, random_state=seed),
+        ensemble=False,
+    )
+
+
+def make_pipeline(
+    trainer: Trainer,
+    spec: TextSpec,
+    sublinear_tf: bool,
+    params: Mapping[str, Any],
+    seed: int,
+    *,
+    calibration: str = "none",
+    vocabulary: list[str] | None = None,
+    analyzer: Callable[[str], list[str]] | None = None,
+) -> Pipeline:
+    """An unfitted ``tfidf -> clf`` pipeline for one grid candidate."""
+    return Pipeline([
+        ("tfidf", make_vectorizer(spec_for(spec, params), sublinear_tf, params,
+                                  vocabulary=vocabulary, analyzer=analyzer)),
+        ("clf", make_classifier(trainer, params, seed, calibration)),
+    ])
+
+
+def base_classifier(clf: BaseEstimator) -> BaseEstimator:
+    """The fitted linear model inside a (non-ensemble) calibrator, or ``clf`` itself."""
+    if isinstance(clf, CalibratedClassifierCV):
+        return clf.calibrated_classifiers_[0].estimator
+    return clf
+
+
+def class_weights(clf: BaseEstimator, n_classes: int) -> np.ndarray:
+    """Per-class feature weights ``W`` of shape ``(K, D)`` of a fitted classifier.
+
+    The score of class ``k`` grows with ``x @ W[k]``, so ``x * (W[a] - W[b])`` is how much each
+    feature pushed the decision towards class ``a`` rather than ``b``. A binary linear model
+    has one coefficient row (class 1 against class 0); it becomes ``[0, coef]``.
+    """
+    base = base_classifier(clf)
+    if isinstance(base, ComplementNB):
+        return np.asarray(base.feature_log_prob_, dtype=np.float64)
+    coef = np.asarray(base.coef_, dtype=np.float64)
+    if coef.shape[0] == 1 and n_classes == 2:
+        return np.vstack([np.zeros_like(coef[0]), coef[0]])
+    return coef
+
+
+def feature_ranking(
+    pipeline: Pipeline, trainer: Trainer, X: Any, y: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """Column indices of a fitted pipeline's vocabulary, most useful first (stable ties).
+
+    ``coef``: spread ``max_k W[k, j] - min_k W[k, j]`` of the class weights (``|coef|`` for a
+    binary model), times the column's largest TF-IDF value so that a huge weight on a term
+    that is always tiny does not outrank a term that actually moves scores. ``chi2``: the
+    chi-squared statistic of the column against the labels.
+    """
+    if trainer.prune_by == "chi2":
+        from sklearn.feature_selection import chi2
+
+        scores, _ = chi2(X, y)
+        scores = np.nan_to_num(scores, nan=0.0)
+    else:
+        W = class_weights(pipeline.named_steps["clf"], n_classes)
+        spread = W.max(axis=0) - W.min(axis=0)
+        peak = np.asarray(X.max(axis=0).todense()).ravel() if hasattr(X, "todense") else X.max(0)
+        scores = spread * peak
+    # Stable sort on (-score, index): equal scores keep vocabulary order, so seeds reproduce.
+    return np.lexsort((np.arange(len(scores)), -scores))
+
+
+def vocabulary_terms(pipeline: Pipeline) -> list[str]:
+    """The fitted vocabulary as a list, index = column."""
+    vocab = pipeline.named_steps["tfidf"].vocabulary_
+    terms = [""] * len(vocab)
+    for term, i in vocab.items():
+        terms[i] = term
+    return terms
+
+
+def describe_params(params: Mapping[str, Any]) -> str:
+    """Compact, stable text of a candidate (for tables and logs)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float) and math.isfinite(v) and v == int(v):
+            return f"{v:g}"
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(str(x) for x in v) + "]"
+        return str(v)
+
+    return ", ".join(f"{k}={fmt(params[k])}" for k in sorted(params)) or "(defaults)"
