@@ -1,4 +1,8 @@
-"""Where things live: the repository root and its conventional folders."""
+"""Where things live: the repository root and its conventional folders.
+
+``FOUNDRY_RUNS_DIR`` and ``FOUNDRY_MODELS_DIR`` relocate the run folders and the default models
+dir (tests and benchmarks use them to keep the repository's own folders untouched).
+"""
 
 from __future__ import annotations
 
@@ -9,5 +13,5 @@ from pathlib import Path
 ROOT = Path(os.environ.get("FOUNDRY_HOME", Path(__file__).resolve().parent.parent))
 BLUEPRINTS_DIR = ROOT / "blueprints"
 NOTEBOOKS_DIR = ROOT / "notebooks"
-MODELS_DIR = ROOT / "models"
-RUNS_DIR = ROOT / "runs"
+MODELS_DIR = Path(os.environ.get("FOUNDRY_MODELS_DIR", ROOT / "models"))
+RUNS_DIR = Path(os.environ.get("FOUNDRY_RUNS_DIR", ROOT / "runs"))
