@@ -1,0 +1,621 @@
+"""The generation engine: many concurrent LLM requests, several keys, no lost or duplicated batch.
+
+:func:`generate_llm` is the entry point. It plans numbered requests (batch ids
+``<task>-llm-<n:06d>``), runs ``concurrency`` of them at a time over a :class:`KeyPool`, checks
+every answer, quarantines what is rejected and appends what is accepted with
+:meth:`RawStore.append_batch` (flushed and fsynced before the batch counts). It stops when the
+store holds ``target`` valid rows of the task: rows already there count, so re-running after a
+crash or Ctrl-C simply continues.
+
+Why batches are never duplicated: a request's batch id is fixed when it is planned, planning
+skips ids already in the store, and the store ignores an id it already holds. Why none is lost:
+rows only count once fsynced; a request in flight at a crash has no rows in the store and its
+number is planned again on the next run. Committing a batch is synchronous (no ``await``), so
+cancelling the run can never interrupt it halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from foundry.blueprint import Blueprint, Task
+from foundry.generate.keypool import AllKeysDisabledError, Backoff, KeyPool, KeyState, KeyStats
+from foundry.generate.providers import (
+    Completion,
+    FatalRequestError,
+    KeyRejected,
+    OutputSpec,
+    Provider,
+    RateLimited,
+    Transient,
+    make_provider,
+)
+from foundry.generate.rawstore import RawStore
+from foundry.generate.steering import RequestPlan, Steering
+from foundry.generate.validate import (
+    Checked,
+    ParseError,
+    Quarantine,
+    RowRules,
+    check_rows,
+    extract_rows,
+)
+from foundry.secrets import ApiKey, gemini_keys, load_env, openai_keys, redact
+
+__all__ = [
+    "AllKeysDisabledError",
+    "GenerationError",
+    "GenerationInterrupted",
+    "GenerationReport",
+    "MissingKeyError",
+    "Tuning",
+    "generate_llm",
+]
+
+PROVIDERS = ("gemini", "openai")
+
+
+class GenerationError(RuntimeError):
+    """The run cannot continue (bad configuration, a server refusing every request, ...).
+
+    ``report`` holds what was done before the stop (rows written stay in the store).
+    """
+
+    report: GenerationReport | None = None
+
+
+class MissingKeyError(GenerationError):
+    """No API key is configured for the chosen provider."""
+
+
+class GenerationInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the run stopped after its last complete batch; ``report`` says how far it got."""
+
+    def __init__(self, report: GenerationReport) -> None:
+        super().__init__(f"generation interrupted after {report.rows_total} rows; re-run to "
+                         "continue")
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Engine knobs that are not blueprint settings (tests and benchmarks shorten the waits).
+
+    Parameters
+    ----------
+    backoff_base_s, backoff_max_s : float
+        Exponential backoff (full jitter) for 5xx/timeouts and for 429s without a delay.
+    progress : bool
+        Show a tqdm progress bar.
+    max_failed_in_a_row : int
+        Stop when this many requests in a row fail after all their retries.
+    max_requests, max_tokens : int, optional
+        Budget; when unset, the blueprint's ``generation.max_requests`` / ``max_tokens``
+        (if the blueprint defines them) apply.
+    """
+
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    progress: bool = True
+    max_failed_in_a_row: int = 3
+    max_requests: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class GenerationReport:
+    """What a run did: rows, requests, rejections by reason, keys (by fingerprint), time."""
+
+    task: str
+    provider: str
+    model: str
+    target: int
+    rows_before: int = 0
+    rows_added: int = 0
+    requests_ok: int = 0
+    requests_failed: int = 0
+    requests_retried: int = 0
+    attempts: int = 0
+    rate_limited: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    category_missing: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    keys: dict[str, KeyStats] = field(default_factory=dict)
+    key_state: dict[str, str] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    stopped: str = "target"  # target | budget | interrupted | error
+
+    @property
+    def rows_total(self) -> int:
+        return self.rows_before + self.rows_added
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def rows_per_minute(self) -> float:
+        return self.rows_added / (self.elapsed_s / 60.0) if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(rows_total=self.rows_total, rows_rejected=self.rows_rejected,
+                   rows_per_minute=round(self.rows_per_minute, 1))
+        return out
+
+    def key_rows(self) -> list[dict[str, Any]]:
+        """One dict per key (by fingerprint): for a table in the notebook."""
+        return [{"key": fp, "state": self.key_state.get(fp, "ok"), **asdict(st)}
+                for fp, st in self.keys.items()]
+
+    def summary(self) -> str:
+        """The summary table printed at the end of a run."""
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(self.quarantined.items())) or "none"
+        labels = ", ".join(f"{k} {v}" for k, v in self.label_counts.items())
+        lines = [
+            f"generation summary: {self.task} via {self.provider} ({self.model}), "
+            f"stopped: {self.stopped}",
+            f"  rows        {self.rows_total} / target {self.target} "
+            f"(before {self.rows_before}, added {self.rows_added}; {labels})",
+            f"  rejected    {self.rows_rejected} ({rejected}); "
+            f"no category: {self.category_missing}",
+            f"  requests    sent {self.attempts}, ok {self.requests_ok}, "
+            f"retried {self.requests_retried}, failed {self.requests_failed}, "
+            f"429s {self.rate_limited}",
+            f"  tokens      in {self.tokens_in:,}, out {self.tokens_out:,}",
+            f"  time        {self.elapsed_s:.1f} s, {self.rows_per_minute:,.0f} rows/min",
+            f"  {'key':<13} {'requests':>8} {'ok':>6} {'429s':>6} {'5xx':>5} {'timeouts':>8} "
+            f"{'rows':>6} {'cooldown':>9}  state",
+        ]
+        for fp, st in self.keys.items():
+            lines.append(
+                f"  {fp:<13} {st.requests:>8} {st.ok:>6} {st.rate_limited:>6} "
+                f"{st.server_errors:>5} {st.timeouts:>8} {st.rows:>6} "
+                f"{st.cooldown_s:>8.1f}s  {self.key_state.get(fp, 'ok')}")
+        return "\n".join(lines)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def batch_id(task: str, index: int) -> str:
+    """The batch id of planned request ``index`` (fixed at planning: replays reuse it)."""
+    return f"{task}-llm-{index:06d}"
+
+
+def request_seed(seed: int, index: int, attempt: int) -> int:
+    """Per request and attempt, so a retry after a bad answer does not get the same answer."""
+    return (seed * 1_000_003 + index * 101 + attempt) % (2**31 - 1)
+
+
+def _blueprint_budget(bp: Blueprint, name: str) -> int | None:
+    # max_requests / max_tokens are optional blueprint fields (issue 3, item 7); read them
+    # defensively so the engine works with blueprints that do not define them.
+    value = getattr(bp.spec.generation, name, None)
+    return int(value) if value is not None else None
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Refuse to run two generations on one raw file at once (the lock dies with its process)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, no protection
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise GenerationError(f"{path}: another generation run is writing this file; "
+                                  "wait for it or stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+class _Run:
+    """State of one generation run (lives in one event loop)."""
+
+    def __init__(self, bp: Blueprint, task: Task, provider: Provider, keys: list[ApiKey],
+                 store: RawStore, quarantine: Quarantine, target: int,
+                 log: Callable[[str], None], tuning: Tuning) -> None:
+        gen = bp.spec.generation
+        self.bp, self.task, self.gen = bp, task, gen
+        self.provider, self.keys, self.store = provider, keys, store
+        self.quarantine, self.target, self.tuning = quarantine, target, tuning
+        self._log = log
+        self.backoff = Backoff(tuning.backoff_base_s, tuning.backoff_max_s)
+        self.pool = KeyPool(keys, requests_per_minute=gen.requests_per_minute,
+                            backoff=self.backoff, seed=gen.seed)
+        self.rules = RowRules({lab.name: tuple(lab.categories) for lab in task.labels},
+                              min_chars=gen.min_chars, max_chars=gen.max_chars)
+        labels = set(task.label_names)
+        existing = [r for r in store.rows if r.get("label") in labels]
+        template = bp.path(task.constitution).read_text(encoding="utf-8")
+        self.steering = Steering(task, template, gen.diversity, target, seed=gen.seed,
+                                 existing=existing)
+        self.stored = len(existing)
+        self.pending_rows = 0
+        self.next_index = 0
+        self.max_requests = tuning.max_requests or _blueprint_budget(bp, "max_requests")
+        self.max_tokens = tuning.max_tokens or _blueprint_budget(bp, "max_tokens")
+        self.report = GenerationReport(task=task.name, provider=provider.name,
+                                       model=provider.model, target=target,
+                                       rows_before=self.stored)
+        self.quarantined: Counter[str] = Counter()
+        self.stop_reason: str | None = None
+        self.fatal: BaseException | None = None
+        self.failed_in_a_row = 0
+        self.bar: Any = None
+        self._last_cool_log: dict[str, float] = {}
+
+    # -- small pieces ------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        self._log(redact(message, self.keys))
+
+    def _stop(self, reason: str, error: BaseException | None = None) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if error is not None and self.fatal is None:
+            self.fatal = error
+
+    def _budget_left(self) -> bool:
+        if self.max_requests is not None and self.report.attempts >= self.max_requests:
+            self._stop("budget")
+            return False
+        used = self.report.tokens_in + self.report.tokens_out
+        if self.max_tokens is not None and used >= self.max_tokens:
+            self._stop("budget")
+            return False
+        return True
+
+    def _next_plan(self) -> RequestPlan | None:
+        remaining = self.target - self.stored - self.pending_rows
+        if remaining <= 0 or self.stop_reason or not self._budget_left():
+            return None
+        while batch_id(self.task.name, self.next_index) in self.store.batches:
+            self.next_index += 1
+        index = self.next_index
+        self.next_index += 1
+        n = min(self.gen.samples_per_request, remaining)
+        self.pending_rows += n
+        return self.steering.plan(index, batch_id(self.task.name, index), n)
+
+    def _provenance(self, plan: RequestPlan, comp: Completion, key: KeyState) -> dict[str, Any]:
+        return {"source": "llm", "provider": self.provider.name, "model": self.provider.model,
+                "request_id": comp.request_id, "prompt_sha256": plan.prompt_sha256,
+                "hint": plan.hint, "key": key.fingerprint}
+
+    # -- committing --------------------------------------------------------------------
+
+    def _quarantine_unparseable(self, plan: RequestPlan, comp: Completion, key: KeyState,
+                                reason: str) -> None:
+        record = {"reason": "unparseable", "detail": reason, "raw": (comp.text or "")[:4000],
+                  "task": self.task.name, "batch": plan.batch_id,
+                  **self._provenance(plan, comp, key)}
+        self.quarantine.write([record])
+        self.quarantined["unparseable"] += 1
+
+    def _commit(self, plan: RequestPlan, comp: Completion, key: KeyState,
+                checked: Checked) -> list[dict[str, Any]]:
+        """Quarantine the rejects, then append the accepted rows (synchronous: never torn)."""
+        prov = self._provenance(plan, comp, key)
+        rows = [{**r, **prov} for r in checked.rows]
+        room = max(0, self.target - self.stored)
+        keep, surplus = rows[:room], rows[room:]
+        records = [{"reason": rej.reason, "detail": rej.detail, "item": rej.item,
+                    "task": self.task.name, "batch": plan.batch_id, **prov}
+                   for rej in checked.rejected]
+        # Rows beyond the target are kept visible (and recoverable), not dropped.
+        records += [{"reason": "over_target", "detail": "", "item": r, "task": self.task.name,
+                     "batch": plan.batch_id, **prov} for r in surplus]
+        # Quarantine first: a crash in between leaves an extra quarantine record at worst,
+        # never a committed batch whose rejects were not recorded.
+        self.quarantine.write(records)
+        for rec in records:
+            self.quarantined[rec["reason"]] += 1
+        added = self.store.append_batch(plan.batch_id, keep)
+        self.stored += added
+        self.report.rows_added += added
+        self.report.category_missing += sum(
+            1 for r in keep if r["category"] is None and self.rules.labels[r["label"]])
+        key.stats.rows += added
+        if self.bar is not None:
+            self.bar.update(added)
+        return keep
+
+    # -- one request -------------------------------------------------------------------
+
+    def _note_cooldown(self, key: KeyState, delay: float) -> None:
+        now = time.monotonic()
+        if now - self._last_cool_log.get(key.fingerprint, -1e9) >= 10.0:
+            self._last_cool_log[key.fingerprint] = now
+            self.log(f"{key.fingerprint}: rate limited (429); cooling down {delay:.1f}s, "
+                     "other keys continue")
+
+    async def _execute(self, plan: RequestPlan) -> list[dict[str, Any]]:
+        """Run one planned request to a committed batch, or give up; returns the stored rows."""
+        spec = OutputSpec(plan.n, self.task.label_names,
+                          sorted({c for lab in self.task.labels for c in lab.categories}))
+        failures = 0
+        tries = 0
+        last_error = ""
+        while True:
+            if self.stop_reason or not self._budget_left():
+                return []
+            try:
+                key = await self.pool.acquire()
+            except AllKeysDisabledError as exc:
+                self._stop("error", exc)
+                return []
+            if self.stop_reason:  # stopped while we waited for a key
+                self.pool.release(key)
+                return []
+            self.report.attempts += 1
+            if tries:
+                self.report.requests_retried += 1
+            tries += 1
+            try:
+                comp = await self.provider.complete(
+                    key.key, plan.prompt, spec,
+                    seed=request_seed(self.gen.seed, plan.index, tries))
+            except RateLimited as exc:
+                self.report.rate_limited += 1
+                self._note_cooldown(key, self.pool.report_rate_limited(key, exc.retry_after_s))
+                continue
+            except KeyRejected as exc:
+                reason = redact(str(exc), self.keys)
+                if key.disabled is None:
+                    self.pool.disable(key, reason)
+                    self.log(f"{key.fingerprint}: disabled, the server rejected it ({reason}); "
+                             f"{len(self.pool.live)} key(s) left")
+                continue
+            except Transient as exc:
+                self.pool.report_server_error(key, timeout=exc.kind == "timeout")
+                last_error = redact(str(exc), self.keys)
+                failures += 1
+            except FatalRequestError as exc:
+                msg = redact(str(exc), self.keys)
+                self._stop("error", GenerationError(
+                    f"{self.provider.name} refused the request for model "
+                    f"{self.provider.model!r}: {msg}"))
+                return []
+            else:
+                self.pool.report_ok(key, tokens_in=comp.tokens_in, tokens_out=comp.tokens_out)
+                self.report.tokens_in += comp.tokens_in
+                self.report.tokens_out += comp.tokens_out
+                try:
+                    items = extract_rows(comp.text)
+                except ParseError as exc:
+                    self._quarantine_unparseable(plan, comp, key, str(exc))
+                    last_error = f"unparseable answer ({exc})"
+                    failures += 1
+                else:
+                    self.report.requests_ok += 1
+                    self.failed_in_a_row = 0
+                    return self._commit(plan, comp, key, check_rows(items, self.rules))
+            finally:
+                self.pool.release(key)
+            if failures > self.gen.max_retries:
+                self._give_up(plan, last_error)
+                return []
+            await asyncio.sleep(self.backoff.delay(failures, self.pool.rng))
+
+    def _give_up(self, plan: RequestPlan, last_error: str) -> None:
+        self.report.requests_failed += 1
+        self.failed_in_a_row += 1
+        self.log(f"{plan.batch_id}: gave up after {self.gen.max_retries} retries "
+                 f"(last error: {last_error}); it will be planned again")
+        if self.failed_in_a_row >= self.tuning.max_failed_in_a_row:
+            self._stop("error", GenerationError(
+                f"{self.failed_in_a_row} requests in a row failed after "
+                f"{self.gen.max_retries} retries each; last error: {last_error}"))
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            plan = self._next_plan()
+            if plan is None:
+                if self.stop_reason or self.stored >= self.target:
+                    return
+                # Requests in flight may still fail and need replanning: wait and look again.
+                await asyncio.sleep(0.02)
+                continue
+            rows: list[dict[str, Any]] = []
+            try:
+                rows = await self._execute(plan)
+            finally:
+                self.pending_rows -= plan.n
+                # A number that failed is not reused in this run (another request might
+                # hold the next ones); the next run fills such gaps, as after a crash.
+                self.steering.settle(plan, rows)
+
+    async def run(self) -> GenerationReport:
+        start = time.monotonic()
+        if self.tuning.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.target, initial=self.stored, unit="row",
+                            desc=f"{self.task.name} ({self.provider.name})", file=sys.stderr,
+                            mininterval=0.5, dynamic_ncols=True)
+        workers = [asyncio.ensure_future(self._worker())
+                   for _ in range(self.gen.concurrency)]
+        self._workers = workers
+        try:
+            await asyncio.gather(*workers, return_exceptions=False)
+        except asyncio.CancelledError:
+            self._stop("interrupted")
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        except BaseException as exc:
+            self._stop("error", exc)
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            await self.provider.aclose()
+        if self.stop_reason is None:
+            self.stop_reason = "target" if self.stored >= self.target else "error"
+        r = self.report
+        r.elapsed_s = time.monotonic() - start
+        r.stopped = self.stop_reason
+        r.quarantined = dict(self.quarantined)
+        r.label_counts = self.steering.balance()
+        r.keys = {s.fingerprint: s.stats for s in self.pool.states}
+        r.key_state = {s.fingerprint: f"disabled: {s.disabled}" if s.disabled else "ok"
+                       for s in self.pool.states}
+        return r
+
+    def interrupt(self) -> None:
+        """Called in the loop's thread on Ctrl-C: cancel requests in flight, keep what is stored."""
+        self._stop("interrupted")
+        for w in getattr(self, "_workers", []):
+            w.cancel()
+
+
+def _run_in_thread(run: _Run) -> GenerationReport:
+    """Run the event loop in a helper thread, so this works inside Jupyter (whose own loop is
+    already running) and Ctrl-C reaches the main thread, which then stops the loop cleanly."""
+    loop = asyncio.new_event_loop()
+    outcome: dict[str, Any] = {}
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            outcome["report"] = loop.run_until_complete(run.run())
+        except BaseException as exc:  # handed over to the calling thread
+            outcome["error"] = exc
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=main, name="foundry-generate", daemon=True)
+    thread.start()
+    interrupted = False
+    while thread.is_alive():
+        try:
+            thread.join(0.2)
+        except KeyboardInterrupt:
+            if interrupted:
+                raise  # second Ctrl-C: leave now (complete batches are on disk already)
+            interrupted = True
+            run.log("interrupted: stopping after the last complete batch ...")
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(run.interrupt)
+    if "error" in outcome:
+        raise outcome["error"]
+    report: GenerationReport = outcome["report"]
+    if interrupted:
+        report.stopped = "interrupted"
+    return report
+
+
+def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
+                 quarantine_path: Path, target: int, log: Callable[[str], None] = print,
+                 env: Mapping[str, str] | None = None,
+                 tuning: Tuning | None = None) -> GenerationReport:
+    """Generate rows with an LLM until ``store`` holds ``target`` valid rows of ``task``.
+
+    Parameters
+    ----------
+    bp : Blueprint
+        Supplies ``generation`` settings (model, concurrency, pacing, retries, bounds,
+        diversity) and the task's constitution prompt.
+    task : Task
+        The task to generate for; rows of other labels in the store do not count.
+    provider : {"gemini", "openai"}
+        Gemini (keys ``GEMINI_API_KEYS``, endpoint ``GEMINI_BASE_URL``) or an
+        OpenAI-compatible server (``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` may be empty).
+    store : RawStore
+        Where accepted rows go, one fsynced batch per request; rows already in it count.
+    quarantine_path : Path
+        JSONL file receiving every rejected row / unparseable answer with its reason.
+    target : int
+        Valid rows wanted in the store in total.
+    log : callable
+        Receives progress messages and the summary table (keys appear as fingerprints).
+    env : mapping, optional
+        Environment variables to use instead of ``os.environ`` + ``.env``.
+    tuning : Tuning, optional
+        Backoff, progress bar and budget overrides.
+
+    Returns
+    -------
+    GenerationReport
+
+    Raises
+    ------
+    MissingKeyError
+        No key configured for Gemini.
+    AllKeysDisabledError
+        The server rejected every key (message lists fingerprints and reasons).
+    GenerationError
+        Another reason the run cannot go on (unknown model, repeated failures, ...).
+    GenerationInterrupted
+        Ctrl-C; complete batches are stored, re-running continues.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown LLM provider {provider!r}: expected one of {PROVIDERS}")
+    if target < 0:
+        raise ValueError(f"target must be >= 0, got {target}")
+    tuning = tuning or Tuning()
+    variables = load_env(env)
+    gen = bp.spec.generation
+    if provider == "gemini":
+        keys = gemini_keys(variables)
+        if not keys:
+            raise MissingKeyError("no Gemini API key: set GEMINI_API_KEYS=key1,key2 in the "
+                                  "environment or in the .env file at the repository root")
+        model = gen.model
+    else:
+        keys = openai_keys(variables)
+        model = gen.openai_model
+    llm = make_provider(provider, variables, model=model, temperature=gen.temperature,
+                        timeout_s=gen.request_timeout_s, on_notice=log)
+    quarantine = Quarantine(quarantine_path)
+    with _exclusive(store.path):
+        run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning)
+        where = variables.get("GEMINI_BASE_URL" if provider == "gemini" else "OPENAI_BASE_URL")
+        run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {provider} "
+                f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
+                f"({', '.join(k.fingerprint for k in keys)}), concurrency {gen.concurrency}")
+        try:
+            report = _run_in_thread(run)
+        except KeyboardInterrupt:
+            raise
+        if report.stopped == "interrupted":
+            run.log(report.summary())
+            raise GenerationInterrupted(report)
+        if run.fatal is not None:
+            run.log(report.summary())
+            err = run.fatal
+            if isinstance(err, (GenerationError, AllKeysDisabledError)):
+                err.report = report  # type: ignore[attr-defined]
+            raise err
+        if report.stopped == "budget":
+            run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
+                    f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "
+                    "raise the budget and re-run to continue")
+        run.log(report.summary())
+        return report
