@@ -349,10 +349,11 @@ def best_candidate(cv_results: pd.DataFrame, candidates: list[dict[str, Any]]) -
 
 
 def _as_trained(pipe: Pipeline, labels: list[str], spec: TextSpec, sublinear_tf: bool,
-                trainer: str, task: str) -> TrainedModel:
+                trainer: str, task: str, data_sha256: str = "", train_rows: int = 0
+                ) -> TrainedModel:
     return TrainedModel(
         pipeline=pipe, labels=labels, spec=spec, sublinear_tf=sublinear_tf, trainer=trainer,
-        data_sha256="", train_rows=0, cv_results=pd.DataFrame(), task=task,
+        data_sha256=data_sha256, train_rows=train_rows, cv_results=pd.DataFrame(), task=task,
     )
 
 
@@ -377,15 +378,26 @@ def _estimate_artifact_bytes(trained: TrainedModel, opset: int) -> tuple[int, in
     return len(model.SerializeToString()), len(msg.SerializeToString()) + 512
 
 
-def artifact_size(trained: TrainedModel, opset: int) -> tuple[int, int, str]:
-    """``(.onnx bytes, .bin bytes, source)``: exact via ``foundry.export.artifact_bytes``
-    when the export module provides it, else :func:`_estimate_artifact_bytes`."""
+def artifact_size(trained: TrainedModel, opset: int, blueprint: str = "",
+                  blueprint_sha256: str = "") -> tuple[int, int, str]:
+    """``(.onnx bytes, .bin bytes, source)`` of the pair the export would write.
+
+    Exact via ``foundry.export.artifact_bytes`` (with the provenance the export records;
+    only the threshold's value differs, and a double costs the same bytes whatever it is),
+    else estimated by :func:`_estimate_artifact_bytes`.
+    """
     try:
-        from foundry.export import artifact_bytes
+        from foundry.export import Provenance, artifact_bytes
     except ImportError:
         onnx_len, bin_len = _estimate_artifact_bytes(trained, opset)
         return onnx_len, bin_len, "estimate"
-    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.5, task=trained.task or "task", opset=opset)
+    provenance = Provenance(
+        blueprint=blueprint, blueprint_sha256=blueprint_sha256,
+        data_sha256=trained.data_sha256, trainer=trained.trainer,
+        train_rows=int(trained.train_rows),
+    )
+    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.5, task=trained.task or "task",
+                                           opset=opset, provenance=provenance)
     return len(onnx_bytes), len(bin_bytes), "export.artifact_bytes"
 
 
@@ -582,9 +594,14 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     budget_bytes = None if budget is None else int(budget * 1024)
     opset = bp.spec.export.opset
 
+    data_sha256 = str(summary.get("data_sha256", ""))
+    train_rows = int(summary.get("train_rows", len(texts)))
+    bp_sha256 = bp.content_sha256()
+
     def measure(pipe: Pipeline) -> tuple[int, int, str]:
-        return artifact_size(_as_trained(pipe, labels, spec, sublinear, trainer.name, task.name),
-                             opset)
+        model = _as_trained(pipe, labels, spec, sublinear, trainer.name, task.name,
+                            data_sha256, train_rows)
+        return artifact_size(model, opset, bp.name, bp_sha256)
 
     # Size budget: rank the unpruned model's columns, then refit on the top k.
     calibration = recipe.default_calibration()
@@ -628,8 +645,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
 
     trained = TrainedModel(
         pipeline=pruned.pipeline, labels=labels, spec=spec, sublinear_tf=sublinear,
-        trainer=trainer.name, data_sha256=str(summary.get("data_sha256", "")),
-        train_rows=int(summary.get("train_rows", len(texts))), cv_results=cv_results,
+        trainer=trainer.name, data_sha256=data_sha256, train_rows=train_rows,
+        cv_results=cv_results,
         task=task.name, best_params=params, calibration=chosen, size_curve=curve,
         calibration_table=cal_table, oof_proba=oof, oof_y=y.copy(), unpruned_pipeline=unpruned,
     )

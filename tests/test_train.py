@@ -1,0 +1,278 @@
+"""The train stage: search, size budget, calibration, persistence, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from foundry.blueprint import load_blueprint
+from foundry.train import (
+    MODEL_FILE,
+    TRAIN_JSON,
+    TrainDataError,
+    artifact_size,
+    load_split,
+    load_trained,
+    prune_to_budget,
+    sample_weights,
+    size_ladder,
+    train_stage,
+)
+from foundry.trainers import get_trainer
+
+TOPICS = ["天气", "日程", "音乐", "电影", "火车票", "会议", "闹钟", "外卖", "快递", "作业",
+          "医院", "地铁", "咖啡", "电脑"]
+QUESTION = ["{t}怎么样", "{t}是什么", "今天{t}好吗", "{t}在哪里", "为什么{t}这么贵", "{t}几点开始"]
+STATEMENT = ["帮我打开{t}", "记录一下{t}", "我觉得{t}不错", "把{t}关掉", "提醒我{t}", "明天去{t}"]
+
+
+def make_rows(n: int, seed: int, noise: float = 0.0) -> list[dict]:
+    """Synthetic Question/Statement rows; ``noise`` flips that share of labels."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "Question" if i % 2 == 0 else "Statement"
+        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(TOPICS))
+        text += rng.choice(["", "呀", "呢", "啊"])
+        if rng.random() < noise:
+            label = "Statement" if label == "Question" else "Question"
+        rows.append({"text": text, "label": label, "category": "c" + str(i % 3),
+                     "source": "synthetic"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
+def write_refined(run: Path, task: str = "is_question", n_train: int = 240, n_test: int = 80,
+                  noise: float = 0.03, balance: str = "undersample") -> None:
+    """What the refine stage leaves for the train stage."""
+    train = make_rows(n_train, 1, noise)
+    write_jsonl(run / "refine" / task / "train.jsonl", train)
+    write_jsonl(run / "refine" / task / "test.jsonl", make_rows(n_test, 2, noise))
+    (run / "refine" / task / "summary.json").write_text(json.dumps({
+        "balance": balance, "data_sha256": hashlib.sha256(b"synthetic").hexdigest(),
+        "train_rows": len(train),
+    }))
+
+
+def make_blueprint(root: Path, *, labels: tuple[str, str] = ("Question", "Statement"),
+                   train: dict | None = None, export: dict | None = None,
+                   exam: list[dict] | None = None):
+    """A one-task blueprint in ``root`` (its exam is written too)."""
+    spec = {
+        "name": "tiny",
+        "tasks": [{
+            "name": "is_question",
+            "labels": [{"name": n, "definition": n} for n in labels],
+            "constitution": "c.md",
+            "exam": "exam/is_question.jsonl",
+        }],
+        "train": {"grid": {"C": [1.0, 4.0]}, "cv_folds": 3, "time_budget_s": 60, "seed": 7,
+                  **(train or {})},
+        "export": {"size_budget_kb": None, **(export or {})},
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "blueprint.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True), "utf-8")
+    rows = exam if exam is not None else [{**r, "hard": False, "note": ""}
+                                          for r in make_rows(40, 3)]
+    write_jsonl(root / "exam" / "is_question.jsonl", rows)
+    return load_blueprint(root, check_files=False)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One default training run, shared by the read-only tests below."""
+    tmp = tmp_path_factory.mktemp("train")
+    bp = make_blueprint(tmp / "bp")
+    write_refined(tmp / "run")
+    results = train_stage(bp, tmp / "run", log=lambda _: None)
+    return bp, tmp / "run", results["is_question"]
+
+
+def test_train_stage_writes_the_contract_files(trained_run):
+    _, run, res = trained_run
+    folder = run / "train" / "is_question"
+    for name in (MODEL_FILE, TRAIN_JSON, "cv_results.csv", "size_curve.csv", "oof.csv",
+                 "calibration.csv"):
+        assert (folder / name).is_file(), name
+    info = json.loads((folder / TRAIN_JSON).read_text())
+    assert info["trainer"] == "tfidf_logreg" and info["labels"] == ["Question", "Statement"]
+    assert info["train_rows"] == 240 and len(info["data_sha256"]) == 64
+    assert res.candidates_evaluated == res.candidates_total == 2 and not res.budget_hit
+    assert 0.8 < res.cv_macro_f1 <= 1.0
+
+
+def test_load_trained_round_trips_the_model(trained_run):
+    _, run, res = trained_run
+    tm = load_trained(run, "is_question")
+    assert [name for name, _ in tm.pipeline.steps] == ["tfidf", "clf"]
+    assert tm.trainer == "tfidf_logreg" and tm.sublinear_tf is True
+    assert tm.spec.min_n == 1 and tm.spec.max_n == 3
+    assert tm.n_features == res.n_features
+    assert sorted(tm.cv_results["rank"].astype(int)) == [1, 2]
+    best = tm.cv_results.loc[tm.cv_results["rank"] == 1]
+    assert float(best["mean_macro_f1"].iloc[0]) == tm.cv_results["mean_macro_f1"].max()
+    assert tm.oof_proba.shape == (240, 2) and tm.oof_y.shape == (240,)
+    np.testing.assert_allclose(tm.oof_proba.sum(axis=1), 1.0)
+    p = tm.predict_proba(["今天天气怎么样", "帮我打开音乐"])
+    assert p[0, 0] > 0.5 > p[1, 0]  # column 0 is labels[0] = Question
+
+
+def test_probability_columns_follow_the_blueprint_label_order(tmp_path):
+    bp = make_blueprint(tmp_path / "bp", labels=("Statement", "Question"))
+    write_refined(tmp_path / "run", n_train=120)
+    train_stage(bp, tmp_path / "run", log=lambda _: None)
+    tm = load_trained(tmp_path / "run", "is_question")
+    assert tm.labels == ["Statement", "Question"]
+    p = tm.predict_proba(["今天天气怎么样"])
+    assert p[0, 1] > p[0, 0]
+    assert tm.predict(["帮我打开音乐"]) == ["Statement"]
+
+
+def test_training_is_deterministic(tmp_path, trained_run):
+    bp, run, _ = trained_run
+    again = tmp_path / "run"
+    write_refined(again)
+    train_stage(make_blueprint(tmp_path / "bp"), again, log=lambda _: None)
+    a, b = load_trained(run, "is_question"), load_trained(again, "is_question")
+    assert a.pipeline.named_steps["tfidf"].vocabulary_ == b.pipeline.named_steps["tfidf"].vocabulary_
+    probe = make_rows(30, 99)
+    texts = [r["text"] for r in probe]
+    np.testing.assert_array_equal(a.predict_proba(texts), b.predict_proba(texts))
+    np.testing.assert_array_equal(a.oof_proba, b.oof_proba)
+    drop = {"elapsed_s"}
+    assert {k: v for k, v in a.info.items() if k not in drop} == \
+        {k: v for k, v in b.info.items() if k not in drop}
+
+
+def test_size_budget_prunes_until_the_pair_fits(tmp_path):
+    budget_kb = 6.0
+    bp = make_blueprint(tmp_path / "bp", export={"size_budget_kb": budget_kb})
+    write_refined(tmp_path / "run")
+    res = train_stage(bp, tmp_path / "run", log=lambda _: None)["is_question"]
+    tm = load_trained(tmp_path / "run", "is_question")
+    assert res.n_features < res.n_features_unpruned
+    onnx_len, bin_len, _ = artifact_size(tm, 15, bp.name, bp.content_sha256())
+    assert onnx_len + bin_len == res.size_bytes <= budget_kb * 1024
+    curve = tm.size_curve
+    assert curve["chosen"].sum() == 1
+    assert int(curve.loc[curve["chosen"], "n_features"].iloc[0]) == res.n_features
+    assert curve["size_bytes"].is_monotonic_decreasing
+    assert tm.unpruned_pipeline is not None
+    assert len(tm.unpruned_pipeline.named_steps["tfidf"].vocabulary_) == res.n_features_unpruned
+
+
+def test_unreachable_size_budget_names_the_field(tmp_path):
+    bp = make_blueprint(tmp_path / "bp", export={"size_budget_kb": 0.5})
+    write_refined(tmp_path / "run", n_train=120)
+    with pytest.raises(ValueError, match=r"export\.size_budget_kb: 0\.5 KB is unreachable"):
+        train_stage(bp, tmp_path / "run", log=lambda _: None)
+
+
+def test_prune_to_budget_rescales_k_until_it_fits():
+    class FakePipe:
+        def __init__(self, k):
+            self.named_steps = {"tfidf": type("V", (), {"vocabulary_": dict.fromkeys(range(k))})}
+            self.k = k
+
+    calls = []
+
+    def fit_top(k):
+        calls.append(k)
+        return FakePipe(k), [str(i) for i in range(k)]
+
+    def measure(pipe):  # 1000 bytes fixed + 30 per feature
+        return 1000 + 20 * pipe.k, 10 * pipe.k, "fake"
+
+    out = prune_to_budget(FakePipe(2000), fit_top, measure, budget_bytes=31000, log=lambda _: None)
+    assert out.size <= 31000 and len(out.vocabulary) == calls[-1]
+    assert calls[-1] > 900  # the best k is 1000: rescaling must not overshoot wildly
+    unchanged = prune_to_budget(FakePipe(10), fit_top, measure, budget_bytes=None)
+    assert unchanged.vocabulary is None and unchanged.size == 1300
+
+
+def test_size_ladder_is_descending_and_contains_both_ends():
+    ladder = size_ladder(5000, 1200)
+    assert ladder[0] == 5000 and 1200 in ladder and ladder == sorted(ladder, reverse=True)
+    assert size_ladder(1000, 1000)[0] == 1000 and len(size_ladder(1000, 1000)) > 1
+
+
+def test_time_budget_stops_the_search_after_one_candidate(tmp_path):
+    bp = make_blueprint(tmp_path / "bp", train={"grid": {"C": [1.0, 2.0, 4.0]},
+                                                "time_budget_s": 1e-6})
+    write_refined(tmp_path / "run", n_train=120)
+    res = train_stage(bp, tmp_path / "run", log=lambda _: None)["is_question"]
+    assert res.candidates_evaluated == 1 and res.candidates_total == 3 and res.budget_hit
+    cv = load_trained(tmp_path / "run", "is_question").cv_results
+    assert list(cv["status"]) == ["done", "skipped: time budget", "skipped: time budget"]
+
+
+@pytest.mark.parametrize("trainer", ["tfidf_linear_svm", "tfidf_complement_nb"])
+def test_other_trainers_and_an_ngram_grid(tmp_path, trainer):
+    grid = {"ngram": [[1, 1], [1, 2]]}
+    grid.update({"C": [1.0]} if trainer == "tfidf_linear_svm" else {"alpha": [0.5]})
+    bp = make_blueprint(tmp_path / "bp", train={"trainer": trainer, "grid": grid})
+    write_refined(tmp_path / "run", n_train=120)
+    res = train_stage(bp, tmp_path / "run", log=lambda _: None)["is_question"]
+    tm = load_trained(tmp_path / "run", "is_question")
+    assert tm.trainer == trainer and res.candidates_evaluated == 2
+    assert [tm.spec.min_n, tm.spec.max_n] == res.best_params["ngram"]
+    assert max(len(g.strip()) for g in tm.pipeline.named_steps["tfidf"].vocabulary_) <= tm.spec.max_n
+    if trainer == "tfidf_linear_svm":
+        assert tm.calibration in ("sigmoid", "isotonic")
+
+
+def test_split_errors_name_file_line_and_field(tmp_path):
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, [{"text": "好的", "label": "Statement"}, {"text": "吗", "label": "Maybe"}])
+    with pytest.raises(TrainDataError, match=r"train\.jsonl:2: field 'label' is 'Maybe'"):
+        load_split(path, ["Question", "Statement"])
+    write_jsonl(path, [{"text": "好的", "label": "Statement", "weight": -1}])
+    with pytest.raises(TrainDataError, match=r"train\.jsonl:1: field 'weight'"):
+        load_split(path, ["Question", "Statement"])
+
+
+def test_weights_and_class_weight_balancing(tmp_path):
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, [{"text": "吗", "label": "Question", "weight": 2.0},
+                       {"text": "好", "label": "Statement"}, {"text": "嗯", "label": "Statement"}])
+    split = load_split(path, ["Question", "Statement"])
+    np.testing.assert_allclose(sample_weights(split, "undersample"), [2.0, 1.0, 1.0])
+    np.testing.assert_allclose(sample_weights(split, "class_weight"), [3.0, 0.75, 0.75])
+
+
+def test_missing_refine_output_says_what_to_run(tmp_path):
+    bp = make_blueprint(tmp_path / "bp")
+    with pytest.raises(FileNotFoundError, match=r"'refine' stage has not run"):
+        train_stage(bp, tmp_path / "run", log=lambda _: None)
+
+
+def test_unknown_trainer_in_blueprint(tmp_path):
+    bp = make_blueprint(tmp_path / "bp", train={"trainer": "nope"})
+    write_refined(tmp_path / "run", n_train=60)
+    with pytest.raises(ValueError, match=r"train\.trainer: unknown trainer 'nope'"):
+        train_stage(bp, tmp_path / "run", log=lambda _: None)
+
+
+def test_registry_default_is_exportable_with_the_export_module(trained_run):
+    export = pytest.importorskip("foundry.export")
+    bp, run, res = trained_run
+    tm = load_trained(run, "is_question")
+    provenance = export.Provenance(
+        blueprint=bp.name, blueprint_sha256=bp.content_sha256(), data_sha256=tm.data_sha256,
+        trainer=tm.trainer, train_rows=tm.train_rows)
+    onnx_bytes, bin_bytes = export.artifact_bytes(tm, 0.9731, task="is_question",
+                                                  provenance=provenance)
+    # The size the trainer measured is the size the export writes.
+    assert (len(onnx_bytes) + len(bin_bytes), res.size_source) == (
+        res.size_bytes, "export.artifact_bytes")
+    assert get_trainer(tm.trainer).name == "tfidf_logreg"

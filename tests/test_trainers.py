@@ -1,0 +1,141 @@
+"""The trainer registry: grid validation, the pipeline contract, ONNX convertibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from foundry.textspec import Analyzer, TextSpec
+from foundry.trainers import (
+    TRAINERS,
+    GridError,
+    class_weights,
+    describe_params,
+    expand_grid,
+    feature_ranking,
+    get_trainer,
+    make_pipeline,
+    vocabulary_terms,
+)
+
+QUESTIONS = ["今天天气怎么样？", "明天会下雨吗", "你叫什么名字", "这个怎么用", "几点了？",
+             "为什么天是蓝的", "附近有好吃的吗", "怎么去机场？", "谁发明了电话", "现在几度"]
+STATEMENTS = ["帮我记一下明天开会", "打开客厅的灯", "好的", "收到", "我今天很累",
+              "播放周杰伦的歌", "设个七点的闹钟", "提醒我交报告", "关掉空调", "嗯嗯知道了"]
+TEXTS = QUESTIONS * 3 + STATEMENTS * 3
+Y = np.array([0] * 30 + [1] * 30)
+
+
+def test_registry_has_the_three_trainers():
+    assert {"tfidf_logreg", "tfidf_linear_svm", "tfidf_complement_nb"} <= set(TRAINERS)
+    assert "none" not in get_trainer("tfidf_linear_svm").calibrations
+
+
+def test_unknown_trainer_names_the_field_and_the_choices():
+    with pytest.raises(GridError, match=r"train\.trainer: unknown trainer 'xgb'.*tfidf_logreg"):
+        get_trainer("xgb")
+
+
+def test_grid_is_expanded_in_a_stable_order():
+    cands = expand_grid(get_trainer("tfidf_logreg"), {"C": [1.0, 4.0], "ngram": [[1, 2], [1, 3]]})
+    assert cands == [
+        {"C": 1.0, "ngram": [1, 2]}, {"C": 1.0, "ngram": [1, 3]},
+        {"C": 4.0, "ngram": [1, 2]}, {"C": 4.0, "ngram": [1, 3]},
+    ]
+    assert expand_grid(get_trainer("tfidf_logreg"), {}) == [{}]
+    assert describe_params({"ngram": [1, 3], "C": 4.0}) == "C=4, ngram=[1,3]"
+
+
+@pytest.mark.parametrize(
+    ("trainer", "grid", "message"),
+    [
+        ("tfidf_logreg", {"alpha": [1.0]}, r"train\.grid\.alpha: not a parameter of trainer "
+                                           r"'tfidf_logreg'; allowed keys: C, class_weight"),
+        ("tfidf_logreg", {"C": []}, r"train\.grid\.C: needs a non-empty list"),
+        ("tfidf_logreg", {"C": [-1]}, r"train\.grid\.C: -1 must be a positive number"),
+        ("tfidf_logreg", {"ngram": [[3, 1]]}, r"train\.grid\.ngram: \[3, 1\] is not a \[min_n, max_n\]"),
+        ("tfidf_logreg", {"ngram": [2]}, r"train\.grid\.ngram: 2 is not"),
+        ("tfidf_logreg", {"min_df": [1.5]}, r"train\.grid\.min_df: 1\.5: a float is a share"),
+        ("tfidf_complement_nb", {"C": [1.0]}, r"train\.grid\.C: not a parameter"),
+    ],
+)
+def test_bad_grid_errors_name_key_and_value(trainer, grid, message):
+    with pytest.raises(GridError, match=message):
+        expand_grid(get_trainer(trainer), grid)
+
+
+def test_pipeline_follows_the_vectorizer_contract_and_ngram_override():
+    pipe = make_pipeline(get_trainer("tfidf_logreg"), TextSpec(max_chars=64), True,
+                         {"ngram": [2, 2], "min_df": 2, "C": 2.0}, seed=0)
+    tfidf = pipe.named_steps["tfidf"]
+    assert isinstance(tfidf, TfidfVectorizer)
+    assert tfidf.analyzer == Analyzer(TextSpec(max_chars=64, min_n=2, max_n=2))
+    assert (tfidf.lowercase, tfidf.norm, tfidf.use_idf, tfidf.smooth_idf) == (False, "l2", True, True)
+    assert tfidf.sublinear_tf is True and tfidf.min_df == 2 and tfidf.dtype is np.float64
+    assert pipe.named_steps["clf"].C == 2.0
+    pipe.fit(TEXTS, Y)
+    assert all(len(g) == 2 for g in vocabulary_terms(pipe))
+
+
+def _cases():
+    for name, trainer in TRAINERS.items():
+        for cal in trainer.calibrations:
+            yield name, cal
+
+
+@pytest.mark.parametrize(("name", "calibration"), list(_cases()))
+def test_every_trainer_converts_to_the_onnx_contract(name, calibration):
+    pipe = make_pipeline(get_trainer(name), TextSpec(), True, {}, seed=0, calibration=calibration)
+    pipe.fit(TEXTS, Y)
+    clf = pipe.named_steps["clf"]
+    d = len(pipe.named_steps["tfidf"].vocabulary_)
+    model = convert_sklearn(clf, initial_types=[("features", FloatTensorType([None, d]))],
+                            target_opset={"": 15, "ai.onnx.ml": 3},
+                            options={id(clf): {"zipmap": False}})
+    assert [o.name for o in model.graph.output] == ["label", "probabilities"]
+    x = pipe.named_steps["tfidf"].transform(QUESTIONS + STATEMENTS).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    label, proba = sess.run(None, {"features": x.toarray()})
+    expected = clf.predict_proba(x.astype(np.float64))
+    assert proba.shape == (20, 2)
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    np.testing.assert_array_equal(label, expected.argmax(axis=1))
+
+
+def test_class_weights_reproduce_the_linear_decision():
+    pipe = make_pipeline(get_trainer("tfidf_logreg"), TextSpec(), True, {}, seed=0).fit(TEXTS, Y)
+    x = pipe.named_steps["tfidf"].transform(["明天会下雨吗", "打开客厅的灯"])
+    W = class_weights(pipe.named_steps["clf"], 2)
+    clf = pipe.named_steps["clf"]
+    np.testing.assert_allclose(x @ (W[1] - W[0]) + clf.intercept_[0], clf.decision_function(x))
+
+
+def test_class_weights_of_calibrated_and_nb_models_rank_like_the_model():
+    for name, cal in (("tfidf_linear_svm", "sigmoid"), ("tfidf_complement_nb", "none")):
+        pipe = make_pipeline(get_trainer(name), TextSpec(), True, {}, seed=0,
+                             calibration=cal).fit(TEXTS, Y)
+        x = pipe.named_steps["tfidf"].transform(QUESTIONS + STATEMENTS)
+        W = class_weights(pipe.named_steps["clf"], 2)
+        assert W.shape == (2, x.shape[1])
+        scores = np.asarray(x @ W.T)
+        # Higher class-0 score margin <=> higher class-0 probability (monotone calibration).
+        margin = scores[:, 0] - scores[:, 1]
+        p0 = pipe.predict_proba(QUESTIONS + STATEMENTS)[:, 0]
+        assert np.corrcoef(margin, p0)[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("name", ["tfidf_logreg", "tfidf_complement_nb"])
+def test_feature_ranking_puts_the_deciding_ngram_first(name):
+    texts = [f"甲{i}" for i in range(20)] + [f"乙{i}" for i in range(20)]
+    y = np.array([0] * 20 + [1] * 20)
+    trainer = get_trainer(name)
+    pipe = make_pipeline(trainer, TextSpec(min_n=1, max_n=1, word_boundary_padding=False), False,
+                         {}, seed=0).fit(texts, y)
+    order = feature_ranking(pipe, trainer, pipe.named_steps["tfidf"].transform(texts), y, 2)
+    terms = vocabulary_terms(pipe)
+    assert {terms[order[0]], terms[order[1]]} == {"甲", "乙"}
+    assert sorted(order.tolist()) == list(range(len(terms)))
