@@ -1,0 +1,90 @@
+'use strict';
+/**
+ * Replay a `<task>_conformance.json` (written by the scikit-learn side at export) against a
+ * loaded {@link MicroModel}: normalised text exact, feature indices exact, feature values
+ * within 1e-6, probabilities within 1e-5, labels exact.
+ */
+const fs = require('node:fs');
+const { ArtifactError } = require('./runtime');
+
+const FEATURE_TOLERANCE = 1e-6;
+const PROBABILITY_TOLERANCE = 1e-5;
+const BATCH = 256;
+
+/**
+ * @param {string} file
+ * @returns {{task: string, vectors: Array<object>}}
+ */
+function readConformance(file) {
+  let doc;
+  try {
+    doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ArtifactError(`${file}: unreadable conformance file: ${err.message}`);
+  }
+  if (!doc || !Array.isArray(doc.vectors)) {
+    throw new ArtifactError(`${file}: no "vectors" array`);
+  }
+  return doc;
+}
+
+/** @param {string} text @returns {string} a short printable excerpt */
+function excerpt(text) {
+  const cps = Array.from(text);
+  return JSON.stringify(cps.length > 30 ? `${cps.slice(0, 30).join('')}…` : text);
+}
+
+/**
+ * Compare one vector's features; returns a failure message or null.
+ * @param {Array<[number, number]>} got
+ * @param {Array<[number, number]>} want
+ */
+function compareFeatures(got, want) {
+  const gotIdx = got.map(([i]) => i);
+  const wantIdx = want.map(([i]) => i);
+  if (gotIdx.length !== wantIdx.length || gotIdx.some((i, j) => i !== wantIdx[j])) {
+    return `feature indices differ: got [${gotIdx.slice(0, 12)}], want [${wantIdx.slice(0, 12)}]`;
+  }
+  let worst = 0;
+  got.forEach(([, v], j) => {
+    worst = Math.max(worst, Math.abs(v - want[j][1]));
+  });
+  return worst > FEATURE_TOLERANCE ? `feature values differ by ${worst.toExponential(2)}` : null;
+}
+
+/**
+ * @param {import('./runtime').MicroModel} model
+ * @param {string} file path of the conformance JSON
+ * @returns {Promise<{vectors: number, failures: string[]}>}
+ */
+async function checkConformance(model, file) {
+  const { vectors } = readConformance(file);
+  const failures = [];
+  const proba = [];
+  for (let start = 0; start < vectors.length; start += BATCH) {
+    const texts = vectors.slice(start, start + BATCH).map((v) => v.text);
+    proba.push(...(await model.predictProba(texts)));
+  }
+  vectors.forEach((v, i) => {
+    const where = `vector ${i} (${excerpt(v.text)})`;
+    const { normalized, features } = model.featurize(v.text);
+    if (normalized !== v.normalized) {
+      failures.push(`${where}: normalised text ${JSON.stringify(normalized)} != ${JSON.stringify(v.normalized)}`);
+      return;
+    }
+    const featureProblem = compareFeatures(features, v.features);
+    if (featureProblem !== null) {
+      failures.push(`${where}: ${featureProblem}`);
+      if (featureProblem.startsWith('feature indices')) return;
+    }
+    const diff = Math.max(...proba[i].map((p, k) => Math.abs(p - v.probabilities[k])));
+    if (!(diff <= PROBABILITY_TOLERANCE)) {
+      failures.push(`${where}: probabilities differ by ${diff.toExponential(2)}`);
+    }
+    const label = model.answer(proba[i]).label;
+    if (label !== v.label) failures.push(`${where}: label ${label} != ${v.label}`);
+  });
+  return { vectors: vectors.length, failures };
+}
+
+module.exports = { FEATURE_TOLERANCE, PROBABILITY_TOLERANCE, checkConformance, readConformance };
