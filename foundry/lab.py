@@ -1,0 +1,648 @@
+"""The tester lab: the logic behind ``notebooks/10_tester.ipynb``, testable without a browser.
+
+A person talks to the forged models, sees *why* they answer, and feeds corrections back:
+
+- :func:`discover_tasks` lists the tasks of a models dir; answers come from
+  :class:`foundry.runtime.MicroModel`, i.e. exactly the files that ship;
+- :func:`explain` lists the n-grams that pushed a decision with signed contributions. For a
+  linear ONNX graph (one ``LinearClassifier`` node) a contribution is the feature value times
+  the coefficient difference between the predicted label and the runner-up, in log-odds when
+  the graph is a logistic/softmax model; for any other graph it falls back to occlusion (how
+  much the predicted label's probability drops when that n-gram's feature is zeroed);
+- :func:`batch_predict` classifies many lines into a table with the uncertain rows first;
+- :func:`append_correction` appends ``{"text", "label", ...}`` to
+  ``blueprints/<blueprint>/corrections/<task>.jsonl``: append-only, fsynced, and de-duplicated
+  on the normalised text. A re-correction to another label appends a newer line; the refine
+  stage keeps the last line per text;
+- :class:`Lab` ties these together and renders HTML with stable CSS classes (``foundry-*``),
+  which the notebook shows in ipywidgets and the browser test looks for.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foundry.paths import MODELS_DIR
+from foundry.runtime import MicroModel, Prediction
+from foundry.textspec import normalize
+
+try:  # POSIX advisory lock: two kernels correcting the same task must not interleave.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+#: Environment variable naming the models dir (set by ``foundry lab``).
+MODELS_DIR_ENV = "FOUNDRY_MODELS_DIR"
+#: Colours of the labels, by their index in the model's label list.
+LABEL_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04")
+#: ONNX ops that may surround a ``LinearClassifier`` without breaking the linear explanation.
+_PASSTHROUGH_OPS = frozenset({"Identity", "Cast", "Normalizer"})
+#: Columns of a batch table, in display order.
+BATCH_COLUMNS = ("line", "text", "label", "confidence", "confident")
+
+
+class LabError(ValueError):
+    """A lab request cannot be served; the message says what is wrong and how to fix it."""
+
+
+# ----------------------------------------------------------------------------------------
+# Tasks and models
+
+
+def default_models_dir() -> Path:
+    """The models dir of the lab: ``$FOUNDRY_MODELS_DIR`` if set, else the repository's ``models/``.
+
+    Not a relative ``models``: a notebook kernel runs in ``notebooks/``, not the repository root.
+    """
+    env = os.environ.get(MODELS_DIR_ENV, "").strip()
+    return Path(env) if env else MODELS_DIR
+
+
+def discover_tasks(models_dir: str | Path) -> list[str]:
+    """Sorted names of the tasks in ``models_dir`` that have both a ``.bin`` and an ``.onnx``."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        p.name.removesuffix("_preprocessor.bin")
+        for p in models_dir.glob("*_preprocessor.bin")
+        if (models_dir / p.name.replace("_preprocessor.bin", "_classifier.onnx")).is_file()
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Explanations
+
+
+@dataclass(frozen=True)
+class LinearWeights:
+    """Class weights of a linear ONNX classifier.
+
+    Attributes
+    ----------
+    coefficients : numpy.ndarray
+        ``[K, D]`` float64, row ``k`` = weights of ``labels[k]``.
+    intercepts : numpy.ndarray
+        ``[K]`` float64.
+    scale : float
+        Factor that turns a coefficient difference into a log-odds difference (0.5 for a
+        binary logistic model stored as rows ``[-w, w]``, else 1).
+    units : str
+        ``"log-odds"`` when contributions add up to ``log(p_label / p_versus)``, else ``"score"``.
+    """
+
+    coefficients: np.ndarray
+    intercepts: np.ndarray
+    scale: float
+    units: str
+
+
+def _attributes(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def linear_weights(onnx_path: str | Path, n_labels: int, n_features: int) -> LinearWeights | None:
+    """Read the weights of a linear classifier graph, or ``None`` if the graph is not linear.
+
+    A graph counts as linear when it has exactly one ``LinearClassifier`` node and every other
+    node only passes values through (``Identity``, ``Cast``, ``Normalizer``).
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    linear = [n for n in graph.node if n.op_type == "LinearClassifier"]
+    others = {n.op_type for n in graph.node if n.op_type != "LinearClassifier"}
+    if len(linear) != 1 or not others <= _PASSTHROUGH_OPS:
+        return None
+    attrs = _attributes(linear[0])
+    coefs = np.asarray(attrs.get("coefficients", []), dtype=np.float64)
+    intercepts = np.asarray(attrs.get("intercepts", [0.0] * n_labels), dtype=np.float64)
+    post = attrs.get("post_transform", b"NONE")
+    post = post.decode() if isinstance(post, bytes) else str(post)
+    if coefs.size == n_labels * n_features:
+        weights = coefs.reshape(n_labels, n_features)
+    elif n_labels == 2 and coefs.size == n_features:
+        # One row = class 1 against class 0.
+        weights = np.vstack([np.zeros(n_features), coefs])
+        intercepts = np.array([0.0, float(intercepts[0]) if intercepts.size else 0.0])
+    else:
+        raise LabError(
+            f"{onnx_path}: LinearClassifier has {coefs.size} coefficients, expected "
+            f"{n_labels} labels x {n_features} features"
+        )
+    if intercepts.size != n_labels:
+        intercepts = np.resize(intercepts, n_labels)
+    symmetric = n_labels == 2 and np.allclose(weights[0], -weights[1])
+    if post == "LOGISTIC" and symmetric and "Normalizer" not in others:
+        # skl2onnx stores a binary logistic regression w as rows [-w, w] and applies a sigmoid
+        # to each score, so log(p1 / p0) = w.x + b: half the row difference.
+        return LinearWeights(weights, intercepts, 0.5, "log-odds")
+    if post == "SOFTMAX" and "Normalizer" not in others:
+        return LinearWeights(weights, intercepts, 1.0, "log-odds")
+    return LinearWeights(weights, intercepts, 1.0, "score")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """How much one n-gram pushed the decision.
+
+    Attributes
+    ----------
+    ngram : str
+        The n-gram as in the vocabulary (a space marks a word boundary).
+    index : int
+        Its feature column.
+    value : float
+        Its feature value in this text (tf-idf, L2-normalised).
+    contribution : float
+        Signed: positive pushes towards the predicted label, negative towards ``versus``.
+    favours : str
+        The label this n-gram pushes towards.
+    """
+
+    ngram: str
+    index: int
+    value: float
+    contribution: float
+    favours: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a model answered ``label`` rather than ``versus``.
+
+    Attributes
+    ----------
+    label, versus : str
+        The predicted label and the runner-up it was weighed against.
+    method : str
+        ``"linear"`` (feature value x coefficient difference) or ``"occlusion"``.
+    units : str
+        ``"log-odds"``, ``"score"`` (linear) or ``"probability"`` (occlusion).
+    contributions : tuple of Contribution
+        Largest absolute contribution first.
+    bias : float or None
+        The intercept difference (linear only): what the model says with no n-gram at all.
+    """
+
+    label: str
+    versus: str
+    method: str
+    units: str
+    contributions: tuple[Contribution, ...]
+    bias: float | None = None
+
+    def top(self, n: int) -> tuple[Contribution, ...]:
+        """The ``n`` strongest contributions."""
+        return self.contributions[:n]
+
+
+def _runner_up(labels: Sequence[str], probabilities: dict[str, float], label: str) -> str:
+    others = [lab for lab in labels if lab != label]
+    return max(others, key=lambda lab: probabilities[lab])
+
+
+def _ordered(contribs: Iterable[Contribution]) -> tuple[Contribution, ...]:
+    # Ties broken by column so the order is deterministic.
+    return tuple(sorted(contribs, key=lambda c: (-abs(c.contribution), c.index)))
+
+
+def explain_linear(model: MicroModel, text: str, prediction: Prediction,
+                   weights: LinearWeights) -> Explanation:
+    """Contributions ``value * (W[label] - W[versus]) * scale`` of the text's n-grams."""
+    versus = _runner_up(model.labels, prediction.probabilities, prediction.label)
+    k, r = model.labels.index(prediction.label), model.labels.index(versus)
+    idx, values = model.featurize(text)
+    diff = (weights.coefficients[k] - weights.coefficients[r]) * weights.scale
+    vocab = model.preprocessor.vocabulary
+    contribs = (
+        Contribution(vocab[i], int(i), float(v), float(v * diff[i]),
+                     prediction.label if v * diff[i] >= 0 else versus)
+        for i, v in zip(idx.tolist(), values.tolist(), strict=True)
+    )
+    bias = float((weights.intercepts[k] - weights.intercepts[r]) * weights.scale)
+    return Explanation(prediction.label, versus, "linear", weights.units, _ordered(contribs), bias)
+
+
+def _session(model: MicroModel):
+    import onnxruntime as ort
+
+    # The very .onnx file the model loaded (its hash was checked by MicroModel.load).
+    return ort.InferenceSession(str(model.paths["onnx"]), providers=["CPUExecutionProvider"])
+
+
+def explain_occlusion(model: MicroModel, text: str, prediction: Prediction,
+                      session=None) -> Explanation:
+    """Contribution = drop of the predicted label's probability when one feature is zeroed.
+
+    The other features are not re-normalised: the question asked is "what does this column
+    add", not "what if the text lacked this n-gram".
+    """
+    versus = _runner_up(model.labels, prediction.probabilities, prediction.label)
+    k = model.labels.index(prediction.label)
+    idx, values = model.featurize(text)
+    if len(idx) == 0:
+        return Explanation(prediction.label, versus, "occlusion", "probability", ())
+    session = session or _session(model)
+    full = np.zeros((1, model.n_features), dtype=np.float32)
+    full[0, idx] = values
+    occluded = np.repeat(full, len(idx), axis=0)
+    occluded[np.arange(len(idx)), idx] = 0.0
+    name = session.get_inputs()[0].name
+    _, proba = session.run(None, {name: np.vstack([full, occluded])})
+    base, without = proba[0].astype(np.float64), proba[1:].astype(np.float64)
+    vocab = model.preprocessor.vocabulary
+    contribs = []
+    for row, (i, v) in enumerate(zip(idx.tolist(), values.tolist(), strict=True)):
+        gain = base - without[row]  # how much this feature raised each label's probability
+        contribs.append(Contribution(vocab[i], int(i), float(v), float(gain[k]),
+                                     model.labels[int(np.argmax(gain))]))
+    return Explanation(prediction.label, versus, "occlusion", "probability", _ordered(contribs))
+
+
+def explain(model: MicroModel, text: str, prediction: Prediction | None = None, *,
+            weights: LinearWeights | None | bool = True) -> Explanation:
+    """Explain ``model``'s answer to ``text``.
+
+    Parameters
+    ----------
+    weights : LinearWeights, None or True
+        Weights read by :func:`linear_weights` (pass them to avoid re-reading the graph),
+        ``None`` to force occlusion, or ``True`` to read them from ``model.paths["onnx"]``.
+    """
+    prediction = prediction or model.predict(text)
+    if weights is True:
+        weights = linear_weights(model.paths["onnx"], len(model.labels), model.n_features)
+    if isinstance(weights, LinearWeights):
+        return explain_linear(model, text, prediction, weights)
+    return explain_occlusion(model, text, prediction)
+
+
+# ----------------------------------------------------------------------------------------
+# Batch
+
+
+def parse_lines(block: str) -> list[str]:
+    """The non-blank lines of a pasted block, without their line ends."""
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def batch_predict(model: MicroModel, lines: Sequence[str]) -> pd.DataFrame:
+    """Classify ``lines`` into a table ``line, text, label, confidence, confident``.
+
+    ``line`` is the 1-based input position; rows are sorted uncertain first (lowest
+    confidence first, input order among equals).
+    """
+    predictions = model.predict_many(lines)
+    df = pd.DataFrame({
+        "line": np.arange(1, len(lines) + 1, dtype=np.int64),
+        "text": list(lines),
+        "label": [p.label for p in predictions],
+        "confidence": np.array([p.score for p in predictions], dtype=np.float64),
+        "confident": [p.confident for p in predictions],
+    }, columns=list(BATCH_COLUMNS))
+    return sort_batch(df, "confidence")
+
+
+def sort_batch(df: pd.DataFrame, by: str, descending: bool = False) -> pd.DataFrame:
+    """Sort a batch table by one of :data:`BATCH_COLUMNS`, stable, input order among equals."""
+    if by not in BATCH_COLUMNS:
+        raise LabError(f"cannot sort by {by!r}; choose one of {', '.join(BATCH_COLUMNS)}")
+    keys = [by] if by == "line" else [by, "line"]
+    ascending = [not descending] if by == "line" else [not descending, True]
+    return df.sort_values(keys, ascending=ascending, kind="mergesort").reset_index(drop=True)
+
+
+def batch_csv(df: pd.DataFrame) -> str:
+    """CSV text of a batch table (UTF-8 with BOM once encoded, so spreadsheets read Chinese)."""
+    return df.to_csv(index=False, float_format="%.4f")
+
+
+# ----------------------------------------------------------------------------------------
+# Corrections
+
+
+def task_blueprint_dir(model: MicroModel) -> Path:
+    """The blueprint folder a model was forged from (from the provenance in its ``.bin``)."""
+    from foundry.blueprint import BlueprintError, resolve_blueprint_dir
+
+    name = model.preprocessor.provenance.blueprint
+    if not name:
+        raise LabError(
+            f"{model.paths['bin']}: no blueprint recorded in its provenance, so corrections have "
+            "nowhere to go; re-forge it with `foundry forge <blueprint>` or give the lab a "
+            "blueprint_dir"
+        )
+    try:
+        return resolve_blueprint_dir(name)
+    except BlueprintError as exc:
+        raise LabError(f"{model.paths['bin']}: forged from blueprint {name!r}, but {exc}") from None
+
+
+def corrections_path(blueprint_dir: str | Path, task: str) -> Path:
+    """``<blueprint>/corrections/<task>.jsonl``, the file the refine stage reads."""
+    return Path(blueprint_dir) / "corrections" / f"{task}.jsonl"
+
+
+def read_corrections(path: str | Path) -> list[dict]:
+    """Every correction in file order (empty if the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LabError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove the "
+                               "line") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise LabError(f"{path}:{lineno}: expected an object with a string 'text'")
+            rows.append(row)
+    return rows
+
+
+def current_label(corrections: Iterable[dict], text: str) -> str | None:
+    """The label the corrections log holds for ``text`` now: its last line with that text."""
+    key = normalize(text)
+    label = None
+    for row in corrections:
+        if normalize(row["text"]) == key:
+            label = row.get("label")
+    return label
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_correction(path: str | Path, text: str, label: str, *, task: str | None = None,
+                      predicted: str | None = None, now: datetime | None = None) -> bool:
+    """Append one correction unless the log already holds ``label`` for this text.
+
+    The file is only ever appended to (one JSON object per line, written with one ``write``
+    and fsynced). De-duplication compares :func:`foundry.textspec.normalize` of the texts: the
+    same text with the same current label is not written again; with a different label the
+    newer line is appended, and the refine stage keeps the last line per text.
+
+    Returns
+    -------
+    bool
+        True if a line was appended, False if it was already there.
+    """
+    if not normalize(text):
+        raise LabError("cannot record a correction for an empty text")
+    path = Path(path)
+    created = not path.parent.is_dir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = {"text": text, "label": label}
+    if task:
+        row["task"] = task
+    if predicted:
+        row["predicted"] = predicted
+    row["time"] = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    line = json.dumps(row, ensure_ascii=False) + "\n"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        # Read under the lock, so two writers cannot both decide the text is new.
+        if current_label(read_corrections(path), text) == label:
+            return False
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = "\n" + line  # a hand-edited file without a final newline
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # also releases the lock
+    if created or size == 0:
+        _fsync_dir(path.parent)
+    return True
+
+
+# ----------------------------------------------------------------------------------------
+# HTML rendering (stable CSS classes for the notebook and the browser test)
+
+
+def label_colour(labels: Sequence[str], label: str) -> str:
+    """The display colour of ``label`` (by its position in the model's labels)."""
+    return LABEL_COLOURS[list(labels).index(label) % len(LABEL_COLOURS)]
+
+
+def _show_ngram(ngram: str) -> str:
+    # A space in an n-gram is a word boundary; make it visible.
+    return html.escape(ngram.replace(" ", "▁"))
+
+
+def render_probabilities(labels: Sequence[str], prediction: Prediction) -> str:
+    """One horizontal bar per label, widths = probabilities."""
+    rows = []
+    for label in labels:
+        p = prediction.probabilities[label]
+        colour = label_colour(labels, label)
+        rows.append(
+            f'<div class="foundry-bar-row" data-label="{html.escape(label)}" '
+            'style="display:flex;align-items:center;gap:8px;margin:2px 0">'
+            f'<span style="width:110px;text-align:right">{html.escape(label)}</span>'
+            '<span class="foundry-bar" style="display:inline-block;width:260px;height:14px;'
+            'background:#e5e7eb;border-radius:3px;overflow:hidden">'
+            f'<span class="foundry-bar-fill" style="display:block;height:100%;width:{p * 100:.1f}%;'
+            f'background:{colour}"></span></span>'
+            f'<span class="foundry-prob" style="font-variant-numeric:tabular-nums">{p:.3f}</span>'
+            "</div>"
+        )
+    return "".join(rows)
+
+
+def render_explanation(labels: Sequence[str], explanation: Explanation, top: int = 12) -> str:
+    """Chips of the strongest n-grams, coloured by the label they favour."""
+    if not explanation.contributions:
+        return ('<div class="foundry-why">No n-gram of this text is in the vocabulary: the answer '
+                "comes from the model's bias alone.</div>")
+    chips = []
+    for c in explanation.top(top):
+        colour = label_colour(labels, c.favours)
+        chips.append(
+            f'<span class="foundry-chip" data-label="{html.escape(c.favours)}" '
+            f'title="favours {html.escape(c.favours)}; feature value {c.value:.3f}" '
+            f'style="display:inline-block;margin:2px;padding:1px 7px;border-radius:10px;'
+            f'border:1px solid {colour};color:{colour};font-family:monospace">'
+            f"{_show_ngram(c.ngram)} {c.contribution:+.3f}</span>"
+        )
+    if explanation.method == "linear":
+        how = (f"feature value × weight difference {explanation.label} − {explanation.versus} "
+               f"({explanation.units})")
+    else:
+        how = f"drop of P({explanation.label}) when the n-gram is zeroed"
+    return (f'<div class="foundry-why"><div style="color:#6b7280;font-size:90%">Why: {html.escape(how)}; '
+            f"+ pushes {html.escape(explanation.label)}, ▁ marks a word boundary</div>"
+            f'{"".join(chips)}</div>')
+
+
+def render_answer(model: MicroModel, text: str, prediction: Prediction,
+                  explanation: Explanation | None = None) -> str:
+    """The answer block: label, "not sure" badge, probability bars, and the explanation."""
+    colour = label_colour(model.labels, prediction.label)
+    badge = ""
+    if not prediction.confident:
+        badge = (f'<span class="foundry-unsure" title="below the confidence threshold '
+                 f'{model.threshold:.3f}" style="margin-left:10px;padding:1px 8px;border-radius:'
+                 '10px;background:#fef3c7;color:#92400e;border:1px solid #f59e0b">not sure '
+                 f"({prediction.score:.2f} &lt; {model.threshold:.2f})</span>")
+    why = render_explanation(model.labels, explanation) if explanation else ""
+    return (
+        f'<div class="foundry-answer" data-label="{html.escape(prediction.label)}" '
+        f'data-confident="{str(prediction.confident).lower()}">'
+        f'<div style="color:#6b7280">{html.escape(model.task)} · {html.escape(text)}</div>'
+        f'<div style="font-size:150%;margin:4px 0"><span class="foundry-label" '
+        f'style="color:{colour};font-weight:bold">{html.escape(prediction.label)}</span>{badge}</div>'
+        f"{render_probabilities(model.labels, prediction)}{why}</div>"
+    )
+
+
+def render_batch_table(df: pd.DataFrame, labels: Sequence[str]) -> str:
+    """The batch table as HTML; not-sure rows are shaded."""
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{c}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        shade = "" if row.confident else " style='background:#fef3c7'"
+        colour = label_colour(labels, row.label)
+        body.append(
+            f"<tr class='foundry-batch-row'{shade}><td style='padding:2px 8px'>{row.line}</td>"
+            f"<td style='padding:2px 8px'>{html.escape(row.text)}</td>"
+            f"<td style='padding:2px 8px;color:{colour}'>{html.escape(row.label)}</td>"
+            f"<td style='padding:2px 8px'>{row.confidence:.3f}</td>"
+            f"<td style='padding:2px 8px'>{'yes' if row.confident else 'not sure'}</td></tr>"
+        )
+    return (f"<table class='foundry-batch-table' style='border-collapse:collapse'><thead><tr>{head}"
+            f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def csv_download_link(df: pd.DataFrame, filename: str) -> str:
+    """An ``<a download>`` link carrying the CSV as a data URL (no server round trip)."""
+    data = base64.b64encode(batch_csv(df).encode("utf-8-sig")).decode("ascii")
+    return (f'<a class="foundry-csv-link" download="{html.escape(filename)}" '
+            f'href="data:text/csv;charset=utf-8;base64,{data}">⬇ download {html.escape(filename)}'
+            f" ({len(df)} rows)</a>")
+
+
+# ----------------------------------------------------------------------------------------
+# The lab
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A prediction with its explanation, for one text."""
+
+    task: str
+    text: str
+    prediction: Prediction
+    explanation: Explanation
+
+
+@dataclass(frozen=True)
+class CorrectionResult:
+    path: Path
+    appended: bool
+    label: str
+
+    def message(self) -> str:
+        if self.appended:
+            return (f"Saved “{self.label}” to {self.path}; the next `make forge` learns it.")
+        return f"Already recorded as “{self.label}” in {self.path}."
+
+
+class Lab:
+    """The tester's state: a models dir, loaded models, and where corrections go.
+
+    Parameters
+    ----------
+    models_dir : path, optional
+        Defaults to :func:`default_models_dir`.
+    blueprint_dir : path, optional
+        Blueprint folder for corrections of every task; by default each model's provenance
+        names its blueprint.
+    """
+
+    def __init__(self, models_dir: str | Path | None = None,
+                 blueprint_dir: str | Path | None = None) -> None:
+        self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+        self.blueprint_dir = Path(blueprint_dir) if blueprint_dir is not None else None
+        self._models: dict[str, tuple[tuple[int, int], MicroModel, LinearWeights | None]] = {}
+
+    def tasks(self) -> list[str]:
+        """Tasks found in the models dir now."""
+        return discover_tasks(self.models_dir)
+
+    def _entry(self, task: str) -> tuple[MicroModel, LinearWeights | None]:
+        if task not in self.tasks():
+            raise LabError(f"no task {task!r} in {self.models_dir} (found: "
+                           f"{', '.join(self.tasks()) or 'none'}); forge it with `make forge`")
+        files = (self.models_dir / f"{task}_preprocessor.bin", self.models_dir / f"{task}_classifier.onnx")
+        # Keyed by modification times, so a re-forge while the lab is open is picked up.
+        stamp = tuple(f.stat().st_mtime_ns for f in files)
+        cached = self._models.get(task)
+        if cached is None or cached[0] != stamp:
+            model = MicroModel.load(task, self.models_dir)
+            weights = linear_weights(model.paths["onnx"], len(model.labels), model.n_features)
+            cached = (stamp, model, weights)
+            self._models[task] = cached
+        return cached[1], cached[2]
+
+    def model(self, task: str) -> MicroModel:
+        """The loaded model of ``task`` (reloaded when its files changed)."""
+        return self._entry(task)[0]
+
+    def ask(self, task: str, text: str) -> Answer:
+        """Predict and explain one text."""
+        model, weights = self._entry(task)
+        prediction = model.predict(text)
+        explanation = explain(model, text, prediction, weights=weights)
+        return Answer(task, text, prediction, explanation)
+
+    def render(self, answer: Answer) -> str:
+        """HTML of an answer."""
+        return render_answer(self.model(answer.task), answer.text, answer.prediction,
+                             answer.explanation)
+
+    def batch(self, task: str, block: str) -> pd.DataFrame:
+        """Classify every non-blank line of ``block``; uncertain rows first."""
+        return batch_predict(self.model(task), parse_lines(block))
+
+    def corrections_file(self, task: str) -> Path:
+        """Where corrections of ``task`` are appended."""
+        bp = self.blueprint_dir or task_blueprint_dir(self.model(task))
+        return corrections_path(bp, task)
+
+    def correct(self, task: str, text: str, label: str, predicted: str | None = None
+                ) -> CorrectionResult:
+        """Record that ``text`` should be ``label``."""
+        model = self.model(task)
+        if label not in model.labels:
+            raise LabError(f"{label!r} is not a label of {task} ({', '.join(model.labels)})")
+        path = self.corrections_file(task)
+        appended = append_correction(path, text, label, task=task, predicted=predicted)
+        return CorrectionResult(path, appended, label)
