@@ -1,0 +1,241 @@
+"""The evaluate stage: threshold choice, calibration measures, exam gate, error analysis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from foundry.blueprint import load_blueprint
+from foundry.evaluate import (
+    PLOTS,
+    ExamDataError,
+    ExamGateError,
+    choose_threshold,
+    confident_stats,
+    evaluate_stage,
+    load_exam,
+    pushing_ngrams,
+    reliability_table,
+    risk_coverage_curve,
+)
+from foundry.train import expected_calibration_error, load_trained, train_stage
+from foundry.trainers import base_classifier
+
+TOPICS = ["天气", "日程", "音乐", "电影", "火车票", "会议", "闹钟", "外卖", "快递", "作业"]
+QUESTION = ["{t}怎么样", "{t}是什么", "今天{t}好吗", "{t}在哪里", "为什么{t}这么贵"]
+STATEMENT = ["帮我打开{t}", "记录一下{t}", "我觉得{t}不错", "把{t}关掉", "提醒我{t}"]
+REQUIRED_KEYS = {
+    "threshold", "target_precision", "coverage_at_threshold", "confident_precision",
+    "test_accuracy", "test_macro_f1", "exam_accuracy", "exam_cases", "exam_confident_share",
+    "exam_passed", "exam_min_accuracy", "failed_exam_cases", "ece",
+}
+
+
+def make_rows(n: int, seed: int, noise: float = 0.0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "Question" if i % 2 == 0 else "Statement"
+        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(TOPICS))
+        if rng.random() < noise:
+            label = "Statement" if label == "Question" else "Question"
+        rows.append({"text": text, "label": label, "category": f"c{i % 2}", "source": "synthetic"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
+def exam_rows(wrong: int = 0) -> list[dict]:
+    """20 easy exam cases; the first ``wrong`` of them carry the opposite gold label."""
+    rows = [{**r, "hard": i % 5 == 0, "note": f"n{i}"} for i, r in enumerate(make_rows(20, 5))]
+    for r in rows[:wrong]:
+        r["label"] = "Statement" if r["label"] == "Question" else "Question"
+    return rows
+
+
+def setup_run(tmp: Path, exam: list[dict], exam_min_accuracy: float = 0.9):
+    spec = {
+        "name": "tiny",
+        "tasks": [{"name": "is_question", "constitution": "c.md", "exam": "exam/q.jsonl",
+                   "labels": [{"name": "Question", "definition": "q"},
+                              {"name": "Statement", "definition": "s"}]}],
+        "train": {"grid": {"C": [4.0]}, "cv_folds": 3, "seed": 1},
+        "evaluate": {"target_precision": 0.95, "exam_min_accuracy": exam_min_accuracy},
+        "export": {"size_budget_kb": None},
+    }
+    (tmp / "bp").mkdir(parents=True)
+    (tmp / "bp" / "blueprint.yaml").write_text(yaml.safe_dump(spec), "utf-8")
+    write_jsonl(tmp / "bp" / "exam" / "q.jsonl", exam)
+    bp = load_blueprint(tmp / "bp", check_files=False)
+    run = tmp / "run"
+    write_jsonl(run / "refine/is_question/train.jsonl", make_rows(200, 1, noise=0.05))
+    write_jsonl(run / "refine/is_question/test.jsonl", make_rows(100, 2, noise=0.05))
+    (run / "refine/is_question/summary.json").write_text(json.dumps(
+        {"balance": "undersample", "data_sha256": hashlib.sha256(b"x").hexdigest(),
+         "train_rows": 200}))
+    train_stage(bp, run, log=lambda _: None)
+    return bp, run
+
+
+@pytest.fixture(scope="module")
+def passing(tmp_path_factory):
+    bp, run = setup_run(tmp_path_factory.mktemp("pass"), exam_rows())
+    return bp, run, evaluate_stage(bp, run, log=lambda _: None)["is_question"]
+
+
+# ----------------------------------------------------------------- threshold and measures
+
+
+def test_threshold_is_the_lowest_that_meets_the_target():
+    # confidences 0.99 ok, 0.95 ok, 0.90 wrong, 0.80 ok (two classes)
+    proba = np.array([[0.99, 0.01], [0.95, 0.05], [0.10, 0.90], [0.80, 0.20]])
+    y = np.array([0, 0, 0, 0])
+    assert choose_threshold(proba, y, 0.99) == 0.95
+    assert choose_threshold(proba, y, 0.75) == 0.80  # 3 of 4 right -> everything is confident
+    assert choose_threshold(proba, y, 0.60) == 0.80
+
+
+def test_threshold_keeps_tied_probabilities_together():
+    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.7, 0.3]])
+    y = np.array([0, 1, 0])  # the tie at 0.9 is half wrong
+    t = choose_threshold(proba, y, 0.99)
+    assert t > 0.9  # no threshold can admit one 0.9 answer without the other
+    assert confident_stats(proba, y, t)[0] == 0.0
+
+
+def test_threshold_is_never_below_one_over_k():
+    proba = np.array([[0.5, 0.5], [0.6, 0.4]])
+    assert choose_threshold(proba, np.array([0, 0]), 0.9) == 0.5
+
+
+def test_risk_coverage_and_reliability():
+    proba = np.array([[0.99, 0.01], [0.95, 0.05], [0.10, 0.90], [0.80, 0.20]])
+    y = np.array([0, 0, 0, 0])
+    rc = risk_coverage_curve(proba, y)
+    assert rc["coverage"].tolist() == [0.25, 0.5, 0.75, 1.0]
+    np.testing.assert_allclose(rc["precision"], [1, 1, 2 / 3, 3 / 4])
+    rel = reliability_table(np.array([0.55, 0.56, 0.95]), np.array([1, 0, 1]), bins=10)
+    assert rel["count"].sum() == 3 and rel.loc[5, "count"] == 2 and rel.loc[5, "accuracy"] == 0.5
+    # ECE: bin 5 |0.5 - 0.555| * 2/3 + bin 9 |1 - 0.95| * 1/3
+    assert expected_calibration_error(np.array([0.55, 0.56, 0.95]), np.array([1, 0, 1]), bins=10) \
+        == pytest.approx(2 / 3 * 0.055 + 1 / 3 * 0.05)
+
+
+# ----------------------------------------------------------------- the stage
+
+
+def test_summary_has_the_contract_fields_and_files(passing):
+    _, run, res = passing
+    folder = run / "evaluate" / "is_question"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary) >= REQUIRED_KEYS
+    assert summary["exam_cases"] == 20 and summary["exam_passed"] is True
+    assert summary["failed_exam_cases"] == []
+    assert summary["threshold"] >= 0.5 and summary["target_precision"] == 0.95
+    for name in (*PLOTS, "errors.csv", "exam.csv", "risk_coverage.csv", "reliability.csv"):
+        assert (folder / name).is_file(), name
+    for name in PLOTS:
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res.threshold == summary["threshold"]
+
+
+def test_threshold_comes_from_the_out_of_fold_predictions(passing):
+    _, run, res = passing
+    tm = load_trained(run, "is_question")
+    assert res.threshold == choose_threshold(tm.oof_proba, tm.oof_y, 0.95)
+    coverage, precision = confident_stats(tm.oof_proba, tm.oof_y, res.threshold)
+    assert precision >= 0.95
+    assert res.summary["oof_coverage_at_threshold"] == coverage
+
+
+def test_test_metrics_match_the_case_table(passing):
+    _, _, res = passing
+    t, s = res.test, res.summary
+    assert s["test_cases"] == len(t) == 100
+    assert s["test_accuracy"] == pytest.approx(t["correct"].mean())
+    assert s["coverage_at_threshold"] == pytest.approx((t["p"] >= s["threshold"]).mean())
+    confident = t[t["p"] >= s["threshold"]]
+    assert s["confident_precision"] == pytest.approx(confident["correct"].mean())
+
+
+def test_errors_list_every_misclassified_case_with_pushing_ngrams(passing):
+    _, run, res = passing
+    errors = pd.read_csv(run / "evaluate/is_question/errors.csv", keep_default_na=False)
+    assert len(errors) == int((~res.test["correct"]).sum()) + int((~res.exam["correct"]).sum())
+    assert len(errors) > 0  # 5% label noise in the test split
+    assert set(errors["split"]) <= {"test", "exam"}
+    assert (errors["gold"] != errors["predicted"]).all()
+    assert (errors["pushing_ngrams"].str.len() > 0).all()
+
+
+def test_pushing_ngrams_sum_to_the_decision_margin(passing):
+    _, run, _ = passing
+    tm = load_trained(run, "is_question")
+    # Calibrated or not, the pushes are those of the linear model inside.
+    clf = base_classifier(tm.pipeline.named_steps["clf"])
+    text = "今天天气怎么样"
+    pushes = pushing_ngrams(tm, text, "Question", "Statement", k=1000)
+    x = tm.pipeline.named_steps["tfidf"].transform([text])
+    margin = -(clf.decision_function(x)[0] - clf.intercept_[0])  # towards class 0 = Question
+    against = pushing_ngrams(tm, text, "Statement", "Question", k=1000)
+    # Every n-gram pushes one way or the other: the two lists add up to the margin.
+    assert sum(v for _, v in pushes) - sum(v for _, v in against) == pytest.approx(margin)
+    assert margin > 0 and all(v > 0 for _, v in pushes + against)
+    assert [v for _, v in pushes] == sorted((v for _, v in pushes), reverse=True)
+
+
+def test_pushing_ngrams_point_to_the_question_words(passing):
+    _, run, _ = passing
+    tm = load_trained(run, "is_question")
+    grams = [g for g, _ in pushing_ngrams(tm, "今天天气怎么样", "Question", "Statement")]
+    assert any("么" in g or "怎" in g for g in grams)
+
+
+def test_exam_gate_raises_with_the_failed_cases(tmp_path):
+    bp, run = setup_run(tmp_path, exam_rows(wrong=4), exam_min_accuracy=0.9)
+    with pytest.raises(ExamGateError) as info:
+        evaluate_stage(bp, run, log=lambda _: None)
+    msg = str(info.value)
+    flipped = exam_rows(wrong=4)[:4]
+    for case in flipped:
+        assert repr(case["text"]) in msg and f"{case['label']} ->" in msg
+    assert "80.0% (16/20)" in msg and "--allow-exam-failures" in msg
+    assert set(info.value.failures) == {"is_question"}
+    # The outputs were written before the gate closed, so the notebook can show them.
+    summary = json.loads((run / "evaluate/is_question/summary.json").read_text())
+    assert summary["exam_passed"] is False and len(summary["failed_exam_cases"]) == 4
+    assert {c["text"] for c in summary["failed_exam_cases"]} == {c["text"] for c in flipped}
+
+
+def test_allow_exam_failures_logs_instead_of_raising(tmp_path):
+    bp, run = setup_run(tmp_path, exam_rows(wrong=4))
+    logs: list[str] = []
+    res = evaluate_stage(bp, run, allow_exam_failures=True, log=logs.append)["is_question"]
+    assert not res.exam_passed and res.summary["exam_accuracy"] == pytest.approx(0.8)
+    assert any("overridden" in m for m in logs)
+
+
+def test_empty_exam_cannot_pass(tmp_path):
+    bp, run = setup_run(tmp_path, [])
+    with pytest.raises(ExamGateError, match="the exam has no cases"):
+        evaluate_stage(bp, run, log=lambda _: None)
+
+
+def test_exam_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="exam file not found"):
+        load_exam(tmp_path / "none.jsonl", ["A", "B"])
+    write_jsonl(tmp_path / "e.jsonl", [{"text": "好", "label": "A"}, {"text": "x", "label": "C"}])
+    with pytest.raises(ExamDataError, match=r"e\.jsonl:2: field 'label' is 'C'"):
+        load_exam(tmp_path / "e.jsonl", ["A", "B"])
+    frame = load_exam(tmp_path / "e.jsonl", ["A", "B", "C"])
+    assert frame.loc[0, "category"] == "" and not frame.loc[0, "hard"]
