@@ -1,0 +1,331 @@
+"""The tester lab's logic (foundry.lab), without a browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper
+
+from foundry import lab
+from foundry.lab import Lab, LabError
+from foundry.runtime import MicroModel
+
+TASK = "tiny_q"
+
+
+@pytest.fixture(scope="module")
+def tiny_lab(tiny_models) -> Lab:
+    return Lab(tiny_models[0])
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models) -> MicroModel:
+    return MicroModel.load(TASK, tiny_models[0])
+
+
+def write_models_with_blueprint(models_dir: Path, blueprint: str, task: str = TASK,
+                                threshold: float = 0.6) -> None:
+    """Tiny artifacts whose provenance names ``blueprint`` (a name or a folder path)."""
+    from conftest import fit_tiny
+
+    from foundry.export import Provenance, artifact_bytes, install_artifacts
+
+    trained = fit_tiny()
+    onnx_bytes, bin_bytes = artifact_bytes(trained, threshold, task=task,
+                                           provenance=Provenance(blueprint=blueprint))
+    install_artifacts(task, {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
+                             "conformance.json": b'{"vectors": []}', "card.md": b"# t\n"},
+                      models_dir)
+
+
+# -- tasks --------------------------------------------------------------------------------
+
+
+def test_discover_tasks_needs_both_files(tiny_models, tmp_path):
+    assert lab.discover_tasks(tiny_models[0]) == [TASK]
+    (tmp_path / "half_preprocessor.bin").write_bytes(b"x")  # no .onnx: not a task
+    assert lab.discover_tasks(tmp_path) == []
+    assert lab.discover_tasks(tmp_path / "missing") == []
+
+
+def test_default_models_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(lab.MODELS_DIR_ENV, str(tmp_path))
+    assert lab.default_models_dir() == tmp_path
+    monkeypatch.delenv(lab.MODELS_DIR_ENV)
+    assert lab.default_models_dir() == lab.MODELS_DIR
+
+
+def test_unknown_task_names_the_found_ones(tiny_lab):
+    with pytest.raises(LabError, match=r"no task 'nope'.*found: tiny_q"):
+        tiny_lab.ask("nope", "你好")
+
+
+# -- predict ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["今天天气怎么样？", "打开客厅的灯", "你好吗", "xyz"])
+def test_ask_answers_exactly_like_the_runtime(tiny_lab, model, text):
+    answer = tiny_lab.ask(TASK, text)
+    expected = model.predict(text)
+    assert answer.prediction.label == expected.label
+    assert answer.prediction.probabilities == pytest.approx(expected.probabilities, abs=1e-7)
+
+
+def test_ask_is_the_trained_pipelines_answer(tiny_lab, tiny_models):
+    trained = tiny_models[1]
+    texts = ["今天天气怎么样？", "打开客厅的灯"]
+    want = [trained.labels[i] for i in trained.pipeline.predict(texts)]
+    assert [tiny_lab.ask(TASK, t).prediction.label for t in texts] == want == ["Question",
+                                                                               "Statement"]
+
+
+# -- explanations -------------------------------------------------------------------------
+
+
+def test_linear_weights_are_the_trained_coefficients(model, tiny_models):
+    weights = lab.linear_weights(model.paths["onnx"], len(model.labels), model.n_features)
+    assert weights is not None and weights.units == "log-odds"
+    assert weights.coefficients.shape == (2, model.n_features)
+    coef = tiny_models[1].pipeline.named_steps["clf"].coef_[0]  # Statement against Question
+    diff = (weights.coefficients[1] - weights.coefficients[0]) * weights.scale
+    np.testing.assert_allclose(diff, coef, atol=1e-5)
+
+
+def test_top_contribution_for_ma_pushes_question(tiny_lab):
+    e = tiny_lab.ask(TASK, "你好吗").explanation
+    assert (e.label, e.versus, e.method) == ("Question", "Statement", "linear")
+    top = e.contributions[0]
+    assert "吗" in top.ngram
+    assert top.contribution > 0 and top.favours == "Question"
+
+
+def test_contributions_are_ordered_and_signed(tiny_lab):
+    e = tiny_lab.ask(TASK, "打开客厅的灯吗").explanation
+    sizes = [abs(c.contribution) for c in e.contributions]
+    assert sizes == sorted(sizes, reverse=True)
+    for c in e.contributions:
+        assert c.favours == (e.label if c.contribution >= 0 else e.versus)
+    # The text mixes both: some n-grams push each way.
+    assert {c.favours for c in e.contributions} == {"Question", "Statement"}
+    assert any("吗" in c.ngram and c.favours == "Question" for c in e.contributions)
+    assert any("打开" in c.ngram and c.favours == "Statement" for c in e.contributions)
+
+
+@pytest.mark.parametrize("text", ["今天天气怎么样？", "打开客厅的灯", "你好吗"])
+def test_linear_contributions_add_up_to_the_log_odds(tiny_lab, text):
+    answer = tiny_lab.ask(TASK, text)
+    e, p = answer.explanation, answer.prediction.probabilities
+    total = sum(c.contribution for c in e.contributions) + e.bias
+    assert total == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-5)
+
+
+def test_contributions_map_back_to_the_vocabulary(tiny_lab, model):
+    e = tiny_lab.ask(TASK, "今天天气怎么样？").explanation
+    idx, values = model.featurize("今天天气怎么样？")
+    assert sorted(c.index for c in e.contributions) == idx.tolist()
+    for c in e.contributions:
+        assert model.vocabulary[c.ngram] == c.index
+        assert c.value == pytest.approx(values[idx.tolist().index(c.index)])
+
+
+def test_occlusion_is_the_probability_drop(model, tiny_models):
+    text = "你好吗"
+    e = lab.explain(model, text, weights=None)
+    assert e.method == "occlusion" and e.units == "probability"
+    top = e.contributions[0]
+    assert "吗" in top.ngram and top.favours == "Question" and top.contribution > 0
+    # Recompute the drop independently with scikit-learn's classifier.
+    clf = tiny_models[1].pipeline.named_steps["clf"]
+    idx, values = model.featurize(text)
+    x = np.zeros((1, model.n_features))
+    x[0, idx] = values
+    occluded = x.copy()
+    occluded[0, top.index] = 0.0
+    drop = clf.predict_proba(x)[0, 0] - clf.predict_proba(occluded)[0, 0]
+    assert top.contribution == pytest.approx(drop, abs=1e-5)
+
+
+def test_text_without_known_ngrams_has_no_contributions(tiny_lab):
+    e = tiny_lab.ask(TASK, "ＸＸＸ😀").explanation
+    assert e.contributions == ()
+    assert "bias alone" in lab.render_explanation(["Question", "Statement"], e)
+
+
+def _matmul_softmax_onnx(path: Path, d: int, k: int) -> None:
+    w = helper.make_tensor("W", TensorProto.FLOAT, [d, k], np.ones(d * k).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["scores"]),
+         helper.make_node("ArgMax", ["scores"], ["label"], axis=1),
+         helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1)],
+        "nonlinear",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, d])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None, 1]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, k])],
+        initializer=[w],
+    )
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def test_non_linear_graph_has_no_linear_weights(tmp_path):
+    path = tmp_path / "g.onnx"
+    _matmul_softmax_onnx(path, 4, 2)
+    assert lab.linear_weights(path, 2, 4) is None
+
+
+# -- batch --------------------------------------------------------------------------------
+
+
+BLOCK = "今天天气怎么样？\n\n打开客厅的灯\n  你好吗  \n嗯\n"
+
+
+def test_batch_puts_uncertain_rows_first(tiny_lab, model):
+    df = tiny_lab.batch(TASK, BLOCK)
+    assert list(df.columns) == list(lab.BATCH_COLUMNS)
+    assert sorted(df["line"]) == [1, 2, 3, 4]  # blank lines skipped, positions renumbered
+    assert df["confidence"].is_monotonic_increasing
+    for row in df.itertuples():
+        p = model.predict(row.text)
+        assert (row.label, row.confident) == (p.label, p.confident)
+        assert row.confidence == pytest.approx(p.score)
+    assert "你好吗" in set(df["text"])  # stripped
+
+
+def test_sort_batch(tiny_lab):
+    df = tiny_lab.batch(TASK, BLOCK)
+    assert list(lab.sort_batch(df, "line")["line"]) == [1, 2, 3, 4]
+    assert list(lab.sort_batch(df, "line", descending=True)["line"]) == [4, 3, 2, 1]
+    assert lab.sort_batch(df, "confidence", descending=True)["confidence"].is_monotonic_decreasing
+    with pytest.raises(LabError, match="cannot sort by 'size'"):
+        lab.sort_batch(df, "size")
+
+
+def test_csv_round_trips_through_the_download_link(tiny_lab):
+    df = tiny_lab.batch(TASK, BLOCK)
+    link = lab.csv_download_link(df, "batch.csv")
+    assert 'download="batch.csv"' in link and "foundry-csv-link" in link
+    payload = base64.b64decode(link.split("base64,")[1].split('"')[0])
+    assert payload.startswith("\ufeff".encode())  # spreadsheets need the BOM for Chinese
+    back = pd.read_csv(io.StringIO(payload.decode("utf-8-sig")))
+    assert list(back.columns) == list(lab.BATCH_COLUMNS)
+    assert list(back["text"]) == list(df["text"])
+    np.testing.assert_allclose(back["confidence"], df["confidence"], atol=1e-4)
+
+
+# -- corrections --------------------------------------------------------------------------
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def test_append_correction_appends_and_deduplicates(tmp_path):
+    path = tmp_path / "bp" / "corrections" / "t.jsonl"
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert lab.append_correction(path, "你好吗", "Question", task="t", predicted="Statement",
+                                 now=when)
+    assert _lines(path) == [{"text": "你好吗", "label": "Question", "task": "t",
+                             "predicted": "Statement", "time": "2026-01-02T03:04:05+00:00"}]
+    # The same text after normalisation (NFKC, case, spaces) and the same label: nothing new.
+    assert not lab.append_correction(path, "  你好吗\u3000", "Question")
+    assert len(_lines(path)) == 1
+    before = path.read_bytes()
+    # A different label appends; the old line stays byte for byte (append-only).
+    assert lab.append_correction(path, "你好吗", "Statement")
+    assert path.read_bytes().startswith(before)
+    assert lab.current_label(lab.read_corrections(path), "你好吗 ") == "Statement"
+    # Back to the first label: the newest line must say so, so it is appended again.
+    assert lab.append_correction(path, "你好吗", "Question")
+    assert [r["label"] for r in _lines(path)] == ["Question", "Statement", "Question"]
+
+
+def test_append_correction_repairs_a_missing_final_newline(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "a", "label": "Deny"}', encoding="utf-8")
+    assert lab.append_correction(path, "b", "Affirm")
+    assert [r["text"] for r in _lines(path)] == ["a", "b"]
+
+
+def test_append_correction_rejects_empty_text_and_reports_bad_lines(tmp_path):
+    with pytest.raises(LabError, match="empty text"):
+        lab.append_correction(tmp_path / "c.jsonl", " \u200b ", "Question")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "Deny"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(LabError, match=r"bad.jsonl:2: not valid JSON"):
+        lab.append_correction(bad, "b", "Affirm")
+
+
+def test_lab_correct_writes_into_the_blueprint_of_the_model(tmp_path):
+    bp = tmp_path / "my_blueprint"
+    bp.mkdir()
+    write_models_with_blueprint(tmp_path / "models", str(bp))
+    tester = Lab(tmp_path / "models")
+    assert tester.corrections_file(TASK) == bp / "corrections" / f"{TASK}.jsonl"
+    result = tester.correct(TASK, "打开灯吗", "Question", predicted="Statement")
+    assert result.appended and result.path == bp / "corrections" / f"{TASK}.jsonl"
+    assert "next `make forge`" in result.message()
+    again = tester.correct(TASK, "打开灯吗", "Question")
+    assert not again.appended and "Already recorded" in again.message()
+    assert [(r["text"], r["label"], r["task"]) for r in _lines(result.path)] == [
+        ("打开灯吗", "Question", TASK)]
+    with pytest.raises(LabError, match=r"'Maybe' is not a label of tiny_q"):
+        tester.correct(TASK, "打开灯吗", "Maybe")
+
+
+def test_corrections_need_a_blueprint(tiny_models, tmp_path):
+    with pytest.raises(LabError, match="no blueprint recorded in its provenance"):
+        Lab(tiny_models[0]).corrections_file(TASK)
+    override = Lab(tiny_models[0], blueprint_dir=tmp_path)
+    assert override.corrections_file(TASK) == tmp_path / "corrections" / f"{TASK}.jsonl"
+
+
+def test_unknown_blueprint_in_provenance_is_a_clear_error(tmp_path):
+    write_models_with_blueprint(tmp_path / "models", "no_such_blueprint_xyz")
+    with pytest.raises(LabError, match="forged from blueprint 'no_such_blueprint_xyz'"):
+        Lab(tmp_path / "models").corrections_file(TASK)
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def test_render_answer_has_label_bars_and_chips(tiny_lab):
+    answer = tiny_lab.ask(TASK, "今天天气怎么样？")
+    page = tiny_lab.render(answer)
+    assert 'class="foundry-label"' in page and ">Question</span>" in page
+    assert page.count('class="foundry-bar"') == 2
+    assert 'data-label="Question"' in page and 'data-label="Statement"' in page
+    assert page.count('class="foundry-chip"') == min(12, len(answer.explanation.contributions))
+    assert ("foundry-unsure" in page) == (not answer.prediction.confident)
+
+
+def test_not_sure_badge_below_the_threshold(tmp_path):
+    write_models_with_blueprint(tmp_path, "", threshold=0.99)
+    tester = Lab(tmp_path)
+    answer = tester.ask(TASK, "今天天气怎么样？")
+    assert not answer.prediction.confident
+    page = tester.render(answer)
+    assert 'class="foundry-unsure"' in page and 'data-confident="false"' in page
+
+
+def test_rendering_escapes_user_text(tiny_lab):
+    answer = tiny_lab.ask(TASK, "<script>alert(1)</script>吗")
+    page = tiny_lab.render(answer)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    table = lab.render_batch_table(tiny_lab.batch(TASK, "<b>x</b>"), ["Question", "Statement"])
+    assert "<b>x</b>" not in table and "foundry-batch-table" in table
+
+
+def test_model_is_reloaded_when_its_files_change(tmp_path):
+    write_models_with_blueprint(tmp_path, "", threshold=0.6)
+    tester = Lab(tmp_path)
+    assert tester.model(TASK).threshold == pytest.approx(0.6)
+    write_models_with_blueprint(tmp_path, "", threshold=0.9)
+    assert tester.model(TASK).threshold == pytest.approx(0.9)
