@@ -47,10 +47,11 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  */
 class StrictReader extends protobuf.Reader {
   string() {
+    const bytes = this.bytes();
     try {
-      return strictUtf8.decode(this.bytes());
+      return strictUtf8.decode(bytes);
     } catch {
-      throw new Error('a string field holds invalid UTF-8');
+      throw new Error(`the string field ending at byte ${this.pos} holds invalid UTF-8`);
     }
   }
 }
@@ -86,7 +87,10 @@ function parsePreprocessor(data, file) {
   try {
     msg = Type.decode(new StrictReader(new Uint8Array(data.buffer, data.byteOffset, data.length)));
   } catch (err) {
-    throw new ArtifactError(`${file}: not a valid preprocessor file (truncated or corrupt): ${err.message}`);
+    const reason = err.message.startsWith('index out of range')
+      ? `it ends in the middle of a field (${err.message})`
+      : err.message;
+    throw new ArtifactError(`${file}: not a valid preprocessor file (truncated or corrupt): ${reason}`);
   }
   const formatVersion = Number(msg.formatVersion);
   if (!SUPPORTED_FORMAT_VERSIONS.includes(formatVersion)) {
