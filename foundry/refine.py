@@ -1,0 +1,855 @@
+"""Stage 2: refine generated rows into a leak-free, explained train/test split.
+
+The funnel, in order (every removed row is kept in ``removed.jsonl`` with its reason):
+
+1. ``invalid_label``  label not one of the task's labels;
+2. ``empty``          text missing, not a string, or empty after normalisation;
+3. ``length``         normalised length outside ``[refine.min_chars, refine.max_chars]``;
+4. ``exam_overlap``   normalised text equal to an exam text, or a near-duplicate of one
+                      (exact shingle Jaccard >= ``dedup_threshold``): the exam never trains;
+5. ``exact_duplicate`` same normalised text and label: one row is kept;
+6. ``correction_override`` a human correction has the same or a near-same text: the
+                      generated row (any label) gives way to the correction;
+7. ``conflict``       the same or a near-same text under different labels (no correction
+                      decides): every row involved is dropped and listed;
+8. ``near_duplicate`` same-label near-duplicate clusters (union of verified LSH matches):
+                      one representative is kept per cluster;
+9. ``augment``        (adds rows) ``drop_punctuation_augment`` duplicates a fraction of the
+                      train rows that end in punctuation, with that punctuation dropped;
+10. ``balance``       ``undersample`` removes train rows of the larger labels.
+
+Whenever one row of several is kept, the preference is: human correction > seed > LLM
+row > grammar row > unknown source, then the first seen (for corrections: the last line,
+because a corrections file is a log in which a later line supersedes an earlier one).
+
+The split is stratified by label and grouped by the connected components of the graph
+"shingle Jaccard >= ``split_threshold``", so near-paraphrases never straddle train and
+test; groups holding a human correction always go to train. All text comparisons use the
+normalised text of :func:`foundry.textspec.normalize`; output rows keep the original text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foundry import minhash as mh
+from foundry.blueprint import Blueprint, Refine, Task
+from foundry.generate.rawstore import dump_line, read_jsonl
+from foundry.runs import atomic_write_text, read_json, require_stage_output, stage_dir, write_json
+from foundry.textspec import TextSpec, normalize
+
+#: Normaliser settings for comparing texts: the text spec without truncation, so that the
+#: length rule sees the real length.
+COMPARE_SPEC = TextSpec(max_chars=1_000_000)
+
+#: Lower is preferred when one row of several is kept.
+SOURCE_PRIORITY: dict[str, int] = {
+    "correction": 0,
+    "seed": 1,
+    "llm": 2,
+    "gemini": 2,
+    "openai": 2,
+    "grammar": 3,
+}
+UNKNOWN_SOURCE_PRIORITY = 4
+
+#: Funnel steps in order; ``augment`` adds rows, every other step removes rows.
+STEPS = (
+    "input",
+    "invalid_label",
+    "empty",
+    "length",
+    "exam_overlap",
+    "exact_duplicate",
+    "correction_override",
+    "conflict",
+    "near_duplicate",
+    "augment",
+    "balance",
+)
+REMOVAL_REASONS = tuple(s for s in STEPS if s not in ("input", "augment"))
+
+#: Environment variable with a Redis URL for the LSH index (see docs/refine.md).
+REDIS_ENV = "FOUNDRY_LSH_REDIS"
+#: The exact train/test similarity search compares at most this many test rows (a seeded
+#: sample beyond it) with every train row.
+MAX_SIMILARITY_TEST_ROWS = 5000
+
+
+@dataclass
+class RefineResult:
+    """Everything the refine stage decided for one task.
+
+    Attributes
+    ----------
+    train, test : list of dict
+        Output rows ``{"text", "label", "category", "source"}`` (+ ``"weight"`` with
+        ``balance: class_weight``, + ``"augment"`` on rows added by augmentation).
+    removed : list of dict
+        Every removed input row with ``reason`` (a funnel step) and ``detail``.
+    summary : dict
+        The JSON-serialisable summary written to ``summary.json``.
+    clusters : list of dict
+        Near-duplicate clusters, largest first (``size`` rows, ``texts``, ``kept``).
+    """
+
+    task: str
+    train: list[dict]
+    test: list[dict]
+    removed: list[dict]
+    summary: dict
+    clusters: list[dict] = field(default_factory=list)
+
+    def train_bytes(self) -> bytes:
+        return jsonl_bytes(self.train)
+
+    def test_bytes(self) -> bytes:
+        return jsonl_bytes(self.test)
+
+
+def jsonl_bytes(rows: Iterable[dict]) -> bytes:
+    return "".join(dump_line(r) for r in rows).encode("utf-8")
+
+
+# ----------------------------------------------------------------------------------------
+# Row bookkeeping
+
+
+@dataclass
+class _Row:
+    index: int
+    text: str
+    label: str
+    category: str
+    source: str
+    norm: str = ""
+    alive: bool = True
+    augment_of: int | None = None  # index of the row this augmented copy was made from
+
+    @property
+    def priority(self) -> int:
+        return SOURCE_PRIORITY.get(self.source, UNKNOWN_SOURCE_PRIORITY)
+
+    @property
+    def is_correction(self) -> bool:
+        return self.source == "correction"
+
+    def preference(self) -> tuple[int, int]:
+        """Sort key: smaller is kept. Later corrections supersede earlier ones."""
+        return (self.priority, -self.index if self.is_correction else self.index)
+
+    def out(self) -> dict:
+        return {"text": self.text, "label": self.label, "category": self.category,
+                "source": self.source}
+
+
+class _Funnel:
+    """Counts rows in and out of every step, overall and per label."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.labels = list(labels)
+        self.steps: list[dict] = []
+
+    def record(self, step: str, rows: Iterable[_Row], rows_in: int | None = None) -> None:
+        rows = list(rows)
+        prev = self.steps[-1]["rows_out"] if self.steps else len(rows)
+        counts = Counter(r.label for r in rows if isinstance(r.label, str))
+        rows_in = prev if rows_in is None else rows_in
+        self.steps.append({
+            "step": step,
+            "rows_in": rows_in,
+            "rows_out": len(rows),
+            "removed": max(rows_in - len(rows), 0),
+            "added": max(len(rows) - rows_in, 0),
+            "by_label": {label: counts.get(label, 0) for label in self.labels},
+        })
+
+
+def _as_rows(rows: Iterable[dict], corrections: Iterable[dict]) -> list[_Row]:
+    out: list[_Row] = []
+    for r in rows:
+        out.append(_Row(len(out), r.get("text"), r.get("label"), str(r.get("category") or ""),
+                        str(r.get("source") or "")))
+    for r in corrections:
+        out.append(_Row(len(out), r.get("text"), r.get("label"), str(r.get("category") or ""),
+                        "correction"))
+    return out
+
+
+def _removal(row: _Row, reason: str, detail: str, **extra: Any) -> dict:
+    return {**row.out(), "index": row.index, "reason": reason, "detail": detail, **extra}
+
+
+# ----------------------------------------------------------------------------------------
+# The funnel rules
+
+
+def _filter_basic(rows: list[_Row], task: Task, cfg: Refine, funnel: _Funnel,
+                  removed: list[dict]) -> list[_Row]:
+    """Steps 1-3: invalid label, empty text, length bounds."""
+    labels = set(task.label_names)
+    known = ", ".join(task.label_names)
+    alive = []
+    for r in rows:
+        if not isinstance(r.label, str) or r.label not in labels:
+            removed.append(_removal(r, "invalid_label", f"label {r.label!r} is not one of {known}"))
+        else:
+            alive.append(r)
+    funnel.record("invalid_label", alive)
+    rows, alive = alive, []
+    for r in rows:
+        if not isinstance(r.text, str):
+            removed.append(_removal(r, "empty", f"text is {type(r.text).__name__}, not a string"))
+            continue
+        r.norm = normalize(r.text, COMPARE_SPEC)
+        if not r.norm:
+            removed.append(_removal(r, "empty", "empty after normalisation"))
+        else:
+            alive.append(r)
+    funnel.record("empty", alive)
+    rows, alive = alive, []
+    for r in rows:
+        n = len(r.norm)
+        if n < cfg.min_chars or n > cfg.max_chars:
+            removed.append(_removal(
+                r, "length", f"{n} characters, outside [{cfg.min_chars}, {cfg.max_chars}]"))
+        else:
+            alive.append(r)
+    funnel.record("length", alive)
+    return alive
+
+
+@dataclass
+class _Texts:
+    """Unique normalised texts with their shingle sets and MinHash signatures."""
+
+    texts: list[str]
+    sets: list[frozenset[str]]
+    minhashes: list
+
+    @classmethod
+    def build(cls, texts: list[str], cfg: Refine, progress: bool | None, desc: str) -> _Texts:
+        sets = [mh.shingles(t, cfg.shingle_size) for t in texts]
+        sigs = mh.signatures(sets, num_perm=cfg.num_perm, seed=cfg.seed, progress=progress,
+                             desc=desc)
+        return cls(texts, sets, sigs)
+
+
+def _exam_overlap(uniq: _Texts, lsh, exam_texts: Sequence[str], cfg: Refine,
+                  progress: bool | None) -> dict[int, tuple[str, float]]:
+    """Unique-text positions that equal or nearly equal an exam text -> (exam text, sim)."""
+    exam_norm = sorted({normalize(t, COMPARE_SPEC) for t in exam_texts} - {""})
+    if not exam_norm:
+        return {}
+    position = {t: i for i, t in enumerate(uniq.texts)}
+    hits: dict[int, tuple[str, float]] = {}
+    for t in exam_norm:
+        if t in position:
+            hits[position[t]] = (t, 1.0)
+    exam = _Texts.build(exam_norm, cfg, progress, "minhash exam")
+    for text, shingle_set, sig in zip(exam.texts, exam.sets, exam.minhashes, strict=True):
+        for cand in mh.query(lsh, sig):
+            sim = mh.jaccard(shingle_set, uniq.sets[cand])
+            if sim >= cfg.dedup_threshold and sim > hits.get(cand, ("", -1.0))[1]:
+                hits[cand] = (text, sim)
+    return hits
+
+
+def _group_best(rows: list[_Row]) -> _Row:
+    return min(rows, key=_Row.preference)
+
+
+def _dedupe_and_resolve(
+    rows: list[_Row],
+    uniq: _Texts,
+    edges: list[mh.Edge],
+    cfg: Refine,
+    funnel: _Funnel,
+    removed: list[dict],
+) -> tuple[list[_Row], list[dict]]:
+    """Steps 5-8 on rows whose texts are all in ``uniq``. Returns survivors and clusters."""
+    pos = {t: i for i, t in enumerate(uniq.texts)}
+
+    # 5. exact duplicates: one row per (text, label).
+    by_key: dict[tuple[str, str], list[_Row]] = defaultdict(list)
+    for r in rows:
+        by_key[(r.norm, r.label)].append(r)
+    items: list[_Row] = []
+    merged_rows: dict[int, int] = {}  # kept row index -> number of input rows it stands for
+    for group in by_key.values():
+        best = _group_best(group)
+        items.append(best)
+        merged_rows[best.index] = len(group)
+        for r in group:
+            if r is not best:
+                removed.append(_removal(r, "exact_duplicate", "same normalised text and label",
+                                        kept=best.text))
+    items.sort(key=lambda r: r.index)
+    funnel.record("exact_duplicate", items)
+
+    # Texts -> items (several when labels disagree); similarity edges between texts.
+    by_text: dict[int, list[_Row]] = defaultdict(list)
+    for r in items:
+        by_text[pos[r.norm]].append(r)
+    pairs: list[tuple[_Row, _Row, float]] = []
+    for group in by_text.values():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                pairs.append((a, b, 1.0))
+    for e in edges:
+        for a in by_text.get(e.a, ()):
+            for b in by_text.get(e.b, ()):
+                pairs.append((a, b, e.similarity))
+
+    # 6. corrections override generated rows with the same or a near-same text.
+    overridden: dict[int, tuple[_Row, float]] = {}
+    for a, b, sim in pairs:
+        if a.is_correction == b.is_correction:
+            if a.is_correction and sim == 1.0 and a.label != b.label:
+                # Same text corrected twice with different labels: the later line wins.
+                old, new = sorted((a, b), key=lambda r: r.index)
+                overridden.setdefault(old.index, (new, sim))
+            continue
+        corr, gen = (a, b) if a.is_correction else (b, a)
+        prev = overridden.get(gen.index)
+        if prev is None or sim > prev[1]:
+            overridden[gen.index] = (corr, sim)
+    for r in items:
+        if r.index in overridden:
+            corr, sim = overridden[r.index]
+            r.alive = False
+            removed.append(_removal(
+                r, "correction_override",
+                f"correction says {corr.label} (similarity {sim:.2f})", kept=corr.text))
+    items = [r for r in items if r.alive]
+    funnel.record("correction_override", items)
+
+    # 7. conflicts: same or near-same text, different labels, no correction deciding.
+    conflicted: dict[int, tuple[_Row, float]] = {}
+    for a, b, sim in pairs:
+        if not (a.alive and b.alive) or a.label == b.label:
+            continue
+        if a.is_correction and b.is_correction:
+            continue  # two humans decided differently on near-same texts: keep both.
+        for x, y in ((a, b), (b, a)):
+            if x.index not in conflicted or sim > conflicted[x.index][1]:
+                conflicted[x.index] = (y, sim)
+    for r in items:
+        if r.index in conflicted:
+            other, sim = conflicted[r.index]
+            r.alive = False
+            removed.append(_removal(
+                r, "conflict",
+                f"{other.label} elsewhere for {'the same' if sim == 1.0 else 'a near-same'} "
+                f"text (similarity {sim:.2f})", conflicting=other.text))
+    items = [r for r in items if r.alive]
+    funnel.record("conflict", items)
+
+    # 8. same-label near-duplicate clusters.
+    index_of = {r.index: k for k, r in enumerate(items)}
+    uf = mh.UnionFind(len(items))
+    for a, b, _sim in pairs:
+        if a.alive and b.alive and a.label == b.label:
+            uf.union(index_of[a.index], index_of[b.index])
+    comp = uf.labels()
+    members: dict[int, list[_Row]] = defaultdict(list)
+    for k, r in enumerate(items):
+        members[int(comp[k])].append(r)
+    survivors: list[_Row] = []
+    clusters: list[dict] = []
+    for group in members.values():
+        best = _group_best(group)
+        survivors.append(best)
+        if len(group) > 1:
+            clusters.append({
+                "label": best.label,
+                "size": sum(merged_rows[r.index] for r in group),
+                "texts": len(group),
+                "kept": best.text,
+                "kept_source": best.source,
+                "members": [r.text for r in sorted(group, key=_Row.preference)],
+            })
+        for r in group:
+            if r is not best:
+                r.alive = False
+                removed.append(_removal(r, "near_duplicate", "same-label near-duplicate cluster",
+                                        kept=best.text))
+    survivors.sort(key=lambda r: r.index)
+    funnel.record("near_duplicate", survivors)
+    clusters.sort(key=lambda c: (-c["size"], -c["texts"], c["kept"]))
+    return survivors, clusters
+
+
+# ----------------------------------------------------------------------------------------
+# Split, augmentation, balance
+
+
+def grouped_split(labels: Sequence[str], groups: Sequence[int], test_size: float, seed: int,
+                  *, train_only: Sequence[bool] = ()) -> np.ndarray:
+    """Boolean test mask: stratified by label, never splitting a group.
+
+    Groups are visited in a seeded random order; a group goes to test when, for each
+    label it holds, the test count stays within ``round(test_size * n_label)``. Groups
+    marked ``train_only`` (any member) always go to train.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    n = len(labels)
+    target = {lab: int(round(test_size * c)) for lab, c in Counter(labels.tolist()).items()}
+    taken = Counter()
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups.tolist()):
+        members[g].append(i)
+    forced = {int(groups[i]) for i, flag in enumerate(train_only) if flag}
+    order = sorted(members)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(order)
+    test = np.zeros(n, dtype=bool)
+    for g in order:
+        if g in forced:
+            continue
+        counts = Counter(labels[members[g]].tolist())
+        if all(taken[lab] + c <= target[lab] for lab, c in counts.items()):
+            taken.update(counts)
+            test[members[g]] = True
+    return test
+
+
+def _trailing_punctuation(text: str) -> int:
+    """Number of trailing punctuation/space characters of ``text``."""
+    n = 0
+    for ch in reversed(text):
+        if unicodedata.category(ch).startswith("P") or ch.isspace():
+            n += 1
+        else:
+            break
+    return n
+
+
+def _augment(train: list[_Row], fraction: float, seed: int, taken: set[str],
+             next_index: int) -> list[_Row]:
+    """Copies of a seeded ``fraction`` of the punctuation-final train rows, punctuation dropped.
+
+    A copy is skipped when its normalised text already exists in ``taken`` (train, test,
+    exam), so augmentation can neither duplicate a row nor leak a test or exam text.
+    """
+    if fraction <= 0:
+        return []
+    eligible = []
+    for r in train:
+        cut = _trailing_punctuation(r.text)
+        stripped = r.text[: len(r.text) - cut] if cut else ""
+        norm = normalize(stripped, COMPARE_SPEC) if stripped else ""
+        if cut and norm and _trailing_punctuation(r.norm) and norm not in taken:
+            eligible.append((r, stripped, norm))
+    if not eligible:
+        return []
+    rng = np.random.default_rng([seed, 1])
+    k = int(round(fraction * len(eligible)))
+    chosen = sorted(rng.choice(len(eligible), size=k, replace=False).tolist())
+    out = []
+    for j in chosen:
+        r, stripped, norm = eligible[j]
+        if norm in taken:  # two rows that differ only in their punctuation
+            continue
+        taken.add(norm)
+        out.append(_Row(next_index + len(out), stripped, r.label, r.category, r.source, norm,
+                        augment_of=r.index))
+    return out
+
+
+def _undersample(train: list[_Row], seed: int, removed: list[dict]) -> list[_Row]:
+    """Cut every label to the smallest label's train count.
+
+    Rows are kept in the order corrections, seeds, then everything else, at random (seeded)
+    within each tier; corrections are never dropped, even beyond the target.
+    """
+    by_label: dict[str, list[_Row]] = defaultdict(list)
+    for r in train:
+        by_label[r.label].append(r)
+    if len(by_label) < 2:
+        return train
+    target = min(len(v) for v in by_label.values())
+    rng = np.random.default_rng([seed, 2])
+    keep: set[int] = set()
+    for label in sorted(by_label):
+        group = by_label[label]
+        noise = rng.random(len(group))
+        tier = [0 if r.is_correction else 1 if r.source == "seed" else 2 for r in group]
+        order = sorted(range(len(group)), key=lambda i: (tier[i], noise[i]))
+        n_corr = tier.count(0)
+        keep.update(group[i].index for i in order[: max(target, n_corr)])
+        for r in group:
+            if r.index not in keep:
+                removed.append(_removal(
+                    r, "balance", f"undersampled {label} from {len(group)} to {target} train rows"))
+    return [r for r in train if r.index in keep]
+
+
+def class_weights(labels: Sequence[str]) -> dict[str, float]:
+    """scikit-learn's ``balanced`` weights: ``n / (k * n_label)``, rounded to 6 digits."""
+    counts = Counter(labels)
+    n, k = sum(counts.values()), len(counts)
+    return {lab: round(n / (k * c), 6) for lab, c in sorted(counts.items())}
+
+
+# ----------------------------------------------------------------------------------------
+# Reporting helpers used by the summary
+
+
+#: A similarity group may hold at most this share of the smallest label's test target
+#: before it is re-clustered at a stricter threshold.
+MAX_GROUP_SHARE_OF_TEST = 0.25
+
+
+def max_group_size(rows: Sequence[_Row], cfg: Refine) -> int:
+    """Largest similarity group the stratified split can place without starving a label."""
+    counts = Counter(r.label for r in rows)
+    smallest = min(counts.values(), default=0)
+    return max(2, int(MAX_GROUP_SHARE_OF_TEST * cfg.test_size * smallest))
+
+
+def _similarity_sample(test: list[_Row], seed: int) -> list[int]:
+    if len(test) <= MAX_SIMILARITY_TEST_ROWS:
+        return list(range(len(test)))
+    rng = np.random.default_rng([seed, 3])
+    return sorted(rng.choice(len(test), MAX_SIMILARITY_TEST_ROWS, replace=False).tolist())
+
+
+def seal_split(survivors: list[_Row], groups: Sequence[int], thresholds: Sequence[float],
+               test_mask: np.ndarray, cfg: Refine, max_rounds: int = 5
+               ) -> tuple[np.ndarray, dict]:
+    """Close the leaks LSH missed, then measure the highest train/test similarity.
+
+    An exact sparse comparison of (a seeded sample of at most
+    :data:`MAX_SIMILARITY_TEST_ROWS`) test rows with every train row finds test rows that
+    still have a train neighbour at or above the threshold of their groups (``thresholds``:
+    ``split_threshold``, or the stricter one an oversized group was re-clustered at); their
+    whole groups move to train, and the check repeats. Returns the final test mask and the
+    highest remaining pair ``{"similarity", "test", "train", "test_rows_checked",
+    "groups_moved"}``.
+    """
+    test_mask = test_mask.copy()
+    groups = np.asarray(groups)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    moved = 0
+    sets = [mh.shingles(r.norm, cfg.shingle_size) for r in survivors]
+    for _round in range(max_rounds + 1):
+        train_idx = np.flatnonzero(~test_mask)
+        test_idx = np.flatnonzero(test_mask)
+        if not len(train_idx) or not len(test_idx):
+            return test_mask, {"similarity": None, "train": None, "test": None,
+                               "test_rows_checked": 0, "groups_moved": moved}
+        sample = test_idx[_similarity_sample([survivors[i] for i in test_idx], cfg.seed)]
+        cross = mh.cross_jaccard([sets[i] for i in sample], [sets[i] for i in train_idx],
+                                 threshold=cfg.split_threshold)
+        q, c = sample[cross.queries], train_idx[cross.corpus]
+        leaking = cross.similarity >= np.maximum(thresholds[q], thresholds[c])
+        if not leaking.any() or _round == max_rounds:
+            return test_mask, {
+                "similarity": round(cross.best, 4),
+                "test": survivors[sample[cross.best_query]].text,
+                "train": survivors[train_idx[cross.best_corpus]].text,
+                "test_rows_checked": len(sample), "groups_moved": moved}
+        leaking_groups = np.unique(groups[q[leaking]])
+        moved += len(leaking_groups)
+        test_mask[np.isin(groups, leaking_groups)] = False
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------------------
+# The pure entry point
+
+
+def refine_rows(
+    rows: list[dict],
+    task: Task,
+    cfg: Refine,
+    *,
+    exam_texts: Sequence[str] = (),
+    corrections: Sequence[dict] = (),
+    storage_config: dict | None = None,
+    progress: bool | None = None,
+) -> RefineResult:
+    """Refine one task's generated rows (pure: reads and writes no files).
+
+    Parameters
+    ----------
+    rows : list of dict
+        Generated rows ``{"text", "label", "category", "source", ...}``, in the order seen.
+    task : Task
+        Gives the valid labels.
+    cfg : Refine
+        Thresholds, shingle size, balance strategy, split and augmentation settings, seed.
+    exam_texts : sequence of str
+        Texts of the exam; they and their near-duplicates are removed from the data.
+    corrections : sequence of dict
+        Human corrections ``{"text", "label"}``; they take precedence over every other row.
+    storage_config : dict, optional
+        datasketch ``storage_config`` for the LSH indexes (e.g. Redis); in memory if None.
+    progress : bool, optional
+        Show tqdm progress bars (None: only on a terminal).
+
+    Returns
+    -------
+    RefineResult
+    """
+    labels = task.label_names
+    all_rows = _as_rows(rows, corrections)
+    funnel = _Funnel(labels)
+    removed: list[dict] = []
+    funnel.record("input", all_rows, rows_in=len(all_rows))
+
+    alive = _filter_basic(all_rows, task, cfg, funnel, removed)
+
+    # One LSH index at the dedup threshold over the unique normalised texts.
+    uniq = _Texts.build(sorted({r.norm for r in alive}), cfg, progress, "minhash")
+    lsh = mh.build_index(uniq.minhashes, threshold=cfg.dedup_threshold, num_perm=cfg.num_perm,
+                         storage_config=storage_config, progress=progress, desc="lsh dedup")
+    try:
+        exam_hits = _exam_overlap(uniq, lsh, exam_texts, cfg, progress)
+        edges = mh.verified_edges(mh.iter_buckets(lsh), uniq.sets, cfg.dedup_threshold)
+    finally:
+        mh.drop_index(lsh)
+
+    pos = {t: i for i, t in enumerate(uniq.texts)}
+    kept = []
+    for r in alive:
+        hit = exam_hits.get(pos[r.norm])
+        if hit is None:
+            kept.append(r)
+        else:
+            exam_text, sim = hit
+            what = "equals" if sim == 1.0 else f"is a near-duplicate ({sim:.2f}) of"
+            removed.append(_removal(r, "exam_overlap", f"{what} an exam text", exam=exam_text))
+    funnel.record("exam_overlap", kept)
+    exam_norms = {normalize(t, COMPARE_SPEC) for t in exam_texts}
+
+    survivors, clusters = _dedupe_and_resolve(kept, uniq, edges, cfg, funnel, removed)
+
+    # Coarse similarity groups for the split (unique texts: survivors are one per text,
+    # except corrections that a human kept under two labels).
+    split_pos = sorted({pos[r.norm] for r in survivors})
+    local = {p: k for k, p in enumerate(split_pos)}
+    comp, used = mh.refined_components(
+        [uniq.sets[p] for p in split_pos], [uniq.minhashes[p] for p in split_pos],
+        threshold=cfg.split_threshold, max_size=max_group_size(survivors, cfg),
+        ceiling=max(cfg.split_threshold, min(cfg.dedup_threshold, 0.95)),
+        num_perm=cfg.num_perm, storage_config=storage_config, progress=progress)
+    at = [local[pos[r.norm]] for r in survivors]
+    groups = [int(comp[k]) for k in at]
+    thresholds = [float(used[k]) for k in at]
+    test_mask = grouped_split([r.label for r in survivors], groups, cfg.test_size, cfg.seed,
+                              train_only=[r.is_correction for r in survivors])
+    test_mask, pair = seal_split(survivors, groups, thresholds, test_mask, cfg)
+    train = [r for r, t in zip(survivors, test_mask, strict=True) if not t]
+    test = [r for r, t in zip(survivors, test_mask, strict=True) if t]
+
+    taken = {r.norm for r in survivors} | exam_norms
+    added = _augment(train, cfg.drop_punctuation_augment, cfg.seed, taken, len(all_rows))
+    if added:
+        after = {r.index: [] for r in train}
+        for a in added:
+            after[a.augment_of].append(a)
+        train = [x for r in train for x in (r, *after[r.index])]
+    funnel.record("augment", train + test)
+
+    if cfg.balance == "undersample":
+        train = _undersample(train, cfg.seed, removed)
+    funnel.record("balance", train + test)
+
+    train_out = [_output(r) for r in train]
+    test_out = [_output(r) for r in test]
+    if cfg.balance == "class_weight":
+        weights = class_weights([r.label for r in train])
+        for row in (*train_out, *test_out):
+            row["weight"] = weights.get(row["label"], 1.0)
+
+    removed.sort(key=lambda d: d["index"])
+    train_bytes = jsonl_bytes(train_out)
+    summary = {
+        "task": task.name,
+        "labels": labels,
+        "config": cfg.model_dump(),
+        "funnel": funnel.steps,
+        "input_rows": len(all_rows),
+        "train_rows": len(train_out),
+        "test_rows": len(test_out),
+        "label_counts": {
+            "train": _label_counts(train_out, labels),
+            "test": _label_counts(test_out, labels),
+        },
+        "balance": cfg.balance,
+        "class_weights": class_weights([r.label for r in train])
+        if cfg.balance == "class_weight" else None,
+        "augmented_rows": sum(1 for r in train if r.augment_of is not None),
+        "data_sha256": hashlib.sha256(train_bytes).hexdigest(),
+        "corrections": sum(1 for r in all_rows if r.is_correction),
+        "corrections_kept": sum(1 for r in (*train, *test)
+                                if r.is_correction and r.augment_of is None),
+        "exam_texts": len({t for t in exam_norms if t}),
+        "removed_by_reason": {s: c for s, c in sorted(Counter(
+            d["reason"] for d in removed).items())},
+        "near_duplicate_clusters": len(clusters),
+        "largest_clusters": [
+            {k: c[k] for k in ("label", "size", "texts", "kept", "kept_source")}
+            | {"members": c["members"][:10]}
+            for c in clusters[:10]
+        ],
+        "split_groups": len(set(groups)),
+        "largest_split_group": max(Counter(groups).values(), default=0),
+        "max_train_test_similarity": None,
+        "max_train_test_pair": None,
+        "split_groups_moved_to_train": pair["groups_moved"],
+        "split_rows_reclustered": sum(1 for t in thresholds if t > cfg.split_threshold),
+        "split_threshold_max": max(thresholds, default=cfg.split_threshold),
+        "shortcuts": [],
+    }
+    summary["max_train_test_similarity"] = pair["similarity"]
+    summary["max_train_test_pair"] = pair
+
+    from foundry.refine_report import shortcut_audit
+
+    audit = shortcut_audit(train_out, labels)
+    summary["shortcuts"] = [f for f in audit if f["shortcut"]]
+    summary["surface_features"] = audit
+    return RefineResult(task.name, train_out, test_out, removed, summary, clusters)
+
+
+def _output(r: _Row) -> dict:
+    row = r.out()
+    if r.augment_of is not None:
+        row["augment"] = "drop_trailing_punctuation"
+    return row
+
+
+def _label_counts(rows: Sequence[dict], labels: Sequence[str]) -> dict[str, int]:
+    counts = Counter(r["label"] for r in rows)
+    return {label: counts.get(label, 0) for label in labels}
+
+
+# ----------------------------------------------------------------------------------------
+# The stage: files in, files out
+
+
+def lsh_storage_from_env(env: dict[str, str] | None = None) -> dict | None:
+    """datasketch ``storage_config`` for Redis from ``FOUNDRY_LSH_REDIS`` (a redis:// URL)."""
+    url = (os.environ if env is None else env).get(REDIS_ENV, "").strip()
+    if not url:
+        return None
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme != "redis" or not parsed.hostname:
+        raise ValueError(f"{REDIS_ENV}={url!r}: expected redis://host:port/db")
+    redis_cfg: dict[str, Any] = {"host": parsed.hostname, "port": parsed.port or 6379}
+    if parsed.path.strip("/"):
+        redis_cfg["db"] = int(parsed.path.strip("/"))
+    if parsed.password:
+        redis_cfg["password"] = parsed.password
+    return {"type": "redis", "redis": redis_cfg}
+
+
+def load_generated_rows(run_dir: Path, task: Task) -> list[dict]:
+    """Rows of every raw file named by ``generate/<task>/manifest.json``, in order."""
+    manifest_path = require_stage_output(run_dir, "generate", task.name, "manifest.json")
+    manifest = read_json(manifest_path)
+    files = manifest.get("raw_files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ValueError(f"{manifest_path}: raw_files: expected a list of paths, got {files!r}")
+    rows: list[dict] = []
+    for f in files:
+        path = Path(f) if Path(f).is_absolute() else Path(run_dir) / f
+        if not path.is_file():
+            raise FileNotFoundError(f"{manifest_path}: raw_files: {path} does not exist")
+        rows.extend(read_jsonl(path))
+    return rows
+
+
+def load_exam(bp: Blueprint, task: Task) -> list[dict]:
+    path = bp.path(task.exam)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: exam of task {task.name!r} is missing "
+                                f"(blueprint field tasks[].exam)")
+    rows = list(read_jsonl(path))
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r.get("text"), str):
+            raise ValueError(f"{path}: row {i}: field 'text' must be a string")
+    return rows
+
+
+def corrections_path(bp: Blueprint, task: Task) -> Path:
+    return bp.root / "corrections" / f"{task.name}.jsonl"
+
+
+def load_corrections(bp: Blueprint, task: Task) -> list[dict]:
+    path = corrections_path(bp, task)
+    if not path.is_file():
+        return []
+    rows = list(read_jsonl(path))
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r.get("text"), str) or r.get("label") not in task.label_names:
+            raise ValueError(
+                f"{path}: row {i}: needs a string 'text' and a 'label' in "
+                f"{', '.join(task.label_names)}, got label {r.get('label')!r}")
+    return rows
+
+
+def write_outputs(result: RefineResult, out_dir: Path) -> None:
+    """Write train/test/removed JSONL and summary.json atomically."""
+    atomic_write_text(out_dir / "train.jsonl", result.train_bytes().decode("utf-8"))
+    atomic_write_text(out_dir / "test.jsonl", result.test_bytes().decode("utf-8"))
+    atomic_write_text(out_dir / "removed.jsonl", jsonl_bytes(result.removed).decode("utf-8"))
+    write_json(out_dir / "summary.json", result.summary)
+
+
+def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str], None] = print,
+                storage_config: dict | None = None, progress: bool | None = None,
+                probe: bool = True) -> RefineResult:
+    """Refine one task of a run: read, refine, probe the exam, write every output."""
+    from foundry.refine_report import exam_probe, write_report
+
+    cfg = bp.spec.refine
+    rows = load_generated_rows(run_dir, task)
+    exam = load_exam(bp, task)
+    corrections = load_corrections(bp, task)
+    result = refine_rows(rows, task, cfg, exam_texts=[r["text"] for r in exam],
+                         corrections=corrections, storage_config=storage_config,
+                         progress=progress)
+    if probe:
+        result.summary["exam_probe"] = exam_probe(result.train, exam, task.label_names)
+    out = stage_dir(run_dir, "refine", task.name)
+    write_outputs(result, out)
+    write_report(result, out)
+    s = result.summary
+    log(f"{task.name}: {s['input_rows']} rows -> train {s['train_rows']}, test {s['test_rows']} "
+        f"(removed {json.dumps(s['removed_by_reason'], ensure_ascii=False)}; "
+        f"max train/test similarity {s['max_train_test_similarity']}; "
+        f"{len(s['shortcuts'])} shortcut(s))")
+    return result
+
+
+def refine_stage(bp: Blueprint, run_dir: Path, *, log: Callable[[str], None] = print,
+                 storage_config: dict | None = None,
+                 progress: bool | None = None) -> dict[str, RefineResult]:
+    """Run stage 2 for every task of ``bp`` in ``run_dir``; see the module docstring.
+
+    The LSH index lives in memory unless ``storage_config`` (or the ``FOUNDRY_LSH_REDIS``
+    environment variable) points it at Redis.
+    """
+    storage_config = storage_config or lsh_storage_from_env()
+    return {
+        t.name: refine_task(bp, t, Path(run_dir), log=log, storage_config=storage_config,
+                            progress=progress)
+        for t in bp.tasks
+    }
