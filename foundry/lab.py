@@ -541,6 +541,12 @@ def render_batch_table(df: pd.DataFrame, labels: Sequence[str]) -> str:
             f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+def render_error(exc: BaseException) -> str:
+    """A visible error message: widget callbacks otherwise only log to the browser console."""
+    return (f'<div class="foundry-error" style="color:#b91c1c">{html.escape(type(exc).__name__)}: '
+            f"{html.escape(str(exc))}</div>")
+
+
 def csv_download_link(df: pd.DataFrame, filename: str) -> str:
     """An ``<a download>`` link carrying the CSV as a data URL (no server round trip)."""
     data = base64.b64encode(batch_csv(df).encode("utf-8-sig")).decode("ascii")
@@ -592,6 +598,9 @@ class Lab:
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self.blueprint_dir = Path(blueprint_dir) if blueprint_dir is not None else None
         self._models: dict[str, tuple[tuple[int, int], MicroModel, LinearWeights | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"Lab(models_dir={str(self.models_dir)!r}, tasks={self.tasks()})"
 
     def tasks(self) -> list[str]:
         """Tasks found in the models dir now."""
