@@ -1,0 +1,198 @@
+"""The JavaScript runtime (runtimes/node) from the Python side.
+
+- its own test suite (``node --test``: conformance replay, tamper and mismatch rejection, text
+  spec units) passes on artifacts exported here by ``foundry.export``, and on the forged
+  default models when they exist;
+- ``node runtimes/node/cli.js --models-dir DIR --task TASK`` prints byte for byte the JSON lines
+  of ``foundry predict TASK --json`` for the same stdin.
+
+Needs node and ``npm ci --ignore-scripts`` in runtimes/node (``make node``); a missing install
+fails with that instruction rather than skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_tiny_models
+
+from foundry.conformance_cases import HARD_CASES
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_DIR = REPO / "runtimes" / "node"
+CLI = NODE_DIR / "cli.js"
+FORGED_DIR = REPO / "models"
+FORGED_TASKS = ("is_question", "confirmation")
+
+
+def require_node_runtime() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH: install Node.js >= 18 to test the JavaScript runtime")
+    if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
+        pytest.fail(f"{NODE_DIR}/node_modules is not installed: run `make node`")
+    return node
+
+
+def forged_models_or_skip() -> Path:
+    """The forged default models; skip if absent, unless FOUNDRY_REQUIRE_FORGED=1 (make test)."""
+    missing = [t for t in FORGED_TASKS if not (FORGED_DIR / f"{t}_conformance.json").is_file()]
+    if missing:
+        message = f"forged default models {missing} not in {FORGED_DIR} (run `make forge`)"
+        if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return FORGED_DIR
+
+
+@pytest.fixture(scope="module")
+def two_task_models(tmp_path_factory) -> Path:
+    """A models dir with two exported tasks (so a .bin can be paired with the other's .onnx)."""
+    models_dir = tmp_path_factory.mktemp("node-models")
+    write_tiny_models(models_dir, task="tiny_q", threshold=0.6)
+    write_tiny_models(models_dir, task="tiny_r", threshold=0.7)
+    return models_dir
+
+
+def run_node_suite(models_dir: Path) -> str:
+    node = require_node_runtime()
+    env = {**os.environ, "FOUNDRY_MODELS_DIR": str(models_dir)}
+    run = subprocess.run(
+        [node, "--test"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, f"node --test failed:\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
+    return run.stdout
+
+
+def summary_count(output: str, what: str) -> int:
+    match = re.search(rf"^# {what} (\d+)$", output, re.MULTILINE)
+    assert match, f"no '# {what}' line in the node test output:\n{output[-2000:]}"
+    return int(match.group(1))
+
+
+def test_node_suite_passes_on_exported_models(two_task_models: Path) -> None:
+    out = run_node_suite(two_task_models)
+    assert summary_count(out, "fail") == 0
+    assert summary_count(out, "skipped") == 0
+    assert summary_count(out, "pass") >= 25
+    assert "tiny_r: every conformance vector is reproduced" in out
+
+
+def test_node_suite_passes_on_forged_default_models() -> None:
+    models_dir = forged_models_or_skip()
+    out = run_node_suite(models_dir)
+    assert summary_count(out, "fail") == 0
+    for task in FORGED_TASKS:
+        assert f"{task}: every conformance vector is reproduced" in out
+
+
+def cli_outputs(models_dir: Path, task: str, stdin: bytes) -> tuple[bytes, bytes]:
+    """(node cli.js stdout, foundry predict --json stdout) for the same stdin bytes."""
+    node = require_node_runtime()
+    js = subprocess.run(
+        [node, str(CLI), "--models-dir", str(models_dir), "--task", task],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+    assert js.returncode == 0, js.stderr.decode(errors="replace")
+    py = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "foundry",
+            "predict",
+            task,
+            "--json",
+            "--models-dir",
+            str(models_dir),
+        ],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+    assert py.returncode == 0, py.stderr.decode(errors="replace")
+    return js.stdout, py.stdout
+
+
+# Every hard case (their "\n" split them into more lines, identically for both CLIs), CRLF
+# line ends, an empty line, and no final newline.
+CLI_INPUT = (
+    "\n".join(HARD_CASES) + "\r\n今天天气怎么样？\r\n\n打开客厅的灯\n最后一行没有换行"
+).encode()
+
+
+def test_cli_prints_the_same_json_lines_as_foundry_predict(two_task_models: Path) -> None:
+    js, py = cli_outputs(two_task_models, "tiny_q", CLI_INPUT)
+    assert js.count(b"\n") == CLI_INPUT.count(b"\n") + 1
+    assert js == py
+
+
+def test_cli_one_line_and_no_line(two_task_models: Path) -> None:
+    for stdin in ("你好吗".encode(), b"", b"\n"):
+        js, py = cli_outputs(two_task_models, "tiny_r", stdin)
+        assert js == py, stdin
+
+
+def test_cli_matches_foundry_predict_on_forged_default_models() -> None:
+    models_dir = forged_models_or_skip()
+    for task in FORGED_TASKS:
+        js, py = cli_outputs(models_dir, task, CLI_INPUT)
+        assert js == py, task
+
+
+def test_cli_verify_replays_the_conformance_vectors(two_task_models: Path) -> None:
+    node = require_node_runtime()
+    run = subprocess.run(
+        [node, str(CLI), "--models-dir", str(two_task_models), "--task", "tiny_q", "--verify"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.fullmatch(r"tiny_q: \d+ conformance vectors ok\n", run.stdout)
+
+
+def test_cli_errors_are_clear(two_task_models: Path, tmp_path: Path) -> None:
+    node = require_node_runtime()
+    usage = subprocess.run(
+        [node, str(CLI), "--models-dir", str(two_task_models)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert usage.returncode == 2 and "--task is required" in usage.stderr
+    missing = subprocess.run(
+        [node, str(CLI), "--models-dir", str(tmp_path), "--task", "tiny_q"],
+        input="x\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert f"{tmp_path}/tiny_q_preprocessor.bin: preprocessor file not found" in missing.stderr
+    assert "    at " not in missing.stderr
+
+
+def test_cli_rejects_a_bin_paired_with_another_tasks_onnx(
+    two_task_models: Path, tmp_path: Path
+) -> None:
+    node = require_node_runtime()
+    shutil.copy(two_task_models / "tiny_q_preprocessor.bin", tmp_path)
+    shutil.copy(two_task_models / "tiny_r_classifier.onnx", tmp_path / "tiny_q_classifier.onnx")
+    run = subprocess.run(
+        [node, str(CLI), "--models-dir", str(tmp_path), "--task", "tiny_q"],
+        input="x\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1 and run.stdout == ""
+    assert "tiny_q_classifier.onnx: SHA-256" in run.stderr
+    assert "the pair is mismatched" in run.stderr
