@@ -614,6 +614,29 @@ def grammar_from_dict(data: Any, source: str = "<grammar>", task: Task | None = 
     return grammar
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise GrammarError(
+                f"line {line}: duplicate key {key!r} (first defined on line {seen[key]}); "
+                "rename one of them"
+            )
+        seen[key] = line
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
 def load_grammar(path: str | Path, task: Task | None = None) -> Grammar:
     """Read, parse and (with ``task``) validate a grammar file.
 
@@ -626,9 +649,11 @@ def load_grammar(path: str | Path, task: Task | None = None) -> Grammar:
     if not path.is_file():
         raise GrammarError(f"{path}: grammar file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
     except yaml.YAMLError as exc:
         raise GrammarError(f"{path}: not valid YAML: {exc}") from None
+    except GrammarError as exc:
+        raise GrammarError(f"{path}: {exc}") from None
     return grammar_from_dict(data, str(path), task)
 
 
