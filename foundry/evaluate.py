@@ -81,6 +81,8 @@ class EvalResult:
     risk_coverage: pd.DataFrame
     reliability: pd.DataFrame
     out_dir: Path
+    #: The risk-coverage curve of the held-out training predictions the threshold came from.
+    oof_risk_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
     plots: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -334,7 +336,7 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     ax.plot(rel["mean_confidence"], rel["accuracy"], marker="o", label="test split")
     ax.set_xlim(1 / len(labels) - 0.02, 1.01)
-    ax.set_ylim(0, 1.01)
+    ax.set_ylim(1 / len(labels) - 0.02, 1.01)
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{result.task}: reliability, ECE {s['ece']:.3f}")
@@ -344,6 +346,10 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     fig, ax = plt.subplots(figsize=(5.4, 4.2))
     rc = result.risk_coverage
     ax.plot(rc["coverage"], rc["precision"], label="test split")
+    oof = result.oof_risk_coverage
+    if len(oof):
+        ax.plot(oof["coverage"], oof["precision"], ls=":", color="tab:orange",
+                label="training, out-of-fold (threshold chosen here)")
     if s.get("coverage_at_threshold") is not None and s["confident_precision"] is not None:
         ax.scatter([s["coverage_at_threshold"]], [s["confident_precision"]], color="red",
                    zorder=3, label=f"threshold {s['threshold']:.3f}")
@@ -351,7 +357,9 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     ax.set_xlabel("coverage (share answered confidently)")
     ax.set_ylabel("precision of confident answers")
     ax.set_title(f"{result.task}: risk-coverage")
-    ax.set_ylim(max(0.0, min(rc["precision"].min(), s["target_precision"]) - 0.02), 1.005)
+    lowest = min([rc["precision"].min(), s["target_precision"]]
+                 + ([oof["precision"].min()] if len(oof) else []))
+    ax.set_ylim(max(0.0, lowest - 0.02), 1.005)
     ax.legend(loc="lower left")
     paths["risk_coverage"] = _save_figure(fig, out / "risk_coverage.png")
 
@@ -461,6 +469,7 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         task=task.name, summary=summary, test=test, exam=exam,
         errors=error_table(trained, {"test": test, "exam": exam}),
         risk_coverage=risk_coverage_curve(test_proba, test_split.y),
+        oof_risk_coverage=risk_coverage_curve(trained.oof_proba, trained.oof_y),
         reliability=reliability_table(test["p"].to_numpy(), test["correct"].to_numpy()),
         out_dir=out,
     )
@@ -509,10 +518,28 @@ def exam_gate_message(failures: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def evaluate_tasks(bp: Blueprint, run_dir: Path, *, log: Log = print) -> dict[str, EvalResult]:
+    """Evaluate and write every task of ``bp``; does not apply the exam gate."""
+    return {t.name: evaluate_task(bp, t, Path(run_dir), log=log) for t in bp.tasks}
+
+
+def check_exam_gate(
+    results: dict[str, EvalResult], *, allow_exam_failures: bool = False, log: Log = print
+) -> None:
+    """Raise :class:`ExamGateError` if any task failed its exam, unless allowed (then log it)."""
+    failures = {name: r.summary for name, r in results.items() if not r.exam_passed}
+    if not failures:
+        return
+    message = exam_gate_message(failures)
+    if not allow_exam_failures:
+        raise ExamGateError(message, failures)
+    log("exam gate overridden (allow_exam_failures):\n" + message)
+
+
 def evaluate_stage(
     bp: Blueprint, run_dir: Path, *, allow_exam_failures: bool = False, log: Log = print
 ) -> dict[str, EvalResult]:
-    """Evaluate every task of ``bp`` in ``run_dir``; see the module docstring.
+    """Evaluate every task of ``bp`` in ``run_dir``, then apply the exam gate.
 
     Raises
     ------
@@ -520,11 +547,6 @@ def evaluate_stage(
         After all tasks are written, if any exam accuracy is below
         ``evaluate.exam_min_accuracy`` and ``allow_exam_failures`` is false.
     """
-    results = {t.name: evaluate_task(bp, t, Path(run_dir), log=log) for t in bp.tasks}
-    failures = {name: r.summary for name, r in results.items() if not r.exam_passed}
-    if failures:
-        message = exam_gate_message(failures)
-        if not allow_exam_failures:
-            raise ExamGateError(message, failures)
-        log("exam gate overridden (allow_exam_failures):\n" + message)
+    results = evaluate_tasks(bp, run_dir, log=log)
+    check_exam_gate(results, allow_exam_failures=allow_exam_failures, log=log)
     return results
