@@ -500,6 +500,9 @@ def _run_in_thread(run: _Run) -> GenerationReport:
     already running) and Ctrl-C reaches the main thread, which then stops the loop cleanly."""
     loop = asyncio.new_event_loop()
     outcome: dict[str, Any] = {}
+    # An Event, not Thread.join: in Python 3.11 a Ctrl-C inside join() can leave the thread
+    # looking finished while it still runs (the bpo-45274 fix releases its state lock).
+    done = threading.Event()
 
     def main() -> None:
         asyncio.set_event_loop(loop)
@@ -509,13 +512,14 @@ def _run_in_thread(run: _Run) -> GenerationReport:
             outcome["error"] = exc
         finally:
             loop.close()
+            done.set()
 
     thread = threading.Thread(target=main, name="foundry-generate", daemon=True)
     thread.start()
     interrupted = False
-    while thread.is_alive():
+    while not done.is_set():
         try:
-            thread.join(0.2)
+            done.wait(0.2)
         except KeyboardInterrupt:
             if interrupted:
                 raise  # second Ctrl-C: leave now (complete batches are on disk already)

@@ -53,6 +53,8 @@ class FakeOpenAI(FakeLLMServer):
         request = json.loads(body or b"{}")
         fmt = (request.get("response_format") or {}).get("type")
         if fmt == "json_schema" and not self.json_schema_supported:
+            with self.lock:
+                self.requests_seen.append(request)
             self._send_error(handler, self.key_of(handler), 400, "format")
             return
         super()._handle(handler, body)
