@@ -13,12 +13,14 @@ Texts travel to node through a file of JSON lines (never argv: NULs and lone sur
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from foundry.conformance_cases import HARD_CASES, VERSION_SENSITIVE_EXAMPLES, is_version_sensitive
@@ -250,3 +252,209 @@ def test_version_sensitive_rule_is_needed(tmp_path: Path) -> None:
     rows = run_js_textspec(sigma_traps, TextSpec(), tmp_path)
     for text, js in zip(sigma_traps, rows, strict=True):
         assert js["normalized"] != normalize(text), describe(text)
+
+
+# --- the whole runtime: Python runtime == JavaScript runtime == scikit-learn -----------------
+
+RUNTIME_ORACLE = NODE_DIR / "tools" / "runtime-oracle.js"
+FEATURE_TOL = 1e-6
+PROBA_TOL = 1e-5
+
+
+def mutate(seed_text: str, rng: random.Random) -> str:
+    """A known text with random damage: inserted characters from every pool, width changes."""
+    chars = list(seed_text)
+    for _ in range(rng.randint(0, 6)):
+        pos = rng.randint(0, len(chars))
+        chars.insert(pos, rng.choice(rng.choices(_POOL_CHARS, weights=_POOL_WEIGHTS)[0]))
+    if rng.random() < 0.3:  # to full width where one exists
+        chars = [chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in chars]
+    if rng.random() < 0.2:
+        chars = [c.upper() for c in chars]
+    return "".join(chars)
+
+
+def runtime_texts(seed: int, count: int, seeds: list[str]) -> list[str]:
+    """Half pure random texts, half mutated known texts (so that many n-grams hit the vocabulary)."""
+    rng = random.Random(seed)
+    return [random_text(rng) if i % 2 else mutate(rng.choice(seeds), rng) for i in range(count)]
+
+
+def run_js_runtime(models_dir: Path, task: str, texts: list[str], work: Path) -> list[dict]:
+    inputs = work / f"{task}_texts.jsonl"
+    inputs.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="ascii")
+    outputs = work / f"{task}_js.jsonl"
+    run = subprocess.run(
+        ["node", str(RUNTIME_ORACLE), str(models_dir), task, str(inputs), str(outputs)],
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in outputs.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == len(texts)
+    return rows
+
+
+def sklearn_reference(pipeline, texts: list[str]) -> tuple[list, np.ndarray]:
+    """Sparse rows and probabilities as the export's conformance vectors compute them."""
+    features = pipeline.named_steps["tfidf"].transform(texts).tocsr()
+    features.sort_indices()
+    proba = pipeline.named_steps["clf"].predict_proba(
+        features.astype(np.float32).astype(np.float64)
+    )
+    rows = [
+        (
+            features.indices[features.indptr[i] : features.indptr[i + 1]].tolist(),
+            features.data[features.indptr[i] : features.indptr[i + 1]],
+        )
+        for i in range(len(texts))
+    ]
+    return rows, proba
+
+
+def python_runtime(model, texts: list[str], batch: int = 512) -> tuple[list, np.ndarray]:
+    rows = [model.featurize(t) for t in texts]
+    proba = np.concatenate(
+        [model.predict_proba(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    )
+    return [(idx.tolist(), values) for idx, values in rows], proba
+
+
+def three_way_disagreements(model, pipeline, texts: list[str], js_rows: list[dict]) -> list[str]:
+    """Every disagreement between the three implementations not explained by the Unicode rule."""
+    py_rows, py_proba = python_runtime(model, texts)
+    sk_rows = sk_proba = None
+    if pipeline is not None:
+        sk_rows, sk_proba = sklearn_reference(pipeline, texts)
+    problems: list[str] = []
+    for i, (text, js) in enumerate(zip(texts, js_rows, strict=True)):
+        if is_version_sensitive(text):
+            continue
+        where = f"{text[:40]!r} ({describe(text)})"
+        if js["normalized"] != normalize(text, model.spec):
+            problems.append(f"{where}: normalised {js['normalized']!r} (js) vs python")
+            continue
+        js_idx = [f[0] for f in js["features"]]
+        js_val = np.asarray([f[1] for f in js["features"]], dtype=np.float64)
+        py_idx, py_val = py_rows[i]
+        if js_idx != py_idx:
+            problems.append(f"{where}: feature indices js {js_idx[:8]} vs python {py_idx[:8]}")
+            continue
+        if len(js_val) and np.max(np.abs(js_val - py_val)) > FEATURE_TOL:
+            problems.append(f"{where}: feature values js vs python")
+        if np.max(np.abs(np.asarray(js["probabilities"]) - py_proba[i])) > PROBA_TOL:
+            problems.append(
+                f"{where}: probabilities js {js['probabilities']} vs python {py_proba[i]}"
+            )
+        if js["label"] != model.labels[int(np.argmax(py_proba[i]))]:
+            problems.append(f"{where}: label js {js['label']} vs python")
+        if sk_rows is None:
+            continue
+        sk_idx, sk_val = sk_rows[i]
+        if sk_idx != py_idx:
+            problems.append(
+                f"{where}: feature indices sklearn {sk_idx[:8]} vs runtimes {py_idx[:8]}"
+            )
+            continue
+        if len(sk_val) and np.max(np.abs(sk_val - js_val)) > FEATURE_TOL:
+            problems.append(f"{where}: feature values sklearn vs js")
+        if np.max(np.abs(sk_proba[i] - py_proba[i])) > PROBA_TOL:
+            problems.append(
+                f"{where}: probabilities sklearn {sk_proba[i]} vs runtimes {py_proba[i]}"
+            )
+        top2 = np.sort(sk_proba[i])[-2:]
+        if (
+            top2[1] - top2[0] > PROBA_TOL
+            and js["label"] != model.labels[int(np.argmax(sk_proba[i]))]
+        ):
+            problems.append(f"{where}: label sklearn vs runtimes {js['label']}")
+    return problems
+
+
+FUZZ_SPECS = {
+    "fuzz_default": TextSpec(),
+    "fuzz_nopad_2_4": TextSpec(max_chars=24, min_n=2, max_n=4, word_boundary_padding=False),
+    "fuzz_short_1_2": TextSpec(max_chars=9, min_n=1, max_n=2, lowercase=False),
+}
+
+
+@pytest.fixture(scope="module")
+def fuzz_models(tmp_path_factory) -> tuple[Path, dict]:
+    """Exported models (one per text-spec variant) and their scikit-learn pipelines."""
+    from conftest import QUESTIONS, STATEMENTS, fit_tiny
+
+    from foundry.export import artifact_bytes
+
+    models_dir = tmp_path_factory.mktemp("fuzz-models")
+    pipelines = {}
+    for task, spec in FUZZ_SPECS.items():
+        trained = fit_tiny(spec)
+        onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task=task)
+        (models_dir / f"{task}_classifier.onnx").write_bytes(onnx_bytes)
+        (models_dir / f"{task}_preprocessor.bin").write_bytes(bin_bytes)
+        pipelines[task] = trained.pipeline
+    pipelines["_seeds"] = QUESTIONS + STATEMENTS + HARD_CASES
+    return models_dir, pipelines
+
+
+@pytest.mark.parametrize("task", sorted(FUZZ_SPECS))
+def test_python_runtime_equals_js_runtime_equals_sklearn(
+    task: str, fuzz_models: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from foundry.runtime import MicroModel
+
+    models_dir, pipelines = fuzz_models
+    texts = runtime_texts(seed=6, count=3000, seeds=pipelines["_seeds"])
+    model = MicroModel.load(task, models_dir)
+    js_rows = run_js_runtime(models_dir, task, texts, tmp_path)
+    problems = three_way_disagreements(model, pipelines[task], texts, js_rows)
+    assert not problems, f"{len(problems)} disagreements, first: " + "\n".join(problems[:10])
+    # The fuzz must reach the model: many (mutated known) texts have features.
+    assert sum(1 for r in js_rows if r["features"]) > len(texts) // 5
+
+
+def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
+    """Python runtime == JS runtime (== the run's scikit-learn pipeline, if the run is here)."""
+    from foundry.runtime import MicroModel
+
+    models_dir = REPO / "models"
+    tasks = ("is_question", "confirmation")
+    missing = [t for t in tasks if not (models_dir / f"{t}_preprocessor.bin").is_file()]
+    if missing:
+        message = f"forged default models {missing} not in {models_dir} (run `make forge`)"
+        if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    for task in tasks:
+        model = MicroModel.load(task, models_dir)
+        seeds = [
+            v["text"]
+            for v in json.loads(
+                (models_dir / f"{task}_conformance.json").read_text(encoding="utf-8")
+            )["vectors"]
+        ]
+        texts = runtime_texts(seed=7, count=2000, seeds=seeds)
+        js_rows = run_js_runtime(models_dir, task, texts, tmp_path)
+        pipeline = _forged_pipeline(task, model)
+        problems = three_way_disagreements(model, pipeline, texts, js_rows)
+        assert not problems, f"{task}: {len(problems)} disagreements:\n" + "\n".join(problems[:10])
+
+
+def _forged_pipeline(task: str, model):
+    """The scikit-learn pipeline of the latest run of the default blueprint, if it made ``model``."""
+    from foundry.runs import latest_run_dir
+    from foundry.train import load_trained
+
+    run_dir = latest_run_dir("text_classification")
+    if run_dir is None:
+        return None
+    try:
+        pipeline = load_trained(run_dir, task).pipeline
+    except (FileNotFoundError, ValueError):
+        return None
+    vocab = pipeline.named_steps["tfidf"].vocabulary_
+    same = len(vocab) == model.n_features and all(
+        vocab.get(g) == i for g, i in model.vocabulary.items()
+    )
+    return pipeline if same else None
