@@ -154,6 +154,8 @@ class GenerationReport:
                    rows_per_minute=round(self.rows_per_minute, 1))
         return out
 
+    to_dict = as_dict  # the name foundry.generate's dispatcher looks for
+
     def key_rows(self) -> list[dict[str, Any]]:
         """One dict per key (by fingerprint): for a table in the notebook."""
         return [{"key": fp, "state": self.key_state.get(fp, "ok"), **asdict(st)}
