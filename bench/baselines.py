@@ -1,0 +1,193 @@
+"""A baseline to beat: fastText on exactly the same refined train split as our micro-model.
+
+    .venv/bin/python bench/baselines.py                          # default blueprint, latest run
+    .venv/bin/python bench/baselines.py text_classification --run-dir runs/text_classification/<id>
+    .venv/bin/python bench/baselines.py --models-dir models --latency-queries 2000
+
+For every task it compares, as one printed table:
+
+- **ours**: the exported pair in the models dir, loaded with ``foundry.runtime.MicroModel``
+  (what an application ships); if the pair is missing, the train stage's scikit-learn
+  pipeline from the run (size is then the size the exporter would write);
+- **fastText**: ``fasttext-wheel`` trained on the run's ``refine/<task>/train.jsonl``, on
+  our normalised text split into characters (Chinese has no spaces; fastText n-grams are
+  word n-grams, so ``wordNgrams=3`` over characters mirrors our 1-3 char n-grams), one thread
+  and a fixed seed; both the full ``.bin`` and the quantised ``.ftz``.
+
+Columns: exam accuracy (hand-written, never trained on), test accuracy and macro-F1 (the
+run's test split), size on disk, and single-query latency (median and p99 over one-text
+calls, after a warm-up), each on the same texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
+
+from foundry.blueprint import Task, load_blueprint  # noqa: E402
+from foundry.evaluate import load_exam  # noqa: E402
+from foundry.paths import MODELS_DIR  # noqa: E402
+from foundry.runs import read_json, require_stage_output, resolve_run_dir  # noqa: E402
+from foundry.textspec import TextSpec, normalize  # noqa: E402
+from foundry.train import load_split, load_trained  # noqa: E402
+
+#: fastText settings: char unigrams + word(=char) bigrams/trigrams, like our 1-3 char n-grams.
+FASTTEXT_PARAMS = {"epoch": 30, "lr": 0.5, "wordNgrams": 3, "dim": 50, "minn": 0, "maxn": 0,
+                   "bucket": 200_000, "loss": "softmax", "thread": 1, "seed": 42, "verbose": 0}
+
+
+def fasttext_tokens(text: str, spec: TextSpec) -> str:
+    """Our normalised text as space-separated characters; ``_`` marks a word boundary."""
+    return " ".join("_" if ch == " " else ch for ch in normalize(text, spec))
+
+
+def train_fasttext(texts: list[str], labels: list[str], spec: TextSpec, folder: Path):
+    """Train fastText on the same rows; return the model and the path of its training file."""
+    import fasttext
+
+    path = folder / "train.txt"
+    with open(path, "w", encoding="utf-8") as fh:
+        for text, label in zip(texts, labels, strict=True):
+            fh.write(f"__label__{label} {fasttext_tokens(text, spec)}\n")
+    return fasttext.train_supervised(input=str(path), **FASTTEXT_PARAMS), path
+
+
+def fasttext_predictor(model, spec: TextSpec, labels: list[str]) -> Callable[[str], str]:
+    """One-text prediction. ``model.predict`` breaks under NumPy 2, so call the C++ binding."""
+    def predict(text: str) -> str:
+        answers = model.f.predict(fasttext_tokens(text, spec) + "\n", 1, 0.0, "strict")
+        return answers[0][1].removeprefix("__label__") if answers else labels[0]
+
+    return predict
+
+
+def latency_us(predict: Callable[[str], object], texts: list[str], n: int) -> tuple[float, float]:
+    """Median and p99 microseconds of single-text calls, cycling through ``texts``."""
+    for text in texts[:50]:  # warm-up: caches, lazy initialisation
+        predict(text)
+    times = []
+    for i in range(n):
+        text = texts[i % len(texts)]
+        t0 = time.perf_counter_ns()
+        predict(text)
+        times.append((time.perf_counter_ns() - t0) / 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.99 * len(times)))]
+
+
+def score(predict: Callable[[str], str], texts: list[str], gold: list[str],
+          labels: list[str]) -> tuple[float, float]:
+    pred = [predict(t) for t in texts]
+    return (float(accuracy_score(gold, pred)),
+            float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)))
+
+
+def our_predictor(run: Path, task: Task, models_dir: Path) -> tuple[str, Callable[[str], str], int]:
+    """``(source, predict, bytes on disk)`` of our model: the exported pair if present."""
+    onnx = models_dir / f"{task.name}_classifier.onnx"
+    binf = models_dir / f"{task.name}_preprocessor.bin"
+    if onnx.is_file() and binf.is_file():
+        from foundry.runtime import MicroModel
+
+        model = MicroModel.load(task.name, models_dir=models_dir)
+        return "MicroModel (.onnx+.bin)", lambda t: model.predict(t).label, \
+            onnx.stat().st_size + binf.stat().st_size
+    trained = load_trained(run, task.name)
+    size = int(trained.info.get("size_bytes") or 0)
+    pipe = trained.pipeline
+    return "sklearn pipeline (not exported)", \
+        lambda t: trained.labels[int(pipe.predict_proba([t])[0].argmax())], size
+
+
+def bench_task(bp, run: Path, task: Task, models_dir: Path, queries: int) -> list[dict]:
+    labels = task.label_names
+    train = load_split(require_stage_output(run, "refine", task.name, "train.jsonl"), labels)
+    test = load_split(require_stage_output(run, "refine", task.name, "test.jsonl"), labels)
+    exam = load_exam(bp.path(task.exam), labels)
+    spec = load_trained(run, task.name).spec
+    test_gold = [labels[i] for i in test.y]
+    probe = exam["text"].tolist() + test.texts
+    rows = []
+
+    source, ours, size = our_predictor(run, task, models_dir)
+    rows.append(_row(task.name, f"ours: {source}", ours, size, exam, test, test_gold, labels,
+                     probe, queries))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        model, path = train_fasttext(train.texts, [labels[i] for i in train.y], spec, tmp)
+        fit_s = time.perf_counter() - t0
+        model.save_model(str(tmp / "model.bin"))
+        rows.append(_row(task.name, f"fastText .bin (fit {fit_s:.1f}s)",
+                         fasttext_predictor(model, spec, labels), (tmp / "model.bin").stat().st_size,
+                         exam, test, test_gold, labels, probe, queries))
+        model.quantize(input=str(path), qnorm=True, retrain=True, cutoff=50_000, thread=1)
+        model.save_model(str(tmp / "model.ftz"))
+        rows.append(_row(task.name, "fastText .ftz (quantised)",
+                         fasttext_predictor(model, spec, labels), (tmp / "model.ftz").stat().st_size,
+                         exam, test, test_gold, labels, probe, queries))
+    return rows
+
+
+def _row(task, name, predict, size, exam, test, test_gold, labels, probe, queries) -> dict:
+    exam_acc, _ = score(predict, exam["text"].tolist(), exam["gold"].tolist(), labels) \
+        if len(exam) else (float("nan"), float("nan"))
+    test_acc, test_f1 = score(predict, test.texts, test_gold, labels)
+    median, p99 = latency_us(predict, probe, queries)
+    return {"task": task, "model": name, "exam_acc": exam_acc, "exam_n": len(exam),
+            "test_acc": test_acc, "test_macro_f1": test_f1, "size_kib": size / 1024,
+            "latency_median_us": median, "latency_p99_us": p99}
+
+
+def format_table(rows: list[dict]) -> str:
+    header = ("| task | model | exam acc | test acc | test macro-F1 | size KiB "
+              "| latency median µs | latency p99 µs |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['model']} | {r['exam_acc']:.1%} ({r['exam_n']}) "
+            f"| {r['test_acc']:.1%} | {r['test_macro_f1']:.4f} | {r['size_kib']:,.1f} "
+            f"| {r['latency_median_us']:,.0f} | {r['latency_p99_us']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("blueprint", nargs="?", default="text_classification")
+    ap.add_argument("--run-dir", default="", help="run folder; default: the latest run")
+    ap.add_argument("--models-dir", default=str(MODELS_DIR))
+    ap.add_argument("--tasks", nargs="*", help="default: every task of the blueprint")
+    ap.add_argument("--latency-queries", type=int, default=1000)
+    ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    args = ap.parse_args(argv)
+
+    bp = load_blueprint(args.blueprint)
+    run = resolve_run_dir(bp.name, args.run_dir)
+    tasks = [bp.task(t) for t in args.tasks] if args.tasks else bp.tasks
+    rows = []
+    for task in tasks:
+        rows += bench_task(bp, run, task, Path(args.models_dir), args.latency_queries)
+    summary = read_json(run / "refine" / tasks[0].name / "summary.json") \
+        if (run / "refine" / tasks[0].name / "summary.json").is_file() else {}
+    print(f"run: {run}   (train rows of {tasks[0].name}: {summary.get('train_rows', '?')})")
+    print(f"fastText: {json.dumps(FASTTEXT_PARAMS)}")
+    print(format_table(rows))
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, default=lambda x: float(np.asarray(x))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
