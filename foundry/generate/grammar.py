@@ -623,6 +623,12 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, str):
+            # e.g. `yes: 3` is the boolean True to YAML, and `12306: 1` an int
+            raise GrammarError(
+                f"line {line}: key {key_node.value!r} is read by YAML as "
+                f"{type(key).__name__} {key!r}; quote it: \"{key_node.value}\""
+            )
         if key in seen:
             raise GrammarError(
                 f"line {line}: duplicate key {key!r} (first defined on line {seen[key]}); "
