@@ -167,6 +167,14 @@ def test_missing_gemini_key_is_a_clear_error(tmp_path):
                      target=10, env={}, tuning=FAST)
 
 
+def test_openai_needs_a_base_url_or_a_key(tmp_path):
+    bp = load_blueprint(write_tiny_blueprint(tmp_path / "bp"))
+    with pytest.raises(MissingKeyError, match="OPENAI_BASE_URL"):
+        generate_llm(bp, bp.task("is_question"), provider="openai",
+                     store=RawStore(tmp_path / "raw.jsonl"), quarantine_path=tmp_path / "q",
+                     target=10, env={"OPENAI_API_KEY": ""}, tuning=FAST)
+
+
 def test_openai_without_key_uses_placeholder_for_local_servers(tmp_path):
     with FakeOpenAI(seed=2) as server:
         report, raw, quarantine = run(tmp_path, "openai", server, 20, keys=[])

@@ -595,6 +595,10 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
                                   "environment or in the .env file at the repository root")
         model = gen.model
     else:
+        if not (variables.get("OPENAI_BASE_URL") or variables.get("OPENAI_API_KEY")):
+            raise MissingKeyError("the openai provider needs OPENAI_BASE_URL (a local server "
+                                  "such as Ollama: http://127.0.0.1:11434/v1) or "
+                                  "OPENAI_API_KEY (api.openai.com), in the environment or .env")
         keys = openai_keys(variables)
         model = gen.openai_model
     llm = make_provider(provider, variables, model=model, temperature=gen.temperature,
