@@ -258,3 +258,64 @@ def test_unknown_provider_is_rejected(tmp_path):
         generate_llm(bp, bp.task("is_question"), provider="claude",
                      store=RawStore(tmp_path / "r.jsonl"), quarantine_path=tmp_path / "q",
                      target=10, env={})
+
+
+# -- steering (foundry/generate/steering.py) -------------------------------------------
+
+
+def _steering(tmp_path, target=100, existing=(), template="{n}|{hint}|{labels}|{targets}"):
+    from foundry.generate.steering import Steering
+
+    bp = load_blueprint(write_tiny_blueprint(tmp_path / "bp"))
+    task = bp.task("is_question")
+    return Steering(task, template, bp.spec.generation.diversity, target, seed=42,
+                    existing=existing)
+
+
+def test_steering_asks_for_the_label_and_categories_furthest_behind(tmp_path):
+    existing = [{"label": "Question", "category": "wh_question"}] * 40 + \
+        [{"label": "Statement", "category": "command"}] * 10
+    st = _steering(tmp_path, existing=existing)
+    plan = st.plan(0, "b0", 10)
+    asked = {(lab, cat): k for lab, cat, k in plan.targets}
+    # Statement is 40 behind, Question 10: all 10 go to Statement, to its emptiest categories.
+    assert sum(k for (lab, _), k in asked.items() if lab == "Statement") == 10
+    assert asked.get(("Statement", "command"), 0) == 0
+    # Pending rows count: the next plan does not ask for the same rows again.
+    nxt = st.plan(1, "b1", 30)
+    per_label = {lab: sum(k for la, _, k in nxt.targets if la == lab)
+                 for lab in ("Question", "Statement")}
+    # Deficits 10 vs 30: the first 20 rows level them, the last 10 are shared.
+    assert per_label == {"Question": 5, "Statement": 25}
+    st.settle(plan, [{"label": "Statement", "category": "record"}] * 10)
+    assert st.label_count["Statement"] == 20 and st.label_pending["Statement"] == 20
+
+
+def test_prompt_fills_placeholders_with_str_replace_and_keeps_json_braces(tmp_path):
+    template = 'n={n} hint={hint}\n{labels}\n{targets}\n[{"text": "...", "label": "..."}]'
+    plan = _steering(tmp_path, template=template).plan(3, "b3", 4)
+    assert plan.prompt.startswith("n=4 hint=话题：")
+    assert '[{"text": "...", "label": "..."}]' in plan.prompt
+    assert "- Question: 用户在寻求信息 (categories: wh_question, yes_no)" in plan.prompt
+    assert "× label=" in plan.prompt and "{" + "targets}" not in plan.prompt
+    assert len(plan.prompt_sha256) == 64
+
+
+def test_prompt_without_targets_placeholder_gets_targets_appended(tmp_path):
+    plan = _steering(tmp_path, template="写 {n} 条。").plan(0, "b0", 6)
+    assert plan.prompt.startswith("写 6 条。") and "× label=" in plan.prompt
+
+
+def test_hints_are_deterministic_per_request_number(tmp_path):
+    a = _steering(tmp_path)
+    b = _steering(tmp_path)
+    assert [a.plan(i, f"b{i}", 5).hint for i in range(6)] == \
+        [b.plan(i, f"b{i}", 5).hint for i in range(6)]
+    assert len({a.plan(i, f"b{i}", 5).hint for i in range(20)}) > 5
+
+
+def test_split_evenly():
+    from foundry.generate.steering import split_evenly
+
+    assert split_evenly(10, ["a", "b", "c"]) == {"a": 4, "b": 3, "c": 3}
+    assert sum(split_evenly(7, list(range(5))).values()) == 7
