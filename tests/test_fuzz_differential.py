@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from foundry.conformance_cases import HARD_CASES, VERSION_SENSITIVE_EXAMPLES, is_version_sensitive
+from foundry.conformance_cases import (
+    CASE_CONTEXT_CHANGED,
+    HARD_CASES,
+    VERSION_SENSITIVE_EXAMPLES,
+    is_version_sensitive,
+)
 from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, char_ngrams, normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,9 +173,13 @@ def spec_settings(spec: TextSpec) -> dict:
     }
 
 
-def run_js_textspec(texts: list[str], spec: TextSpec, work: Path) -> list[dict]:
+def run_js_textspec(
+    texts: list[str], spec: TextSpec, work: Path, normalize_only: bool = False
+) -> list[dict]:
     settings = work / "settings.json"
-    settings.write_text(json.dumps(spec_settings(spec)), encoding="utf-8")
+    settings.write_text(
+        json.dumps({**spec_settings(spec), "normalizeOnly": normalize_only}), encoding="utf-8"
+    )
     inputs = work / "texts.jsonl"
     inputs.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="ascii")
     outputs = work / "js.jsonl"
@@ -229,15 +238,33 @@ def test_textspec_python_equals_js_on_hard_cases(tmp_path: Path) -> None:
         assert assert_same_textspec(HARD_CASES, spec, tmp_path) == 0
 
 
+def assigned_code_points() -> list[str]:
+    """Every code point assigned in this Python's Unicode, except surrogates and private use
+    (Co: its properties are fixed by the stability policy and never differ)."""
+    return [
+        chr(cp) for cp in range(0x110000) if unicodedata.category(chr(cp)) not in ("Cn", "Cs", "Co")
+    ]
+
+
 def test_every_assigned_code_point_alone(tmp_path: Path) -> None:
     """Exhaustive: each code point assigned in the trainer's Unicode, alone, agrees."""
-    texts = [
-        chr(cp)
-        for cp in range(0x110000)
-        if not 0xD800 <= cp <= 0xDFFF and unicodedata.category(chr(cp)) != "Cn"
-    ]
+    texts = assigned_code_points()
     assert len(texts) > 140_000
     assert assert_same_textspec(texts, TextSpec(), tmp_path) == 0
+
+
+def test_final_sigma_context_of_every_assigned_code_point(tmp_path: Path) -> None:
+    """Exhaustive: ``cΣ`` and ``acΣ`` for every assigned c. These two contexts tell whether c
+    is cased, case-ignorable or neither (the properties Final_Sigma reads); every code point
+    whose class differs between the versions must be in CASE_CONTEXT_CHANGED."""
+    texts = [t for ch in assigned_code_points() for t in (f"{ch}\u03a3", f"a{ch}\u03a3")]
+    js_rows = run_js_textspec(texts, TextSpec(max_chars=64), tmp_path, normalize_only=True)
+    differing = {
+        text[-2]
+        for text, js in zip(texts, js_rows, strict=True)
+        if js["normalized"] != normalize(text, TextSpec(max_chars=64))
+    }
+    assert differing <= CASE_CONTEXT_CHANGED, sorted(f"U+{ord(c):04X}" for c in differing)
 
 
 def test_version_sensitive_rule_is_needed(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@
  *
  * Usage: node tools/textspec-oracle.js SETTINGS.json INPUT.jsonl OUTPUT.jsonl
  *   SETTINGS.json  {"normalizer": {...}, "analyzer": {...}} with the camelCase field names of
- *                  foundry.v1.Normalizer / foundry.v1.Analyzer
+ *                  foundry.v1.Normalizer / foundry.v1.Analyzer; with "normalizeOnly": true
+ *                  the n-grams are not computed (written as [])
  *   INPUT.jsonl    one JSON string per line (texts travel through a file, never argv, so that
  *                  lone surrogates and NULs survive)
  * Writes to OUTPUT.jsonl one JSON object per input line: {"normalized": str, "ngrams": [str, ...]}.
@@ -26,7 +27,8 @@ function main(argv) {
   for (const line of lines) {
     if (line.length === 0) continue;
     const normalized = normalize(JSON.parse(line), spec);
-    out.push(JSON.stringify({ normalized, ngrams: charNgrams(normalized, spec) }));
+    const ngrams = settings.normalizeOnly ? [] : charNgrams(normalized, spec);
+    out.push(JSON.stringify({ normalized, ngrams }));
   }
   fs.writeFileSync(outputPath, out.join('\n') + (out.length ? '\n' : ''), 'utf8');
   return 0;
