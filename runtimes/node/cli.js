@@ -78,6 +78,13 @@ async function verify(model, modelsDir, task) {
     return 1;
   }
   process.stdout.write(`${task}: ${report.vectors} conformance vectors ok\n`);
+  if (model.unicodeVersion.split('.')[0] !== model.runtimeUnicodeVersion.split('.')[0]) {
+    process.stderr.write(
+      `note: ${task} was normalised with Unicode ${model.unicodeVersion || '(unrecorded)'}, this ` +
+        `runtime has Unicode ${model.runtimeUnicodeVersion}; texts with code points that differ ` +
+        'between the two may be read differently (docs/preprocessor-spec.md, section 7)\n',
+    );
+  }
   return 0;
 }
 

@@ -180,6 +180,10 @@ class MicroModel {
     this.labels = [...pre.labels];
     this.threshold = Number(pre.threshold);
     this.paths = paths;
+    /** Unicode version of the trainer's normaliser, as recorded in the .bin. */
+    this.unicodeVersion = pre.unicodeVersion;
+    /** Unicode version of this runtime's normaliser (Node's ICU). */
+    this.runtimeUnicodeVersion = process.versions.unicode;
     this.spec = spec;
     this.nFeatures = pre.vocabulary.length;
     const weighting = pre.weighting || {};
