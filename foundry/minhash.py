@@ -1,30 +1,37 @@
 """Near-duplicate search for short Chinese texts: character shingles, MinHash, LSH clusters.
 
-The refine stage uses this module twice: once at ``dedup_threshold`` to find near-duplicates
-and cross-label conflicts, once at the lower ``split_threshold`` to build the coarse
+The refine stage uses this module twice: at ``dedup_threshold`` to find near-duplicates
+and cross-label conflicts, and at the lower ``split_threshold`` to build the coarse
 similarity groups that the train/test split must not cut through.
 
-* Shingles are character k-grams of the normalised text padded with a start and an end
-  marker, so the beginning and the end of a sentence (where ``吗`` and ``？`` live) count.
-  A padded text shorter than ``k`` yields one shingle, the whole padded text: a text
+* **Shingles** are character k-grams of the normalised text padded with a start and an
+  end marker, so the beginning and the end of a sentence (where ``吗`` and ``？`` live)
+  count. A padded text shorter than ``k`` yields one shingle, the whole padded text: a text
   shorter than the shingle size is therefore only ever similar to an identical text.
-* Signatures are computed with :meth:`datasketch.MinHash.generator` (the bulk API) in
-  chunks, with an optional tqdm progress bar.
-* :class:`datasketch.MinHashLSH` holds the index; its ``storage_config`` may point at Redis.
-  Instead of querying every row (which returns whole buckets again and again), the buckets
-  are read once and each bucket's members are verified against a few bucket "leaders" with
-  the exact Jaccard similarity of their shingle sets. Verified pairs are the edges of the
-  similarity graph; its connected components are the clusters.
+* **Signatures** come from datasketch's bulk API (:meth:`datasketch.MinHash.generator`),
+  chunk by chunk, with a tqdm progress bar.
+* **LSH banding** uses datasketch's band parameters (``b`` bands of ``r`` rows for the
+  threshold, tuned for recall, see :data:`LSH_WEIGHTS`). In memory the bands are grouped
+  with numpy (one sort per band); with a ``storage_config`` (e.g. Redis) a
+  :class:`datasketch.MinHashLSH` holds the index and its buckets are read back from the
+  storage. Both backends give the same buckets.
+* **Verification**: every candidate pair from a bucket is checked with the *exact* Jaccard
+  similarity of the shingle sets, so LSH false positives never merge anything. Verified
+  pairs are the edges of the similarity graph; its connected components are the clusters.
+* **Exact cross similarity** (:func:`cross_jaccard`) compares two sets of texts through a
+  sparse shingle-incidence product: used for exam overlap and the train/test leak check.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
+from scipy import sparse
 from tqdm.auto import tqdm
 
 #: Markers padded around a text before shingling. The normaliser removes every control
@@ -32,15 +39,23 @@ from tqdm.auto import tqdm
 START, END = "\x02", "\x03"
 #: Rows hashed per call of the MinHash bulk generator (bounds peak memory).
 CHUNK = 4096
-#: LSH (false positive, false negative) weights: every candidate is verified with the exact
-#: Jaccard similarity, so the index is tuned for recall (about 0.93-0.97 at the threshold
-#: itself with 128 permutations, against about 0.5 with datasketch's (0.5, 0.5) default).
+#: LSH (false positive, false negative) weights for datasketch's band parameters. Every
+#: candidate is verified exactly, so the bands are tuned for recall: with 128 permutations
+#: a pair right at the threshold is found with probability about 0.93-0.97, against about
+#: 0.5 with datasketch's (0.5, 0.5) default.
 LSH_WEIGHTS = (0.05, 0.95)
 #: Buckets up to this size are verified pair by pair.
 SMALL_BUCKET = 16
-#: In a larger bucket at most this many unmatched members of one LSH bucket act as verification leaders; a
-#: huge bucket of mutually dissimilar texts then costs O(bucket * MAX_LEADERS), not O(n^2).
+#: In a larger bucket, at most this many members that matched nothing act as "leaders"
+#: that later members are compared with: a huge bucket of mutually dissimilar texts then
+#: costs O(bucket * MAX_LEADERS), not O(bucket^2).
 MAX_LEADERS = 8
+
+Backend = Literal["auto", "numpy", "datasketch"]
+
+
+# ----------------------------------------------------------------------------------------
+# Shingles and signatures
 
 
 def shingles(text: str, k: int) -> frozenset[str]:
@@ -67,6 +82,11 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
+def _no_bar(progress: bool | None) -> bool | None:
+    # tqdm: disable=None means "only on a terminal".
+    return None if progress is None else not progress
+
+
 def signatures(
     sets: Sequence[frozenset[str]],
     *,
@@ -77,9 +97,8 @@ def signatures(
 ) -> list[MinHash]:
     """MinHash signatures of ``sets`` with datasketch's bulk generator, chunk by chunk.
 
-    Shingles are hashed in sorted order so that the result never depends on set iteration
-    order (MinHash is order-free anyway; sorting only makes the work reproducible).
-    ``progress=None`` shows a bar only on a terminal.
+    Shingles are hashed in sorted order so that the work never depends on set iteration
+    order (the signature does not anyway). ``progress=None`` shows a bar only on a terminal.
     """
     out: list[MinHash] = []
     with tqdm(total=len(sets), desc=desc, unit="row", disable=_no_bar(progress)) as bar:
@@ -91,9 +110,67 @@ def signatures(
     return out
 
 
-def _no_bar(progress: bool | None) -> bool | None:
-    # tqdm: disable=None means "only on a TTY".
-    return None if progress is None else not progress
+# ----------------------------------------------------------------------------------------
+# LSH banding: numpy in memory, datasketch MinHashLSH for external storage
+
+
+def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """datasketch's ``(bands, rows)`` for ``threshold`` with :data:`LSH_WEIGHTS`."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
+    return lsh.b, lsh.r
+
+
+def lsh_buckets(
+    minhashes: Sequence[MinHash],
+    *,
+    threshold: float,
+    num_perm: int,
+    storage_config: dict | None = None,
+    backend: Backend = "auto",
+    progress: bool | None = None,
+    desc: str = "lsh",
+) -> list[list[int]]:
+    """Every LSH bucket with at least two members, as sorted member positions.
+
+    ``backend="auto"`` bands in memory with numpy unless a ``storage_config`` is given,
+    in which case a :class:`datasketch.MinHashLSH` with that storage holds the index (and
+    is deleted from the storage afterwards). Buckets are ordered by band, then by their
+    smallest member, whatever the backend.
+    """
+    if backend == "auto":
+        backend = "datasketch" if storage_config else "numpy"
+    if backend == "numpy":
+        if storage_config:
+            raise ValueError("backend='numpy' keeps the index in memory; drop storage_config")
+        return _numpy_buckets(minhashes, threshold=threshold, num_perm=num_perm)
+    lsh = build_index(minhashes, threshold=threshold, num_perm=num_perm,
+                      storage_config=storage_config, progress=progress, desc=desc)
+    try:
+        return _index_buckets(lsh)
+    finally:
+        drop_index(lsh)
+
+
+def _numpy_buckets(minhashes: Sequence[MinHash], *, threshold: float,
+                   num_perm: int) -> list[list[int]]:
+    if len(minhashes) < 2:
+        return []
+    b, r = band_params(threshold, num_perm)
+    sig = np.stack([m.hashvalues for m in minhashes])
+    out: list[list[int]] = []
+    for i in range(b):
+        band = np.ascontiguousarray(sig[:, i * r : (i + 1) * r])
+        keys = band.view(np.dtype((np.void, band.dtype.itemsize * r))).ravel()
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        members = np.flatnonzero(counts[inverse] > 1)
+        if not len(members):
+            continue
+        bucket = inverse[members]
+        order = np.lexsort((members, bucket))
+        members, bucket = members[order], bucket[order]
+        groups = np.split(members, np.flatnonzero(np.diff(bucket)) + 1)
+        out.extend(sorted((g.tolist() for g in groups), key=lambda g: g[0]))
+    return out
 
 
 def _encode_key(i: int) -> bytes:
@@ -113,19 +190,14 @@ def build_index(
     progress: bool | None = None,
     desc: str = "lsh",
 ) -> MinHashLSH:
-    """A :class:`MinHashLSH` holding ``minhashes`` under their positions as keys.
+    """A :class:`datasketch.MinHashLSH` holding ``minhashes`` under their positions.
 
-    With a Redis ``storage_config`` keys are 4-byte big-endian integers (Redis stores
-    bytes); with the default in-memory storage they are plain ints.
+    Inserted through an ``insertion_session`` (buffered, pipelined on Redis). With Redis,
+    keys are 4-byte big-endian integers (Redis stores bytes); in memory, plain ints.
     """
     redis = bool(storage_config) and storage_config.get("type") == "redis"
-    lsh = MinHashLSH(
-        threshold=threshold,
-        num_perm=num_perm,
-        weights=LSH_WEIGHTS,
-        storage_config=storage_config,
-        prepickle=False if redis else None,
-    )
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS,
+                     storage_config=storage_config, prepickle=False if redis else None)
     with (
         lsh.insertion_session(buffer_size=50_000) as session,
         tqdm(total=len(minhashes), desc=desc, unit="row", disable=_no_bar(progress)) as bar,
@@ -138,25 +210,41 @@ def build_index(
     return lsh
 
 
-def iter_buckets(lsh: MinHashLSH) -> Iterator[list[int]]:
-    """Members (sorted positions) of every LSH bucket with at least two members.
+def _index_buckets(lsh: MinHashLSH) -> list[list[int]]:
+    """Buckets with two or more members read back from any datasketch storage.
 
-    Works for any datasketch storage: bucket keys come from ``hashtable.keys()`` and the
-    members from ``getmany`` (pipelined on Redis). Buckets are yielded in a deterministic
-    order (band, then bucket key).
+    Bucket keys come from ``hashtable.keys()``, members from ``getmany`` (one pipelined
+    round trip per 10,000 buckets on Redis).
     """
+    out: list[list[int]] = []
     for table in lsh.hashtables:
-        bucket_keys = sorted(table.keys())
+        bucket_keys = list(table.keys())
+        band: list[list[int]] = []
         for start in range(0, len(bucket_keys), 10_000):
-            batch = bucket_keys[start : start + 10_000]
-            for members in table.getmany(*batch):
+            for members in table.getmany(*bucket_keys[start : start + 10_000]):
                 if len(members) > 1:
-                    yield sorted(_decode_key(m) for m in members)
+                    band.append(sorted(_decode_key(m) for m in members))
+        out.extend(sorted(band, key=lambda g: g[0]))
+    return out
 
 
-def query(lsh: MinHashLSH, minhash: MinHash) -> list[int]:
-    """Positions of the indexed texts that share at least one band with ``minhash``."""
-    return sorted(_decode_key(k) for k in lsh.query(minhash))
+def drop_index(lsh: MinHashLSH) -> None:
+    """Delete the keys an index wrote to external storage (a no-op in memory)."""
+    for storage in (lsh.keys, *lsh.hashtables):
+        redis = getattr(storage, "_redis", None)
+        if redis is None:
+            continue
+        name = storage._name
+        member_keys = redis.hvals(name)
+        pipe = redis.pipeline()
+        for start in range(0, len(member_keys), 10_000):
+            pipe.delete(*member_keys[start : start + 10_000])
+        pipe.delete(name)
+        pipe.execute()
+
+
+# ----------------------------------------------------------------------------------------
+# Verified edges and components
 
 
 class UnionFind:
@@ -186,11 +274,11 @@ class UnionFind:
     def labels(self) -> np.ndarray:
         """Component id of every element: the smallest element of its component."""
         n = len(self.parent)
-        roots = np.fromiter((self.find(i) for i in range(n)), dtype=np.int64, count=n)
         smallest: dict[int, int] = {}
-        for i, r in enumerate(roots.tolist()):
-            smallest.setdefault(r, i)
-        return np.fromiter((smallest[r] for r in roots.tolist()), dtype=np.int64, count=n)
+        roots = [self.find(i) for i in range(n)]
+        for i, root in enumerate(roots):
+            smallest.setdefault(root, i)
+        return np.fromiter((smallest[root] for root in roots), dtype=np.int64, count=n)
 
 
 @dataclass(frozen=True)
@@ -212,9 +300,8 @@ def verified_edges(
     """Verify LSH bucket members with the exact Jaccard similarity; return pairs >= threshold.
 
     A bucket of at most :data:`SMALL_BUCKET` members is verified pair by pair. In a larger
-    bucket each member is compared with the bucket's leaders (members that matched no
-    earlier leader, at most :data:`MAX_LEADERS`), which keeps a huge bucket of mutually
-    dissimilar texts linear. A pair is verified once, however many bands it shares.
+    bucket each member is compared with the bucket's leaders (see :data:`MAX_LEADERS`).
+    A pair is verified once, however many bands it shares.
 
     With ``uf``, matched pairs are unioned into it and pairs already in one component are
     skipped: use this when only the components matter, not every edge.
@@ -262,6 +349,7 @@ def similarity_components(
     threshold: float,
     num_perm: int,
     storage_config: dict | None = None,
+    backend: Backend = "auto",
     progress: bool | None = None,
     desc: str = "lsh",
 ) -> np.ndarray:
@@ -270,19 +358,10 @@ def similarity_components(
     Returns the component id of every position (the smallest position in its component).
     """
     uf = UnionFind(len(sets))
-    if len(sets) > 1:
-        lsh = build_index(
-            minhashes,
-            threshold=threshold,
-            num_perm=num_perm,
-            storage_config=storage_config,
-            progress=progress,
-            desc=desc,
-        )
-        try:
-            verified_edges(iter_buckets(lsh), sets, threshold, uf=uf)
-        finally:
-            drop_index(lsh)
+    buckets = lsh_buckets(minhashes, threshold=threshold, num_perm=num_perm,
+                          storage_config=storage_config, backend=backend, progress=progress,
+                          desc=desc)
+    verified_edges(buckets, sets, threshold, uf=uf)
     return uf.labels()
 
 
@@ -296,19 +375,21 @@ def refined_components(
     ceiling: float = 0.95,
     num_perm: int,
     storage_config: dict | None = None,
+    backend: Backend = "auto",
     progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Similarity components at ``threshold``, with oversized ones re-clustered stricter.
 
     Template-generated text chains into giant components (``北京的天气怎么样`` ~
-    ``上海的天气怎么样`` ~ ...), which no stratified split can use. A component larger
+    ``上海的天气怎么样`` ~ ...) that no stratified split can place. A component larger
     than ``max_size`` is re-clustered at ``threshold + step``, again and again up to
     ``ceiling``. Returns ``(component id, threshold that formed it)`` per position; ids are
     the smallest position of each component.
     """
     n = len(sets)
     comp = similarity_components(sets, minhashes, threshold=threshold, num_perm=num_perm,
-                                 storage_config=storage_config, progress=progress)
+                                 storage_config=storage_config, backend=backend,
+                                 progress=progress, desc="lsh split")
     used = np.full(n, threshold, dtype=np.float64)
     todo = [(members, threshold) for members in _big_components(comp, np.arange(n), max_size)]
     while todo:
@@ -318,8 +399,9 @@ def refined_components(
             continue
         sub = similarity_components([sets[i] for i in members], [minhashes[i] for i in members],
                                     threshold=stricter, num_perm=num_perm,
-                                    storage_config=storage_config, progress=False)
-        comp[members] = members[sub]  # sub ids are local smallest positions
+                                    storage_config=storage_config, backend=backend,
+                                    progress=False)
+        comp[members] = members[sub]  # local smallest position -> global smallest position
         used[members] = stricter
         todo += [(m, stricter) for m in _big_components(comp[members], members, max_size)]
     return comp, used
@@ -330,20 +412,47 @@ def _big_components(comp: np.ndarray, members: np.ndarray, max_size: int) -> lis
     return [members[comp == i] for i in ids[counts > max_size]]
 
 
-def drop_index(lsh: MinHashLSH) -> None:
-    """Delete the keys an index wrote to external storage (a no-op in memory)."""
-    storages = [lsh.keys, *lsh.hashtables]
-    for storage in storages:
-        redis = getattr(storage, "_redis", None)
-        if redis is None:
-            continue
-        name = storage._name
-        member_keys = redis.hvals(name)
-        pipe = redis.pipeline()
-        for start in range(0, len(member_keys), 10_000):
-            pipe.delete(*member_keys[start : start + 10_000])
-        pipe.delete(name)
-        pipe.execute()
+# ----------------------------------------------------------------------------------------
+# Exact cross similarity through a sparse shingle-incidence matrix
+
+
+class ShingleMatrix:
+    """Binary sparse matrix (texts x shingles) with the set sizes, for exact Jaccard.
+
+    Build it once for a corpus; :meth:`encode` maps other sets onto the same columns
+    (shingles the corpus lacks are dropped from the matrix but still counted in the sizes).
+    """
+
+    def __init__(self, sets: Sequence[frozenset[str]]) -> None:
+        self.vocab: dict[str, int] = {}
+        self.matrix, self.sizes = self._build(sets, grow=True)
+
+    def _build(self, sets: Sequence[frozenset[str]], *, grow: bool):
+        vocab = self.vocab
+        indptr = np.zeros(len(sets) + 1, dtype=np.int64)
+        indices: list[int] = []
+        for row, s in enumerate(sets):
+            for sh in s:
+                j = vocab.get(sh)
+                if j is None:
+                    if not grow:
+                        continue
+                    j = vocab[sh] = len(vocab)
+                indices.append(j)
+            indptr[row + 1] = len(indices)
+        sizes = np.fromiter((len(s) for s in sets), dtype=np.float64, count=len(sets))
+        data = np.ones(len(indices), dtype=np.float64)
+        m = sparse.csr_matrix((data, np.asarray(indices, dtype=np.int64), indptr),
+                              shape=(len(sets), max(len(vocab), 1)))
+        return m, sizes
+
+    def encode(self, sets: Sequence[frozenset[str]]) -> tuple[sparse.csr_matrix, np.ndarray]:
+        m, sizes = self._build(sets, grow=False)
+        m.resize((len(sets), self.matrix.shape[1]))
+        return m, sizes
+
+    def rows(self, idx: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
+        return self.matrix[idx], self.sizes[idx]
 
 
 @dataclass(frozen=True)
@@ -352,7 +461,9 @@ class CrossSimilarity:
 
     ``best`` is the highest similarity (0.0 when no shingle is shared) with its
     ``best_query``/``best_corpus`` positions; ``queries``, ``corpus`` and ``similarity``
-    are parallel arrays of every pair at or above the requested threshold.
+    are parallel arrays of every pair at or above the requested threshold;
+    ``query_best[i]`` is query ``i``'s highest similarity (0.0 if none) and
+    ``query_best_corpus[i]`` the corpus position reaching it (-1 if none).
     """
 
     best: float
@@ -361,72 +472,56 @@ class CrossSimilarity:
     queries: np.ndarray
     corpus: np.ndarray
     similarity: np.ndarray
+    query_best: np.ndarray
+    query_best_corpus: np.ndarray
 
 
 def cross_jaccard(
-    queries: Sequence[frozenset[str]],
-    corpus: Sequence[frozenset[str]],
+    queries: tuple[sparse.csr_matrix, np.ndarray],
+    corpus: tuple[sparse.csr_matrix, np.ndarray],
     *,
     threshold: float = 1.1,
     chunk: int = 512,
 ) -> CrossSimilarity:
-    """Exact Jaccard similarities between query sets and corpus sets: the maximum, and
-    every pair at or above ``threshold``.
+    """Exact Jaccard similarities between two sets of texts given as ``(matrix, sizes)``
+    (from one :class:`ShingleMatrix`): the maximum and every pair >= ``threshold``.
 
-    Sets become rows of a sparse binary matrix; intersections come from one sparse
-    product per chunk of queries, so the cost follows the shared shingles, not the number
-    of pairs. Ties of the maximum go to the smallest positions.
+    Intersections come from one sparse product per chunk of queries, so the cost follows
+    the shared shingles, not the number of pairs. Ties of the maximum go to the smallest
+    positions.
     """
-    from scipy import sparse
-
-    if not queries or not corpus:
-        raise ValueError("cross_jaccard needs at least one query and one corpus set")
-    vocab: dict[str, int] = {}
-    corpus_m = _incidence(corpus, vocab, grow=True)
-    query_m = _incidence(queries, vocab, grow=False)
-    corpus_sizes = np.fromiter((len(s) for s in corpus), dtype=np.float64, count=len(corpus))
-    query_sizes = np.fromiter((len(s) for s in queries), dtype=np.float64, count=len(queries))
-    corpus_t = sparse.csc_matrix(corpus_m.T)
+    q_m, q_sizes = queries
+    c_m, c_sizes = corpus
+    if q_m.shape[0] == 0 or c_m.shape[0] == 0:
+        raise ValueError("cross_jaccard needs at least one query and one corpus text")
+    corpus_t = sparse.csc_matrix(c_m.T)
     best = (0.0, 0, 0)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for start in range(0, len(queries), chunk):
-        inter = (query_m[start : start + chunk] @ corpus_t).tocoo()
+    query_best = np.zeros(q_m.shape[0])
+    query_best_corpus = np.full(q_m.shape[0], -1, dtype=np.int64)
+    for start in range(0, q_m.shape[0], chunk):
+        inter = (q_m[start : start + chunk] @ corpus_t).tocoo()
         if inter.nnz == 0:
             continue
         rows = inter.row.astype(np.int64) + start
         cols = inter.col.astype(np.int64)
-        sims = inter.data / (query_sizes[rows] + corpus_sizes[cols] - inter.data)
+        sims = inter.data / (q_sizes[rows] + c_sizes[cols] - inter.data)
         keep = sims >= threshold
         if keep.any():
             found.append((rows[keep], cols[keep], sims[keep]))
+        # Per query: the best similarity, ties to the smallest corpus position.
+        order = np.lexsort((cols, -sims, rows))
+        first = order[np.r_[True, np.diff(rows[order]) != 0]]
+        query_best[rows[first]] = sims[first]
+        query_best_corpus[rows[first]] = cols[first]
         top = float(sims.max())
         if top > best[0]:
             hit = np.flatnonzero(sims == top)
             pairs = sorted(zip(rows[hit].tolist(), cols[hit].tolist(), strict=True))
             best = (top, *pairs[0])
-    empty = np.zeros(0, dtype=np.int64)
-    q, c, v = (np.concatenate(parts) for parts in zip(*found, strict=True)) if found else (
-        empty, empty, np.zeros(0))
-    return CrossSimilarity(best[0], best[1], best[2], q, c, v)
-
-
-def _incidence(sets: Sequence[frozenset[str]], vocab: dict[str, int], *, grow: bool):
-    """Binary CSR matrix (sets x vocab); unknown shingles are dropped unless ``grow``."""
-    from scipy import sparse
-
-    indptr = [0]
-    indices: list[int] = []
-    for s in sets:
-        for sh in s:
-            j = vocab.get(sh)
-            if j is None:
-                if not grow:
-                    continue
-                j = vocab[sh] = len(vocab)
-            indices.append(j)
-        indptr.append(len(indices))
-    data = np.ones(len(indices), dtype=np.float64)
-    return sparse.csr_matrix(
-        (data, np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
-        shape=(len(sets), max(len(vocab), 1)),
-    )
+    if found:
+        q, c, v = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    else:
+        q = c = np.zeros(0, dtype=np.int64)
+        v = np.zeros(0)
+    return CrossSimilarity(best[0], best[1], best[2], q, c, v, query_best, query_best_corpus)

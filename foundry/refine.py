@@ -83,7 +83,7 @@ REMOVAL_REASONS = tuple(s for s in STEPS if s not in ("input", "augment"))
 REDIS_ENV = "FOUNDRY_LSH_REDIS"
 #: The exact train/test similarity search compares at most this many test rows (a seeded
 #: sample beyond it) with every train row.
-MAX_SIMILARITY_TEST_ROWS = 5000
+MAX_SIMILARITY_TEST_ROWS = 20_000
 
 
 @dataclass
@@ -231,37 +231,36 @@ def _filter_basic(rows: list[_Row], task: Task, cfg: Refine, funnel: _Funnel,
 
 @dataclass
 class _Texts:
-    """Unique normalised texts with their shingle sets and MinHash signatures."""
+    """Unique normalised texts: shingle sets, MinHash signatures, sparse shingle matrix."""
 
     texts: list[str]
     sets: list[frozenset[str]]
     minhashes: list
+    matrix: mh.ShingleMatrix
 
     @classmethod
-    def build(cls, texts: list[str], cfg: Refine, progress: bool | None, desc: str) -> _Texts:
+    def build(cls, texts: list[str], cfg: Refine, progress: bool | None) -> _Texts:
         sets = [mh.shingles(t, cfg.shingle_size) for t in texts]
-        sigs = mh.signatures(sets, num_perm=cfg.num_perm, seed=cfg.seed, progress=progress,
-                             desc=desc)
-        return cls(texts, sets, sigs)
+        sigs = mh.signatures(sets, num_perm=cfg.num_perm, seed=cfg.seed, progress=progress)
+        return cls(texts, sets, sigs, mh.ShingleMatrix(sets))
 
 
-def _exam_overlap(uniq: _Texts, lsh, exam_texts: Sequence[str], cfg: Refine,
-                  progress: bool | None) -> dict[int, tuple[str, float]]:
-    """Unique-text positions that equal or nearly equal an exam text -> (exam text, sim)."""
+def _exam_overlap(uniq: _Texts, exam_texts: Sequence[str], cfg: Refine
+                  ) -> dict[int, tuple[str, float]]:
+    """Unique-text positions equal or near (exact Jaccard >= ``dedup_threshold``) to an exam
+    text -> (closest exam text, similarity). Exact, not LSH: the exam must never leak."""
     exam_norm = sorted({normalize(t, COMPARE_SPEC) for t in exam_texts} - {""})
-    if not exam_norm:
+    if not exam_norm or not uniq.texts:
         return {}
-    position = {t: i for i, t in enumerate(uniq.texts)}
+    exam = uniq.matrix.encode([mh.shingles(t, cfg.shingle_size) for t in exam_norm])
+    cross = mh.cross_jaccard(exam, (uniq.matrix.matrix, uniq.matrix.sizes),
+                             threshold=cfg.dedup_threshold)
     hits: dict[int, tuple[str, float]] = {}
-    for t in exam_norm:
-        if t in position:
-            hits[position[t]] = (t, 1.0)
-    exam = _Texts.build(exam_norm, cfg, progress, "minhash exam")
-    for text, shingle_set, sig in zip(exam.texts, exam.sets, exam.minhashes, strict=True):
-        for cand in mh.query(lsh, sig):
-            sim = mh.jaccard(shingle_set, uniq.sets[cand])
-            if sim >= cfg.dedup_threshold and sim > hits.get(cand, ("", -1.0))[1]:
-                hits[cand] = (text, sim)
+    order = np.lexsort((cross.queries, -cross.similarity))  # best first, then exam order
+    for k in order.tolist():
+        pos = int(cross.corpus[k])
+        if pos not in hits:
+            hits[pos] = (exam_norm[int(cross.queries[k])], float(cross.similarity[k]))
     return hits
 
 
@@ -527,44 +526,65 @@ def _similarity_sample(test: list[_Row], seed: int) -> list[int]:
 
 
 def seal_split(survivors: list[_Row], groups: Sequence[int], thresholds: Sequence[float],
-               test_mask: np.ndarray, cfg: Refine, max_rounds: int = 5
+               test_mask: np.ndarray, cfg: Refine, *, shingle_rows=None
                ) -> tuple[np.ndarray, dict]:
     """Close the leaks LSH missed, then measure the highest train/test similarity.
 
-    An exact sparse comparison of (a seeded sample of at most
-    :data:`MAX_SIMILARITY_TEST_ROWS`) test rows with every train row finds test rows that
-    still have a train neighbour at or above the threshold of their groups (``thresholds``:
-    ``split_threshold``, or the stricter one an oversized group was re-clustered at); their
-    whole groups move to train, and the check repeats. Returns the final test mask and the
-    highest remaining pair ``{"similarity", "test", "train", "test_rows_checked",
-    "groups_moved"}``.
+    An exact sparse comparison of the test rows (a seeded sample of at most
+    :data:`MAX_SIMILARITY_TEST_ROWS`) with every train row finds test rows that still have
+    a train neighbour at or above the threshold of their groups (``thresholds``:
+    ``split_threshold``, or the stricter one an oversized group was re-clustered at). Their
+    whole groups move to train; the remaining test rows are then compared with the moved
+    rows only, until nothing leaks. ``shingle_rows`` is the survivors' ``(matrix, sizes)``
+    if already built. Returns the final test mask and the highest remaining pair
+    ``{"similarity", "test", "train", "test_rows_checked", "groups_moved"}``.
     """
     test_mask = test_mask.copy()
     groups = np.asarray(groups)
     thresholds = np.asarray(thresholds, dtype=np.float64)
+    if shingle_rows is None:
+        built = mh.ShingleMatrix([mh.shingles(r.norm, cfg.shingle_size) for r in survivors])
+        shingle_rows = (built.matrix, built.sizes)
+    matrix, sizes = shingle_rows
+    test_idx = np.flatnonzero(test_mask)
+    corpus = np.flatnonzero(~test_mask)
+    if not len(test_idx) or not len(corpus):
+        return test_mask, {"similarity": None, "train": None, "test": None,
+                           "test_rows_checked": 0, "groups_moved": 0}
+    sample = test_idx[_similarity_sample([survivors[i] for i in test_idx], cfg.seed)]
+    best = np.zeros(len(survivors))  # per sampled test row: best train similarity so far
+    best_at = np.full(len(survivors), -1, dtype=np.int64)
     moved = 0
-    sets = [mh.shingles(r.norm, cfg.shingle_size) for r in survivors]
-    for _round in range(max_rounds + 1):
-        train_idx = np.flatnonzero(~test_mask)
-        test_idx = np.flatnonzero(test_mask)
-        if not len(train_idx) or not len(test_idx):
-            return test_mask, {"similarity": None, "train": None, "test": None,
-                               "test_rows_checked": 0, "groups_moved": moved}
-        sample = test_idx[_similarity_sample([survivors[i] for i in test_idx], cfg.seed)]
-        cross = mh.cross_jaccard([sets[i] for i in sample], [sets[i] for i in train_idx],
+    queries = sample
+    while len(queries) and len(corpus):
+        cross = mh.cross_jaccard((matrix[queries], sizes[queries]),
+                                 (matrix[corpus], sizes[corpus]),
                                  threshold=cfg.split_threshold)
-        q, c = sample[cross.queries], train_idx[cross.corpus]
+        better = cross.query_best > best[queries]
+        best[queries[better]] = cross.query_best[better]
+        best_at[queries[better]] = corpus[cross.query_best_corpus[better]]
+        q, c = queries[cross.queries], corpus[cross.corpus]
         leaking = cross.similarity >= np.maximum(thresholds[q], thresholds[c])
-        if not leaking.any() or _round == max_rounds:
-            return test_mask, {
-                "similarity": round(cross.best, 4),
-                "test": survivors[sample[cross.best_query]].text,
-                "train": survivors[train_idx[cross.best_corpus]].text,
-                "test_rows_checked": len(sample), "groups_moved": moved}
         leaking_groups = np.unique(groups[q[leaking]])
+        if not len(leaking_groups):
+            break
+        moving = test_mask & np.isin(groups, leaking_groups)
+        test_mask[moving] = False
         moved += len(leaking_groups)
-        test_mask[np.isin(groups, leaking_groups)] = False
-    raise AssertionError("unreachable")
+        # Remaining test rows only need comparing with the rows that just became train.
+        queries = sample[test_mask[sample]]
+        corpus = np.flatnonzero(moving)
+    remaining = sample[test_mask[sample]]
+    if not len(remaining):
+        return test_mask, {"similarity": None, "train": None, "test": None,
+                           "test_rows_checked": 0, "groups_moved": moved}
+    top = remaining[np.lexsort((remaining, -best[remaining]))[0]]
+    has_pair = best_at[top] >= 0
+    return test_mask, {
+        "similarity": round(float(best[top]), 4),
+        "test": survivors[top].text,
+        "train": survivors[best_at[top]].text if has_pair else None,
+        "test_rows_checked": len(remaining), "groups_moved": moved}
 
 
 # ----------------------------------------------------------------------------------------
@@ -579,6 +599,7 @@ def refine_rows(
     exam_texts: Sequence[str] = (),
     corrections: Sequence[dict] = (),
     storage_config: dict | None = None,
+    backend: mh.Backend = "auto",
     progress: bool | None = None,
 ) -> RefineResult:
     """Refine one task's generated rows (pure: reads and writes no files).
@@ -597,6 +618,9 @@ def refine_rows(
         Human corrections ``{"text", "label"}``; they take precedence over every other row.
     storage_config : dict, optional
         datasketch ``storage_config`` for the LSH indexes (e.g. Redis); in memory if None.
+    backend : {"auto", "numpy", "datasketch"}
+        LSH banding backend, see :func:`foundry.minhash.lsh_buckets`; all give the same
+        result.
     progress : bool, optional
         Show tqdm progress bars (None: only on a terminal).
 
@@ -612,15 +636,13 @@ def refine_rows(
 
     alive = _filter_basic(all_rows, task, cfg, funnel, removed)
 
-    # One LSH index at the dedup threshold over the unique normalised texts.
-    uniq = _Texts.build(sorted({r.norm for r in alive}), cfg, progress, "minhash")
-    lsh = mh.build_index(uniq.minhashes, threshold=cfg.dedup_threshold, num_perm=cfg.num_perm,
-                         storage_config=storage_config, progress=progress, desc="lsh dedup")
-    try:
-        exam_hits = _exam_overlap(uniq, lsh, exam_texts, cfg, progress)
-        edges = mh.verified_edges(mh.iter_buckets(lsh), uniq.sets, cfg.dedup_threshold)
-    finally:
-        mh.drop_index(lsh)
+    # Unique normalised texts; LSH buckets at the dedup threshold, verified exactly.
+    uniq = _Texts.build(sorted({r.norm for r in alive}), cfg, progress)
+    exam_hits = _exam_overlap(uniq, exam_texts, cfg)
+    buckets = mh.lsh_buckets(uniq.minhashes, threshold=cfg.dedup_threshold,
+                             num_perm=cfg.num_perm, storage_config=storage_config,
+                             backend=backend, progress=progress, desc="lsh dedup")
+    edges = mh.verified_edges(buckets, uniq.sets, cfg.dedup_threshold)
 
     pos = {t: i for i, t in enumerate(uniq.texts)}
     kept = []
@@ -645,13 +667,17 @@ def refine_rows(
         [uniq.sets[p] for p in split_pos], [uniq.minhashes[p] for p in split_pos],
         threshold=cfg.split_threshold, max_size=max_group_size(survivors, cfg),
         ceiling=max(cfg.split_threshold, min(cfg.dedup_threshold, 0.95)),
-        num_perm=cfg.num_perm, storage_config=storage_config, progress=progress)
+        num_perm=cfg.num_perm, storage_config=storage_config, backend=backend,
+        progress=progress)
     at = [local[pos[r.norm]] for r in survivors]
     groups = [int(comp[k]) for k in at]
     thresholds = [float(used[k]) for k in at]
     test_mask = grouped_split([r.label for r in survivors], groups, cfg.test_size, cfg.seed,
                               train_only=[r.is_correction for r in survivors])
-    test_mask, pair = seal_split(survivors, groups, thresholds, test_mask, cfg)
+    shingle_rows = (uniq.matrix.matrix[[pos[r.norm] for r in survivors]],
+                    uniq.matrix.sizes[[pos[r.norm] for r in survivors]])
+    test_mask, pair = seal_split(survivors, groups, thresholds, test_mask, cfg,
+                                 shingle_rows=shingle_rows)
     train = [r for r, t in zip(survivors, test_mask, strict=True) if not t]
     test = [r for r, t in zip(survivors, test_mask, strict=True) if t]
 
@@ -720,7 +746,7 @@ def refine_rows(
 
     from foundry.refine_report import shortcut_audit
 
-    audit = shortcut_audit(train_out, labels)
+    audit = shortcut_audit(train_out, labels, norms=[r.norm for r in train])
     summary["shortcuts"] = [f for f in audit if f["shortcut"]]
     summary["surface_features"] = audit
     return RefineResult(task.name, train_out, test_out, removed, summary, clusters)

@@ -45,15 +45,17 @@ def _is_punct(ch: str) -> bool:
     return unicodedata.category(ch).startswith("P")
 
 
-def surface_features(text: str) -> set[str]:
+def surface_features(text: str, norm: str | None = None) -> set[str]:
     """The surface features of one text that the shortcut audit measures.
 
     Computed on the normalised text (so ``？`` and ``?`` are the same feature): the trailing
     punctuation mark or its absence, a question mark anywhere, the sentence-final particle
     (the last non-punctuation character, if it is one of :data:`PARTICLES`), each marker
     (:data:`MARKERS`) anywhere, the length band, each English word, and any digit.
+    ``norm`` may pass the already normalised text.
     """
-    norm = normalize(text, _SPEC)
+    if norm is None:
+        norm = normalize(text, _SPEC)
     feats: set[str] = set()
     if not norm:
         return feats
@@ -63,7 +65,10 @@ def surface_features(text: str) -> set[str]:
         feats.add("no trailing punctuation")
     if "?" in norm:
         feats.add('contains "?"')
-    core = norm.rstrip("".join(ch for ch in set(norm) if _is_punct(ch) or ch == " "))
+    end = len(norm)
+    while end and (norm[end - 1] == " " or _is_punct(norm[end - 1])):
+        end -= 1
+    core = norm[:end]
     if core and core[-1] in PARTICLES:
         feats.add(f'final particle "{core[-1]}"')
     for ch in set(norm) & set(MARKERS):
@@ -79,7 +84,8 @@ def surface_features(text: str) -> set[str]:
     return feats
 
 
-def shortcut_audit(rows: Sequence[dict], labels: Sequence[str]) -> list[dict]:
+def shortcut_audit(rows: Sequence[dict], labels: Sequence[str],
+                   norms: Sequence[str] | None = None) -> list[dict]:
     """Measure every surface feature's support, coverage and purity in ``rows``.
 
     For a feature ``f`` with majority label ``L``: ``purity = P(L | f)``, ``coverage =
@@ -88,12 +94,13 @@ def shortcut_audit(rows: Sequence[dict], labels: Sequence[str]) -> list[dict]:
     :data:`SHORTCUT_COVERAGE` and support >= max(:data:`SHORTCUT_MIN_SUPPORT`, 1% of rows):
     a model can then score well on this data by looking at that feature alone.
 
-    Returns the features with enough support, most suspicious first.
+    ``norms`` may pass the rows' normalised texts. Returns the features with enough
+    support, most suspicious first.
     """
     label_totals = Counter(r["label"] for r in rows)
     counts: dict[str, Counter] = defaultdict(Counter)
-    for r in rows:
-        for f in surface_features(r["text"]):
+    for i, r in enumerate(rows):
+        for f in surface_features(r["text"], None if norms is None else norms[i]):
             counts[f][r["label"]] += 1
     min_support = max(SHORTCUT_MIN_SUPPORT, int(0.01 * len(rows)))
     out = []

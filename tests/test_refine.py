@@ -75,7 +75,8 @@ def test_similarity_components_unions_verified_matches():
 def test_cross_jaccard_is_exact():
     q = [mh.shingles(t, 2) for t in ("今天天气怎么样", "打开灯")]
     c = [mh.shingles(t, 2) for t in ("明天天气怎么样", "关掉灯", "今天天气怎么样呢")]
-    cross = mh.cross_jaccard(q, c, threshold=0.5)
+    corpus = mh.ShingleMatrix(c)
+    cross = mh.cross_jaccard(corpus.encode(q), (corpus.matrix, corpus.sizes), threshold=0.5)
     expected = mh.jaccard(q[0], c[2])
     assert (round(cross.best, 6), cross.best_query, cross.best_corpus) == (
         round(expected, 6), 0, 2)
@@ -83,6 +84,23 @@ def test_cross_jaccard_is_exact():
     assert pairs == [(0, 0), (0, 2)]
     assert all(mh.jaccard(q[a], c[b]) >= 0.5 for a, b in pairs)
     assert mh.jaccard(q[1], c[1]) < 0.5
+
+
+def test_numpy_and_datasketch_backends_give_the_same_buckets():
+    import random
+
+    rnd = random.Random(1)
+    base = [LONG[:20] + "".join(rnd.choice("天地人你我他") for _ in range(4)) for _ in range(60)]
+    sets = [mh.shingles(t, 3) for t in base]
+    sigs = mh.signatures(sets, num_perm=64, seed=3, progress=False)
+    kw = {"threshold": 0.7, "num_perm": 64}
+    numpy_b = mh.lsh_buckets(sigs, backend="numpy", **kw)
+    datasketch_b = mh.lsh_buckets(sigs, backend="datasketch", **kw)
+    assert numpy_b and numpy_b == datasketch_b
+    rows = [row(t) for t in base] + [row("帮我开灯", "Statement")]
+    a = refine_rows(rows, TASK, Refine(split_threshold=0.6), backend="numpy")
+    b = refine_rows(rows, TASK, Refine(split_threshold=0.6), backend="datasketch")
+    assert a.train_bytes() == b.train_bytes() and a.summary == b.summary
 
 
 def test_refined_components_split_giant_template_chains():
