@@ -203,3 +203,23 @@ def test_make_provider_reads_base_urls_and_rejects_unknown():
         "http://o/v1"
     with pytest.raises(ValueError, match="unknown LLM provider"):
         make_provider("offline", env, model="m", temperature=0.1, timeout_s=1)
+
+
+def test_openai_insufficient_quota_rejects_the_key_instead_of_waiting():
+    with FakeOpenAI(out_of_quota={KEY.reveal()}) as server, \
+            pytest.raises(KeyRejected, match="insufficient_quota") as info:
+        call(openai_(server))
+    assert info.value.status == 429
+
+
+def test_gemini_thought_parts_are_not_part_of_the_answer():
+    class Quiet(FakeGemini):
+        def success_body(self, response_id, answer, tokens_in, tokens_out):
+            body = super().success_body(response_id, answer, tokens_in, tokens_out)
+            parts = body["candidates"][0]["content"]["parts"]
+            parts.insert(0, {"text": "Let me think about labels...", "thought": True})
+            return body
+
+    with Quiet() as server:
+        comp = call(gemini(server))
+    assert comp.text.startswith("[")

@@ -284,7 +284,9 @@ class GeminiProvider(Provider):
                                   retry) from None
         text = None
         if resp.candidates and resp.candidates[0].content and resp.candidates[0].content.parts:
-            text = "".join(p.text or "" for p in resp.candidates[0].content.parts)
+            # Thought summaries (thinking models) are not part of the answer.
+            text = "".join(p.text or "" for p in resp.candidates[0].content.parts
+                           if not getattr(p, "thought", False))
         usage = resp.usage_metadata
         return Completion(
             text=text,
@@ -367,6 +369,9 @@ class OpenAIProvider(Provider):
                         self.on_notice(f"openai: server refused response_format {mode!r} "
                                        f"({message}); using {self.MODES[nxt]!r}")
                     continue
+                if exc.status_code == 429 and _openai_code(exc) == "insufficient_quota":
+                    # Billing, not pacing: waiting will not help this key.
+                    raise KeyRejected(f"429 insufficient_quota: {message}", 429) from None
                 raise classify_status(exc.status_code, message,
                                       parse_retry_after(exc.response.headers)) from None
             except openai.APITimeoutError:
@@ -385,6 +390,12 @@ class OpenAIProvider(Provider):
             tokens_in=(usage.prompt_tokens or 0) if usage else 0,
             tokens_out=(usage.completion_tokens or 0) if usage else 0,
         )
+
+
+def _openai_code(exc: Any) -> str | None:
+    body = getattr(exc, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    return err.get("code") if isinstance(err, dict) else None
 
 
 def _openai_message(exc: Any) -> str:

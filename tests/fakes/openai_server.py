@@ -20,9 +20,11 @@ class FakeOpenAI(FakeLLMServer):
 
     model = "qwen2.5:7b-instruct"
 
-    def __init__(self, *args: Any, json_schema_supported: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, json_schema_supported: bool = True,
+                 out_of_quota: set[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.json_schema_supported = json_schema_supported
+        self.out_of_quota = out_of_quota or set()
 
     @property
     def base_url(self) -> str:
@@ -52,6 +54,9 @@ class FakeOpenAI(FakeLLMServer):
 
         request = json.loads(body or b"{}")
         fmt = (request.get("response_format") or {}).get("type")
+        if self.key_of(handler) in self.out_of_quota:
+            self._send_error(handler, self.key_of(handler), 429, "quota")
+            return
         if fmt == "json_schema" and not self.json_schema_supported:
             with self.lock:
                 self.requests_seen.append(request)
@@ -84,6 +89,9 @@ class FakeOpenAI(FakeLLMServer):
         elif kind == "revoked":
             err = {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                    "code": "invalid_api_key"}
+        elif kind == "quota":
+            err = {"message": "You exceeded your current quota, please check your plan and "
+                   "billing details.", "type": "insufficient_quota", "code": "insufficient_quota"}
         elif kind == "format":
             err = {"message": "response_format type json_schema is not supported",
                    "type": "invalid_request_error", "code": None}
