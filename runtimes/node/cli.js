@@ -4,8 +4,9 @@
  * node runtimes/node/cli.js --models-dir DIR --task TASK [--verify]
  *
  * Reads one text per line from stdin (split at "\n", trailing "\r"/"\n" removed, as
- * `foundry predict` does) and prints one JSON line per text, byte-identical to
- * `foundry predict TASK --json`: {"text", "label", "probabilities": {label: p}, "confident"}.
+ * `foundry predict` does) and prints one JSON line per text, formatted exactly like
+ * `foundry predict TASK --json`: {"text", "label", "probabilities": {label: p}, "confident"}
+ * (probabilities are ONNX Runtime's float32 values; see docs/preprocessor-spec.md, section 5).
  * With --verify, replays <task>_conformance.json instead and exits 1 on any mismatch.
  * Exit codes: 0 ok, 1 artifact or conformance problem, 2 usage error.
  */
