@@ -142,6 +142,9 @@ def forge(
                 progress_bar=False,
                 log_output=False,
                 kernel_name="python3",
+                # The kernel only talks to this process on loopback; keep its start-up
+                # chatter out of the forge's output.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except pm.PapermillExecutionError as exc:
             if html:
