@@ -144,7 +144,7 @@ def forge(
                 kernel_name="python3",
                 # The kernel only talks to this process on loopback; keep its start-up
                 # chatter out of the forge's output.
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except pm.PapermillExecutionError as exc:
             if html:
