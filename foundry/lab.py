@@ -342,8 +342,8 @@ def task_blueprint_dir(model: MicroModel) -> Path:
     if not name:
         raise LabError(
             f"{model.paths['bin']}: no blueprint recorded in its provenance, so corrections have "
-            "nowhere to go; re-forge it with `foundry forge <blueprint>` or give the lab a "
-            "blueprint_dir"
+            "nowhere to go; re-forge it with `foundry forge <blueprint>` or set blueprint_dir "
+            "(the tester's parameters cell, or Lab(blueprint_dir=...))"
         )
     try:
         return resolve_blueprint_dir(name)

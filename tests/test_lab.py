@@ -329,3 +329,51 @@ def test_model_is_reloaded_when_its_files_change(tmp_path):
     assert tester.model(TASK).threshold == pytest.approx(0.6)
     write_models_with_blueprint(tmp_path, "", threshold=0.9)
     assert tester.model(TASK).threshold == pytest.approx(0.9)
+
+
+# -- the notebook's wiring, without a browser -----------------------------------------------
+
+
+def run_tester_notebook(models_dir: Path, blueprint_dir: Path | str = "") -> dict:
+    """Execute the tester's code cells in-process (parameters set) and return its namespace."""
+    path = Path(__file__).parent.parent / "notebooks" / "10_tester.ipynb"
+    ns: dict = {}
+    for cell in json.loads(path.read_text("utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        exec(compile("".join(cell["source"]), str(path), "exec"), ns)
+        if "parameters" in cell["metadata"].get("tags", []):
+            ns.update(models_dir=str(models_dir), blueprint_dir=str(blueprint_dir))
+    return ns
+
+
+def test_notebook_asks_on_enter_and_records_corrections(tmp_path):
+    bp = tmp_path / "bp"
+    bp.mkdir()
+    write_models_with_blueprint(tmp_path / "models", str(bp))
+    ns = run_tester_notebook(tmp_path / "models")
+    assert ns["task_picker"].options == (TASK,)
+    ns["text_box"].value = "今天天气怎么样？"  # what Enter does with continuous_update=False
+    assert 'class="foundry-label"' in ns["answer_html"].value
+    assert 'data-label="Question"' in ns["answer_html"].value
+    buttons = [b for b in ns["corrections_box"].children if hasattr(b, "click")]
+    assert [b.description for b in buttons] == ["wrong → Statement"]
+    buttons[0].click()
+    assert "Saved" in ns["correction_status"].value
+    assert _lines(bp / "corrections" / f"{TASK}.jsonl")[0]["label"] == "Statement"
+
+
+def test_notebook_batch_sorts_and_shows_errors(tiny_models, tmp_path):
+    ns = run_tester_notebook(tiny_models[0])
+    ns["batch_area"].value = BLOCK
+    ns["batch_button"].click()
+    assert ns["batch_html"].value.count("foundry-batch-row") == 4
+    assert "foundry-csv-link" in ns["download_html"].value
+    ns["sort_by"].value = "line"
+    first_row = ns["batch_html"].value.split("<tr class='foundry-batch-row'")[1]
+    assert "今天天气怎么样？" in first_row
+    # Corrections without a known blueprint: the error is shown next to the buttons.
+    ns["text_box"].value = "你好吗"
+    [b for b in ns["corrections_box"].children if hasattr(b, "click")][0].click()
+    assert "foundry-error" in ns["correction_status"].value
+    assert "no blueprint recorded" in ns["correction_status"].value
