@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -157,14 +157,14 @@ def ask(page, text: str):
 
 
 @contextmanager
-def browser_page(url: str) -> Iterator:
+def browser_page(url: str, height: int = 960) -> Iterator:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                      headless=True, timeout=60_000)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 960})
+            page = browser.new_page(viewport={"width": 1280, "height": height})
             page.set_default_timeout(ANSWER_MS)
             page.goto(url, timeout=120_000)
             yield page
@@ -239,16 +239,22 @@ def test_tester_answers_in_a_real_browser(tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-def screenshot(models_dir: Path, out: Path, text: str = QUESTION, task: str | None = None) -> None:
-    """Open the tester on ``models_dir``, ask ``text`` and save a screenshot to ``out``."""
+def screenshot(models_dir: Path, out: Path, text: str = QUESTION, task: str | None = None,
+               batch: Sequence[str] = ()) -> None:
+    """Open the tester on ``models_dir``, ask ``text`` (and a batch), save a screenshot to ``out``."""
     with tempfile.TemporaryDirectory() as tmp, \
             jupyterlab(serve_notebook(Path(tmp)), models_dir.resolve(), Path(tmp)) as url, \
-            browser_page(url) as page:
-        page.keyboard.press("Control+b")  # fold the file browser: more room for the tester
+            browser_page(url, height=1250 if batch else 960) as page:
         run_all_cells(page)
+        # Fold the file browser: more room for the tester.
+        page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()
         if task:
             page.locator(".foundry-task select").select_option(task)
         ask(page, text)
+        if batch:
+            page.locator(".foundry-batch-input textarea").fill("\n".join(batch))
+            page.locator(".foundry-batch-run").click()
+            page.locator(".foundry-batch-table").wait_for(timeout=ANSWER_MS)
         page.locator(".foundry-tester").scroll_into_view_if_needed()
         page.wait_for_timeout(500)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +267,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=REPO / "test-output" / "tester.png")
     parser.add_argument("--text", default=QUESTION)
     parser.add_argument("--task", default=None)
+    parser.add_argument("--batch", action="append", default=[], help="a batch line (repeatable)")
     args = parser.parse_args()
-    screenshot(args.models_dir, args.out, args.text, args.task)
+    screenshot(args.models_dir, args.out, args.text, args.task, args.batch)
     print(args.out)
