@@ -445,7 +445,7 @@ def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
     """Python runtime == JS runtime (== the run's scikit-learn pipeline, if the run is here)."""
     from foundry.runtime import MicroModel
 
-    models_dir = REPO / "models"
+    models_dir = Path(os.environ.get("FOUNDRY_FORGED_MODELS_DIR", REPO / "models"))
     tasks = ("is_question", "confirmation")
     missing = [t for t in tasks if not (models_dir / f"{t}_preprocessor.bin").is_file()]
     if missing:
@@ -464,16 +464,18 @@ def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
         texts = runtime_texts(seed=7, count=2000, seeds=seeds)
         js_rows = run_js_runtime(models_dir, task, texts, tmp_path)
         pipeline = _forged_pipeline(task, model)
+        if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
+            assert pipeline is not None, f"{task}: the run that forged {models_dir} is not in runs/"
         problems = three_way_disagreements(model, pipeline, texts, js_rows)
         assert not problems, f"{task}: {len(problems)} disagreements:\n" + "\n".join(problems[:10])
 
 
 def _forged_pipeline(task: str, model):
-    """The scikit-learn pipeline of the latest run of the default blueprint, if it made ``model``."""
+    """The scikit-learn pipeline of the latest run of ``model``'s blueprint, if it made ``model``."""
     from foundry.runs import latest_run_dir
     from foundry.train import load_trained
 
-    run_dir = latest_run_dir("text_classification")
+    run_dir = latest_run_dir(model.preprocessor.provenance.blueprint)
     if run_dir is None:
         return None
     try:

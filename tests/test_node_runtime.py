@@ -29,7 +29,8 @@ from foundry.conformance_cases import HARD_CASES
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "runtimes" / "node"
 CLI = NODE_DIR / "cli.js"
-FORGED_DIR = REPO / "models"
+#: The forged default models (``make forge``); FOUNDRY_FORGED_MODELS_DIR points elsewhere.
+FORGED_DIR = Path(os.environ.get("FOUNDRY_FORGED_MODELS_DIR", REPO / "models"))
 FORGED_TASKS = ("is_question", "confirmation")
 
 
