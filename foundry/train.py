@@ -33,10 +33,13 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import normalize
 from sklearn.utils.class_weight import compute_sample_weight
+from threadpoolctl import threadpool_limits
 
 from foundry.blueprint import Blueprint, Task
 from foundry.runs import (
@@ -49,12 +52,16 @@ from foundry.runs import (
 )
 from foundry.textspec import Analyzer, TextSpec
 from foundry.trainers import (
+    NGRAM_KEY,
+    VECTORIZER_KEYS,
     Trainer,
     describe_params,
     expand_grid,
     feature_ranking,
     get_trainer,
+    make_classifier,
     make_pipeline,
+    make_vectorizer,
     spec_for,
     vocabulary_terms,
 )
@@ -241,33 +248,36 @@ class _MemoAnalyzer:
 
 
 class _Recipe:
-    """Builds pipelines for one task: trainer, base spec, seed, shared analyzer caches."""
+    """Builds pipelines and classifiers for one task: trainer, base spec, seed, and the
+    analyzer caches shared by every fit."""
 
     def __init__(self, trainer: Trainer, spec: TextSpec, sublinear_tf: bool, seed: int) -> None:
         self.trainer, self.spec, self.sublinear_tf, self.seed = trainer, spec, sublinear_tf, seed
         self._memo: dict[TextSpec, _MemoAnalyzer] = {}
 
-    def pipeline(
-        self,
-        params: dict[str, Any],
-        *,
-        calibration: str = "none",
-        vocabulary: list[str] | None = None,
-        cached: bool = True,
-    ) -> Pipeline:
+    def analyzer(self, params: dict[str, Any]) -> _MemoAnalyzer:
         spec = spec_for(self.spec, params)
-        analyzer = self._memo.setdefault(spec, _MemoAnalyzer(spec)) if cached else None
+        return self._memo.setdefault(spec, _MemoAnalyzer(spec))
+
+    def pipeline(self, params: dict[str, Any], *, calibration: str = "none",
+                 vocabulary: list[str] | None = None) -> Pipeline:
+        """An unfitted pipeline that analyses through the cache (see :func:`_final`)."""
         return make_pipeline(
             self.trainer, self.spec, self.sublinear_tf, params, self.seed,
-            calibration=calibration, vocabulary=vocabulary, analyzer=analyzer,
+            calibration=calibration, vocabulary=vocabulary, analyzer=self.analyzer(params),
         )
+
+    def vectorizer(self, params: dict[str, Any], vocabulary: list[str] | None = None,
+                   norm: str | None = "l2") -> TfidfVectorizer:
+        vec = make_vectorizer(spec_for(self.spec, params), self.sublinear_tf, params,
+                              vocabulary=vocabulary, analyzer=self.analyzer(params))
+        return vec.set_params(norm=norm)
+
+    def classifier(self, params: dict[str, Any], calibration: str) -> Any:
+        return make_classifier(self.trainer, params, self.seed, calibration)
 
     def default_calibration(self) -> str:
         return "none" if self.trainer.has_proba else "sigmoid"
-
-
-def _fit(pipe: Pipeline, texts: list[str], y: np.ndarray, w: np.ndarray) -> Pipeline:
-    return pipe.fit(texts, y, clf__sample_weight=w)
 
 
 def _take(texts: list[str], idx: np.ndarray) -> list[str]:
@@ -277,9 +287,60 @@ def _take(texts: list[str], idx: np.ndarray) -> list[str]:
 def _final(recipe: _Recipe, params: dict[str, Any], calibration: str,
            vocabulary: list[str] | None, texts: list[str], y: np.ndarray,
            w: np.ndarray) -> Pipeline:
-    """Fit on all rows with the picklable ``Analyzer`` (never the memoising one)."""
-    pipe = recipe.pipeline(params, calibration=calibration, vocabulary=vocabulary, cached=False)
-    return _fit(pipe, texts, y, w)
+    """Fit on all rows, then give the vectorizer the plain, picklable ``Analyzer`` (the cached
+    one returns the same n-grams, so the fitted state is identical)."""
+    pipe = recipe.pipeline(params, calibration=calibration, vocabulary=vocabulary)
+    pipe.fit(texts, y, clf__sample_weight=w)
+    pipe.named_steps["tfidf"].analyzer = Analyzer(spec_for(recipe.spec, params))
+    return pipe
+
+
+def _vectorizer_key(params: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in params.items() if k in (*VECTORIZER_KEYS, NGRAM_KEY)},
+                      sort_keys=True)
+
+
+class _FoldFeatures:
+    """Per-fold TF-IDF matrices, computed once per vectorizer setting and shared by every
+    classifier setting, calibration method and vocabulary size of the cross-validation.
+
+    Cached matrices are un-normalised; :meth:`get` selects columns and L2-normalises, which
+    is exactly what a vectorizer fitted with that sub-vocabulary would produce (counts, df and
+    idf of a term do not depend on the other terms; only the norm does).
+    """
+
+    def __init__(self, recipe: _Recipe, texts: list[str],
+                 folds: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.recipe, self.texts, self.folds = recipe, texts, folds
+        self._cache: dict[tuple[int, str, int], tuple[Any, Any, list[str]]] = {}
+
+    def raw(self, i: int, params: dict[str, Any], vocabulary: list[str] | None = None
+            ) -> tuple[Any, Any, list[str]]:
+        """``(train, test, terms)`` of fold ``i``, un-normalised."""
+        key = (i, _vectorizer_key(params), hash(tuple(vocabulary)) if vocabulary else 0)
+        if key not in self._cache:
+            tr, te = self.folds[i]
+            vec = self.recipe.vectorizer(params, vocabulary, norm=None)
+            x_tr = vec.fit_transform(_take(self.texts, tr)).tocsc()
+            x_te = vec.transform(_take(self.texts, te)).tocsc()
+            terms = [""] * len(vec.vocabulary_)
+            for term, j in vec.vocabulary_.items():
+                terms[j] = term
+            self._cache[key] = (x_tr, x_te, terms)
+        return self._cache[key]
+
+    def get(self, i: int, params: dict[str, Any], *, vocabulary: list[str] | None = None,
+            columns: np.ndarray | None = None) -> tuple[Any, Any]:
+        """L2-normalised ``(train, test)`` of fold ``i``, optionally restricted to ``columns``."""
+        x_tr, x_te, _ = self.raw(i, params, vocabulary)
+        if columns is not None:
+            x_tr, x_te = x_tr[:, columns], x_te[:, columns]
+        return normalize(x_tr.tocsr()), normalize(x_te.tocsr())
+
+
+def _fit_clf(recipe: _Recipe, params: dict[str, Any], calibration: str, x: Any,
+             y: np.ndarray, w: np.ndarray) -> Any:
+    return recipe.classifier(params, calibration).fit(x, y, sample_weight=w)
 
 
 # --------------------------------------------------------------------------- search
@@ -288,10 +349,9 @@ def _final(recipe: _Recipe, params: dict[str, Any], calibration: str,
 def search_grid(
     recipe: _Recipe,
     candidates: list[dict[str, Any]],
-    texts: list[str],
+    features: _FoldFeatures,
     y: np.ndarray,
     w: np.ndarray,
-    folds: list[tuple[np.ndarray, np.ndarray]],
     time_budget_s: float,
     log: Log = print,
 ) -> pd.DataFrame:
@@ -305,29 +365,28 @@ def search_grid(
     start = time.monotonic()
     rows = []
     calibration = recipe.default_calibration()
-    for i, params in enumerate(candidates):
-        row: dict[str, Any] = {"candidate": i, "params": describe_params(params)}
+    for c, params in enumerate(candidates):
+        row: dict[str, Any] = {"candidate": c, "params": describe_params(params)}
         row.update({f"param_{k}": json.dumps(v) if isinstance(v, list) else v
                     for k, v in params.items()})
-        if i > 0 and time.monotonic() - start >= time_budget_s:
+        if c > 0 and time.monotonic() - start >= time_budget_s:
             row["status"] = "skipped: time budget"
             rows.append(row)
             continue
         t0 = time.monotonic()
         f1s, accs, dims = [], [], []
-        for tr, te in folds:
-            pipe = _fit(recipe.pipeline(params, calibration=calibration),
-                        _take(texts, tr), y[tr], w[tr])
-            pred = pipe.predict(_take(texts, te))
+        for i, (tr, te) in enumerate(features.folds):
+            x_tr, x_te = features.get(i, params)
+            pred = _fit_clf(recipe, params, calibration, x_tr, y[tr], w[tr]).predict(x_te)
             f1s.append(f1_score(y[te], pred, average="macro"))
             accs.append(accuracy_score(y[te], pred))
-            dims.append(len(pipe.named_steps["tfidf"].vocabulary_))
+            dims.append(x_tr.shape[1])
         row.update(
             mean_macro_f1=float(np.mean(f1s)), std_macro_f1=float(np.std(f1s)),
             mean_accuracy=float(np.mean(accs)), mean_features=float(np.mean(dims)),
             fit_seconds=round(time.monotonic() - t0, 3), status="done",
         )
-        log(f"  cv {i + 1}/{len(candidates)} {row['params']}: macro-F1 "
+        log(f"  cv {c + 1}/{len(candidates)} {row['params']}: macro-F1 "
             f"{row['mean_macro_f1']:.4f} ± {row['std_macro_f1']:.4f}")
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -471,18 +530,20 @@ def _clip_proba(p: np.ndarray) -> np.ndarray:
 
 
 def out_of_fold_proba(
-    make: Callable[[], Pipeline],
-    texts: list[str],
+    recipe: _Recipe,
+    params: dict[str, Any],
+    calibration: str,
+    vocabulary: list[str] | None,
+    features: _FoldFeatures,
     y: np.ndarray,
     w: np.ndarray,
-    folds: list[tuple[np.ndarray, np.ndarray]],
     n_classes: int,
 ) -> np.ndarray:
     """Probabilities of each row from the fold model that did not see it."""
-    proba = np.zeros((len(texts), n_classes))
-    for tr, te in folds:
-        pipe = _fit(make(), _take(texts, tr), y[tr], w[tr])
-        proba[te] = pipe.predict_proba(_take(texts, te))
+    proba = np.zeros((len(y), n_classes))
+    for i, (tr, te) in enumerate(features.folds):
+        x_tr, x_te = features.get(i, params, vocabulary=vocabulary)
+        proba[te] = _fit_clf(recipe, params, calibration, x_tr, y[tr], w[tr]).predict_proba(x_te)
     return proba
 
 
@@ -490,10 +551,9 @@ def choose_calibration(
     recipe: _Recipe,
     params: dict[str, Any],
     vocabulary: list[str] | None,
-    texts: list[str],
+    features: _FoldFeatures,
     y: np.ndarray,
     w: np.ndarray,
-    folds: list[tuple[np.ndarray, np.ndarray]],
     n_classes: int,
     mode: str = "auto",
 ) -> tuple[str, np.ndarray, pd.DataFrame]:
@@ -511,10 +571,7 @@ def choose_calibration(
         methods = [mode]
     rows, probas = [], {}
     for m in methods:
-        p = out_of_fold_proba(
-            lambda m=m: recipe.pipeline(params, calibration=m, vocabulary=vocabulary),
-            texts, y, w, folds, n_classes,
-        )
+        p = out_of_fold_proba(recipe, params, m, vocabulary, features, y, w, n_classes)
         probas[m] = p
         top = p.max(axis=1)
         correct = p.argmax(axis=1) == y
@@ -581,7 +638,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     log(f"{task.name}: {len(texts)} training rows, trainer {trainer.name}, "
         f"{len(candidates)} candidate(s) x {len(folds)} folds")
 
-    cv_results = search_grid(recipe, candidates, texts, y, w, folds, cfg.time_budget_s, log)
+    features = _FoldFeatures(recipe, texts, folds)
+    cv_results = search_grid(recipe, candidates, features, y, w, cfg.time_budget_s, log)
     evaluated = int((cv_results["status"] == "done").sum())
     if evaluated < len(candidates):
         log(f"  time budget of {cfg.time_budget_s:g}s reached: {evaluated} of "
@@ -607,8 +665,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     calibration = recipe.default_calibration()
     full = _final(recipe, params, calibration, None, texts, y, w)
     full_terms = vocabulary_terms(full)
-    ranking = feature_ranking(full, trainer, full.named_steps["tfidf"].transform(texts), y,
-                              n_classes)
+    ranking = feature_ranking(full.named_steps["clf"], trainer,
+                              full.named_steps["tfidf"].transform(texts), y, n_classes)
 
     def top_terms(k: int, order: np.ndarray = ranking, terms: list[str] = full_terms) -> list[str]:
         return sorted(terms[j] for j in order[:k])
@@ -620,7 +678,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     pruned = prune_to_budget(full, lambda k: fit_top(k, calibration), measure, budget_bytes, log)
     cal_mode = getattr(cfg, "calibration", "auto")
     chosen, oof, cal_table = choose_calibration(
-        recipe, params, pruned.vocabulary, texts, y, w, folds, n_classes, cal_mode)
+        recipe, params, pruned.vocabulary, features, y, w, n_classes, cal_mode)
     if chosen != calibration:
         # The calibration map adds bytes: re-check the budget with the chosen calibrator.
         start_k = len(pruned.vocabulary) if pruned.vocabulary else len(full_terms)
@@ -631,14 +689,13 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
             measure, budget_bytes, log, vocabulary=pruned.vocabulary,
         )
         if pruned.vocabulary is not None and len(pruned.vocabulary) != start_k:
-            oof = out_of_fold_proba(
-                lambda: recipe.pipeline(params, calibration=chosen, vocabulary=pruned.vocabulary),
-                texts, y, w, folds, n_classes)
+            oof = out_of_fold_proba(recipe, params, chosen, pruned.vocabulary, features, y, w,
+                                    n_classes)
     log(f"  calibration: {chosen} (out-of-fold log loss "
         + ", ".join(f"{r.calibration} {r.log_loss:.4f}" for r in cal_table.itertuples()) + ")")
 
     curve = accuracy_size_curve(
-        recipe, params, chosen, full, pruned, texts, y, w, folds, n_classes, trainer, measure)
+        recipe, params, chosen, full, ranking, pruned, features, y, w, n_classes, measure)
     unpruned = None
     if pruned.vocabulary is not None:
         unpruned = _final(recipe, params, chosen, None, texts, y, w)
@@ -668,46 +725,43 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
 
 
 def accuracy_size_curve(
-    recipe: _Recipe, params: dict[str, Any], calibration: str, full: Pipeline, pruned: _Pruned,
-    texts: list[str], y: np.ndarray, w: np.ndarray,
-    folds: list[tuple[np.ndarray, np.ndarray]], n_classes: int, trainer: Trainer,
-    measure: Callable[[Pipeline], tuple[int, int, str]],
+    recipe: _Recipe, params: dict[str, Any], calibration: str, full: Pipeline,
+    ranking: np.ndarray, pruned: _Pruned, features: _FoldFeatures, y: np.ndarray,
+    w: np.ndarray, n_classes: int, measure: Callable[[Pipeline], tuple[int, int, str]],
 ) -> pd.DataFrame:
     """Cross-validated macro-F1 and artifact size for a ladder of vocabulary sizes.
 
     In each fold the columns are ranked by a model fitted on that fold's training part only,
-    so the scores are honest; sizes are measured on all-rows fits (the ones that ship).
+    so the scores are honest. Scores come from the uncalibrated classifier (a calibration map
+    is monotone and barely moves decisions, and it would multiply the fits by 1 + its folds);
+    sizes are measured on all-rows fits with ``calibration`` (the ones that ship), pruned by
+    ``ranking`` (the ranking of ``full``'s columns).
     """
     n_full = len(full.named_steps["tfidf"].vocabulary_)
     n_final = len(pruned.vocabulary) if pruned.vocabulary is not None else n_full
     ladder = size_ladder(n_full, n_final)
-    f1 = {k: [] for k in ladder}
-    acc = {k: [] for k in ladder}
+    f1: dict[int, list[float]] = {k: [] for k in ladder}
+    acc: dict[int, list[float]] = {k: [] for k in ladder}
     base_cal = recipe.default_calibration()
-    for tr, te in folds:
-        tr_texts, te_texts = _take(texts, tr), _take(texts, te)
-        fold_full = _fit(recipe.pipeline(params, calibration=base_cal), tr_texts, y[tr], w[tr])
-        terms = vocabulary_terms(fold_full)
-        order = feature_ranking(fold_full, trainer, fold_full.named_steps["tfidf"].transform(
-            tr_texts), y[tr], n_classes)
+    for i, (tr, te) in enumerate(features.folds):
+        x_tr, _ = features.get(i, params)
+        fold_full = _fit_clf(recipe, params, base_cal, x_tr, y[tr], w[tr])
+        order = feature_ranking(fold_full, recipe.trainer, x_tr, y[tr], n_classes)
         for k in ladder:
-            vocab = None if k >= len(terms) else sorted(terms[j] for j in order[:k])
-            pipe = _fit(recipe.pipeline(params, calibration=calibration, vocabulary=vocab),
-                        tr_texts, y[tr], w[tr])
-            pred = pipe.predict(te_texts)
+            cols = None if k >= x_tr.shape[1] else np.sort(order[:k])
+            xk_tr, xk_te = features.get(i, params, columns=cols)
+            pred = _fit_clf(recipe, params, base_cal, xk_tr, y[tr], w[tr]).predict(xk_te)
             f1[k].append(f1_score(y[te], pred, average="macro"))
             acc[k].append(accuracy_score(y[te], pred))
     full_terms = vocabulary_terms(full)
-    ranking = feature_ranking(full, trainer, full.named_steps["tfidf"].transform(texts), y,
-                              n_classes)
     rows = []
     for k in ladder:
         if k == n_final:
             size = pruned.size
         else:
             vocab = None if k == n_full else sorted(full_terms[j] for j in ranking[:k])
-            pipe = _final(recipe, params, calibration, vocab, texts, y, w)
-            onnx_len, bin_len, _ = measure(pipe)
+            onnx_len, bin_len, _ = measure(_final(recipe, params, calibration, vocab,
+                                                  features.texts, y, w))
             size = onnx_len + bin_len
         rows.append({
             "n_features": k, "size_bytes": int(size), "size_kib": round(size / 1024, 1),
@@ -810,5 +864,11 @@ def load_trained(run_dir: Path, task: str) -> TrainedModel:
 
 
 def train_stage(bp: Blueprint, run_dir: Path, *, log: Log = print) -> dict[str, TrainResult]:
-    """Train every task of ``bp`` in ``run_dir``; see the module docstring."""
-    return {task.name: train_task(bp, task, Path(run_dir), log=log) for task in bp.tasks}
+    """Train every task of ``bp`` in ``run_dir``; see the module docstring.
+
+    Native thread pools (OpenMP, BLAS) are limited to one thread: the fits are small, and
+    on a busy machine oversubscribed threads made them 30-60x slower; a single thread also
+    keeps floating-point reductions in one order, so results do not depend on the core count.
+    """
+    with threadpool_limits(limits=1):
+        return {task.name: train_task(bp, task, Path(run_dir), log=log) for task in bp.tasks}

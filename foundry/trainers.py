@@ -326,9 +326,9 @@ def class_weights(clf: BaseEstimator, n_classes: int) -> np.ndarray:
 
 
 def feature_ranking(
-    pipeline: Pipeline, trainer: Trainer, X: Any, y: np.ndarray, n_classes: int
+    clf: BaseEstimator, trainer: Trainer, X: Any, y: np.ndarray, n_classes: int
 ) -> np.ndarray:
-    """Column indices of a fitted pipeline's vocabulary, most useful first (stable ties).
+    """Columns of ``X`` (the features ``clf`` was fitted on), most useful first (stable ties).
 
     ``coef``: spread ``max_k W[k, j] - min_k W[k, j]`` of the class weights (``|coef|`` for a
     binary model), times the column's largest TF-IDF value so that a huge weight on a term
@@ -341,7 +341,7 @@ def feature_ranking(
         scores, _ = chi2(X, y)
         scores = np.nan_to_num(scores, nan=0.0)
     else:
-        W = class_weights(pipeline.named_steps["clf"], n_classes)
+        W = class_weights(clf, n_classes)
         spread = W.max(axis=0) - W.min(axis=0)
         peak = np.asarray(X.max(axis=0).todense()).ravel() if hasattr(X, "todense") else X.max(0)
         scores = spread * peak

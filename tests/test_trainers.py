@@ -135,7 +135,8 @@ def test_feature_ranking_puts_the_deciding_ngram_first(name):
     trainer = get_trainer(name)
     pipe = make_pipeline(trainer, TextSpec(min_n=1, max_n=1, word_boundary_padding=False), False,
                          {}, seed=0).fit(texts, y)
-    order = feature_ranking(pipe, trainer, pipe.named_steps["tfidf"].transform(texts), y, 2)
+    order = feature_ranking(pipe.named_steps["clf"], trainer,
+                            pipe.named_steps["tfidf"].transform(texts), y, 2)
     terms = vocabulary_terms(pipe)
     assert {terms[order[0]], terms[order[1]]} == {"甲", "乙"}
     assert sorted(order.tolist()) == list(range(len(terms)))
