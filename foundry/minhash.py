@@ -24,6 +24,7 @@ similarity groups that the train/test split must not cut through.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -114,8 +115,10 @@ def signatures(
 # LSH banding: numpy in memory, datasketch MinHashLSH for external storage
 
 
+@functools.lru_cache(maxsize=64)
 def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """datasketch's ``(bands, rows)`` for ``threshold`` with :data:`LSH_WEIGHTS`."""
+    """datasketch's ``(bands, rows)`` for ``threshold`` with :data:`LSH_WEIGHTS` (cached: the
+    optimisation integrates the S-curve numerically)."""
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
     return lsh.b, lsh.r
 

@@ -388,3 +388,45 @@ def write_report(result, out_dir: Path) -> None:
         _savefig(fig, Path(out_dir) / name)
         plt.close(fig)
     atomic_write_text(Path(out_dir) / "report.md", render_markdown(result))
+
+
+# ----------------------------------------------------------------------------------------
+# Balance / augmentation study
+
+
+def refine_study(
+    rows: Sequence[dict],
+    task,
+    cfg,
+    exam: Sequence[dict],
+    *,
+    corrections: Sequence[dict] = (),
+    balances: Sequence[str] = ("undersample", "class_weight", "none"),
+    augments: Sequence[float] = (0.0, 0.5),
+) -> list[dict]:
+    """Exam-probe accuracy of every balance strategy x punctuation-drop fraction.
+
+    Each setting re-runs :func:`foundry.refine.refine_rows` on the same rows (same seed,
+    so the same split) and fits the quick probe of :func:`exam_probe`. This is the
+    evidence for choosing ``refine.balance`` and ``refine.drop_punctuation_augment``.
+    """
+    from foundry.refine import refine_rows
+
+    exam_texts = [r["text"] for r in exam]
+    out = []
+    for balance in balances:
+        for augment in augments:
+            setting = cfg.model_copy(update={"balance": balance,
+                                             "drop_punctuation_augment": augment})
+            res = refine_rows(list(rows), task, setting, exam_texts=exam_texts,
+                              corrections=corrections, progress=False)
+            probe = exam_probe(res.train, exam, task.label_names)
+            out.append({
+                "balance": balance,
+                "drop_punctuation_augment": augment,
+                "train_rows": res.summary["train_rows"],
+                "exam_accuracy": probe["accuracy"],
+                "exam_accuracy_no_trailing_punctuation": probe["accuracy_no_trailing_punctuation"],
+                "shortcuts": len(res.summary["shortcuts"]),
+            })
+    return out
