@@ -209,15 +209,13 @@ def normalize_many(texts: Sequence[str], spec: TextSpec = DEFAULT_SPEC) -> list[
         return [fast_normalize(t, spec) for t in texts]
     out = joined.translate(_CHAR_TABLES[spec.lowercase])
     pieces = out.split(_JOIN)
-    if _UNSAFE in out:
-        pieces = [
-            normalize(text, spec) if _UNSAFE in piece else piece
-            for text, piece in zip(texts, pieces, strict=True)
-        ]
+    unsafe = [i for i, piece in enumerate(pieces) if _UNSAFE in piece] if _UNSAFE in out else []
     if "  " in out or " " + _JOIN in out or _JOIN + " " in out or out[:1] == " " or out[-1:] == " ":
         pieces = list(map(_collapse, pieces))
     if max(map(len, pieces), default=0) > spec.max_chars:
         pieces = [p[: spec.max_chars] for p in pieces]
+    for i in unsafe:  # after collapse and truncation, which must not touch these
+        pieces[i] = normalize(texts[i], spec)
     return pieces
 
 

@@ -1,0 +1,416 @@
+"""The fast paths of :mod:`foundry.runtime` against their references.
+
+- :func:`fast_normalize` / :func:`normalize_many` against :func:`foundry.textspec.normalize`;
+- :class:`NgramSlicer` against :func:`foundry.textspec.char_ngrams`;
+- the numpy backend against ONNX Runtime (the reference) on binary and multiclass models;
+- the Unicode facts the fast normaliser relies on, checked on this Python's whole database.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import QUESTIONS, STATEMENTS
+
+from foundry.conformance_cases import HARD_CASES
+from foundry.runtime import (
+    _CAPITAL_SIGMA,
+    _JOIN,
+    _UNSAFE,
+    ArtifactError,
+    MicroModel,
+    NgramSlicer,
+    Prediction,
+    _logistic,
+    _post_transform,
+    _prediction,
+    check_conformance,
+    fast_normalize,
+    normalize_many,
+    read_linear_graph,
+)
+from foundry.textspec import WHITESPACE, TextSpec, char_ngrams, normalize
+
+GREETINGS = ["你好", "早上好", "晚安", "hello", "hi there", "嗨", "下午好呀", "大家好", "您好啊", "good night"]
+
+# --- random texts ---------------------------------------------------------------------------
+
+POOLS = [
+    "今天天气怎么样明天会下雨吗帮我记一下打开灯好的收到为什么谁哪里几点吗呢吧啊的了",
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+    "？！，。、；：“”（）?!,.;:'\"()ＡＢＣ１２３～…《》【】",
+    "😀👍🏽👨‍👩‍👧‍👦🇨🇳❤️\ufe0f",
+    "".join(sorted(WHITESPACE)) + "\x00\x1f\x7f\x85\u200b\u200d\ufeff\u2060\u00ad\U000e0041",
+    "éüİıΣσςßẞǅﬁ\u0301\u0308\u0345\u0327ΑΣ ΟΔΟΣ",
+    "한국어가각\u1100\u1161\u11a8ㄱㅏ",  # Hangul syllables, conjoining and compatibility jamo
+    "①⑴㍱㎒ｶﾞﾟ\u3099\u309a\u2126\u212b\u0958",  # compatibility and composition exclusions
+    _JOIN + _UNSAFE + "\ud800\udfff",  # the joiner, the unsafe marker, lone surrogates
+]
+
+
+def random_texts(n: int, seed: int, max_len: int = 40) -> list[str]:
+    rng = random.Random(seed)
+    out = ["", " ", "\u3000", _JOIN, _UNSAFE, "ΑΣ", "Σ", "aΣ b", " Σa "]
+    while len(out) < n:
+        pools = rng.sample(POOLS, rng.randint(1, 3))
+        out.append("".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(1, max_len))))
+    return out
+
+
+SPECS = [
+    TextSpec(),
+    TextSpec(max_chars=7),
+    TextSpec(lowercase=False),
+    TextSpec(min_n=2, max_n=4),
+    TextSpec(min_n=1, max_n=1),
+    TextSpec(word_boundary_padding=False),
+    TextSpec(min_n=3, max_n=5, word_boundary_padding=False, max_chars=9),
+]
+
+
+# --- normaliser -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=repr)
+def test_fast_normalize_equals_reference(spec):
+    for text in [*HARD_CASES, *random_texts(3000, seed=hash(spec) % 1000)]:
+        assert fast_normalize(text, spec) == normalize(text, spec), repr(text)
+
+
+@pytest.mark.parametrize("spec", SPECS[:3], ids=repr)
+def test_normalize_many_equals_reference(spec):
+    texts = [*HARD_CASES, *random_texts(2000, seed=5)]
+    rng = random.Random(11)
+    for size in (1, 2, 7, 64, len(texts)):
+        batch = rng.sample(texts, size)
+        assert normalize_many(batch, spec) == [normalize(t, spec) for t in batch]
+    assert normalize_many([], spec) == []
+
+
+def test_normalize_many_context_does_not_leak_between_texts():
+    # Final sigma, combining marks, jamo and edge spaces right at the joints.
+    batch = ["ΑΣ", "Σ", "a", "\u0301b", "가", "\u11a8", "e", "\u0301", " x ", "  ", "ok" + _JOIN]
+    assert normalize_many(batch) == [normalize(t) for t in batch]
+
+
+def test_normalizers_reject_non_strings():
+    with pytest.raises(TypeError, match="text must be str, got bytes"):
+        fast_normalize(b"abc")
+    with pytest.raises(TypeError, match="text must be str, got int"):
+        normalize_many(["a", 3])
+
+
+def test_characters_that_can_follow_into_a_composition_are_marks_or_jamo():
+    """The fact behind ``_starts_stable``: every second element of a canonical pair
+    decomposition (what NFC may compose with a preceding character) is a combining
+    character, a mark, or a Hangul conjoining jamo."""
+    seconds = set()
+    for cp in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(cp))
+        if decomposition and not decomposition.startswith("<"):
+            parts = decomposition.split()
+            if len(parts) == 2:
+                seconds.add(chr(int(parts[1], 16)))
+    assert len(seconds) > 50
+    odd = [
+        f"U+{ord(ch):04X}" for ch in seconds
+        if unicodedata.combining(ch) == 0
+        and unicodedata.category(ch) not in {"Mn", "Mc", "Me"}
+        and not 0x1100 <= ord(ch) < 0x1200
+    ]
+    assert not odd, odd
+
+
+def test_lowercase_is_context_free_except_capital_sigma():
+    """The fact behind per-character lowercasing: Python's ``str.lower`` only looks at
+    neighbours for U+03A3 (Final_Sigma)."""
+    cased = [chr(cp) for cp in range(0x30000) if chr(cp).lower() != chr(cp) or chr(cp).isalpha()]
+    rng = random.Random(3)
+    neighbours = ["a", "A", "\u0301", "'", "σ", "ς", " ", "İ"]
+    for ch in cased:
+        if ch == _CAPITAL_SIGMA:
+            continue
+        for other in neighbours:
+            assert (other + ch).lower() == other.lower() + ch.lower()
+            assert (ch + other).lower() == ch.lower() + other.lower()
+    for _ in range(20000):
+        a, b = rng.choice(cased), rng.choice(cased)
+        if _CAPITAL_SIGMA not in (a, b):
+            assert (a + b).lower() == a.lower() + b.lower()
+    assert ("A" + _CAPITAL_SIGMA).lower() != "a" + _CAPITAL_SIGMA.lower()
+
+
+# --- n-grams --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=repr)
+def test_ngram_slicer_yields_the_reference_multiset(spec):
+    slicer = NgramSlicer(spec)
+    for text in [*HARD_CASES, *random_texts(1500, seed=2, max_len=80)]:
+        normalized = normalize(text, spec)
+        assert Counter(slicer(normalized)) == Counter(char_ngrams(normalized, spec)), repr(text)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def _install(models_dir: Path, task: str, trained, threshold: float = 0.5) -> None:
+    from foundry.export import (
+        artifact_bytes,
+        conformance_texts,
+        conformance_vectors,
+        install_artifacts,
+    )
+
+    onnx_bytes, bin_bytes = artifact_bytes(trained, threshold, task=task)
+    texts = conformance_texts(QUESTIONS + STATEMENTS + GREETINGS, [])
+    conf = {"task": task, "format_version": 1, "labels": trained.labels,
+            "vectors": conformance_vectors(trained, texts)}
+    install_artifacts(task, {
+        "classifier.onnx": onnx_bytes,
+        "preprocessor.bin": bin_bytes,
+        "conformance.json": json.dumps(conf, ensure_ascii=False).encode(),
+        "card.md": b"# test\n",
+    }, models_dir)
+
+
+def _fit(clf, *, classes: int = 2, spec: TextSpec | None = None, **tfidf):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+
+    from foundry.textspec import Analyzer
+
+    spec = spec or TextSpec()
+    groups = [QUESTIONS, STATEMENTS, GREETINGS][:classes]
+    texts = [t for g in groups for t in g]
+    y = np.array([k for k, g in enumerate(groups) for _ in g])
+    options = {"sublinear_tf": True, "norm": "l2", **tfidf}
+    pipeline = Pipeline([
+        ("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), lowercase=False, dtype=np.float64,
+                                  **options)),
+        ("clf", clf),
+    ]).fit(texts, y)
+    return SimpleNamespace(
+        pipeline=pipeline, labels=["Question", "Statement", "Greeting"][:classes], spec=spec,
+        trainer="test", data_sha256="0" * 64, train_rows=len(texts),
+    )
+
+
+def _logreg(**kw):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=2000, **kw)
+
+
+MODELS = {
+    "binary": lambda: _fit(_logreg(C=4.0)),
+    "binary_strong": lambda: _fit(_logreg(C=1e4)),  # saturated probabilities
+    "multiclass": lambda: _fit(_logreg(C=4.0), classes=3),
+    "plain_tf": lambda: _fit(_logreg(C=4.0), sublinear_tf=False),
+    "no_idf_no_norm": lambda: _fit(_logreg(C=1.0), use_idf=False, norm=None),
+    "bigrams_unpadded": lambda: _fit(
+        _logreg(C=4.0), classes=3, spec=TextSpec(min_n=2, max_n=4, word_boundary_padding=False)
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("backends")
+    for task, make in MODELS.items():
+        _install(root, task, make())
+    return root
+
+
+def _texts() -> list[str]:
+    repeated = ["天天向上天天", "iphone iphone iphone", "哈哈哈哈哈哈哈哈", "的的的 的的 的"]
+    return [*QUESTIONS, *STATEMENTS, *GREETINGS, *HARD_CASES, *repeated, *random_texts(600, 9)]
+
+
+@pytest.mark.parametrize("task", list(MODELS))
+def test_numpy_backend_matches_onnxruntime(models_dir, task):
+    fast = MicroModel.load(task, models_dir=models_dir, backend="numpy")
+    ref = MicroModel.load(task, models_dir=models_dir, backend="onnxruntime")
+    assert (fast.backend, ref.backend) == ("numpy", "onnxruntime")
+    texts = _texts()
+    ours, theirs = fast.predict_proba(texts), ref.predict_proba(texts)
+    assert ours.dtype == theirs.dtype == np.float32
+    assert ours.shape == theirs.shape == (len(texts), len(fast.labels))
+    assert np.max(np.abs(ours - theirs)) < 1e-6
+    singles = np.array([list(fast.predict(t).probabilities.values()) for t in texts])
+    assert np.max(np.abs(singles - theirs)) < 1e-6
+    many = np.array([list(p.probabilities.values()) for p in fast.predict_many(texts)])
+    assert np.max(np.abs(many - theirs)) < 1e-6
+    assert check_conformance(fast, models_dir / f"{task}_conformance.json").ok
+    assert check_conformance(ref, models_dir / f"{task}_conformance.json").ok
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_predictions_agree_across_paths_and_backends(models_dir, task):
+    fast = MicroModel.load(task, models_dir=models_dir)
+    ref = MicroModel.load(task, models_dir=models_dir, backend="onnxruntime")
+    texts = _texts()
+    proba = ref.predict_proba(texts)
+    margin = np.sort(proba, axis=1)[:, -1] - np.sort(proba, axis=1)[:, -2]
+    for text, p_fast, p_ref, p_one, gap in zip(
+        texts, fast.predict_many(texts), ref.predict_many(texts), map(ref.predict, texts),
+        margin, strict=True,
+    ):
+        # ONNX Runtime's float32 GEMM rounds a batch and a single row differently (~1e-7).
+        assert abs(p_ref.score - p_one.score) < 1e-6
+        if gap > 1e-5:  # labels may only differ on an exact tie
+            assert p_fast.label == p_ref.label, repr(text)
+        assert abs(p_fast.score - p_ref.score) < 1e-6
+        assert p_fast.confident == (p_fast.score >= fast.threshold)
+
+
+def test_auto_backend_is_numpy_for_linear_graphs(models_dir):
+    assert MicroModel.load("binary", models_dir=models_dir).backend == "numpy"
+    assert "backend='numpy'" in repr(MicroModel.load("binary", models_dir=models_dir))
+
+
+def test_auto_falls_back_to_onnxruntime_for_other_graphs(tmp_path):
+    from sklearn.naive_bayes import ComplementNB
+
+    _install(tmp_path, "nb", _fit(ComplementNB()))
+    model = MicroModel.load("nb", models_dir=tmp_path)
+    assert model.backend == "onnxruntime"
+    assert check_conformance(model, tmp_path / "nb_conformance.json").ok
+    with pytest.raises(ArtifactError, match="nb_classifier.onnx: the numpy backend runs only"):
+        MicroModel.load("nb", models_dir=tmp_path, backend="numpy")
+
+
+def test_unknown_backend(models_dir):
+    with pytest.raises(ValueError, match="unknown backend 'torch'"):
+        MicroModel.load("binary", models_dir=models_dir, backend="torch")
+
+
+def test_read_linear_graph_of_the_export(models_dir):
+    data = (models_dir / "binary_classifier.onnx").read_bytes()
+    graph = read_linear_graph(data)
+    assert graph is not None and graph.post_transform == "LOGISTIC" and not graph.l1_normalize
+    # skl2onnx stores a binary logistic regression as the two rows -w and w.
+    np.testing.assert_array_equal(graph.coefficients[0], -graph.coefficients[1])
+    multi = read_linear_graph((models_dir / "multiclass_classifier.onnx").read_bytes())
+    assert multi is not None and multi.post_transform == "SOFTMAX" and multi.l1_normalize
+    assert multi.coefficients.shape[0] == 3
+
+
+def test_read_linear_graph_rejects_extra_nodes(models_dir):
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string((models_dir / "binary_classifier.onnx").read_bytes())
+    model.graph.node[0].output[1] = "raw"
+    model.graph.node.append(helper.make_node("Identity", ["raw"], ["probabilities"]))
+    assert read_linear_graph(model.SerializeToString()) is None
+
+
+def test_numpy_backend_checks_dimensions(models_dir, tmp_path):
+    from foundry.v1 import preprocessor_pb2 as pb
+
+    for f in models_dir.glob("binary_*"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    path = tmp_path / "binary_preprocessor.bin"
+    msg = pb.Preprocessor()
+    msg.ParseFromString(path.read_bytes())
+    msg.vocabulary.pop()
+    msg.idf.pop()
+    path.write_bytes(msg.SerializeToString())
+    for backend in ("numpy", "onnxruntime"):
+        with pytest.raises(ArtifactError, match="features but binary_preprocessor.bin has a vocab"):
+            MicroModel.load("binary", models_dir=tmp_path, backend=backend)
+
+
+def test_numpy_backend_reports_a_corrupt_onnx(models_dir, tmp_path):
+    from foundry.v1 import preprocessor_pb2 as pb
+
+    for f in models_dir.glob("binary_*"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    onnx_path = tmp_path / "binary_classifier.onnx"
+    onnx_path.write_bytes(b"\xff\xff garbage")
+    bin_path = tmp_path / "binary_preprocessor.bin"
+    msg = pb.Preprocessor()
+    msg.ParseFromString(bin_path.read_bytes())
+    import hashlib
+
+    msg.onnx_sha256 = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    bin_path.write_bytes(msg.SerializeToString())
+    with pytest.raises(ArtifactError, match="binary_classifier.onnx: not a valid ONNX model"):
+        MicroModel.load("binary", models_dir=tmp_path)
+    with pytest.raises(ArtifactError, match="binary_classifier.onnx: ONNX Runtime cannot load"):
+        MicroModel.load("binary", models_dir=tmp_path, backend="onnxruntime")
+
+
+def test_onnxruntime_batches_larger_than_one_block(models_dir):
+    model = MicroModel.load("multiclass", models_dir=models_dir, backend="onnxruntime")
+    texts = _texts()[:300]
+    whole = model.predict_proba(texts)
+    model._head.block_bytes = 4 * model.n_features * 7  # 7 rows per run
+    np.testing.assert_array_equal(model.predict_proba(texts), whole)
+
+
+def test_onnxruntime_single_queries_are_thread_safe(models_dir):
+    model = MicroModel.load("binary", models_dir=models_dir, backend="onnxruntime")
+    texts = _texts()[:200]
+    want = [model.predict(t) for t in texts]
+    got: dict[int, list[Prediction]] = {}
+
+    def work(k: int) -> None:
+        got[k] = [model.predict(t) for t in texts]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(got[k] == want for k in range(4))
+
+
+def test_numpy_backend_loads_without_onnxruntime(models_dir):
+    code = (
+        "import sys\n"
+        "from foundry.runtime import MicroModel\n"
+        f"m = MicroModel.load('binary', models_dir={str(models_dir)!r})\n"
+        "m.predict('你好吗'); m.predict_many(['a', 'b'])\n"
+        "assert m.backend == 'numpy'\n"
+        "bad = sorted(k for k in sys.modules\n"
+        "             if k.split('.')[0] in {'onnxruntime', 'sklearn', 'scipy'})\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- small pieces ---------------------------------------------------------------------------
+
+
+def test_fast_prediction_equals_dataclass_construction():
+    fast = _prediction("Q", {"Q": 0.75, "S": 0.25}, True, 0.75)
+    slow = Prediction("Q", {"Q": 0.75, "S": 0.25}, True, 0.75)
+    assert fast == slow and repr(fast) == repr(slow) and hash(fast.label) == hash(slow.label)
+    with pytest.raises(AttributeError):
+        fast.label = "S"
+
+
+def test_post_transforms_do_not_overflow():
+    scores = np.array([[-1000.0, 1000.0], [0.0, 0.0], [1e-3, -1e-3]])
+    logistic = _post_transform(scores, "LOGISTIC", False)
+    np.testing.assert_allclose(logistic[0], [0.0, 1.0])
+    np.testing.assert_allclose(logistic[1], [0.5, 0.5])
+    assert [_logistic(s) for s in (-1000.0, 1000.0)] == [0.0, 1.0]
+    np.testing.assert_allclose(
+        [_logistic(s) for s in scores[2]], logistic[2], rtol=0, atol=1e-15
+    )
+    softmax = _post_transform(scores, "SOFTMAX", True)
+    np.testing.assert_allclose(softmax.sum(axis=1), 1.0)
+    np.testing.assert_allclose(softmax[0], [0.0, 1.0])
