@@ -37,7 +37,7 @@ from foundry.blueprint import Task
 
 #: Above this many (upper-bound) sentences, a template is not enumerated; its capacity is
 #: reported as the combinatorial upper bound instead.
-EXACT_LIMIT = 200_000
+EXACT_LIMIT = 50_000
 
 _SLOT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPECIAL = set("{}[]()|\\@")
@@ -295,6 +295,7 @@ class Grammar:
     slots: dict[str, Alt]
     templates: list[Template]
     category_weights: dict[str, float] = field(default_factory=dict)
+    _bounds: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- sampling
 
@@ -333,28 +334,36 @@ class Grammar:
             return sum(self.upper_bound(o) for o in node.options)
         if isinstance(node, Opt):
             return self.upper_bound(node.child) + 1
-        return self.upper_bound(self.slots[node.name])
+        return self._slot_bound(node.name)
+
+    def _slot_bound(self, name: str) -> int:
+        if name not in self._bounds:
+            self._bounds[name] = self.upper_bound(self.slots[name])
+        return self._bounds[name]
 
     def expand(self, node: Node, limit: int = EXACT_LIMIT) -> set[str] | None:
         """All sentences of a tree, or None if its upper bound exceeds ``limit``."""
         if self.upper_bound(node) > limit:
             return None
-        return self._expand(node)
+        return set(self._expand(node, {}))
 
-    def _expand(self, node: Node) -> set[str]:
+    def _expand(self, node: Node, cache: dict[str, frozenset[str]]) -> frozenset[str]:
         if isinstance(node, Lit):
-            return {node.text}
+            return frozenset((node.text,))
         if isinstance(node, Seq):
-            acc = {""}
+            acc: frozenset[str] = frozenset(("",))
             for item in node.items:
-                part = self._expand(item)
-                acc = {a + b for a, b in itertools.product(acc, part)}
+                part = self._expand(item, cache)
+                acc = frozenset(a + b for a in acc for b in part)
             return acc
         if isinstance(node, Alt):
-            return set().union(*(self._expand(o) for o in node.options))
+            return frozenset().union(*(self._expand(o, cache) for o in node.options))
         if isinstance(node, Opt):
-            return self._expand(node.child) | {""}
-        return self._expand(self.slots[node.name])
+            return self._expand(node.child, cache) | {""}
+        # A slot is expanded once per call, however often it is referenced.
+        if node.name not in cache:
+            cache[node.name] = self._expand(self.slots[node.name], cache)
+        return cache[node.name]
 
     def capacity(
         self, key: Callable[[str], str] | None = None, limit: int = EXACT_LIMIT
