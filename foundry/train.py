@@ -35,13 +35,13 @@ import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import accuracy_score, f1_score, log_loss
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import normalize
+from sklearn.preprocessing import normalize as l2_normalize
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
-from foundry.blueprint import Blueprint, Task
+from foundry.blueprint import Blueprint, Refine, Task
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -50,7 +50,7 @@ from foundry.runs import (
     stage_dir,
     write_json,
 )
-from foundry.textspec import Analyzer, TextSpec
+from foundry.textspec import Analyzer, TextSpec, normalize
 from foundry.trainers import (
     NGRAM_KEY,
     VECTORIZER_KEYS,
@@ -78,6 +78,10 @@ MODEL_FORMAT = 1
 CALIBRATION_MIN_GAIN = 0.02
 #: Smallest vocabulary the size budget may prune to; below it the budget is unreachable.
 MIN_VOCABULARY = 32
+#: Largest near-duplicate group, as a share of the rarest class's rows in one fold.
+MAX_GROUP_SHARE_OF_FOLD = 0.25
+#: Normalisation for near-duplicate comparison (the refine stage's: no truncation).
+_COMPARE_SPEC = TextSpec(max_chars=1_000_000)
 
 Log = Callable[[str], None]
 
@@ -95,6 +99,8 @@ class Split:
     weight: np.ndarray
     categories: list[str]
     path: Path
+    #: Near-duplicate group ids from the refine stage (``"group"`` on every row), if given.
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -181,7 +187,7 @@ def load_split(path: Path, labels: list[str]) -> Split:
         empty file, naming the file and line.
     """
     index = {name: i for i, name in enumerate(labels)}
-    texts, ys, weights, cats = [], [], [], []
+    texts, ys, weights, cats, groups = [], [], [], [], []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -208,9 +214,13 @@ def load_split(path: Path, labels: list[str]) -> Split:
             ys.append(index[label])
             weights.append(float(weight))
             cats.append(str(row.get("category", "")))
+            group = row.get("group")
+            groups.append(group if isinstance(group, int) and not isinstance(group, bool) else None)
     if not texts:
         raise TrainDataError(f"{path}: no rows")
-    return Split(texts, np.asarray(ys, dtype=np.int64), np.asarray(weights), cats, Path(path))
+    have_groups = all(g is not None for g in groups)
+    return Split(texts, np.asarray(ys, dtype=np.int64), np.asarray(weights), cats, Path(path),
+                 np.asarray(groups, dtype=np.int64) if have_groups else None)
 
 
 def sample_weights(split: Split, balance: str) -> np.ndarray:
@@ -222,15 +232,51 @@ def sample_weights(split: Split, balance: str) -> np.ndarray:
     return w
 
 
-def make_folds(y: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified, shuffled folds; fewer folds if the rarest class has fewer rows."""
+def similarity_groups(texts: list[str], y: np.ndarray, cfg: Refine, n_folds: int) -> np.ndarray:
+    """Near-duplicate groups of the training rows, as the refine stage builds them for its split.
+
+    Rows whose character-shingle Jaccard similarity reaches ``refine.split_threshold`` are
+    linked (MinHash LSH, verified exactly); the connected components are the groups, and
+    components too large for a fold are re-clustered at stricter thresholds. Folds that keep
+    each group whole score a model on rows as far from its training rows as the test split
+    is, instead of on near-copies of them (which made out-of-fold confidence too rosy).
+    """
+    from foundry import minhash as mh
+
+    norm = [normalize(t, _COMPARE_SPEC) for t in texts]
+    uniq = sorted(set(norm))
+    position = {t: i for i, t in enumerate(uniq)}
+    sets = [mh.shingles(t, cfg.shingle_size) for t in uniq]
+    sigs = mh.signatures(sets, num_perm=cfg.num_perm, seed=cfg.seed, progress=False)
+    max_size = max(2, int(MAX_GROUP_SHARE_OF_FOLD * np.bincount(y).min() / n_folds))
+    comp, _ = mh.refined_components(
+        sets, sigs, threshold=cfg.split_threshold, max_size=max_size,
+        ceiling=max(cfg.split_threshold, min(cfg.dedup_threshold, 0.95)),
+        num_perm=cfg.num_perm, progress=False,
+    )
+    return np.asarray([comp[position[t]] for t in norm], dtype=np.int64)
+
+
+def make_folds(y: np.ndarray, n_folds: int, seed: int, groups: np.ndarray | None = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, shuffled folds (kept group-whole when ``groups`` is given); fewer folds
+    if the rarest class has fewer rows or groups."""
     rarest = int(np.bincount(y).min()) if len(y) else 0
+    if groups is not None:
+        rarest = min(rarest, *(len(np.unique(groups[y == k])) for k in np.unique(y)))
     k = min(n_folds, rarest)
     if k < 2:
         raise TrainDataError(
-            f"cannot cross-validate: the rarest class has {rarest} training row(s), need >= 2"
+            f"cannot cross-validate: the rarest class has {rarest} training row(s) or "
+            "similarity group(s), need >= 2"
         )
-    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    x = np.zeros(len(y))
+    if groups is None:
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
+    folds = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups))
+    if any(len(np.unique(y[tr])) < len(np.unique(y)) for tr, _ in folds):
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
+    return folds
 
 
 class _MemoAnalyzer:
@@ -335,7 +381,7 @@ class _FoldFeatures:
         x_tr, x_te, _ = self.raw(i, params, vocabulary)
         if columns is not None:
             x_tr, x_te = x_tr[:, columns], x_te[:, columns]
-        return normalize(x_tr.tocsr()), normalize(x_te.tocsr())
+        return l2_normalize(x_tr.tocsr()), l2_normalize(x_te.tocsr())
 
 
 def _fit_clf(recipe: _Recipe, params: dict[str, Any], calibration: str, x: Any,
@@ -634,7 +680,9 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     trainer = get_trainer(cfg.trainer)
     recipe = _Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
     candidates = expand_grid(trainer, cfg.grid)
-    folds = make_folds(y, cfg.cv_folds, cfg.seed)
+    groups = split.groups if split.groups is not None else similarity_groups(
+        texts, y, bp.spec.refine, cfg.cv_folds)
+    folds = make_folds(y, cfg.cv_folds, cfg.seed, groups)
     log(f"{task.name}: {len(texts)} training rows, trainer {trainer.name}, "
         f"{len(candidates)} candidate(s) x {len(folds)} folds")
 

@@ -276,3 +276,29 @@ def test_registry_default_is_exportable_with_the_export_module(trained_run):
     assert (len(onnx_bytes) + len(bin_bytes), res.size_source) == (
         res.size_bytes, "export.artifact_bytes")
     assert get_trainer(tm.trainer).name == "tfidf_logreg"
+
+
+def test_near_duplicates_stay_in_one_fold():
+    from foundry.blueprint import Refine
+    from foundry.train import make_folds, similarity_groups
+
+    rows = make_rows(120, 4)
+    texts = [r["text"] for r in rows] + ["今天北京的天气怎么样呀", "今天北京的天气怎么样呢"]
+    y = np.array([0 if r["label"] == "Question" else 1 for r in rows] + [0, 0])
+    groups = similarity_groups(texts, y, Refine(), n_folds=3)
+    assert groups[-1] == groups[-2]  # Jaccard of 3-shingles well above split_threshold
+    assert len(np.unique(groups)) > 10  # ... while distinct sentences get their own groups
+    folds = make_folds(y, 3, seed=0, groups=groups)
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+        assert set(y[tr]) == {0, 1}
+
+
+def test_refined_group_ids_are_used_when_every_row_has_one(tmp_path):
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, [{"text": "吗", "label": "Question", "group": 3},
+                       {"text": "好", "label": "Statement", "group": 5}])
+    assert load_split(path, ["Question", "Statement"]).groups.tolist() == [3, 5]
+    write_jsonl(path, [{"text": "吗", "label": "Question", "group": 3},
+                       {"text": "好", "label": "Statement"}])
+    assert load_split(path, ["Question", "Statement"]).groups is None
