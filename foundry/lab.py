@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from foundry.paths import MODELS_DIR
-from foundry.runtime import MicroModel, Prediction
+from foundry.runtime import MicroModel, Prediction, read_linear_graph
 from foundry.textspec import normalize
 
 try:  # POSIX advisory lock: two kernels correcting the same task must not interleave.
@@ -45,8 +45,6 @@ except ImportError:  # pragma: no cover - Windows
 MODELS_DIR_ENV = "FOUNDRY_MODELS_DIR"
 #: Colours of the labels, by their index in the model's label list.
 LABEL_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04")
-#: ONNX ops that may surround a ``LinearClassifier`` without breaking the linear explanation.
-_PASSTHROUGH_OPS = frozenset({"Identity", "Cast", "Normalizer"})
 #: Columns of a batch table, in display order.
 BATCH_COLUMNS = ("line", "text", "label", "confidence", "confident")
 
@@ -107,50 +105,30 @@ class LinearWeights:
     units: str
 
 
-def _attributes(node) -> dict:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
 def linear_weights(onnx_path: str | Path, n_labels: int, n_features: int) -> LinearWeights | None:
     """Read the weights of a linear classifier graph, or ``None`` if the graph is not linear.
 
-    A graph counts as linear when it has exactly one ``LinearClassifier`` node and every other
-    node only passes values through (``Identity``, ``Cast``, ``Normalizer``).
+    "Linear" is what the runtime's numpy backend accepts
+    (:func:`foundry.runtime.read_linear_graph`): one ``LinearClassifier``, optionally followed
+    by an L1 ``Normalizer``.
     """
-    import onnx
-
-    graph = onnx.load(str(onnx_path)).graph
-    linear = [n for n in graph.node if n.op_type == "LinearClassifier"]
-    others = {n.op_type for n in graph.node if n.op_type != "LinearClassifier"}
-    if len(linear) != 1 or not others <= _PASSTHROUGH_OPS:
+    graph = read_linear_graph(Path(onnx_path).read_bytes())
+    if graph is None:
         return None
-    attrs = _attributes(linear[0])
-    coefs = np.asarray(attrs.get("coefficients", []), dtype=np.float64)
-    intercepts = np.asarray(attrs.get("intercepts", [0.0] * n_labels), dtype=np.float64)
-    post = attrs.get("post_transform", b"NONE")
-    post = post.decode() if isinstance(post, bytes) else str(post)
-    if coefs.size == n_labels * n_features:
-        weights = coefs.reshape(n_labels, n_features)
-    elif n_labels == 2 and coefs.size == n_features:
-        # One row = class 1 against class 0.
-        weights = np.vstack([np.zeros(n_features), coefs])
-        intercepts = np.array([0.0, float(intercepts[0]) if intercepts.size else 0.0])
-    else:
-        raise LabError(
-            f"{onnx_path}: LinearClassifier has {coefs.size} coefficients, expected "
-            f"{n_labels} labels x {n_features} features"
-        )
-    if intercepts.size != n_labels:
-        intercepts = np.resize(intercepts, n_labels)
+    weights = np.asarray(graph.coefficients, dtype=np.float64)
+    intercepts = np.asarray(graph.intercepts, dtype=np.float64)
+    if weights.shape != (n_labels, n_features):
+        raise LabError(f"{onnx_path}: LinearClassifier weights have shape {weights.shape}, "
+                       f"expected {n_labels} labels x {n_features} features")
     symmetric = n_labels == 2 and np.allclose(weights[0], -weights[1])
-    if post == "LOGISTIC" and symmetric and "Normalizer" not in others:
+    # An L1 Normalizer after these two changes nothing: their outputs already sum to 1.
+    if graph.post_transform == "LOGISTIC" and symmetric:
         # skl2onnx stores a binary logistic regression w as rows [-w, w] and applies a sigmoid
         # to each score, so log(p1 / p0) = w.x + b: half the row difference.
         return LinearWeights(weights, intercepts, 0.5, "log-odds")
-    if post == "SOFTMAX" and "Normalizer" not in others:
+    if graph.post_transform == "SOFTMAX":
         return LinearWeights(weights, intercepts, 1.0, "log-odds")
+    # One-vs-rest sigmoids (+ L1) or raw scores: the difference still ranks, but is not log-odds.
     return LinearWeights(weights, intercepts, 1.0, "score")
 
 
@@ -497,8 +475,8 @@ def render_explanation(labels: Sequence[str], explanation: Explanation, top: int
                f"({explanation.units})")
     else:
         how = f"drop of P({explanation.label}) when the n-gram is zeroed"
-    return (f'<div class="foundry-why"><div style="color:#6b7280;font-size:90%">Why: {html.escape(how)}; '
-            f"+ pushes {html.escape(explanation.label)}, ▁ marks a word boundary</div>"
+    return (f'<div class="foundry-why"><div style="color:#6b7280;font-size:90%">'
+            f"Why: {html.escape(how)}; + pushes {html.escape(explanation.label)}, ▁ marks a word boundary</div>"
             f'{"".join(chips)}</div>')
 
 
@@ -518,7 +496,8 @@ def render_answer(model: MicroModel, text: str, prediction: Prediction,
         f'data-confident="{str(prediction.confident).lower()}">'
         f'<div style="color:#6b7280">{html.escape(model.task)} · {html.escape(text)}</div>'
         f'<div style="font-size:150%;margin:4px 0"><span class="foundry-label" '
-        f'style="color:{colour};font-weight:bold">{html.escape(prediction.label)}</span>{badge}</div>'
+        f'style="color:{colour};font-weight:bold">{html.escape(prediction.label)}</span>'
+        f"{badge}</div>"
         f"{render_probabilities(model.labels, prediction)}{why}</div>"
     )
 
@@ -610,7 +589,8 @@ class Lab:
         if task not in self.tasks():
             raise LabError(f"no task {task!r} in {self.models_dir} (found: "
                            f"{', '.join(self.tasks()) or 'none'}); forge it with `make forge`")
-        files = (self.models_dir / f"{task}_preprocessor.bin", self.models_dir / f"{task}_classifier.onnx")
+        files = (self.models_dir / f"{task}_preprocessor.bin",
+                 self.models_dir / f"{task}_classifier.onnx")
         # Keyed by modification times, so a re-forge while the lab is open is picked up.
         stamp = tuple(f.stat().st_mtime_ns for f in files)
         cached = self._models.get(task)

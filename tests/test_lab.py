@@ -377,3 +377,57 @@ def test_notebook_batch_sorts_and_shows_errors(tiny_models, tmp_path):
     [b for b in ns["corrections_box"].children if hasattr(b, "click")][0].click()
     assert "foundry-error" in ns["correction_status"].value
     assert "no blueprint recorded" in ns["correction_status"].value
+
+
+def test_refine_learns_what_the_lab_records(tmp_path):
+    """The log the lab writes is what the refine stage reads: the last label per text wins."""
+    from foundry.blueprint import Label, Refine, Task
+    from foundry.refine import refine_rows
+
+    task = Task(name="is_question", description="d", constitution="c.md", exam="e.jsonl",
+                labels=[Label(name="Question", definition="asks"),
+                        Label(name="Statement", definition="states")])
+    path = lab.corrections_path(tmp_path, task.name)
+    lab.append_correction(path, "打开灯吗", "Statement")
+    lab.append_correction(path, "打开灯吗 ", "Question")  # changed mind: the newer line counts
+    generated = [{"text": t, "label": y, "source": "llm"} for t, y in [
+        ("打开灯吗", "Statement"), ("帮我开灯", "Statement"), ("几点了", "Question"),
+        ("关掉空调", "Statement"), ("谁发明了电话", "Question")]]
+    res = refine_rows(generated, task, Refine(balance="none", test_size=0.25),
+                      corrections=lab.read_corrections(path))
+    kept = [(r["text"], r["label"], r["source"]) for r in (*res.train, *res.test)
+            if r["text"].startswith("打开灯吗")]
+    assert kept == [("打开灯吗 ", "Question", "correction")]
+
+
+def test_multiclass_contributions_weigh_the_label_against_the_runner_up(tmp_path):
+    from types import SimpleNamespace
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from foundry.export import artifact_bytes, install_artifacts
+    from foundry.textspec import Analyzer, TextSpec
+
+    texts = ["几点了？", "你叫什么名字", "明天会下雨吗", "打开灯", "关掉空调", "播放音乐",
+             "你好", "早上好", "晚安啊"]
+    y = np.repeat([0, 1, 2], 3)
+    spec = TextSpec()
+    pipeline = Pipeline([
+        ("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), lowercase=False, sublinear_tf=True)),
+        ("clf", LogisticRegression(C=10.0, max_iter=2000)),
+    ]).fit(texts, y)
+    trained = SimpleNamespace(pipeline=pipeline, labels=["Question", "Command", "Greeting"],
+                              spec=spec, sublinear_tf=True, trainer="tfidf_logreg",
+                              data_sha256="0" * 64, train_rows=len(texts), task="three")
+    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.5, task="three")
+    install_artifacts("three", {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
+                                "conformance.json": b"{}", "card.md": b"#\n"}, tmp_path)
+    answer = Lab(tmp_path).ask("three", "你好吗")
+    e, p = answer.explanation, answer.prediction.probabilities
+    assert e.method == "linear" and e.units == "log-odds"
+    assert e.versus == max((lab_ for lab_ in p if lab_ != e.label), key=p.get)
+    total = sum(c.contribution for c in e.contributions) + e.bias
+    assert total == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-4)
+    assert {c.favours for c in e.contributions} <= {e.label, e.versus}

@@ -56,7 +56,8 @@ def _free_port() -> int:
 
 def _quiet_lab_settings(settings_dir: Path) -> None:
     """No news/update toasts: they would cover the page in the screenshot."""
-    target = settings_dir / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    target = (settings_dir / "@jupyterlab" / "apputils-extension"
+              / "notification.jupyterlab-settings")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
 
@@ -65,7 +66,8 @@ def _wait_for_server(proc: subprocess.Popen, url: str, log: Path) -> None:
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n"
+                               f"{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200:
@@ -207,7 +209,8 @@ def test_tester_answers_in_a_real_browser(tmp_path):
     shot = REPO / "test-output" / "lab_tester.png"
     shot.parent.mkdir(exist_ok=True)
 
-    with jupyterlab(serve_notebook(tmp_path), models_dir, tmp_path) as url, browser_page(url) as page:
+    with jupyterlab(serve_notebook(tmp_path), models_dir, tmp_path) as url, \
+            browser_page(url) as page:
         run_all_cells(page)
         answer = ask(page, QUESTION)
         label = answer.locator(".foundry-label")
@@ -241,7 +244,7 @@ def test_tester_answers_in_a_real_browser(tmp_path):
 
 def screenshot(models_dir: Path, out: Path, text: str = QUESTION, task: str | None = None,
                batch: Sequence[str] = ()) -> None:
-    """Open the tester on ``models_dir``, ask ``text`` (and a batch), save a screenshot to ``out``."""
+    """Open the tester on ``models_dir``, ask ``text`` (and a batch); screenshot it to ``out``."""
     with tempfile.TemporaryDirectory() as tmp, \
             jupyterlab(serve_notebook(Path(tmp)), models_dir.resolve(), Path(tmp)) as url, \
             browser_page(url, height=1250 if batch else 960) as page:
