@@ -87,6 +87,19 @@ EMOJI = (
     + _span(0x1F1E6, 0x1F1FF)
     + ["\u200d", "\ufe0f", "\u20e3", "\u2764"]
 )
+#: Composition and reordering corner cases of NFKC: conjoining jamo and syllables (Hangul
+#: composition), Devanagari nukta and virama, Tibetan and Hebrew points (many combining classes).
+COMPOSING = (
+    _span(0x1100, 0x1112)
+    + _span(0x1161, 0x1175)
+    + _span(0x11A8, 0x11C2)
+    + _span(0xAC00, 0xAC20)
+    + _span(0x0915, 0x0939)
+    + ["\u093c", "\u094d", "\u0958"]
+    + _span(0x0F71, 0x0F84)
+    + _span(0x05B0, 0x05C7)
+    + ["\u0344", "\u0340", "\u0f73", "\u2126", "\u212b", "\u1e9b", "\u0323"]
+)
 #: Code points whose case properties changed between Unicode 14 and 17 (see the spec).
 VERSION_TRAPS = ["\u0295", "\u02e4", "\U0001171e", "\u03a3"]
 LONE_SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff", "\ud83d", "\ude00"]
@@ -105,6 +118,7 @@ POOLS: list[tuple[float, list[str]]] = [
     (3, CONTROL),
     (3, FORMAT),
     (5, COMBINING),
+    (4, COMPOSING),
     (6, EMOJI),
     (1, VERSION_TRAPS),
     (0.5, LONE_SURROGATES),
