@@ -376,6 +376,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _last_byte(fd: int, size: int) -> bytes:
+    # lseek + read rather than os.pread, which Windows lacks; O_APPEND writes ignore the offset.
+    os.lseek(fd, size - 1, os.SEEK_SET)
+    return os.read(fd, 1)
+
+
 def append_correction(path: str | Path, text: str, label: str, *, task: str | None = None,
                       predicted: str | None = None, now: datetime | None = None) -> bool:
     """Append one correction unless the log already holds ``label`` for this text.
@@ -410,7 +416,7 @@ def append_correction(path: str | Path, text: str, label: str, *, task: str | No
         if current_label(read_corrections(path), text) == label:
             return False
         size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
+        if size and _last_byte(fd, size) != b"\n":
             line = "\n" + line  # a hand-edited file without a final newline
         os.write(fd, line.encode("utf-8"))
         os.fsync(fd)
