@@ -501,3 +501,32 @@ def _forged_pipeline(task: str, model):
         vocab.get(g) == i for g, i in model.vocabulary.items()
     )
     return pipeline if same else None
+
+
+# --- the hard cases themselves ---------------------------------------------------------------
+
+
+def test_hard_cases_cover_what_the_conformance_vectors_promise() -> None:
+    joined = "".join(HARD_CASES)
+    assert "" in HARD_CASES
+    assert all(ch in joined for ch in WHITESPACE), "every whitespace code point"
+    categories = {unicodedata.category(ch) for ch in joined}
+    assert {"Cc", "Cf", "Mn", "Co", "Zl", "Zp"} <= categories
+    assert "\u200d" in joined and "\u0130" in joined and "\u03a3" in joined  # ZWJ, İ, Σ
+    assert any(len(t) > 2 * TextSpec().max_chars for t in HARD_CASES), "a very long input"
+    assert any(0xFF01 <= ord(ch) <= 0xFF5E for ch in joined), "full-width forms"
+    assert len(HARD_CASES) == len(set(HARD_CASES))
+
+
+def test_hard_cases_are_portable_inputs() -> None:
+    """No surrogates (not valid UTF-8) and nothing the Unicode-version rule excludes."""
+    for text in HARD_CASES:
+        assert not any("\ud800" <= ch <= "\udfff" for ch in text), repr(text)
+        assert not is_version_sensitive(text), repr(text)
+
+
+def test_version_sensitive_rule() -> None:
+    assert all(is_version_sensitive(t) for t in VERSION_SENSITIVE_EXAMPLES)
+    assert not is_version_sensitive("\u0295 without a sigma")
+    assert not is_version_sensitive("ΟΔΥΣΣΕΥΣ")
+    assert is_version_sensitive("\U0001d6ba\u0295")  # MATHEMATICAL BOLD CAPITAL SIGMA: NFKC -> Σ
