@@ -213,12 +213,23 @@ def describe(text: str) -> str:
 
 
 def assert_same_textspec(texts: list[str], spec: TextSpec, work: Path) -> int:
-    """Compare Python and JS; return how many disagreements the Unicode rule explained."""
+    """Compare JS with the Python reference (``foundry.textspec``) and with the Python
+    runtime's fast paths (``fast_normalize``, batched ``normalize_many``, ``ngram_list``);
+    return how many disagreements the Unicode rule explained."""
+    from foundry.runtime import fast_normalize, ngram_list, normalize_many
+
     js_rows = run_js_textspec(texts, spec, work)
+    batch = normalize_many(texts, spec)
     explained = 0
-    for text, js in zip(texts, js_rows, strict=True):
+    for text, js, batched in zip(texts, js_rows, batch, strict=True):
         py_norm = normalize(text, spec)
         py_grams = list(char_ngrams(py_norm, spec))
+        fast = fast_normalize(text, spec)
+        assert fast == batched == py_norm, (
+            f"Python runtime fast paths disagree on {text!r} ({describe(text)}) with {spec}: "
+            f"textspec {py_norm!r}, fast_normalize {fast!r}, normalize_many {batched!r}"
+        )
+        assert sorted(ngram_list(py_norm, spec)) == sorted(py_grams), repr(text)
         if (py_norm, py_grams) == (js["normalized"], js["ngrams"]):
             continue
         assert is_version_sensitive(text), (
@@ -439,17 +450,32 @@ def fuzz_models(tmp_path_factory) -> tuple[Path, dict]:
     return models_dir, pipelines
 
 
+def single_text_disagreements(model, texts: list[str], js_rows: list[dict]) -> list[str]:
+    """``model.predict(text)`` (the one-text path) against the JS probabilities."""
+    problems = []
+    for text, js in zip(texts, js_rows, strict=True):
+        if is_version_sensitive(text):
+            continue
+        got = list(model.predict(text).probabilities.values())
+        if np.max(np.abs(np.asarray(got) - np.asarray(js["probabilities"]))) > PROBA_TOL:
+            problems.append(f"{text[:40]!r}: predict() {got} vs js {js['probabilities']}")
+    return problems
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
 @pytest.mark.parametrize("task", sorted(FUZZ_SPECS))
 def test_python_runtime_equals_js_runtime_equals_sklearn(
-    task: str, fuzz_models: tuple[Path, dict], tmp_path: Path
+    task: str, backend: str, fuzz_models: tuple[Path, dict], tmp_path: Path
 ) -> None:
     from foundry.runtime import MicroModel
 
     models_dir, pipelines = fuzz_models
     texts = runtime_texts(seed=6, count=3000, seeds=pipelines["_seeds"])
-    model = MicroModel.load(task, models_dir)
+    model = MicroModel.load(task, models_dir, backend=backend)
+    assert model.backend == backend
     js_rows = run_js_runtime(models_dir, task, texts, tmp_path)
     problems = three_way_disagreements(model, pipelines[task], texts, js_rows)
+    problems += single_text_disagreements(model, texts[::10], js_rows[::10])
     assert not problems, f"{len(problems)} disagreements, first: " + "\n".join(problems[:10])
     # The fuzz must reach the model: many (mutated known) texts have features.
     assert sum(1 for r in js_rows if r["features"]) > len(texts) // 5
@@ -468,7 +494,7 @@ def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
             pytest.fail(message)
         pytest.skip(message)
     for task in tasks:
-        model = MicroModel.load(task, models_dir)
+        model = MicroModel.load(task, models_dir)  # the default backend, as `foundry predict`
         seeds = [
             v["text"]
             for v in json.loads(
@@ -481,6 +507,7 @@ def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
         if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
             assert pipeline is not None, f"{task}: the run that forged {models_dir} is not in runs/"
         problems = three_way_disagreements(model, pipeline, texts, js_rows)
+        problems += single_text_disagreements(model, texts[::10], js_rows[::10])
         assert not problems, f"{task}: {len(problems)} disagreements:\n" + "\n".join(problems[:10])
 
 
