@@ -86,6 +86,7 @@ class Prediction:
 
 
 _new_object = object.__new__
+_MORE_THAN_ONE = (1).__lt__
 
 
 def _prediction(label: str, probabilities: dict[str, float], confident: bool,
@@ -354,10 +355,112 @@ class LinearGraph:
     l1_normalize: bool
 
 
-def _attributes(node) -> dict[str, Any]:
-    from onnx import helper
+# A minimal reader of the protobuf wire format, for the few ONNX fields the numpy backend
+# needs. ``import onnx`` alone takes ~100 ms, twice the load budget of both models; the
+# field numbers below are fixed by onnx.proto (proto2) forever. tests/test_runtime_backends.py
+# checks this reader against the onnx package.
+_MODEL_GRAPH = 7
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_SPARSE_INITIALIZER = 1, 5, 11, 15
+_NODE_INPUT, _NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE, _NODE_DOMAIN = 1, 2, 4, 5, 7
+_ATTR_NAME, _ATTR_S, _ATTR_FLOATS, _ATTR_INTS = 1, 4, 7, 8
+_VALUE_INFO_NAME = 1
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fixed32_run(buf: memoryview, start: int, key: int) -> np.ndarray:
+    """The float32 values of consecutive 5-byte records ``key, 4 bytes`` from ``start``."""
+    rows = (len(buf) - start) // 5
+    records = np.frombuffer(buf, dtype=np.uint8, count=rows * 5, offset=start).reshape(rows, 5)
+    other = np.flatnonzero(records[:, 0] != key)
+    n = int(other[0]) if len(other) else rows
+    return records[:n, 1:].copy().view("<f4").ravel()
+
+
+def _proto_fields(buf: memoryview) -> dict[int, list]:
+    """Field number -> values of one message: ints (varint), memoryviews (length-delimited),
+    float32 arrays (runs of fixed32 records), bytes (fixed64)."""
+    fields: dict[int, list] = {}
+    pos = 0
+    while pos < len(buf):
+        key_at = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > len(buf):
+                raise ValueError("length-delimited field runs past the end")
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            if pos + 4 > len(buf):
+                raise ValueError("truncated fixed32 field")
+            # Unpacked repeated floats (proto2's default) are runs of identical one-byte keys.
+            value = (
+                _fixed32_run(buf, key_at, key) if key < 0x80
+                else np.frombuffer(buf, dtype="<f4", count=1, offset=pos)
+            )
+            pos = key_at + 5 * len(value) if key < 0x80 else pos + 4
+        elif wire == 1:
+            if pos + 8 > len(buf):
+                raise ValueError("truncated fixed64 field")
+            value, pos = bytes(buf[pos : pos + 8]), pos + 8
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        fields.setdefault(number, []).append(value)
+    return fields
+
+
+def _strings(fields: dict[int, list], number: int) -> list[str]:
+    return [bytes(v).decode("utf-8") for v in fields.get(number, [])]
+
+
+def _floats(fields: dict[int, list], number: int) -> np.ndarray:
+    parts = [
+        np.frombuffer(v, dtype="<f4") if isinstance(v, memoryview) else v  # packed or runs
+        for v in fields.get(number, [])
+    ]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def _ints(fields: dict[int, list], number: int) -> list[int]:
+    out: list[int] = []
+    for v in fields.get(number, []):
+        if isinstance(v, int):
+            out.append(v)
+        else:  # packed
+            pos = 0
+            while pos < len(v):
+                value, pos = _varint(v, pos)
+                out.append(value)
+    return [x - (1 << 64) if x >= 1 << 63 else x for x in out]  # int64 two's complement
+
+
+def _node(fields: dict[int, list]) -> dict[str, Any]:
+    attributes = {}
+    for raw in fields.get(_NODE_ATTRIBUTE, []):
+        attr = _proto_fields(raw)
+        name = _strings(attr, _ATTR_NAME)[0] if _ATTR_NAME in attr else ""
+        attributes[name] = attr
+    return {
+        "op_type": "".join(_strings(fields, _NODE_OP_TYPE)),
+        "domain": "".join(_strings(fields, _NODE_DOMAIN)),
+        "input": _strings(fields, _NODE_INPUT),
+        "output": _strings(fields, _NODE_OUTPUT),
+        "attributes": attributes,
+    }
 
 
 def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
@@ -366,42 +469,53 @@ def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
     Accepted: exactly ``features -> LinearClassifier -> (label, probabilities)``, or that
     classifier writing an intermediate tensor that one ``Normalizer(norm="L1")`` turns into
     ``probabilities``; integer class labels ``0..K-1``; a known ``post_transform``.
-    """
-    from onnx import ModelProto
 
-    model = ModelProto()
-    model.ParseFromString(onnx_data)
-    graph = model.graph
-    nodes = list(graph.node)
-    if not 1 <= len(nodes) <= 2 or len(graph.input) != 1 or graph.initializer:
+    Raises
+    ------
+    ValueError
+        If the bytes are not a well-formed protobuf message.
+    """
+    model = _proto_fields(memoryview(onnx_data))
+    if len(model.get(_MODEL_GRAPH, [])) != 1:
+        return None
+    graph = _proto_fields(model[_MODEL_GRAPH][0])
+    nodes = [_node(_proto_fields(raw)) for raw in graph.get(_GRAPH_NODE, [])]
+    inputs = [_strings(_proto_fields(raw), _VALUE_INFO_NAME) for raw in graph.get(_GRAPH_INPUT, [])]
+    if (
+        not 1 <= len(nodes) <= 2 or len(inputs) != 1
+        or _GRAPH_INITIALIZER in graph or _GRAPH_SPARSE_INITIALIZER in graph
+    ):
         return None
     clf = nodes[0]
-    if (clf.op_type, clf.domain) != ("LinearClassifier", "ai.onnx.ml") or len(clf.output) != 2:
+    if (clf["op_type"], clf["domain"]) != ("LinearClassifier", "ai.onnx.ml"):
         return None
-    if list(clf.input) != [graph.input[0].name] or clf.output[0] != "label":
+    if len(clf["output"]) != 2 or clf["input"] != inputs[0] or clf["output"][0] != "label":
         return None
-    attrs = _attributes(clf)
-    post = attrs.get("post_transform", b"NONE").decode()
-    labels = list(attrs.get("classlabels_ints", []))
-    coefficients = np.asarray(attrs.get("coefficients", []), dtype=np.float32)
-    intercepts = np.asarray(attrs.get("intercepts", []), dtype=np.float32)
+    attrs = clf["attributes"]
+    if set(attrs) - {"classlabels_ints", "coefficients", "intercepts", "multi_class",
+                     "post_transform"}:
+        return None  # e.g. string class labels
+    post = "".join(_strings(attrs.get("post_transform", {}), _ATTR_S)) or "NONE"
+    labels = _ints(attrs.get("classlabels_ints", {}), _ATTR_INTS)
+    coefficients = _floats(attrs.get("coefficients", {}), _ATTR_FLOATS)
+    intercepts = _floats(attrs.get("intercepts", {}), _ATTR_FLOATS)
     k = len(labels)
     if post not in POST_TRANSFORMS or labels != list(range(k)) or k < 2:
         return None
-    if len(intercepts) != k or coefficients.size % k:
+    if len(intercepts) != k or coefficients.size % k or coefficients.size == 0:
         return None
     l1 = False
     if len(nodes) == 2:
         norm = nodes[1]
         if (
-            (norm.op_type, norm.domain) != ("Normalizer", "ai.onnx.ml")
-            or list(norm.input) != [clf.output[1]]
-            or list(norm.output) != ["probabilities"]
-            or _attributes(norm).get("norm", b"MAX") != b"L1"
+            (norm["op_type"], norm["domain"]) != ("Normalizer", "ai.onnx.ml")
+            or norm["input"] != [clf["output"][1]]
+            or norm["output"] != ["probabilities"]
+            or _strings(norm["attributes"].get("norm", {}), _ATTR_S) != ["L1"]
         ):
             return None
         l1 = True
-    elif clf.output[1] != "probabilities":
+    elif clf["output"][1] != "probabilities":
         return None
     return LinearGraph(coefficients.reshape(k, -1), intercepts, post, l1)
 
@@ -455,11 +569,13 @@ class _NumpyHead:
         self.intercepts = b.tolist()
         self.sublinear_tf = sublinear_tf
         self.l2 = l2
-        # tf of every possible count (an n-gram occurs at most max_chars + 2 times).
+        # For every possible count c (an n-gram occurs at most max_chars + 2 times), what
+        # its tf t(c) changes from the occurrence sums: t - c and t^2 - c.
         counts = np.arange(max_chars + 3, dtype=np.float64)
         with np.errstate(divide="ignore"):
-            table = (1.0 + np.log(counts)) if sublinear_tf else counts
-        self._tf = table.tolist().__getitem__
+            tf = (1.0 + np.log(counts)) if sublinear_tf else counts
+        self._dtf = (tf - counts).tolist().__getitem__
+        self._dtf2 = (tf * tf - counts).tolist().__getitem__
 
     def scores(self, grams: Sequence[str], normalized: str | None = None) -> list[float]:
         """Class scores (before the post transform) of one text's n-grams (with repeats).
@@ -496,20 +612,22 @@ class _NumpyHead:
         """Turn the occurrence sums of :meth:`scores` into tf sums; ``sums`` is updated in place.
 
         An n-gram seen ``c > 1`` times added ``c * v`` to a score and ``c * idf^2`` to the
-        squared norm, where ``t * v`` and ``t^2 * idf^2`` were due (``t`` its tf).
+        squared norm, where ``t * v`` and ``t^2 * idf^2`` were due (``t`` its tf): add
+        ``(t - c) * v`` and ``(t^2 - c) * idf^2``. Every loop runs in C (map over tables).
         Returns the corrected squared norm.
         """
         counts: dict[str, int] = {}
         _count_elements(counts, grams)
-        idf2, tf = self.idf2, self._tf
-        for gram in compress(counts, map((1).__lt__, counts.values())):
-            if gram not in idf2:
-                continue
-            c = counts[gram]
-            t = tf(c)
-            norm2 += (t * t - c) * idf2[gram]
-            for k, d in enumerate(self.weights):
-                sums[k] += (t - c) * d[gram]
+        idf2 = self.idf2
+        repeated = list(filter(idf2.__contains__, compress(counts, map(_MORE_THAN_ONE,
+                                                                      counts.values()))))
+        if not repeated:
+            return norm2
+        seen = list(map(counts.__getitem__, repeated))
+        norm2 += sum(map(operator.mul, map(self._dtf2, seen), map(idf2.__getitem__, repeated)))
+        dtf = list(map(self._dtf, seen))
+        for k, d in enumerate(self.weights):
+            sums[k] += sum(map(operator.mul, dtf, map(d.__getitem__, repeated)))
         return norm2
 
     def finish(self, scores: np.ndarray) -> np.ndarray:

@@ -377,7 +377,7 @@ def test_onnxruntime_single_queries_are_thread_safe(models_dir):
     assert all(got[k] == want for k in range(4))
 
 
-def test_numpy_backend_loads_without_onnxruntime(models_dir):
+def test_numpy_backend_loads_without_onnx_or_onnxruntime(models_dir):
     code = (
         "import sys\n"
         "from foundry.runtime import MicroModel\n"
@@ -385,7 +385,7 @@ def test_numpy_backend_loads_without_onnxruntime(models_dir):
         "m.predict('你好吗'); m.predict_many(['a', 'b'])\n"
         "assert m.backend == 'numpy'\n"
         "bad = sorted(k for k in sys.modules\n"
-        "             if k.split('.')[0] in {'onnxruntime', 'sklearn', 'scipy'})\n"
+        "             if k.split('.')[0] in {'onnx', 'onnxruntime', 'sklearn', 'scipy'})\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -414,3 +414,69 @@ def test_post_transforms_do_not_overflow():
     softmax = _post_transform(scores, "SOFTMAX", True)
     np.testing.assert_allclose(softmax.sum(axis=1), 1.0)
     np.testing.assert_allclose(softmax[0], [0.0, 1.0])
+
+
+# --- the minimal ONNX reader ------------------------------------------------------------------
+
+
+def _onnx_package_view(data: bytes) -> tuple[np.ndarray, np.ndarray, str]:
+    import onnx
+    from onnx import helper
+
+    node = onnx.load_from_string(data).graph.node[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return (np.asarray(attrs["coefficients"], dtype=np.float32),
+            np.asarray(attrs["intercepts"], dtype=np.float32), attrs["post_transform"].decode())
+
+
+@pytest.mark.parametrize("task", list(MODELS))
+def test_linear_graph_reader_agrees_with_the_onnx_package(models_dir, task):
+    data = (models_dir / f"{task}_classifier.onnx").read_bytes()
+    graph = read_linear_graph(data)
+    coefficients, intercepts, post = _onnx_package_view(data)
+    np.testing.assert_array_equal(graph.coefficients.ravel(), coefficients)
+    np.testing.assert_array_equal(graph.intercepts, intercepts)
+    assert graph.post_transform == post
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_linear_graph_reader_accepts_packed_repeated_fields():
+    """Protobuf writers may pack repeated scalars; parsers must accept both encodings."""
+    coefficients = np.array([0.5, -1.25, 3.0, -0.5, 1.25, -3.0], dtype="<f4")
+    floats, ints, string = (_varint(20 << 3) + _varint(t) for t in (6, 7, 3))  # type = 20
+    attrs = [
+        _field(1, b"coefficients") + _field(7, coefficients.tobytes()) + floats,
+        _field(1, b"intercepts") + _field(7, np.array([-0.1, 0.1], dtype="<f4").tobytes())
+        + floats,
+        _field(1, b"classlabels_ints") + _field(8, _varint(0) + _varint(1)) + ints,
+        _field(1, b"post_transform") + _field(4, b"LOGISTIC") + string,
+    ]
+    node = (_field(1, b"features") + _field(2, b"label") + _field(2, b"probabilities")
+            + _field(4, b"LinearClassifier") + _field(7, b"ai.onnx.ml")
+            + b"".join(_field(5, a) for a in attrs))
+    data = _field(7, _field(1, node) + _field(11, _field(1, b"features")))
+    graph = read_linear_graph(data)
+    assert graph is not None
+    np.testing.assert_array_equal(graph.coefficients, coefficients.reshape(2, 3))
+    assert graph.post_transform == "LOGISTIC"
+    got = _onnx_package_view(data)
+    np.testing.assert_array_equal(got[0], coefficients)
+
+
+@pytest.mark.parametrize("cut", [1, 7, 100, 1000])
+def test_linear_graph_reader_rejects_truncated_bytes(models_dir, cut):
+    data = (models_dir / "binary_classifier.onnx").read_bytes()
+    with pytest.raises(ValueError):
+        read_linear_graph(data[:-cut])

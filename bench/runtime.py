@@ -1,0 +1,396 @@
+"""How fast is the shipped runtime? Side by side with fastText and scikit-learn, one process.
+
+    .venv/bin/python bench/runtime.py                    # forged models/ + the latest run
+    .venv/bin/python bench/runtime.py --rounds 9         # more rounds, steadier medians
+    .venv/bin/python bench/runtime.py --tiny             # no forge needed: tiny test models
+
+For each default task (``is_question``, ``confirmation``) and a fixed list of realistic inputs
+(:data:`INPUTS`: short and long, Chinese and mixed), it measures
+
+- single-query latency, p50 and p99 of one-text calls (``MicroModel.predict``; the pipeline's
+  ``predict_proba([text])``; fastText's ``predict``),
+- batch throughput in texts/s of ``predict_many`` (resp. ``predict_proba`` on a list,
+  fastText's list ``predict``) at batch sizes 1, 32 and 1024,
+
+for these engines:
+
+- ``foundry numpy`` / ``foundry ort``: :class:`foundry.runtime.MicroModel` on the forged pair,
+  backend ``numpy`` (the default for linear graphs) and ``onnxruntime`` (the reference);
+- ``sklearn``: the train stage's pipeline (``runs/<bp>/<run>/train/<task>/model.joblib``);
+- ``fastText``: ``fasttext-wheel`` trained on the run's ``refine/<task>/train.jsonl``, on the
+  raw text with character n-grams 1-3 (``minn=1, maxn=3``, as our features), one thread. Its
+  ``predict`` is a copy of ``fasttext.FastText._FastText.predict`` with the one NumPy 2 fix
+  (``np.asarray`` for ``np.array(copy=False)``), asking for every label's probability.
+
+Every figure is the median over ``--rounds`` rounds in this one process, engines interleaved
+round by round, so that the machine's load hits them alike. A second table runs each engine
+in fresh processes: import time, time to load both default models, and peak RSS.
+Numeric libraries are held to one thread (the targets are per core).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before NumPy loads: one core, as the targets say
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+TASKS = ("is_question", "confirmation")
+BATCH_SIZES = (1, 32, 1024)
+FASTTEXT_PARAMS = {"epoch": 30, "lr": 0.5, "dim": 50, "minn": 1, "maxn": 3, "wordNgrams": 1,
+                   "bucket": 200_000, "loss": "softmax", "thread": 1, "seed": 42, "verbose": 0}
+
+#: Realistic inputs of an offline assistant: short and long, Chinese, mixed with English,
+#: digits, full-width punctuation and emoji.
+INPUTS: tuple[str, ...] = (
+    "好的", "嗯", "不要", "ok", "可以", "取消吧", "对", "算了", "行啊", "好滴👌",
+    "今天天气怎么样？", "明天会下雨吗", "几点了", "帮我打开客厅的灯", "设个七点的闹钟",
+    "你叫什么名字？", "播放周杰伦的歌", "提醒我明天交报告", "这个多少钱", "为什么天是蓝的",
+    "是的，就这么办", "不用了谢谢", "等一下，我再想想", "好的，但是改成明天下午三点",
+    "yes please 就发吧", "sure，没问题", "no no no 先别删", "为什么要删除它？",
+    "帮我查一下从北京到上海的高铁，最好是明天上午出发的",
+    "我觉得这部电影还可以，就是结尾有点仓促，你怎么看？",
+    "你能不能给我讲讲黑洞是怎么形成的，还有它为什么连光都跑不出来",
+    "把下周一上午十点的会议改到周二下午，然后通知一下项目组的所有人",
+    "iPhone 15 Pro 和 Pixel 8 哪个拍照更好？",
+    "帮我在 Google Calendar 里加一个 meeting，时间是 3pm",
+    "明天 9:30 的 flight 还准时吗",
+    "刚才那个 PDF 文件你帮我 share 给 Alice 了吗？",
+    "ＯＫ，没问题！！！",
+    "请问附近有没有24小时营业的药店？",
+    "我今天跑了5公里，感觉还不错😄",
+    "好吧好吧，那就按你说的来",
+    "嗯嗯嗯，知道了知道了",
+    "这个周末天气好的话我们去爬山，不好的话就在家看电影，你觉得呢",
+    "Can you 帮我 translate 这句话 into English？",
+    "what's the weather like in 深圳 tomorrow",
+)
+
+
+# -- engines -------------------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """One way of answering: ``one(text)`` for single queries, ``many(texts)`` for batches."""
+
+    name: str
+    one: Callable[[str], object]
+    many: Callable[[list[str]], object]
+    #: Relative cost, to scale the number of calls per round (sklearn is ~100x slower).
+    slow: bool = False
+
+
+def foundry_engine(task: str, models_dir: Path, backend: str) -> Engine:
+    from foundry.runtime import MicroModel
+
+    model = MicroModel.load(task, models_dir=models_dir, backend=backend)
+    short = {"numpy": "numpy", "onnxruntime": "ort"}[backend]
+    return Engine(f"foundry {short}", model.predict, model.predict_many)
+
+
+def sklearn_engine(pipeline) -> Engine:
+    return Engine("sklearn", lambda text: pipeline.predict_proba([text]), pipeline.predict_proba,
+                  slow=True)
+
+
+def fasttext_predict(model, text: str | list[str], k: int = -1, threshold: float = 0.0):
+    """``fasttext.FastText._FastText.predict`` with its NumPy 2 bug fixed, nothing else."""
+    def check(entry: str) -> str:
+        if entry.find("\n") != -1:
+            raise ValueError("predict processes one line at a time (remove '\\n')")
+        return entry + "\n"
+
+    if isinstance(text, list):
+        return model.f.multilinePredict([check(t) for t in text], k, threshold, "strict")
+    predictions = model.f.predict(check(text), k, threshold, "strict")
+    probs, labels = zip(*predictions, strict=True) if predictions else ([], ())
+    return labels, np.asarray(probs)
+
+
+def train_fasttext(rows: Sequence[tuple[str, str]], folder: Path):
+    """fastText on the raw texts (newlines flattened) with character n-grams 1-3."""
+    import fasttext
+
+    path = folder / "train.txt"
+    with open(path, "w", encoding="utf-8") as fh:
+        for text, label in rows:
+            flat = " ".join(text.split("\n"))
+            fh.write(f"__label__{label} {flat}\n")
+    return fasttext.train_supervised(input=str(path), **FASTTEXT_PARAMS)
+
+
+def fasttext_engine(model) -> Engine:
+    return Engine("fastText", lambda text: fasttext_predict(model, text),
+                  lambda texts: fasttext_predict(model, texts))
+
+
+# -- measurements --------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """Per-round figures of one engine on one task; reported as medians over rounds."""
+
+    p50_us: list[float] = field(default_factory=list)
+    p99_us: list[float] = field(default_factory=list)
+    throughput: dict[int, list[float]] = field(default_factory=dict)
+
+
+def latency_round(one: Callable[[str], object], texts: Sequence[str], passes: int,
+                  ) -> tuple[float, float]:
+    """p50 and p99 microseconds of single calls over ``passes`` passes through ``texts``."""
+    clock = time.perf_counter_ns
+    times = []
+    for _ in range(passes):
+        for text in texts:
+            start = clock()
+            one(text)
+            times.append(clock() - start)
+    p50, p99 = np.percentile(np.asarray(times, dtype=np.float64), [50, 99])
+    return p50 / 1000, p99 / 1000
+
+
+def throughput_round(many: Callable[[list[str]], object], batches: list[list[str]]) -> float:
+    """Texts per second over ``batches``."""
+    start = time.perf_counter()
+    for batch in batches:
+        many(batch)
+    return sum(map(len, batches)) / (time.perf_counter() - start)
+
+
+def make_batches(texts: Sequence[str], size: int, total: int) -> list[list[str]]:
+    """``total // size`` (at least 1) batches of ``size`` texts cycling through ``texts``."""
+    n = max(1, total // size)
+    pool = [texts[i % len(texts)] for i in range(n * size)]
+    return [pool[i * size:(i + 1) * size] for i in range(n)]
+
+
+def measure(engines: list[Engine], texts: Sequence[str], rounds: int, texts_per_round: int,
+            ) -> dict[str, Samples]:
+    """Interleave the engines round by round; collect per-round figures."""
+    samples = {e.name: Samples() for e in engines}
+    for engine in engines:  # warm-up: lazy tables, caches, first-call allocations
+        engine.many(list(texts))
+        for text in texts:
+            engine.one(text)
+    for _ in range(rounds):
+        for engine in engines:
+            budget = texts_per_round // (50 if engine.slow else 1)
+            s = samples[engine.name]
+            passes = max(1, budget // len(texts))
+            p50, p99 = latency_round(engine.one, texts, passes)
+            s.p50_us.append(p50)
+            s.p99_us.append(p99)
+            for size in BATCH_SIZES:
+                batches = make_batches(texts, size, max(budget, size))
+                s.throughput.setdefault(size, []).append(throughput_round(engine.many, batches))
+    return samples
+
+
+# -- fresh-process load time and memory ---------------------------------------------------
+
+_LOAD_PROBE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+kind, models_dir, run_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+tasks = sys.argv[4:]
+if kind.startswith("foundry"):
+    from foundry.runtime import MicroModel
+    t1 = time.perf_counter()
+    backend = kind.split(":")[1]
+    models = [MicroModel.load(t, models_dir=models_dir, backend=backend) for t in tasks]
+    t2 = time.perf_counter()
+    for m in models:
+        m.predict("今天天气怎么样？")
+elif kind == "sklearn":
+    import joblib
+    t1 = time.perf_counter()
+    models = [joblib.load(f"{run_dir}/train/{t}/model.joblib") for t in tasks]
+    t2 = time.perf_counter()
+    for m in models:
+        m["pipeline"].predict_proba(["今天天气怎么样？"])
+else:
+    import fasttext
+    t1 = time.perf_counter()
+    models = [fasttext.load_model(f"{models_dir}/{t}.ftbin") for t in tasks]
+    t2 = time.perf_counter()
+    for m in models:
+        m.f.predict("今天天气怎么样？\n", -1, 0.0, "strict")
+# VmHWM, not ru_maxrss: the latter keeps the forking parent's high-water mark across exec.
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status")
+                if line.startswith("VmHWM:"))
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "peak_mib": peak_kib / 1024}))
+"""
+
+
+def load_probe(kind: str, models_dir: Path, run_dir: Path | None, tasks: Sequence[str],
+               repeats: int) -> dict[str, float]:
+    """Median import time, load time of all ``tasks`` and peak RSS over fresh processes."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-c", _LOAD_PROBE, kind, str(models_dir), str(run_dir), *tasks],
+            check=True, capture_output=True, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+# -- data sources ---------------------------------------------------------------------------
+
+
+@dataclass
+class TaskSources:
+    task: str
+    models_dir: Path
+    pipeline: object
+    train_rows: list[tuple[str, str]]
+
+
+def forged_sources(task: str, models_dir: Path, run_dir: Path) -> TaskSources:
+    from foundry.train import load_trained
+
+    trained = load_trained(run_dir, task)
+    rows = []
+    train_path = run_dir / "refine" / task / "train.jsonl"
+    for line in train_path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.append((row["text"], str(row["label"])))
+    return TaskSources(task, models_dir, trained.pipeline, rows)
+
+
+def tiny_sources(folder: Path) -> list[TaskSources]:
+    """Stand-ins built in seconds by ``tests/conftest.py`` (before a forge exists)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import QUESTIONS, STATEMENTS, write_tiny_models
+
+    out = []
+    for task in TASKS:
+        trained = write_tiny_models(folder, task=task)
+        rows = [(t, "Question") for t in QUESTIONS] + [(t, "Statement") for t in STATEMENTS]
+        out.append(TaskSources(task, folder, trained.pipeline, rows * 20))
+    return out
+
+
+def latest_run(blueprint: str, runs_root: Path) -> Path:
+    marker = runs_root / blueprint / "LATEST"
+    if not marker.is_file():
+        raise SystemExit(
+            f"{marker} not found: forge first (`make forge`) or run with --tiny"
+        )
+    return runs_root / blueprint / marker.read_text(encoding="utf-8").strip()
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _rate(x: float) -> str:
+    return f"{x / 1000:,.1f}k" if x < 1e6 else f"{x / 1e6:,.2f}M"
+
+
+def format_speed_table(results: dict[str, dict[str, Samples]]) -> str:
+    head = ("| task | engine | single p50 µs | single p99 µs | batch 1 texts/s | batch 32 texts/s "
+            "| batch 1024 texts/s | p50 vs fastText | p50 vs sklearn | 1024 vs fastText |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for task, by_engine in results.items():
+        ft = by_engine.get("fastText")
+        sk = by_engine.get("sklearn")
+        for name, s in by_engine.items():
+            p50 = _med(s.p50_us)
+            thr = {b: _med(v) for b, v in s.throughput.items()}
+            vs_ft = f"{_med(ft.p50_us) / p50:.2f}× faster" if ft else "n/a"
+            vs_sk = f"{_med(sk.p50_us) / p50:.0f}× faster" if sk else "n/a"
+            thr_ft = f"{thr[1024] / _med(ft.throughput[1024]):.2f}×" if ft else "n/a"
+            lines.append(
+                f"| {task} | {name} | {p50:.1f} | {_med(s.p99_us):.1f} | {_rate(thr[1])} "
+                f"| {_rate(thr[32])} | {_rate(thr[1024])} | {vs_ft} | {vs_sk} | {thr_ft} |"
+            )
+    return "\n".join(lines)
+
+
+def format_load_table(loads: dict[str, dict[str, float]]) -> str:
+    lines = ["| engine (fresh process, both models) | import s | load both ms | peak RSS MiB |",
+             "|---|---:|---:|---:|"]
+    for name, r in loads.items():
+        lines.append(f"| {name} | {r['import_s']:.3f} | {1000 * r['load_s']:.1f} "
+                     f"| {r['peak_mib']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--blueprint", default="text_classification")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+    parser.add_argument("--tiny", action="store_true",
+                        help="benchmark tiny stand-in models (no forge needed)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--texts-per-round", type=int, default=4096)
+    parser.add_argument("--load-repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+    if args.tiny:
+        sources, run_dir = tiny_sources(tmp), None
+    else:
+        run_dir = latest_run(args.blueprint, args.runs_dir)
+        sources = [forged_sources(t, args.models_dir, run_dir) for t in TASKS]
+    texts = list(INPUTS)
+    results: dict[str, dict[str, Samples]] = {}
+    for src in sources:
+        ft_model = train_fasttext(src.train_rows, tmp)
+        ft_model.save_model(str(tmp / f"{src.task}.ftbin"))
+        engines = [
+            foundry_engine(src.task, src.models_dir, "numpy"),
+            foundry_engine(src.task, src.models_dir, "onnxruntime"),
+            fasttext_engine(ft_model),
+            sklearn_engine(src.pipeline),
+        ]
+        results[src.task] = measure(engines, texts, args.rounds, args.texts_per_round)
+
+    models_dir = sources[0].models_dir
+    loads = {
+        "foundry numpy": load_probe("foundry:numpy", models_dir, run_dir, TASKS, args.load_repeats),
+        "foundry ort": load_probe("foundry:onnxruntime", models_dir, run_dir, TASKS,
+                                  args.load_repeats),
+        "fastText": load_probe("fasttext", tmp, run_dir, TASKS, args.load_repeats),
+    }
+    if run_dir is not None:
+        loads["sklearn (joblib)"] = load_probe("sklearn", models_dir, run_dir, TASKS,
+                                               args.load_repeats)
+
+    load_avg = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# bench/runtime.py — {len(texts)} inputs, medians of {args.rounds} rounds, "
+          f"{'tiny stand-in models' if args.tiny else f'models from {run_dir}'}, "
+          f"load average {load_avg}, {os.cpu_count()} CPUs\n")
+    print(format_speed_table(results))
+    print()
+    print(format_load_table(loads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
