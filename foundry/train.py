@@ -78,6 +78,9 @@ MODEL_FORMAT = 1
 CALIBRATION_MIN_GAIN = 0.02
 #: Smallest vocabulary the size budget may prune to; below it the budget is unreachable.
 MIN_VOCABULARY = 32
+#: Bytes per KB of ``export.size_budget_kb``: decimal, so a pair that fits is under the
+#: budget whichever way a reader counts.
+KB = 1000
 #: Largest near-duplicate group, as a share of the rarest class's rows in one fold.
 MAX_GROUP_SHARE_OF_FOLD = 0.25
 #: Normalisation for near-duplicate comparison (the refine stage's: no truncation).
@@ -551,8 +554,8 @@ def prune_to_budget(
             break
     if result.size > budget_bytes:
         raise ValueError(
-            f"blueprint.yaml: export.size_budget_kb: {budget_bytes / 1024:g} KB is unreachable: "
-            f"{k} n-grams still take {result.size / 1024:.1f} KiB; raise the budget"
+            f"blueprint.yaml: export.size_budget_kb: {budget_bytes / KB:g} KB is unreachable: "
+            f"{k} n-grams still take {result.size / KB:.1f} KB; raise the budget"
         )
     return result
 
@@ -697,7 +700,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     spec = spec_for(recipe.spec, params)
     sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
     budget = bp.spec.export.size_budget_kb
-    budget_bytes = None if budget is None else int(budget * 1024)
+    budget_bytes = None if budget is None else int(budget * KB)
     opset = bp.spec.export.opset
 
     data_sha256 = str(summary.get("data_sha256", ""))
