@@ -51,14 +51,16 @@ def run(tmp_path: Path, provider: str, server, target: int, *, keys=KEYS, tuning
         tmp_path / "raw" / "is_question.quarantine.jsonl"
 
 
+# Random faults, plus a few forced ones so that every test sees its fault happen.
 FAULTS = {
     "latency": Faults(latency_s=(0.02, 0.15)),
     "429_storm_retryinfo": Faults(storm=(0, 12), retry_delay_s=0.15),
-    "429_no_delay_backoff": Faults(p_429=0.3, retry_delay_s=None),
-    "500s": Faults(p_500=0.35),
-    "timeouts": Faults(p_timeout=0.2, hang_s=1.2),
-    "malformed_and_fenced_json": Faults(p_malformed=0.3, p_fenced=0.3),
-    "corrupt_http_body": Faults(p_corrupt_body=0.25),
+    "429_no_delay_backoff": Faults(p_429=0.3, retry_delay_s=None, force={1: "429", 4: "429"}),
+    "500s": Faults(p_500=0.35, force={0: "500", 3: "500"}),
+    "timeouts": Faults(p_timeout=0.2, hang_s=1.2, force={2: "timeout"}),
+    "malformed_and_fenced_json": Faults(p_malformed=0.3, p_fenced=0.3,
+                                        force={1: "malformed", 2: "fenced", 6: "fenced"}),
+    "corrupt_http_body": Faults(p_corrupt_body=0.25, force={0: "corrupt"}),
     "wrong_labels_and_bad_rows": Faults(p_wrong_label=0.15, p_bad_row=0.1),
     "revoked_key": Faults(revoked={KEYS[1]}),
 }
@@ -86,6 +88,9 @@ def test_target_reached_under_fault_without_duplicate_or_lost_batches(tmp_path, 
     if fault == "malformed_and_fenced_json":
         assert result.reasons["unparseable"] > 0
         assert any(d.kind == "fenced" for d in server.delivered.values())
+    if fault == "corrupt_http_body":
+        assert report.requests_retried > 0
+        assert sum(k.server_errors for k in report.keys.values()) > 0
     if fault == "wrong_labels_and_bad_rows":
         assert result.reasons["unknown_label"] > 0
         assert result.reasons["empty_text"] + result.reasons["too_long"] > 0
@@ -95,7 +100,7 @@ def test_target_reached_under_fault_without_duplicate_or_lost_batches(tmp_path, 
 
 @pytest.mark.parametrize("provider", ["gemini", "openai"])
 def test_quarantine_holds_every_bad_row_with_reason_and_request_id(tmp_path, provider):
-    faults = Faults(p_wrong_label=0.2, p_bad_row=0.2, p_malformed=0.2)
+    faults = Faults(p_wrong_label=0.2, p_bad_row=0.2, p_malformed=0.2, force={3: "malformed"})
     with SERVERS[provider](faults, seed=3) as server:
         report, raw, quarantine = run(tmp_path, provider, server, 80)
         audit(server, raw, quarantine, 80)
@@ -118,7 +123,7 @@ def test_quarantine_holds_every_bad_row_with_reason_and_request_id(tmp_path, pro
 def test_cooled_down_key_is_not_used_before_its_delay(tmp_path):
     # One request at a time makes the order strict: after a 429 with RetryInfo, the key must
     # not reach the server again before the delay has passed; the other key carries on.
-    faults = Faults(p_429=0.4, retry_delay_s=0.3, latency_s=(0.01, 0.02))
+    faults = Faults(p_429=0.4, retry_delay_s=0.3, latency_s=(0.01, 0.02), force={2: "429"})
     with FakeGemini(faults, seed=11) as server:
         report, raw, quarantine = run(tmp_path, "gemini", server, 60, keys=KEYS[:2],
                                       concurrency=1)

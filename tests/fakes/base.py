@@ -70,6 +70,11 @@ class Faults:
     revoked: set[str] = field(default_factory=set)
     rpm_per_key: float | None = None
     window_s: float = 60.0
+    #: Faults forced on given requests (arrival order from 0), so that a test can rely on
+    #: them happening: ``{2: "500", 5: "timeout"}``; kinds as in ``Faults.KINDS``.
+    force: dict[int, str] = field(default_factory=dict)
+
+    KINDS = ("429", "500", "timeout", "malformed", "fenced", "corrupt")
 
 
 @dataclass
@@ -222,8 +227,11 @@ class FakeLLMServer:
             self.arrivals.append((time.monotonic(), key))
             self.requests_seen.append(request)
             r = self.rng.random
-            draw = {name: r() for name in ("lat", "429", "500", "timeout", "malformed",
-                                           "fenced", "corrupt")}
+            draw = {name: r() for name in ("lat", *Faults.KINDS)}
+            forced = f.force.get(seq)
+            if forced is not None:
+                assert forced in Faults.KINDS, f"unknown fault kind {forced!r}"
+                draw[forced] = -1.0  # below any probability, even 0
             wait = self._rate_limit(key, time.monotonic()) if key not in f.revoked else None
         if key in f.revoked:
             self._send_error(handler, key, *self.revoked_status())
