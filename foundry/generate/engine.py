@@ -453,12 +453,6 @@ class _Run:
 
     async def run(self) -> GenerationReport:
         start = time.monotonic()
-        if self.tuning.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.target, initial=self.stored, unit="row",
-                            desc=f"{self.task.name} ({self.provider.name})", file=sys.stderr,
-                            mininterval=0.5, dynamic_ncols=True)
         workers = [asyncio.ensure_future(self._worker())
                    for _ in range(self.gen.concurrency)]
         self._workers = workers
@@ -475,8 +469,6 @@ class _Run:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
         finally:
-            if self.bar is not None:
-                self.bar.close()
             await self.provider.aclose()
         if self.stop_reason is None:
             self.stop_reason = "target" if self.stored >= self.target else "error"
@@ -516,6 +508,14 @@ def _run_in_thread(run: _Run) -> GenerationReport:
             loop.close()
             done.set()
 
+    if run.tuning.progress:
+        from tqdm.auto import tqdm
+
+        # Made here, in the caller's thread: a notebook widget must be displayed from the
+        # thread that runs the cell; updates from the loop's thread are fine.
+        run.bar = tqdm(total=run.target, initial=run.stored, unit="row",
+                       desc=f"{run.task.name} ({run.provider.name})", file=sys.stderr,
+                       mininterval=0.5, dynamic_ncols=True)
     thread = threading.Thread(target=main, name="foundry-generate", daemon=True)
     thread.start()
     interrupted = False
@@ -529,6 +529,8 @@ def _run_in_thread(run: _Run) -> GenerationReport:
             run.log("interrupted: stopping after the last complete batch ...")
             with contextlib.suppress(RuntimeError):  # loop already closed
                 loop.call_soon_threadsafe(run.interrupt)
+    if run.bar is not None:
+        run.bar.close()
     if "error" in outcome:
         raise outcome["error"]
     report: GenerationReport = outcome["report"]

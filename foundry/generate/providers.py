@@ -19,6 +19,7 @@ The SDKs' own retries are switched off: the key pool decides about retries, per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import re
@@ -222,7 +223,14 @@ class Provider:
                             "bad_response") from None
 
     async def aclose(self) -> None:
-        self._clients.clear()
+        """Close the SDK clients' connection pools (errors on closing do not matter)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await self._close_client(client)
+
+    async def _close_client(self, client: Any) -> None:
+        pass
 
 
 # -- Gemini ----------------------------------------------------------------------------
@@ -241,6 +249,10 @@ class GeminiProvider(Provider):
                                     timeout=int(self.timeout_s * 1000))
         # retry_options stays unset: the SDK then never retries, the key pool does.
         return genai.Client(vertexai=False, api_key=key.reveal(), http_options=options)
+
+    async def _close_client(self, client: Any) -> None:
+        await client.aio.aclose()
+        client.close()
 
     @staticmethod
     def response_schema(spec: OutputSpec) -> Any:
@@ -325,6 +337,9 @@ class OpenAIProvider(Provider):
 
         return openai.AsyncOpenAI(api_key=key.reveal(), base_url=self.base_url,
                                   max_retries=0, timeout=self.timeout_s)
+
+    async def _close_client(self, client: Any) -> None:
+        await client.close()
 
     def response_format(self, spec: OutputSpec, mode: str) -> dict[str, Any] | None:
         if mode == "json_object":
