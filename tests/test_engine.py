@@ -336,3 +336,14 @@ def test_two_runs_on_one_raw_file_are_refused(tmp_path):
         with FakeGemini() as server, pytest.raises(GenerationError, match="another generation"):
             run(tmp_path, "gemini", server, 10)
         assert not server.arrivals
+
+
+def test_works_when_called_inside_a_running_event_loop(tmp_path):
+    # Jupyter runs cells inside an event loop; asyncio.run() would refuse to start there.
+    import asyncio
+
+    async def cell():
+        with FakeGemini(seed=12) as server:
+            return run(tmp_path, "gemini", server, 20)[0]
+
+    assert asyncio.run(cell()).rows_total == 20
