@@ -19,6 +19,7 @@ from foundry.evaluate import (
     ExamGateError,
     choose_threshold,
     confident_stats,
+    cross_fitted_confidence,
     evaluate_stage,
     load_exam,
     pushing_ngrams,
@@ -149,13 +150,36 @@ def test_summary_has_the_contract_fields_and_files(passing):
     assert res.threshold == summary["threshold"]
 
 
-def test_threshold_comes_from_the_out_of_fold_predictions(passing):
+def test_threshold_meets_the_target_on_both_held_out_sets(passing):
     _, run, res = passing
     tm = load_trained(run, "is_question")
-    assert res.threshold == choose_threshold(tm.oof_proba, tm.oof_y, 0.95)
-    coverage, precision = confident_stats(tm.oof_proba, tm.oof_y, res.threshold)
-    assert precision >= 0.95
-    assert res.summary["oof_coverage_at_threshold"] == coverage
+    test = res.test
+    gold = (test["gold"] == "Statement").astype(int).to_numpy()
+    proba = tm.predict_proba(test["text"].tolist())
+    s = res.summary
+    assert s["oof_threshold"] == choose_threshold(tm.oof_proba, tm.oof_y, 0.95)
+    assert s["test_threshold"] == choose_threshold(proba, gold, 0.95)
+    assert res.threshold == max(s["oof_threshold"], s["test_threshold"])
+    for p, y in ((tm.oof_proba, tm.oof_y), (proba, gold)):
+        coverage, precision = confident_stats(p, y, res.threshold)
+        assert precision >= 0.95 and coverage > 0
+    assert s["oof_coverage_at_threshold"] == confident_stats(tm.oof_proba, tm.oof_y,
+                                                             res.threshold)[0]
+    assert 0.0 < s["crossfit_coverage"] <= 1.0 and s["crossfit_confident_precision"] > 0.8
+
+
+def test_cross_fitting_measures_the_rule_out_of_sample():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 400)
+    y = rng.integers(0, 2, 400)
+    # Right exactly when confidence > 0.7: the rule should learn ~0.7 on each half.
+    pred = np.where(conf > 0.7, y, 1 - y)
+    proba = np.where(pred[:, None] == np.arange(2), conf[:, None], 1 - conf[:, None])
+    coverage, precision = cross_fitted_confidence(proba, y, 0.99, floor=0.5, seed=3)
+    assert precision >= 0.97 and 0.5 < coverage < 0.65
+    # The floor (the out-of-fold threshold) is respected on every part.
+    coverage_hi, _ = cross_fitted_confidence(proba, y, 0.99, floor=0.9, seed=3)
+    assert coverage_hi == pytest.approx((conf >= 0.9).mean())
 
 
 def test_test_metrics_match_the_case_table(passing):
