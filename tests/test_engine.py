@@ -96,6 +96,12 @@ def test_target_reached_under_fault_without_duplicate_or_lost_batches(tmp_path, 
         assert result.reasons["empty_text"] + result.reasons["too_long"] > 0
     if fault == "revoked_key":
         assert report.key_state[fingerprint(KEYS[1])].startswith("disabled")
+    # Per-request stats: one line per attempt, and the ok lines add up to the stored rows.
+    attempts = read_lines_strict(Path(report.requests_log))
+    assert len(attempts) == report.attempts
+    ok = [a for a in attempts if a["outcome"] == "ok"]
+    assert len(ok) == report.requests_ok and sum(a["accepted"] for a in ok) == 120
+    assert sum(1 for a in attempts if a["outcome"] == "rate_limited") == report.rate_limited
 
 
 @pytest.mark.parametrize("provider", ["gemini", "openai"])

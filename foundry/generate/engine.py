@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ class GenerationReport:
     label_counts: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     stopped: str = "target"  # target | budget | interrupted | error
+    requests_log: str = ""  # JSONL, one line per attempt
 
     @property
     def rows_total(self) -> int:
@@ -196,6 +198,11 @@ def batch_id(task: str, index: int) -> str:
     return f"{task}-llm-{index:06d}"
 
 
+def requests_log_path(raw_path: Path) -> Path:
+    """Per-request stats of a raw file: ``<task>.requests.jsonl`` beside it."""
+    return raw_path.with_name(raw_path.stem + ".requests.jsonl")
+
+
 def request_seed(seed: int, index: int, attempt: int) -> int:
     """Per request and attempt, so a retry after a bad answer does not get the same answer."""
     return (seed * 1_000_003 + index * 101 + attempt) % (2**31 - 1)
@@ -237,11 +244,13 @@ class _Run:
 
     def __init__(self, bp: Blueprint, task: Task, provider: Provider, keys: list[ApiKey],
                  store: RawStore, quarantine: Quarantine, target: int,
-                 log: Callable[[str], None], tuning: Tuning) -> None:
+                 log: Callable[[str], None], tuning: Tuning,
+                 requests_log: Quarantine | None = None) -> None:
         gen = bp.spec.generation
         self.bp, self.task, self.gen = bp, task, gen
         self.provider, self.keys, self.store = provider, keys, store
         self.quarantine, self.target, self.tuning = quarantine, target, tuning
+        self.requests_log = requests_log
         self._log = log
         self.backoff = Backoff(tuning.backoff_base_s, tuning.backoff_max_s)
         self.pool = KeyPool(keys, requests_per_minute=gen.requests_per_minute,
@@ -353,6 +362,19 @@ class _Run:
             self.log(f"{key.fingerprint}: rate limited (429); cooling down {delay:.1f}s, "
                      "other keys continue")
 
+    def _record(self, plan: RequestPlan, key: KeyState, attempt: int, started: float,
+                outcome: str, **extra: Any) -> None:
+        """One line per attempt in the requests log (per-request stats, never a key)."""
+        if self.requests_log is None:
+            return
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                  "task": self.task.name, "batch": plan.batch_id, "attempt": attempt,
+                  "key": key.fingerprint, "outcome": outcome,
+                  "latency_s": round(time.monotonic() - started, 3), **extra}
+        if "detail" in record:
+            record["detail"] = redact(str(record["detail"]), self.keys)
+        self.requests_log.write([record])
+
     async def _execute(self, plan: RequestPlan) -> list[dict[str, Any]]:
         """Run one planned request to a committed batch, or give up; returns the stored rows."""
         spec = OutputSpec(plan.n, self.task.label_names,
@@ -375,13 +397,17 @@ class _Run:
             if tries:
                 self.report.requests_retried += 1
             tries += 1
+            started = time.monotonic()
             try:
                 comp = await self.provider.complete(
                     key.key, plan.prompt, spec,
                     seed=request_seed(self.gen.seed, plan.index, tries))
             except RateLimited as exc:
                 self.report.rate_limited += 1
-                self._note_cooldown(key, self.pool.report_rate_limited(key, exc.retry_after_s))
+                delay = self.pool.report_rate_limited(key, exc.retry_after_s)
+                self._note_cooldown(key, delay)
+                self._record(plan, key, tries, started, "rate_limited",
+                             retry_after_s=exc.retry_after_s, cooldown_s=round(delay, 3))
                 continue
             except KeyRejected as exc:
                 reason = redact(str(exc), self.keys)
@@ -389,13 +415,16 @@ class _Run:
                     self.pool.disable(key, reason)
                     self.log(f"{key.fingerprint}: disabled, the server rejected it ({reason}); "
                              f"{len(self.pool.live)} key(s) left")
+                self._record(plan, key, tries, started, "key_rejected", detail=reason)
                 continue
             except Transient as exc:
                 self.pool.report_server_error(key, timeout=exc.kind == "timeout")
                 last_error = redact(str(exc), self.keys)
                 failures += 1
+                self._record(plan, key, tries, started, exc.kind, detail=last_error)
             except FatalRequestError as exc:
                 msg = redact(str(exc), self.keys)
+                self._record(plan, key, tries, started, "fatal", detail=msg)
                 self._stop("error", GenerationError(
                     f"{self.provider.name} refused the request for model "
                     f"{self.provider.model!r}: {msg}"))
@@ -404,16 +433,26 @@ class _Run:
                 self.pool.report_ok(key, tokens_in=comp.tokens_in, tokens_out=comp.tokens_out)
                 self.report.tokens_in += comp.tokens_in
                 self.report.tokens_out += comp.tokens_out
+                tokens = {"request_id": comp.request_id, "tokens_in": comp.tokens_in,
+                          "tokens_out": comp.tokens_out}
                 try:
                     items = extract_rows(comp.text)
                 except ParseError as exc:
                     self._quarantine_unparseable(plan, comp, key, str(exc))
                     last_error = f"unparseable answer ({exc})"
                     failures += 1
+                    self._record(plan, key, tries, started, "unparseable", detail=str(exc),
+                                 **tokens)
                 else:
                     self.report.requests_ok += 1
                     self.failed_in_a_row = 0
-                    return self._commit(plan, comp, key, check_rows(items, self.rules))
+                    checked = check_rows(items, self.rules)
+                    kept = self._commit(plan, comp, key, checked)
+                    self._record(plan, key, tries, started, "ok", asked=plan.n,
+                                 returned=len(items), accepted=len(kept),
+                                 rejected=dict(Counter(r.reason for r in checked.rejected)),
+                                 **tokens)
+                    return kept
             finally:
                 self.pool.release(key)
             if failures > self.gen.max_retries:
@@ -475,6 +514,7 @@ class _Run:
         r = self.report
         r.elapsed_s = time.monotonic() - start
         r.stopped = self.stop_reason
+        r.requests_log = str(self.requests_log.path) if self.requests_log else ""
         r.quarantined = dict(self.quarantined)
         r.label_counts = self.steering.balance()
         r.keys = {s.fingerprint: s.stats for s in self.pool.states}
@@ -606,8 +646,9 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
     llm = make_provider(provider, variables, model=model, temperature=gen.temperature,
                         timeout_s=gen.request_timeout_s, on_notice=log)
     quarantine = Quarantine(quarantine_path)
+    requests_log = Quarantine(requests_log_path(store.path))
     with _exclusive(store.path):
-        run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning)
+        run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning, requests_log)
         where = variables.get("GEMINI_BASE_URL" if provider == "gemini" else "OPENAI_BASE_URL")
         run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {provider} "
                 f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
