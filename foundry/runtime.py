@@ -535,6 +535,132 @@ def _post_transform(scores: np.ndarray, post: str, l1: bool) -> np.ndarray:
     return scores
 
 
+#: From this many texts on, a batch is scored by :class:`_VectorScorer`.
+VECTOR_MIN_BATCH = 16
+
+_U21, _U42 = np.uint64(21), np.uint64(42)
+_FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _gram_keys(grams: Sequence[str]) -> np.ndarray:
+    """One uint64 per n-gram of at most 3 characters: 21 bits per ``code point + 1``."""
+    lengths = np.fromiter(map(len, grams), dtype=np.int64, count=len(grams))
+    codes = np.concatenate((_code_points("".join(grams)).astype(np.uint64) + 1,
+                            np.zeros(2, dtype=np.uint64)))
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    keys = codes[starts] << _U42
+    keys |= np.where(lengths > 1, codes[starts + 1] << _U21, np.uint64(0))
+    keys |= np.where(lengths > 2, codes[starts + 2], np.uint64(0))
+    return keys
+
+
+class _VectorScorer:
+    """The occurrence sums of :meth:`_NumpyHead.scores` for a whole batch, in NumPy.
+
+    The texts are joined (``\\x00``, which normalisation removes, separates them; with
+    padding each text is framed by spaces) and read as code points; every n-gram of the
+    joined text becomes a uint64 key (``code point + 1`` in 21-bit fields, so n <= 3) and is
+    looked up in an open-addressing hash table of the vocabulary's keys. N-grams across a
+    separator, or across a space inside a word when padding, are never in the vocabulary:
+    the analyzer cannot produce them, so they simply miss. Sums per text are
+    ``np.bincount``; n-grams repeated within a text are found by sorting ``row * D + col``
+    and corrected as in :meth:`_NumpyHead._correct_repeats`.
+    """
+
+    max_n = 3
+
+    def __init__(self, head: _NumpyHead) -> None:
+        self.head = head
+        self.spec = head.spec
+        keys = _gram_keys(head.vocabulary)
+        bits = max(4, int(math.ceil(math.log2(4 * len(keys)))))  # load factor <= 1/4
+        self._mask = np.uint64((1 << bits) - 1)
+        self._shift = np.uint64(64 - bits)
+        self._keys = np.zeros(1 << bits, dtype=np.uint64)  # 0 = empty (no key is 0)
+        self._cols = np.full(1 << bits, -1, dtype=np.int64)
+        self._insert(keys)
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * _FIBONACCI) >> self._shift).astype(np.int64)
+
+    def _insert(self, keys: np.ndarray) -> None:
+        """Linear probing, in rounds: per free slot, the first claimant wins, the rest move on."""
+        pending = np.arange(len(keys))
+        slots = self._home(keys)
+        mask = int(self._mask)
+        while len(pending):
+            free = self._keys[slots[pending]] == 0
+            claimants = pending[free]
+            _, first = np.unique(slots[claimants], return_index=True)
+            winners = claimants[first]
+            self._keys[slots[winners]] = keys[winners]
+            self._cols[slots[winners]] = winners
+            placed = np.zeros(len(keys), dtype=bool)
+            placed[winners] = True
+            pending = pending[~placed[pending]]
+            slots[pending] = (slots[pending] + 1) & mask
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Column of each key, -1 when not in the vocabulary."""
+        slots = self._home(keys)
+        found = self._keys[slots]
+        cols = np.where(found == keys, self._cols[slots], -1)
+        # Collisions (an occupied slot holding another key) probe on; few at load <= 1/4.
+        pending = np.flatnonzero((found != keys) & (found != 0))
+        mask = int(self._mask)
+        while len(pending):
+            slots[pending] = (slots[pending] + 1) & mask
+            found = self._keys[slots[pending]]
+            hit = found == keys[pending]
+            cols[pending[hit]] = self._cols[slots[pending[hit]]]
+            pending = pending[~hit & (found != 0)]
+        return cols
+
+    def _hits(self, normalized: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, cols)`` of every in-vocabulary n-gram occurrence of the texts."""
+        spec = self.spec
+        joined = (" " + " \x00 ".join(normalized) + " " if spec.word_boundary_padding
+                  else "\x00".join(normalized))
+        codes = _code_points(joined)
+        rows = np.cumsum(codes == 0)
+        codes = codes.astype(np.uint64) + 1
+        keys, key_rows = [], []
+        gram = codes << _U42
+        for n in range(1, spec.max_n + 1):
+            if n > 1:  # extend the (n-1)-grams by one character
+                gram = gram[:-1] | (codes[n - 1:] << (_U21 * np.uint64(3 - n)))
+            if n >= spec.min_n:
+                keys.append(gram)
+                key_rows.append(rows[: len(gram)])
+        cols = self.lookup(np.concatenate(keys))
+        hit = cols >= 0
+        return np.concatenate(key_rows)[hit], cols[hit]
+
+    def sums(self, normalized: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(sums [N, K'], norm2 [N])``: tf-weighted sums of the score rows and of idf^2."""
+        head, n = self.head, len(normalized)
+        rows, cols = self._hits(normalized)
+        sums = np.stack([np.bincount(rows, weights=w[cols], minlength=n) for w in head.rows],
+                        axis=1)
+        norm2 = np.bincount(rows, weights=head.idf2_array[cols], minlength=n)
+        d = len(head.idf2_array)
+        pairs = np.sort(rows * d + cols)
+        starts = np.flatnonzero(np.concatenate(([True], pairs[1:] != pairs[:-1])))
+        counts = np.diff(np.append(starts, len(pairs)))
+        repeated = counts > 1
+        if repeated.any():
+            pair, count = pairs[starts[repeated]], counts[repeated]
+            r, c = pair // d, pair % d
+            norm2 += np.bincount(r, weights=head.dtf2[count] * head.idf2_array[c], minlength=n)
+            for k, w in enumerate(head.rows):
+                sums[:, k] += np.bincount(r, weights=head.dtf[count] * w[c], minlength=n)
+        return sums, norm2
+
+
 class _NumpyHead:
     """The linear classifier fused with the tf-idf weighting, per n-gram.
 
@@ -548,8 +674,10 @@ class _NumpyHead:
     name = "numpy"
 
     def __init__(self, graph: LinearGraph, vocabulary: Sequence[str], idf: np.ndarray,
-                 sublinear_tf: bool, l2: bool, max_chars: int) -> None:
+                 sublinear_tf: bool, l2: bool, spec: TextSpec) -> None:
         self.graph = graph
+        self.vocabulary = vocabulary
+        self.spec = spec
         w = graph.coefficients.astype(np.float64) * idf  # [K, D]
         b = graph.intercepts.astype(np.float64)
         # A binary logistic regression is exported as rows (-w, w), intercepts (-b, b):
@@ -569,13 +697,18 @@ class _NumpyHead:
         self.intercepts = b.tolist()
         self.sublinear_tf = sublinear_tf
         self.l2 = l2
+        self.rows = rows
+        self.idf2_array = idf * idf
         # For every possible count c (an n-gram occurs at most max_chars + 2 times), what
         # its tf t(c) changes from the occurrence sums: t - c and t^2 - c.
-        counts = np.arange(max_chars + 3, dtype=np.float64)
+        counts = np.arange(spec.max_chars + 3, dtype=np.float64)
         with np.errstate(divide="ignore"):
             tf = (1.0 + np.log(counts)) if sublinear_tf else counts
-        self._dtf = (tf - counts).tolist().__getitem__
-        self._dtf2 = (tf * tf - counts).tolist().__getitem__
+        self.dtf, self.dtf2 = tf - counts, tf * tf - counts
+        self._dtf = self.dtf.tolist().__getitem__
+        self._dtf2 = self.dtf2.tolist().__getitem__
+        self._vector: _VectorScorer | None = None
+        self._vector_lock = threading.Lock()
 
     def scores(self, grams: Sequence[str], normalized: str | None = None) -> list[float]:
         """Class scores (before the post transform) of one text's n-grams (with repeats).
@@ -629,6 +762,26 @@ class _NumpyHead:
         for k, d in enumerate(self.weights):
             sums[k] += sum(map(operator.mul, dtf, map(d.__getitem__, repeated)))
         return norm2
+
+    def scores_many(self, normalized: list[str], slicer: NgramSlicer) -> np.ndarray:
+        """Class scores ``[N, K]`` of normalised texts; vectorised for larger batches."""
+        if len(normalized) < VECTOR_MIN_BATCH or self.spec.max_n > _VectorScorer.max_n:
+            return np.array(list(map(self.scores, map(slicer, normalized), normalized)))
+        sums, norm2 = self._vector_scorer().sums(normalized)
+        if self.l2:
+            positive = norm2 > 0.0
+            sums *= np.where(positive, 1.0 / np.sqrt(np.where(positive, norm2, 1.0)), 1.0)[:, None]
+        if self.antisymmetric:
+            z = sums[:, 0] + self.intercepts[1]
+            return np.stack([-z, z], axis=1)
+        return sums + np.asarray(self.intercepts)
+
+    def _vector_scorer(self) -> _VectorScorer:
+        # Built on the first large batch, not at load: single-query users never pay for it.
+        with self._vector_lock:
+            if self._vector is None:
+                self._vector = _VectorScorer(self)
+            return self._vector
 
     def finish(self, scores: np.ndarray) -> np.ndarray:
         """Post transform (and normaliser) of score rows ``[N, K]``, float64."""
@@ -772,7 +925,7 @@ class MicroModel:
         self._head: _NumpyHead | _OrtHead
         if linear is not None:
             self._head = _NumpyHead(
-                linear, vocabulary, self.idf, self.sublinear_tf, self.l2, self.spec.max_chars
+                linear, vocabulary, self.idf, self.sublinear_tf, self.l2, self.spec
             )
         else:
             self._head = _OrtHead(session, self.n_features)
@@ -879,9 +1032,8 @@ class MicroModel:
         """Probabilities ``[N, K]`` of a non-empty list, float64 (numpy) or float32 (ORT)."""
         head = self._head
         if isinstance(head, _NumpyHead):
-            normalized = normalize_many(texts, self.spec)
-            scores = list(map(head.scores, map(self._ngrams, normalized), normalized))
-            return head.finish(np.array(scores, dtype=np.float64))
+            scores = head.scores_many(normalize_many(texts, self.spec), self._ngrams)
+            return head.finish(scores)
         rows = max(1, head.block_bytes // (4 * self.n_features))
         blocks = [
             head.proba_dense(self.features(texts[start : start + rows]))

@@ -27,6 +27,7 @@ from foundry.runtime import (
     _CAPITAL_SIGMA,
     _JOIN,
     _UNSAFE,
+    VECTOR_MIN_BATCH,
     ArtifactError,
     MicroModel,
     NgramSlicer,
@@ -221,6 +222,8 @@ MODELS = {
     "bigrams_unpadded": lambda: _fit(
         _logreg(C=4.0), classes=3, spec=TextSpec(min_n=2, max_n=4, word_boundary_padding=False)
     ),
+    "unpadded": lambda: _fit(_logreg(C=4.0), spec=TextSpec(word_boundary_padding=False)),
+    "padded_2_3": lambda: _fit(_logreg(C=4.0), classes=3, spec=TextSpec(min_n=2, max_n=3)),
 }
 
 
@@ -480,3 +483,28 @@ def test_linear_graph_reader_rejects_truncated_bytes(models_dir, cut):
     data = (models_dir / "binary_classifier.onnx").read_bytes()
     with pytest.raises(ValueError):
         read_linear_graph(data[:-cut])
+
+
+@pytest.mark.parametrize("task", list(MODELS))
+def test_vectorised_batch_scores_equal_per_text_scores(models_dir, task):
+    model = MicroModel.load(task, models_dir=models_dir, backend="numpy")
+    head = model._head
+    normalized = normalize_many(_texts(), model.spec)
+    per_text = np.array([head.scores(model._ngrams(t), t) for t in normalized])
+    batched = head.scores_many(normalized, model._ngrams)
+    np.testing.assert_allclose(batched, per_text, rtol=1e-12, atol=1e-12)
+    for size in (VECTOR_MIN_BATCH, VECTOR_MIN_BATCH + 1):  # the smallest vectorised batches
+        np.testing.assert_allclose(head.scores_many(normalized[:size], model._ngrams),
+                                   per_text[:size], rtol=1e-12, atol=1e-12)
+
+
+def test_vector_hash_table_finds_every_vocabulary_entry(models_dir):
+    from foundry.runtime import _gram_keys, _VectorScorer
+
+    model = MicroModel.load("multiclass", models_dir=models_dir)
+    scorer = _VectorScorer(model._head)
+    vocabulary = list(model.preprocessor.vocabulary)
+    keys = _gram_keys(vocabulary)
+    np.testing.assert_array_equal(scorer.lookup(keys), np.arange(len(vocabulary)))
+    # Keys not in the vocabulary (the same n-grams shifted by one code point) all miss.
+    assert (scorer.lookup(keys + np.uint64(1)) == -1).sum() >= len(keys) - 5

@@ -1,0 +1,144 @@
+"""Where does a full offline forge of the default blueprint spend its time?
+
+    .venv/bin/python bench/forge.py                      # text_classification, offline
+    .venv/bin/python bench/forge.py --no-html            # without the HTML audit renderings
+    .venv/bin/python bench/forge.py --keep               # keep the temp runs/models dirs
+
+Runs :func:`foundry.forge.forge` (exactly what ``make forge`` runs: every stage notebook
+executed by papermill in a fresh kernel) into a temporary runs and models dir, so the real
+``runs/`` and ``models/`` are left alone, and prints one table:
+
+- per stage: wall seconds as ``forge`` measures them (kernel start-up included), the part
+  spent inside cells (papermill records each cell's duration), the rest (kernel start-up,
+  papermill and nbformat overhead), and the slowest cell with its first source line;
+- the HTML renderings of the executed notebooks (timed outside the stages by ``forge``);
+- one empty notebook executed by papermill: the fixed cost every stage pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET_S = 90.0
+
+
+@dataclass
+class CellTime:
+    seconds: float
+    first_line: str
+
+
+@dataclass
+class StageTime:
+    stage: str
+    seconds: float
+    in_cells: float
+    slowest: CellTime | None
+
+
+def cell_times(notebook: Path) -> list[CellTime]:
+    """Durations papermill recorded for each code cell of an executed notebook."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    out = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        duration = (cell.get("metadata", {}).get("papermill", {}) or {}).get("duration")
+        source = "".join(cell.get("source", []))
+        first = next((ln.strip() for ln in source.splitlines()
+                      if ln.strip() and not ln.lstrip().startswith("#")), "")
+        out.append(CellTime(float(duration or 0.0), first[:60]))
+    return out
+
+
+def stage_times(result) -> list[StageTime]:
+    rows = []
+    for stage in result.steps:
+        cells = cell_times(result.notebooks[stage])
+        slowest = max(cells, key=lambda c: c.seconds, default=None)
+        rows.append(StageTime(stage, result.seconds[stage], sum(c.seconds for c in cells), slowest))
+    return rows
+
+
+def empty_notebook_seconds(folder: Path, repeats: int = 3) -> float:
+    """Median wall time of papermill executing a one-cell notebook (the per-stage fixed cost)."""
+    import nbformat
+    import papermill as pm
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x + 1")]
+    source = folder / "empty.ipynb"
+    nbformat.write(nb, source)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pm.execute_notebook(str(source), str(folder / "empty.out.ipynb"), parameters={"x": 2},
+                            progress_bar=False, log_output=False, kernel_name="python3",
+                            cwd=str(ROOT))
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def format_table(rows: list[StageTime], total: float, html_s: float, empty_s: float) -> str:
+    lines = [
+        "| stage | seconds | in cells | kernel + papermill | share | slowest cell |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        slow = f"{r.slowest.seconds:.1f} s `{r.slowest.first_line}`" if r.slowest else ""
+        lines.append(f"| {r.stage} | {r.seconds:.1f} | {r.in_cells:.1f} | "
+                     f"{r.seconds - r.in_cells:.1f} | {100 * r.seconds / total:.0f}% | {slow} |")
+    lines.append(f"| HTML renderings | {html_s:.1f} | | | {100 * html_s / total:.0f}% | |")
+    verdict = "within" if total <= TARGET_S else "over"
+    lines.append(f"| **total** | **{total:.1f}** | | | 100% | {verdict} the {TARGET_S:.0f} s aim |")
+    lines.append("")
+    lines.append(f"Fixed cost of one papermill stage (empty notebook, fresh kernel): {empty_s:.1f} s "
+                 f"× {len(rows)} stages = {empty_s * len(rows):.1f} s.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("blueprint", nargs="?", default="text_classification")
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML renderings")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary dirs")
+    args = parser.parse_args(argv)
+
+    from foundry.forge import forge
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-forge-"))
+    try:
+        start = time.perf_counter()
+        result = forge(args.blueprint, provider="offline", runs_root=tmp / "runs",
+                       models_dir=tmp / "models", html=not args.no_html, log=lambda _: None)
+        total = time.perf_counter() - start
+        rows = stage_times(result)
+        html_s = total - sum(r.seconds for r in rows)  # everything forge does between stages
+        empty_s = empty_notebook_seconds(tmp)
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"# bench/forge.py — offline forge of {args.blueprint!r}, load average {load}, "
+              f"{os.cpu_count()} CPUs\n")
+        print(format_table(rows, total, html_s, empty_s))
+        if args.keep:
+            print(f"\nkept: {tmp}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
