@@ -120,3 +120,13 @@ def test_quarantine_appends_complete_json_lines(tmp_path):
     assert data.endswith("\n") and "几点" in data  # readable UTF-8
     assert [json.loads(line)["reason"] for line in data.splitlines()] == \
         ["unknown_label", "a", "b"]
+
+
+def test_quarantine_sets_aside_a_torn_last_line_on_open(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'{"reason": "a"}\n{"reason": "b", "ite')
+    q = Quarantine(path)
+    assert path.read_bytes() == b'{"reason": "a"}\n'
+    assert (tmp_path / "q.torn.jsonl").read_bytes() == b'{"reason": "b", "ite\n'
+    q.write([{"reason": "c"}])
+    assert [json.loads(line)["reason"] for line in path.read_text().splitlines()] == ["a", "c"]

@@ -200,6 +200,24 @@ class Quarantine:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+
+    def _repair(self) -> None:
+        """Move a torn last line (a kill in the middle of a write) to ``<name>.torn.jsonl``."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        with open(self.path.with_suffix(".torn.jsonl"), "ab") as fh:
+            fh.write(data[cut:] + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(self.path, "r+b") as fh:
+            fh.truncate(cut)
+            os.fsync(fh.fileno())
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> int:
         if not records:
