@@ -77,6 +77,9 @@ def empty_notebook_seconds(folder: Path, repeats: int = 3) -> float:
     import papermill as pm
 
     nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
     params = nbformat.v4.new_code_cell("x = 1")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("x + 1")]
@@ -127,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - start
         rows = stage_times(result)
         html_s = total - sum(r.seconds for r in rows)  # everything forge does between stages
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())  # before the extra probe
         empty_s = empty_notebook_seconds(tmp)
-        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"# bench/forge.py — offline forge of {args.blueprint!r}, load average {load}, "
               f"{os.cpu_count()} CPUs\n")
         print(format_table(rows, total, html_s, empty_s))
