@@ -76,6 +76,7 @@ def setup_run(tmp: Path, exam: list[dict], exam_min_accuracy: float = 0.9):
     }
     (tmp / "bp").mkdir(parents=True)
     (tmp / "bp" / "blueprint.yaml").write_text(yaml.safe_dump(spec), "utf-8")
+    (tmp / "bp" / "c.md").write_text("constitution", "utf-8")
     write_jsonl(tmp / "bp" / "exam" / "q.jsonl", exam)
     bp = load_blueprint(tmp / "bp", check_files=False)
     run = tmp / "run"
@@ -263,3 +264,23 @@ def test_exam_file_errors(tmp_path):
         load_exam(tmp_path / "e.jsonl", ["A", "B"])
     frame = load_exam(tmp_path / "e.jsonl", ["A", "B", "C"])
     assert frame.loc[0, "category"] == "" and not frame.loc[0, "hard"]
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_notebooks_run_headless(passing, tmp_path):
+    import nbformat
+    import papermill
+
+    from foundry.paths import NOTEBOOKS_DIR
+
+    bp, run, _ = passing
+    for name in ("03_train.ipynb", "04_evaluate.ipynb"):
+        out = tmp_path / name
+        papermill.execute_notebook(
+            str(NOTEBOOKS_DIR / name), str(out), cwd=str(tmp_path), progress_bar=False,
+            parameters={"blueprint": str(bp.root), "run_dir": str(run)},
+        )
+        nb = nbformat.read(out, as_version=4)
+        images = sum("image/png" in o.get("data", {}) for c in nb.cells
+                     for o in c.get("outputs", []))
+        assert images >= (1 if name.startswith("03") else 4), name
