@@ -1,0 +1,111 @@
+"""End to end: `foundry forge` executes the real notebooks through papermill.
+
+A small target keeps it quick; a second forge of the same blueprint and seed, from scratch in
+another folder, must give byte-identical `.onnx` and `.bin` files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TARGET = 300
+TASKS = ("is_question", "confirmation")
+SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
+NOTEBOOKS = ("01_generate", "02_refine", "03_train", "04_evaluate", "05_export")
+
+
+def _forge(base: Path, run_id: str) -> tuple[Path, Path]:
+    runs, models = base / "runs", base / "models"
+    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(runs)}
+    env.pop("GEMINI_API_KEYS", None)
+    env.pop("OPENAI_BASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "foundry", "forge", "text_classification", "--target", str(TARGET),
+         "--run-id", run_id, "--models-dir", str(models), "--allow-exam-failures"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return runs / "text_classification" / run_id, models
+
+
+@pytest.fixture(scope="module")
+def forged(tmp_path_factory):
+    return _forge(tmp_path_factory.mktemp("first"), "e2e")
+
+
+def test_forge_leaves_four_files_per_task(forged):
+    _, models = forged
+    for task in TASKS:
+        for suffix in SUFFIXES:
+            path = models / f"{task}_{suffix}"
+            assert path.is_file() and path.stat().st_size > 0, path
+    assert not (models / ".pending").exists()
+
+
+def test_executed_notebooks_are_kept_with_outputs_and_html(forged):
+    run, _ = forged
+    for name in NOTEBOOKS:
+        executed = run / "notebooks" / f"{name}.ipynb"
+        nb = nbformat.read(executed, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.get("execution_count") for c in code), f"{name}: a cell did not run"
+        assert sum(bool(c.outputs) for c in code) >= 2, f"{name}: no outputs"
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
+        assert (run / "notebooks" / f"{name}.html").stat().st_size > 10_000
+    assert (run.parent / "LATEST").read_text().strip() == run.name
+
+
+def test_verify_replays_the_forged_conformance_vectors(forged):
+    _, models = forged
+    proc = subprocess.run([sys.executable, "-m", "foundry", "verify", "--models-dir", str(models)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("conformance vectors reproduced") == 2
+
+
+def test_runtime_reproduces_the_trained_pipeline(forged):
+    from foundry.runtime import MicroModel
+    from foundry.train import load_trained
+
+    run, models = forged
+    for task in TASKS:
+        trained = load_trained(run, task)
+        model = MicroModel.load(task, models_dir=models, backend="onnxruntime")
+        conf = json.loads((models / f"{task}_conformance.json").read_text(encoding="utf-8"))
+        texts = [v["text"] for v in conf["vectors"]]
+        texts += ["", "OK", "好的👍", "帮我查一下\u3000明天的航班", "ＷＨＹ？", "为 什 么\t呢"]
+        np.testing.assert_allclose(model.predict_proba(texts), trained.pipeline.predict_proba(texts),
+                                   rtol=0, atol=1e-6)
+
+
+def test_rerun_with_steps_reuses_earlier_outputs(forged, tmp_path):
+    run, models = forged
+    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(run.parent.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "foundry", "forge", "text_classification", "--steps", "export",
+         "--run-id", "export-only", "--models-dir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for task in TASKS:
+        assert (tmp_path / f"{task}_preprocessor.bin").read_bytes() == (
+            models / f"{task}_preprocessor.bin").read_bytes()
+
+
+def test_same_blueprint_and_seed_give_byte_identical_artifacts(forged, tmp_path):
+    _, models = forged
+    _, again = _forge(tmp_path, "e2e-again")
+    for task in TASKS:
+        for suffix in ("classifier.onnx", "preprocessor.bin", "conformance.json"):
+            assert (again / f"{task}_{suffix}").read_bytes() == (
+                models / f"{task}_{suffix}").read_bytes(), f"{task}_{suffix} differs"
