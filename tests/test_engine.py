@@ -72,12 +72,12 @@ def test_target_reached_under_fault_without_duplicate_or_lost_batches(tmp_path, 
                                                                         fault):
     timeout = 0.6 if fault == "timeouts" else 2.0
     with SERVERS[provider](FAULTS[fault], seed=7) as server:
-        report, raw, quarantine = run(tmp_path, provider, server, 120,
+        report, raw, quarantine = run(tmp_path, provider, server, 80,
                                       request_timeout_s=timeout)
-        result = audit(server, raw, quarantine, 120)
+        result = audit(server, raw, quarantine, 80)
     assert report.stopped == "target"
-    assert report.rows_total == report.rows_added == 120
-    assert sum(report.label_counts.values()) == 120
+    assert report.rows_total == report.rows_added == 80
+    assert sum(report.label_counts.values()) == 80
     # The fault really happened and was handled the way it should be.
     if fault.startswith("429"):
         assert report.rate_limited > 0 and report.requests_retried > 0
@@ -100,7 +100,7 @@ def test_target_reached_under_fault_without_duplicate_or_lost_batches(tmp_path, 
     attempts = read_lines_strict(Path(report.requests_log))
     assert len(attempts) == report.attempts
     ok = [a for a in attempts if a["outcome"] == "ok"]
-    assert len(ok) == report.requests_ok and sum(a["accepted"] for a in ok) == 120
+    assert len(ok) == report.requests_ok and sum(a["accepted"] for a in ok) == 80
     assert sum(1 for a in attempts if a["outcome"] == "rate_limited") == report.rate_limited
 
 
