@@ -336,8 +336,22 @@ def parse_preprocessor(data: bytes, path: Path):
 
 
 @dataclass(frozen=True)
+class SigmoidCalibration:
+    """Platt scaling of a binary classifier as skl2onnx exports ``CalibratedClassifierCV``
+    (one calibrated classifier, ``method="sigmoid"``): with ``s`` the raw score in
+    ``column``, ``p1 = 1 / (1 + exp(a * s + b))`` and ``p0 = 1 - p1``."""
+
+    column: int
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
 class LinearGraph:
-    """The parameters of an ONNX graph that is one ``LinearClassifier`` (+ L1 ``Normalizer``).
+    """The parameters of an ONNX graph that the numpy backend runs.
+
+    One ``LinearClassifier``, then either an optional L1 ``Normalizer``, or (binary) the
+    sigmoid calibration graph of skl2onnx.
 
     Attributes
     ----------
@@ -347,12 +361,15 @@ class LinearGraph:
     post_transform : {"NONE", "LOGISTIC", "SOFTMAX"}
     l1_normalize : bool
         Whether a ``Normalizer(norm="L1")`` follows the classifier.
+    calibration : SigmoidCalibration or None
+        Applied to the classifier's raw scores (``post_transform`` is then ``"NONE"``).
     """
 
     coefficients: np.ndarray
     intercepts: np.ndarray
     post_transform: str
     l1_normalize: bool
+    calibration: SigmoidCalibration | None = None
 
 
 # A minimal reader of the protobuf wire format, for the few ONNX fields the numpy backend
@@ -362,7 +379,9 @@ class LinearGraph:
 _MODEL_GRAPH = 7
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_SPARSE_INITIALIZER = 1, 5, 11, 15
 _NODE_INPUT, _NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE, _NODE_DOMAIN = 1, 2, 4, 5, 7
-_ATTR_NAME, _ATTR_S, _ATTR_FLOATS, _ATTR_INTS = 1, 4, 7, 8
+_ATTR_NAME, _ATTR_I, _ATTR_S, _ATTR_FLOATS, _ATTR_INTS = 1, 3, 4, 7, 8
+_TENSOR_DATA_TYPE, _TENSOR_FLOAT_DATA, _TENSOR_INT32_DATA, _TENSOR_INT64_DATA = 2, 4, 5, 7
+_TENSOR_NAME, _TENSOR_RAW_DATA = 8, 9
 _VALUE_INFO_NAME = 1
 
 
@@ -463,12 +482,105 @@ def _node(fields: dict[int, list]) -> dict[str, Any]:
     }
 
 
+_TENSOR_DTYPES = {1: "<f4", 6: "<i4", 7: "<i8", 11: "<f8"}
+
+
+def _tensor(fields: dict[int, list]) -> tuple[str, np.ndarray | None]:
+    """``(name, values)`` of a TensorProto initializer; values None for other types."""
+    name = "".join(_strings(fields, _TENSOR_NAME))
+    dtype = _TENSOR_DTYPES.get((fields.get(_TENSOR_DATA_TYPE) or [0])[0])
+    if dtype is None:
+        return name, None
+    if _TENSOR_RAW_DATA in fields:
+        values = np.frombuffer(bytes(fields[_TENSOR_RAW_DATA][0]), dtype=dtype)
+    elif dtype == "<f4":
+        values = _floats(fields, _TENSOR_FLOAT_DATA)
+    else:
+        values = np.asarray(_ints(fields, _TENSOR_INT64_DATA if dtype == "<i8"
+                                  else _TENSOR_INT32_DATA), dtype=dtype)
+    return name, values
+
+
+def _int_attribute(node: dict[str, Any], name: str, default: int) -> int:
+    values = _ints(node["attributes"].get(name, {}), _ATTR_I)
+    return values[0] if values else default
+
+
+def _sigmoid_calibration(nodes: list[dict[str, Any]], tensors: dict[str, np.ndarray | None],
+                         raw_scores: str, n_classes: int) -> SigmoidCalibration | None:
+    """Match skl2onnx's graph of a binary ``CalibratedClassifierCV(method="sigmoid")`` with
+    one calibrated classifier, downstream of the ``LinearClassifier`` writing ``raw_scores``::
+
+        p1 = 1 / (1 + exp(a * raw[:, k] + b)); probabilities = concat(1 - p1, p1) (Sum, / 1)
+        label = Cast(Reshape(ArrayFeatureExtractor(classes, ArgMax(probabilities))))
+
+    Every node must be part of it; returns None on any difference.
+    """
+    producer = {out: node for node in nodes for out in node["output"]}
+    used: list[dict[str, Any]] = []
+
+    def node(output: str, op: str, n_inputs: int) -> dict[str, Any]:
+        found = producer.get(output)
+        if found is None or found["op_type"] != op or len(found["input"]) != n_inputs:
+            raise LookupError(output)
+        used.append(found)
+        return found
+
+    def scalar(name: str) -> float:
+        value = tensors.get(name)
+        if value is None or value.size != 1:
+            raise LookupError(name)
+        return float(value.reshape(-1)[0])
+
+    def split(pair: list[str]) -> tuple[float, str]:
+        """(constant, other input) of a commutative binary node."""
+        first, second = pair
+        return (scalar(second), first) if first not in tensors else (scalar(first), second)
+
+    try:
+        divide = node("probabilities", "Div", 2)
+        total = node(divide["input"][0], "Sum", 1)
+        merged = node(total["input"][0], "Concat", 2)
+        complement = node(merged["input"][0], "Sub", 2)
+        p1 = node(merged["input"][1], "Div", 2)
+        denominator = node(p1["input"][1], "Add", 2)
+        one, exp_out = split(denominator["input"])
+        exponent = node(node(exp_out, "Exp", 1)["input"][0], "Add", 2)
+        b, product = split(exponent["input"])
+        a, column_out = split(node(product, "Mul", 2)["input"])
+        extract = node(column_out, "ArrayFeatureExtractor", 2)
+        label_path = node("label", "Cast", 1)
+        label_path = node(node(label_path["input"][0], "Reshape", 2)["input"][0],
+                          "ArrayFeatureExtractor", 2)
+        argmax = node(label_path["input"][1], "ArgMax", 1)
+        classes = tensors.get(label_path["input"][0])
+        ok = (
+            scalar(divide["input"][1]) == 1.0 and one == 1.0
+            and scalar(p1["input"][0]) == 1.0 and scalar(complement["input"][0]) == 1.0
+            and complement["input"][1] == merged["input"][1]
+            and _int_attribute(merged, "axis", 0) in (1, -1)
+            and extract["input"][0] == raw_scores
+            and argmax["input"][0] == "probabilities"
+            and _int_attribute(argmax, "axis", 0) == 1
+            and classes is not None and classes.tolist() == list(range(n_classes))
+            and n_classes == 2 and len(used) == len(nodes) - 1
+        )
+        column = int(scalar(extract["input"][1]))
+    except LookupError:
+        return None
+    if not ok or column not in (0, 1):
+        return None
+    return SigmoidCalibration(column, a, b)
+
+
 def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
     """The :class:`LinearGraph` of an ``.onnx`` file, or None if the graph is anything else.
 
-    Accepted: exactly ``features -> LinearClassifier -> (label, probabilities)``, or that
-    classifier writing an intermediate tensor that one ``Normalizer(norm="L1")`` turns into
-    ``probabilities``; integer class labels ``0..K-1``; a known ``post_transform``.
+    Accepted: ``features -> LinearClassifier -> (label, probabilities)``; or that classifier
+    writing an intermediate tensor that one ``Normalizer(norm="L1")`` turns into
+    ``probabilities``; or its raw scores feeding skl2onnx's binary sigmoid calibration
+    (:func:`_sigmoid_calibration`). Integer class labels ``0..K-1``, a known
+    ``post_transform``.
 
     Raises
     ------
@@ -481,15 +593,13 @@ def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
     graph = _proto_fields(model[_MODEL_GRAPH][0])
     nodes = [_node(_proto_fields(raw)) for raw in graph.get(_GRAPH_NODE, [])]
     inputs = [_strings(_proto_fields(raw), _VALUE_INFO_NAME) for raw in graph.get(_GRAPH_INPUT, [])]
-    if (
-        not 1 <= len(nodes) <= 2 or len(inputs) != 1
-        or _GRAPH_INITIALIZER in graph or _GRAPH_SPARSE_INITIALIZER in graph
-    ):
+    tensors = dict(_tensor(_proto_fields(raw)) for raw in graph.get(_GRAPH_INITIALIZER, []))
+    if not nodes or len(inputs) != 1 or _GRAPH_SPARSE_INITIALIZER in graph:
         return None
     clf = nodes[0]
     if (clf["op_type"], clf["domain"]) != ("LinearClassifier", "ai.onnx.ml"):
         return None
-    if len(clf["output"]) != 2 or clf["input"] != inputs[0] or clf["output"][0] != "label":
+    if len(clf["output"]) != 2 or clf["input"] != inputs[0]:
         return None
     attrs = clf["attributes"]
     if set(attrs) - {"classlabels_ints", "coefficients", "intercepts", "multi_class",
@@ -504,20 +614,39 @@ def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
         return None
     if len(intercepts) != k or coefficients.size % k or coefficients.size == 0:
         return None
-    l1 = False
-    if len(nodes) == 2:
-        norm = nodes[1]
-        if (
-            (norm["op_type"], norm["domain"]) != ("Normalizer", "ai.onnx.ml")
-            or norm["input"] != [clf["output"][1]]
-            or norm["output"] != ["probabilities"]
-            or _strings(norm["attributes"].get("norm", {}), _ATTR_S) != ["L1"]
-        ):
+    coefficients = coefficients.reshape(k, -1)
+    if clf["output"][0] != "label":  # something else computes the label: a calibration?
+        calibration = _sigmoid_calibration(nodes, tensors, clf["output"][1], k)
+        if calibration is None or post != "NONE":
             return None
-        l1 = True
-    elif clf["output"][1] != "probabilities":
+        return LinearGraph(coefficients, intercepts, post, False, calibration)
+    if tensors:
         return None
-    return LinearGraph(coefficients.reshape(k, -1), intercepts, post, l1)
+    if len(nodes) == 1:
+        return LinearGraph(coefficients, intercepts, post, False) if (
+            clf["output"][1] == "probabilities") else None
+    norm = nodes[1]
+    if (
+        len(nodes) != 2
+        or (norm["op_type"], norm["domain"]) != ("Normalizer", "ai.onnx.ml")
+        or norm["input"] != [clf["output"][1]]
+        or norm["output"] != ["probabilities"]
+        or _strings(norm["attributes"].get("norm", {}), _ATTR_S) != ["L1"]
+    ):
+        return None
+    return LinearGraph(coefficients, intercepts, post, True)
+
+
+def _logistic_array(x: np.ndarray) -> np.ndarray:
+    # exp of -|x| never overflows; 1 - v for negative x, as ONNX Runtime does.
+    v = 1.0 / (1.0 + np.exp(-np.abs(x)))
+    return np.where(x < 0, 1.0 - v, v)
+
+
+def _calibrate(scores: np.ndarray, calibration: SigmoidCalibration) -> np.ndarray:
+    """Probabilities ``[N, 2]`` of raw scores under a :class:`SigmoidCalibration`."""
+    p1 = _logistic_array(-(calibration.a * scores[:, calibration.column] + calibration.b))
+    return np.stack([1.0 - p1, p1], axis=1)
 
 
 def _post_transform(scores: np.ndarray, post: str, l1: bool) -> np.ndarray:
@@ -784,12 +913,19 @@ class _NumpyHead:
             return self._vector
 
     def finish(self, scores: np.ndarray) -> np.ndarray:
-        """Post transform (and normaliser) of score rows ``[N, K]``, float64."""
-        return _post_transform(scores, self.graph.post_transform, self.graph.l1_normalize)
+        """Post transform (and normaliser or calibration) of score rows ``[N, K]``, float64."""
+        graph = self.graph
+        if graph.calibration is not None:
+            return _calibrate(scores, graph.calibration)
+        return _post_transform(scores, graph.post_transform, graph.l1_normalize)
 
     def finish_one(self, scores: list[float]) -> list[float]:
         """:meth:`finish` for one row, in plain Python (a NumPy call costs more than this)."""
         post = self.graph.post_transform
+        calibration = self.graph.calibration
+        if calibration is not None:
+            p1 = _logistic(-(calibration.a * scores[calibration.column] + calibration.b))
+            return [1.0 - p1, p1]
         if post == "LOGISTIC":
             out = [_logistic(s) for s in scores]
         elif post == "SOFTMAX":

@@ -213,6 +213,20 @@ def _logreg(**kw):
     return LogisticRegression(max_iter=2000, **kw)
 
 
+def _linear_svm():
+    from sklearn.svm import LinearSVC
+
+    return LinearSVC(C=1.0, max_iter=20000, random_state=0)
+
+
+def _calibrated(clf, method: str):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold
+
+    return CalibratedClassifierCV(clf, method=method, ensemble=False,
+                                  cv=StratifiedKFold(3, shuffle=True, random_state=0))
+
+
 MODELS = {
     "binary": lambda: _fit(_logreg(C=4.0)),
     "binary_strong": lambda: _fit(_logreg(C=1e4)),  # saturated probabilities
@@ -223,6 +237,9 @@ MODELS = {
         _logreg(C=4.0), classes=3, spec=TextSpec(min_n=2, max_n=4, word_boundary_padding=False)
     ),
     "unpadded": lambda: _fit(_logreg(C=4.0), spec=TextSpec(word_boundary_padding=False)),
+    # The default trainer's export: one calibrated classifier (ensemble=False), Platt scaling.
+    "calibrated": lambda: _fit(_calibrated(_logreg(C=16.0), "sigmoid")),
+    "calibrated_svm": lambda: _fit(_calibrated(_linear_svm(), "sigmoid")),
     "padded_2_3": lambda: _fit(_logreg(C=4.0), classes=3, spec=TextSpec(min_n=2, max_n=3)),
 }
 
@@ -282,15 +299,25 @@ def test_auto_backend_is_numpy_for_linear_graphs(models_dir):
     assert "backend='numpy'" in repr(MicroModel.load("binary", models_dir=models_dir))
 
 
-def test_auto_falls_back_to_onnxruntime_for_other_graphs(tmp_path):
+@pytest.mark.parametrize("name", ["nb", "isotonic", "sigmoid_ensemble", "sigmoid_3_classes"])
+def test_auto_falls_back_to_onnxruntime_for_other_graphs(tmp_path, name):
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.naive_bayes import ComplementNB
 
-    _install(tmp_path, "nb", _fit(ComplementNB()))
-    model = MicroModel.load("nb", models_dir=tmp_path)
+    trained = {
+        "nb": lambda: _fit(ComplementNB()),
+        "isotonic": lambda: _fit(_calibrated(_logreg(), "isotonic")),
+        "sigmoid_ensemble": lambda: _fit(CalibratedClassifierCV(_logreg(), cv=3)),
+        "sigmoid_3_classes": lambda: _fit(_calibrated(_logreg(), "sigmoid"), classes=3),
+    }[name]()
+    _install(tmp_path, name, trained)
+    assert read_linear_graph((tmp_path / f"{name}_classifier.onnx").read_bytes()) is None
+    model = MicroModel.load(name, models_dir=tmp_path)
     assert model.backend == "onnxruntime"
-    assert check_conformance(model, tmp_path / "nb_conformance.json").ok
-    with pytest.raises(ArtifactError, match="nb_classifier.onnx: the numpy backend runs only"):
-        MicroModel.load("nb", models_dir=tmp_path, backend="numpy")
+    if name != "isotonic":  # skl2onnx's isotonic graph differs from scikit-learn (~0.1)
+        assert check_conformance(model, tmp_path / f"{name}_conformance.json").ok
+    with pytest.raises(ArtifactError, match=f"{name}_classifier.onnx: the numpy backend runs"):
+        MicroModel.load(name, models_dir=tmp_path, backend="numpy")
 
 
 def test_unknown_backend(models_dir):
@@ -304,6 +331,9 @@ def test_read_linear_graph_of_the_export(models_dir):
     assert graph is not None and graph.post_transform == "LOGISTIC" and not graph.l1_normalize
     # skl2onnx stores a binary logistic regression as the two rows -w and w.
     np.testing.assert_array_equal(graph.coefficients[0], -graph.coefficients[1])
+    calibrated = read_linear_graph((models_dir / "calibrated_classifier.onnx").read_bytes())
+    assert calibrated is not None and calibrated.calibration is not None
+    assert calibrated.post_transform == "NONE" and calibrated.calibration.column == 1
     multi = read_linear_graph((models_dir / "multiclass_classifier.onnx").read_bytes())
     assert multi is not None and multi.post_transform == "SOFTMAX" and multi.l1_normalize
     assert multi.coefficients.shape[0] == 3
@@ -434,12 +464,22 @@ def _onnx_package_view(data: bytes) -> tuple[np.ndarray, np.ndarray, str]:
 
 @pytest.mark.parametrize("task", list(MODELS))
 def test_linear_graph_reader_agrees_with_the_onnx_package(models_dir, task):
+    import onnx
+    from onnx import numpy_helper
+
     data = (models_dir / f"{task}_classifier.onnx").read_bytes()
     graph = read_linear_graph(data)
     coefficients, intercepts, post = _onnx_package_view(data)
     np.testing.assert_array_equal(graph.coefficients.ravel(), coefficients)
     np.testing.assert_array_equal(graph.intercepts, intercepts)
     assert graph.post_transform == post
+    constants = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(data).graph.initializer}
+    if graph.calibration is not None:
+        assert (graph.calibration.a, graph.calibration.b) == (float(constants["a"]),
+                                                               float(constants["b"]))
+        assert graph.calibration.column == int(constants["k"])
+    else:
+        assert not constants
 
 
 def _varint(n: int) -> bytes:
