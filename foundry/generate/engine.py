@@ -573,10 +573,8 @@ def _run_in_thread(run: _Run) -> GenerationReport:
         run.bar.close()
     if "error" in outcome:
         raise outcome["error"]
-    report: GenerationReport = outcome["report"]
-    if interrupted:
-        report.stopped = "interrupted"
-    return report
+    # report.stopped says "interrupted" only if the Ctrl-C reached the run before it ended.
+    return outcome["report"]
 
 
 def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
