@@ -98,14 +98,14 @@ def signatures(
 ) -> list[MinHash]:
     """MinHash signatures of ``sets`` with datasketch's bulk generator, chunk by chunk.
 
-    Shingles are hashed in sorted order so that the work never depends on set iteration
-    order (the signature does not anyway). ``progress=None`` shows a bar only on a terminal.
+    A signature is a minimum over the shingles, so set iteration order cannot change it.
+    ``progress=None`` shows a bar only on a terminal.
     """
     out: list[MinHash] = []
     with tqdm(total=len(sets), desc=desc, unit="row", disable=_no_bar(progress)) as bar:
         for start in range(0, len(sets), CHUNK):
             chunk = sets[start : start + CHUNK]
-            encoded = ([s.encode("utf-8") for s in sorted(shingle_set)] for shingle_set in chunk)
+            encoded = ([s.encode("utf-8") for s in shingle_set] for shingle_set in chunk)
             out.extend(MinHash.generator(encoded, num_perm=num_perm, seed=seed))
             bar.update(len(chunk))
     return out
@@ -465,8 +465,8 @@ class CrossSimilarity:
     ``best`` is the highest similarity (0.0 when no shingle is shared) with its
     ``best_query``/``best_corpus`` positions; ``queries``, ``corpus`` and ``similarity``
     are parallel arrays of every pair at or above the requested threshold;
-    ``query_best[i]`` is query ``i``'s highest similarity (0.0 if none) and
-    ``query_best_corpus[i]`` the corpus position reaching it (-1 if none).
+    ``query_best[i]`` is query ``i``'s highest similarity (0.0 if none).
+    ``query_best_corpus`` is -1 except at ``best_query`` (see :func:`best_match` for others).
     """
 
     best: float
@@ -484,47 +484,65 @@ def cross_jaccard(
     corpus: tuple[sparse.csr_matrix, np.ndarray],
     *,
     threshold: float = 1.1,
-    chunk: int = 512,
+    chunk: int = 256,
 ) -> CrossSimilarity:
     """Exact Jaccard similarities between two sets of texts given as ``(matrix, sizes)``
-    (from one :class:`ShingleMatrix`): the maximum and every pair >= ``threshold``.
+    (from one :class:`ShingleMatrix`): the maximum, each query's maximum, and every pair
+    >= ``threshold``.
 
     Intersections come from one sparse product per chunk of queries, so the cost follows
-    the shared shingles, not the number of pairs. Ties of the maximum go to the smallest
-    positions.
+    the shared shingles, not the number of pairs. Ties go to the smallest positions.
     """
     q_m, q_sizes = queries
     c_m, c_sizes = corpus
-    if q_m.shape[0] == 0 or c_m.shape[0] == 0:
+    n_q = q_m.shape[0]
+    if n_q == 0 or c_m.shape[0] == 0:
         raise ValueError("cross_jaccard needs at least one query and one corpus text")
     corpus_t = sparse.csc_matrix(c_m.T)
-    best = (0.0, 0, 0)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    query_best = np.zeros(q_m.shape[0])
-    query_best_corpus = np.full(q_m.shape[0], -1, dtype=np.int64)
-    for start in range(0, q_m.shape[0], chunk):
-        inter = (q_m[start : start + chunk] @ corpus_t).tocoo()
+    query_best = np.zeros(n_q)
+    for start in range(0, n_q, chunk):
+        inter = sparse.csr_matrix(q_m[start : start + chunk] @ corpus_t)
         if inter.nnz == 0:
             continue
-        rows = inter.row.astype(np.int64) + start
-        cols = inter.col.astype(np.int64)
+        counts = np.diff(inter.indptr)
+        rows = np.repeat(np.arange(start, start + inter.shape[0], dtype=np.int64), counts)
+        cols = inter.indices.astype(np.int64)
         sims = inter.data / (q_sizes[rows] + c_sizes[cols] - inter.data)
-        keep = sims >= threshold
-        if keep.any():
+        keep = np.flatnonzero(sims >= threshold)
+        if len(keep):
             found.append((rows[keep], cols[keep], sims[keep]))
-        # Per query: the best similarity, ties to the smallest corpus position.
-        order = np.lexsort((cols, -sims, rows))
-        first = order[np.r_[True, np.diff(rows[order]) != 0]]
-        query_best[rows[first]] = sims[first]
-        query_best_corpus[rows[first]] = cols[first]
-        top = float(sims.max())
-        if top > best[0]:
-            hit = np.flatnonzero(sims == top)
-            pairs = sorted(zip(rows[hit].tolist(), cols[hit].tolist(), strict=True))
-            best = (top, *pairs[0])
+        nonempty = np.flatnonzero(counts)
+        query_best[start + nonempty] = np.maximum.reduceat(sims, inter.indptr[nonempty])
+    query_best_corpus = np.full(n_q, -1, dtype=np.int64)
+    best_query = int(np.argmax(query_best))  # first of the ties
+    if query_best[best_query] > 0:
+        query_best_corpus[best_query] = _argmax_corpus(
+            q_m[best_query], q_sizes[best_query], corpus_t, c_sizes)
     if found:
         q, c, v = (np.concatenate(parts) for parts in zip(*found, strict=True))
     else:
         q = c = np.zeros(0, dtype=np.int64)
         v = np.zeros(0)
-    return CrossSimilarity(best[0], best[1], best[2], q, c, v, query_best, query_best_corpus)
+    return CrossSimilarity(float(query_best[best_query]), best_query,
+                           max(int(query_best_corpus[best_query]), 0), q, c, v, query_best,
+                           query_best_corpus)
+
+
+def best_match(query: tuple[sparse.csr_matrix, np.ndarray], index: int,
+               corpus: tuple[sparse.csr_matrix, np.ndarray]) -> int:
+    """Corpus position most similar to query ``index`` (smallest on ties; -1 if none)."""
+    q_m, q_sizes = query
+    c_m, c_sizes = corpus
+    return _argmax_corpus(q_m[index], q_sizes[index], sparse.csc_matrix(c_m.T), c_sizes)
+
+
+def _argmax_corpus(row: sparse.csr_matrix, size: float, corpus_t: sparse.csc_matrix,
+                   c_sizes: np.ndarray) -> int:
+    inter = sparse.csr_matrix(row @ corpus_t)
+    if inter.nnz == 0:
+        return -1
+    cols = inter.indices.astype(np.int64)
+    sims = inter.data / (size + c_sizes[cols] - inter.data)
+    top = sims.max()
+    return int(cols[sims == top].min())

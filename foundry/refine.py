@@ -553,16 +553,13 @@ def seal_split(survivors: list[_Row], groups: Sequence[int], thresholds: Sequenc
                            "test_rows_checked": 0, "groups_moved": 0}
     sample = test_idx[_similarity_sample([survivors[i] for i in test_idx], cfg.seed)]
     best = np.zeros(len(survivors))  # per sampled test row: best train similarity so far
-    best_at = np.full(len(survivors), -1, dtype=np.int64)
     moved = 0
     queries = sample
     while len(queries) and len(corpus):
         cross = mh.cross_jaccard((matrix[queries], sizes[queries]),
                                  (matrix[corpus], sizes[corpus]),
                                  threshold=cfg.split_threshold)
-        better = cross.query_best > best[queries]
-        best[queries[better]] = cross.query_best[better]
-        best_at[queries[better]] = corpus[cross.query_best_corpus[better]]
+        best[queries] = np.maximum(best[queries], cross.query_best)
         q, c = queries[cross.queries], corpus[cross.corpus]
         leaking = cross.similarity >= np.maximum(thresholds[q], thresholds[c])
         leaking_groups = np.unique(groups[q[leaking]])
@@ -575,15 +572,16 @@ def seal_split(survivors: list[_Row], groups: Sequence[int], thresholds: Sequenc
         queries = sample[test_mask[sample]]
         corpus = np.flatnonzero(moving)
     remaining = sample[test_mask[sample]]
-    if not len(remaining):
+    train_idx = np.flatnonzero(~test_mask)
+    if not len(remaining) or not len(train_idx):
         return test_mask, {"similarity": None, "train": None, "test": None,
                            "test_rows_checked": 0, "groups_moved": moved}
-    top = remaining[np.lexsort((remaining, -best[remaining]))[0]]
-    has_pair = best_at[top] >= 0
+    top = int(remaining[np.lexsort((remaining, -best[remaining]))[0]])
+    partner = mh.best_match((matrix, sizes), top, (matrix[train_idx], sizes[train_idx]))
     return test_mask, {
         "similarity": round(float(best[top]), 4),
         "test": survivors[top].text,
-        "train": survivors[best_at[top]].text if has_pair else None,
+        "train": survivors[train_idx[partner]].text if partner >= 0 else None,
         "test_rows_checked": len(remaining), "groups_moved": moved}
 
 
