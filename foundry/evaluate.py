@@ -55,6 +55,9 @@ PLOTS = ("confusion_matrix.png", "reliability.png", "risk_coverage.png", "exam_c
 #: How many failed exam cases an ExamGateError message lists (all are in errors.csv).
 MAX_LISTED_FAILURES = 100
 RELIABILITY_BINS = 15
+#: ``pushing_ngrams`` of an error whose n-grams are all unknown or push the other way: the
+#: intercept (the class prior) decided.
+NO_PUSH = "(no n-gram pushed it: unknown n-grams, the intercept decided)"
 
 
 class ExamGateError(RuntimeError):
@@ -304,7 +307,8 @@ def error_table(trained: TrainedModel, frames: dict[str, pd.DataFrame]) -> pd.Da
                 "hard": bool(getattr(case, "hard", False)),
                 "note": getattr(case, "note", ""),
                 "pushing_ngrams": format_ngrams(
-                    pushing_ngrams(trained, case.text, case.predicted, case.gold)),
+                    pushing_ngrams(trained, case.text, case.predicted, case.gold))
+                or NO_PUSH,
             })
     columns = ["split", "text", "gold", "predicted", "p", "p_gold", "confident", "category",
                "hard", "note", "pushing_ngrams"]
@@ -494,6 +498,10 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
             for r in failed.itertuples(index=False)
         ],
         "exam_by_category": json.loads(exam_by_category(exam).to_json(orient="records")),
+        "exam_missing_categories": [
+            f"{label.name}/{c}" for label in task.labels for c in label.categories
+            if not ((exam["gold"] == label.name) & (exam["category"] == c)).any()
+        ],
     }
     if trained.unpruned_pipeline is not None:
         # What the size budget cost: the same recipe without pruning, on the same cases.
@@ -507,6 +515,12 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
             e_full, _ = predict_frame(full, exam["text"].tolist(), exam["gold"].tolist(), threshold)
             summary["unpruned_exam_accuracy"] = float(e_full["correct"].mean())
 
+    if coverage == 0.0:
+        log(f"{task.name}: warning: no test answer reaches the threshold {threshold:.4f}; "
+            f"the model can never be confident at target precision {cfg.target_precision}")
+    if summary["exam_missing_categories"]:
+        log(f"{task.name}: warning: the exam has no case for "
+            + ", ".join(summary["exam_missing_categories"]))
     out = stage_dir(run_dir, "evaluate", task.name)
     result = EvalResult(
         task=task.name, summary=summary, test=test, exam=exam,

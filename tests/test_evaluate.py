@@ -14,6 +14,7 @@ import yaml
 
 from foundry.blueprint import load_blueprint
 from foundry.evaluate import (
+    NO_PUSH,
     PLOTS,
     ExamDataError,
     ExamGateError,
@@ -64,11 +65,13 @@ def exam_rows(wrong: int = 0) -> list[dict]:
     return rows
 
 
-def setup_run(tmp: Path, exam: list[dict], exam_min_accuracy: float = 0.9):
+def setup_run(tmp: Path, exam: list[dict], exam_min_accuracy: float = 0.9,
+              question_categories: tuple[str, ...] = ()):
     spec = {
         "name": "tiny",
         "tasks": [{"name": "is_question", "constitution": "c.md", "exam": "exam/q.jsonl",
-                   "labels": [{"name": "Question", "definition": "q"},
+                   "labels": [{"name": "Question", "definition": "q",
+                               "categories": list(question_categories)},
                               {"name": "Statement", "definition": "s"}]}],
         "train": {"grid": {"C": [4.0]}, "cv_folds": 3, "seed": 1},
         "evaluate": {"target_precision": 0.95, "exam_min_accuracy": exam_min_accuracy},
@@ -143,6 +146,7 @@ def test_summary_has_the_contract_fields_and_files(passing):
     assert set(summary) >= REQUIRED_KEYS
     assert summary["exam_cases"] == 20 and summary["exam_passed"] is True
     assert summary["failed_exam_cases"] == []
+    assert summary["exam_missing_categories"] == []  # the test blueprint names no categories
     assert summary["threshold"] >= 0.5 and summary["target_precision"] == 0.95
     for name in (*PLOTS, "errors.csv", "exam.csv", "risk_coverage.csv", "reliability.csv"):
         assert (folder / name).is_file(), name
@@ -201,6 +205,10 @@ def test_errors_list_every_misclassified_case_with_pushing_ngrams(passing):
     assert set(errors["split"]) <= {"test", "exam"}
     assert (errors["gold"] != errors["predicted"]).all()
     assert (errors["pushing_ngrams"].str.len() > 0).all()
+    unexplained = errors[errors["pushing_ngrams"] == NO_PUSH]
+    tm = load_trained(run, "is_question")
+    for text, gold, pred in unexplained[["text", "gold", "predicted"]].itertuples(index=False):
+        assert pushing_ngrams(tm, text, pred, gold) == []
 
 
 def test_pushing_ngrams_sum_to_the_decision_margin(passing):
@@ -248,6 +256,14 @@ def test_allow_exam_failures_logs_instead_of_raising(tmp_path):
     res = evaluate_stage(bp, run, allow_exam_failures=True, log=logs.append)["is_question"]
     assert not res.exam_passed and res.summary["exam_accuracy"] == pytest.approx(0.8)
     assert any("overridden" in m for m in logs)
+
+
+def test_exam_categories_the_blueprint_names_but_the_exam_lacks(tmp_path):
+    bp, run = setup_run(tmp_path, exam_rows(), question_categories=("c0", "c1", "c9"))
+    logs: list[str] = []
+    res = evaluate_stage(bp, run, log=logs.append)["is_question"]
+    assert res.summary["exam_missing_categories"] == ["Question/c9"]
+    assert any("no case for Question/c9" in m for m in logs)
 
 
 def test_empty_exam_cannot_pass(tmp_path):
