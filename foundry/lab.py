@@ -110,7 +110,7 @@ def linear_weights(onnx_path: str | Path, n_labels: int, n_features: int) -> Lin
 
     "Linear" is what the runtime's numpy backend accepts
     (:func:`foundry.runtime.read_linear_graph`): one ``LinearClassifier``, optionally followed
-    by an L1 ``Normalizer``.
+    by an L1 ``Normalizer`` or by skl2onnx's binary sigmoid calibration.
     """
     graph = read_linear_graph(Path(onnx_path).read_bytes())
     if graph is None:
@@ -120,6 +120,8 @@ def linear_weights(onnx_path: str | Path, n_labels: int, n_features: int) -> Lin
     if weights.shape != (n_labels, n_features):
         raise LabError(f"{onnx_path}: LinearClassifier weights have shape {weights.shape}, "
                        f"expected {n_labels} labels x {n_features} features")
+    if graph.calibration is not None:
+        return _calibrated_weights(weights, intercepts, graph.calibration)
     symmetric = n_labels == 2 and np.allclose(weights[0], -weights[1])
     # An L1 Normalizer after these two changes nothing: their outputs already sum to 1.
     if graph.post_transform == "LOGISTIC" and symmetric:
@@ -130,6 +132,19 @@ def linear_weights(onnx_path: str | Path, n_labels: int, n_features: int) -> Lin
         return LinearWeights(weights, intercepts, 1.0, "log-odds")
     # One-vs-rest sigmoids (+ L1) or raw scores: the difference still ranks, but is not log-odds.
     return LinearWeights(weights, intercepts, 1.0, "score")
+
+
+def _calibrated_weights(weights: np.ndarray, intercepts: np.ndarray, calibration
+                        ) -> LinearWeights:
+    """Platt scaling ``p1 = 1 / (1 + exp(a * s + b))`` of the raw score ``s`` in one column.
+
+    Then ``log(p1 / p0) = -(a * s + b)`` with ``s = W[column] . x + c[column]``: linear in the
+    features, so class 1 gets the row ``-a * W[column]`` and class 0 a row of zeros.
+    """
+    a, b, col = float(calibration.a), float(calibration.b), int(calibration.column)
+    effective = np.vstack([np.zeros(weights.shape[1]), -a * weights[col]])
+    bias = np.array([0.0, -(a * intercepts[col] + b)])
+    return LinearWeights(effective, bias, 1.0, "log-odds")
 
 
 @dataclass(frozen=True)

@@ -431,3 +431,35 @@ def test_multiclass_contributions_weigh_the_label_against_the_runner_up(tmp_path
     total = sum(c.contribution for c in e.contributions) + e.bias
     assert total == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-4)
     assert {c.favours for c in e.contributions} <= {e.label, e.versus}
+
+
+def test_calibrated_model_contributions_add_up_to_the_log_odds(tmp_path):
+    """skl2onnx's sigmoid-calibration graph (the default trainer's export) is linear too."""
+    from conftest import QUESTIONS, STATEMENTS, fit_tiny
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from foundry.export import artifact_bytes, install_artifacts
+
+    trained = fit_tiny()
+    clf = CalibratedClassifierCV(LogisticRegression(C=4.0, max_iter=1000), method="sigmoid",
+                                 cv=StratifiedKFold(3, shuffle=True, random_state=0),
+                                 ensemble=False)
+    trained.pipeline.steps[-1] = ("clf", clf)
+    trained.pipeline.fit(QUESTIONS + STATEMENTS, [0] * len(QUESTIONS) + [1] * len(STATEMENTS))
+    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task="calibrated")
+    install_artifacts("calibrated", {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
+                                     "conformance.json": b"{}", "card.md": b"#\n"}, tmp_path)
+    tester = Lab(tmp_path)
+    model = tester.model("calibrated")
+    weights = lab.linear_weights(model.paths["onnx"], 2, model.n_features)
+    assert weights is not None and weights.units == "log-odds"
+    for text in ["今天天气怎么样？", "打开客厅的灯", "你好吗"]:
+        answer = tester.ask("calibrated", text)
+        e, p = answer.explanation, answer.prediction.probabilities
+        assert e.method == "linear"
+        total = sum(c.contribution for c in e.contributions) + e.bias
+        assert total == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-4)
+    top = tester.ask("calibrated", "你好吗").explanation.contributions[0]
+    assert "吗" in top.ngram and top.favours == "Question"
