@@ -52,6 +52,9 @@ SMALL_BUCKET = 16
 #: costs O(bucket * MAX_LEADERS), not O(bucket^2).
 MAX_LEADERS = 8
 
+#: Components up to this size are re-clustered in memory (see :func:`refined_components`).
+IN_MEMORY_COMPONENT = 100_000
+
 Backend = Literal["auto", "numpy", "datasketch"]
 
 
@@ -387,7 +390,8 @@ def refined_components(
     ``上海的天气怎么样`` ~ ...) that no stratified split can place. A component larger
     than ``max_size`` is re-clustered at ``threshold + step``, again and again up to
     ``ceiling``. Returns ``(component id, threshold that formed it)`` per position; ids are
-    the smallest position of each component.
+    the smallest position of each component. Components of at most
+    :data:`IN_MEMORY_COMPONENT` texts are re-clustered in memory whatever the storage.
     """
     n = len(sets)
     comp = similarity_components(sets, minhashes, threshold=threshold, num_perm=num_perm,
@@ -400,10 +404,14 @@ def refined_components(
         stricter = round(t + step, 6)
         if stricter > ceiling:
             continue
+        # A re-clustered component small enough is banded in memory even when the main
+        # index lives in external storage: one more remote index per component costs more
+        # round trips than the component's buckets cost memory.
+        small = len(members) <= IN_MEMORY_COMPONENT
         sub = similarity_components([sets[i] for i in members], [minhashes[i] for i in members],
                                     threshold=stricter, num_perm=num_perm,
-                                    storage_config=storage_config, backend=backend,
-                                    progress=False)
+                                    storage_config=None if small else storage_config,
+                                    backend="auto" if small else backend, progress=False)
         comp[members] = members[sub]  # local smallest position -> global smallest position
         used[members] = stricter
         todo += [(m, stricter) for m in _big_components(comp[members], members, max_size)]
