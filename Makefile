@@ -60,6 +60,7 @@ bench: install-dev
 	$(PY) bench/runtime.py
 	$(PY) bench/refine.py
 	$(PY) bench/baselines.py
+	$(PY) bench/generation.py
 
 clean-runs:
 	rm -rf runs/*/ && touch runs/.gitkeep

@@ -99,6 +99,8 @@ class Generation(_Strict):
     requests_per_minute: float | None = Field(None, gt=0, description="per key")
     max_retries: int = Field(6, ge=0)
     request_timeout_s: float = Field(60.0, gt=0)
+    max_requests: int | None = Field(None, ge=1, description="budget per task: stop after this many requests")
+    max_tokens: int | None = Field(None, ge=1, description="budget per task: stop after this many tokens (in+out)")
     min_chars: int = Field(1, ge=1)
     max_chars: int = Field(120, ge=1)
     diversity: Diversity = Field(default_factory=Diversity)

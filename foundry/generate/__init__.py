@@ -20,11 +20,18 @@ from foundry.generate.rawstore import RawStore
 from foundry.runs import stage_dir, write_json
 
 PROVIDERS = ("offline", "gemini", "openai")
-_KEY_VARS = {"gemini": "GEMINI_API_KEYS", "openai": "OPENAI_BASE_URL"}
+#: Environment variables that configure a provider (any one of them is enough).
+_KEY_VARS = {"gemini": ("GEMINI_API_KEYS",), "openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
 
 
-class GenerationError(RuntimeError):
-    """Generation cannot run as configured (unknown provider, missing key, ...)."""
+def __getattr__(name: str):
+    # One GenerationError for the whole stage: the engine's (imported lazily, since the
+    # engine imports this package's submodules).
+    if name in {"GenerationError", "MissingKeyError"}:
+        from foundry.generate import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -50,7 +57,7 @@ def _configured(provider: str) -> bool:
         env = dict(os.environ)
     else:
         env = load_env()
-    return bool(env.get(_KEY_VARS[provider], "").strip())
+    return any(env.get(var, "").strip() for var in _KEY_VARS[provider])
 
 
 def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], None]) -> str:
@@ -59,19 +66,22 @@ def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], N
     A blueprint default of ``gemini``/``openai`` with no key configured falls back to
     ``offline`` (with a message); an explicit override without a key is an error.
     """
+    from foundry.generate.engine import GenerationError, MissingKeyError
+
     if override:
         if override not in PROVIDERS:
             raise GenerationError(
                 f"unknown provider {override!r}; choose one of {', '.join(PROVIDERS)}"
             )
         if not _configured(override):
-            raise GenerationError(
-                f"provider {override!r} needs {_KEY_VARS[override]} in the environment or .env"
+            raise MissingKeyError(
+                f"provider {override!r} needs {' or '.join(_KEY_VARS[override])} in the "
+                "environment or .env"
             )
         return override
     provider = bp.spec.generation.provider
     if not _configured(provider):
-        log(f"{_KEY_VARS[provider]} is not set: using the offline provider instead of {provider!r}")
+        log(f"{' / '.join(_KEY_VARS[provider])} not set: using the offline provider, not {provider!r}")
         return "offline"
     return provider
 
