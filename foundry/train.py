@@ -4,14 +4,15 @@ For each task of the blueprint, :func:`train_stage`
 
 1. reads ``refine/<task>/train.jsonl`` (and ``summary.json`` for the data hash and the
    balancing mode);
-2. cross-validates every candidate of ``train.grid`` (stratified folds, macro-F1) until
-   ``train.time_budget_s`` is spent, and keeps the best;
+2. cross-validates every candidate of ``train.grid`` (macro-F1) until
+   ``train.time_budget_s`` is spent, and keeps the best. Folds are stratified and keep
+   near-duplicate groups whole (:func:`similarity_groups`, the refine split's grouping), so a
+   model is never scored on near-copies of its training rows;
 3. refits it on all rows and, if ``.onnx + .bin`` exceed ``export.size_budget_kb``, prunes the
    vocabulary (by coefficient spread or chi², see :func:`foundry.trainers.feature_ranking`)
    and refits until the pair fits; an accuracy-against-size ladder is measured on the way;
 4. picks a calibration (none, sigmoid or isotonic) by out-of-fold log loss, and keeps the
-   out-of-fold probabilities so that the evaluate stage can choose the confidence threshold
-   on data the scored model never saw;
+   out-of-fold probabilities: held-out scores for the evaluate stage's confidence threshold;
 5. writes ``train/<task>/``: ``model.joblib``, ``train.json``, ``cv_results.csv``,
    ``size_curve.csv``, ``calibration.csv``, ``oof.csv``.
 
