@@ -135,14 +135,15 @@ class _Row:
     norm: str = ""
     alive: bool = True
     augment_of: int | None = None  # index of the row this augmented copy was made from
+    is_correction: bool = False  # read from the corrections file
 
     @property
     def priority(self) -> int:
+        if self.is_correction:
+            return SOURCE_PRIORITY["correction"]
+        if self.source == "correction":  # only the corrections file speaks for humans
+            return UNKNOWN_SOURCE_PRIORITY
         return SOURCE_PRIORITY.get(self.source, UNKNOWN_SOURCE_PRIORITY)
-
-    @property
-    def is_correction(self) -> bool:
-        return self.source == "correction"
 
     def preference(self) -> tuple[int, int]:
         """Sort key: smaller is kept. Later corrections supersede earlier ones."""
@@ -182,7 +183,7 @@ def _as_rows(rows: Iterable[dict], corrections: Iterable[dict]) -> list[_Row]:
                         str(r.get("source") or "")))
     for r in corrections:
         out.append(_Row(len(out), r.get("text"), r.get("label"), str(r.get("category") or ""),
-                        "correction"))
+                        "correction", is_correction=True))
     return out
 
 
@@ -463,7 +464,7 @@ def _augment(train: list[_Row], fraction: float, seed: int, taken: set[str],
             continue
         taken.add(norm)
         out.append(_Row(next_index + len(out), stripped, r.label, r.category, r.source, norm,
-                        augment_of=r.index))
+                        augment_of=r.index, is_correction=r.is_correction))
     return out
 
 

@@ -192,6 +192,14 @@ def test_corrections_override_same_and_near_same_generated_rows():
     assert res.summary["corrections"] == 2 and res.summary["corrections_kept"] == 2
 
 
+def test_only_the_corrections_file_speaks_for_humans():
+    rows = [row("你好吗", source="correction"), row("你好吗", source="seed"),
+            row("帮我开灯", "Statement")]
+    res = refine_rows(rows, TASK, CFG)
+    assert [r["source"] for r in res.train + res.test if r["text"] == "你好吗"] == ["seed"]
+    assert res.summary["corrections"] == 0
+
+
 def test_later_correction_supersedes_an_earlier_one():
     corrections = [{"text": "行吧", "label": "Statement"}, {"text": "行吧", "label": "Question"}]
     rows = [row("帮我开灯", "Statement"), row("几点了", "Question")]
