@@ -6,9 +6,10 @@ A person talks to the forged models, sees *why* they answer, and feeds correctio
   :class:`foundry.runtime.MicroModel`, i.e. exactly the files that ship;
 - :func:`explain` lists the n-grams that pushed a decision with signed contributions. For a
   linear ONNX graph (one ``LinearClassifier`` node) a contribution is the feature value times
-  the coefficient difference between the predicted label and the runner-up, in log-odds when
-  the graph is a logistic/softmax model; for any other graph it falls back to occlusion (how
-  much the predicted label's probability drops when that n-gram's feature is zeroed);
+  the coefficient difference between the predicted label and the runner-up, in log-odds for
+  logistic, softmax and sigmoid-calibrated graphs; for any other graph it falls back to
+  occlusion (how much the predicted label's probability drops when that n-gram's feature is
+  zeroed);
 - :func:`batch_predict` classifies many lines into a table with the uncertain rows first;
 - :func:`append_correction` appends ``{"text", "label", ...}`` to
   ``blueprints/<blueprint>/corrections/<task>.jsonl``: append-only, fsynced, and de-duplicated
@@ -229,7 +230,8 @@ def explain_linear(model: MicroModel, text: str, prediction: Prediction,
     return Explanation(prediction.label, versus, "linear", weights.units, _ordered(contribs), bias)
 
 
-def _session(model: MicroModel):
+def open_session(model: MicroModel):
+    """An ONNX Runtime session on the model's ``.onnx`` (for occlusion)."""
     import onnxruntime as ort
 
     # The very .onnx file the model loaded (its hash was checked by MicroModel.load).
@@ -248,7 +250,7 @@ def explain_occlusion(model: MicroModel, text: str, prediction: Prediction,
     idx, values = model.featurize(text)
     if len(idx) == 0:
         return Explanation(prediction.label, versus, "occlusion", "probability", ())
-    session = session or _session(model)
+    session = session or open_session(model)
     full = np.zeros((1, model.n_features), dtype=np.float32)
     full[0, idx] = values
     occluded = np.repeat(full, len(idx), axis=0)
@@ -266,7 +268,7 @@ def explain_occlusion(model: MicroModel, text: str, prediction: Prediction,
 
 
 def explain(model: MicroModel, text: str, prediction: Prediction | None = None, *,
-            weights: LinearWeights | None | bool = True) -> Explanation:
+            weights: LinearWeights | None | bool = True, session=None) -> Explanation:
     """Explain ``model``'s answer to ``text``.
 
     Parameters
@@ -274,13 +276,15 @@ def explain(model: MicroModel, text: str, prediction: Prediction | None = None, 
     weights : LinearWeights, None or True
         Weights read by :func:`linear_weights` (pass them to avoid re-reading the graph),
         ``None`` to force occlusion, or ``True`` to read them from ``model.paths["onnx"]``.
+    session : onnxruntime.InferenceSession, optional
+        Reused by occlusion; by default one is opened on ``model.paths["onnx"]``.
     """
     prediction = prediction or model.predict(text)
     if weights is True:
         weights = linear_weights(model.paths["onnx"], len(model.labels), model.n_features)
     if isinstance(weights, LinearWeights):
         return explain_linear(model, text, prediction, weights)
-    return explain_occlusion(model, text, prediction)
+    return explain_occlusion(model, text, prediction, session)
 
 
 # ----------------------------------------------------------------------------------------
@@ -581,6 +585,14 @@ class CorrectionResult:
         return f"Already recorded as “{self.label}” in {self.path}."
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    stamp: tuple[int, ...]
+    model: MicroModel
+    weights: LinearWeights | None
+    session: object | None
+
+
 class Lab:
     """The tester's state: a models dir, loaded models, and where corrections go.
 
@@ -597,7 +609,7 @@ class Lab:
                  blueprint_dir: str | Path | None = None) -> None:
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self.blueprint_dir = Path(blueprint_dir) if blueprint_dir is not None else None
-        self._models: dict[str, tuple[tuple[int, int], MicroModel, LinearWeights | None]] = {}
+        self._models: dict[str, _Loaded] = {}
 
     def __repr__(self) -> str:
         return f"Lab(models_dir={str(self.models_dir)!r}, tasks={self.tasks()})"
@@ -606,7 +618,7 @@ class Lab:
         """Tasks found in the models dir now."""
         return discover_tasks(self.models_dir)
 
-    def _entry(self, task: str) -> tuple[MicroModel, LinearWeights | None]:
+    def _entry(self, task: str) -> _Loaded:
         if task not in self.tasks():
             raise LabError(f"no task {task!r} in {self.models_dir} (found: "
                            f"{', '.join(self.tasks()) or 'none'}); forge it with `make forge`")
@@ -614,23 +626,26 @@ class Lab:
                  self.models_dir / f"{task}_classifier.onnx")
         # Keyed by modification times, so a re-forge while the lab is open is picked up.
         stamp = tuple(f.stat().st_mtime_ns for f in files)
-        cached = self._models.get(task)
-        if cached is None or cached[0] != stamp:
+        loaded = self._models.get(task)
+        if loaded is None or loaded.stamp != stamp:
             model = MicroModel.load(task, self.models_dir)
             weights = linear_weights(model.paths["onnx"], len(model.labels), model.n_features)
-            cached = (stamp, model, weights)
-            self._models[task] = cached
-        return cached[1], cached[2]
+            # Occlusion runs the graph once per question: open its session once.
+            session = open_session(model) if weights is None else None
+            loaded = _Loaded(stamp, model, weights, session)
+            self._models[task] = loaded
+        return loaded
 
     def model(self, task: str) -> MicroModel:
         """The loaded model of ``task`` (reloaded when its files changed)."""
-        return self._entry(task)[0]
+        return self._entry(task).model
 
     def ask(self, task: str, text: str) -> Answer:
         """Predict and explain one text."""
-        model, weights = self._entry(task)
-        prediction = model.predict(text)
-        explanation = explain(model, text, prediction, weights=weights)
+        loaded = self._entry(task)
+        prediction = loaded.model.predict(text)
+        explanation = explain(loaded.model, text, prediction, weights=loaded.weights,
+                              session=loaded.session)
         return Answer(task, text, prediction, explanation)
 
     def render(self, answer: Answer) -> str:

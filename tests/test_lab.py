@@ -463,3 +463,26 @@ def test_calibrated_model_contributions_add_up_to_the_log_odds(tmp_path):
         assert total == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-4)
     top = tester.ask("calibrated", "你好吗").explanation.contributions[0]
     assert "吗" in top.ngram and top.favours == "Question"
+
+
+def test_non_linear_model_is_explained_by_occlusion(tmp_path):
+    """Complement naive Bayes exports as a non-linear graph: the lab falls back to occlusion."""
+    from conftest import QUESTIONS, STATEMENTS, fit_tiny
+    from sklearn.naive_bayes import ComplementNB
+
+    from foundry.export import artifact_bytes, install_artifacts
+
+    trained = fit_tiny()
+    trained.pipeline.steps[-1] = ("clf", ComplementNB(alpha=0.5))
+    trained.pipeline.fit(QUESTIONS + STATEMENTS, [0] * len(QUESTIONS) + [1] * len(STATEMENTS))
+    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task="nb")
+    install_artifacts("nb", {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
+                             "conformance.json": b"{}", "card.md": b"#\n"}, tmp_path)
+    tester = Lab(tmp_path)
+    model = tester.model("nb")
+    assert lab.linear_weights(model.paths["onnx"], 2, model.n_features) is None
+    e = tester.ask("nb", "你好吗").explanation
+    assert (e.method, e.units, e.bias) == ("occlusion", "probability", None)
+    top = e.contributions[0]
+    assert "吗" in top.ngram and top.favours == "Question" and top.contribution > 0
+    assert "drop of P(Question)" in tester.render(tester.ask("nb", "你好吗"))
