@@ -41,7 +41,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -823,6 +823,8 @@ class _NumpyHead:
             dict(zip(vocabulary, (rows[0] + 1j * idf * idf).tolist(), strict=True))
             if len(rows) == 1 else None
         )
+        self._in_vocabulary = self.idf2.__contains__
+        self._packed_item = self.packed.__getitem__ if self.packed is not None else None
         self.intercepts = b.tolist()
         self.sublinear_tf = sublinear_tf
         self.l2 = l2
@@ -839,29 +841,20 @@ class _NumpyHead:
         self._vector: _VectorScorer | None = None
         self._vector_lock = threading.Lock()
 
-    def scores(self, grams: Sequence[str], normalized: str | None = None) -> list[float]:
-        """Class scores (before the post transform) of one text's n-grams (with repeats).
-
-        ``normalized``, the text the n-grams come from, lets a cheaper test rule out
-        repeated n-grams: two equal n-grams at different positions need a repeated
-        non-space character.
-        """
-        # Sums over every occurrence, run in C by sum(map(dict.get)) with 0 for
-        # out-of-vocabulary n-grams. That counts an n-gram seen c times c times instead of
-        # tf(c) times: repeats (rare, few) are corrected afterwards.
-        if self.packed is not None:
-            both = sum(map(self.packed.get, grams, repeat(0j)), 0j)
+    def scores(self, grams: Sequence[str]) -> list[float]:
+        """Class scores (before the post transform) of one text's n-grams (with repeats)."""
+        # Every loop runs in C: filter to the in-vocabulary n-grams, then sum(map()) over the
+        # tables. That counts an n-gram seen c times c times instead of tf(c) times;
+        # repeats (few) are corrected afterwards.
+        hits = list(filter(self._in_vocabulary, grams))
+        if self._packed_item is not None:
+            both = sum(map(self._packed_item, hits), 0j)
             norm2, sums = both.imag, [both.real]
         else:
-            norm2 = sum(map(self.idf2.get, grams, repeat(0.0)))
-            sums = [sum(map(d.get, grams, repeat(0.0))) for d in self.weights]
-        if normalized is not None:
-            spaces = normalized.count(" ")
-            repeats = len(set(normalized)) - (spaces > 0) != len(normalized) - spaces
-        else:
-            repeats = len(set(grams)) != len(grams)
-        if repeats:
-            norm2 = self._correct_repeats(grams, norm2, sums)
+            norm2 = sum(map(self.idf2.__getitem__, hits))
+            sums = [sum(map(d.__getitem__, hits)) for d in self.weights]
+        if len(set(hits)) != len(hits):
+            norm2 = self._correct_repeats(hits, norm2, sums)
         if self.l2 and norm2 > 0.0:
             inv = 1.0 / math.sqrt(norm2)
             sums = [x * inv for x in sums]
@@ -870,23 +863,18 @@ class _NumpyHead:
             return [-z, z]
         return [x + b for x, b in zip(sums, self.intercepts, strict=True)]
 
-    def _correct_repeats(self, grams: Sequence[str], norm2: float, sums: list[float]) -> float:
+    def _correct_repeats(self, hits: list[str], norm2: float, sums: list[float]) -> float:
         """Turn the occurrence sums of :meth:`scores` into tf sums; ``sums`` is updated in place.
 
         An n-gram seen ``c > 1`` times added ``c * v`` to a score and ``c * idf^2`` to the
         squared norm, where ``t * v`` and ``t^2 * idf^2`` were due (``t`` its tf): add
-        ``(t - c) * v`` and ``(t^2 - c) * idf^2``. Every loop runs in C (map over tables).
-        Returns the corrected squared norm.
+        ``(t - c) * v`` and ``(t^2 - c) * idf^2``. Returns the corrected squared norm.
         """
         counts: dict[str, int] = {}
-        _count_elements(counts, grams)
-        idf2 = self.idf2
-        repeated = list(filter(idf2.__contains__, compress(counts, map(_MORE_THAN_ONE,
-                                                                      counts.values()))))
-        if not repeated:
-            return norm2
+        _count_elements(counts, hits)
+        repeated = list(compress(counts, map(_MORE_THAN_ONE, counts.values())))
         seen = list(map(counts.__getitem__, repeated))
-        norm2 += sum(map(operator.mul, map(self._dtf2, seen), map(idf2.__getitem__, repeated)))
+        norm2 += sum(map(operator.mul, map(self._dtf2, seen), map(self.idf2.__getitem__, repeated)))
         dtf = list(map(self._dtf, seen))
         for k, d in enumerate(self.weights):
             sums[k] += sum(map(operator.mul, dtf, map(d.__getitem__, repeated)))
@@ -895,7 +883,7 @@ class _NumpyHead:
     def scores_many(self, normalized: list[str], slicer: NgramSlicer) -> np.ndarray:
         """Class scores ``[N, K]`` of normalised texts; vectorised for larger batches."""
         if len(normalized) < VECTOR_MIN_BATCH or self.spec.max_n > _VectorScorer.max_n:
-            return np.array(list(map(self.scores, map(slicer, normalized), normalized)))
+            return np.array(list(map(self.scores, map(slicer, normalized))))
         sums, norm2 = self._vector_scorer().sums(normalized)
         if self.l2:
             positive = norm2 > 0.0
@@ -1199,7 +1187,7 @@ class MicroModel:
         head = self._head
         if isinstance(head, _NumpyHead):
             normalized = fast_normalize(text, self.spec)
-            return self._answer(head.finish_one(head.scores(self._ngrams(normalized), normalized)))
+            return self._answer(head.finish_one(head.scores(self._ngrams(normalized))))
         return self._answer(head.proba_one(*self.featurize(text)).tolist())
 
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:

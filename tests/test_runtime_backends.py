@@ -530,7 +530,7 @@ def test_vectorised_batch_scores_equal_per_text_scores(models_dir, task):
     model = MicroModel.load(task, models_dir=models_dir, backend="numpy")
     head = model._head
     normalized = normalize_many(_texts(), model.spec)
-    per_text = np.array([head.scores(model._ngrams(t), t) for t in normalized])
+    per_text = np.array([head.scores(model._ngrams(t)) for t in normalized])
     batched = head.scores_many(normalized, model._ngrams)
     np.testing.assert_allclose(batched, per_text, rtol=1e-12, atol=1e-12)
     for size in (VECTOR_MIN_BATCH, VECTOR_MIN_BATCH + 1):  # the smallest vectorised batches
