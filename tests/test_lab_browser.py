@@ -119,16 +119,15 @@ def jupyterlab(root: Path, models_dir: Path, work: Path) -> Iterator[str]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
+    """Stop the server's process group: SIGTERM (it shuts its kernels down), then SIGKILL
+    whatever is left of the group (a kernel of a server that died early, say)."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
-    except ProcessLookupError:
-        pass
+    proc.wait(timeout=20)
 
 
 def run_all_cells(page) -> None:
