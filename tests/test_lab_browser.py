@@ -208,37 +208,54 @@ def test_tester_answers_in_a_real_browser(tmp_path):
     shot = REPO / "test-output" / "lab_tester.png"
     shot.parent.mkdir(exist_ok=True)
 
+    failure = shot.with_name("lab_tester_failure.png")
     with jupyterlab(serve_notebook(tmp_path), models_dir, tmp_path) as url, \
-            browser_page(url) as page:
-        run_all_cells(page)
-        answer = ask(page, QUESTION)
-        label = answer.locator(".foundry-label")
-        assert label.inner_text().strip() == "Question"
-        assert answer.get_attribute("data-label") == "Question"
-        bars = answer.locator(".foundry-bar")
-        assert bars.count() == 2
-        fill = answer.locator('.foundry-bar-row[data-label="Question"] .foundry-bar-fill')
-        outer = answer.locator('.foundry-bar-row[data-label="Question"] .foundry-bar')
-        # The bar is drawn, and its width is the probability (> 0.5 for the winning label).
-        ratio = fill.bounding_box()["width"] / outer.bounding_box()["width"]
-        assert 0.5 < ratio <= 1.0
-        assert answer.locator(".foundry-chip").count() > 0
-        page.screenshot(path=str(shot))
-
-        # The corrections loop, end to end: the click appends to the blueprint's log.
-        page.locator(".foundry-correct", has_text="Statement").click()
-        page.locator(".foundry-correction-status", has_text="Saved").wait_for(timeout=ANSWER_MS)
-        log = blueprint_dir / "corrections" / "is_question.jsonl"
-        rows = [json.loads(line) for line in log.read_text("utf-8").splitlines()]
-        assert [(r["text"], r["label"]) for r in rows] == [(QUESTION, "Statement")]
-
-        # Batch: two lines become two table rows.
-        page.locator(".foundry-batch-input textarea").fill("打开客厅的灯\n你吃饭了吗？")
-        page.locator(".foundry-batch-run").click()
-        page.locator(".foundry-batch-table").wait_for(timeout=ANSWER_MS)
-        assert page.locator(".foundry-batch-row").count() == 2
-        assert page.locator(".foundry-csv-link").count() == 1
+            browser_page(url) as page, _screenshot_on_failure(page, failure):
+        _check_tester(page, shot, blueprint_dir)
     assert shot.stat().st_size > 10_000
+
+
+@contextmanager
+def _screenshot_on_failure(page, path: Path) -> Iterator[None]:
+    """Keep what the browser showed when a step failed (the server log is in the tmp dir)."""
+    try:
+        yield
+    except Exception:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(path))
+        raise
+
+
+def _check_tester(page, shot: Path, blueprint_dir: Path) -> None:
+    """Ask, check answer and bar, screenshot, correct, classify a batch."""
+    run_all_cells(page)
+    answer = ask(page, QUESTION)
+    label = answer.locator(".foundry-label")
+    assert label.inner_text().strip() == "Question"
+    assert answer.get_attribute("data-label") == "Question"
+    bars = answer.locator(".foundry-bar")
+    assert bars.count() == 2
+    fill = answer.locator('.foundry-bar-row[data-label="Question"] .foundry-bar-fill')
+    outer = answer.locator('.foundry-bar-row[data-label="Question"] .foundry-bar')
+    # The bar is drawn, and its width is the probability (> 0.5 for the winning label).
+    ratio = fill.bounding_box()["width"] / outer.bounding_box()["width"]
+    assert 0.5 < ratio <= 1.0
+    assert answer.locator(".foundry-chip").count() > 0
+    page.screenshot(path=str(shot))
+
+    # The corrections loop, end to end: the click appends to the blueprint's log.
+    page.locator(".foundry-correct", has_text="Statement").click()
+    page.locator(".foundry-correction-status", has_text="Saved").wait_for(timeout=ANSWER_MS)
+    log = blueprint_dir / "corrections" / "is_question.jsonl"
+    rows = [json.loads(line) for line in log.read_text("utf-8").splitlines()]
+    assert [(r["text"], r["label"]) for r in rows] == [(QUESTION, "Statement")]
+
+    # Batch: two lines become two table rows.
+    page.locator(".foundry-batch-input textarea").fill("打开客厅的灯\n你吃饭了吗？")
+    page.locator(".foundry-batch-run").click()
+    page.locator(".foundry-batch-table").wait_for(timeout=ANSWER_MS)
+    assert page.locator(".foundry-batch-row").count() == 2
+    assert page.locator(".foundry-csv-link").count() == 1
 
 
 def screenshot(models_dir: Path, out: Path, text: str = QUESTION, task: str | None = None,
