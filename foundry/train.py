@@ -236,6 +236,29 @@ def sample_weights(split: Split, balance: str) -> np.ndarray:
     return w
 
 
+def check_exam_not_in_training(split: Split, exam_path: Path) -> None:
+    """Refuse to train on exam sentences (after normalisation): the exam must stay unseen.
+
+    The refine stage removes exam texts and their near-duplicates; this is the last line of
+    defence against a hand-edited or stale split.
+    """
+    if not Path(exam_path).is_file():
+        return
+    exam = set()
+    for line in Path(exam_path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            text = json.loads(line).get("text")
+            if isinstance(text, str):
+                exam.add(normalize(text, _COMPARE_SPEC))
+    leaked = [t for t in split.texts if normalize(t, _COMPARE_SPEC) in exam]
+    if leaked:
+        shown = ", ".join(repr(t) for t in leaked[:5])
+        raise TrainDataError(
+            f"{split.path}: {len(leaked)} training row(s) are exam sentences from {exam_path} "
+            f"(e.g. {shown}); the exam must never be trained on: re-run the refine stage"
+        )
+
+
 def similarity_groups(texts: list[str], y: np.ndarray, cfg: Refine, n_folds: int) -> np.ndarray:
     """Near-duplicate groups of the training rows, as the refine stage builds them for its split.
 
@@ -679,6 +702,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     missing = [labels[k] for k in range(n_classes) if not (split.y == k).any()]
     if missing:
         raise TrainDataError(f"{split.path}: no training rows for label(s) {', '.join(missing)}")
+    check_exam_not_in_training(split, bp.path(task.exam))
     texts, y = split.texts, split.y
     w = sample_weights(split, str(summary.get("balance", "none")))
     trainer = get_trainer(cfg.trainer)

@@ -40,12 +40,16 @@ REQUIRED_KEYS = {
 }
 
 
-def make_rows(n: int, seed: int, noise: float = 0.0) -> list[dict]:
+#: Exam sentences use their own topics, so that no exam sentence is a training sentence.
+EXAM_TOPICS = ["银行", "公园", "飞机", "手表", "牙医", "图书馆"]
+
+
+def make_rows(n: int, seed: int, noise: float = 0.0, topics: list[str] = TOPICS) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         label = "Question" if i % 2 == 0 else "Statement"
-        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(TOPICS))
+        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(topics))
         if rng.random() < noise:
             label = "Statement" if label == "Question" else "Question"
         rows.append({"text": text, "label": label, "category": f"c{i % 2}", "source": "synthetic"})
@@ -59,7 +63,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def exam_rows(wrong: int = 0) -> list[dict]:
     """20 easy exam cases; the first ``wrong`` of them carry the opposite gold label."""
-    rows = [{**r, "hard": i % 5 == 0, "note": f"n{i}"} for i, r in enumerate(make_rows(20, 5))]
+    rows = [{**r, "hard": i % 5 == 0, "note": f"n{i}"}
+            for i, r in enumerate(make_rows(20, 5, topics=EXAM_TOPICS))]
     for r in rows[:wrong]:
         r["label"] = "Statement" if r["label"] == "Question" else "Question"
     return rows

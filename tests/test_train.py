@@ -32,13 +32,17 @@ QUESTION = ["{t}怎么样", "{t}是什么", "今天{t}好吗", "{t}在哪里", "
 STATEMENT = ["帮我打开{t}", "记录一下{t}", "我觉得{t}不错", "把{t}关掉", "提醒我{t}", "明天去{t}"]
 
 
-def make_rows(n: int, seed: int, noise: float = 0.0) -> list[dict]:
+#: Exam sentences use their own topics, so that no exam sentence is a training sentence.
+EXAM_TOPICS = ["银行", "公园", "飞机", "手表", "牙医", "图书馆"]
+
+
+def make_rows(n: int, seed: int, noise: float = 0.0, topics: list[str] = TOPICS) -> list[dict]:
     """Synthetic Question/Statement rows; ``noise`` flips that share of labels."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         label = "Question" if i % 2 == 0 else "Statement"
-        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(TOPICS))
+        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(topics))
         text += rng.choice(["", "呀", "呢", "啊"])
         if rng.random() < noise:
             label = "Statement" if label == "Question" else "Question"
@@ -83,7 +87,7 @@ def make_blueprint(root: Path, *, labels: tuple[str, str] = ("Question", "Statem
     root.mkdir(parents=True, exist_ok=True)
     (root / "blueprint.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True), "utf-8")
     rows = exam if exam is not None else [{**r, "hard": False, "note": ""}
-                                          for r in make_rows(40, 3)]
+                                          for r in make_rows(40, 3, topics=EXAM_TOPICS)]
     write_jsonl(root / "exam" / "is_question.jsonl", rows)
     return load_blueprint(root, check_files=False)
 
@@ -324,3 +328,12 @@ def test_stage_notebooks_have_the_parameters_cell_and_no_outputs(name):
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Stage")
     assert all(not c.get("outputs") and c.get("execution_count") is None
                for c in nb.cells if c.cell_type == "code")
+
+
+def test_training_refuses_exam_sentences(tmp_path):
+    exam = [{**r, "hard": False, "note": ""} for r in make_rows(10, 1)[:3]]
+    bp = make_blueprint(tmp_path / "bp", exam=exam)
+    write_refined(tmp_path / "run", n_train=60)  # same seed as the exam rows: they leak
+    with pytest.raises(TrainDataError, match=r"train\.jsonl: \d+ training row\(s\) are exam "
+                                             r"sentences"):
+        train_stage(bp, tmp_path / "run", log=lambda _: None)
