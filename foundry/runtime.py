@@ -883,7 +883,7 @@ class _NumpyHead:
     def scores_many(self, normalized: list[str], slicer: NgramSlicer) -> np.ndarray:
         """Class scores ``[N, K]`` of normalised texts; vectorised for larger batches."""
         if len(normalized) < VECTOR_MIN_BATCH or self.spec.max_n > _VectorScorer.max_n:
-            return np.array(list(map(self.scores, map(slicer, normalized))))
+            return np.array(list(map(self.scores, map(slicer, normalized))), dtype=np.float64)
         sums, norm2 = self._vector_scorer().sums(normalized)
         if self.l2:
             positive = norm2 > 0.0
@@ -1156,6 +1156,8 @@ class MicroModel:
         """Probabilities ``[N, K]`` of a non-empty list, float64 (numpy) or float32 (ORT)."""
         head = self._head
         if isinstance(head, _NumpyHead):
+            if len(texts) < VECTOR_MIN_BATCH:
+                return np.array(self._proba_lists(texts))
             scores = head.scores_many(normalize_many(texts, self.spec), self._ngrams)
             return head.finish(scores)
         rows = max(1, head.block_bytes // (4 * self.n_features))
@@ -1190,11 +1192,19 @@ class MicroModel:
             return self._answer(head.finish_one(head.scores(self._ngrams(normalized))))
         return self._answer(head.proba_one(*self.featurize(text)).tolist())
 
+    def _proba_lists(self, texts: list[str]) -> list[list[float]]:
+        """Numpy backend, text by text in plain Python: for batches too small for NumPy."""
+        head = self._head
+        return [head.finish_one(head.scores(self._ngrams(t)))
+                for t in normalize_many(texts, self.spec)]
+
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         """Classify many texts in one batch; answers in input order."""
         texts = list(texts)
         if not texts:
             return []
+        if isinstance(self._head, _NumpyHead) and len(texts) < VECTOR_MIN_BATCH:
+            return list(map(self._answer, self._proba_lists(texts)))
         return list(map(self._answer, self._proba_rows(texts).tolist()))
 
     def __repr__(self) -> str:

@@ -548,3 +548,18 @@ def test_vector_hash_table_finds_every_vocabulary_entry(models_dir):
     np.testing.assert_array_equal(scorer.lookup(keys), np.arange(len(vocabulary)))
     # Keys not in the vocabulary (the same n-grams shifted by one code point) all miss.
     assert (scorer.lookup(keys + np.uint64(1)) == -1).sum() >= len(keys) - 5
+
+
+@pytest.mark.parametrize("task", ["binary", "calibrated", "multiclass"])
+def test_small_batches_match_onnxruntime(models_dir, task):
+    fast = MicroModel.load(task, models_dir=models_dir, backend="numpy")
+    ref = MicroModel.load(task, models_dir=models_dir, backend="onnxruntime")
+    texts = _texts()
+    for size in (1, 3, VECTOR_MIN_BATCH - 1, VECTOR_MIN_BATCH):
+        batch = texts[size:2 * size]
+        want = ref.predict_proba(batch)
+        got = fast.predict_proba(batch)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert np.max(np.abs(got - want)) < 1e-6
+        many = np.array([list(p.probabilities.values()) for p in fast.predict_many(batch)])
+        assert np.max(np.abs(many - want)) < 1e-6
