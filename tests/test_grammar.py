@@ -196,6 +196,20 @@ def test_missing_file_and_invalid_yaml(tmp_path: Path):
         load_grammar(bad)
 
 
+def test_lint_warns_about_regex_optionals_and_repeated_slot_items():
+    data = small_grammar(slots={"x": ["1", "2", "1"], "y": ["p"]})
+    data["templates"][0]["patterns"] = ["A(x|y)?{x}", "A(x|y)\\?"]
+    g = grammar_from_dict(data, "g.yaml", TASK)
+    assert g.warnings == [
+        "g.yaml: slots.x[2]: '1' repeats item [0], which doubles its weight; "
+        "use the mapping form for weights",
+        "g.yaml: templates[0] patterns[0]: '(...)?' in 'A(x|y)?{x}' is not an optional part "
+        "here: the '?' is literal text; write '[...]' for an optional part, or '\\?' for a "
+        "literal '?'",
+    ]
+    assert g.sample(g.templates[0].tree, random.Random(0)).count("?") == 1
+
+
 def test_template_keys_count_within_their_category():
     data = small_grammar()
     data["templates"].append({"label": "Yes", "category": "a", "patterns": ["AA"]})

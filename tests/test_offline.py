@@ -229,6 +229,7 @@ def test_capacity_table_and_json_serialisable_stats(tmp_path):
     assert a0["distinct"] == 10_000 and bool(a0["exact"])
     assert set(result.capacity["level"]) == {"template", "category", "label"}
     json.dumps(result.stats)
+    assert result.stats["warnings"] == []
     json.dumps(result.capacity.to_dict(orient="records"))
 
 
@@ -269,6 +270,7 @@ def test_default_blueprint_generates_balanced_unique_rows(default_bp, task_name)
     assert len(result.rows) == 1200
     assert len({normalize(r["text"]) for r in result.rows}) == 1200
     assert result.exhausted == []
+    assert result.stats["warnings"] == []  # the shipped grammars lint clean
     labels = by(result.rows, "label")
     assert set(labels.values()) == {600}
     for label in task.labels:

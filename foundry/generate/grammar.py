@@ -42,6 +42,8 @@ EXACT_LIMIT = 50_000
 _SLOT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPECIAL = set("{}[]()|\\@")
 _PROB = re.compile(r"@(\d*\.?\d+)")
+#: ``(...)?`` written out of regex habit: in this grammar the ``?`` is literal text.
+_REGEX_OPTIONAL = re.compile(r"(?<!\\)\)\?")
 
 
 class GrammarError(ValueError):
@@ -295,6 +297,8 @@ class Grammar:
     slots: dict[str, Alt]
     templates: list[Template]
     category_weights: dict[str, float] = field(default_factory=dict)
+    #: Suspicious but legal constructs found while loading (see :func:`lint_pattern`).
+    warnings: list[str] = field(default_factory=list)
     _bounds: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- sampling
@@ -489,7 +493,17 @@ def _weight(value: Any, where: str) -> float:
     return float(value)
 
 
-def _alternatives(value: Any, where: str) -> Alt:
+def lint_pattern(pattern: str, where: str) -> list[str]:
+    """Warnings about legal but probably unintended constructs in one pattern."""
+    if _REGEX_OPTIONAL.search(pattern):
+        return [
+            f"{where}: '(...)?' in {pattern!r} is not an optional part here: the '?' is "
+            "literal text; write '[...]' for an optional part, or '\\?' for a literal '?'"
+        ]
+    return []
+
+
+def _alternatives(value: Any, where: str, warnings: list[str] | None = None) -> Alt:
     """A slot value (list, weighted mapping or single string) as an Alt."""
     if isinstance(value, str):
         items: list[tuple[Any, Any]] = [(value, 1)]
@@ -505,10 +519,19 @@ def _alternatives(value: Any, where: str) -> Alt:
     if not items:
         raise GrammarError(f"{where}: has no alternatives; add at least one (\"\" for empty)")
     options, weights = [], []
+    seen: dict[Any, int] = {}
     for i, (pattern, w) in enumerate(items):
         sub = f"{where}[{i}]" if isinstance(value, list) else f"{where}[{pattern!r}]"
         options.append(parse_pattern(pattern, sub))
         weights.append(_weight(w, sub))
+        if warnings is not None:
+            warnings.extend(lint_pattern(pattern, sub))
+            if pattern in seen:
+                warnings.append(
+                    f"{sub}: {pattern!r} repeats item [{seen[pattern]}], which doubles its "
+                    "weight; use the mapping form for weights"
+                )
+            seen.setdefault(pattern, i)
     return Alt(tuple(options), tuple(weights))
 
 
@@ -557,12 +580,13 @@ def grammar_from_dict(data: Any, source: str = "<grammar>", task: Task | None = 
     if not isinstance(raw_slots, dict):
         raise GrammarError(f"{source}: slots: expected a mapping name -> alternatives")
     slots: dict[str, Alt] = {}
+    warnings: list[str] = []
     for name, value in raw_slots.items():
         if not isinstance(name, str) or not _SLOT_NAME.match(name):
             raise GrammarError(
                 f"{source}: slots: bad slot name {name!r}; use letters, digits and '_'"
             )
-        slots[name] = _alternatives(value, f"{source}: slots.{name}")
+        slots[name] = _alternatives(value, f"{source}: slots.{name}", warnings)
 
     raw_templates = data.get("templates")
     if not isinstance(raw_templates, list) or not raw_templates:
@@ -603,6 +627,7 @@ def grammar_from_dict(data: Any, source: str = "<grammar>", task: Task | None = 
         ]
         for j, tree in enumerate(trees):
             refs.append((f"{where} ({label}/{category}) patterns[{j}]", tree))
+            warnings.extend(lint_pattern(patterns[j], f"{where} patterns[{j}]"))
         index = counters.get((label, category), 0)
         counters[(label, category)] = index + 1
         tree = trees[0] if len(trees) == 1 else Alt(tuple(trees), tuple(1.0 for _ in trees))
@@ -617,7 +642,7 @@ def grammar_from_dict(data: Any, source: str = "<grammar>", task: Task | None = 
     category_weights = {
         str(k): _weight(v, f"{source}: category_weights.{k}") for k, v in raw_cw.items()
     }
-    grammar = Grammar(source, slots, templates, category_weights)
+    grammar = Grammar(source, slots, templates, category_weights, warnings)
     if task is not None:
         grammar.validate_against(task)
     return grammar

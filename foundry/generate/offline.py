@@ -60,8 +60,9 @@ class OfflineResult:
     stats : dict
         JSON-serialisable: ``target``, ``rows``, ``seeds``, ``grammar``, ``labels``
         (rows per label), ``categories`` (per label/category: quota, seed, grammar, total),
-        ``templates`` (rows per template key) and ``exhausted`` (one message per exhausted
-        template, saying where its quota went).
+        ``templates`` (rows per template key), ``exhausted`` (one message per exhausted
+        template, saying where its quota went) and ``warnings`` (the grammar's lint
+        warnings, e.g. a regex-style ``(x)?``).
     """
 
     rows: list[dict[str, Any]]
@@ -306,7 +307,9 @@ def generate_offline(
                 if filler.need[id(t)] > 0 and id(t) not in filler.dead
             ]
         capacity = pd.DataFrame(grammar.capacity(key=normalize))
-    return OfflineResult(rows, capacity, _stats(rows, cats, cat_quota, target, exhausted))
+    stats = _stats(rows, cats, cat_quota, target, exhausted)
+    stats["warnings"] = list(grammar.warnings) if grammar is not None else []
+    return OfflineResult(rows, capacity, stats)
 
 
 def _clean(text: str) -> str:
