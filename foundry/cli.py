@@ -90,6 +90,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "jupyterlab", str(notebook.relative_to(ROOT))]
     if args.no_browser:
         cmd.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # JupyterLab refuses to start as root without it
     return subprocess.call(cmd, cwd=ROOT, env=env)
 
 
