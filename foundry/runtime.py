@@ -39,7 +39,7 @@ import math
 import operator
 import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from pathlib import Path
@@ -934,6 +934,59 @@ def _logistic(s: float) -> float:
     return 1.0 - v if s < 0 else v
 
 
+def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
+                      slicer: NgramSlicer) -> Callable[[str], Prediction] | None:
+    """One-text prediction for the default export, fused into one function.
+
+    The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
+    for a binary model with rows ``(-w, w)`` under LOGISTIC or a sigmoid calibration, with
+    every table bound to a local: at a few microseconds per call, the calls and attribute
+    look-ups of the general path are a fifth of the time. None for any other model.
+    """
+    graph, spec = head.graph, head.spec
+    logistic = graph.post_transform == "LOGISTIC" and graph.calibration is None
+    if not (head.antisymmetric and head.l2 and not graph.l1_normalize
+            and (logistic or graph.calibration is not None)):
+        return None
+    table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
+    in_vocabulary, packed = head._in_vocabulary, head._packed_item
+    idf2, weight = head.idf2.__getitem__, head.weights[0].__getitem__
+    dtf, dtf2, mul, sqrt = head._dtf, head._dtf2, operator.mul, math.sqrt
+    bias = head.intercepts[1]
+    calibration = graph.calibration or SigmoidCalibration(1, -1.0, 0.0)  # unused if logistic
+    sign, a, b = (1.0 if calibration.column == 1 else -1.0), calibration.a, calibration.b
+    label0, label1 = labels
+
+    def predict(text: str) -> Prediction:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        out = text.translate(table)
+        out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
+        hits = list(filter(in_vocabulary, slicer(out)))
+        both = sum(map(packed, hits), 0j)
+        z, norm2 = both.real, both.imag
+        if len(set(hits)) != len(hits):  # see _NumpyHead._correct_repeats
+            counts: dict[str, int] = {}
+            _count_elements(counts, hits)
+            repeated = list(compress(counts, map(_MORE_THAN_ONE, counts.values())))
+            seen = list(map(counts.__getitem__, repeated))
+            norm2 += sum(map(mul, map(dtf2, seen), map(idf2, repeated)))
+            z += sum(map(mul, map(dtf, seen), map(weight, repeated)))
+        if norm2 > 0.0:
+            z /= sqrt(norm2)
+        z += bias
+        if logistic:
+            p0, p1 = _logistic(-z), _logistic(z)
+        else:
+            p1 = _logistic(-(a * sign * z + b))
+            p0 = 1.0 - p1
+        if p1 > p0:
+            return _prediction(label1, {label0: p0, label1: p1}, p1 >= threshold, p1)
+        return _prediction(label0, {label0: p0, label1: p1}, p0 >= threshold, p0)
+
+    return predict
+
+
 class _OrtHead:
     """ONNX Runtime session configured for one short text at a time (the reference backend)."""
 
@@ -1053,6 +1106,10 @@ class MicroModel:
             )
         else:
             self._head = _OrtHead(session, self.n_features)
+        self._fused_predict = (
+            _binary_predictor(self._head, self.labels, self.threshold, self._ngrams)
+            if isinstance(self._head, _NumpyHead) else None
+        )
 
     @property
     def backend(self) -> str:
@@ -1186,6 +1243,8 @@ class MicroModel:
 
     def predict(self, text: str) -> Prediction:
         """Classify one text."""
+        if self._fused_predict is not None:
+            return self._fused_predict(text)
         head = self._head
         if isinstance(head, _NumpyHead):
             normalized = fast_normalize(text, self.spec)

@@ -563,3 +563,36 @@ def test_small_batches_match_onnxruntime(models_dir, task):
         assert np.max(np.abs(got - want)) < 1e-6
         many = np.array([list(p.probabilities.values()) for p in fast.predict_many(batch)])
         assert np.max(np.abs(many - want)) < 1e-6
+
+
+@pytest.mark.parametrize("task", ["binary", "calibrated", "calibrated_svm", "plain_tf"])
+def test_fused_binary_predict_equals_the_general_path(models_dir, task):
+    model = MicroModel.load(task, models_dir=models_dir)
+    assert model._fused_predict is not None
+    head = model._head
+    for text in _texts():
+        general = model._answer(
+            head.finish_one(head.scores(model._ngrams(fast_normalize(text, model.spec))))
+        )
+        fused = model.predict(text)
+        assert fused.label == general.label and fused.confident == general.confident
+        assert abs(fused.score - general.score) < 1e-12
+        for label in model.labels:
+            assert abs(fused.probabilities[label] - general.probabilities[label]) < 1e-12
+
+
+def test_only_binary_linear_models_get_the_fused_path(models_dir):
+    assert MicroModel.load("multiclass", models_dir=models_dir)._fused_predict is None
+    assert MicroModel.load("no_idf_no_norm", models_dir=models_dir)._fused_predict is None
+    ort = MicroModel.load("binary", models_dir=models_dir, backend="onnxruntime")
+    assert ort._fused_predict is None
+
+
+@pytest.mark.parametrize("task,backend", [("binary", "numpy"), ("multiclass", "numpy"),
+                                          ("binary", "onnxruntime")])
+def test_predict_rejects_non_strings(models_dir, task, backend):
+    model = MicroModel.load(task, models_dir=models_dir, backend=backend)
+    with pytest.raises(TypeError, match="text must be str, got bytes"):
+        model.predict(b"hello")
+    with pytest.raises(TypeError, match="text must be str, got NoneType"):
+        model.predict_many(["ok", None])
