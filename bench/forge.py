@@ -10,7 +10,7 @@ executed by papermill in a fresh kernel) into a temporary runs and models dir, s
 
 - per stage: wall seconds as ``forge`` measures them (kernel start-up included), the part
   spent inside cells (papermill records each cell's duration), the rest (kernel start-up,
-  papermill and nbformat overhead), and the slowest cell with its first source line;
+  papermill and nbformat overhead), and the slowest cell with the functions it calls;
 - the HTML renderings of the executed notebooks (timed outside the stages by ``forge``);
 - one empty notebook executed by papermill: the fixed cost every stage pays.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -36,7 +37,7 @@ TARGET_S = 90.0
 @dataclass
 class CellTime:
     seconds: float
-    first_line: str
+    calls: str
 
 
 @dataclass
@@ -56,10 +57,24 @@ def cell_times(notebook: Path) -> list[CellTime]:
             continue
         duration = (cell.get("metadata", {}).get("papermill", {}) or {}).get("duration")
         source = "".join(cell.get("source", []))
-        first = next((ln.strip() for ln in source.splitlines()
-                      if ln.strip() and not ln.lstrip().startswith("#")), "")
-        out.append(CellTime(float(duration or 0.0), first[:60]))
+        out.append(CellTime(float(duration or 0.0), called_names(source)))
     return out
+
+
+_NOT_INTERESTING = {"print", "len", "display", "list", "dict", "set", "sorted", "range", "zip",
+                    "enumerate", "str", "int", "float", "round", "max", "min", "sum", "isinstance"}
+
+
+def called_names(source: str, limit: int = 4) -> str:
+    """The first few functions a cell calls, which say what it does better than its first line."""
+    names: list[str] = []
+    for line in source.splitlines():
+        if line.lstrip().startswith(("#", "import ", "from ")):
+            continue
+        for name in re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\(", line):
+            if name not in _NOT_INTERESTING and not name[0].isupper() and name not in names:
+                names.append(name)
+    return ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
 
 
 def stage_times(result) -> list[StageTime]:
@@ -101,7 +116,7 @@ def format_table(rows: list[StageTime], total: float, html_s: float, empty_s: fl
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        slow = f"{r.slowest.seconds:.1f} s `{r.slowest.first_line}`" if r.slowest else ""
+        slow = f"{r.slowest.seconds:.1f} s: {r.slowest.calls}" if r.slowest else ""
         lines.append(f"| {r.stage} | {r.seconds:.1f} | {r.in_cells:.1f} | "
                      f"{r.seconds - r.in_cells:.1f} | {100 * r.seconds / total:.0f}% | {slow} |")
     lines.append(f"| HTML renderings | {html_s:.1f} | | | {100 * html_s / total:.0f}% | |")
