@@ -5,25 +5,31 @@ features through the text spec (:mod:`foundry.textspec`) driven by the settings 
 the ``.bin``, and the classifier runs in one of two backends:
 
 ``"numpy"``
-    When the ``.onnx`` graph is exactly one ``LinearClassifier`` (plus an optional L1
-    ``Normalizer``), its coefficients are read once at load time and fused with the idf
-    into per-n-gram weights, so one prediction is a handful of dictionary look-ups and
-    sums in plain Python: no dense feature row, no ONNX Runtime call. It reproduces ONNX
-    Runtime's semantics (``post_transform`` LOGISTIC / SOFTMAX / NONE, then the normaliser).
+    When the ``.onnx`` graph is one ``LinearClassifier``, optionally followed by an L1
+    ``Normalizer`` or (binary) by skl2onnx's sigmoid-calibration graph (the default
+    trainer's export), its coefficients are read at load time (:func:`read_linear_graph`,
+    a minimal protobuf reader: ``import onnx`` alone would cost ~100 ms) and fused with
+    the idf into per-n-gram tables. One prediction is then a few C-level passes over the
+    text's n-grams in plain Python (no dense feature row, no ONNX Runtime call); a batch
+    of 16 texts or more is scored in NumPy (:class:`_VectorScorer`). It reproduces ONNX
+    Runtime's semantics (``post_transform`` LOGISTIC / SOFTMAX / NONE, the normaliser,
+    the calibration) to ~1e-7, and ONNX Runtime is never imported.
 ``"onnxruntime"``
-    The reference: one ONNX Runtime session configured for small inputs. Used for any
-    other graph, or on request.
+    The reference: one ONNX Runtime session configured for small inputs (one thread, no
+    spinning, sequential), fed one preallocated row per query or dense blocks of rows.
+    Used for any other graph, or on request.
 
 ``backend="auto"`` (the default) picks ``"numpy"`` when the graph allows it.
 
 Speed without giving up exactness rests on two equivalences, each checked by tests against
-the reference implementation in :mod:`foundry.textspec`:
+the reference implementation in :mod:`foundry.textspec` (``tests/test_runtime_backends.py``):
 
 - :func:`fast_normalize` performs steps 1-5 of the text spec with one ``str.translate``
   through a per-code-point table, falling back to :func:`foundry.textspec.normalize` for
   any text whose NFKC form is not the concatenation of its characters' NFKC forms;
-- :func:`ngram_list` yields the same multiset of n-grams as
-  :func:`foundry.textspec.char_ngrams`, built with slicing comprehensions.
+  :func:`normalize_many` does the same for a whole batch in one ``translate``;
+- :class:`NgramSlicer` (and :func:`ngram_list`) yields the same multiset of n-grams as
+  :func:`foundry.textspec.char_ngrams`, with one ``operator.itemgetter`` per length.
 
 >>> from foundry.runtime import MicroModel
 >>> m = MicroModel.load("is_question", models_dir="models")   # doctest: +SKIP
