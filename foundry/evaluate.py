@@ -55,6 +55,9 @@ PLOTS = ("confusion_matrix.png", "reliability.png", "risk_coverage.png", "exam_c
 #: How many failed exam cases an ExamGateError message lists (all are in errors.csv).
 MAX_LISTED_FAILURES = 100
 RELIABILITY_BINS = 15
+#: Distance kept between a chosen threshold and the probabilities it was chosen from, far
+#: above float32 rounding (~6e-8 near 1) and far below any meaningful probability step.
+THRESHOLD_MARGIN = 1e-6
 #: ``pushing_ngrams`` of an error whose n-grams are all unknown or push the other way: the
 #: intercept (the class prior) decided.
 NO_PUSH = "(no n-gram pushed it: unknown n-grams, the intercept decided)"
@@ -103,14 +106,19 @@ class EvalResult:
 # --------------------------------------------------------------------------- measures
 
 
-def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float) -> float:
+def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float, *,
+                     margin: float = THRESHOLD_MARGIN) -> float:
     """The lowest top-probability threshold whose confident answers reach the target precision.
 
     Answers with ``max(p) >= threshold`` are confident. Among the distinct top-probabilities
-    of ``proba`` the one keeping the most answers at ``precision >= target_precision`` wins;
-    it is never below ``1/K`` (every answer's top probability is at least that). If even the
-    most confident group misses the target, the threshold is just above the highest
-    probability seen, so that no answer of such a model is confident.
+    of ``proba`` the one keeping the most answers at ``precision >= target_precision`` wins,
+    lowered by ``margin``; it is never below ``1/K`` (every answer's top probability is at
+    least that). If even the most confident group misses the target, the threshold is
+    ``margin`` above the highest probability seen, so that no answer is confident.
+
+    The margin exists because runtimes compute float32 probabilities: a group of answers
+    sitting exactly on the threshold (calibration maps and texts with no known n-gram give
+    many identical probabilities) must land on the same side in every runtime.
     """
     proba = np.asarray(proba, dtype=np.float64)
     y = np.asarray(y)
@@ -125,8 +133,8 @@ def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float) 
     last_of_group = np.r_[conf[1:] != conf[:-1], True]
     ok = np.flatnonzero(last_of_group & (precision >= target_precision))
     if len(ok) == 0:
-        return float(np.nextafter(conf[0], np.inf))
-    return float(max(conf[ok[-1]], 1.0 / proba.shape[1]))
+        return float(conf[0] + margin)
+    return float(max(conf[ok[-1]] - margin, 1.0 / proba.shape[1]))
 
 
 def cross_fitted_confidence(

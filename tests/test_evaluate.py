@@ -110,9 +110,9 @@ def test_threshold_is_the_lowest_that_meets_the_target():
     # confidences 0.99 ok, 0.95 ok, 0.90 wrong, 0.80 ok (two classes)
     proba = np.array([[0.99, 0.01], [0.95, 0.05], [0.10, 0.90], [0.80, 0.20]])
     y = np.array([0, 0, 0, 0])
-    assert choose_threshold(proba, y, 0.99) == 0.95
-    assert choose_threshold(proba, y, 0.75) == 0.80  # 3 of 4 right -> everything is confident
-    assert choose_threshold(proba, y, 0.60) == 0.80
+    assert choose_threshold(proba, y, 0.99, margin=0) == 0.95
+    assert choose_threshold(proba, y, 0.75, margin=0) == 0.80  # 3 of 4 right: all confident
+    assert choose_threshold(proba, y, 0.60) == pytest.approx(0.80 - 1e-6, abs=1e-12)
 
 
 def test_threshold_keeps_tied_probabilities_together():
@@ -121,6 +121,16 @@ def test_threshold_keeps_tied_probabilities_together():
     t = choose_threshold(proba, y, 0.99)
     assert t > 0.9  # no threshold can admit one 0.9 answer without the other
     assert confident_stats(proba, y, t)[0] == 0.0
+
+
+def test_threshold_margin_keeps_float32_runtimes_on_the_same_side():
+    p = np.float64(np.float32(0.8)) + 1e-8  # a float64 probability that float32 rounds down
+    proba = np.array([[p, 1 - p]] * 5 + [[0.6, 0.4]])
+    y = np.array([0, 0, 0, 0, 0, 1])
+    t = choose_threshold(proba, y, 0.99)
+    assert np.float32(p) < p  # the float32 runtime sees a smaller probability...
+    assert np.float32(p) >= t and p >= t  # ...yet both are confident
+    assert t > 0.6
 
 
 def test_threshold_is_never_below_one_over_k():
