@@ -313,7 +313,8 @@ def _rate(x: float) -> str:
 
 def format_speed_table(results: dict[str, dict[str, Samples]]) -> str:
     head = ("| task | engine | single p50 µs | single p99 µs | batch 1 texts/s | batch 32 texts/s "
-            "| batch 1024 texts/s | p50 vs fastText | p50 vs sklearn | 1024 vs fastText |")
+            "| batch 1024 texts/s | speed-up vs fastText (p50) | vs sklearn (p50) "
+            "| vs fastText (batch 1024) |")
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for task, by_engine in results.items():
         ft = by_engine.get("fastText")
@@ -321,8 +322,8 @@ def format_speed_table(results: dict[str, dict[str, Samples]]) -> str:
         for name, s in by_engine.items():
             p50 = _med(s.p50_us)
             thr = {b: _med(v) for b, v in s.throughput.items()}
-            vs_ft = f"{_med(ft.p50_us) / p50:.2f}× faster" if ft else "n/a"
-            vs_sk = f"{_med(sk.p50_us) / p50:.0f}× faster" if sk else "n/a"
+            vs_ft = f"{_med(ft.p50_us) / p50:.2f}×" if ft else "n/a"
+            vs_sk = f"{_med(sk.p50_us) / p50:.1f}×" if sk else "n/a"
             thr_ft = f"{thr[1024] / _med(ft.throughput[1024]):.2f}×" if ft else "n/a"
             lines.append(
                 f"| {task} | {name} | {p50:.1f} | {_med(s.p99_us):.1f} | {_rate(thr[1])} "

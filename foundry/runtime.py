@@ -1269,6 +1269,8 @@ class MicroModel:
         if not texts:
             return []
         if isinstance(self._head, _NumpyHead) and len(texts) < VECTOR_MIN_BATCH:
+            if self._fused_predict is not None:
+                return list(map(self._fused_predict, texts))
             return list(map(self._answer, self._proba_lists(texts)))
         return list(map(self._answer, self._proba_rows(texts).tolist()))
 
