@@ -5,7 +5,8 @@
     .venv/bin/python bench/refine.py --profile 100000   # where the time goes (cProfile)
 
 Synthetic rows imitate generated data: template sentences with slot fills (so there are
-exact duplicates, near-duplicates and template chains), two labels in a 60/40 mix, a
+exact duplicates and template chains), 5% long one-character variants of earlier rows
+(near-duplicates), two labels in a 60/40 mix, a
 share of trailing question marks, a few invalid labels, empty rows and exam copies.
 The exam probe (a model fit) is not part of the timing; everything in ``refine_rows``
 is: normalisation, MinHash, both LSH indexes, clustering, the grouped split and its
@@ -43,19 +44,30 @@ def synthetic_rows(n: int, seed: int = 0) -> tuple[list[dict], list[str]]:
     """``n`` generated-looking rows and a 200-text exam (some of it copied into the rows)."""
     rnd = random.Random(seed)
     vocab = ["".join(rnd.choice(_CJK) for _ in range(rnd.randint(1, 4))) for _ in range(4000)]
-    rows = []
-    for _ in range(n):
+    rows: list[dict] = []
+    while len(rows) < n:
         question = rnd.random() < 0.6
         template = rnd.choice(_QUESTION if question else _STATEMENT)
         text = template.format(a=rnd.choice(vocab), b=rnd.choice(vocab))
         if rnd.random() < 0.3:
             text += "".join(rnd.choice(_CJK) for _ in range(rnd.randint(1, 8)))
+        if rows and rnd.random() < 0.05:
+            # A one-character variant of an earlier row, lengthened so it is a near-duplicate.
+            prev = rows[rnd.randrange(len(rows))]
+            base = prev["text"].rstrip("？?。") + "".join(rnd.choice(_CJK) for _ in range(40))
+            cut = rnd.randrange(len(base))
+            rows.append({**prev, "text": base})
+            text, question = base[:cut] + rnd.choice(_CJK) + base[cut + 1 :], prev["label"] == "Question"
+            template = prev["category"]
         if question and rnd.random() < 0.7:
             text += rnd.choice("？?")
         elif not question and rnd.random() < 0.3:
             text += "。"
         rows.append({"text": text, "label": "Question" if question else "Statement",
                      "category": template[:4], "source": rnd.choice(("grammar", "llm"))})
+        if len(rows) >= n:
+            break
+    rows = rows[:n]
     for i in range(0, n, 997):
         rows[i] = {**rows[i], "label": "Unknown"}
     for i in range(1, n, 1499):
