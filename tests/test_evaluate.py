@@ -128,8 +128,8 @@ def test_threshold_margin_keeps_float32_runtimes_on_the_same_side():
     proba = np.array([[p, 1 - p]] * 5 + [[0.6, 0.4]])
     y = np.array([0, 0, 0, 0, 0, 1])
     t = choose_threshold(proba, y, 0.99)
-    assert np.float32(p) < p  # the float32 runtime sees a smaller probability...
-    assert np.float32(p) >= t and p >= t  # ...yet both are confident
+    assert float(np.float32(p)) < p  # the float32 runtime sees a smaller probability...
+    assert float(np.float32(p)) >= t and p >= t  # ...yet both are confident
     assert t > 0.6
 
 
