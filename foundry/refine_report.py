@@ -288,8 +288,8 @@ def render_markdown(result) -> str:
         by_reason[r["reason"]].append(r)
     if not by_reason:
         lines.append("Nothing was removed.")
-    for reason in sorted(by_reason, key=lambda x: [f["step"] for f in s["funnel"]].index(x)
-                         if x in [f["step"] for f in s["funnel"]] else 99):
+    steps = [f["step"] for f in s["funnel"]]
+    for reason in sorted(by_reason, key=lambda x: steps.index(x) if x in steps else len(steps)):
         rows = by_reason[reason]
         lines += [f"### {reason} ({len(rows)})", "", "| text | label | source | detail |",
                   "|---|---|---|---|"]

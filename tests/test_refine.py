@@ -363,6 +363,20 @@ def test_surface_features():
     assert "no trailing punctuation" in surface_features("好的")
 
 
+def test_exam_probe_exposes_a_punctuation_shortcut():
+    from foundry.refine_report import exam_probe
+
+    assert strip_trailing_punctuation("你好吗？！ ") == "你好吗"
+    topics = ["天气", "电影", "航班", "快递", "晚饭", "会议", "音乐", "股票", "猫粮", "闹钟"]
+    # The only signal in train is the question mark.
+    train = [row(f"{t}的事情？", "Question") for t in topics] + [
+        row(f"{t}的事情", "Statement") for t in topics]
+    exam = [row("周末的事情？", "Question"), row("周末的事情", "Statement")]
+    probe = exam_probe(train, exam, ["Question", "Statement"])
+    assert probe["exam_rows"] == 2 and probe["accuracy"] == 1.0
+    assert probe["accuracy_no_trailing_punctuation"] == 0.5
+
+
 def test_shortcut_audit_flags_trailing_question_mark():
     rows = [row(f"问题{i}？", "Question") for i in range(30)] + [
         row(f"陈述{i}", "Statement") for i in range(30)]
