@@ -3,6 +3,7 @@
     .venv/bin/python bench/forge.py                      # text_classification, offline
     .venv/bin/python bench/forge.py --no-html            # without the HTML audit renderings
     .venv/bin/python bench/forge.py --keep               # keep the temp runs/models dirs
+    .venv/bin/python bench/forge.py --blas-threads 1     # one BLAS thread per kernel
 
 Runs :func:`foundry.forge.forge` (exactly what ``make forge`` runs: every stage notebook
 executed by papermill in a fresh kernel) into a temporary runs and models dir, so the real
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TARGET_S = 90.0
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -133,7 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("blueprint", nargs="?", default="text_classification")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML renderings")
     parser.add_argument("--keep", action="store_true", help="keep the temporary dirs")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="set OMP/OPENBLAS/MKL_NUM_THREADS for the stage kernels "
+                             "(default: inherit the environment)")
     args = parser.parse_args(argv)
+    if args.blas_threads is not None:  # the kernels papermill starts inherit the environment
+        for var in BLAS_THREAD_VARS:
+            os.environ[var] = str(args.blas_threads)
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
 
     from foundry.forge import forge
 
@@ -147,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         html_s = total - sum(r.seconds for r in rows)  # everything forge does between stages
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())  # before the extra probe
         empty_s = empty_notebook_seconds(tmp)
-        print(f"# bench/forge.py — offline forge of {args.blueprint!r}, load average {load}, "
-              f"{os.cpu_count()} CPUs\n")
+        print(f"# bench/forge.py — offline forge of {args.blueprint!r}, BLAS threads: {blas}, "
+              f"load average {load}, {os.cpu_count()} CPUs\n")
         print(format_table(rows, total, html_s, empty_s))
         if args.keep:
             print(f"\nkept: {tmp}")
