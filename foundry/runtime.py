@@ -144,9 +144,12 @@ class _CharTable(dict):
     """``str.translate`` table: code point -> steps 1-4 of the text spec applied to it alone.
 
     Filled lazily (``__missing__``), so loading costs nothing and the table only holds
-    characters actually seen. Characters whose result may depend on context map to
-    :data:`_UNSAFE`.
+    characters actually seen, at most :attr:`limit` of them (beyond, results are computed
+    each time: a stream of rare characters cannot grow memory without bound). Characters
+    whose result may depend on context map to :data:`_UNSAFE`.
     """
+
+    limit = 1 << 16
 
     def __init__(self, lowercase: bool) -> None:
         super().__init__()
@@ -170,7 +173,8 @@ class _CharTable(dict):
                 else ch
                 for ch in nfkc
             )
-        self[code_point] = result
+        if len(self) < self.limit:
+            self[code_point] = result
         return result
 
 

@@ -596,3 +596,14 @@ def test_predict_rejects_non_strings(models_dir, task, backend):
         model.predict(b"hello")
     with pytest.raises(TypeError, match="text must be str, got NoneType"):
         model.predict_many(["ok", None])
+
+
+def test_character_table_is_bounded(monkeypatch):
+    from foundry.runtime import _CharTable
+
+    table = _CharTable(lowercase=True)
+    monkeypatch.setattr(_CharTable, "limit", 10)
+    text = "".join(chr(cp) for cp in range(0x4E00, 0x4E00 + 50)) + "ABC \u3000x"
+    assert text.translate(table) == text.lower().replace("\u3000", " ")
+    assert len(table) == 10
+    assert text.translate(table) == text.lower().replace("\u3000", " ")  # uncached entries
