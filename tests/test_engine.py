@@ -353,3 +353,11 @@ def test_works_when_called_inside_a_running_event_loop(tmp_path):
             return run(tmp_path, "gemini", server, 20)[0]
 
     assert asyncio.run(cell()).rows_total == 20
+
+
+def test_render_prompt_drops_the_leading_author_comment():
+    from foundry.generate.steering import render_prompt
+
+    text = render_prompt("<!-- notes for authors: n, hint -->\n请写 {n} 条。{targets}", n=3,
+                         hint="h", labels="L", targets="T")
+    assert text == "请写 3 条。T"

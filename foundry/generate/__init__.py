@@ -108,10 +108,14 @@ def stream_for(bp: Blueprint, task: Task, provider: str, target: int) -> str:
     return f"{provider}-{_safe(model)}"
 
 
-def _generate_offline(bp: Blueprint, task: Task, store: RawStore, target: int) -> dict:
+def _generate_offline(
+    bp: Blueprint, task: Task, store: RawStore, target: int, log: Callable[[str], None]
+) -> dict:
     from foundry.generate.offline import generate_offline
 
     result = generate_offline(bp, task, target=target, seed=bp.spec.generation.seed)
+    for message in [*result.exhausted, *result.stats.get("warnings", [])]:
+        log(f"{task.name}: {message}")
     size = bp.spec.generation.samples_per_request
     for start in range(0, len(result.rows), size):
         store.append_batch(f"offline-{start // size:06d}", result.rows[start : start + size])
@@ -144,7 +148,7 @@ def generate_task(
     details: dict = {}
     if len(store) < target:
         if provider == "offline":
-            details = _generate_offline(bp, task, store, target)
+            details = _generate_offline(bp, task, store, target, log)
         else:
             from foundry.generate.engine import generate_llm
 

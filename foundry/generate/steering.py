@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -83,9 +84,15 @@ def describe_targets(targets: Iterable[tuple[str, str | None, int]]) -> str:
     return "\n".join(lines)
 
 
+_LEADING_COMMENT = re.compile(r"\A\s*<!--.*?-->\s*", re.DOTALL)
+
+
 def render_prompt(template: str, *, n: int, hint: str, labels: str, targets: str) -> str:
-    """Fill the constitution's placeholders; append the targets if it has no ``{targets}``."""
-    text = template
+    """Fill the constitution's placeholders; append the targets if it has no ``{targets}``.
+
+    A leading HTML comment (the constitution's notes for blueprint authors) is not sent.
+    """
+    text = _LEADING_COMMENT.sub("", template, count=1)
     has_targets = "{targets}" in text
     for placeholder, value in (("{n}", str(n)), ("{hint}", hint), ("{labels}", labels),
                                ("{targets}", targets)):
