@@ -315,3 +315,23 @@ def test_train_and_evaluate_notebooks_run_headless(passing, tmp_path):
         images = sum("image/png" in o.get("data", {}) for c in nb.cells
                      for o in c.get("outputs", []))
         assert images >= (1 if name.startswith("03") else 4), name
+
+
+def test_baseline_bench_prints_one_table(passing, capsys):
+    import importlib.util
+
+    from foundry.paths import ROOT
+
+    spec = importlib.util.spec_from_file_location("baselines", ROOT / "bench" / "baselines.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bp, run, res = passing
+    assert bench.fasttext_tokens("Hi 你好", bench.TextSpec()) == "h i _ 你 好"
+    rows = bench.bench_task(bp, run, bp.task("is_question"), run / "no-models", queries=20)
+    assert [r["model"].split(" ")[0] for r in rows] == ["ours:", "fastText", "fastText"]
+    ours = rows[0]
+    assert ours["exam_acc"] == pytest.approx(res.summary["exam_accuracy"])
+    assert ours["test_macro_f1"] == pytest.approx(res.summary["test_macro_f1"])
+    assert all(r["size_kib"] > 0 and r["latency_median_us"] > 0 for r in rows)
+    table = bench.format_table(rows)
+    assert table.count("\n") == 4 and "| is_question | fastText .ftz (quantised) |" in table
