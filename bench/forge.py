@@ -125,7 +125,8 @@ def format_table(rows: list[StageTime], total: float, html_s: float, empty_s: fl
     verdict = "within" if total <= TARGET_S else "over"
     lines.append(f"| **total** | **{total:.1f}** | | | 100% | {verdict} the {TARGET_S:.0f} s aim |")
     lines.append("")
-    lines.append(f"Fixed cost of one papermill stage (empty notebook, fresh kernel): {empty_s:.1f} s "
+    lines.append("Fixed cost of one papermill stage (empty notebook, fresh kernel): "
+                 f"{empty_s:.1f} s "
                  f"× {len(rows)} stages = {empty_s * len(rows):.1f} s.")
     return "\n".join(lines)
 

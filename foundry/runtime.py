@@ -129,8 +129,8 @@ def _starts_stable(decomposed: str) -> bool:
     a starter only with a following character that is a possible second element of a
     primary composite: a combining mark (ccc > 0 or category M*) or a Hangul vowel /
     trailing jamo. So when every character's decomposition starts with a starter that is
-    none of these, NFKC works character by character. ``tests/test_runtime.py`` checks this
-    claim against the whole Unicode database of the running Python.
+    none of these, NFKC works character by character. ``tests/test_runtime_backends.py``
+    checks this claim against the whole Unicode database of the running Python.
     """
     first = decomposed[0]
     return (
@@ -296,8 +296,8 @@ def ngram_list(normalized: str, spec: TextSpec = DEFAULT_SPEC) -> tuple[str, ...
 def _read(path: Path, what: str) -> bytes:
     if not path.is_file():
         raise ArtifactError(
-            f"{path}: {what} not found; forge it with `foundry forge <blueprint>` or pass the right "
-            "--models-dir"
+            f"{path}: {what} not found; forge it with `foundry forge <blueprint>` or pass the "
+            "right --models-dir"
         )
     return path.read_bytes()
 
@@ -1338,6 +1338,7 @@ def verify_conformance(model: MicroModel, path: Path) -> ConformanceReport:
     if not report.ok:
         shown = "\n  ".join(report.failures[:10])
         raise ArtifactError(
-            f"{path}: {len(report.failures)} of {report.vectors} conformance vectors fail:\n  {shown}"
+            f"{path}: {len(report.failures)} of {report.vectors} conformance vectors fail:"
+            f"\n  {shown}"
         )
     return report

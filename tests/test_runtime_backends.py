@@ -473,7 +473,8 @@ def test_linear_graph_reader_agrees_with_the_onnx_package(models_dir, task):
     np.testing.assert_array_equal(graph.coefficients.ravel(), coefficients)
     np.testing.assert_array_equal(graph.intercepts, intercepts)
     assert graph.post_transform == post
-    constants = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(data).graph.initializer}
+    initializers = onnx.load_from_string(data).graph.initializer
+    constants = {t.name: numpy_helper.to_array(t) for t in initializers}
     if graph.calibration is not None:
         assert (graph.calibration.a, graph.calibration.b) == (float(constants["a"]),
                                                                float(constants["b"]))
