@@ -11,7 +11,7 @@ the ``.bin``, and the classifier runs in one of two backends:
     a minimal protobuf reader: ``import onnx`` alone would cost ~100 ms) and fused with
     the idf into per-n-gram tables. One prediction is then a few C-level passes over the
     text's n-grams in plain Python (no dense feature row, no ONNX Runtime call); a batch
-    of 16 texts or more is scored in NumPy (:class:`_VectorScorer`). It reproduces ONNX
+    of 24 texts or more is scored in NumPy (:class:`_VectorScorer`). It reproduces ONNX
     Runtime's semantics (``post_transform`` LOGISTIC / SOFTMAX / NONE, the normaliser,
     the calibration) to ~1e-7, and ONNX Runtime is never imported.
 ``"onnxruntime"``
@@ -675,7 +675,7 @@ def _post_transform(scores: np.ndarray, post: str, l1: bool) -> np.ndarray:
 
 
 #: From this many texts on, a batch is scored by :class:`_VectorScorer`.
-VECTOR_MIN_BATCH = 16
+VECTOR_MIN_BATCH = 24
 
 _U21, _U42 = np.uint64(21), np.uint64(42)
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing
