@@ -57,6 +57,7 @@ proto: install-dev
 	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. proto/foundry/v1/preprocessor.proto
 
 bench: install-dev
+	$(PY) bench/forge.py --blas-threads 1
 	$(PY) bench/runtime.py
 	$(PY) bench/refine.py
 	$(PY) bench/baselines.py

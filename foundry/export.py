@@ -384,8 +384,11 @@ def export_stage(
     results = {}
     for task in bp.tasks:
         res = export_task(bp, run_dir, task, models_dir)
-        model = MicroModel.load(task.name, models_dir=models_dir)
-        verify_conformance(model, res.paths["conformance.json"])
+        # Both backends must reproduce the vectors: ONNX Runtime is the reference for the
+        # .onnx file itself, the NumPy backend is what `auto` serves.
+        for backend in ("onnxruntime", "auto"):
+            model = MicroModel.load(task.name, models_dir=models_dir, backend=backend)
+            verify_conformance(model, res.paths["conformance.json"])
         log(
             f"{task.name}: {res.onnx_size / 1024:.1f} KiB onnx + {res.bin_size / 1024:.1f} KiB bin, "
             f"{res.conformance_vectors} conformance vectors verified"

@@ -7,8 +7,10 @@ stops the forge with the failing cell and the path of the executed notebook.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,27 @@ def _failed_cell(exc: Exception) -> str:
     return f"{where} raised {ename}: {evalue}"
 
 
+#: One BLAS/OpenMP thread per kernel: the stages fit many small models, and on a small machine
+#: BLAS threads fight each other (measured by bench/forge.py: 71.7 s -> 31.6 s on 2 cores).
+SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _kernel_environment() -> Iterator[None]:
+    """Environment the stage kernels inherit; the caller's own settings win and are restored."""
+    saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
+    for key in SINGLE_THREAD_ENV:
+        os.environ.setdefault(key, "1")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def render_html(notebook: Path) -> Path:
     """Render an executed notebook to HTML next to it."""
     import nbformat
@@ -76,6 +99,40 @@ def render_html(notebook: Path) -> Path:
     out = notebook.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
+
+
+def _run_stage(pm, step: str, nb_dir: Path, parameters: dict, result: ForgeResult, html: bool,
+               log: Callable[[str], None]) -> None:
+    """Execute one stage notebook into the run folder; raise ForgeError naming the failed cell."""
+    source = NOTEBOOKS_DIR / STAGE_NOTEBOOKS[step]
+    executed = nb_dir / STAGE_NOTEBOOKS[step]
+    started = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(source),
+            str(executed),
+            parameters=parameters,
+            cwd=str(ROOT),
+            progress_bar=False,
+            log_output=False,
+            kernel_name="python3",
+            # The kernel only talks to this process on loopback; keep its start-up
+            # chatter out of the forge's output.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+        )
+    except pm.PapermillExecutionError as exc:
+        if html:
+            render_html(executed)
+        raise ForgeError(
+            f"stage {step!r} failed: {_failed_cell(exc)}\n"
+            f"executed notebook (with the traceback): {executed}"
+        ) from None
+    finally:
+        result.seconds[step] = time.perf_counter() - started
+    if html:
+        render_html(executed)
+    result.notebooks[step] = executed
+    log(f"  {step:<9} {result.seconds[step]:6.1f} s  {executed}")
 
 
 def forge(
@@ -129,35 +186,8 @@ def forge(
     nb_dir = run_dir / "notebooks"
     nb_dir.mkdir(exist_ok=True)
     log(f"forging {bp.name!r} -> {run_dir} (steps: {','.join(chosen)})")
-    for step in chosen:
-        source = NOTEBOOKS_DIR / STAGE_NOTEBOOKS[step]
-        executed = nb_dir / STAGE_NOTEBOOKS[step]
-        started = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(source),
-                str(executed),
-                parameters=parameters,
-                cwd=str(ROOT),
-                progress_bar=False,
-                log_output=False,
-                kernel_name="python3",
-                # The kernel only talks to this process on loopback; keep its start-up
-                # chatter out of the forge's output.
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-            )
-        except pm.PapermillExecutionError as exc:
-            if html:
-                render_html(executed)
-            raise ForgeError(
-                f"stage {step!r} failed: {_failed_cell(exc)}\n"
-                f"executed notebook (with the traceback): {executed}"
-            ) from None
-        finally:
-            result.seconds[step] = time.perf_counter() - started
-        if html:
-            render_html(executed)
-        result.notebooks[step] = executed
-        log(f"  {step:<9} {result.seconds[step]:6.1f} s  {executed}")
+    with _kernel_environment():
+        for step in chosen:
+            _run_stage(pm, step, nb_dir, parameters, result, html, log)
     mark_latest(run_dir)
     return result
