@@ -308,12 +308,13 @@ def test_refined_group_ids_are_used_when_every_row_has_one(tmp_path):
     assert load_split(path, ["Question", "Statement"]).groups is None
 
 
-NOTEBOOK_PARAMETERS = '''blueprint = "text_classification"  # name under blueprints/ or a path
-run_dir = ""  # runs/<blueprint>/<run_id>; set by `foundry forge`, empty = latest run
-models_dir = "models"
-provider = ""  # override of generation.provider; empty = the blueprint's
-target_per_task = 0  # override of generation.target_per_task; 0 = the blueprint's
-allow_exam_failures = False'''
+def _parameters_cell(path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, path
+    return tagged[0].source
 
 
 @pytest.mark.parametrize("name", ["03_train.ipynb", "04_evaluate.ipynb"])
@@ -323,8 +324,12 @@ def test_stage_notebooks_have_the_parameters_cell_and_no_outputs(name):
     from foundry.paths import NOTEBOOKS_DIR
 
     nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and tagged[0].source == NOTEBOOK_PARAMETERS
+    source = _parameters_cell(NOTEBOOKS_DIR / name)
+    # `foundry forge` passes the same parameters to every stage notebook.
+    assert source == _parameters_cell(NOTEBOOKS_DIR / "05_export.ipynb")
+    names = [line.split("=")[0].strip() for line in source.splitlines()]
+    assert names == ["blueprint", "run_dir", "models_dir", "provider", "target_per_task",
+                     "allow_exam_failures"]
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Stage")
     assert all(not c.get("outputs") and c.get("execution_count") is None
                for c in nb.cells if c.cell_type == "code")
