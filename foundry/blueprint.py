@@ -137,6 +137,7 @@ class Features(_Strict):
 
 class Train(_Strict):
     trainer: str = "tfidf_logreg"
+    calibration: Literal["auto", "none", "sigmoid", "isotonic"] = "auto"
     features: Features = Field(default_factory=Features)
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"C": [1.0, 4.0, 16.0]})
     cv_folds: int = Field(5, ge=2, le=20)

@@ -244,7 +244,12 @@ def model_card(
         f"| test accuracy | {_pct(evaluation.get('test_accuracy'))} |",
         f"| test macro-F1 | {_pct(evaluation.get('test_macro_f1'))} |",
         f"| coverage at threshold (test) | {_pct(evaluation.get('coverage_at_threshold'))} |",
-        f"| precision of confident answers (test) | {_pct(evaluation.get('confident_precision'))} |",
+        f"| precision of confident answers (test split, where the threshold was chosen) "
+        f"| {_pct(evaluation.get('confident_precision'))} |",
+        f"| precision of confident answers (cross-fitted, out of sample) "
+        f"| {_pct(evaluation.get('crossfit_confident_precision'))} |",
+        f"| precision of confident answers (exam) "
+        f"| {_pct(evaluation.get('exam_confident_precision'))} |",
         f"| expected calibration error (test) | {evaluation.get('ece', 'n/a')} |",
         "",
         f"Confidence threshold: **{threshold:.4f}** (top probability below it → `confident=False`; "

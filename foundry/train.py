@@ -228,12 +228,16 @@ def load_split(path: Path, labels: list[str]) -> Split:
 
 
 def sample_weights(split: Split, balance: str) -> np.ndarray:
-    """Row weights for fitting: the refined ``weight`` times, with ``refine.balance:
-    class_weight``, the inverse class frequency (undersampled data is already balanced)."""
-    w = split.weight.copy()
-    if balance == "class_weight":
-        w *= compute_sample_weight("balanced", split.y)
-    return w
+    """Row weights for fitting.
+
+    With ``refine.balance: class_weight`` the refine stage already wrote each row's
+    inverse-class-frequency ``weight`` (``n / (k * n_label)``); rows without one weigh 1.
+    Applying ``compute_sample_weight("balanced")`` on top would square the correction.
+    """
+    if balance == "class_weight" and np.all(split.weight == 1.0):
+        # A hand-made split without weights: balance it here instead.
+        return compute_sample_weight("balanced", split.y)
+    return split.weight.copy()
 
 
 def check_exam_not_in_training(split: Split, exam_path: Path) -> None:

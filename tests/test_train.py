@@ -251,7 +251,22 @@ def test_weights_and_class_weight_balancing(tmp_path):
                        {"text": "好", "label": "Statement"}, {"text": "嗯", "label": "Statement"}])
     split = load_split(path, ["Question", "Statement"])
     np.testing.assert_allclose(sample_weights(split, "undersample"), [2.0, 1.0, 1.0])
-    np.testing.assert_allclose(sample_weights(split, "class_weight"), [3.0, 0.75, 0.75])
+    # Weights written by the refine stage are used as they are, never re-balanced on top.
+    np.testing.assert_allclose(sample_weights(split, "class_weight"), [2.0, 1.0, 1.0])
+    # A split without weights is balanced here: each class weighs the same in total.
+    write_jsonl(path, [{"text": "吗", "label": "Question"},
+                       {"text": "好", "label": "Statement"}, {"text": "嗯", "label": "Statement"}])
+    split = load_split(path, ["Question", "Statement"])
+    np.testing.assert_allclose(sample_weights(split, "class_weight"), [1.5, 0.75, 0.75])
+
+
+def test_refine_class_weights_balance_the_classes_once():
+    from foundry.refine import class_weights
+
+    labels = ["Question"] + ["Statement"] * 3
+    per_label = class_weights(labels)
+    totals = {lab: sum(per_label[lab] for x in labels if x == lab) for lab in set(labels)}
+    assert totals["Question"] == pytest.approx(totals["Statement"])
 
 
 def test_missing_refine_output_says_what_to_run(tmp_path):
