@@ -36,6 +36,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from foundry.blueprint import Blueprint, Task
+from foundry.jsonl import iter_jsonl
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -231,14 +232,7 @@ def load_exam(path: Path, labels: list[str]) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: exam file not found (named by the blueprint's tasks[].exam)")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ExamDataError(f"{where}: not valid JSON: {exc}") from None
+    for where, row in iter_jsonl(path, error=ExamDataError):
         if not isinstance(row.get("text"), str):
             raise ExamDataError(f"{where}: field 'text' must be a string, got {row.get('text')!r}")
         if row.get("label") not in labels:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foundry.jsonl import iter_jsonl
 from foundry.paths import MODELS_DIR
 from foundry.runtime import MicroModel, Prediction, read_linear_graph
 from foundry.textspec import normalize
@@ -359,18 +360,10 @@ def read_corrections(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LabError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove the "
-                               "line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise LabError(f"{path}:{lineno}: expected an object with a string 'text'")
-            rows.append(row)
+    for where, row in iter_jsonl(path, error=LabError, hint="; fix or remove the line"):
+        if not isinstance(row.get("text"), str):
+            raise LabError(f"{where}: expected an object with a string 'text'")
+        rows.append(row)
     return rows
 
 

@@ -43,6 +43,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
 from foundry.blueprint import Blueprint, Refine, Task
+from foundry.jsonl import iter_jsonl
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -192,34 +193,26 @@ def load_split(path: Path, labels: list[str]) -> Split:
     """
     index = {name: i for i, name in enumerate(labels)}
     texts, ys, weights, cats, groups = [], [], [], [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainDataError(f"{where}: not valid JSON: {exc}") from None
-            text, label = row.get("text"), row.get("label")
-            if not isinstance(text, str):
-                raise TrainDataError(f"{where}: field 'text' must be a string, got {text!r}")
-            if label not in index:
-                raise TrainDataError(
-                    f"{where}: field 'label' is {label!r}, not one of the task's labels "
-                    f"{', '.join(labels)}"
-                )
-            weight = row.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-                math.isfinite(weight) and weight > 0
-            ):
-                raise TrainDataError(f"{where}: field 'weight' must be a positive number, got {weight!r}")
-            texts.append(text)
-            ys.append(index[label])
-            weights.append(float(weight))
-            cats.append(str(row.get("category", "")))
-            group = row.get("group")
-            groups.append(group if isinstance(group, int) and not isinstance(group, bool) else None)
+    for where, row in iter_jsonl(path, error=TrainDataError):
+        text, label = row.get("text"), row.get("label")
+        if not isinstance(text, str):
+            raise TrainDataError(f"{where}: field 'text' must be a string, got {text!r}")
+        if label not in index:
+            raise TrainDataError(
+                f"{where}: field 'label' is {label!r}, not one of the task's labels "
+                f"{', '.join(labels)}"
+            )
+        weight = row.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+            math.isfinite(weight) and weight > 0
+        ):
+            raise TrainDataError(f"{where}: field 'weight' must be a positive number, got {weight!r}")
+        texts.append(text)
+        ys.append(index[label])
+        weights.append(float(weight))
+        cats.append(str(row.get("category", "")))
+        group = row.get("group")
+        groups.append(group if isinstance(group, int) and not isinstance(group, bool) else None)
     if not texts:
         raise TrainDataError(f"{path}: no rows")
     have_groups = all(g is not None for g in groups)

@@ -19,7 +19,6 @@ the move is reported. Each template draws from its own ``random.Random`` seeded 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import pandas as pd
 
 from foundry.blueprint import Blueprint, Task
 from foundry.generate.grammar import Grammar, Template, allocate, load_grammar
+from foundry.jsonl import iter_jsonl
 from foundry.textspec import normalize
 
 #: Consecutive draws without a new unique sentence after which a template is exhausted.
@@ -96,51 +96,40 @@ def load_seeds(path: str | Path, task: Task) -> list[dict[str, Any]]:
         raise SeedError(f"{path}: seed file not found")
     cats = _categories(task)
     rows: list[dict[str, Any]] = []
-    first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SeedError(f"{where}: not valid JSON ({exc.msg}); one object per line") \
-                    from None
-            if not isinstance(obj, dict):
-                raise SeedError(f"{where}: expected a JSON object {{\"text\", \"label\", "
-                                "\"category\"}")
-            missing = sorted(_SEED_KEYS - set(obj))
-            if missing:
-                raise SeedError(f"{where}: missing key(s) {', '.join(missing)}")
-            extra = sorted(set(obj) - _SEED_KEYS - _SEED_OPTIONAL)
-            if extra:
-                raise SeedError(
-                    f"{where}: unknown key(s) {', '.join(extra)}; allowed: text, label, "
-                    "category, note"
-                )
-            text, label, category = obj["text"], obj["label"], obj["category"]
-            if not isinstance(text, str) or not normalize(text):
-                raise SeedError(f"{where}: \"text\" must be a non-empty string")
-            if label not in cats:
-                raise SeedError(
-                    f"{where}: unknown label {label!r} for task {task.name!r} "
-                    f"(labels: {', '.join(cats)})"
-                )
-            if category not in cats[label]:
-                raise SeedError(
-                    f"{where}: unknown category {category!r} of label {label!r} "
-                    f"(categories: {', '.join(cats[label])})"
-                )
-            key = normalize(text)
-            if key in first_line:
-                raise SeedError(
-                    f"{where}: duplicate of line {first_line[key]} after normalisation "
-                    f"({key!r}); remove one of them"
-                )
-            first_line[key] = lineno
-            rows.append({"text": text, "label": label, "category": category,
-                         "source": "seed", "template": None})
+    first_line: dict[str, str] = {}
+    hint = '; one {"text", "label", "category"} object per line'
+    for where, obj in iter_jsonl(path, error=SeedError, hint=hint):
+        missing = sorted(_SEED_KEYS - set(obj))
+        if missing:
+            raise SeedError(f"{where}: missing key(s) {', '.join(missing)}")
+        extra = sorted(set(obj) - _SEED_KEYS - _SEED_OPTIONAL)
+        if extra:
+            raise SeedError(
+                f"{where}: unknown key(s) {', '.join(extra)}; allowed: text, label, "
+                "category, note"
+            )
+        text, label, category = obj["text"], obj["label"], obj["category"]
+        if not isinstance(text, str) or not normalize(text):
+            raise SeedError(f"{where}: \"text\" must be a non-empty string")
+        if label not in cats:
+            raise SeedError(
+                f"{where}: unknown label {label!r} for task {task.name!r} "
+                f"(labels: {', '.join(cats)})"
+            )
+        if category not in cats[label]:
+            raise SeedError(
+                f"{where}: unknown category {category!r} of label {label!r} "
+                f"(categories: {', '.join(cats[label])})"
+            )
+        key = normalize(text)
+        if key in first_line:
+            raise SeedError(
+                f"{where}: duplicate of {first_line[key]} after normalisation "
+                f"({key!r}); remove one of them"
+            )
+        first_line[key] = where
+        rows.append({"text": text, "label": label, "category": category,
+                     "source": "seed", "template": None})
     return rows
 
 

@@ -16,22 +16,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from foundry.jsonl import iter_jsonl
+
 Row = dict[str, Any]
 
 
 def read_jsonl(path: Path) -> Iterator[Row]:
     """Yield the objects of a JSONL file; a line that is not a JSON object raises ValueError."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
-            yield obj
+    for _, obj in iter_jsonl(path):
+        yield obj
 
 
 def dump_line(row: Row) -> str:
