@@ -92,6 +92,7 @@ class Prediction:
 
 
 _new_object = object.__new__
+_set_attribute = object.__setattr__
 _MORE_THAN_ONE = (1).__lt__
 
 
@@ -104,9 +105,8 @@ def _prediction(label: str, probabilities: dict[str, float], confident: bool,
     hundreds of thousands of answers per second.
     """
     prediction = _new_object(Prediction)
-    vars(prediction).update(
-        label=label, probabilities=probabilities, confident=confident, score=score
-    )
+    _set_attribute(prediction, "__dict__", {
+        "label": label, "probabilities": probabilities, "confident": confident, "score": score})
     return prediction
 
 
@@ -944,14 +944,57 @@ def _logistic(s: float) -> float:
     return 1.0 - v if s < 0 else v
 
 
+class _GramAutomaton:
+    """The occurrence sums of the in-vocabulary n-grams of a text in one pass over its characters.
+
+    An Aho-Corasick automaton over the vocabulary (with ``n <= max_n``, a state is the
+    longest suffix of the text read so far, at most ``max_n - 1`` characters, that is a
+    proper prefix of a vocabulary n-gram). Each state is a dict ``char -> (next state,
+    sum of the values of the vocabulary n-grams ending at that character)``; a character
+    missing from a state's dict behaves as from the empty state (:attr:`root`), which is
+    exact because a state's dict holds every transition whose result differs from the root's.
+    So no n-gram string is built: one dict look-up and one addition per character.
+    """
+
+    def __init__(self, values: dict[str, complex], spec: TextSpec) -> None:
+        grams = {g: v for g, v in values.items()
+                 if spec.min_n <= len(g) <= spec.max_n and g != " "}
+        prefixes = {g[:k] for g in grams for k in range(1, len(g))}
+        nodes: dict[str, dict] = {s: {} for s in prefixes}
+        root: dict = {}
+        self.root = root
+        self.miss = (root, 0j)
+        follow: dict[str, set[str]] = {}
+        for q in (*grams, *prefixes):
+            if len(q) > 1:
+                follow.setdefault(q[:-1], set()).add(q[-1])
+        for c in {q for q in (*grams, *prefixes) if len(q) == 1}:
+            root[c] = (nodes.get(c, root), grams.get(c, 0j))
+        for s in sorted(prefixes, key=len):
+            node = nodes[s]
+            # The longest proper suffix of s that is a state: the rest of s cannot matter.
+            parent = next(filter(None, map(nodes.get, (s[k:] for k in range(1, len(s))))), None)
+            if parent:
+                node.update(parent)
+            for c in follow.get(s, ()):
+                t = s + c
+                base = (parent.get(c) if parent else None) or root.get(c, self.miss)
+                node[c] = (nodes.get(t, base[0]), base[1] + grams.get(t, 0j))
+        self.start = root.get(" ", self.miss) if spec.word_boundary_padding else None
+        self.grams = grams
+
+
 def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                       slicer: NgramSlicer) -> Callable[[str], Prediction] | None:
     """One-text prediction for the default export, fused into one function.
 
     The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
     for a binary model with rows ``(-w, w)`` under LOGISTIC or a sigmoid calibration, with
-    every table bound to a local: at a few microseconds per call, the calls and attribute
-    look-ups of the general path are a fifth of the time. None for any other model.
+    every table bound to a local. The occurrence sums come from a :class:`_GramAutomaton`
+    (one dict look-up per character instead of building, hashing and looking up every
+    n-gram string); only when a character occurs twice can an n-gram repeat, and then the
+    n-grams starting at repeated characters are counted to turn occurrence sums into tf
+    sums (as :meth:`_NumpyHead._correct_repeats`). None for any other model.
     """
     graph, spec = head.graph, head.spec
     logistic = graph.post_transform == "LOGISTIC" and graph.calibration is None
@@ -959,7 +1002,11 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
             and (logistic or graph.calibration is not None)):
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
+    automaton = _GramAutomaton(head.packed, spec)
+    root_get, miss, start = automaton.root.get, automaton.miss, automaton.start
+    padded = spec.word_boundary_padding
     in_vocabulary, packed = head._in_vocabulary, head._packed_item
+    in_vocabulary = head._in_vocabulary
     idf2, weight = head.idf2.__getitem__, head.weights[0].__getitem__
     dtf, dtf2, mul, sqrt = head._dtf, head._dtf2, operator.mul, math.sqrt
     bias = head.intercepts[1]
@@ -967,21 +1014,41 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     sign, a, b = (1.0 if calibration.column == 1 else -1.0), calibration.a, calibration.b
     label0, label1 = labels
 
+    root = automaton.root
+
     def predict(text: str) -> Prediction:
+        """Classify one text."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         out = text.translate(table)
         out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
-        hits = list(filter(in_vocabulary, slicer(out)))
-        both = sum(map(packed, hits), 0j)
-        z, norm2 = both.real, both.imag
-        if len(set(hits)) != len(hits):  # see _NumpyHead._correct_repeats
-            counts: dict[str, int] = {}
-            _count_elements(counts, hits)
-            repeated = list(compress(counts, map(_MORE_THAN_ONE, counts.values())))
-            seen = list(map(counts.__getitem__, repeated))
-            norm2 += sum(map(mul, map(dtf2, seen), map(idf2, repeated)))
-            z += sum(map(mul, map(dtf, seen), map(weight, repeated)))
+        chars = tuple(out)  # iterated twice below: each character is hashed once
+        if len(set(chars)) == len(chars):
+            # No character occurs twice, so no n-gram does: tf = count = 1, and the
+            # occurrence sums of the automaton are the answer.
+            total = 0j
+            for unit in (out.split(" ") if padded and " " in out else (chars,) if out else ()):
+                if start is not None:
+                    node, total = start[0], total + start[1]
+                else:
+                    node = root
+                for c in unit:
+                    node, v = node.get(c) or root_get(c, miss)
+                    total += v
+                if padded:
+                    total += (node.get(" ") or root_get(" ", miss))[1]
+            z, norm2 = total.real, total.imag
+        else:  # see _NumpyHead.scores and _correct_repeats
+            hits = list(filter(in_vocabulary, slicer(out)))
+            both = sum(map(packed, hits), 0j)
+            z, norm2 = both.real, both.imag
+            if len(set(hits)) != len(hits):
+                counts: dict[str, int] = {}
+                _count_elements(counts, hits)
+                repeated = list(compress(counts, map(_MORE_THAN_ONE, counts.values())))
+                seen = list(map(counts.__getitem__, repeated))
+                norm2 += sum(map(mul, map(dtf2, seen), map(idf2, repeated)))
+                z += sum(map(mul, map(dtf, seen), map(weight, repeated)))
         if norm2 > 0.0:
             z /= sqrt(norm2)
         z += bias
@@ -990,9 +1057,16 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         else:
             p1 = _logistic(-(a * sign * z + b))
             p0 = 1.0 - p1
+        prediction = _new_object(Prediction)
         if p1 > p0:
-            return _prediction(label1, {label0: p0, label1: p1}, p1 >= threshold, p1)
-        return _prediction(label0, {label0: p0, label1: p1}, p0 >= threshold, p0)
+            _set_attribute(prediction, "__dict__", {
+                "label": label1, "probabilities": {label0: p0, label1: p1},
+                "confident": p1 >= threshold, "score": p1})
+        else:
+            _set_attribute(prediction, "__dict__", {
+                "label": label0, "probabilities": {label0: p0, label1: p1},
+                "confident": p0 >= threshold, "score": p0})
+        return prediction
 
     return predict
 
@@ -1120,6 +1194,9 @@ class MicroModel:
             _binary_predictor(self._head, self.labels, self.threshold, self._ngrams)
             if isinstance(self._head, _NumpyHead) else None
         )
+        if self._fused_predict is not None:
+            # ``model.predict`` is then the fused function itself: one call frame less.
+            self.predict = self._fused_predict
 
     @property
     def backend(self) -> str:

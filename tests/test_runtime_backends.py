@@ -566,7 +566,7 @@ def test_small_batches_match_onnxruntime(models_dir, task):
         assert np.max(np.abs(many - want)) < 1e-6
 
 
-@pytest.mark.parametrize("task", ["binary", "calibrated", "calibrated_svm", "plain_tf"])
+@pytest.mark.parametrize("task", ["binary", "calibrated", "calibrated_svm", "plain_tf", "unpadded"])
 def test_fused_binary_predict_equals_the_general_path(models_dir, task):
     model = MicroModel.load(task, models_dir=models_dir)
     assert model._fused_predict is not None
@@ -608,3 +608,38 @@ def test_character_table_is_bounded(monkeypatch):
     assert text.translate(table) == text.lower().replace("\u3000", " ")
     assert len(table) == 10
     assert text.translate(table) == text.lower().replace("\u3000", " ")  # uncached entries
+
+
+def _automaton_sum(automaton, normalized: str, spec: TextSpec) -> complex:
+    """Drive a ``_GramAutomaton`` over a normalised text as the fused predictor does."""
+    total = 0j
+    units = normalized.split(" ") if spec.word_boundary_padding else [normalized]
+    for unit in units if normalized else []:
+        node = automaton.root
+        if automaton.start is not None:
+            node, total = automaton.start[0], total + automaton.start[1]
+        for c in unit:
+            node, v = node.get(c) or automaton.root.get(c, automaton.miss)
+            total += v
+        if spec.word_boundary_padding:
+            total += (node.get(" ") or automaton.root.get(" ", automaton.miss))[1]
+    return total
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_gram_automaton_sums_every_occurrence(spec):
+    """The automaton's sum equals the sum over every n-gram occurrence (repeats included)."""
+    from foundry.runtime import _GramAutomaton
+
+    texts = [fast_normalize(t, spec) for t in [*QUESTIONS, *STATEMENTS, *random_texts(400, 3)]]
+    counts = Counter(g for t in texts for g in char_ngrams(t, spec))
+    rng = random.Random(5)
+    # A vocabulary of frequent and random n-grams, plus n-grams the analyzer never yields.
+    vocabulary = [g for g, _ in counts.most_common(300)] + rng.sample(sorted(counts), 200)
+    vocabulary += [" ", "x" * (spec.max_n + 1), "天 天"]
+    values = {g: complex(rng.uniform(-1, 1), rng.uniform(0.5, 2)) for g in vocabulary}
+    automaton = _GramAutomaton(values, spec)
+    for text in texts:
+        want = sum((values[g] for g in char_ngrams(text, spec) if g in values), 0j)
+        got = _automaton_sum(automaton, text, spec)
+        assert abs(got - want) < 1e-9, repr(text)
