@@ -9,11 +9,12 @@ the ``.bin``, and the classifier runs in one of two backends:
     ``Normalizer`` or (binary) by skl2onnx's sigmoid-calibration graph (the default
     trainer's export), its coefficients are read at load time (:func:`read_linear_graph`,
     a minimal protobuf reader: ``import onnx`` alone would cost ~100 ms) and fused with
-    the idf into per-n-gram tables. One prediction is then a few C-level passes over the
-    text's n-grams in plain Python (no dense feature row, no ONNX Runtime call); a batch
-    of 24 texts or more is scored in NumPy (:class:`_VectorScorer`). It reproduces ONNX
-    Runtime's semantics (``post_transform`` LOGISTIC / SOFTMAX / NONE, the normaliser,
-    the calibration) to ~1e-7, and ONNX Runtime is never imported.
+    the idf into per-n-gram tables. One prediction is then one pass of an automaton over the
+    text's characters, or a few C-level passes over its n-grams, in plain Python (no dense
+    feature row, no ONNX Runtime call); a batch of 24 texts or more is scored in NumPy
+    (:class:`_VectorScorer`). It reproduces ONNX Runtime's semantics (``post_transform``
+    LOGISTIC / SOFTMAX / NONE, the normaliser, the calibration) to ~1e-7, and ONNX
+    Runtime is never imported.
 ``"onnxruntime"``
     The reference: one ONNX Runtime session configured for small inputs (one thread, no
     spinning, sequential), fed one preallocated row per query or dense blocks of rows.
@@ -981,7 +982,10 @@ class _GramAutomaton:
                 base = (parent.get(c) if parent else None) or root.get(c, self.miss)
                 node[c] = (nodes.get(t, base[0]), base[1] + grams.get(t, 0j))
         self.start = root.get(" ", self.miss) if spec.word_boundary_padding else None
-        self.grams = grams
+
+
+#: Texts up to this many characters (normalised) are checked for the automaton's fast path.
+_AUTOMATON_MAX_CHARS = 24
 
 
 def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
@@ -990,11 +994,11 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
 
     The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
     for a binary model with rows ``(-w, w)`` under LOGISTIC or a sigmoid calibration, with
-    every table bound to a local. The occurrence sums come from a :class:`_GramAutomaton`
-    (one dict look-up per character instead of building, hashing and looking up every
-    n-gram string); only when a character occurs twice can an n-gram repeat, and then the
-    n-grams starting at repeated characters are counted to turn occurrence sums into tf
-    sums (as :meth:`_NumpyHead._correct_repeats`). None for any other model.
+    every table bound to a local. When no character of the normalised text occurs twice,
+    no n-gram does (every tf is 1) and the sums come from a :class:`_GramAutomaton`: one
+    dict look-up per character instead of building, hashing and looking up every n-gram
+    string (about half the time of a short text). Otherwise the n-grams are sliced, looked
+    up and their repeats corrected as in :meth:`_NumpyHead.scores`. None for any other model.
     """
     graph, spec = head.graph, head.spec
     logistic = graph.post_transform == "LOGISTIC" and graph.calibration is None
@@ -1022,8 +1026,8 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
             raise TypeError(f"text must be str, got {type(text).__name__}")
         out = text.translate(table)
         out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
-        chars = tuple(out)  # iterated twice below: each character is hashed once
-        if len(set(chars)) == len(chars):
+        # A long text nearly always repeats a character: skip the check there.
+        if len(out) <= _AUTOMATON_MAX_CHARS and len(set(chars := tuple(out))) == len(chars):
             # No character occurs twice, so no n-gram does: tf = count = 1, and the
             # occurrence sums of the automaton are the answer.
             total = 0j
