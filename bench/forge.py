@@ -107,7 +107,7 @@ def empty_notebook_seconds(folder: Path, repeats: int = 3) -> float:
         start = time.perf_counter()
         pm.execute_notebook(str(source), str(folder / "empty.out.ipynb"), parameters={"x": 2},
                             progress_bar=False, log_output=False, kernel_name="python3",
-                            cwd=str(ROOT))
+                            cwd=str(ROOT), extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
