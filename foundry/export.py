@@ -28,6 +28,8 @@ import numpy as np
 
 from foundry import __version__
 from foundry.blueprint import Blueprint, Task
+from foundry.conformance_cases import HARD_CASES
+from foundry.jsonl import iter_jsonl
 from foundry.runs import atomic_write_bytes, read_json, require_stage_output
 from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE, normalize
 from foundry.v1 import preprocessor_pb2 as pb
@@ -174,10 +176,6 @@ def conformance_vectors(trained: Any, texts: list[str]) -> list[dict]:
 
 def conformance_texts(test_texts: list[str], extra: list[str], n_test: int = 200) -> list[str]:
     """Hard cases first, then blueprint extras, then an evenly spaced sample of the test split."""
-    try:
-        from foundry.conformance_cases import HARD_CASES
-    except ImportError:  # pragma: no cover - the module ships with the package
-        HARD_CASES = ["", " ", "今天天气怎么样？"]
     step = max(1, len(test_texts) // n_test) if test_texts else 1
     sample = test_texts[::step][:n_test]
     seen: set[str] = set()
@@ -187,6 +185,37 @@ def conformance_texts(test_texts: list[str], extra: list[str], n_test: int = 200
             seen.add(t)
             out.append(t)
     return out
+
+
+def model_files(
+    trained: Any,
+    *,
+    task: str,
+    threshold: float,
+    texts: list[str],
+    card: str = "",
+    opset: int = 15,
+    provenance: Provenance | None = None,
+) -> dict[str, bytes]:
+    """The artifact files of a trained model, as bytes keyed by suffix (see :data:`ARTIFACT_SUFFIXES`).
+
+    ``texts`` become the conformance vectors. Pass the result to :func:`install_artifacts`.
+    """
+    onnx_bytes, bin_bytes = artifact_bytes(
+        trained, threshold, task=task, opset=opset, provenance=provenance
+    )
+    conformance = {
+        "task": task,
+        "format_version": FORMAT_VERSION,
+        "labels": list(trained.labels),
+        "vectors": conformance_vectors(trained, texts),
+    }
+    return {
+        "classifier.onnx": onnx_bytes,
+        "preprocessor.bin": bin_bytes,
+        "conformance.json": (json.dumps(conformance, ensure_ascii=False, indent=1) + "\n").encode(),
+        "card.md": card.encode("utf-8"),
+    }
 
 
 def _pct(x: Any) -> str:
@@ -339,8 +368,7 @@ def export_task(
     evaluation = read_json(require_stage_output(run_dir, "evaluate", task.name, "summary.json"))
     refine_summary = read_json(require_stage_output(run_dir, "refine", task.name, "summary.json"))
     test_path = require_stage_output(run_dir, "refine", task.name, "test.jsonl")
-    test_texts = [json.loads(line)["text"] for line in test_path.read_text("utf-8").splitlines()
-                  if line.strip()]
+    test_texts = [row["text"] for _, row in iter_jsonl(test_path)]
     threshold = float(evaluation["threshold"])
     provenance = Provenance(
         blueprint=bp.name,
@@ -349,30 +377,21 @@ def export_task(
         trainer=trained.trainer,
         train_rows=int(trained.train_rows),
     )
-    onnx_bytes, bin_bytes = artifact_bytes(
-        trained, threshold, task=task.name, opset=bp.spec.export.opset, provenance=provenance
+    files = model_files(
+        trained, task=task.name, threshold=threshold, opset=bp.spec.export.opset,
+        provenance=provenance,
+        texts=conformance_texts(test_texts, list(bp.spec.export.conformance_extra)),
     )
-    texts = conformance_texts(test_texts, list(bp.spec.export.conformance_extra))
-    conformance = {
-        "task": task.name,
-        "format_version": FORMAT_VERSION,
-        "labels": list(trained.labels),
-        "vectors": conformance_vectors(trained, texts),
-    }
-    card = model_card(
-        task, trained, blueprint=bp.name, threshold=threshold, onnx_size=len(onnx_bytes),
-        bin_size=len(bin_bytes), evaluation=evaluation, refine_summary=refine_summary,
-    )
-    files = {
-        "classifier.onnx": onnx_bytes,
-        "preprocessor.bin": bin_bytes,
-        "conformance.json": (json.dumps(conformance, ensure_ascii=False, indent=1) + "\n").encode(),
-        "card.md": card.encode("utf-8"),
-    }
+    onnx_size, bin_size = len(files["classifier.onnx"]), len(files["preprocessor.bin"])
+    files["card.md"] = model_card(
+        task, trained, blueprint=bp.name, threshold=threshold, onnx_size=onnx_size,
+        bin_size=bin_size, evaluation=evaluation, refine_summary=refine_summary,
+    ).encode("utf-8")
     paths = install_artifacts(task.name, files, models_dir)
     return ExportResult(
-        task=task.name, paths=paths, onnx_size=len(onnx_bytes), bin_size=len(bin_bytes),
-        conformance_vectors=len(conformance["vectors"]), threshold=threshold,
+        task=task.name, paths=paths, onnx_size=onnx_size, bin_size=bin_size,
+        conformance_vectors=len(json.loads(files["conformance.json"])["vectors"]),
+        threshold=threshold,
     )
 
 

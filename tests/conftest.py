@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,26 +44,24 @@ def fit_tiny(spec=None, C: float = 4.0):
     )
 
 
+def install_model(trained, models_dir: Path, task: str, threshold: float = 0.6, *,
+                  provenance=None, texts: list[str] | None = None) -> None:
+    """Export ``trained`` into ``models_dir`` exactly as the export stage does (same files)."""
+    from foundry.export import conformance_texts, install_artifacts, model_files
+
+    texts = conformance_texts(QUESTIONS + STATEMENTS, []) if texts is None else texts
+    install_artifacts(task, model_files(trained, task=task, threshold=threshold, texts=texts,
+                                        card=f"# {task} (test model)\n", provenance=provenance),
+                      models_dir)
+
+
 def write_tiny_models(models_dir: Path, task: str = "tiny_q", threshold: float = 0.6,
                       extra_texts: list[str] | None = None):
-    from foundry.export import (
-        artifact_bytes,
-        conformance_texts,
-        conformance_vectors,
-        install_artifacts,
-    )
+    from foundry.export import conformance_texts
 
     trained = fit_tiny()
-    onnx_bytes, bin_bytes = artifact_bytes(trained, threshold, task=task)
-    texts = conformance_texts(QUESTIONS + STATEMENTS, extra_texts or [])
-    conf = {"task": task, "format_version": 1, "labels": trained.labels,
-            "vectors": conformance_vectors(trained, texts)}
-    install_artifacts(task, {
-        "classifier.onnx": onnx_bytes,
-        "preprocessor.bin": bin_bytes,
-        "conformance.json": json.dumps(conf, ensure_ascii=False).encode(),
-        "card.md": b"# tiny\n",
-    }, models_dir)
+    install_model(trained, models_dir, task, threshold,
+                  texts=conformance_texts(QUESTIONS + STATEMENTS, extra_texts or []))
     return trained
 
 

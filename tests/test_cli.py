@@ -61,12 +61,15 @@ def test_blueprint_check_bad_path(capsys):
     assert "no blueprint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("steps", ["train,generate", "generate,bogus"])
-def test_parse_steps(steps):
+def test_parse_steps_orders_the_pipeline():
     from foundry.forge import parse_steps
 
-    if "bogus" in steps:
-        with pytest.raises(ValueError, match="unknown step"):
-            parse_steps(steps)
-    else:
-        assert parse_steps(steps) == ["generate", "train"]
+    assert parse_steps("train,generate") == ["generate", "train"]
+    assert parse_steps(None) == ["generate", "refine", "train", "evaluate", "export"]
+
+
+def test_parse_steps_rejects_unknown_steps():
+    from foundry.forge import parse_steps
+
+    with pytest.raises(ValueError, match="unknown step.*bogus"):
+        parse_steps("generate,bogus")

@@ -35,16 +35,11 @@ def model(tiny_models) -> MicroModel:
 def write_models_with_blueprint(models_dir: Path, blueprint: str, task: str = TASK,
                                 threshold: float = 0.6) -> None:
     """Tiny artifacts whose provenance names ``blueprint`` (a name or a folder path)."""
-    from conftest import fit_tiny
+    from conftest import fit_tiny, install_model
 
-    from foundry.export import Provenance, artifact_bytes, install_artifacts
+    from foundry.export import Provenance
 
-    trained = fit_tiny()
-    onnx_bytes, bin_bytes = artifact_bytes(trained, threshold, task=task,
-                                           provenance=Provenance(blueprint=blueprint))
-    install_artifacts(task, {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
-                             "conformance.json": b'{"vectors": []}', "card.md": b"# t\n"},
-                      models_dir)
+    install_model(fit_tiny(), models_dir, task, threshold, provenance=Provenance(blueprint=blueprint))
 
 
 # -- tasks --------------------------------------------------------------------------------
@@ -403,11 +398,11 @@ def test_refine_learns_what_the_lab_records(tmp_path):
 def test_multiclass_contributions_weigh_the_label_against_the_runner_up(tmp_path):
     from types import SimpleNamespace
 
+    from conftest import install_model
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from foundry.export import artifact_bytes, install_artifacts
     from foundry.textspec import Analyzer, TextSpec
 
     texts = ["几点了？", "你叫什么名字", "明天会下雨吗", "打开灯", "关掉空调", "播放音乐",
@@ -421,9 +416,7 @@ def test_multiclass_contributions_weigh_the_label_against_the_runner_up(tmp_path
     trained = SimpleNamespace(pipeline=pipeline, labels=["Question", "Command", "Greeting"],
                               spec=spec, sublinear_tf=True, trainer="tfidf_logreg",
                               data_sha256="0" * 64, train_rows=len(texts), task="three")
-    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.5, task="three")
-    install_artifacts("three", {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
-                                "conformance.json": b"{}", "card.md": b"#\n"}, tmp_path)
+    install_model(trained, tmp_path, "three", 0.5)
     answer = Lab(tmp_path).ask("three", "你好吗")
     e, p = answer.explanation, answer.prediction.probabilities
     assert e.method == "linear" and e.units == "log-odds"
@@ -435,12 +428,10 @@ def test_multiclass_contributions_weigh_the_label_against_the_runner_up(tmp_path
 
 def test_calibrated_model_contributions_add_up_to_the_log_odds(tmp_path):
     """skl2onnx's sigmoid-calibration graph (the default trainer's export) is linear too."""
-    from conftest import QUESTIONS, STATEMENTS, fit_tiny
+    from conftest import QUESTIONS, STATEMENTS, fit_tiny, install_model
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-
-    from foundry.export import artifact_bytes, install_artifacts
 
     trained = fit_tiny()
     clf = CalibratedClassifierCV(LogisticRegression(C=4.0, max_iter=1000), method="sigmoid",
@@ -448,9 +439,7 @@ def test_calibrated_model_contributions_add_up_to_the_log_odds(tmp_path):
                                  ensemble=False)
     trained.pipeline.steps[-1] = ("clf", clf)
     trained.pipeline.fit(QUESTIONS + STATEMENTS, [0] * len(QUESTIONS) + [1] * len(STATEMENTS))
-    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task="calibrated")
-    install_artifacts("calibrated", {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
-                                     "conformance.json": b"{}", "card.md": b"#\n"}, tmp_path)
+    install_model(trained, tmp_path, "calibrated", 0.6)
     tester = Lab(tmp_path)
     model = tester.model("calibrated")
     weights = lab.linear_weights(model.paths["onnx"], 2, model.n_features)
@@ -467,17 +456,13 @@ def test_calibrated_model_contributions_add_up_to_the_log_odds(tmp_path):
 
 def test_non_linear_model_is_explained_by_occlusion(tmp_path):
     """Complement naive Bayes exports as a non-linear graph: the lab falls back to occlusion."""
-    from conftest import QUESTIONS, STATEMENTS, fit_tiny
+    from conftest import QUESTIONS, STATEMENTS, fit_tiny, install_model
     from sklearn.naive_bayes import ComplementNB
-
-    from foundry.export import artifact_bytes, install_artifacts
 
     trained = fit_tiny()
     trained.pipeline.steps[-1] = ("clf", ComplementNB(alpha=0.5))
     trained.pipeline.fit(QUESTIONS + STATEMENTS, [0] * len(QUESTIONS) + [1] * len(STATEMENTS))
-    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task="nb")
-    install_artifacts("nb", {"classifier.onnx": onnx_bytes, "preprocessor.bin": bin_bytes,
-                             "conformance.json": b"{}", "card.md": b"#\n"}, tmp_path)
+    install_model(trained, tmp_path, "nb", 0.6)
     tester = Lab(tmp_path)
     model = tester.model("nb")
     assert lab.linear_weights(model.paths["onnx"], 2, model.n_features) is None

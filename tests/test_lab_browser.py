@@ -182,17 +182,12 @@ def serve_notebook(work: Path) -> Path:
 
 
 def _write_models(models_dir: Path, blueprint_dir: Path) -> None:
-    from conftest import fit_tiny
+    from conftest import fit_tiny, install_model
 
-    from foundry.export import Provenance, artifact_bytes, install_artifacts
+    from foundry.export import Provenance
 
-    trained = fit_tiny()
-    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task="is_question",
-                                           provenance=Provenance(blueprint=str(blueprint_dir)))
-    install_artifacts("is_question", {"classifier.onnx": onnx_bytes,
-                                      "preprocessor.bin": bin_bytes,
-                                      "conformance.json": b'{"vectors": []}',
-                                      "card.md": b"# is_question (tiny test model)\n"}, models_dir)
+    install_model(fit_tiny(), models_dir, "is_question", 0.6,
+                  provenance=Provenance(blueprint=str(blueprint_dir)))
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import QUESTIONS, STATEMENTS
+from conftest import QUESTIONS, STATEMENTS, install_model
 
 from foundry.conformance_cases import HARD_CASES
 from foundry.runtime import (
@@ -166,23 +165,10 @@ def test_ngram_slicer_yields_the_reference_multiset(spec):
 
 
 def _install(models_dir: Path, task: str, trained, threshold: float = 0.5) -> None:
-    from foundry.export import (
-        artifact_bytes,
-        conformance_texts,
-        conformance_vectors,
-        install_artifacts,
-    )
+    from foundry.export import conformance_texts
 
-    onnx_bytes, bin_bytes = artifact_bytes(trained, threshold, task=task)
-    texts = conformance_texts(QUESTIONS + STATEMENTS + GREETINGS, [])
-    conf = {"task": task, "format_version": 1, "labels": trained.labels,
-            "vectors": conformance_vectors(trained, texts)}
-    install_artifacts(task, {
-        "classifier.onnx": onnx_bytes,
-        "preprocessor.bin": bin_bytes,
-        "conformance.json": json.dumps(conf, ensure_ascii=False).encode(),
-        "card.md": b"# test\n",
-    }, models_dir)
+    install_model(trained, models_dir, task, threshold,
+                  texts=conformance_texts(QUESTIONS + STATEMENTS + GREETINGS, []))
 
 
 def _fit(clf, *, classes: int = 2, spec: TextSpec | None = None, **tfidf):
