@@ -63,14 +63,17 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
+    from foundry.onnx_isotonic import faithful_isotonic
+
     clf = trained.pipeline.named_steps["clf"]
     n_features = len(trained.pipeline.named_steps["tfidf"].vocabulary_)
-    model = convert_sklearn(
-        clf,
-        initial_types=[("features", FloatTensorType([None, n_features]))],
-        target_opset={"": opset, "ai.onnx.ml": 3},
-        options={id(clf): {"zipmap": False}},
-    )
+    with faithful_isotonic():  # skl2onnx's own isotonic graph is a nearest-threshold lookup
+        model = convert_sklearn(
+            clf,
+            initial_types=[("features", FloatTensorType([None, n_features]))],
+            target_opset={"": opset, "ai.onnx.ml": 3},
+            options={id(clf): {"zipmap": False}},
+        )
     outputs = [o.name for o in model.graph.output]
     if outputs != ["label", "probabilities"]:
         raise RuntimeError(f"unexpected ONNX outputs {outputs} for {type(clf).__name__}")

@@ -492,13 +492,15 @@ def _estimate_artifact_bytes(trained: TrainedModel, opset: int) -> tuple[int, in
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
+    from foundry.onnx_isotonic import faithful_isotonic
     from foundry.v1 import preprocessor_pb2 as pb
 
     clf = trained.pipeline.named_steps["clf"]
-    model = convert_sklearn(
-        clf, initial_types=[("features", FloatTensorType([None, trained.n_features]))],
-        target_opset={"": opset, "ai.onnx.ml": 3}, options={id(clf): {"zipmap": False}},
-    )
+    with faithful_isotonic():
+        model = convert_sklearn(
+            clf, initial_types=[("features", FloatTensorType([None, trained.n_features]))],
+            target_opset={"": opset, "ai.onnx.ml": 3}, options={id(clf): {"zipmap": False}},
+        )
     tfidf = trained.pipeline.named_steps["tfidf"]
     msg = pb.Preprocessor(
         labels=trained.labels, vocabulary=vocabulary_terms(trained.pipeline),
@@ -630,15 +632,12 @@ def choose_calibration(
     """Pick the calibration by out-of-fold log loss; return it, its OOF probabilities and
     the comparison table.
 
-    ``mode="auto"`` compares the trainer's options (isotonic only for two classes: the
-    multi-class isotonic graph of skl2onnx does not reproduce scikit-learn) and keeps the
-    uncalibrated model unless a calibrator lowers log loss by ``CALIBRATION_MIN_GAIN``.
-    Any other mode is taken as is.
+    ``mode="auto"`` compares the trainer's options and keeps the uncalibrated model unless a
+    calibrator lowers log loss by ``CALIBRATION_MIN_GAIN``. Any other mode is taken as is.
+    (Isotonic calibration exports through :mod:`foundry.onnx_isotonic`, which interpolates as
+    scikit-learn does.)
     """
-    if mode == "auto":
-        methods = [m for m in recipe.trainer.calibrations if m != "isotonic" or n_classes == 2]
-    else:
-        methods = [mode]
+    methods = list(recipe.trainer.calibrations) if mode == "auto" else [mode]
     rows, probas = [], {}
     for m in methods:
         p = out_of_fold_proba(recipe, params, m, vocabulary, features, y, w, n_classes)

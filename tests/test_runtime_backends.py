@@ -285,7 +285,8 @@ def test_auto_backend_is_numpy_for_linear_graphs(models_dir):
     assert "backend='numpy'" in repr(MicroModel.load("binary", models_dir=models_dir))
 
 
-@pytest.mark.parametrize("name", ["nb", "isotonic", "sigmoid_ensemble", "sigmoid_3_classes"])
+@pytest.mark.parametrize("name", ["nb", "isotonic", "sigmoid_ensemble", "sigmoid_3_classes",
+                                  "isotonic_3_classes"])
 def test_auto_falls_back_to_onnxruntime_for_other_graphs(tmp_path, name):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.naive_bayes import ComplementNB
@@ -295,13 +296,13 @@ def test_auto_falls_back_to_onnxruntime_for_other_graphs(tmp_path, name):
         "isotonic": lambda: _fit(_calibrated(_logreg(), "isotonic")),
         "sigmoid_ensemble": lambda: _fit(CalibratedClassifierCV(_logreg(), cv=3)),
         "sigmoid_3_classes": lambda: _fit(_calibrated(_logreg(), "sigmoid"), classes=3),
+        "isotonic_3_classes": lambda: _fit(_calibrated(_logreg(), "isotonic"), classes=3),
     }[name]()
     _install(tmp_path, name, trained)
     assert read_linear_graph((tmp_path / f"{name}_classifier.onnx").read_bytes()) is None
     model = MicroModel.load(name, models_dir=tmp_path)
     assert model.backend == "onnxruntime"
-    if name != "isotonic":  # skl2onnx's isotonic graph differs from scikit-learn (~0.1)
-        assert check_conformance(model, tmp_path / f"{name}_conformance.json").ok
+    assert check_conformance(model, tmp_path / f"{name}_conformance.json").ok
     with pytest.raises(ArtifactError, match=f"{name}_classifier.onnx: the numpy backend runs"):
         MicroModel.load(name, models_dir=tmp_path, backend="numpy")
 
