@@ -225,6 +225,10 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "n/a"
 
 
+def _num(x: Any, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "n/a"
+
+
 def model_card(
     task: Task,
     trained: Any,
@@ -282,7 +286,7 @@ def model_card(
         f"| {_pct(evaluation.get('crossfit_confident_precision'))} |",
         f"| precision of confident answers (exam) "
         f"| {_pct(evaluation.get('exam_confident_precision'))} |",
-        f"| expected calibration error (test) | {evaluation.get('ece', 'n/a')} |",
+        f"| expected calibration error (test) | {_num(evaluation.get('ece'))} |",
         "",
         f"Confidence threshold: **{threshold:.4f}** (top probability below it → `confident=False`; "
         f"chosen for a target precision of {evaluation.get('target_precision', 'n/a')}).",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,17 @@ def test_forge_leaves_four_files_per_task(forged):
             path = models / f"{task}_{suffix}"
             assert path.is_file() and path.stat().st_size > 0, path
     assert not (models / ".pending").exists()
+
+
+def test_model_card_carries_the_evaluation(forged):
+    _, models = forged
+    for task in TASKS:
+        card = (models / f"{task}_card.md").read_text(encoding="utf-8")
+        for metric in ("exam accuracy", "exam answered confidently", "coverage at threshold (test)",
+                       "test macro-F1", "Confidence threshold: **0."):
+            assert metric in card, (task, metric)
+        assert re.search(r"\| expected calibration error \(test\) \| 0\.\d{4} \|", card), card
+        assert re.search(rf"`{task}_classifier.onnx`: \d+\.\d KiB", card), card
 
 
 def test_executed_notebooks_are_kept_with_outputs_and_html(forged):
