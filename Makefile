@@ -61,6 +61,7 @@ bench: install-dev
 	$(PY) bench/runtime.py
 	$(PY) bench/refine.py
 	$(PY) bench/baselines.py
+	$(PY) bench/seeds.py
 	$(PY) bench/generation.py
 
 clean-runs:
