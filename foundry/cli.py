@@ -104,6 +104,22 @@ def _cmd_blueprint_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grammar_audit(args: argparse.Namespace) -> int:
+    from foundry.blueprint import load_blueprint
+    from foundry.generate.audit import audit_grammar, format_audit
+
+    bp = load_blueprint(args.blueprint)
+    tasks = [bp.task(name) for name in args.task] if args.task else bp.tasks
+    for i, task in enumerate(t for t in tasks if t.grammar):
+        audit = audit_grammar(bp, task, rows=args.rows, seed=args.seed, confident=args.confident)
+        print(("\n" if i else "") + format_audit(audit, top=args.top))
+        if args.errors_csv:
+            path = Path(args.errors_csv.replace("{task}", task.name))
+            audit.errors.to_csv(path, index=False)
+            print(f"\nall {len(audit.errors)} errors: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="foundry", description="Forge and run kilobyte-size text classifiers."
@@ -143,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     c = bsub.add_parser("check", help="validate a blueprint")
     c.add_argument("path")
     c.set_defaults(func=_cmd_blueprint_check)
+
+    p = sub.add_parser("grammar", help="offline grammar tools")
+    gsub = p.add_subparsers(dest="grammar_command", required=True)
+    a = gsub.add_parser("audit", help="templates whose rows a cross-validated model contradicts")
+    a.add_argument("blueprint", help="name under blueprints/ or a path")
+    a.add_argument("--task", action="append", help="task to audit (repeatable; default all)")
+    a.add_argument("--rows", type=int, default=None,
+                   help="sentences to sample (default generation.target_per_task)")
+    a.add_argument("--seed", type=int, default=None, help="sampling seed (default generation.seed)")
+    a.add_argument("--confident", type=float, default=0.9,
+                   help="top probability from which an error counts as confident (default 0.9)")
+    a.add_argument("--top", type=int, default=20, help="templates listed (default 20)")
+    a.add_argument("--errors-csv", default=None,
+                   help="write every error to this CSV ({task} is replaced by the task name)")
+    a.set_defaults(func=_cmd_grammar_audit)
     return parser
 
 
