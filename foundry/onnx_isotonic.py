@@ -95,7 +95,15 @@ def faithful_isotonic() -> Iterator[None]:
     import importlib
 
     module = importlib.import_module(_CONVERTER_MODULE)
-    original = module._transform_isotonic
+    original = getattr(module, "_transform_isotonic", None)
+    if original is None:  # the swap relies on a private skl2onnx function
+        import skl2onnx
+
+        raise RuntimeError(
+            f"skl2onnx {skl2onnx.__version__}: {_CONVERTER_MODULE}._transform_isotonic is gone; "
+            "update foundry/onnx_isotonic.py (tests/test_onnx_isotonic.py shows whether the "
+            "stock converter now interpolates)"
+        )
     module._transform_isotonic = interpolation_graph
     try:
         yield

@@ -93,3 +93,12 @@ def test_swap_is_undone():
         assert module._transform_isotonic is not before
         raise RuntimeError("conversion failed")
     assert module._transform_isotonic is before
+
+
+def test_a_missing_skl2onnx_hook_is_a_clear_error(monkeypatch):
+    import skl2onnx.operator_converters.calibrated_classifier_cv as module
+
+    monkeypatch.delattr(module, "_transform_isotonic")
+    with (pytest.raises(RuntimeError, match="_transform_isotonic is gone; update foundry/"),
+          faithful_isotonic()):
+        pass
