@@ -486,42 +486,15 @@ def _as_trained(pipe: Pipeline, labels: list[str], spec: TextSpec, sublinear_tf:
     )
 
 
-def _estimate_artifact_bytes(trained: TrainedModel, opset: int) -> tuple[int, int]:
-    """Fallback size measure: our own skl2onnx conversion + a ``Preprocessor`` holding the
-    vocabulary and idf (the rest of that message is a few hundred bytes)."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    from foundry.onnx_isotonic import faithful_isotonic
-    from foundry.v1 import preprocessor_pb2 as pb
-
-    clf = trained.pipeline.named_steps["clf"]
-    with faithful_isotonic():
-        model = convert_sklearn(
-            clf, initial_types=[("features", FloatTensorType([None, trained.n_features]))],
-            target_opset={"": opset, "ai.onnx.ml": 3}, options={id(clf): {"zipmap": False}},
-        )
-    tfidf = trained.pipeline.named_steps["tfidf"]
-    msg = pb.Preprocessor(
-        labels=trained.labels, vocabulary=vocabulary_terms(trained.pipeline),
-        idf=[float(x) for x in tfidf.idf_], onnx_sha256="0" * 64,
-    )
-    return len(model.SerializeToString()), len(msg.SerializeToString()) + 512
-
-
 def artifact_size(trained: TrainedModel, opset: int, blueprint: str = "",
                   blueprint_sha256: str = "") -> tuple[int, int, str]:
     """``(.onnx bytes, .bin bytes, source)`` of the pair the export would write.
 
-    Exact via ``foundry.export.artifact_bytes`` (with the provenance the export records;
-    only the threshold's value differs, and a double costs the same bytes whatever it is),
-    else estimated by :func:`_estimate_artifact_bytes`.
+    Exact: built by ``foundry.export.artifact_bytes`` with the provenance the export records
+    (only the threshold's value differs, and a double costs the same bytes whatever it is).
     """
-    try:
-        from foundry.export import Provenance, artifact_bytes
-    except ImportError:
-        onnx_len, bin_len = _estimate_artifact_bytes(trained, opset)
-        return onnx_len, bin_len, "estimate"
+    from foundry.export import Provenance, artifact_bytes  # lazy: the export stage imports train
+
     provenance = Provenance(
         blueprint=blueprint, blueprint_sha256=blueprint_sha256,
         data_sha256=trained.data_sha256, trainer=trained.trainer,
