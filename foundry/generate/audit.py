@@ -132,21 +132,18 @@ def _per_template(data: list[dict[str, Any]], templates: list[str], errors: pd.D
                          "category": [r.get("category", "") for r in data]})
     out = rows.groupby(["template", "label"], sort=True).agg(
         category=("category", "first"), rows=("category", "size")).reset_index()
-    by_template = errors.groupby(["template", "label"])
-    counts = by_template.size().rename("errors")
-    strong = errors[errors["p"] >= confident].groupby(["template", "label"]).size()
-    examples = by_template.apply(
-        lambda g: "; ".join(f"{t} ({p:.2f})" for t, p in
-                             zip(g["text"][:EXAMPLES_PER_TEMPLATE], g["p"][:EXAMPLES_PER_TEMPLATE],
-                                 strict=True)),
-        include_groups=False,
-    ).rename("examples") if len(errors) else pd.Series(dtype=object, name="examples")
-    out = out.join(counts, on=["template", "label"]).join(
-        strong.rename("confident_errors"), on=["template", "label"]).join(
-        examples, on=["template", "label"])
-    out[["errors", "confident_errors"]] = out[["errors", "confident_errors"]].fillna(0).astype(int)
-    out["examples"] = out["examples"].fillna("")
+    keys = list(zip(out["template"], out["label"], strict=True))
+    groups = {key: g for key, g in errors.groupby(["template", "label"])}  # worst first
+    empty = errors.iloc[:0]
+    out["errors"] = [len(groups.get(k, empty)) for k in keys]
+    out["confident_errors"] = [int((groups.get(k, empty)["p"] >= confident).sum()) for k in keys]
     out["error_rate"] = out["errors"] / out["rows"]
+    out["examples"] = [
+        "; ".join(f"{t} ({p:.2f})" for t, p in
+                  groups.get(k, empty)[["text", "p"]].head(EXAMPLES_PER_TEMPLATE).itertuples(
+                      index=False))
+        for k in keys
+    ]
     return out.sort_values(["confident_errors", "errors", "template"],
                            ascending=[False, False, True], kind="stable").reset_index(drop=True)
 
