@@ -22,15 +22,15 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.scratch import scratch_dir  # noqa: E402
 
 TARGET_S = 90.0
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from foundry.forge import forge
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-forge-"))
-    try:
+    with scratch_dir("bench-forge-", keep=args.keep) as tmp:
         start = time.perf_counter()
         result = forge(args.blueprint, provider="offline", runs_root=tmp / "runs",
                        models_dir=tmp / "models", html=not args.no_html, log=lambda _: None)
@@ -160,11 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# bench/forge.py — offline forge of {args.blueprint!r}, BLAS threads: {blas}, "
               f"load average {load}, {os.cpu_count()} CPUs\n")
         print(format_table(rows, total, html_s, empty_s))
-        if args.keep:
-            print(f"\nkept: {tmp}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

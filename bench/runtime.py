@@ -40,7 +40,6 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -50,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from bench.scratch import scratch_dir  # noqa: E402
 
 TASKS = ("is_question", "confirmation")
 BATCH_SIZES = (1, 32, 1024)
@@ -352,8 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts-per-round", type=int, default=4096)
     parser.add_argument("--load-repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    with scratch_dir("bench-runtime-") as tmp:  # fastText models: tens of MB
+        return _bench(args, tmp)
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+
+def _bench(args: argparse.Namespace, tmp: Path) -> int:
     if args.tiny:
         sources, run_dir = tiny_sources(tmp), None
     else:

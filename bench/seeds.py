@@ -23,7 +23,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
+from bench.scratch import scratch_dir  # noqa: E402
 from foundry.blueprint import BLUEPRINT_FILE, load_blueprint  # noqa: E402
 from foundry.forge import forge  # noqa: E402
 
@@ -116,20 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     if not seeds:
         ap.error("--seeds: give at least one seed")
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-seeds-"))
     results: dict[int, dict[str, dict]] = {}
-    try:
+    with scratch_dir("bench-seeds-", keep=args.keep) as tmp:
         for seed in seeds:
             results[seed], seconds = forge_seed(args.blueprint, seed, tmp)
             print(f"seed {seed}: forged in {seconds:.1f} s", file=sys.stderr)
         print(f"# bench/seeds.py — offline forges of {args.blueprint!r} at seeds "
               f"{', '.join(map(str, seeds))}\n")
         print(format_tables(results))
-        if args.keep:
-            print(f"\nkept: {tmp}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
