@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fakes import synthetic
+from fakes.synthetic import EXAM_TOPICS, write_jsonl
 
 from foundry.blueprint import load_blueprint
 from foundry.evaluate import (
@@ -40,25 +42,8 @@ REQUIRED_KEYS = {
 }
 
 
-#: Exam sentences use their own topics, so that no exam sentence is a training sentence.
-EXAM_TOPICS = ["银行", "公园", "飞机", "手表", "牙医", "图书馆"]
-
-
-def make_rows(n: int, seed: int, noise: float = 0.0, topics: list[str] = TOPICS) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "Question" if i % 2 == 0 else "Statement"
-        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(topics))
-        if rng.random() < noise:
-            label = "Statement" if label == "Question" else "Question"
-        rows.append({"text": text, "label": label, "category": f"c{i % 2}", "source": "synthetic"})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+make_rows = functools.partial(synthetic.make_rows, questions=QUESTION, statements=STATEMENT,
+                              topics=TOPICS)
 
 
 def exam_rows(wrong: int = 0) -> list[dict]:

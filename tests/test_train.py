@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from fakes import synthetic
+from fakes.synthetic import EXAM_TOPICS, write_jsonl
 
 from foundry.blueprint import load_blueprint
 from foundry.train import (
@@ -32,28 +34,8 @@ QUESTION = ["{t}怎么样", "{t}是什么", "今天{t}好吗", "{t}在哪里", "
 STATEMENT = ["帮我打开{t}", "记录一下{t}", "我觉得{t}不错", "把{t}关掉", "提醒我{t}", "明天去{t}"]
 
 
-#: Exam sentences use their own topics, so that no exam sentence is a training sentence.
-EXAM_TOPICS = ["银行", "公园", "飞机", "手表", "牙医", "图书馆"]
-
-
-def make_rows(n: int, seed: int, noise: float = 0.0, topics: list[str] = TOPICS) -> list[dict]:
-    """Synthetic Question/Statement rows; ``noise`` flips that share of labels."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "Question" if i % 2 == 0 else "Statement"
-        text = rng.choice(QUESTION if label == "Question" else STATEMENT).format(t=rng.choice(topics))
-        text += rng.choice(["", "呀", "呢", "啊"])
-        if rng.random() < noise:
-            label = "Statement" if label == "Question" else "Question"
-        rows.append({"text": text, "label": label, "category": "c" + str(i % 3),
-                     "source": "synthetic"})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+make_rows = functools.partial(synthetic.make_rows, questions=QUESTION, statements=STATEMENT,
+                              topics=TOPICS, endings=["", "呀", "呢", "啊"], categories=3)
 
 
 def write_refined(run: Path, task: str = "is_question", n_train: int = 240, n_test: int = 80,
