@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+#: The forged default models (``make forge``); FOUNDRY_FORGED_MODELS_DIR points elsewhere.
+FORGED_DIR = Path(os.environ.get("FOUNDRY_FORGED_MODELS_DIR",
+                                 Path(__file__).resolve().parents[1] / "models"))
+FORGED_TASKS = ("is_question", "confirmation")
+
+
+def forged_models_or_skip() -> Path:
+    """The forged default models; skip if absent, unless FOUNDRY_REQUIRE_FORGED=1 (make test)."""
+    missing = [t for t in FORGED_TASKS if not (FORGED_DIR / f"{t}_conformance.json").is_file()]
+    if missing:
+        message = f"forged default models {missing} not in {FORGED_DIR} (run `make forge`)"
+        if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return FORGED_DIR
+
 
 QUESTIONS = [
     "今天天气怎么样？", "明天会下雨吗", "你叫什么名字", "北京有多远？", "这个怎么用",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FORGED_TASKS, forged_models_or_skip
 
 from foundry.conformance_cases import (
     CASE_CONTEXT_CHANGED,
@@ -485,15 +486,8 @@ def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
     """Python runtime == JS runtime (== the run's scikit-learn pipeline, if the run is here)."""
     from foundry.runtime import MicroModel
 
-    models_dir = Path(os.environ.get("FOUNDRY_FORGED_MODELS_DIR", REPO / "models"))
-    tasks = ("is_question", "confirmation")
-    missing = [t for t in tasks if not (models_dir / f"{t}_preprocessor.bin").is_file()]
-    if missing:
-        message = f"forged default models {missing} not in {models_dir} (run `make forge`)"
-        if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    for task in tasks:
+    models_dir = forged_models_or_skip()
+    for task in FORGED_TASKS:
         model = MicroModel.load(task, models_dir)  # the default backend, as `foundry predict`
         seeds = [
             v["text"]

@@ -22,16 +22,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_tiny_models
+from conftest import FORGED_TASKS, forged_models_or_skip, write_tiny_models
 
 from foundry.conformance_cases import HARD_CASES
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "runtimes" / "node"
 CLI = NODE_DIR / "cli.js"
-#: The forged default models (``make forge``); FOUNDRY_FORGED_MODELS_DIR points elsewhere.
-FORGED_DIR = Path(os.environ.get("FOUNDRY_FORGED_MODELS_DIR", REPO / "models"))
-FORGED_TASKS = ("is_question", "confirmation")
 
 
 def require_node_runtime() -> str:
@@ -41,17 +38,6 @@ def require_node_runtime() -> str:
     if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
         pytest.fail(f"{NODE_DIR}/node_modules is not installed: run `make node`")
     return node
-
-
-def forged_models_or_skip() -> Path:
-    """The forged default models; skip if absent, unless FOUNDRY_REQUIRE_FORGED=1 (make test)."""
-    missing = [t for t in FORGED_TASKS if not (FORGED_DIR / f"{t}_conformance.json").is_file()]
-    if missing:
-        message = f"forged default models {missing} not in {FORGED_DIR} (run `make forge`)"
-        if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return FORGED_DIR
 
 
 @pytest.fixture(scope="module")
