@@ -38,7 +38,12 @@ from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from foundry.blueprint import Task, load_blueprint  # noqa: E402
 from foundry.evaluate import load_exam  # noqa: E402
 from foundry.paths import MODELS_DIR  # noqa: E402
-from foundry.runs import read_json, require_stage_output, resolve_run_dir  # noqa: E402
+from foundry.runs import (  # noqa: E402
+    latest_run_dir,
+    read_json,
+    require_stage_output,
+    resolve_run_dir,
+)
 from foundry.textspec import TextSpec, normalize  # noqa: E402
 from foundry.train import load_split, load_trained  # noqa: E402
 
@@ -166,7 +171,8 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("blueprint", nargs="?", default="text_classification")
-    ap.add_argument("--run-dir", default="", help="run folder; default: the latest run")
+    ap.add_argument("--run-dir", default="",
+                    help="run folder or id; default: the latest complete run")
     ap.add_argument("--models-dir", default=str(MODELS_DIR))
     ap.add_argument("--tasks", nargs="*", help="default: every task of the blueprint")
     ap.add_argument("--latency-queries", type=int, default=1000)
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     bp = load_blueprint(args.blueprint)
-    run = resolve_run_dir(bp.name, args.run_dir)
+    run = resolve_run_dir(bp.name, args.run_dir or latest_run_dir(bp.name))
     tasks = [bp.task(t) for t in args.tasks] if args.tasks else bp.tasks
     rows = []
     for task in tasks:

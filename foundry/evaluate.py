@@ -246,6 +246,21 @@ def load_exam(path: Path, labels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "gold", "category", "hard", "note"])
 
 
+def exam_examples(bp: Blueprint, task: Task, per_label: int = 3) -> pd.DataFrame:
+    """A few exam cases per label (``text``, ``gold``, ``category``) to show a model answering.
+
+    Cases are taken in file order, one category at a time, so the examples cover the label's
+    sub-categories before repeating one.
+    """
+    exam = load_exam(bp.path(task.exam), task.label_names)
+    picked = []
+    for label in task.label_names:
+        cases = exam[exam["gold"] == label]
+        firsts = cases.groupby("category", sort=False).head(1)
+        picked.append(pd.concat([firsts, cases.drop(firsts.index)]).head(per_label))
+    return pd.concat(picked)[["text", "gold", "category"]].reset_index(drop=True)
+
+
 def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
                   threshold: float) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-case predictions: ``predicted``, ``p`` (its probability), ``p_gold``,

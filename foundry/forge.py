@@ -15,26 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry.blueprint import BLUEPRINTS_DIR, check_unique_task_names, load_blueprint
+from foundry.errors import FoundryError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT, RUNS_DIR
 from foundry.runs import (
+    STAGE_NOTEBOOKS,
     STAGES,
+    RunState,
+    create_run,
     inherit_stage_outputs,
-    latest_run_dir,
-    mark_latest,
-    new_run_id,
+    last_run_with,
 )
 
-STAGE_NOTEBOOKS = {
-    "generate": "01_generate.ipynb",
-    "refine": "02_refine.ipynb",
-    "train": "03_train.ipynb",
-    "evaluate": "04_evaluate.ipynb",
-    "export": "05_export.ipynb",
-}
+__all__ = ["STAGE_NOTEBOOKS", "ForgeError", "ForgeResult", "close_steps", "forge", "parse_steps"]
 
 
-class ForgeError(RuntimeError):
-    """A stage notebook failed; the message names the stage, the cell and the executed notebook."""
+class ForgeError(FoundryError, RuntimeError):
+    """The forge cannot start, or a stage failed; the message says which, where and what to do."""
 
 
 @dataclass
@@ -43,6 +39,7 @@ class ForgeResult:
     run_dir: Path
     models_dir: Path
     steps: list[str]
+    added_steps: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     notebooks: dict[str, Path] = field(default_factory=dict)
 
@@ -58,6 +55,18 @@ def parse_steps(steps: str | Sequence[str] | None) -> list[str]:
             f"unknown step(s) {', '.join(unknown) or '(none)'}; steps are {','.join(STAGES)}"
         )
     return [s for s in STAGES if s in items]
+
+
+def close_steps(steps: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Fill the gaps of ``steps``: returns (the steps to run, the steps added).
+
+    A stage reads the outputs of the stage before it, so ``train,export`` must also evaluate
+    the model it trained (exporting a new model with an older run's evaluation would ship a
+    threshold and exam verdict that belong to another model).
+    """
+    first, last = STAGES.index(steps[0]), STAGES.index(steps[-1])
+    closed = list(STAGES[first : last + 1])
+    return closed, [s for s in closed if s not in steps]
 
 
 def _failed_cell(exc: Exception) -> str:
@@ -101,12 +110,16 @@ def render_html(notebook: Path) -> Path:
     return out
 
 
-def _run_stage(pm, step: str, nb_dir: Path, parameters: dict, result: ForgeResult, html: bool,
-               log: Callable[[str], None]) -> None:
-    """Execute one stage notebook into the run folder; raise ForgeError naming the failed cell."""
+def _run_stage(pm, step: str, state: RunState, parameters: dict, result: ForgeResult,
+               html: bool, log: Callable[[str], None]) -> None:
+    """Execute one stage notebook into the run folder; raise ForgeError naming the failed cell.
+
+    The stage's status in ``run.json`` is ``running`` meanwhile, then ``complete`` or ``failed``.
+    """
     source = NOTEBOOKS_DIR / STAGE_NOTEBOOKS[step]
-    executed = nb_dir / STAGE_NOTEBOOKS[step]
+    executed = state.run_dir / "notebooks" / STAGE_NOTEBOOKS[step]
     started = time.perf_counter()
+    state.set_stage(step, "running", by="foundry forge")
     try:
         pm.execute_notebook(
             str(source),
@@ -121,14 +134,19 @@ def _run_stage(pm, step: str, nb_dir: Path, parameters: dict, result: ForgeResul
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except pm.PapermillExecutionError as exc:
+        state.set_stage(step, "failed", by="foundry forge", detail=_failed_cell(exc))
         if html:
             render_html(executed)
         raise ForgeError(
             f"stage {step!r} failed: {_failed_cell(exc)}\n"
             f"executed notebook (with the traceback): {executed}"
         ) from None
+    except BaseException:
+        state.set_stage(step, "failed", by="foundry forge", detail="interrupted")
+        raise
     finally:
         result.seconds[step] = time.perf_counter() - started
+    state.set_stage(step, "complete", by="foundry forge")
     if html:
         render_html(executed)
     result.notebooks[step] = executed
@@ -153,8 +171,10 @@ def forge(
     Parameters
     ----------
     blueprint : name under ``blueprints/`` or a path to a blueprint folder.
-    steps : subset of ``generate,refine,train,evaluate,export``; later steps reuse the outputs
-        of earlier ones from this run folder or, for a new run, from the latest run.
+    steps : subset of ``generate,refine,train,evaluate,export``; gaps are filled (see
+        :func:`close_steps`). The stages before the first step are reused from the latest run
+        in which they completed (copied into the new run); if there is none, the forge refuses
+        before running anything and names the command that would work.
     provider : override of ``generation.provider`` (``offline``, ``gemini``, ``openai``).
     run_id : run folder name; default a new UTC timestamp.
     models_dir : where to export; default ``models/``.
@@ -165,29 +185,53 @@ def forge(
     bp = load_blueprint(blueprint)
     if bp.root.parent == BLUEPRINTS_DIR.resolve():
         check_unique_task_names()
-    chosen = parse_steps(steps)
+    chosen, added = close_steps(parse_steps(steps))
+    if added:
+        log(f"--steps: added {','.join(added)} (each stage reads the one before it): "
+            f"running {','.join(chosen)}")
     runs_root = Path(runs_root or RUNS_DIR)
-    run_dir = runs_root / bp.name / (run_id or new_run_id())
-    previous = latest_run_dir(bp.name, runs_root)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    earlier = [s for s in STAGES[: STAGES.index(chosen[0])] if s != "export"]
-    if previous and previous.resolve() != run_dir.resolve() and earlier:
-        inherit_stage_outputs(run_dir, previous, earlier)
+    needed = list(STAGES[: STAGES.index(chosen[0])])
+    source = _reusable_run(bp.name, str(blueprint), needed, chosen, run_id, runs_root)
+    state = create_run(bp.name, run_id, runs_root=runs_root)
+    if source is not None:
+        inherit_stage_outputs(state.run_dir, source.run_dir, needed)
+        log(f"reusing {','.join(needed)} of run {source.run_id}")
     models = Path(models_dir or MODELS_DIR).resolve()
     parameters = {
         "blueprint": str(bp.root),
-        "run_dir": str(run_dir.resolve()),
+        "run_dir": str(state.run_dir.resolve()),
         "models_dir": str(models),
         "provider": provider or "",
         "target_per_task": int(target_per_task or 0),
         "allow_exam_failures": bool(allow_exam_failures),
     }
-    result = ForgeResult(bp.name, run_dir, models, chosen)
-    nb_dir = run_dir / "notebooks"
-    nb_dir.mkdir(exist_ok=True)
-    log(f"forging {bp.name!r} -> {run_dir} (steps: {','.join(chosen)})")
+    result = ForgeResult(bp.name, state.run_dir, models, chosen, added)
+    (state.run_dir / "notebooks").mkdir(exist_ok=True)
+    log(f"forging {bp.name!r} -> {state.run_dir} (steps: {','.join(chosen)})")
     with _kernel_environment():
         for step in chosen:
-            _run_stage(pm, step, nb_dir, parameters, result, html, log)
-    mark_latest(run_dir)
+            _run_stage(pm, step, state, parameters, result, html, log)
     return result
+
+
+def _reusable_run(name: str, given: str, needed: list[str], chosen: list[str],
+                  run_id: str | None, runs_root: Path) -> RunState | None:
+    """The run whose ``needed`` stages a partial forge reuses (None: nothing to reuse, or the
+    target run already has them); a ForgeError naming the full command if no run has them."""
+    if not needed:
+        return None
+    target = runs_root / name / run_id if run_id else None
+    if target is not None and target.is_dir():
+        state = RunState.load(target)
+        if all(state.status(s) == "complete" for s in needed):
+            return None
+    source = last_run_with(name, needed, runs_root, exclude=target)
+    if source is None:
+        through = ",".join(STAGES[: STAGES.index(chosen[-1]) + 1])
+        raise ForgeError(
+            f"--steps {','.join(chosen)} starts from the outputs of {needed[-1]}, and no run of "
+            f"{name!r} under {runs_root / name} has a complete {needed[-1]} stage; run "
+            f"`foundry forge {given} --steps {through}` (or `foundry forge {given}` for every "
+            "stage)"
+        )
+    return source

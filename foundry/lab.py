@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from foundry.jsonl import iter_jsonl
-from foundry.paths import MODELS_DIR
+from foundry.paths import MODELS_DIR, project_path
 from foundry.runtime import MicroModel, Prediction, read_linear_graph
 from foundry.textspec import normalize
 
@@ -600,8 +600,9 @@ class Lab:
 
     def __init__(self, models_dir: str | Path | None = None,
                  blueprint_dir: str | Path | None = None) -> None:
-        self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-        self.blueprint_dir = Path(blueprint_dir) if blueprint_dir is not None else None
+        # Relative to the project root, not the kernel's working folder (notebooks/).
+        self.models_dir = project_path(models_dir) if models_dir else default_models_dir()
+        self.blueprint_dir = project_path(blueprint_dir) if blueprint_dir else None
         self._models: dict[str, _Loaded] = {}
 
     def __repr__(self) -> str:

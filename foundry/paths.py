@@ -15,3 +15,13 @@ BLUEPRINTS_DIR = ROOT / "blueprints"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 MODELS_DIR = Path(os.environ.get("FOUNDRY_MODELS_DIR", ROOT / "models"))
 RUNS_DIR = Path(os.environ.get("FOUNDRY_RUNS_DIR", ROOT / "runs"))
+
+
+def project_path(value: str | Path) -> Path:
+    """An absolute path for ``value``: as is if absolute, else relative to the project root.
+
+    Notebooks resolve every path they are given this way, so a notebook opened by hand
+    (whose kernel runs in ``notebooks/``) reads and writes the same files as ``foundry forge``.
+    """
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else ROOT / path

@@ -1,0 +1,143 @@
+"""Run folders and their recorded state: which run a notebook works in, and honestly so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import foundry.runs as runs_mod
+from foundry.forge import ForgeError, close_steps, forge
+from foundry.runs import (
+    RunState,
+    RunStateError,
+    create_run,
+    current_run_dir,
+    inherit_stage_outputs,
+    last_run_with,
+    latest_run_dir,
+    open_stage,
+)
+
+BP = "text_classification"
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "runs"
+    monkeypatch.setattr(runs_mod, "RUNS_DIR", root)
+    return root
+
+
+def _complete(state: RunState, stages=runs_mod.STAGES) -> None:
+    for stage in stages:
+        state.set_stage(stage, "running")
+        state.set_stage(stage, "complete")
+
+
+def test_generate_by_hand_starts_a_new_run_and_makes_it_current(runs_root):
+    stage = open_stage("generate", BP, log=lambda _: None)
+    assert stage.run_dir.parent == (runs_root / BP).resolve()
+    assert current_run_dir(BP) == runs_root / BP / stage.run_dir.name
+    assert stage.state.status("generate") == "running"
+    assert RunState.load(stage.run_dir).data["started_by"] == "notebooks/01_generate.ipynb"
+    assert latest_run_dir(BP) is None  # not complete
+
+
+def test_later_stage_continues_the_current_run_and_says_which(runs_root):
+    first = open_stage("generate", BP, log=lambda _: None)
+    first.complete()
+    lines = []
+    second = open_stage("refine", BP, log=lines.append)
+    assert second.run_dir == first.run_dir
+    assert f"works in {first.run_dir}" in lines[0]
+    assert "generate complete" in lines[0] and "refine pending" in lines[0]
+
+
+def test_a_stage_refuses_a_run_whose_previous_stage_did_not_complete(runs_root):
+    done = create_run(BP, "20260101-000000", runs_root=runs_root)
+    _complete(done)
+    assert latest_run_dir(BP) == done.run_dir
+    failed = create_run(BP, "20260102-000000", runs_root=runs_root)
+    _complete(failed, ["generate", "refine"])
+    failed.set_stage("train", "running")
+    failed.set_stage("train", "failed", detail="cell [3] raised MemoryError")
+    with pytest.raises(RunStateError) as info:
+        open_stage("evaluate", BP, log=lambda _: None)
+    message = str(info.value)
+    # The failed run is the current one and is never taken for the complete one ...
+    assert "run 20260102-000000" in message and "train is failed (cell [3] raised" in message
+    # ... and the message names what to run, or the complete run to use instead.
+    assert "notebooks/03_train.ipynb" in message
+    assert "--steps train,evaluate" in message
+    assert 'run_dir = "20260101-000000"' in message
+    # Naming the complete run works.
+    assert open_stage("evaluate", BP, "20260101-000000", log=lambda _: None).run_dir == \
+        done.run_dir.resolve()
+
+
+def test_no_run_yet_says_to_start_with_generate(runs_root):
+    with pytest.raises(RunStateError, match="01_generate.ipynb first"):
+        open_stage("refine", BP, log=lambda _: None)
+
+
+def test_rerunning_a_stage_outdates_the_later_ones_and_the_run_is_no_longer_complete(runs_root):
+    state = create_run(BP, "r1", runs_root=runs_root)
+    _complete(state)
+    state.set_stage("refine", "running")
+    assert [state.status(s) for s in runs_mod.STAGES] == [
+        "complete", "running", "outdated", "outdated", "outdated"]
+    assert not state.is_complete()
+    with pytest.raises(RunStateError, match="train is outdated"):
+        open_stage("evaluate", BP, "r1", log=lambda _: None)
+
+
+def test_relative_paths_are_resolved_against_the_project_root(runs_root, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # as a kernel in notebooks/ would be: anywhere but the root
+    stage = open_stage("generate", "blueprints/text_classification", str(runs_root / BP / "x"),
+                       models_dir="models", log=lambda _: None)
+    assert stage.models_dir == runs_mod.ROOT / "models"
+    assert stage.blueprint.root == (runs_mod.ROOT / "blueprints" / BP).resolve()
+
+
+def test_runs_made_before_states_were_recorded(runs_root):
+    old = runs_root / BP / "20250101-000000"
+    other = runs_root / BP / "20250102-000000"
+    for run in (old, other):
+        (run / "notebooks").mkdir(parents=True)
+    (runs_root / BP / "LATEST").write_text(old.name + "\n")
+    assert RunState.load(old).is_complete()
+    assert RunState.load(other).status("generate") == "unknown"
+    assert last_run_with(BP, ["generate", "refine"]).run_dir == old
+
+
+def test_inherited_stages_are_recorded_with_their_source(runs_root):
+    source = create_run(BP, "a", runs_root=runs_root)
+    _complete(source, ["generate", "refine"])
+    (source.run_dir / "refine" / "t").mkdir(parents=True)
+    target = create_run(BP, "b", runs_root=runs_root)
+    inherit_stage_outputs(target.run_dir, source.run_dir, ["generate", "refine"])
+    state = RunState.load(target.run_dir)
+    assert state.status("refine") == "complete"
+    assert state.data["stages"]["refine"]["inherited_from"] == "a"
+    assert (target.run_dir / "refine" / "t").is_dir()
+    assert "refine complete (from run a)" in state.describe()
+
+
+@pytest.mark.parametrize(("steps", "closed", "added"), [
+    (["train", "export"], ["train", "evaluate", "export"], ["evaluate"]),
+    (["generate", "export"], list(runs_mod.STAGES), ["refine", "train", "evaluate"]),
+    (["refine"], ["refine"], []),
+])
+def test_steps_gaps_are_filled(steps, closed, added):
+    assert close_steps(steps) == (closed, added)
+
+
+def test_steps_without_a_run_to_start_from_are_refused_before_anything_runs(runs_root, tmp_path):
+    with pytest.raises(ForgeError) as info:
+        forge(BP, steps="train,export", runs_root=runs_root, models_dir=tmp_path / "m",
+              log=lambda _: None)
+    message = str(info.value)
+    assert "no run of 'text_classification'" in message
+    assert f"`foundry forge {BP} --steps generate,refine,train,evaluate,export`" in message
+    assert not (runs_root / BP).exists()
