@@ -95,18 +95,24 @@ class RunState:
 
     @classmethod
     def load(cls, run_dir: Path) -> RunState:
-        """The state of ``run_dir``. A run made before states were recorded is complete if the
-        ``LATEST`` marker names it (only complete forges were marked), else every stage is
-        ``unknown``, which no stage accepts as input."""
+        """The state of ``run_dir``.
+
+        A run folder without ``run.json`` (made before states were recorded, or filled by
+        calling the stage functions directly) is judged by what it holds: complete if the
+        ``LATEST`` marker names it (only complete forges were marked), else each stage whose
+        output folder holds files counts as complete, and says so.
+        """
         run_dir = Path(run_dir)
         file = run_dir / RUN_FILE
         if file.is_file():
             return cls(run_dir, read_json(file))
         latest = run_dir.parent / LATEST_FILE
-        legacy_complete = latest.is_file() and latest.read_text().strip() == run_dir.name
-        status = "complete" if legacy_complete else "unknown"
-        stages = {s: {"status": status, "detail": "made before run states were recorded"}
-                  for s in STAGES}
+        if latest.is_file() and latest.read_text().strip() == run_dir.name:
+            stages = {s: {"status": "complete", "detail": "the LATEST marker names this run"}
+                      for s in STAGES}
+        else:
+            stages = {s: {"status": "complete", "detail": "judged by its outputs (no run.json)"}
+                      for s in STAGES if (run_dir / s).is_dir() and any((run_dir / s).rglob("*.*"))}
         return cls(run_dir, {"blueprint": run_dir.parent.name, "run_id": run_dir.name,
                              "created": "", "started_by": "unknown", "stages": stages})
 

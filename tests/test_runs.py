@@ -106,8 +106,13 @@ def test_runs_made_before_states_were_recorded(runs_root):
     for run in (old, other):
         (run / "notebooks").mkdir(parents=True)
     (runs_root / BP / "LATEST").write_text(old.name + "\n")
+    (other / "refine" / "t").mkdir(parents=True)
+    (other / "refine" / "t" / "summary.json").write_text("{}")
     assert RunState.load(old).is_complete()
-    assert RunState.load(other).status("generate") == "unknown"
+    # Without run.json, a stage counts as complete when its outputs are there, and says so.
+    assert [RunState.load(other).status(s) for s in ("generate", "refine")] == [
+        "pending", "complete"]
+    assert "judged by its outputs" in RunState.load(other).data["stages"]["refine"]["detail"]
     assert last_run_with(BP, ["generate", "refine"]).run_dir == old
 
 
