@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from foundry.errors import ConfigError
 from foundry.paths import BLUEPRINTS_DIR
 
 BLUEPRINT_FILE = "blueprint.yaml"
@@ -24,7 +25,12 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
 
-class BlueprintError(ValueError):
+def is_blueprint_name(name: str) -> bool:
+    """Whether ``name`` is a valid blueprint (or task) name: a plain folder or file name."""
+    return isinstance(name, str) and bool(_NAME.fullmatch(name))
+
+
+class BlueprintError(ConfigError):
     """A blueprint is missing, malformed or inconsistent; the message says where and why."""
 
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
+from foundry.errors import FoundryError, InputDataError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT
+
+#: Exit status when stdout is closed before the answers are written (``| head``): 128 +
+#: SIGPIPE, what a shell reports for a process that the closed pipe stopped.
+EXIT_BROKEN_PIPE = 141
 
 
 def _cmd_forge(args: argparse.Namespace) -> int:
@@ -25,16 +32,58 @@ def _cmd_forge(args: argparse.Namespace) -> int:
         )
     except ForgeError as exc:
         print(f"foundry forge: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     total = sum(result.seconds.values())
     print(f"done in {total:.1f} s; run folder {result.run_dir}; models in {result.models_dir}")
     return 0
 
 
+#: Invalid-UTF-8 warnings printed per command; later ones are counted in one last line.
+MAX_UTF8_WARNINGS = 10
+
+
+def decode_line(raw: bytes, where: str, warn: list[str]) -> str:
+    """One input line as text: invalid UTF-8 becomes U+FFFD (one per maximal invalid
+    subsequence, as WHATWG and the Unicode Standard recommend; JavaScript's TextDecoder does
+    the same), and ``where`` is noted in ``warn``. docs/preprocessor-spec.md, section 5."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        warn.append(where)
+        return raw.decode("utf-8", errors="replace")
+
+
+def warn_invalid_utf8(prog: str, where: list[str]) -> None:
+    """The stderr warnings of :func:`decode_line` (the same lines the Node CLI prints)."""
+    for place in where[:MAX_UTF8_WARNINGS]:
+        print(f"{prog}: warning: {place}: invalid UTF-8 replaced by U+FFFD", file=sys.stderr)
+    if len(where) > MAX_UTF8_WARNINGS:
+        print(f"{prog}: warning: {len(where) - MAX_UTF8_WARNINGS} more lines held invalid UTF-8",
+              file=sys.stderr)
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """stdin split at LF only; a final empty piece dropped; trailing CR/LF bytes removed."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line.rstrip(b"\r\n") for line in lines]
+
+
 def _read_texts(texts: list[str]) -> list[str]:
+    warn: list[str] = []
     if texts:
-        return texts
-    return [line.rstrip("\r\n") for line in sys.stdin]
+        # Arguments the OS could not decode arrive as lone surrogates (surrogateescape).
+        out = [decode_line(os.fsencode(t), f"argument {i}", warn)
+               for i, t in enumerate(texts, 1)]
+    else:
+        try:
+            data = sys.stdin.buffer.read()
+        except OSError as exc:
+            raise InputDataError(f"cannot read stdin: {_describe_os_error(exc)}") from None
+        out = [decode_line(raw, f"line {i}", warn) for i, raw in enumerate(split_lines(data), 1)]
+    warn_invalid_utf8("foundry predict", warn)
+    return out
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -42,12 +91,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     model = MicroModel.load(args.task, models_dir=args.models_dir)
     texts = _read_texts(args.text)
+    write = sys.stdout.write
     for text, p in zip(texts, model.predict_many(texts), strict=True):
         if args.json:
-            print(json.dumps(p.to_json(text), ensure_ascii=False))
+            write(json.dumps(p.to_json(text), ensure_ascii=False) + "\n")
         else:
             mark = "" if p.confident else f"  (not sure: {p.score:.2f})"
-            print(f"{p.label}{mark}")
+            write(f"{p.label}{mark}\n")
     return 0
 
 
@@ -177,15 +227,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from foundry.blueprint import BlueprintError
-    from foundry.runtime import ArtifactError
-
-    args = build_parser().parse_args(argv)
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail again."""
     try:
-        return int(args.func(args) or 0)
-    except (BlueprintError, ArtifactError, FileNotFoundError, ValueError) as exc:
-        print(f"foundry {args.command}: {exc}", file=sys.stderr)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _describe_os_error(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command; expected failures print one line on stderr (no traceback).
+
+    Exit status: 0 ok; 1 a model file, input data, gate, generation or system problem
+    (unreadable file, full disk); 2 a usage or configuration error; 130 Ctrl-C;
+    141 stdout closed early (``| head``), silently.
+    """
+    args = build_parser().parse_args(argv)
+    prog = f"foundry {args.command}"
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a full disk or a closed pipe is reported here
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except FoundryError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        if exc.filename is None:  # stdout itself (a full disk, a closed terminal)
+            _silence_stdout()
+            print(f"{prog}: cannot write the output: {_describe_os_error(exc)}", file=sys.stderr)
+        else:
+            print(f"{prog}: {_describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # older errors not yet in foundry.errors (issue 16)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

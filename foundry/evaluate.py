@@ -36,6 +36,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from foundry.blueprint import Blueprint, Task
+from foundry.errors import GateError
 from foundry.jsonl import iter_jsonl
 from foundry.runs import (
     atomic_write_bytes,
@@ -64,7 +65,7 @@ THRESHOLD_MARGIN = 1e-6
 NO_PUSH = "(no n-gram pushed it: unknown n-grams, the intercept decided)"
 
 
-class ExamGateError(RuntimeError):
+class ExamGateError(GateError):
     """A model's exam accuracy is below ``evaluate.exam_min_accuracy``.
 
     ``failures`` maps each failing task to its evaluation summary.

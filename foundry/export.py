@@ -45,6 +45,10 @@ def artifact_paths(task: str, models_dir: Path) -> dict[str, Path]:
     return {s: Path(models_dir) / f"{task}_{s}" for s in ARTIFACT_SUFFIXES}
 
 
+#: ``Provenance.exam_gate`` values.
+EXAM_PASSED, EXAM_OVERRIDDEN = "passed", "overridden"
+
+
 @dataclass(frozen=True)
 class Provenance:
     blueprint: str = ""
@@ -52,6 +56,9 @@ class Provenance:
     data_sha256: str = ""
     trainer: str = ""
     train_rows: int = 0
+    #: :data:`EXAM_PASSED`, or :data:`EXAM_OVERRIDDEN` when the exam failed and the forge
+    #: was told ``--allow-exam-failures``.
+    exam_gate: str = ""
 
 
 def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
@@ -123,6 +130,7 @@ def preprocessor_message(
             trainer=provenance.trainer,
             foundry_version=__version__,
             train_rows=provenance.train_rows,
+            exam_gate=provenance.exam_gate,
         ),
     )
     return msg
@@ -229,6 +237,18 @@ def _num(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "n/a"
 
 
+def _exam_gate_line(exam_gate: str, evaluation: dict) -> str:
+    minimum = _pct(evaluation.get("exam_min_accuracy"))
+    if exam_gate == EXAM_OVERRIDDEN:
+        return (
+            f"**Exam gate: OVERRIDDEN.** The exam accuracy "
+            f"{_pct(evaluation.get('exam_accuracy'))} is below the blueprint's minimum "
+            f"{minimum}; this model was exported only because the forge was given "
+            "`--allow-exam-failures`. It did not pass its exam."
+        )
+    return f"Exam gate: passed (minimum exam accuracy {minimum})."
+
+
 def model_card(
     task: Task,
     trained: Any,
@@ -239,8 +259,9 @@ def model_card(
     bin_size: int,
     evaluation: dict,
     refine_summary: dict,
+    exam_gate: str = EXAM_PASSED,
 ) -> str:
-    """The model card (Markdown) of one task."""
+    """The model card (Markdown) of one task; ``exam_gate`` as in :class:`Provenance`."""
     lines = [
         f"# Model card: `{task.name}`",
         "",
@@ -287,6 +308,8 @@ def model_card(
         f"| precision of confident answers (exam) "
         f"| {_pct(evaluation.get('exam_confident_precision'))} |",
         f"| expected calibration error (test) | {_num(evaluation.get('ece'))} |",
+        "",
+        _exam_gate_line(exam_gate, evaluation),
         "",
         f"Confidence threshold: **{threshold:.4f}** (top probability below it → `confident=False`; "
         f"chosen for a target precision of {evaluation.get('target_precision', 'n/a')}).",
@@ -365,10 +388,50 @@ class ExportResult:
     threshold: float
 
 
+def exam_verdicts(bp: Blueprint, run_dir: Path) -> dict[str, dict]:
+    """Each task's evaluation summary, with ``exam_passed`` judged against the blueprint now.
+
+    The verdict is recomputed from the recorded accuracy and the blueprint's current
+    ``evaluate.exam_min_accuracy``: a gate raised after the evaluation still applies.
+    """
+    minimum = bp.spec.evaluate.exam_min_accuracy
+    verdicts = {}
+    for task in bp.tasks:
+        summary = read_json(require_stage_output(run_dir, "evaluate", task.name, "summary.json"))
+        accuracy = summary.get("exam_accuracy")
+        passed = (bool(summary.get("exam_passed")) and isinstance(accuracy, (int, float))
+                  and accuracy >= minimum)
+        verdicts[task.name] = {**summary, "exam_passed": passed,
+                               "exam_min_accuracy": max(minimum,
+                                                        summary.get("exam_min_accuracy", 0.0))}
+    return verdicts
+
+
+def check_export_gate(bp: Blueprint, run_dir: Path, *, allow_exam_failures: bool,
+                      log: Callable[[str], None] = print) -> dict[str, str]:
+    """The exam gate, enforced by the export itself: ``{task: exam_gate}`` or ExamGateError.
+
+    Every task is judged before anything is written, so a failing exam exports nothing,
+    whichever way the export stage was reached (a full forge, ``--steps export`` on a
+    blocked run folder, or the notebook run by hand).
+    """
+    from foundry.evaluate import ExamGateError, exam_gate_message
+
+    verdicts = exam_verdicts(bp, run_dir)
+    failures = {name: s for name, s in verdicts.items() if not s["exam_passed"]}
+    if failures and not allow_exam_failures:
+        raise ExamGateError(
+            f"{run_dir}: nothing exported.\n" + exam_gate_message(failures), failures)
+    if failures:
+        log("exam gate overridden (--allow-exam-failures); the card and the .bin provenance "
+            f"record it for: {', '.join(failures)}")
+    return {name: EXAM_OVERRIDDEN if name in failures else EXAM_PASSED for name in verdicts}
+
+
 def export_task(
-    bp: Blueprint, run_dir: Path, task: Task, models_dir: Path
+    bp: Blueprint, run_dir: Path, task: Task, models_dir: Path, *, exam_gate: str = EXAM_PASSED
 ) -> ExportResult:
-    """Export one task of a run into ``models_dir``."""
+    """Export one task of a run into ``models_dir`` (the gate is :func:`check_export_gate`)."""
     from foundry.train import load_trained
 
     trained = load_trained(run_dir, task.name)
@@ -383,6 +446,7 @@ def export_task(
         data_sha256=refine_summary.get("data_sha256", getattr(trained, "data_sha256", "")),
         trainer=trained.trainer,
         train_rows=int(trained.train_rows),
+        exam_gate=exam_gate,
     )
     files = model_files(
         trained, task=task.name, threshold=threshold, opset=bp.spec.export.opset,
@@ -393,6 +457,7 @@ def export_task(
     files["card.md"] = model_card(
         task, trained, blueprint=bp.name, threshold=threshold, onnx_size=onnx_size,
         bin_size=bin_size, evaluation=evaluation, refine_summary=refine_summary,
+        exam_gate=exam_gate,
     ).encode("utf-8")
     paths = install_artifacts(task.name, files, models_dir)
     return ExportResult(
@@ -403,18 +468,28 @@ def export_task(
 
 
 def export_stage(
-    bp: Blueprint, run_dir: Path, models_dir: Path, *, log: Callable[[str], None] = print
+    bp: Blueprint, run_dir: Path, models_dir: Path, *, allow_exam_failures: bool = False,
+    log: Callable[[str], None] = print,
 ) -> dict[str, ExportResult]:
-    """Export every task of the blueprint, then verify each pair with the runtime."""
+    """Export every task of the blueprint, then verify each pair with the runtime.
+
+    Raises
+    ------
+    ExamGateError
+        Before anything is written, if a task's exam failed and ``allow_exam_failures`` is
+        false.
+    """
     from foundry.runtime import MicroModel, verify_conformance
 
+    gates = check_export_gate(bp, Path(run_dir), allow_exam_failures=allow_exam_failures,
+                              log=log)
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     for name in recover_pending(models_dir):
         log(f"rolled forward an interrupted export of {name!r}")
     results = {}
     for task in bp.tasks:
-        res = export_task(bp, run_dir, task, models_dir)
+        res = export_task(bp, run_dir, task, models_dir, exam_gate=gates[task.name])
         # Both backends must reproduce the vectors: ONNX Runtime is the reference for the
         # .onnx file itself, the NumPy backend is what `auto` serves.
         for backend in ("onnxruntime", "auto"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry.blueprint import BLUEPRINTS_DIR, check_unique_task_names, load_blueprint
-from foundry.errors import FoundryError
+from foundry.errors import ConfigError, FoundryError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT, RUNS_DIR
 from foundry.runs import (
     STAGE_NOTEBOOKS,
@@ -51,7 +51,7 @@ def parse_steps(steps: str | Sequence[str] | None) -> list[str]:
     items = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps)]
     unknown = [s for s in items if s not in STAGES]
     if unknown or not items:
-        raise ValueError(
+        raise ConfigError(
             f"unknown step(s) {', '.join(unknown) or '(none)'}; steps are {','.join(STAGES)}"
         )
     return [s for s in STAGES if s in items]
@@ -67,6 +67,22 @@ def close_steps(steps: Sequence[str]) -> tuple[list[str], list[str]]:
     first, last = STAGES.index(steps[0]), STAGES.index(steps[-1])
     closed = list(STAGES[first : last + 1])
     return closed, [s for s in closed if s not in steps]
+
+
+def check_target(target: int | None) -> int | None:
+    """``--target`` as the blueprint field ``generation.target_per_task`` would accept it."""
+    if target is None:
+        return None
+    from pydantic import ValidationError
+
+    from foundry.blueprint import Generation
+
+    try:
+        Generation(target_per_task=target)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--target {target!r}: rows per task: {reason}") from None
+    return int(target)
 
 
 def _failed_cell(exc: Exception) -> str:
@@ -176,9 +192,12 @@ def forge(
         in which they completed (copied into the new run); if there is none, the forge refuses
         before running anything and names the command that would work.
     provider : override of ``generation.provider`` (``offline``, ``gemini``, ``openai``).
-    run_id : run folder name; default a new UTC timestamp.
+    run_id : run folder name (a plain folder name, see :func:`foundry.runs.check_run_id`);
+        default a new id unique to this process (UTC time to the millisecond + random).
     models_dir : where to export; default ``models/``.
     target_per_task : override of ``generation.target_per_task``.
+    allow_exam_failures : let the export stage ship models whose exam failed; the card and
+        the ``.bin`` provenance record the override.
     """
     import papermill as pm
 
@@ -186,6 +205,7 @@ def forge(
     if bp.root.parent == BLUEPRINTS_DIR.resolve():
         check_unique_task_names()
     chosen, added = close_steps(parse_steps(steps))
+    target_per_task = check_target(target_per_task)
     if added:
         log(f"--steps: added {','.join(added)} (each stage reads the one before it): "
             f"running {','.join(chosen)}")

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foundry.errors import FoundryError
 from foundry.jsonl import iter_jsonl
 from foundry.paths import MODELS_DIR, project_path
 from foundry.runtime import MicroModel, Prediction, read_linear_graph
@@ -51,7 +52,7 @@ LABEL_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2
 BATCH_COLUMNS = ("line", "text", "label", "confidence", "confident")
 
 
-class LabError(ValueError):
+class LabError(FoundryError, ValueError):
     """A lab request cannot be served; the message says what is wrong and how to fix it."""
 
 
@@ -333,20 +334,29 @@ def batch_csv(df: pd.DataFrame) -> str:
 
 
 def task_blueprint_dir(model: MicroModel) -> Path:
-    """The blueprint folder a model was forged from (from the provenance in its ``.bin``)."""
-    from foundry.blueprint import BlueprintError, resolve_blueprint_dir
+    """The blueprint folder a model was forged from (from the provenance in its ``.bin``).
+
+    The provenance is only trusted as a blueprint *name* under ``blueprints/``: a ``.bin``
+    naming a path (``/etc``, ``../x``) must not make the lab write anywhere else.
+    """
+    from foundry.blueprint import BLUEPRINT_FILE, is_blueprint_name
+    from foundry.paths import BLUEPRINTS_DIR
 
     name = model.preprocessor.provenance.blueprint
+    how = ("re-forge it with `foundry forge <blueprint>` or set blueprint_dir (the tester's "
+           "parameters cell, or Lab(blueprint_dir=...))")
     if not name:
         raise LabError(
             f"{model.paths['bin']}: no blueprint recorded in its provenance, so corrections have "
-            "nowhere to go; re-forge it with `foundry forge <blueprint>` or set blueprint_dir "
-            "(the tester's parameters cell, or Lab(blueprint_dir=...))"
+            f"nowhere to go; {how}"
         )
-    try:
-        return resolve_blueprint_dir(name)
-    except BlueprintError as exc:
-        raise LabError(f"{model.paths['bin']}: forged from blueprint {name!r}, but {exc}") from None
+    folder = BLUEPRINTS_DIR / name
+    if not is_blueprint_name(name) or not (folder / BLUEPRINT_FILE).is_file():
+        raise LabError(
+            f"{model.paths['bin']}: its provenance names blueprint {name!r}, which is not a "
+            f"blueprint under {BLUEPRINTS_DIR}; {how}"
+        )
+    return folder.resolve()
 
 
 def corrections_path(blueprint_dir: str | Path, task: str) -> Path:

@@ -1,7 +1,8 @@
 """Where things live: the repository root and its conventional folders.
 
-``FOUNDRY_RUNS_DIR`` and ``FOUNDRY_MODELS_DIR`` relocate the run folders and the default models
-dir (tests and benchmarks use them to keep the repository's own folders untouched).
+``FOUNDRY_RUNS_DIR``, ``FOUNDRY_MODELS_DIR`` and ``FOUNDRY_BLUEPRINTS_DIR`` relocate the run
+folders, the default models dir and the blueprints (tests and benchmarks use them to keep the
+repository's own folders untouched).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 #: Repository root (the folder holding ``blueprints/``, ``notebooks/``, ``models/``).
 ROOT = Path(os.environ.get("FOUNDRY_HOME", Path(__file__).resolve().parent.parent))
-BLUEPRINTS_DIR = ROOT / "blueprints"
+BLUEPRINTS_DIR = Path(os.environ.get("FOUNDRY_BLUEPRINTS_DIR", ROOT / "blueprints"))
 NOTEBOOKS_DIR = ROOT / "notebooks"
 MODELS_DIR = Path(os.environ.get("FOUNDRY_MODELS_DIR", ROOT / "models"))
 RUNS_DIR = Path(os.environ.get("FOUNDRY_RUNS_DIR", ROOT / "runs"))

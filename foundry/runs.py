@@ -19,13 +19,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
+import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from foundry.errors import FoundryError
+from foundry.errors import ConfigError, FoundryError
 from foundry.paths import MODELS_DIR, ROOT, RUNS_DIR, project_path
 
 STAGES = ("generate", "refine", "train", "evaluate", "export")
@@ -36,6 +38,13 @@ LATEST_FILE = "LATEST"
 CURRENT_FILE = "CURRENT"
 #: ``<run_dir>/run.json``: who started the run and the status of every stage.
 RUN_FILE = "run.json"
+#: Folder of the raw data beside the run folders (``runs/<blueprint>/raw/``).
+RAW_DIR = "raw"
+#: A run id is one plain folder name: no separators, no leading dot, so a run folder always
+#: stays inside ``runs/<blueprint>/``.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Names beside the run folders that a run id must not take over.
+_RESERVED_RUN_IDS = {RAW_DIR.lower(), LATEST_FILE.lower(), CURRENT_FILE.lower()}
 #: Stage statuses. ``outdated``: an earlier stage ran again after this one completed.
 STATUSES = ("pending", "running", "complete", "failed", "outdated")
 
@@ -58,8 +67,43 @@ def blueprint_runs_dir(blueprint_name: str, runs_root: Path | None = None) -> Pa
 
 
 def new_run_id() -> str:
-    """A sortable, human-readable run id (UTC time)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """A sortable run id unique per process: UTC time to the millisecond + a random suffix.
+
+    Two forges started in the same millisecond still get different ids (32 random bits), and
+    :func:`create_run` makes a new run's folder exclusively, so a collision cannot go unnoticed.
+    """
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(4)}"
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a plain folder name, else raise :class:`ConfigError`.
+
+    Run ids name folders under ``runs/<blueprint>/``: ``../x``, ``/tmp/x`` or ``raw`` would
+    put a run (and the run markers) outside that folder or onto the shared raw data.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ConfigError(
+            f"run id {run_id!r} is not a plain folder name: use letters, digits, '.', '_' "
+            "and '-' (at most 128, starting with a letter or digit)"
+        )
+    if run_id.lower() in _RESERVED_RUN_IDS:
+        raise ConfigError(f"run id {run_id!r} is reserved (it names the raw data or a run "
+                          "marker); choose another")
+    return run_id
+
+
+def _new_run_dir(blueprint_runs: Path) -> Path:
+    """A new run folder under ``blueprint_runs``, created exclusively (never shared)."""
+    blueprint_runs.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        run_dir = blueprint_runs / new_run_id()
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise RuntimeError(f"could not create a new run folder under {blueprint_runs}")
 
 
 def _now() -> str:
@@ -70,7 +114,10 @@ def _read_marker(blueprint_name: str, marker: str, runs_root: Path | None) -> Pa
     file = blueprint_runs_dir(blueprint_name, runs_root) / marker
     if not file.is_file():
         return None
-    run = file.parent / file.read_text(encoding="utf-8").strip()
+    name = file.read_text(encoding="utf-8", errors="replace").strip()
+    if not _RUN_ID.fullmatch(name) or name.lower() in _RESERVED_RUN_IDS:
+        return None  # a marker edited to point elsewhere is not followed
+    run = file.parent / name
     return run if run.is_dir() else None
 
 
@@ -176,9 +223,17 @@ class RunState:
 
 def create_run(blueprint_name: str, run_id: str | None = None, *, runs_root: Path | None = None,
                started_by: str = "foundry forge") -> RunState:
-    """Create (or reopen) ``runs/<blueprint>/<run_id>/`` and make it the current run."""
-    run_dir = blueprint_runs_dir(blueprint_name, runs_root) / (run_id or new_run_id())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Create (or reopen) ``runs/<blueprint>/<run_id>/`` and make it the current run.
+
+    A given ``run_id`` must be a plain folder name (:func:`check_run_id`) and may name an
+    existing run; without one, a new id is drawn and its folder created exclusively.
+    """
+    blueprint_runs = blueprint_runs_dir(blueprint_name, runs_root)
+    if run_id is None:
+        run_dir = _new_run_dir(blueprint_runs)
+    else:
+        run_dir = blueprint_runs / check_run_id(run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / RUN_FILE).is_file():
         state = RunState.load(run_dir)
     else:

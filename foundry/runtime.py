@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from foundry.errors import ArtifactError
 from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, normalize
 
 try:  # the C helper behind Counter.update, without Counter's per-call overhead
@@ -67,10 +68,6 @@ SUPPORTED_FORMAT_VERSIONS = (1,)
 BACKENDS = ("auto", "numpy", "onnxruntime")
 #: Post transforms of the ONNX ``LinearClassifier`` that the numpy backend reproduces.
 POST_TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX")
-
-
-class ArtifactError(ValueError):
-    """An artifact file is missing, corrupt, or does not match its pair."""
 
 
 @dataclass(frozen=True)
@@ -1350,6 +1347,8 @@ class MicroModel:
 
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         """Classify many texts in one batch; answers in input order."""
+        if isinstance(texts, (str, bytes)):  # a str is iterable: it would answer per character
+            raise TypeError("predict_many takes a list of texts; use predict() for one text")
         texts = list(texts)
         if not texts:
             return []

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -51,9 +52,73 @@ def test_verify_without_models(tmp_path, capsys):
     assert "no *_preprocessor.bin" in capsys.readouterr().err
 
 
-def test_missing_model_is_a_clear_error(tmp_path, capsys):
-    assert main(["predict", "nope", "x", "--models-dir", str(tmp_path)]) == 2
-    assert "nope_preprocessor.bin: preprocessor file not found" in capsys.readouterr().err
+def test_missing_model_is_an_artifact_error_exit_1(tmp_path, capsys):
+    # docs/preprocessor-spec.md, section 5: exit 1 for an artifact problem (as the Node CLI)
+    assert main(["predict", "nope", "x", "--models-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "nope_preprocessor.bin: preprocessor file not found" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "foundry", *args], capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+@pytest.mark.parametrize("target", ["-5", "3", "0"])
+def test_forge_rejects_targets_the_blueprint_would_reject(target, tmp_path):
+    proc = _run_cli("forge", "text_classification", "--target", target,
+                    env={**os.environ, "FOUNDRY_RUNS_DIR": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert f"--target {target}" in proc.stderr and "greater than or equal to 10" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir()), "a run folder was made for a refused forge"
+
+
+@pytest.mark.parametrize("run_id", ["../../escape", "/tmp/abs", "a/b", "raw", "LATEST", ".hidden"])
+def test_forge_rejects_run_ids_outside_the_runs_folder(run_id, tmp_path):
+    proc = _run_cli("forge", "text_classification", "--run-id", run_id, "--steps", "generate",
+                    env={**os.environ, "FOUNDRY_RUNS_DIR": str(tmp_path / "runs")})
+    assert proc.returncode == 2, proc.stderr
+    assert "run id" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "runs" / "LATEST").exists()
+
+
+def test_predict_into_a_closed_pipe_is_quiet(tiny_models):
+    models_dir, _ = tiny_models
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "foundry", "predict", "tiny_q", "--models-dir", str(models_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first answer (like `| head -0`)
+    _, err = proc.communicate("今天天气怎么样？\n".encode() * 20_000, timeout=120)
+    assert proc.returncode == 141, err.decode()
+    assert err == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_predict_onto_a_full_disk_says_so(tiny_models):
+    models_dir, _ = tiny_models
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "foundry", "predict", "tiny_q", "你好", "--models-dir",
+             str(models_dir)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("foundry predict: cannot write the output: "
+                                   "No space left on device")
+
+
+def test_predict_from_an_unreadable_stdin_says_so(tiny_models, tmp_path):
+    models_dir, _ = tiny_models
+    write_only = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)  # reading it fails (EBADF)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "foundry", "predict", "tiny_q", "--models-dir", str(models_dir)],
+            stdin=write_only, capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(write_only)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("foundry predict: cannot read stdin: Bad file descriptor")
+    assert "Traceback" not in proc.stderr
 
 
 def test_blueprint_check_bad_path(capsys):

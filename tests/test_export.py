@@ -64,3 +64,76 @@ def test_uncommitted_pending_export_is_dropped(tmp_path):
     (staging / "t_preprocessor.bin").write_bytes(b"half")
     assert recover_pending(tmp_path) == []
     assert (tmp_path / "t_preprocessor.bin").read_bytes() == b"old-bin"
+
+
+# -- the exam gate, enforced by the export itself ----------------------------------------------
+
+
+def _blocked_run(tmp_path, exam_accuracy: float):
+    """A blueprint (exam minimum 90%) and a run folder whose evaluation scored ``exam_accuracy``."""
+    from fakes.tiny_blueprint import write_tiny_blueprint
+
+    from foundry.blueprint import load_blueprint
+    from foundry.runs import write_json
+
+    bp = load_blueprint(write_tiny_blueprint(tmp_path / "bp", sections={
+        "evaluate": {"exam_min_accuracy": 0.9}}))
+    run = tmp_path / "run"
+    write_json(run / "evaluate" / "is_question" / "summary.json", {
+        "exam_accuracy": exam_accuracy, "exam_cases": 10, "exam_min_accuracy": 0.9,
+        "exam_passed": exam_accuracy >= 0.9, "threshold": 0.7,
+        "failed_exam_cases": [{"text": "几点了", "gold": "Question", "predicted": "Statement",
+                               "p": 0.8, "category": "wh_question"}]})
+    return bp, run
+
+
+def test_export_refuses_a_run_whose_exam_failed_and_writes_nothing(tmp_path):
+    from foundry.evaluate import ExamGateError
+    from foundry.export import export_stage
+
+    bp, run = _blocked_run(tmp_path, exam_accuracy=0.5)
+    models = tmp_path / "models"
+    with pytest.raises(ExamGateError) as info:
+        export_stage(bp, run, models)
+    message = str(info.value)
+    assert "nothing exported" in message and "exam accuracy 50.0%" in message
+    assert "--allow-exam-failures" in message
+    assert not models.exists()
+
+
+def test_export_gate_uses_the_blueprints_current_minimum(tmp_path):
+    """A run that passed under a lower minimum is judged by the blueprint as it is now."""
+    from foundry.export import EXAM_OVERRIDDEN, EXAM_PASSED, check_export_gate
+    from foundry.runs import read_json, write_json
+
+    bp, run = _blocked_run(tmp_path, exam_accuracy=0.92)
+    assert check_export_gate(bp, run, allow_exam_failures=False) == {"is_question": EXAM_PASSED}
+    summary = run / "evaluate" / "is_question" / "summary.json"
+    write_json(summary, {**read_json(summary), "exam_accuracy": 0.85, "exam_min_accuracy": 0.8})
+    logs: list[str] = []
+    gates = check_export_gate(bp, run, allow_exam_failures=True, log=logs.append)
+    assert gates == {"is_question": EXAM_OVERRIDDEN}
+    assert "exam gate overridden" in logs[0]
+
+
+def test_the_override_is_recorded_in_the_bin_and_the_card(tiny_fit):
+    from foundry.blueprint import Label, Task
+    from foundry.export import EXAM_OVERRIDDEN, Provenance, model_card
+
+    trained = tiny_fit()
+    _, bin_bytes = artifact_bytes(trained, 0.7, task="t",
+                                  provenance=Provenance(exam_gate=EXAM_OVERRIDDEN))
+    msg = pb.Preprocessor()
+    msg.ParseFromString(bin_bytes)
+    assert msg.provenance.exam_gate == "overridden"
+    task = Task(name="t", constitution="c.md", exam="e.jsonl",
+                labels=[Label(name="Question", definition="q"),
+                        Label(name="Statement", definition="s")])
+    evaluation = {"exam_accuracy": 0.5, "exam_min_accuracy": 0.9}
+    card = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
+                      evaluation=evaluation, refine_summary={}, exam_gate=EXAM_OVERRIDDEN)
+    assert "**Exam gate: OVERRIDDEN.** The exam accuracy 50.0% is below" in card
+    assert "`--allow-exam-failures`" in card
+    passed = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
+                        evaluation=evaluation, refine_summary={})
+    assert "Exam gate: passed (minimum exam accuracy 90.0%)." in passed

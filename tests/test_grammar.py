@@ -131,6 +131,26 @@ def test_recursive_slots_are_rejected():
         grammar_from_dict(data, "g.yaml")
 
 
+@pytest.mark.parametrize("kind", ["nested patterns", "nested YAML", "slot chain"])
+def test_grammars_nested_too_deeply_name_the_file(tmp_path: Path, kind):
+    """No RecursionError: the message names the file, whether YAML, the pattern parser or
+    the slot walk would have run out of stack (and a depth the sampler cannot walk)."""
+    path = tmp_path / "deep.yaml"
+    template = "  - {label: A, category: a, patterns: ['%s']}\n"
+    if kind == "nested patterns":
+        text = "templates:\n" + template % ("(" * 3000 + "a" + ")" * 3000)
+    elif kind == "nested YAML":
+        text = "templates:\n  - {label: A, category: a, patterns: " + "[" * 3000 + "a" \
+            + "]" * 3000 + "}\n"
+    else:
+        slots = "".join(f"  s{i}: ['{{s{i + 1}}}']\n" for i in range(150)) + "  s150: [x]\n"
+        text = "slots:\n" + slots + "templates:\n" + template % "{s0}"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(GrammarError, match=r"nests too deeply .* more than 100 levels") as err:
+        load_grammar(path)
+    assert str(err.value).startswith(str(path))
+
+
 def test_unknown_label_and_category_are_checked_against_the_task():
     data = small_grammar()
     data["templates"][0]["label"] = "Maybe"

@@ -34,12 +34,25 @@ def model(tiny_models) -> MicroModel:
 
 def write_models_with_blueprint(models_dir: Path, blueprint: str, task: str = TASK,
                                 threshold: float = 0.6) -> None:
-    """Tiny artifacts whose provenance names ``blueprint`` (a name or a folder path)."""
+    """Tiny artifacts whose provenance names ``blueprint``."""
     from conftest import fit_tiny, install_model
 
     from foundry.export import Provenance
 
     install_model(fit_tiny(), models_dir, task, threshold, provenance=Provenance(blueprint=blueprint))
+
+
+@pytest.fixture
+def blueprints_dir(tmp_path, monkeypatch) -> Path:
+    """A relocated ``blueprints/`` holding blueprint ``my_blueprint`` with task ``tiny_q``."""
+    from fakes.tiny_blueprint import write_tiny_blueprint
+
+    import foundry.paths
+
+    folder = tmp_path / "blueprints"
+    write_tiny_blueprint(folder / "my_blueprint", name="my_blueprint", task=TASK)
+    monkeypatch.setattr(foundry.paths, "BLUEPRINTS_DIR", folder)
+    return folder
 
 
 # -- tasks --------------------------------------------------------------------------------
@@ -258,10 +271,9 @@ def test_append_correction_rejects_empty_text_and_reports_bad_lines(tmp_path):
         lab.append_correction(bad, "b", "Affirm")
 
 
-def test_lab_correct_writes_into_the_blueprint_of_the_model(tmp_path):
-    bp = tmp_path / "my_blueprint"
-    bp.mkdir()
-    write_models_with_blueprint(tmp_path / "models", str(bp))
+def test_lab_correct_writes_into_the_blueprint_of_the_model(tmp_path, blueprints_dir):
+    bp = (blueprints_dir / "my_blueprint").resolve()
+    write_models_with_blueprint(tmp_path / "models", "my_blueprint")
     tester = Lab(tmp_path / "models")
     assert tester.corrections_file(TASK) == bp / "corrections" / f"{TASK}.jsonl"
     result = tester.correct(TASK, "打开灯吗", "Question", predicted="Statement")
@@ -282,10 +294,20 @@ def test_corrections_need_a_blueprint(tiny_models, tmp_path):
     assert override.corrections_file(TASK) == tmp_path / "corrections" / f"{TASK}.jsonl"
 
 
-def test_unknown_blueprint_in_provenance_is_a_clear_error(tmp_path):
+def test_unknown_blueprint_in_provenance_is_a_clear_error(tmp_path, blueprints_dir):
     write_models_with_blueprint(tmp_path / "models", "no_such_blueprint_xyz")
-    with pytest.raises(LabError, match="forged from blueprint 'no_such_blueprint_xyz'"):
+    with pytest.raises(LabError, match="provenance names blueprint 'no_such_blueprint_xyz'"):
         Lab(tmp_path / "models").corrections_file(TASK)
+
+
+@pytest.mark.parametrize("name", ["/tmp", "../my_blueprint", "my_blueprint/../../x"])
+def test_provenance_paths_never_direct_corrections(tmp_path, blueprints_dir, name):
+    """A .bin whose provenance names a path (even one that exists) gets no corrections."""
+    (tmp_path / "x").mkdir()
+    write_models_with_blueprint(tmp_path / "models", name)
+    with pytest.raises(LabError, match="not a blueprint under"):
+        Lab(tmp_path / "models").correct(TASK, "打开灯吗", "Question")
+    assert not list(tmp_path.rglob("corrections"))
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -342,10 +364,9 @@ def run_tester_notebook(models_dir: Path, blueprint_dir: Path | str = "") -> dic
     return ns
 
 
-def test_notebook_asks_on_enter_and_records_corrections(tmp_path):
-    bp = tmp_path / "bp"
-    bp.mkdir()
-    write_models_with_blueprint(tmp_path / "models", str(bp))
+def test_notebook_asks_on_enter_and_records_corrections(tmp_path, blueprints_dir):
+    bp = blueprints_dir / "my_blueprint"
+    write_models_with_blueprint(tmp_path / "models", "my_blueprint")
     ns = run_tester_notebook(tmp_path / "models")
     assert ns["task_picker"].options == (TASK,)
     ns["text_box"].value = "今天天气怎么样？"  # what Enter does with continuous_update=False

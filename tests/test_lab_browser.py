@@ -182,22 +182,26 @@ def serve_notebook(work: Path) -> Path:
 
 
 def _write_models(models_dir: Path, blueprint_dir: Path) -> None:
+    """A tiny is_question model forged, says its provenance, from ``blueprint_dir``'s name."""
     from conftest import fit_tiny, install_model
+    from fakes.tiny_blueprint import write_tiny_blueprint
 
     from foundry.export import Provenance
 
+    write_tiny_blueprint(blueprint_dir, name=blueprint_dir.name, exam=(("几点了", "Question"),))
     install_model(fit_tiny(), models_dir, "is_question", 0.6,
-                  provenance=Provenance(blueprint=str(blueprint_dir)))
+                  provenance=Provenance(blueprint=blueprint_dir.name))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not CHROMIUM.exists(),
                     reason="needs Debian's chromium at /usr/bin/chromium: apt-get install chromium")
-def test_tester_answers_in_a_real_browser(tmp_path):
+def test_tester_answers_in_a_real_browser(tmp_path, monkeypatch):
     pytest.importorskip("playwright.sync_api")
-    blueprint_dir = tmp_path / "blueprint"
-    blueprint_dir.mkdir()
+    # The lab writes corrections only into a blueprint under the blueprints folder.
+    monkeypatch.setenv("FOUNDRY_BLUEPRINTS_DIR", str(tmp_path / "blueprints"))
+    blueprint_dir = tmp_path / "blueprints" / "browser_bp"
     models_dir = tmp_path / "models"
     _write_models(models_dir, blueprint_dir)
     shot = REPO / "test-output" / "lab_tester.png"

@@ -146,3 +146,60 @@ def test_steps_without_a_run_to_start_from_are_refused_before_anything_runs(runs
     assert "no run of 'text_classification'" in message
     assert f"`foundry forge {BP} --steps generate,refine,train,evaluate,export`" in message
     assert not (runs_root / BP).exists()
+
+
+# -- run ids: unique per process, confined to runs/<blueprint>/ ---------------------------------
+
+
+def test_run_ids_are_unique_within_one_millisecond_and_sort_by_time():
+    import re
+
+    from foundry.runs import new_run_id
+
+    ids = [new_run_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{8}", i) for i in ids)
+    stamps = [i.rsplit("-", 1)[0] for i in ids]
+    assert stamps == sorted(stamps)
+
+
+def test_new_run_folders_are_created_exclusively(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        dirs = list(pool.map(lambda _: create_run(BP, runs_root=tmp_path).run_dir, range(200)))
+    assert len({d.name for d in dirs}) == 200
+    assert all(d.is_dir() and d.parent == tmp_path / BP for d in dirs)
+
+
+@pytest.mark.parametrize("run_id", ["../x", "../../x", "/tmp/x", "a/b", "a\\b", ".", "..",
+                                    ".hidden", "", "raw", "RAW", "LATEST", "CURRENT", "x" * 129,
+                                    "a b", "run\n"])
+def test_run_ids_that_leave_the_folder_are_refused(run_id, tmp_path):
+    from foundry.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="run id"):
+        create_run(BP, run_id, runs_root=tmp_path / "runs")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runs" / BP / "CURRENT").exists()
+
+
+@pytest.mark.parametrize("run_id", ["r1", "20250101-120000-001-abcd1234", "e2e-again", "v1.2_b"])
+def test_plain_run_ids_are_accepted(run_id):
+    from foundry.runs import check_run_id
+
+    assert check_run_id(run_id) == run_id
+
+
+def test_a_tampered_run_marker_is_not_followed(tmp_path):
+    from foundry.runs import CURRENT_FILE, LATEST_FILE, mark_latest
+
+    runs = tmp_path / "runs"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = create_run(BP, "r1", runs_root=runs).run_dir
+    mark_latest(run)
+    assert latest_run_dir(BP, runs) == run
+    for marker in (LATEST_FILE, CURRENT_FILE):
+        for target in ("../../outside", str(outside)):
+            (runs / BP / marker).write_text(target + "\n")
+            assert latest_run_dir(BP, runs) != outside and current_run_dir(BP, runs) != outside

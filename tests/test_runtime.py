@@ -63,6 +63,14 @@ def test_predict_api(tiny_models):
     assert model.predict_many([]) == []
 
 
+@pytest.mark.parametrize("one_text", ["你好吗", b"ni hao"])
+def test_predict_many_refuses_a_single_text(tiny_models, one_text):
+    """A str is iterable: without the check it would answer once per character."""
+    model = MicroModel.load("tiny_q", models_dir=tiny_models[0])
+    with pytest.raises(TypeError, match="predict_many takes a list of texts"):
+        model.predict_many(one_text)
+
+
 def test_conformance_replays(tiny_models):
     models_dir, _ = tiny_models
     report = check_conformance(MicroModel.load("tiny_q", models_dir=models_dir),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry.blueprint import Blueprint, Task
+from foundry.errors import GenerationError
 from foundry.generate.keypool import AllKeysDisabledError, Backoff, KeyPool, KeyState, KeyStats
 from foundry.generate.providers import (
     Completion,
@@ -63,15 +64,6 @@ __all__ = [
 ]
 
 PROVIDERS = ("gemini", "openai")
-
-
-class GenerationError(RuntimeError):
-    """The run cannot continue (bad configuration, a server refusing every request, ...).
-
-    ``report`` holds what was done before the stop (rows written stay in the store).
-    """
-
-    report: GenerationReport | None = None
 
 
 class MissingKeyError(GenerationError):

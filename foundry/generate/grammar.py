@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from foundry.blueprint import Task
+from foundry.errors import ConfigError
 
 #: Above this many (upper-bound) sentences, a template is not enumerated; its capacity is
 #: reported as the combinatorial upper bound instead.
@@ -42,11 +43,16 @@ EXACT_LIMIT = 50_000
 _SLOT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPECIAL = set("{}[]()|\\@")
 _PROB = re.compile(r"@(\d*\.?\d+)")
+#: Deepest nesting of patterns and slot references a grammar may have. Sampling and
+#: counting walk the tree recursively; real grammars nest about ten levels.
+MAX_DEPTH = 100
+_TOO_DEEP = (f"nests too deeply (patterns inside patterns, or slots referring to slots, more "
+             f"than {MAX_DEPTH} levels); flatten it")
 #: ``(...)?`` written out of regex habit: in this grammar the ``?`` is literal text.
 _REGEX_OPTIONAL = re.compile(r"(?<!\\)\)\?")
 
 
-class GrammarError(ValueError):
+class GrammarError(ConfigError):
     """A grammar file is malformed or inconsistent with its task; the message says where."""
 
 
@@ -566,8 +572,44 @@ def _check_slots(slots: dict[str, Alt], source: str, where_refs: list[tuple[str,
         visit(name, [])
 
 
+def _check_depth(slots: dict[str, Alt], source: str, where_refs: list[tuple[str, Node]]) -> None:
+    """Refuse trees deeper than :data:`MAX_DEPTH` (slot references count as levels)."""
+    depth_of_slot: dict[str, int] = {}
+
+    def depth(node: Node) -> int:
+        if isinstance(node, SlotRef):
+            if node.name not in depth_of_slot:
+                depth_of_slot[node.name] = depth(slots[node.name])
+            return 1 + depth_of_slot[node.name]
+        if isinstance(node, Seq):
+            return 1 + max(map(depth, node.items), default=0)
+        if isinstance(node, Alt):
+            return 1 + max(map(depth, node.options), default=0)
+        if isinstance(node, Opt):
+            return 1 + depth(node.child)
+        return 1
+
+    for where, tree in where_refs:
+        if depth(tree) > MAX_DEPTH:
+            raise GrammarError(f"{where}: {_TOO_DEEP}")
+
+
 def grammar_from_dict(data: Any, source: str = "<grammar>", task: Task | None = None) -> Grammar:
-    """Build a :class:`Grammar` from parsed YAML; validate against ``task`` when given."""
+    """Build a :class:`Grammar` from parsed YAML; validate against ``task`` when given.
+
+    Raises
+    ------
+    GrammarError
+        Naming ``source`` and the template or slot, also for a grammar nested so deeply
+        that walking it would exhaust Python's recursion limit.
+    """
+    try:
+        return _grammar_from_dict(data, source, task)
+    except RecursionError:
+        raise GrammarError(f"{source}: {_TOO_DEEP}") from None
+
+
+def _grammar_from_dict(data: Any, source: str, task: Task | None) -> Grammar:
     if not isinstance(data, dict):
         raise GrammarError(f"{source}: expected a mapping with `slots` and `templates`")
     unknown = sorted(set(data) - {"slots", "templates", "category_weights"})
@@ -635,6 +677,7 @@ def grammar_from_dict(data: Any, source: str = "<grammar>", task: Task | None = 
             Template(label, category, index, i, weight, tuple(patterns), tree)
         )
     _check_slots(slots, source, refs)
+    _check_depth(slots, source, refs)
 
     raw_cw = data.get("category_weights") or {}
     if not isinstance(raw_cw, dict):
@@ -694,6 +737,8 @@ def load_grammar(path: str | Path, task: Task | None = None) -> Grammar:
         raise GrammarError(f"{path}: not valid YAML: {exc}") from None
     except GrammarError as exc:
         raise GrammarError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise GrammarError(f"{path}: {_TOO_DEEP}") from None
     return grammar_from_dict(data, str(path), task)
 
 

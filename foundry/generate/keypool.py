@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from foundry.errors import GenerationError
 from foundry.secrets import ApiKey
 
 
-class AllKeysDisabledError(RuntimeError):
+class AllKeysDisabledError(GenerationError):
     """Every key of the pool was rejected by the server; the message lists fingerprints only."""
 
 

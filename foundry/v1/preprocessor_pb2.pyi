@@ -50,20 +50,22 @@ class Weighting(_message.Message):
     def __init__(self, sublinear_tf: _Optional[bool] = ..., use_idf: _Optional[bool] = ..., norm: _Optional[_Union[Weighting.Norm, str]] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("blueprint", "blueprint_sha256", "data_sha256", "trainer", "foundry_version", "train_rows")
+    __slots__ = ("blueprint", "blueprint_sha256", "data_sha256", "trainer", "foundry_version", "train_rows", "exam_gate")
     BLUEPRINT_FIELD_NUMBER: _ClassVar[int]
     BLUEPRINT_SHA256_FIELD_NUMBER: _ClassVar[int]
     DATA_SHA256_FIELD_NUMBER: _ClassVar[int]
     TRAINER_FIELD_NUMBER: _ClassVar[int]
     FOUNDRY_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    EXAM_GATE_FIELD_NUMBER: _ClassVar[int]
     blueprint: str
     blueprint_sha256: str
     data_sha256: str
     trainer: str
     foundry_version: str
     train_rows: int
-    def __init__(self, blueprint: _Optional[str] = ..., blueprint_sha256: _Optional[str] = ..., data_sha256: _Optional[str] = ..., trainer: _Optional[str] = ..., foundry_version: _Optional[str] = ..., train_rows: _Optional[int] = ...) -> None: ...
+    exam_gate: str
+    def __init__(self, blueprint: _Optional[str] = ..., blueprint_sha256: _Optional[str] = ..., data_sha256: _Optional[str] = ..., trainer: _Optional[str] = ..., foundry_version: _Optional[str] = ..., train_rows: _Optional[int] = ..., exam_gate: _Optional[str] = ...) -> None: ...
 
 class Preprocessor(_message.Message):
     __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance")

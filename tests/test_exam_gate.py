@@ -1,0 +1,58 @@
+"""A forge whose exam fails exports nothing, whether the export runs in the forge or alone
+(``--steps export`` on the blocked run folder); ``--allow-exam-failures`` exports and says so.
+
+Real forges through papermill, of a copy of the default blueprint whose exam cannot pass
+(minimum 100%, plus one deliberately mislabelled case).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakes.blueprint_copy import copy_blueprint
+
+from foundry.v1 import preprocessor_pb2 as pb
+
+pytestmark = pytest.mark.slow
+
+TASKS = ("is_question", "confirmation")
+
+
+def _forge(bp: Path, runs: Path, models: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(runs)}
+    return subprocess.run(
+        [sys.executable, "-m", "foundry", "forge", str(bp), "--run-id", "gate", "--models-dir",
+         str(models), *extra], env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_a_failed_exam_exports_nothing_also_through_steps_export(tmp_path):
+    bp = copy_blueprint(
+        "text_classification", tmp_path, name="gate_test",
+        changes={"evaluate": {"exam_min_accuracy": 1.0},
+                 "train": {"grid": {"C": [4.0]}, "cv_folds": 3}},
+        extra_exam={"is_question": [{"text": "今天天气怎么样呀", "label": "Statement",
+                                     "category": "command"}]})
+    runs, models = tmp_path / "runs", tmp_path / "models"
+
+    full = _forge(bp, runs, models, "--target", "300")
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "stage 'evaluate' failed" in full.stderr and "ExamGateError" in full.stderr
+    assert not models.exists() or not any(models.iterdir())
+
+    alone = _forge(bp, runs, models, "--steps", "export")
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert "stage 'export' failed" in alone.stderr and "nothing exported" in alone.stderr
+    assert not models.exists() or not any(models.iterdir())
+
+    allowed = _forge(bp, runs, models, "--steps", "export", "--allow-exam-failures")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    for task in TASKS:
+        msg = pb.Preprocessor()
+        msg.ParseFromString((models / f"{task}_preprocessor.bin").read_bytes())
+        card = (models / f"{task}_card.md").read_text(encoding="utf-8")
+        assert msg.provenance.exam_gate == "overridden", task
+        assert "**Exam gate: OVERRIDDEN.**" in card, task
