@@ -1,5 +1,6 @@
 """A forge whose exam fails exports nothing, whether the export runs in the forge or alone
-(``--steps export`` on the blocked run folder); ``--allow-exam-failures`` exports and says so.
+(``--steps export``, also on a run whose evaluation was overridden before);
+``--allow-exam-failures`` exports and says so in the card and the ``.bin``.
 
 Real forges through papermill, of a copy of the default blueprint whose exam cannot pass
 (minimum 100%, plus one deliberately mislabelled case).
@@ -45,14 +46,23 @@ def test_a_failed_exam_exports_nothing_also_through_steps_export(tmp_path):
 
     alone = _forge(bp, runs, models, "--steps", "export")
     assert alone.returncode == 1, alone.stdout + alone.stderr
-    assert "stage 'export' failed" in alone.stderr and "nothing exported" in alone.stderr
     assert not models.exists() or not any(models.iterdir())
 
-    allowed = _forge(bp, runs, models, "--steps", "export", "--allow-exam-failures")
+    allowed = _forge(bp, runs, models, "--steps", "evaluate,export", "--allow-exam-failures")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    shipped = {}
     for task in TASKS:
+        shipped[task] = (models / f"{task}_preprocessor.bin").read_bytes()
         msg = pb.Preprocessor()
-        msg.ParseFromString((models / f"{task}_preprocessor.bin").read_bytes())
+        msg.ParseFromString(shipped[task])
         card = (models / f"{task}_card.md").read_text(encoding="utf-8")
         assert msg.provenance.exam_gate == "overridden", task
         assert "**Exam gate: OVERRIDDEN.**" in card, task
+
+    # The run is complete now (evaluated with the override); exporting it again without the
+    # override is refused by the export stage itself, and the installed models stay as they are.
+    again = _forge(bp, runs, models, "--steps", "export")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "stage 'export' failed" in again.stderr and "nothing exported" in again.stderr
+    for task in TASKS:
+        assert (models / f"{task}_preprocessor.bin").read_bytes() == shipped[task]
