@@ -128,9 +128,10 @@ class Refine(_Strict):
 class Features(_Strict):
     """Text spec settings; see :class:`foundry.textspec.TextSpec`."""
 
-    max_chars: int = Field(256, ge=1)
+    # The bounds a runtime accepts (docs/preprocessor-spec.md, rules B7 and B8).
+    max_chars: int = Field(256, ge=1, le=4096)
     min_n: int = Field(1, ge=1)
-    max_n: int = Field(3, ge=1)
+    max_n: int = Field(3, ge=1, le=8)
     word_boundary_padding: bool = True
     sublinear_tf: bool = True
 

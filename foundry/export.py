@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from foundry import __version__
+from foundry.artifacts import FORMAT_VERSION, load_preprocessor, seal_message
 from foundry.blueprint import Blueprint, Task
 from foundry.conformance_cases import HARD_CASES
 from foundry.jsonl import iter_jsonl
@@ -34,7 +35,6 @@ from foundry.runs import atomic_write_bytes, read_json, require_stage_output
 from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE, normalize
 from foundry.v1 import preprocessor_pb2 as pb
 
-FORMAT_VERSION = 1
 ARTIFACT_SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
 PENDING_DIR = ".pending"
 COMMIT_MARKER = "COMMITTED"
@@ -157,7 +157,10 @@ def artifact_bytes(
     onnx_bytes = classifier_onnx_bytes(trained, task, opset)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     msg = preprocessor_message(trained, task, threshold, digest, provenance)
-    return onnx_bytes, msg.SerializeToString(deterministic=True)
+    bin_bytes = seal_message(msg)
+    # Never write what a runtime would refuse (the rules of docs/preprocessor-spec.md).
+    load_preprocessor(bin_bytes, Path(f"{task}_preprocessor.bin (being exported)"), task)
+    return onnx_bytes, bin_bytes
 
 
 def conformance_vectors(trained: Any, texts: list[str]) -> list[dict]:
@@ -218,6 +221,8 @@ def model_files(
     conformance = {
         "task": task,
         "format_version": FORMAT_VERSION,
+        # Binds the vectors to this export: `verify` refuses them against another .bin.
+        "preprocessor_sha256": hashlib.sha256(bin_bytes).hexdigest(),
         "labels": list(trained.labels),
         "vectors": conformance_vectors(trained, texts),
     }

@@ -45,6 +45,7 @@ import json
 import math
 import operator
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +55,27 @@ from typing import Any
 
 import numpy as np
 
+from foundry.artifacts import (
+    MAX_BIN_BYTES,
+    MAX_ONNX_BYTES,
+    SUPPORTED_FORMAT_VERSIONS,
+    load_preprocessor,
+    read_artifact,
+    rule_error,
+)
 from foundry.errors import ArtifactError
-from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, normalize
+from foundry.textspec import (
+    REMOVED_CATEGORIES,
+    WHITESPACE,
+    TextSpec,
+    collapse_spaces,
+    normalize,
+)
+
+__all__ = ["SUPPORTED_FORMAT_VERSIONS", "ArtifactError", "GraphSignature", "LinearGraph",
+           "MicroModel", "NgramSlicer", "Prediction", "check_conformance", "fast_normalize",
+           "graph_signature", "ngram_list", "normalize_many", "read_linear_graph",
+           "verify_conformance"]
 
 try:  # the C helper behind Counter.update, without Counter's per-call overhead
     from collections import _count_elements
@@ -64,7 +84,6 @@ except ImportError:  # pragma: no cover - other Python implementations
         for elem in iterable:
             mapping[elem] = mapping.get(elem, 0) + 1
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
 BACKENDS = ("auto", "numpy", "onnxruntime")
 #: Post transforms of the ONNX ``LinearClassifier`` that the numpy backend reproduces.
 POST_TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX")
@@ -204,7 +223,7 @@ _JOIN = "\ue000"
 def _collapse(text: str) -> str:
     """Step 4's collapse of space runs and strip of both ends."""
     if "  " in text or text.startswith(" ") or text.endswith(" "):
-        return " ".join(filter(None, text.split(" ")))
+        return collapse_spaces(text)
     return text
 
 
@@ -289,58 +308,13 @@ def ngram_list(normalized: str, spec: TextSpec = DEFAULT_SPEC) -> tuple[str, ...
 
 
 # -- artifact parsing ----------------------------------------------------------------------
+# The .bin rules (F1-F2, B1-B12) are in foundry.artifacts; the pair (P1) and .onnx rules
+# (O1-O3) are applied below, on the graph's declared signature, for every backend.
 
 
-def _read(path: Path, what: str) -> bytes:
-    if not path.is_file():
-        raise ArtifactError(
-            f"{path}: {what} not found; forge it with `foundry forge <blueprint>` or pass the "
-            "right --models-dir"
-        )
-    return path.read_bytes()
-
-
-def parse_preprocessor(data: bytes, path: Path):
-    """Parse and validate the structure of a ``.bin`` (protobuf ``foundry.v1.Preprocessor``)."""
-    from google.protobuf.message import DecodeError
-
-    from foundry.v1 import preprocessor_pb2 as pb
-
-    msg = pb.Preprocessor()
-    try:
-        msg.ParseFromString(data)
-    except DecodeError as exc:
-        raise ArtifactError(
-            f"{path}: not a valid preprocessor file (truncated or corrupt): {exc}"
-        ) from None
-    if msg.format_version not in SUPPORTED_FORMAT_VERSIONS:
-        raise ArtifactError(
-            f"{path}: format_version {msg.format_version} is not supported by this runtime "
-            f"(supported: {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); re-export the model "
-            "or upgrade the runtime"
-        )
-    if len(msg.labels) < 2:
-        raise ArtifactError(f"{path}: needs at least 2 labels, has {len(msg.labels)}")
-    if not msg.vocabulary:
-        raise ArtifactError(f"{path}: empty vocabulary")
-    if msg.weighting.use_idf and len(msg.idf) != len(msg.vocabulary):
-        raise ArtifactError(
-            f"{path}: idf has {len(msg.idf)} values but the vocabulary has "
-            f"{len(msg.vocabulary)} entries; the file is corrupt"
-        )
-    if len(set(msg.vocabulary)) != len(msg.vocabulary):
-        raise ArtifactError(f"{path}: vocabulary has duplicate entries; the file is corrupt")
-    norm = msg.normalizer
-    if norm.spec_version != 1 or not norm.nfkc:
-        raise ArtifactError(f"{path}: text spec version {norm.spec_version} is not supported")
-    if set(norm.removed_categories) != REMOVED_CATEGORIES or {
-        chr(c) for c in norm.whitespace
-    } != set(WHITESPACE):
-        raise ArtifactError(
-            f"{path}: normaliser settings (removed categories / whitespace list) differ from text "
-            "spec v1 as implemented here"
-        )
-    return msg
+def parse_preprocessor(data: bytes, path: Path, task: str):
+    """Check (integrity) and decode a ``.bin``, and validate it for ``task`` (rules B1-B12)."""
+    return load_preprocessor(data, path, task)
 
 
 @dataclass(frozen=True)
@@ -390,7 +364,12 @@ _NODE_INPUT, _NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE, _NODE_DOMAIN = 1, 2, 
 _ATTR_NAME, _ATTR_I, _ATTR_S, _ATTR_FLOATS, _ATTR_INTS = 1, 3, 4, 7, 8
 _TENSOR_DATA_TYPE, _TENSOR_FLOAT_DATA, _TENSOR_INT32_DATA, _TENSOR_INT64_DATA = 2, 4, 5, 7
 _TENSOR_NAME, _TENSOR_RAW_DATA = 8, 9
-_VALUE_INFO_NAME = 1
+_VALUE_INFO_NAME, _VALUE_INFO_TYPE = 1, 2
+_GRAPH_OUTPUT = 12
+_TYPE_TENSOR, _TENSOR_TYPE_ELEM, _TENSOR_TYPE_SHAPE, _SHAPE_DIM = 1, 1, 2, 1
+_DIM_VALUE, _DIM_PARAM = 1, 2
+#: ONNX TensorProto.DataType FLOAT.
+_ONNX_FLOAT = 1
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -579,6 +558,80 @@ def _sigmoid_calibration(nodes: list[dict[str, Any]], tensors: dict[str, np.ndar
     if not ok or column not in (0, 1):
         return None
     return SigmoidCalibration(column, a, b)
+
+
+@dataclass(frozen=True)
+class GraphSignature:
+    """The declared inputs and outputs of an ONNX graph (rules O2 and O3).
+
+    ``inputs`` and ``outputs`` are ``(name, element type, shape)`` with the shape a tuple of
+    ints (declared sizes) and strings (symbolic or unknown sizes); element type and shape
+    are None when the graph does not declare a tensor type.
+    """
+
+    inputs: tuple[tuple[str, int | None, tuple | None], ...]
+    outputs: tuple[tuple[str, int | None, tuple | None], ...]
+
+
+def _value_info(raw: memoryview) -> tuple[str, int | None, tuple | None]:
+    fields = _proto_fields(raw)
+    name = "".join(_strings(fields, _VALUE_INFO_NAME))
+    types = fields.get(_VALUE_INFO_TYPE)
+    tensor = _proto_fields(types[0]).get(_TYPE_TENSOR) if types else None
+    if not tensor:
+        return name, None, None
+    tensor_fields = _proto_fields(tensor[0])
+    elem = (tensor_fields.get(_TENSOR_TYPE_ELEM) or [None])[0]
+    if _TENSOR_TYPE_SHAPE not in tensor_fields:
+        return name, elem, None
+    dims = []
+    for raw_dim in _proto_fields(tensor_fields[_TENSOR_TYPE_SHAPE][0]).get(_SHAPE_DIM, []):
+        dim = _proto_fields(raw_dim)
+        dims.append(_ints(dim, _DIM_VALUE)[0] if _DIM_VALUE in dim
+                    else "".join(_strings(dim, _DIM_PARAM)) or "?")
+    return name, elem, tuple(dims)
+
+
+def graph_signature(onnx_data: bytes) -> GraphSignature:
+    """The declared inputs and outputs of an ``.onnx`` file's graph.
+
+    Raises
+    ------
+    ValueError
+        If the bytes are not a protobuf ModelProto with exactly one graph.
+    """
+    model = _proto_fields(memoryview(onnx_data))
+    if len(model.get(_MODEL_GRAPH, [])) != 1:
+        raise ValueError("no graph")
+    graph = _proto_fields(model[_MODEL_GRAPH][0])
+    return GraphSignature(tuple(map(_value_info, graph.get(_GRAPH_INPUT, []))),
+                          tuple(map(_value_info, graph.get(_GRAPH_OUTPUT, []))))
+
+
+def check_signature(signature: GraphSignature, pre, onnx_path: Path, bin_path: Path) -> None:
+    """Rules O2 and O3: one float32 ``features`` input ``[N, D]``; outputs ``label``,
+    ``probabilities`` ``[N, K]`` (K checked when declared)."""
+    d, k = len(pre.vocabulary), len(pre.labels)
+    if len(signature.inputs) != 1:
+        names = [i[0] for i in signature.inputs]
+        raise rule_error(onnx_path, f"the graph has inputs {names}; it needs exactly one, "
+                                    "'features'", "O2")
+    name, elem, shape = signature.inputs[0]
+    if name != "features":
+        raise rule_error(onnx_path, f"the graph's input is named {name!r}, not 'features'", "O2")
+    if elem != _ONNX_FLOAT or shape is None or len(shape) != 2:
+        raise rule_error(onnx_path, f"input 'features' is not declared float32 of rank 2 "
+                                    f"(element type {elem}, shape {shape})", "O2")
+    if shape[1] != d:
+        raise rule_error(onnx_path, f"expects {shape[1]} features but {bin_path.name} has a "
+                                    f"vocabulary of {d}", "O2")
+    outputs = [o[0] for o in signature.outputs]
+    if outputs[:2] != ["label", "probabilities"]:
+        raise rule_error(onnx_path, f"outputs {outputs}, expected label, probabilities", "O3")
+    shape = signature.outputs[1][2]
+    if shape and isinstance(shape[-1], int) and shape[-1] != k:
+        raise rule_error(onnx_path, f"{shape[-1]} classes but {bin_path.name} lists {k} labels",
+                         "O3")
 
 
 def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
@@ -1118,37 +1171,46 @@ def _ort_session(onnx_data: bytes, onnx_path: Path):
             onnx_data, sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ArtifactError(f"{onnx_path}: ONNX Runtime cannot load it: {exc}") from None
-
-
-def _check_ort_session(session, pre, onnx_path: Path, bin_path: Path) -> None:
-    inputs = session.get_inputs()
-    outputs = [o.name for o in session.get_outputs()]
-    if len(inputs) != 1 or inputs[0].shape[-1] != len(pre.vocabulary):
-        raise ArtifactError(
-            f"{onnx_path}: expects {inputs[0].shape[-1] if inputs else '?'} features but "
-            f"{bin_path.name} has a vocabulary of {len(pre.vocabulary)}"
-        )
-    if outputs[:2] != ["label", "probabilities"]:
-        raise ArtifactError(f"{onnx_path}: outputs {outputs}, expected label, probabilities")
-    n_classes = session.get_outputs()[1].shape[-1]
-    if isinstance(n_classes, int) and n_classes != len(pre.labels):
-        raise ArtifactError(
-            f"{onnx_path}: {n_classes} classes but {bin_path.name} lists {len(pre.labels)} labels"
-        )
+        raise rule_error(onnx_path, f"ONNX Runtime cannot load it: {exc}", "O1") from None
 
 
 def _check_linear_graph(graph: LinearGraph, pre, onnx_path: Path, bin_path: Path) -> None:
+    """The weights agree with the declared signature (a graph ONNX Runtime would not run)."""
     k, d = graph.coefficients.shape
     if d != len(pre.vocabulary):
-        raise ArtifactError(
-            f"{onnx_path}: expects {d} features but {bin_path.name} has a vocabulary of "
-            f"{len(pre.vocabulary)}"
-        )
+        raise rule_error(onnx_path, f"its weights expect {d} features but {bin_path.name} has "
+                                    f"a vocabulary of {len(pre.vocabulary)}", "O2")
     if k != len(pre.labels):
-        raise ArtifactError(
-            f"{onnx_path}: {k} classes but {bin_path.name} lists {len(pre.labels)} labels"
-        )
+        raise rule_error(onnx_path, f"its weights have {k} classes but {bin_path.name} lists "
+                                    f"{len(pre.labels)} labels", "O3")
+
+
+#: Pauses before re-reading a mismatched pair (rule P1): an export renames the two files one
+#: after the other, and a reader may fall in between.
+PAIR_RETRY_DELAYS_S = (0.01, 0.02, 0.04, 0.08)
+
+
+def read_pair(task: str, onnx_path: Path, bin_path: Path) -> tuple[Any, bytes, str]:
+    """The validated ``.bin`` message, the ``.onnx`` bytes and the ``.bin``'s SHA-256 (hex) of a
+    pair (rules F, B and P1).
+
+    When the ``.onnx`` hash differs from the one recorded in the ``.bin``, both files are read
+    again after a short pause, a few times: an export may be switching them.
+    """
+    for delay in (*PAIR_RETRY_DELAYS_S, None):
+        bin_data = read_artifact(bin_path, "preprocessor file", MAX_BIN_BYTES)
+        pre = load_preprocessor(bin_data, bin_path, task)
+        onnx_data = read_artifact(onnx_path, "classifier file", MAX_ONNX_BYTES)
+        digest = hashlib.sha256(onnx_data).hexdigest()
+        if digest == pre.onnx_sha256:
+            return pre, onnx_data, hashlib.sha256(bin_data).hexdigest()
+        if delay is None:
+            raise rule_error(
+                onnx_path, f"SHA-256 {digest[:12]}… does not match the {pre.onnx_sha256[:12]}… "
+                           f"recorded in {bin_path.name}; the pair is mismatched (re-export both "
+                           "files together)", "P1")
+        time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 class MicroModel:
@@ -1162,6 +1224,8 @@ class MicroModel:
         ``linear``, the numpy backend runs and ``session`` may be None.
         """
         self.task = task
+        #: SHA-256 (hex) of the ``.bin`` file loaded (set by :meth:`load`).
+        self.preprocessor_sha256 = ""
         self.labels: list[str] = list(preprocessor.labels)
         self.threshold: float = float(preprocessor.threshold)
         self.preprocessor = preprocessor
@@ -1218,9 +1282,11 @@ class MicroModel:
         Raises
         ------
         ArtifactError
-            If a file is missing or corrupt, the format version is unsupported, the ``.onnx``
-            hash differs from the one recorded in the ``.bin``, labels / dimensions disagree,
-            or ``backend="numpy"`` is asked of a graph it cannot run.
+            If the pair breaks a rule of ``docs/preprocessor-spec.md`` (section 1: a file
+            missing, not a regular file or too large, a damaged or invalid ``.bin``, a
+            mismatched pair, an ``.onnx`` whose signature does not fit the ``.bin``); the
+            message names the file and ends with the rule's id. Also when
+            ``backend="numpy"`` is asked of a graph it cannot run.
         ValueError
             For an unknown ``backend``.
         """
@@ -1229,25 +1295,20 @@ class MicroModel:
         models_dir = Path(models_dir)
         onnx_path = models_dir / f"{task}_classifier.onnx"
         bin_path = models_dir / f"{task}_preprocessor.bin"
-        bin_data = _read(bin_path, "preprocessor file")
-        onnx_data = _read(onnx_path, "classifier file")
-        pre = parse_preprocessor(bin_data, bin_path)
-        if pre.task != task:
-            raise ArtifactError(f"{bin_path}: belongs to task {pre.task!r}, not {task!r}")
-        digest = hashlib.sha256(onnx_data).hexdigest()
-        if digest != pre.onnx_sha256:
-            raise ArtifactError(
-                f"{onnx_path}: SHA-256 {digest[:12]}… does not match the "
-                f"{pre.onnx_sha256[:12] or '(none)'}… recorded in {bin_path.name}; the pair is "
-                "mismatched (re-export both files together)"
-            )
+        pre, onnx_data, bin_sha256 = read_pair(task, onnx_path, bin_path)
+        try:
+            signature = graph_signature(onnx_data)
+        except Exception as exc:  # ValueError of the wire reader, decoding errors
+            raise rule_error(onnx_path, f"not a valid ONNX model: {exc}", "O1") from None
+        check_signature(signature, pre, onnx_path, bin_path)
         paths = {"onnx": onnx_path, "bin": bin_path}
         linear = None
+        model: MicroModel
         if backend != "onnxruntime":
             try:
                 linear = read_linear_graph(onnx_data)
             except Exception as exc:  # protobuf's DecodeError, onnx's attribute errors
-                raise ArtifactError(f"{onnx_path}: not a valid ONNX model: {exc}") from None
+                raise rule_error(onnx_path, f"not a valid ONNX model: {exc}", "O1") from None
             if linear is None and backend == "numpy":
                 raise ArtifactError(
                     f"{onnx_path}: the numpy backend runs only a graph of one LinearClassifier "
@@ -1255,10 +1316,11 @@ class MicroModel:
                 )
         if linear is not None:
             _check_linear_graph(linear, pre, onnx_path, bin_path)
-            return cls(task, pre, None, paths, linear=linear)
-        session = _ort_session(onnx_data, onnx_path)
-        _check_ort_session(session, pre, onnx_path, bin_path)
-        return cls(task, pre, session, paths)
+            model = cls(task, pre, None, paths, linear=linear)
+        else:
+            model = cls(task, pre, _ort_session(onnx_data, onnx_path), paths)
+        model.preprocessor_sha256 = bin_sha256
+        return model
 
     # -- features -----------------------------------------------------------------------
     def _counts(self, normalized: str) -> dict[int, int]:
@@ -1378,12 +1440,28 @@ class ConformanceReport:
 
 def check_conformance(model: MicroModel, path: Path, *, feature_tol: float = 1e-6,
                       proba_tol: float = 1e-5) -> ConformanceReport:
-    """Replay a ``<task>_conformance.json`` and collect every disagreement."""
+    """Replay a ``<task>_conformance.json`` and collect every disagreement.
+
+    Raises
+    ------
+    ArtifactError
+        If the file is unreadable, holds no vectors, or was written for another ``.bin``
+        (its ``preprocessor_sha256``): then its vectors say nothing about this model.
+    """
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         vectors = doc["vectors"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{path}: unreadable conformance file: {exc}") from None
+    if not isinstance(vectors, list) or not vectors:
+        raise ArtifactError(f"{path}: the conformance file holds no vectors; re-export the model")
+    recorded = doc.get("preprocessor_sha256")
+    if model.preprocessor_sha256 and recorded != model.preprocessor_sha256:
+        raise ArtifactError(
+            f"{path}: written for another export (preprocessor_sha256 "
+            f"{str(recorded)[:12]}…, the loaded {model.paths['bin'].name} is "
+            f"{model.preprocessor_sha256[:12]}…): an export was interrupted or files were mixed; "
+            "re-export the model")
     failures: list[str] = []
     texts = [v["text"] for v in vectors]
     proba = model.predict_proba(texts) if texts else np.zeros((0, len(model.labels)))

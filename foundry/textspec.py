@@ -8,6 +8,7 @@ whitespace is an explicit code-point list, never ``str.split()``.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -84,6 +85,27 @@ def _clean_char(ch: str) -> str:
     return ch
 
 
+#: From this length on, steps 3-4 work in slices and by regular expression: a very long input
+#: line must cost memory linear in its length, not an object per character.
+LONG_TEXT = 1 << 16
+_SPACE_RUNS = re.compile(" {2,}")
+
+
+def _clean(text: str) -> str:
+    """Steps 3 and 4 (remove, map to U+0020) for every code point of ``text``."""
+    if len(text) < LONG_TEXT:
+        return "".join(_clean_char(ch) for ch in text)
+    return "".join("".join(_clean_char(ch) for ch in text[i : i + LONG_TEXT])
+                   for i in range(0, len(text), LONG_TEXT))
+
+
+def collapse_spaces(text: str) -> str:
+    """Step 4's collapse: runs of U+0020 become one, both ends are stripped (U+0020 only)."""
+    if len(text) < LONG_TEXT:
+        return " ".join(part for part in text.split(" ") if part)
+    return _SPACE_RUNS.sub(" ", text).strip(" ")
+
+
 def normalize(text: str, spec: TextSpec = TextSpec()) -> str:
     """Normalise ``text`` by steps 1-5 of the text spec.
 
@@ -99,11 +121,10 @@ def normalize(text: str, spec: TextSpec = TextSpec()) -> str:
     if text.isascii():
         # Fast path: in ASCII only 0x00-0x1F and 0x7F are removable or whitespace.
         if not text.isprintable():
-            text = "".join(_clean_char(ch) for ch in text)
+            text = _clean(text)
     else:
-        text = "".join(_clean_char(ch) for ch in text)
-    text = " ".join(part for part in text.split(" ") if part)
-    return text[: spec.max_chars]
+        text = _clean(text)
+    return collapse_spaces(text)[: spec.max_chars]
 
 
 def char_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:

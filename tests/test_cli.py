@@ -47,6 +47,27 @@ def test_verify_reports_mismatch(tiny_models, tmp_path, capsys):
     assert "probabilities differ" in capsys.readouterr().err
 
 
+def _copy_models(models_dir, into):
+    for f in models_dir.iterdir():
+        if f.is_file():
+            shutil.copy(f, into / f.name)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda conf: conf.update(vectors=[]), "holds no vectors"),
+    (lambda conf: conf.update(preprocessor_sha256="0" * 64), "written for another export"),
+])
+def test_verify_refuses_vectors_that_prove_nothing(tiny_models, tmp_path, capsys, edit, message):
+    """`{"vectors": []}` verified as "ok 0 vectors"; vectors of another export blamed the runtime."""
+    _copy_models(tiny_models[0], tmp_path)
+    conf_path = tmp_path / "tiny_q_conformance.json"
+    conf = json.loads(conf_path.read_text(encoding="utf-8"))
+    edit(conf)
+    conf_path.write_text(json.dumps(conf), encoding="utf-8")
+    assert main(["verify", "tiny_q", "--models-dir", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err
+
+
 def test_verify_without_models(tmp_path, capsys):
     assert main(["verify", "--models-dir", str(tmp_path)]) == 1
     assert "no *_preprocessor.bin" in capsys.readouterr().err

@@ -216,3 +216,92 @@ def test_cli_rejects_a_bin_paired_with_another_tasks_onnx(
     assert run.returncode == 1 and run.stdout == ""
     assert "tiny_q_classifier.onnx: SHA-256" in run.stderr
     assert "the pair is mismatched" in run.stderr
+
+
+# -- one invalid-UTF-8 policy, closed pipes, full disks, huge lines -------------------------------
+
+
+def _invalid_utf8_lines(n: int = 400, seed: int = 3) -> bytes:
+    """Lines mixing good text with every kind of bad UTF-8 (lone continuation bytes, cut
+    sequences, overlong forms, encoded surrogates, code points above U+10FFFF, 0xFE/0xFF)."""
+    import random
+
+    rng = random.Random(seed)
+    bad = [b"\x80", b"\xbf\xbf", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+           b"\xfe", b"\xff\xfe", b"\xe4\xbd", b"\xf0\x9f\x98", b"\xc3", b"\xe2\x82"]
+    good = ["今天天气怎么样？".encode(), b"ok", "打开客厅的灯".encode(), b" ", "😀".encode()]
+    lines = []
+    for i in range(n):
+        parts = [rng.choice(good + bad) for _ in range(rng.randint(0, 6))]
+        if i % 3 == 0:
+            parts.append(bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))))
+        lines.append(b"".join(parts).replace(b"\n", b"").replace(b"\r", b""))
+    return b"\n".join(lines) + b"\n"
+
+
+def test_invalid_utf8_gets_the_same_answers_and_warnings_in_both_clis(two_task_models: Path):
+    node = require_node_runtime()
+    stdin = _invalid_utf8_lines()
+    js = subprocess.run([node, str(CLI), "--models-dir", str(two_task_models), "--task", "tiny_q"],
+                        input=stdin, capture_output=True, timeout=120)
+    py = subprocess.run([sys.executable, "-m", "foundry", "predict", "tiny_q", "--json",
+                         "--models-dir", str(two_task_models)],
+                        input=stdin, capture_output=True, timeout=120)
+    assert js.returncode == py.returncode == 0, js.stderr + py.stderr
+    assert_same_answers(js.stdout, py.stdout, threshold=0.6)
+    texts = [json.loads(line)["text"] for line in py.stdout.decode("utf-8").split("\n")[:-1]]
+    expected = [line.decode("utf-8", "replace") for line in stdin.split(b"\n")[:-1]]
+    assert texts == expected and any("\ufffd" in t for t in texts)
+    # The same warnings (first 10 lines, then a count), each under its own program name.
+    js_warnings = js.stderr.decode().replace("foundry (node): ", "")
+    py_warnings = py.stderr.decode().replace("foundry predict: ", "")
+    assert js_warnings == py_warnings
+    assert py_warnings.startswith("warning: line ") and "more lines held invalid UTF-8" in py_warnings
+
+
+def test_node_cli_into_a_closed_pipe_is_quiet(two_task_models: Path):
+    node = require_node_runtime()
+    proc = subprocess.Popen([node, str(CLI), "--models-dir", str(two_task_models), "--task",
+                             "tiny_q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate("今天天气怎么样？\n".encode() * 20_000, timeout=120)
+    assert proc.returncode == 141, err.decode()
+    assert err == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_node_cli_onto_a_full_disk_says_so(two_task_models: Path):
+    node = require_node_runtime()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([node, str(CLI), "--models-dir", str(two_task_models), "--task",
+                               "tiny_q"], input=b"\xe4\xbd\xa0\xe5\xa5\xbd\n", stdout=full,
+                              stderr=subprocess.PIPE, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().startswith("foundry (node): cannot write the output: ")
+    assert "ENOSPC" in proc.stderr.decode() and "\n    at " not in proc.stderr.decode()
+
+
+@pytest.mark.slow
+def test_a_huge_line_costs_memory_linear_in_its_size_in_both_clis(two_task_models: Path):
+    """Issue 15: a 50 MB line took 1.9 GB in Node (177 MB in Python). Here 20 MB lines of
+    words (many short space runs) and of CJK; both runtimes stay under 15 bytes per input byte
+    on top of a 100 MB start-up allowance, and answer the same."""
+    from fakes.hostile import run_measured
+
+    node = require_node_runtime()
+    size = 20_000_000
+    for unit in (b"ab cd ", "字字字".encode()):
+        stdin = unit * (size // len(unit)) + b"\n"
+        runs = {
+            "node": run_measured([node, str(CLI), "--models-dir", str(two_task_models), "--task",
+                                  "tiny_q"], stdin, timeout=300),
+            "python": run_measured([sys.executable, "-m", "foundry", "predict", "tiny_q",
+                                    "--json", "--models-dir", str(two_task_models)], stdin,
+                                   timeout=300),
+        }
+        for name, done in runs.items():
+            assert done.returncode == 0, f"{name}: {done.stderr[-2000:]}"
+            assert done.max_rss_mb < 100 + 15 * size / 2**20, (name, unit, done.max_rss_mb)
+        js, py = (json.loads(runs[k].stdout) for k in ("node", "python"))
+        assert js["text"] == py["text"] and js["label"] == py["label"]

@@ -102,12 +102,9 @@ def models_copy(tiny_models, tmp_path):
 
 
 def _rewrite_bin(path, mutate):
-    from foundry.v1 import preprocessor_pb2 as pb
+    from fakes.tamper import rewrite_bin
 
-    msg = pb.Preprocessor()
-    msg.ParseFromString(path.read_bytes())
-    mutate(msg)
-    path.write_bytes(msg.SerializeToString())
+    rewrite_bin(path, mutate)
 
 
 def test_missing_files(tmp_path):
@@ -118,7 +115,7 @@ def test_missing_files(tmp_path):
 def test_truncated_bin(models_copy):
     path = models_copy / "tiny_q_preprocessor.bin"
     path.write_bytes(path.read_bytes()[:-7])
-    with pytest.raises(ArtifactError, match="preprocessor.bin"):
+    with pytest.raises(ArtifactError, match=r"preprocessor.bin: .*integrity.*\(spec rule B1\)"):
         MicroModel.load("tiny_q", models_dir=models_copy)
 
 
@@ -127,31 +124,43 @@ def test_corrupted_bin(models_copy):
     data = bytearray(path.read_bytes())
     data[5:25] = b"\xff" * 20
     path.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="preprocessor.bin"):
+    with pytest.raises(ArtifactError, match=r"preprocessor.bin: the file is damaged.*\(spec rule B1\)"):
         MicroModel.load("tiny_q", models_dir=models_copy)
+
+
+def test_one_flipped_bit_anywhere_in_the_bin_is_caught(models_copy):
+    """Issue 15: 1-2 bit flips used to load silently with changed answers (labels, min_n)."""
+    path = models_copy / "tiny_q_preprocessor.bin"
+    original = path.read_bytes()
+    for position in range(0, len(original) * 8, max(1, len(original) * 8 // 300)):
+        data = bytearray(original)
+        data[position // 8] ^= 1 << (position % 8)
+        path.write_bytes(bytes(data))
+        with pytest.raises(ArtifactError, match=r"\(spec rule B1\)"):
+            MicroModel.load("tiny_q", models_dir=models_copy)
 
 
 def test_mismatched_onnx(models_copy):
     onnx_path = models_copy / "tiny_q_classifier.onnx"
     onnx_path.write_bytes(onnx_path.read_bytes() + b"\x00")
-    with pytest.raises(ArtifactError, match="does not match"):
+    with pytest.raises(ArtifactError, match=r"does not match.*\(spec rule P1\)"):
         MicroModel.load("tiny_q", models_dir=models_copy)
 
 
 def test_unsupported_format_version(models_copy):
     _rewrite_bin(models_copy / "tiny_q_preprocessor.bin", lambda m: setattr(m, "format_version", 99))
-    with pytest.raises(ArtifactError, match="format_version 99 is not supported"):
+    with pytest.raises(ArtifactError, match=r"format_version 99 is not supported.*rule B3"):
         MicroModel.load("tiny_q", models_dir=models_copy)
 
 
 def test_vocab_idf_length_mismatch(models_copy):
     _rewrite_bin(models_copy / "tiny_q_preprocessor.bin", lambda m: m.idf.pop())
-    with pytest.raises(ArtifactError, match="idf has"):
+    with pytest.raises(ArtifactError, match=r"idf has.*rule B10"):
         MicroModel.load("tiny_q", models_dir=models_copy)
 
 
 def test_wrong_task_name(models_copy):
     for f in list(models_copy.iterdir()):
         f.rename(models_copy / f.name.replace("tiny_q", "other"))
-    with pytest.raises(ArtifactError, match="belongs to task 'tiny_q'"):
+    with pytest.raises(ArtifactError, match=r"belongs to task 'tiny_q'.*rule B4"):
         MicroModel.load("other", models_dir=models_copy)

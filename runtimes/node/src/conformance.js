@@ -2,9 +2,11 @@
 /**
  * Replay a `<task>_conformance.json` (written by the scikit-learn side at export) against a
  * loaded {@link MicroModel}: normalised text exact, feature indices exact, feature values
- * within 1e-6, probabilities within 1e-5, labels exact.
+ * within 1e-6, probabilities within 1e-5, labels exact. A file with no vectors, or written
+ * for another `.bin` (its `preprocessor_sha256`), is an ArtifactError.
  */
 const fs = require('node:fs');
+const path = require('node:path');
 const { ArtifactError } = require('./runtime');
 
 const FEATURE_TOLERANCE = 1e-6;
@@ -24,6 +26,9 @@ function readConformance(file) {
   }
   if (!doc || !Array.isArray(doc.vectors)) {
     throw new ArtifactError(`${file}: no "vectors" array`);
+  }
+  if (doc.vectors.length === 0) {
+    throw new ArtifactError(`${file}: the conformance file holds no vectors; re-export the model`);
   }
   return doc;
 }
@@ -58,7 +63,15 @@ function compareFeatures(got, want) {
  * @returns {Promise<{vectors: number, failures: string[]}>}
  */
 async function checkConformance(model, file) {
-  const { vectors } = readConformance(file);
+  const { vectors, preprocessor_sha256: recorded } = readConformance(file);
+  if (model.preprocessorSha256 && recorded !== model.preprocessorSha256) {
+    // Vectors of another export say nothing about this model (an interrupted export, mixed files).
+    throw new ArtifactError(
+      `${file}: written for another export (preprocessor_sha256 ${String(recorded).slice(0, 12)}…, the loaded ` +
+        `${path.basename(model.paths.bin)} is ${model.preprocessorSha256.slice(0, 12)}…): an export was ` +
+        'interrupted or files were mixed; re-export the model',
+    );
+  }
   const failures = [];
   const proba = [];
   for (let start = 0; start < vectors.length; start += BATCH) {

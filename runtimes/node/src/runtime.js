@@ -11,20 +11,18 @@ const path = require('node:path');
 const protobuf = require('protobufjs');
 const ort = require('onnxruntime-node');
 const { compileSpec, normalize, charNgrams, weigh } = require('./textspec');
-
-/** `.bin` layouts this runtime reads. */
-const SUPPORTED_FORMAT_VERSIONS = Object.freeze([1]);
+const {
+  ArtifactError,
+  LIMITS,
+  SUPPORTED_FORMAT_VERSIONS,
+  checkIntegrity,
+  checkPreprocessor,
+  readArtifact,
+  ruleError,
+} = require('./rules');
 
 /** The `.proto` schema, relative to this file: runtimes/node/src -> repo/proto. */
 const PROTO_PATH = path.resolve(__dirname, '..', '..', '..', 'proto', 'foundry', 'v1', 'preprocessor.proto');
-
-/** An artifact file is missing, corrupt, or does not match its pair. */
-class ArtifactError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = 'ArtifactError';
-  }
-}
 
 let preprocessorType = null;
 
@@ -57,31 +55,14 @@ class StrictReader extends protobuf.Reader {
 }
 
 /**
- * Read a file, turning "not found" into an {@link ArtifactError} that says what to do.
- * @param {string} file
- * @param {string} what
- * @returns {Buffer}
- */
-function readArtifact(file, what) {
-  try {
-    return fs.readFileSync(file);
-  } catch (err) {
-    if (err.code === 'ENOENT') {
-      throw new ArtifactError(
-        `${file}: ${what} not found; forge it with \`foundry forge <blueprint>\` or pass the right --models-dir`,
-      );
-    }
-    throw new ArtifactError(`${file}: cannot read ${what}: ${err.message}`);
-  }
-}
-
-/**
- * Decode and validate a `.bin`.
- * @param {Uint8Array} data
+ * Check (integrity), decode and validate a `.bin` for `task`: rules B1-B12.
+ * @param {Buffer} data
  * @param {string} file  path, for error messages
+ * @param {string} task  the task the caller asked for
  * @returns {object} the decoded foundry.v1.Preprocessor (camelCase fields)
  */
-function parsePreprocessor(data, file) {
+function parsePreprocessor(data, file, task) {
+  checkIntegrity(data, file);
   const Type = preprocessorMessageType();
   let msg;
   try {
@@ -90,70 +71,147 @@ function parsePreprocessor(data, file) {
     const reason = err.message.startsWith('index out of range')
       ? `it ends in the middle of a field (${err.message})`
       : err.message;
-    throw new ArtifactError(`${file}: not a valid preprocessor file (truncated or corrupt): ${reason}`);
+    throw ruleError(file, `not a valid preprocessor file (truncated or corrupt): ${reason}`, 'B2');
   }
-  const formatVersion = Number(msg.formatVersion);
-  if (!SUPPORTED_FORMAT_VERSIONS.includes(formatVersion)) {
-    throw new ArtifactError(
-      `${file}: format_version ${formatVersion} is not supported by this runtime ` +
-        `(supported: ${SUPPORTED_FORMAT_VERSIONS.join(', ')}); re-export the model or upgrade the runtime`,
-    );
-  }
-  if (msg.labels.length < 2) {
-    throw new ArtifactError(`${file}: needs at least 2 labels, has ${msg.labels.length}`);
-  }
-  if (new Set(msg.labels).size !== msg.labels.length) {
-    throw new ArtifactError(`${file}: labels ${JSON.stringify(msg.labels)} have duplicates`);
-  }
-  if (msg.vocabulary.length === 0) throw new ArtifactError(`${file}: empty vocabulary`);
-  const weighting = msg.weighting || {};
-  if (weighting.useIdf && msg.idf.length !== msg.vocabulary.length) {
-    throw new ArtifactError(
-      `${file}: idf has ${msg.idf.length} values but the vocabulary has ` +
-        `${msg.vocabulary.length} entries; the file is corrupt`,
-    );
-  }
-  if (new Set(msg.vocabulary).size !== msg.vocabulary.length) {
-    throw new ArtifactError(`${file}: vocabulary has duplicate entries; the file is corrupt`);
-  }
-  const norm = Number(weighting.norm || 0);
-  if (norm !== 0 && norm !== 1) {
-    throw new ArtifactError(`${file}: weighting.norm = ${norm} is neither NORM_NONE (0) nor NORM_L2 (1)`);
-  }
-  if (!Number.isFinite(msg.threshold)) {
-    throw new ArtifactError(`${file}: threshold ${msg.threshold} is not a finite number`);
-  }
+  checkPreprocessor(msg, file, task);
   return msg;
 }
 
 /**
- * Shape checks on the ONNX session against the `.bin`.
- * @param {ort.InferenceSession} session
+ * Field number -> list of values of one protobuf message, read with protobufjs' low-level
+ * Reader: varints as numbers, length-delimited fields as Uint8Array; other wire types skipped.
+ * @param {Uint8Array} buf
+ * @returns {Map<number, Array<number|Uint8Array>>}
+ */
+function protoFields(buf) {
+  const reader = protobuf.Reader.create(buf);
+  const fields = new Map();
+  while (reader.pos < reader.len) {
+    const key = reader.uint32();
+    const number = key >>> 3;
+    const wire = key & 7;
+    let value;
+    if (wire === 0) value = Number(reader.int64());
+    else if (wire === 2) value = reader.bytes();
+    else {
+      reader.skipType(wire);
+      continue;
+    }
+    if (!fields.has(number)) fields.set(number, []);
+    fields.get(number).push(value);
+  }
+  return fields;
+}
+
+const utf8 = new TextDecoder('utf-8');
+
+/** @returns {{name: string, elemType: number|null, shape: Array<number|string>|null}} */
+function valueInfo(raw) {
+  const fields = protoFields(raw);
+  const name = (fields.get(1) || []).map((b) => utf8.decode(b)).join('');
+  const type = (fields.get(2) || [])[0];
+  const tensor = type ? (protoFields(type).get(1) || [])[0] : undefined;
+  if (!tensor) return { name, elemType: null, shape: null };
+  const tensorFields = protoFields(tensor);
+  const elemType = (tensorFields.get(1) || [null])[0];
+  const shapeRaw = (tensorFields.get(2) || [])[0];
+  if (!shapeRaw) return { name, elemType, shape: null };
+  const shape = (protoFields(shapeRaw).get(1) || []).map((rawDim) => {
+    const dim = protoFields(rawDim);
+    if (dim.has(1)) return dim.get(1)[0];
+    return dim.has(2) ? utf8.decode(dim.get(2)[0]) : '?';
+  });
+  return { name, elemType, shape };
+}
+
+/**
+ * The declared inputs and outputs of an `.onnx` graph (ModelProto.graph = 7, GraphProto
+ * input = 11, output = 12), as `foundry/runtime.py`'s graph_signature reads them.
+ * @param {Buffer} data
+ * @returns {{inputs: object[], outputs: object[]}}
+ */
+function graphSignature(data) {
+  const graphs = protoFields(new Uint8Array(data.buffer, data.byteOffset, data.length)).get(7) || [];
+  if (graphs.length !== 1) throw new Error('no graph');
+  const graph = protoFields(graphs[0]);
+  return { inputs: (graph.get(11) || []).map(valueInfo), outputs: (graph.get(12) || []).map(valueInfo) };
+}
+
+/** ONNX TensorProto.DataType FLOAT. */
+const ONNX_FLOAT = 1;
+
+/**
+ * Rules O2 and O3 on the graph's declared signature.
+ * @param {{inputs: object[], outputs: object[]}} signature
  * @param {object} pre decoded preprocessor
  * @param {string} onnxFile
  * @param {string} binName
  */
-function checkSessionAgainstPreprocessor(session, pre, onnxFile, binName) {
-  if (session.inputNames.length !== 1 || session.inputNames[0] !== 'features') {
-    throw new ArtifactError(`${onnxFile}: inputs ${JSON.stringify(session.inputNames)}, expected ["features"]`);
-  }
-  const outputs = session.outputNames.slice(0, 2);
-  if (outputs[0] !== 'label' || outputs[1] !== 'probabilities') {
-    throw new ArtifactError(
-      `${onnxFile}: outputs ${JSON.stringify(session.outputNames)}, expected label, probabilities`,
+function checkSignature(signature, pre, onnxFile, binName) {
+  const { inputs, outputs } = signature;
+  if (inputs.length !== 1) {
+    throw ruleError(
+      onnxFile,
+      `the graph has inputs ${JSON.stringify(inputs.map((i) => i.name))}; it needs exactly one, 'features'`,
+      'O2',
     );
   }
-  const inShape = session.inputMetadata?.[0]?.shape || [];
-  const d = inShape[inShape.length - 1];
-  if (d !== pre.vocabulary.length) {
-    throw new ArtifactError(
-      `${onnxFile}: expects ${d} features but ${binName} has a vocabulary of ${pre.vocabulary.length}`,
+  const [input] = inputs;
+  if (input.name !== 'features') {
+    throw ruleError(onnxFile, `the graph's input is named ${JSON.stringify(input.name)}, not 'features'`, 'O2');
+  }
+  if (input.elemType !== ONNX_FLOAT || input.shape === null || input.shape.length !== 2) {
+    throw ruleError(
+      onnxFile,
+      `input 'features' is not declared float32 of rank 2 (element type ${input.elemType}, shape ${JSON.stringify(input.shape)})`,
+      'O2',
     );
   }
-  const outShape = session.outputMetadata?.[1]?.shape || [];
-  const k = outShape[outShape.length - 1];
+  if (input.shape[1] !== pre.vocabulary.length) {
+    throw ruleError(onnxFile, `expects ${input.shape[1]} features but ${binName} has a vocabulary of ${pre.vocabulary.length}`, 'O2');
+  }
+  const names = outputs.map((o) => o.name);
+  if (names[0] !== 'label' || names[1] !== 'probabilities') {
+    throw ruleError(onnxFile, `outputs ${JSON.stringify(names)}, expected label, probabilities`, 'O3');
+  }
+  const shape = outputs[1].shape || [];
+  const k = shape[shape.length - 1];
   if (typeof k === 'number' && k !== pre.labels.length) {
-    throw new ArtifactError(`${onnxFile}: ${k} classes but ${binName} lists ${pre.labels.length} labels`);
+    throw ruleError(onnxFile, `${k} classes but ${binName} lists ${pre.labels.length} labels`, 'O3');
+  }
+}
+
+/** Pauses (ms) before re-reading a mismatched pair (rule P1): an export renames the two files
+ * one after the other, and a reader may fall in between. */
+const PAIR_RETRY_DELAYS_MS = Object.freeze([10, 20, 40, 80]);
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/**
+ * Rules F, B and P1: the validated `.bin`, the `.onnx` bytes and the `.bin`'s SHA-256 (hex).
+ * @param {string} task
+ * @param {string} onnxFile
+ * @param {string} binFile
+ * @returns {Promise<{pre: object, onnxData: Buffer, binSha256: string}>}
+ */
+async function readPair(task, onnxFile, binFile) {
+  for (let attempt = 0; ; attempt += 1) {
+    const binData = readArtifact(binFile, 'preprocessor file', LIMITS.binBytes);
+    const pre = parsePreprocessor(binData, binFile, task);
+    const onnxData = readArtifact(onnxFile, 'classifier file', LIMITS.onnxBytes);
+    const digest = crypto.createHash('sha256').update(onnxData).digest('hex');
+    if (digest === pre.onnxSha256) {
+      return { pre, onnxData, binSha256: crypto.createHash('sha256').update(binData).digest('hex') };
+    }
+    if (attempt >= PAIR_RETRY_DELAYS_MS.length) {
+      throw ruleError(
+        onnxFile,
+        `SHA-256 ${digest.slice(0, 12)}… does not match the ${pre.onnxSha256.slice(0, 12)}… recorded in ` +
+          `${path.basename(binFile)}; the pair is mismatched (re-export both files together)`,
+        'P1',
+      );
+    }
+    await sleep(PAIR_RETRY_DELAYS_MS[attempt]);
   }
 }
 
@@ -176,6 +234,8 @@ class MicroModel {
    */
   constructor(task, pre, spec, session, paths) {
     this.task = task;
+    /** SHA-256 (hex) of the `.bin` file loaded (set by {@link MicroModel.load}). */
+    this.preprocessorSha256 = '';
     this.preprocessor = pre;
     this.labels = [...pre.labels];
     this.threshold = Number(pre.threshold);
@@ -202,25 +262,20 @@ class MicroModel {
    * @param {string} task
    * @param {string} [modelsDir='models']
    * @returns {Promise<MicroModel>}
-   * @throws {ArtifactError} a file is missing or corrupt, the format version is unsupported,
-   *   the .onnx hash differs from the .bin's record, or labels / dimensions disagree
+   * @throws {ArtifactError} the pair breaks a rule of docs/preprocessor-spec.md (section 1); the
+   *   message names the file and ends with the rule's id
    */
   static async load(task, modelsDir = 'models') {
     const onnxFile = path.join(modelsDir, `${task}_classifier.onnx`);
     const binFile = path.join(modelsDir, `${task}_preprocessor.bin`);
-    const pre = parsePreprocessor(readArtifact(binFile, 'preprocessor file'), binFile);
-    const onnxData = readArtifact(onnxFile, 'classifier file');
-    if (pre.task !== task) {
-      throw new ArtifactError(`${binFile}: belongs to task ${JSON.stringify(pre.task)}, not ${JSON.stringify(task)}`);
+    const { pre, onnxData, binSha256 } = await readPair(task, onnxFile, binFile);
+    let signature;
+    try {
+      signature = graphSignature(onnxData);
+    } catch (err) {
+      throw ruleError(onnxFile, `not a valid ONNX model: ${err.message}`, 'O1');
     }
-    const digest = crypto.createHash('sha256').update(onnxData).digest('hex');
-    if (digest !== pre.onnxSha256) {
-      throw new ArtifactError(
-        `${onnxFile}: SHA-256 ${digest.slice(0, 12)}… does not match the ` +
-          `${pre.onnxSha256.slice(0, 12) || '(none)'}… recorded in ${path.basename(binFile)}; ` +
-          'the pair is mismatched (re-export both files together)',
-      );
-    }
+    checkSignature(signature, pre, onnxFile, path.basename(binFile));
     let spec;
     try {
       spec = compileSpec(pre.normalizer, pre.analyzer, binFile);
@@ -236,10 +291,11 @@ class MicroModel {
         graphOptimizationLevel: 'all',
       });
     } catch (err) {
-      throw new ArtifactError(`${onnxFile}: ONNX Runtime cannot load it: ${err.message}`);
+      throw ruleError(onnxFile, `ONNX Runtime cannot load it: ${err.message}`, 'O1');
     }
-    checkSessionAgainstPreprocessor(session, pre, onnxFile, path.basename(binFile));
-    return new MicroModel(task, pre, spec, session, { onnx: onnxFile, bin: binFile });
+    const model = new MicroModel(task, pre, spec, session, { onnx: onnxFile, bin: binFile });
+    model.preprocessorSha256 = binSha256;
+    return model;
   }
 
   /**

@@ -24,6 +24,8 @@ const GENERAL_CATEGORIES = Object.freeze([
  * @property {boolean} lowercase
  * @property {string[]} removedCategories
  * @property {RegExp|null} removed   matches one code point of a removed category
+ * @property {RegExp|null} spaces    matches (globally) a code point of the whitespace list
+ * @property {RegExp|null} removals  matches (globally) a code point of a removed category
  * @property {Set<number>} whitespace code points mapped to U+0020
  * @property {number} maxChars
  * @property {number} minN
@@ -81,12 +83,23 @@ function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
   const removed = removedCategories.length
     ? new RegExp(`^[${removedCategories.map((c) => `\\p{gc=${c}}`).join('')}]$`, 'u')
     : null;
+  // Steps 3 and 4 as two global replaces with constant replacements (no per-match callback):
+  // the whitespace list to U+0020 first (it wins over a removed category), then the removed
+  // categories to nothing (U+0020 is Zs, never removed).
+  const spaces = whitespace.size
+    ? new RegExp(`[${[...whitespace].map((cp) => `\\u{${cp.toString(16)}}`).join('')}]`, 'gu')
+    : null;
+  const removals = removedCategories.length
+    ? new RegExp(`[${removedCategories.map((c) => `\\p{gc=${c}}`).join('')}]`, 'gu')
+    : null;
   return {
     specVersion,
     nfkc: Boolean(normalizer.nfkc),
     lowercase: Boolean(normalizer.lowercase),
     removedCategories,
     removed,
+    spaces,
+    removals,
     whitespace,
     maxChars,
     minN,
@@ -96,19 +109,63 @@ function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
 }
 
 /**
- * Steps 3 and 4 for one code point: whitespace -> ' ', removed category -> '', else itself.
- * @param {string} ch one code point (a lone surrogate counts as one)
+ * The first `n` code points of `text`, without splitting it into an array (a long input
+ * must not cost an array entry per character).
+ * @param {string} text
+ * @param {number} n
+ * @returns {string}
+ */
+function firstCodePoints(text, n) {
+  if (text.length <= n) return text; // n code points take at least n UTF-16 units
+  let count = 0;
+  for (let i = 0; i < text.length; i += 1) {
+    if (count === n) return text.slice(0, i);
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i += 1;
+    }
+    count += 1;
+  }
+  return text;
+}
+
+/** UTF-16 units per slice of a long text in steps 3-4 (see {@link normalize}). */
+const SLICE = 1 << 16;
+const ASCII_ONLY = /^[\x00-\x7f]*$/;
+
+/**
+ * Steps 3 and 4 (map the whitespace list to U+0020, drop removed categories, collapse runs of
+ * U+0020) on a text, slice by slice: V8's global replace keeps a record per match until it
+ * finishes, which for a 50 MB line of short words costs gigabytes. Slices never split a
+ * surrogate pair, and the steps are per code point, so slicing changes nothing; runs of
+ * spaces that meet at slice borders are collapsed afterwards.
+ * @param {string} text
  * @param {CompiledSpec} spec
  * @returns {string}
  */
-function cleanChar(ch, spec) {
-  if (spec.whitespace.has(ch.codePointAt(0))) return ' ';
-  if (spec.removed !== null && spec.removed.test(ch)) return '';
-  return ch;
+function cleanAndCollapse(text, spec) {
+  const clean = (piece) => {
+    let t = piece;
+    if (spec.spaces !== null) t = t.replace(spec.spaces, ' ');
+    if (spec.removals !== null) t = t.replace(spec.removals, '');
+    return t.replace(/ {2,}/g, ' ');
+  };
+  if (text.length <= SLICE) return clean(text);
+  const pieces = [];
+  for (let start = 0; start < text.length; ) {
+    let end = Math.min(start + SLICE, text.length);
+    const last = text.charCodeAt(end - 1);
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end -= 1;
+    pieces.push(clean(text.slice(start, end)));
+    start = end;
+  }
+  return pieces.join('').replace(/ {2,}/g, ' ');
 }
 
 /**
- * Normalise a text by steps 1-5 of the text spec.
+ * Normalise a text by steps 1-5 of the text spec. Memory stays a small multiple of the
+ * text's size whatever its length (no per-character objects, no per-match records).
  * @param {string} text
  * @param {CompiledSpec} spec
  * @returns {string}
@@ -117,18 +174,14 @@ function normalize(text, spec) {
   if (typeof text !== 'string') {
     throw new TypeError(`text must be a string, got ${typeof text}`);
   }
-  let t = spec.nfkc ? text.normalize('NFKC') : text;
+  // NFKC leaves ASCII unchanged; skipping it spares a two-byte copy of a long ASCII line.
+  let t = spec.nfkc && !ASCII_ONLY.test(text) ? text.normalize('NFKC') : text;
   if (spec.lowercase) t = t.toLowerCase();
-  let cleaned = '';
-  for (const ch of t) cleaned += cleanChar(ch, spec);
-  const collapsed = cleaned
-    .split(' ')
-    .filter((part) => part.length > 0)
-    .join(' ');
-  const codePoints = Array.from(collapsed);
-  return codePoints.length > spec.maxChars
-    ? codePoints.slice(0, spec.maxChars).join('')
-    : collapsed;
+  t = cleanAndCollapse(t, spec);
+  // Step 4's strip, of U+0020 only (never String.prototype.trim's whitespace).
+  if (t.startsWith(' ')) t = t.slice(1);
+  if (t.endsWith(' ')) t = t.slice(0, -1);
+  return firstCodePoints(t, spec.maxChars);
 }
 
 /**

@@ -8,8 +8,10 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const crypto = require('node:crypto');
 const protobuf = require('protobufjs');
 const { PROTO_PATH } = require('../src/runtime');
+const { INTEGRITY_BYTES, INTEGRITY_HEADER } = require('../src/rules');
 
 const MODELS_DIR = path.resolve(
   process.env.FOUNDRY_MODELS_DIR || path.join(__dirname, '..', '..', '..', 'models'),
@@ -53,14 +55,37 @@ function copyArtifacts(task) {
 const Preprocessor = protobuf.loadSync(PROTO_PATH).lookupType('foundry.v1.Preprocessor');
 
 /**
- * Decode a .bin, let `edit` change the message, and write it back.
+ * Bytes of a `.bin` body (fields 1-12) with the integrity trailer appended (rule B1).
+ * @param {Uint8Array} body
+ * @returns {Buffer}
+ */
+function seal(body) {
+  const digest = crypto.createHash('sha256').update(body).digest();
+  return Buffer.concat([Buffer.from(body), Buffer.from(INTEGRITY_HEADER), digest]);
+}
+
+/**
+ * Decode a .bin, let `edit` change the message, and write it back, sealed again (so that the
+ * rule under test is the one that fails, not the integrity check).
  * @param {string} file
  * @param {(msg: object) => void} edit
  */
 function rewritePreprocessor(file, edit) {
   const msg = Preprocessor.decode(fs.readFileSync(file));
   edit(msg);
-  fs.writeFileSync(file, Preprocessor.encode(msg).finish());
+  msg.contentSha256 = Buffer.alloc(0);
+  fs.writeFileSync(file, seal(Preprocessor.encode(msg).finish()));
 }
 
-module.exports = { MODELS_DIR, copyArtifacts, forgedTasks, requireForgedTasks, rewritePreprocessor };
+/**
+ * The body of a sealed .bin (without its integrity trailer).
+ * @param {Buffer} data
+ * @returns {Buffer}
+ */
+function unseal(data) {
+  return data.subarray(0, data.length - INTEGRITY_BYTES);
+}
+
+module.exports = {
+  MODELS_DIR, copyArtifacts, forgedTasks, requireForgedTasks, rewritePreprocessor, seal, unseal,
+};

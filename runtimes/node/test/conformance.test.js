@@ -37,16 +37,29 @@ for (const task of (() => {
   test(`${task}: a tampered expectation is caught (the replay can fail)`, async () => {
     const file = path.join(MODELS_DIR, `${task}_conformance.json`);
     const model = await MicroModel.load(task, MODELS_DIR);
-    const { vectors } = readConformance(file);
-    const v = vectors.find((x) => x.features.length > 0);
+    const doc = readConformance(file);
+    const v = doc.vectors.find((x) => x.features.length > 0);
     const fs = require('node:fs');
     const os = require('node:os');
     const tmp = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'foundry-conf-')), 'c.json');
     const bad = structuredClone(v);
     bad.features[0][1] += 1e-4;
     bad.probabilities[0] += 1e-3;
-    fs.writeFileSync(tmp, JSON.stringify({ task, vectors: [bad] }));
+    fs.writeFileSync(tmp, JSON.stringify({ ...doc, vectors: [bad] }));
     const report = await checkConformance(model, tmp);
     assert.equal(report.failures.length, 2, report.failures.join('\n'));
+  });
+
+  test(`${task}: vectors of another export, or none, are refused`, async () => {
+    const file = path.join(MODELS_DIR, `${task}_conformance.json`);
+    const model = await MicroModel.load(task, MODELS_DIR);
+    const doc = readConformance(file);
+    const fs = require('node:fs');
+    const os = require('node:os');
+    const tmp = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'foundry-conf-')), 'c.json');
+    fs.writeFileSync(tmp, JSON.stringify({ ...doc, preprocessor_sha256: '0'.repeat(64) }));
+    await assert.rejects(checkConformance(model, tmp), /written for another export/);
+    fs.writeFileSync(tmp, JSON.stringify({ ...doc, vectors: [] }));
+    await assert.rejects(checkConformance(model, tmp), /holds no vectors/);
   });
 }

@@ -1,0 +1,96 @@
+"""How long, and how much memory, does each runtime take to reject a hostile model file?
+
+    .venv/bin/python bench/hostile.py                # every case of tests/fakes/hostile.py
+    .venv/bin/python bench/hostile.py --rounds 5     # more rounds, steadier medians
+    .venv/bin/python bench/hostile.py --huge-line 50 # also a 50 MB input line, both CLIs
+
+Each case damages a copy of a tiny exported pair (docs/preprocessor-spec.md, section 1, the
+rule it breaks) and runs ``foundry predict`` and ``node runtimes/node/cli.js`` on it in fresh
+processes. The table gives, per runtime, the median wall time of the whole process (start-up
+included) over ``--rounds``, its exit status and the peak RSS (``wait4``). The suite in
+``tests/test_hostile_artifacts.py`` asserts the rule, the exit status and the memory bound; the
+time is measured here, on a quiet machine (check ``uptime``), not asserted in a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
+
+from conftest import write_tiny_models  # noqa: E402
+from fakes.hostile import CASES, TASK, make_case, run_measured  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
+
+NODE_CLI = ROOT / "runtimes" / "node" / "cli.js"
+
+
+def commands(models: Path) -> dict[str, list[str]]:
+    return {
+        "python": [sys.executable, "-m", "foundry", "predict", TASK, "--json", "--models-dir",
+                   str(models)],
+        "node": ["node", str(NODE_CLI), "--models-dir", str(models), "--task", TASK],
+    }
+
+
+def measure(cmd: list[str], stdin: bytes, rounds: int) -> tuple[float, int, float]:
+    """(median seconds, exit status, max peak RSS in MB) over ``rounds`` runs."""
+    runs = [run_measured(cmd, stdin, timeout=60) for _ in range(rounds)]
+    return (statistics.median(r.seconds for r in runs), runs[-1].returncode,
+            max(r.max_rss_mb for r in runs))
+
+
+def hostile_table(tmp: Path, rounds: int) -> str:
+    good = tmp / "good"
+    write_tiny_models(good, task=TASK)
+    lines = [f"{'case':<36} {'rule':<4} {'python s':>8} {'exit':>4} {'MB':>5}"
+             f" {'node s':>7} {'exit':>4} {'MB':>5}"]
+    for i, case in enumerate(CASES):
+        models = make_case(good, case, tmp / f"case{i}")
+        cells = []
+        for cmd in commands(models).values():
+            seconds, code, rss = measure(cmd, "你好吗\n".encode(), rounds)
+            cells.append(f"{seconds:8.2f} {code:>4} {rss:5.0f}")
+        lines.append(f"{case.name:<36} {case.rule:<4} {cells[0]} {cells[1][1:]}")
+    baseline = [measure(cmd, "你好吗\n".encode(), rounds) for cmd in commands(good).values()]
+    lines.append(f"{'(the good pair, answering)':<36} {'':<4} {baseline[0][0]:8.2f} "
+                 f"{baseline[0][1]:>4} {baseline[0][2]:5.0f} {baseline[1][0]:7.2f} "
+                 f"{baseline[1][1]:>4} {baseline[1][2]:5.0f}")
+    return "\n".join(lines)
+
+
+def huge_line_table(tmp: Path, megabytes: int) -> str:
+    good = tmp / "good"
+    if not good.is_dir():
+        write_tiny_models(good, task=TASK)
+    lines = [f"{'one line of':<22} {'python s':>8} {'MB':>6} {'node s':>7} {'MB':>6}"]
+    for name, unit in (("words (ab cd ...)", b"ab cd "), ("CJK (字字字...)", "字字字".encode()),
+                       ("spaces", b" ")):
+        stdin = unit * (megabytes * 10**6 // len(unit)) + b"x\n"
+        cells = [measure(cmd, stdin, 1) for cmd in commands(good).values()]
+        lines.append(f"{name:<22} {cells[0][0]:8.1f} {cells[0][2]:6.0f} {cells[1][0]:7.1f} "
+                     f"{cells[1][2]:6.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--huge-line", type=int, default=0, metavar="MB",
+                        help="also measure one input line of this many megabytes")
+    args = parser.parse_args(argv)
+    with scratch_dir("foundry-bench-hostile-") as tmp:
+        print(f"Rejecting hostile model files (median of {args.rounds} fresh processes each)\n")
+        print(hostile_table(tmp, args.rounds))
+        if args.huge_line:
+            print(f"\nOne {args.huge_line} MB input line, answered (peak RSS of the process)\n")
+            print(huge_line_table(tmp, args.huge_line))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

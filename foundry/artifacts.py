@@ -1,0 +1,189 @@
+"""The rules a ``<task>_preprocessor.bin`` must satisfy, shared by the writer and every reader.
+
+``docs/preprocessor-spec.md`` (section 1, "Validation a runtime performs at load time") lists
+them in one table with ids (F1-F2 files, B1-B12 the ``.bin``, P1 the pair, O1-O3 the
+``.onnx``); the JavaScript runtime implements the same table, and every rejection names its
+rule, e.g. ``... (spec rule B5)``. This module holds the ``.bin`` part, the file checks and the
+integrity trailer; :mod:`foundry.runtime` applies the pair and ``.onnx`` rules.
+
+The integrity trailer (rule B1): the last field of the file, ``content_sha256`` (field 13,
+``bytes``), holds the SHA-256 of every byte before it. It is written last and has a fixed
+size, so the file always ends with ``0x6A 0x20`` (its tag and length) and the 32 digest bytes:
+a reader checks it on the raw bytes, before decoding, without re-serialising anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from foundry.errors import ArtifactError
+from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE
+
+#: Layout version of the ``.bin`` written now (2: the integrity trailer and these rules).
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION,)
+#: Resource limits (rules F2, B5, B7, B8, B9). A text costs at most MAX_CHARS * MAX_N n-gram
+#: look-ups, however long the input line.
+MAX_BIN_BYTES = 16 << 20
+MAX_ONNX_BYTES = 256 << 20
+MAX_LABELS = 1024
+MAX_CHARS = 4096
+MAX_N = 8
+MAX_VOCABULARY = 1 << 18
+#: The tag (field 13, wire type 2) and length byte that open the integrity trailer.
+INTEGRITY_HEADER = bytes([(13 << 3) | 2, 32])
+INTEGRITY_BYTES = len(INTEGRITY_HEADER) + 32
+_HEX = frozenset("0123456789abcdef")
+
+
+def rule_error(path: Path | str, message: str, rule: str) -> ArtifactError:
+    """An :class:`ArtifactError` naming the file, what is wrong and the spec rule."""
+    return ArtifactError(f"{path}: {message} (spec rule {rule})")
+
+
+def read_artifact(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of an artifact file, after rules F1 (a regular file) and F2 (size, readable).
+
+    A FIFO, socket or device is refused before it is opened: reading one could block forever.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise rule_error(path, f"{what} not found; forge it with `foundry forge <blueprint>` or "
+                               "pass the right --models-dir", "F1") from None
+    except OSError as exc:
+        raise rule_error(path, f"cannot read the {what}: {exc.strerror}", "F2") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise rule_error(path, f"the {what} is not a regular file", "F1")
+    if info.st_size > limit:
+        raise rule_error(path, f"the {what} has {info.st_size:,} bytes, more than the limit of "
+                               f"{limit:,}", "F2")
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise rule_error(path, f"cannot read the {what}: {exc.strerror}", "F2") from None
+    if len(data) > limit:  # it grew after the stat
+        raise rule_error(path, f"the {what} is larger than the limit of {limit:,} bytes", "F2")
+    return data
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # Should the path become a FIFO between the stat and the open, do not wait for a writer.
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def seal(body: bytes) -> bytes:
+    """``body`` (a serialised Preprocessor without field 13) with its integrity trailer."""
+    return body + INTEGRITY_HEADER + hashlib.sha256(body).digest()
+
+
+def seal_message(msg: Any) -> bytes:
+    """A ``foundry.v1.Preprocessor`` as file bytes: serialised deterministically, with its
+    integrity trailer (any ``content_sha256`` it held is replaced)."""
+    msg.ClearField("content_sha256")
+    return seal(msg.SerializeToString(deterministic=True))
+
+
+def check_integrity(data: bytes, path: Path) -> None:
+    """Rule B1: the file ends with its integrity trailer and the digest matches."""
+    if len(data) < INTEGRITY_BYTES or data[-INTEGRITY_BYTES:-32] != INTEGRITY_HEADER:
+        raise rule_error(path, "not a preprocessor file of this format: it does not end with "
+                               "the integrity check (content_sha256); re-export the model", "B1")
+    if hashlib.sha256(data[:-INTEGRITY_BYTES]).digest() != data[-32:]:
+        raise rule_error(path, "the file is damaged: its content does not match its integrity "
+                               "check (content_sha256); re-export the model or restore a copy",
+                         "B1")
+
+
+def decode_preprocessor(data: bytes, path: Path):
+    """Rule B2: the bytes as a ``foundry.v1.Preprocessor`` (strings decoded strictly)."""
+    from google.protobuf.message import DecodeError
+
+    from foundry.v1 import preprocessor_pb2 as pb
+
+    msg = pb.Preprocessor()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise rule_error(path, f"not a valid preprocessor file (truncated or corrupt): {exc}",
+                         "B2") from None
+    return msg
+
+
+def _code_points_ok(text: str, low: int, high: int) -> bool:
+    return low <= len(text) <= high
+
+
+def check_preprocessor(msg: Any, path: Path, task: str) -> None:
+    """Rules B3-B12 on a decoded ``.bin``, in the order of the spec's table."""
+    if msg.format_version not in SUPPORTED_FORMAT_VERSIONS:
+        raise rule_error(
+            path, f"format_version {msg.format_version} is not supported by this runtime "
+                  f"(supported: {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); re-export the "
+                  "model or upgrade the runtime", "B3")
+    if msg.task != task:
+        raise rule_error(path, f"belongs to task {msg.task!r}, not {task!r}", "B4")
+    labels = list(msg.labels)
+    if not 2 <= len(labels) <= MAX_LABELS:
+        raise rule_error(path, f"needs 2 to {MAX_LABELS} labels, has {len(labels)}", "B5")
+    if "" in labels or len(set(labels)) != len(labels):
+        raise rule_error(path, f"labels {labels[:20]} hold an empty or a repeated name", "B5")
+    norm = msg.normalizer
+    if norm.spec_version != 1 or not norm.nfkc:
+        raise rule_error(path, f"normalizer.spec_version = {norm.spec_version} (nfkc = "
+                               f"{norm.nfkc}) is not supported (this runtime implements text "
+                               "spec 1, with NFKC)", "B6")
+    if set(norm.removed_categories) != REMOVED_CATEGORIES or {
+        chr(c) if c <= 0x10FFFF else None for c in norm.whitespace
+    } != set(WHITESPACE):
+        raise rule_error(path, "normaliser settings (removed categories / whitespace list) "
+                               "differ from text spec 1", "B6")
+    if not 1 <= norm.max_chars <= MAX_CHARS:
+        raise rule_error(path, f"normalizer.max_chars = {norm.max_chars} is outside 1..{MAX_CHARS}",
+                         "B7")
+    ana = msg.analyzer
+    if not 1 <= ana.min_n <= ana.max_n <= MAX_N:
+        raise rule_error(path, f"analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n="
+                               f"{ana.min_n}, max_n={ana.max_n}", "B8")
+    vocabulary = msg.vocabulary
+    if not 1 <= len(vocabulary) <= MAX_VOCABULARY:
+        raise rule_error(path, f"the vocabulary has {len(vocabulary)} entries; it needs 1 to "
+                               f"{MAX_VOCABULARY}", "B9")
+    bad = next((g for g in vocabulary if not ana.min_n <= len(g) <= ana.max_n), None)
+    if bad is not None:
+        raise rule_error(path, f"vocabulary entry {bad[:40]!r} has {len(bad)} code points, "
+                               f"outside min_n..max_n = {ana.min_n}..{ana.max_n}", "B9")
+    if len(set(vocabulary)) != len(vocabulary):
+        raise rule_error(path, "the vocabulary has repeated entries; the file is corrupt", "B9")
+    weighting = msg.weighting
+    if weighting.norm not in (0, 1):
+        raise rule_error(path, f"weighting.norm = {weighting.norm} is neither NORM_NONE (0) "
+                               "nor NORM_L2 (1)", "B10")
+    if weighting.use_idf:
+        if len(msg.idf) != len(vocabulary):
+            raise rule_error(path, f"idf has {len(msg.idf)} values but the vocabulary has "
+                                   f"{len(vocabulary)} entries; the file is corrupt", "B10")
+        if not all(math.isfinite(x) and x > 0 for x in msg.idf):
+            raise rule_error(path, "idf holds a value that is not a finite number > 0", "B10")
+    elif len(msg.idf):
+        raise rule_error(path, f"use_idf is false but idf has {len(msg.idf)} values", "B10")
+    if not (math.isfinite(msg.threshold) and 0.0 <= msg.threshold <= 1.0):
+        raise rule_error(path, f"threshold {msg.threshold} is not a number in [0, 1]", "B11")
+    if len(msg.onnx_sha256) != 64 or not set(msg.onnx_sha256) <= _HEX:
+        raise rule_error(path, f"onnx_sha256 {msg.onnx_sha256[:70]!r} is not 64 lowercase hex "
+                               "digits", "B12")
+
+
+def load_preprocessor(data: bytes, path: Path, task: str):
+    """Rules B1-B12: check, decode and validate the bytes of a ``.bin``."""
+    check_integrity(data, path)
+    msg = decode_preprocessor(data, path)
+    check_preprocessor(msg, path, task)
+    return msg

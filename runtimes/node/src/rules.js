@@ -1,0 +1,251 @@
+'use strict';
+/**
+ * The load-time rules of a `<task>_preprocessor.bin` (docs/preprocessor-spec.md, section 1,
+ * "Validation a runtime performs at load time"): the same table, in the same order, with the
+ * same rule ids as `foundry/artifacts.py`, so that both runtimes reject the same files for the
+ * same reason. The pair (P1) and `.onnx` rules (O1-O3) are applied in `runtime.js`.
+ */
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+
+/** Layout version of the `.bin` this runtime reads. */
+const FORMAT_VERSION = 2;
+const SUPPORTED_FORMAT_VERSIONS = Object.freeze([FORMAT_VERSION]);
+/** Resource limits (rules F2, B5, B7, B8, B9). */
+const LIMITS = Object.freeze({
+  binBytes: 16 * 1024 * 1024,
+  onnxBytes: 256 * 1024 * 1024,
+  labels: 1024,
+  maxChars: 4096,
+  maxN: 8,
+  vocabulary: 1 << 18,
+});
+/** Tag (field 13, wire type 2) and length byte that open the integrity trailer (rule B1). */
+const INTEGRITY_HEADER = Object.freeze([(13 << 3) | 2, 32]);
+const INTEGRITY_BYTES = INTEGRITY_HEADER.length + 32;
+/** Text spec 1's removed general categories and whitespace code points (rule B6). */
+const V1_REMOVED_CATEGORIES = Object.freeze(['Cc', 'Cf', 'Cs']);
+const V1_WHITESPACE = Object.freeze([
+  ...[9, 10, 11, 12, 13], 0x20, 0x85, 0xa0, 0x1680,
+  ...Array.from({ length: 11 }, (_, i) => 0x2000 + i), 0x2028, 0x2029, 0x202f, 0x205f, 0x3000,
+]);
+
+/** An artifact file is missing, corrupt, or does not match its pair. */
+class ArtifactError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ArtifactError';
+  }
+}
+
+/**
+ * @param {string} file
+ * @param {string} message
+ * @param {string} rule id in the spec's table, e.g. "B5"
+ * @returns {ArtifactError}
+ */
+function ruleError(file, message, rule) {
+  return new ArtifactError(`${file}: ${message} (spec rule ${rule})`);
+}
+
+/**
+ * Rules F1 (a regular file: never block on a FIFO or a device) and F2 (readable, within the
+ * size limit, checked before reading).
+ * @param {string} file
+ * @param {string} what
+ * @param {number} limit bytes
+ * @returns {Buffer}
+ */
+function readArtifact(file, what, limit) {
+  let info;
+  try {
+    info = fs.statSync(file);
+  } catch (err) {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') {
+      throw ruleError(
+        file,
+        `${what} not found; forge it with \`foundry forge <blueprint>\` or pass the right --models-dir`,
+        'F1',
+      );
+    }
+    throw ruleError(file, `cannot read the ${what}: ${err.message}`, 'F2');
+  }
+  if (!info.isFile()) throw ruleError(file, `the ${what} is not a regular file`, 'F1');
+  if (info.size > limit) {
+    throw ruleError(
+      file,
+      `the ${what} has ${info.size.toLocaleString('en-US')} bytes, more than the limit of ${limit.toLocaleString('en-US')}`,
+      'F2',
+    );
+  }
+  let data;
+  try {
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK || 0));
+    try {
+      data = fs.readFileSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    throw ruleError(file, `cannot read the ${what}: ${err.message}`, 'F2');
+  }
+  if (data.length > limit) {
+    throw ruleError(file, `the ${what} is larger than the limit of ${limit.toLocaleString('en-US')} bytes`, 'F2');
+  }
+  return data;
+}
+
+/**
+ * Rule B1: the file ends with its integrity trailer (0x6A 0x20 + SHA-256 of every byte before).
+ * @param {Buffer} data
+ * @param {string} file
+ */
+function checkIntegrity(data, file) {
+  const at = data.length - INTEGRITY_BYTES;
+  if (at < 0 || data[at] !== INTEGRITY_HEADER[0] || data[at + 1] !== INTEGRITY_HEADER[1]) {
+    throw ruleError(
+      file,
+      'not a preprocessor file of this format: it does not end with the integrity check (content_sha256); re-export the model',
+      'B1',
+    );
+  }
+  const digest = crypto.createHash('sha256').update(data.subarray(0, at)).digest();
+  if (!digest.equals(data.subarray(at + 2))) {
+    throw ruleError(
+      file,
+      'the file is damaged: its content does not match its integrity check (content_sha256); re-export the model or restore a copy',
+      'B1',
+    );
+  }
+}
+
+/** @param {string} text @returns {number} its length in code points */
+function codePoints(text) {
+  let n = 0;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i += 1;
+    }
+    n += 1;
+  }
+  return n;
+}
+
+/** @returns {boolean} whether two lists hold the same set of values */
+function sameSet(values, expected) {
+  const got = new Set(values);
+  return got.size === new Set(expected).size && expected.every((v) => got.has(v));
+}
+
+/**
+ * Rules B3-B12 on a decoded `.bin` (protobufjs object, camelCase fields), in table order.
+ * @param {object} msg
+ * @param {string} file
+ * @param {string} task the task the caller asked for
+ */
+function checkPreprocessor(msg, file, task) {
+  const formatVersion = Number(msg.formatVersion);
+  if (!SUPPORTED_FORMAT_VERSIONS.includes(formatVersion)) {
+    throw ruleError(
+      file,
+      `format_version ${formatVersion} is not supported by this runtime ` +
+        `(supported: ${SUPPORTED_FORMAT_VERSIONS.join(', ')}); re-export the model or upgrade the runtime`,
+      'B3',
+    );
+  }
+  if (msg.task !== task) {
+    throw ruleError(file, `belongs to task ${JSON.stringify(msg.task)}, not ${JSON.stringify(task)}`, 'B4');
+  }
+  const { labels } = msg;
+  if (labels.length < 2 || labels.length > LIMITS.labels) {
+    throw ruleError(file, `needs 2 to ${LIMITS.labels} labels, has ${labels.length}`, 'B5');
+  }
+  if (labels.includes('') || new Set(labels).size !== labels.length) {
+    throw ruleError(file, `labels ${JSON.stringify(labels.slice(0, 20))} hold an empty or a repeated name`, 'B5');
+  }
+  const norm = msg.normalizer || {};
+  if (Number(norm.specVersion) !== 1 || !norm.nfkc) {
+    throw ruleError(
+      file,
+      `normalizer.spec_version = ${Number(norm.specVersion || 0)} (nfkc = ${Boolean(norm.nfkc)}) is not supported ` +
+        '(this runtime implements text spec 1, with NFKC)',
+      'B6',
+    );
+  }
+  if (
+    !sameSet(norm.removedCategories || [], V1_REMOVED_CATEGORIES) ||
+    !sameSet((norm.whitespace || []).map(Number), V1_WHITESPACE)
+  ) {
+    throw ruleError(file, 'normaliser settings (removed categories / whitespace list) differ from text spec 1', 'B6');
+  }
+  const maxChars = Number(norm.maxChars || 0);
+  if (!(maxChars >= 1 && maxChars <= LIMITS.maxChars)) {
+    throw ruleError(file, `normalizer.max_chars = ${maxChars} is outside 1..${LIMITS.maxChars}`, 'B7');
+  }
+  const analyzer = msg.analyzer || {};
+  const minN = Number(analyzer.minN || 0);
+  const maxN = Number(analyzer.maxN || 0);
+  if (!(minN >= 1 && minN <= maxN && maxN <= LIMITS.maxN)) {
+    throw ruleError(file, `analyzer needs 1 <= min_n <= max_n <= ${LIMITS.maxN}, got min_n=${minN}, max_n=${maxN}`, 'B8');
+  }
+  const { vocabulary } = msg;
+  if (vocabulary.length < 1 || vocabulary.length > LIMITS.vocabulary) {
+    throw ruleError(file, `the vocabulary has ${vocabulary.length} entries; it needs 1 to ${LIMITS.vocabulary}`, 'B9');
+  }
+  for (const gram of vocabulary) {
+    const n = codePoints(gram);
+    if (n < minN || n > maxN) {
+      throw ruleError(
+        file,
+        `vocabulary entry ${JSON.stringify(gram.slice(0, 40))} has ${n} code points, outside min_n..max_n = ${minN}..${maxN}`,
+        'B9',
+      );
+    }
+  }
+  if (new Set(vocabulary).size !== vocabulary.length) {
+    throw ruleError(file, 'the vocabulary has repeated entries; the file is corrupt', 'B9');
+  }
+  const weighting = msg.weighting || {};
+  const normKind = Number(weighting.norm || 0);
+  if (normKind !== 0 && normKind !== 1) {
+    throw ruleError(file, `weighting.norm = ${normKind} is neither NORM_NONE (0) nor NORM_L2 (1)`, 'B10');
+  }
+  if (weighting.useIdf) {
+    if (msg.idf.length !== vocabulary.length) {
+      throw ruleError(
+        file,
+        `idf has ${msg.idf.length} values but the vocabulary has ${vocabulary.length} entries; the file is corrupt`,
+        'B10',
+      );
+    }
+    if (!msg.idf.every((x) => Number.isFinite(x) && x > 0)) {
+      throw ruleError(file, 'idf holds a value that is not a finite number > 0', 'B10');
+    }
+  } else if (msg.idf.length !== 0) {
+    throw ruleError(file, `use_idf is false but idf has ${msg.idf.length} values`, 'B10');
+  }
+  const threshold = Number(msg.threshold);
+  if (!(Number.isFinite(threshold) && threshold >= 0 && threshold <= 1)) {
+    throw ruleError(file, `threshold ${threshold} is not a number in [0, 1]`, 'B11');
+  }
+  if (!/^[0-9a-f]{64}$/.test(msg.onnxSha256)) {
+    throw ruleError(file, `onnx_sha256 ${JSON.stringify(msg.onnxSha256.slice(0, 70))} is not 64 lowercase hex digits`, 'B12');
+  }
+}
+
+module.exports = {
+  ArtifactError,
+  FORMAT_VERSION,
+  INTEGRITY_BYTES,
+  INTEGRITY_HEADER,
+  LIMITS,
+  SUPPORTED_FORMAT_VERSIONS,
+  V1_REMOVED_CATEGORIES,
+  V1_WHITESPACE,
+  checkIntegrity,
+  checkPreprocessor,
+  readArtifact,
+  ruleError,
+};
