@@ -9,13 +9,22 @@ message names the file, the field path and the reason, e.g.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from foundry.errors import ConfigError
 from foundry.paths import BLUEPRINTS_DIR
@@ -109,7 +118,15 @@ class Generation(_Strict):
     max_tokens: int | None = Field(None, ge=1, description="budget per task: stop after this many tokens (in+out)")
     min_chars: int = Field(1, ge=1)
     max_chars: int = Field(120, ge=1)
+    min_label_share: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="the data-sufficiency gate: the forge stops after stage 1 if a label ends "
+                    "with fewer rows than this share of its target (target_per_task / labels)")
     diversity: Diversity = Field(default_factory=Diversity)
+
+    @model_validator(mode="after")
+    def _length_bounds(self) -> Generation:
+        return _ordered_bounds(self)
 
 
 class Refine(_Strict):
@@ -123,6 +140,10 @@ class Refine(_Strict):
     max_chars: int = Field(120, ge=1)
     drop_punctuation_augment: float = Field(0.0, ge=0.0, le=1.0)
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _length_bounds(self) -> Refine:
+        return _ordered_bounds(self)
 
 
 class Features(_Strict):
@@ -143,13 +164,57 @@ class Features(_Strict):
 
 
 class Train(_Strict):
-    trainer: str = "tfidf_logreg"
+    trainer: str = Field("tfidf_logreg", description="a trainer of foundry/trainers.py")
     calibration: Literal["auto", "none", "sigmoid", "isotonic"] = "auto"
     features: Features = Field(default_factory=Features)
-    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"C": [1.0, 4.0, 16.0]})
+    grid: dict[str, list[Any]] = Field(
+        default_factory=lambda: {"C": [1.0, 4.0, 16.0]},
+        description="candidate values per parameter of the trainer, cross-validated")
     cv_folds: int = Field(5, ge=2, le=20)
     time_budget_s: float = Field(120.0, gt=0)
     seed: int = 42
+
+    # The trainer registry is the authority on names, grid keys and values; checking them here
+    # means a typo fails when the blueprint is loaded, not after stage 2.
+    @field_validator("trainer")
+    @classmethod
+    def _known_trainer(cls, v: str) -> str:
+        from foundry.trainers import TRAINERS
+
+        if v not in TRAINERS:
+            close = difflib.get_close_matches(v, list(TRAINERS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown trainer {v!r} (known: {', '.join(sorted(TRAINERS))}){hint}")
+        return v
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_fits_trainer(cls, v: str, info: ValidationInfo) -> str:
+        from foundry.trainers import TRAINERS
+
+        trainer = TRAINERS.get(info.data.get("trainer", ""))
+        if trainer is not None and v != "auto" and v not in trainer.calibrations:
+            raise ValueError(f"{v!r} is not available for trainer {trainer.name!r}; choose "
+                             f"auto or one of {', '.join(trainer.calibrations)}")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_fits_trainer(cls, v: dict[str, list[Any]], info: ValidationInfo
+                           ) -> dict[str, list[Any]]:
+        from foundry.trainers import TRAINERS, grid_problems
+
+        trainer = TRAINERS.get(info.data.get("trainer", ""))
+        if trainer is not None:
+            problems = grid_problems(trainer, v)
+        else:  # the trainer name is wrong (reported already): still catch unknown keys
+            known = sorted({k for t in TRAINERS.values() for k in t.grid_keys})
+            problems = [(k, f"not a parameter of any trainer (known: {', '.join(known)})")
+                        for k in v if k not in known]
+        if problems:
+            # One line per problem, "<key>: <reason>", so that every key gets its own error.
+            raise ValueError("\n".join(f"{key}: {reason}" for key, reason in problems))
+        return v
 
 
 class Evaluate(_Strict):
@@ -161,6 +226,13 @@ class Export(_Strict):
     opset: int = Field(15, ge=9, le=23)
     size_budget_kb: float | None = Field(100.0, gt=0)
     conformance_extra: list[str] = Field(default_factory=list)
+
+
+def _ordered_bounds(section: Any) -> Any:
+    if section.min_chars > section.max_chars:
+        raise ValueError(f"min_chars ({section.min_chars}) must be <= max_chars "
+                         f"({section.max_chars})")
+    return section
 
 
 class BlueprintSpec(_Strict):
@@ -247,7 +319,10 @@ def _format_errors(source: str, err: ValidationError) -> str:
     for e in err.errors():
         msg = e["msg"]
         msg = msg.removeprefix("Value error, ")
-        lines.append(f"{source}: {_loc(e['loc'])}: {msg}")
+        if e["loc"] and e["loc"][-1] == "grid":  # "<key>: <reason>" per line
+            lines += [f"{source}: {_loc(e['loc'])}.{line}" for line in msg.splitlines()]
+        else:
+            lines.append(f"{source}: {_loc(e['loc'])}: {msg}")
     return "\n".join(lines)
 
 
@@ -302,21 +377,3 @@ def load_blueprint(name_or_path: str | Path, *, check_files: bool = True) -> Blu
         if problems:
             raise BlueprintError("\n".join(problems))
     return bp
-
-
-def check_unique_task_names(blueprints_dir: Path = BLUEPRINTS_DIR) -> None:
-    """Task names name files in ``models/``: they must be unique across all blueprints."""
-    seen: dict[str, Path] = {}
-    problems = []
-    for file in sorted(blueprints_dir.glob(f"*/{BLUEPRINT_FILE}")):
-        bp = load_blueprint(file.parent, check_files=False)
-        for t in bp.tasks:
-            if t.name in seen:
-                problems.append(
-                    f"{file}: task {t.name!r} is also defined in {seen[t.name]}; "
-                    "task names must be unique across blueprints (they name the model files)"
-                )
-            else:
-                seen[t.name] = file
-    if problems:
-        raise BlueprintError("\n".join(problems))

@@ -138,6 +138,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     notebook = NOTEBOOKS_DIR / "10_tester.ipynb"
     env = {**os.environ, "FOUNDRY_MODELS_DIR": str(Path(args.models_dir).resolve())}
     cmd = [sys.executable, "-m", "jupyterlab", str(notebook.relative_to(ROOT))]
+    if args.port is not None:
+        cmd.append(f"--ServerApp.port={args.port}")
+    if args.ip is not None:
+        cmd.append(f"--ServerApp.ip={args.ip}")
     if args.no_browser:
         cmd.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -146,11 +150,30 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_blueprint_check(args: argparse.Namespace) -> int:
-    from foundry.blueprint import check_unique_task_names, load_blueprint
+    from foundry.blueprint import resolve_blueprint_dir
+    from foundry.check import check_blueprint
 
-    bp = load_blueprint(args.path)
-    check_unique_task_names()
-    print(f"ok: {bp.name} ({', '.join(t.name for t in bp.tasks)}) at {bp.root}")
+    # A blueprint that is not there is a usage error (exit 2); a broken one exits 1.
+    report = check_blueprint(resolve_blueprint_dir(args.path), provider=args.provider)
+    print(report.format(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _cmd_blueprint_new(args: argparse.Namespace) -> int:
+    from foundry.scaffold import new_blueprint
+
+    root = new_blueprint(args.name, task=args.task)
+    task = args.task or args.name
+    shown = root.relative_to(ROOT) if root.is_relative_to(ROOT) else root
+    print(f"created blueprint {args.name!r} with task {task!r} in {shown}/")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(root)}")
+    print(f"""
+next:
+  foundry blueprint check {args.name}      # checks every file a forge reads
+  foundry forge {args.name}                # forges it offline (models in models/)
+  foundry predict {task} 谢谢，说得很清楚
+the guide: docs/your-first-blueprint.md""")
     return 0
 
 
@@ -201,14 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lab", help="open the tester notebook in JupyterLab")
     p.add_argument("--models-dir", default=str(MODELS_DIR))
+    p.add_argument("--port", type=int, default=None, help="port of JupyterLab (default 8888, "
+                   "or the next free one)")
+    p.add_argument("--ip", default=None, help="address to listen on (default localhost; "
+                   "0.0.0.0 for every interface)")
     p.add_argument("--no-browser", action="store_true")
     p.set_defaults(func=_cmd_lab)
 
     p = sub.add_parser("blueprint", help="blueprint tools")
     bsub = p.add_subparsers(dest="blueprint_command", required=True)
-    c = bsub.add_parser("check", help="validate a blueprint")
-    c.add_argument("path")
+    c = bsub.add_parser("check", help="check everything a forge of a blueprint will read",
+                        description="Check blueprint.yaml and every file it names (constitution, "
+                        "grammar, seeds, exam, corrections) without running a stage; every "
+                        "error with file, line and field. Exit 1 if there is an error.")
+    c.add_argument("path", metavar="BLUEPRINT", help="name under blueprints/ or a path")
+    c.add_argument("--provider", choices=["offline", "gemini", "openai"], default=None,
+                   help="the provider the forge will use (default: the blueprint's)")
     c.set_defaults(func=_cmd_blueprint_check)
+    n = bsub.add_parser("new", help="scaffold a small blueprint that forges offline",
+                        description="Create blueprints/NAME/ with a commented blueprint.yaml, "
+                        "a constitution, a small grammar, seeds and an exam; it forges offline "
+                        "as it is. Guide: docs/your-first-blueprint.md.")
+    n.add_argument("name", help="blueprint name (lower case letters, digits, _)")
+    n.add_argument("--task", default=None, help="name of its task (default: NAME)")
+    n.set_defaults(func=_cmd_blueprint_new)
 
     p = sub.add_parser("grammar", help="offline grammar tools")
     gsub = p.add_subparsers(dest="grammar_command", required=True)
@@ -225,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write every error to this CSV ({task} is replaced by the task name)")
     a.set_defaults(func=_cmd_grammar_audit)
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; ``predict`` accepts its options anywhere among the texts."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command == "predict":
+        # Texts after an option (`predict TASK --json 你好`) are left over, in order.
+        options = [a for a in rest if a.startswith("-")]
+        if options:
+            parser.error(f"unrecognized arguments: {' '.join(options)}")
+        args.text = [*args.text, *rest]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
 
 
 def _silence_stdout() -> None:
@@ -248,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     (unreadable file, full disk); 2 a usage or configuration error; 130 Ctrl-C;
     141 stdout closed early (``| head``), silently.
     """
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     prog = f"foundry {args.command}"
     try:
         code = int(args.func(args) or 0)

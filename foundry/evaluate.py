@@ -370,16 +370,21 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     s, out = result.summary, result.out_dir
     paths = {}
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    # Each matrix gets room for its tick labels (constrained layout), growing with the labels,
+    # so the second matrix's label names never run into the first one.
+    k = len(labels)
+    side = max(3.6, 0.32 * k + 1.8)
+    vertical = k > 3 or max(len(label) for label in labels) > 8
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side), layout="constrained")
     for ax, (name, frame) in zip(axes, (("test", result.test), ("exam", result.exam)), strict=True):
         cm = confusion_matrix(frame["gold"], frame["predicted"], labels=labels) if len(frame) \
-            else np.zeros((len(labels), len(labels)), dtype=int)
+            else np.zeros((k, k), dtype=int)
         ax.imshow(cm, cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center",
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=9 if k <= 10 else 6,
                     color="white" if v > cm.max() / 2 else "black")
-        ax.set_xticks(range(len(labels)), labels)
-        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xticks(range(k), labels, rotation=90 if vertical else 0)
+        ax.set_yticks(range(k), labels)
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(f"{result.task}: {name} ({len(frame)} cases)")

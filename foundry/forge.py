@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foundry.blueprint import BLUEPRINTS_DIR, check_unique_task_names, load_blueprint
+from foundry.blueprint import load_blueprint
 from foundry.errors import ConfigError, FoundryError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT, RUNS_DIR
 from foundry.runs import (
@@ -202,10 +202,10 @@ def forge(
     import papermill as pm
 
     bp = load_blueprint(blueprint)
-    if bp.root.parent == BLUEPRINTS_DIR.resolve():
-        check_unique_task_names()
     chosen, added = close_steps(parse_steps(steps))
     target_per_task = check_target(target_per_task)
+    if "generate" in chosen:
+        _check_before_forging(bp, provider, target_per_task, log)
     if added:
         log(f"--steps: added {','.join(added)} (each stage reads the one before it): "
             f"running {','.join(chosen)}")
@@ -232,6 +232,19 @@ def forge(
         for step in chosen:
             _run_stage(pm, step, state, parameters, result, html, log)
     return result
+
+
+def _check_before_forging(bp, provider: str | None, target: int | None,
+                          log: Callable[[str], None]) -> None:
+    """``foundry blueprint check`` before stage 1: every problem at once, before any work."""
+    from foundry.check import check_blueprint
+
+    report = check_blueprint(bp, provider=provider, target=target)
+    if not report.ok:
+        raise ForgeError(f"{bp.name}: `foundry blueprint check` found errors; nothing was run.\n"
+                         + report.format())
+    for warning in report.warnings:
+        log(f"warning: {warning}")
 
 
 def _reusable_run(name: str, given: str, needed: list[str], chosen: list[str],

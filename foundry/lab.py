@@ -22,6 +22,7 @@ A person talks to the forged models, sees *why* they answer, and feeds correctio
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import os
@@ -35,7 +36,8 @@ import pandas as pd
 
 from foundry.errors import FoundryError
 from foundry.jsonl import iter_jsonl
-from foundry.paths import MODELS_DIR, project_path
+from foundry.paths import BLUEPRINTS_DIR, MODELS_DIR, RUNS_DIR, project_path
+from foundry.runs import write_json
 from foundry.runtime import MicroModel, Prediction, read_linear_graph
 from foundry.textspec import normalize
 
@@ -46,6 +48,10 @@ except ImportError:  # pragma: no cover - Windows
 
 #: Environment variable naming the models dir (set by ``foundry lab``).
 MODELS_DIR_ENV = "FOUNDRY_MODELS_DIR"
+#: The blueprint whose first task the tester opens on.
+DEFAULT_BLUEPRINT = "text_classification"
+#: The last task used per models dir.
+LAB_STATE = RUNS_DIR / "lab.json"
 #: Colours of the labels, by their index in the model's label list.
 LABEL_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04")
 #: Columns of a batch table, in display order.
@@ -67,6 +73,26 @@ def default_models_dir() -> Path:
     """
     env = os.environ.get(MODELS_DIR_ENV, "").strip()
     return Path(env) if env else MODELS_DIR
+
+
+def default_blueprint_tasks() -> list[str]:
+    """Task names of the default blueprint, in its order (empty if it cannot be read)."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((BLUEPRINTS_DIR / DEFAULT_BLUEPRINT / "blueprint.yaml")
+                              .read_text(encoding="utf-8"))
+        return [t["name"] for t in spec["tasks"]]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return []
+
+
+def _read_state() -> dict[str, str]:
+    try:
+        state = json.loads(LAB_STATE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def discover_tasks(models_dir: str | Path) -> list[str]:
@@ -581,11 +607,22 @@ class CorrectionResult:
     path: Path
     appended: bool
     label: str
+    #: The command that forges the blueprint the correction went to.
+    forge_command: str = "foundry forge <blueprint>"
 
     def message(self) -> str:
         if self.appended:
-            return (f"Saved “{self.label}” to {self.path}; the next `make forge` learns it.")
+            return (f"Saved “{self.label}” to {self.path}; the next `{self.forge_command}` "
+                    "learns it.")
         return f"Already recorded as “{self.label}” in {self.path}."
+
+
+def forge_command(blueprint_dir: Path) -> str:
+    """``foundry forge <name>`` for a blueprint under ``blueprints/``, else with its path."""
+    blueprint_dir = Path(blueprint_dir).resolve()
+    if blueprint_dir.parent == BLUEPRINTS_DIR.resolve():
+        return f"foundry forge {blueprint_dir.name}"
+    return f"foundry forge {blueprint_dir}"
 
 
 @dataclass(frozen=True)
@@ -619,13 +656,32 @@ class Lab:
         return f"Lab(models_dir={str(self.models_dir)!r}, tasks={self.tasks()})"
 
     def tasks(self) -> list[str]:
-        """Tasks found in the models dir now."""
-        return discover_tasks(self.models_dir)
+        """Tasks found in the models dir now: the default blueprint's first, in its order."""
+        found = discover_tasks(self.models_dir)
+        first = [t for t in default_blueprint_tasks() if t in found]
+        return first + [t for t in found if t not in first]
+
+    def initial_task(self) -> str | None:
+        """The task the tester opens on: the one used last with this models dir, else the
+        first task of the default blueprint, else the first found."""
+        tasks = self.tasks()
+        last = _read_state().get(str(self.models_dir.resolve()))
+        return last if last in tasks else (tasks[0] if tasks else None)
+
+    def remember(self, task: str) -> None:
+        """Remember ``task`` as the last one used with this models dir (``runs/lab.json``)."""
+        if task not in self.tasks():
+            return
+        state = _read_state()
+        state[str(self.models_dir.resolve())] = task
+        with contextlib.suppress(OSError):  # read-only checkout: the tester just forgets
+            write_json(LAB_STATE, state)
 
     def _entry(self, task: str) -> _Loaded:
         if task not in self.tasks():
             raise LabError(f"no task {task!r} in {self.models_dir} (found: "
-                           f"{', '.join(self.tasks()) or 'none'}); forge it with `make forge`")
+                           f"{', '.join(self.tasks()) or 'none'}); forge its blueprint with "
+                           "`foundry forge <blueprint>`")
         files = (self.models_dir / f"{task}_preprocessor.bin",
                  self.models_dir / f"{task}_classifier.onnx")
         # Keyed by modification times, so a re-forge while the lab is open is picked up.
@@ -674,4 +730,4 @@ class Lab:
             raise LabError(f"{label!r} is not a label of {task} ({', '.join(model.labels)})")
         path = self.corrections_file(task)
         appended = append_correction(path, text, label, task=task, predicted=predicted)
-        return CorrectionResult(path, appended, label)
+        return CorrectionResult(path, appended, label, forge_command(path.parent.parent))

@@ -823,15 +823,22 @@ def corrections_path(bp: Blueprint, task: Task) -> Path:
 
 
 def load_corrections(bp: Blueprint, task: Task) -> list[dict]:
+    """The lab's corrections of ``task`` (``corrections/<task>.jsonl``), in file order.
+
+    Raises ValueError naming the file, the line and the field of the first bad row (the rules
+    are :func:`foundry.check.correction_row_problems`, what ``foundry blueprint check`` reports).
+    """
+    from foundry.check import correction_row_problems
+    from foundry.jsonl import iter_jsonl
+
     path = corrections_path(bp, task)
     if not path.is_file():
         return []
-    rows = list(read_jsonl(path))
-    for i, r in enumerate(rows, 1):
-        if not isinstance(r.get("text"), str) or r.get("label") not in task.label_names:
-            raise ValueError(
-                f"{path}: row {i}: needs a string 'text' and a 'label' in "
-                f"{', '.join(task.label_names)}, got label {r.get('label')!r}")
+    rows = []
+    for where, row in iter_jsonl(path, hint="; fix or remove the line"):
+        for name, message in correction_row_problems(row, task)[:1]:
+            raise ValueError(f"{where}: {name}: {message}")
+        rows.append(row)
     return rows
 
 

@@ -22,19 +22,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import ParameterGrid, StratifiedKFold
-from sklearn.naive_bayes import ComplementNB
-from sklearn.pipeline import Pipeline
-from sklearn.svm import LinearSVC
 
 from foundry.textspec import Analyzer, TextSpec
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import ComplementNB
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import LinearSVC
+
+# scikit-learn is imported where it is used: the registry (names, grid keys, value rules) is
+# also what `foundry/blueprint.py` validates a blueprint against, in a fraction of a second.
 
 #: Grid keys that configure the vectorizer, and the ``TfidfVectorizer`` argument they set.
 VECTORIZER_KEYS: tuple[str, ...] = ("min_df", "max_df", "max_features", "sublinear_tf")
@@ -89,6 +92,8 @@ class Trainer:
 
 
 def _logreg(params: Mapping[str, Any], seed: int) -> LogisticRegression:
+    from sklearn.linear_model import LogisticRegression
+
     # lbfgs is deterministic and exact enough; max_iter high because TF-IDF rows with
     # large C converge slowly and a ConvergenceWarning would make results seed-fragile.
     return LogisticRegression(
@@ -100,6 +105,8 @@ def _logreg(params: Mapping[str, Any], seed: int) -> LogisticRegression:
 
 
 def _linear_svm(params: Mapping[str, Any], seed: int) -> LinearSVC:
+    from sklearn.svm import LinearSVC
+
     return LinearSVC(
         C=float(params.get("C", 1.0)),
         class_weight=params.get("class_weight"),
@@ -109,6 +116,8 @@ def _linear_svm(params: Mapping[str, Any], seed: int) -> LinearSVC:
 
 
 def _complement_nb(params: Mapping[str, Any], seed: int) -> ComplementNB:
+    from sklearn.naive_bayes import ComplementNB
+
     del seed  # naive Bayes has no randomness
     return ComplementNB(alpha=float(params.get("alpha", 1.0)), norm=bool(params.get("norm", False)))
 
@@ -157,9 +166,8 @@ def get_trainer(name: str) -> Trainer:
         ) from None
 
 
-def _check_value(key: str, value: Any) -> None:
-    """Validate one candidate value of grid key ``key``; raise GridError naming it."""
-    where = f"blueprint.yaml: train.grid.{key}"
+def _value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one candidate value of grid key ``key`` (None if it is fine)."""
     if key == NGRAM_KEY:
         ok = (
             isinstance(value, (list, tuple)) and len(value) == 2
@@ -167,23 +175,42 @@ def _check_value(key: str, value: Any) -> None:
             and 1 <= value[0] <= value[1]
         )
         if not ok:
-            raise GridError(f"{where}: {value!r} is not a [min_n, max_n] pair with 1 <= min_n <= max_n")
+            return f"{value!r} is not a [min_n, max_n] pair with 1 <= min_n <= max_n"
     elif key in ("C", "alpha"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise GridError(f"{where}: {value!r} must be a positive number")
+            return f"{value!r} must be a positive number"
     elif key in ("min_df", "max_df"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise GridError(f"{where}: {value!r} must be a positive int (rows) or float (share)")
+            return f"{value!r} must be a positive int (rows) or float (share)"
         if isinstance(value, float) and value > 1.0:
-            raise GridError(f"{where}: {value!r}: a float is a share of rows and must be <= 1.0")
+            return f"{value!r}: a float is a share of rows and must be <= 1.0"
     elif key == "max_features":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise GridError(f"{where}: {value!r} must be a positive int or null")
+            return f"{value!r} must be a positive int or null"
     elif key in ("sublinear_tf", "norm"):
         if not isinstance(value, bool):
-            raise GridError(f"{where}: {value!r} must be true or false")
+            return f"{value!r} must be true or false"
     elif key == "class_weight" and value not in (None, "balanced"):
-        raise GridError(f"{where}: {value!r} must be null or 'balanced'")
+        return f"{value!r} must be null or 'balanced'"
+    return None
+
+
+def grid_problems(trainer: Trainer, grid: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(key, reason)`` for every problem of ``train.grid`` under ``trainer`` (empty if fine):
+    unknown keys (with the keys this trainer accepts), empty lists, values of the wrong kind."""
+    problems = []
+    for key, values in grid.items():
+        if key not in trainer.grid_keys:
+            problems.append((key, f"not a parameter of trainer {trainer.name!r}; allowed keys: "
+                                  f"{', '.join(trainer.grid_keys)}"))
+        elif not isinstance(values, list) or not values:
+            problems.append((key, f"needs a non-empty list, got {values!r}"))
+        else:
+            for value in values:
+                problem = _value_problem(key, value)
+                if problem:
+                    problems.append((key, problem))
+    return problems
 
 
 def expand_grid(trainer: Trainer, grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
@@ -192,19 +219,15 @@ def expand_grid(trainer: Trainer, grid: Mapping[str, list[Any]]) -> list[dict[st
     Raises
     ------
     GridError
-        For an unknown key (listing the keys this trainer accepts), an empty list, or a
-        value of the wrong kind, naming ``train.grid.<key>`` and the value.
+        Listing every unknown key (with the keys this trainer accepts), empty list, or value
+        of the wrong kind, naming ``train.grid.<key>`` and the value.
     """
-    for key, values in grid.items():
-        if key not in trainer.grid_keys:
-            raise GridError(
-                f"blueprint.yaml: train.grid.{key}: not a parameter of trainer "
-                f"{trainer.name!r}; allowed keys: {', '.join(trainer.grid_keys)}"
-            )
-        if not isinstance(values, list) or not values:
-            raise GridError(f"blueprint.yaml: train.grid.{key}: needs a non-empty list, got {values!r}")
-        for v in values:
-            _check_value(key, v)
+    from sklearn.model_selection import ParameterGrid
+
+    problems = grid_problems(trainer, grid)
+    if problems:
+        raise GridError("\n".join(f"blueprint.yaml: train.grid.{key}: {reason}"
+                                   for key, reason in problems))
     if not grid:
         return [{}]
     # ParameterGrid iterates keys in sorted order: the candidate order is stable.
@@ -237,6 +260,8 @@ def make_vectorizer(
     then ignored). ``analyzer`` replaces ``Analyzer(spec)`` by an equivalent callable, e.g.
     a memoising one during cross-validation; fitted models always keep ``Analyzer(spec)``.
     """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     params = dict(params or {})
     return TfidfVectorizer(
         analyzer=analyzer if analyzer is not None else Analyzer(spec),
@@ -266,6 +291,9 @@ def make_classifier(
     calibration map learnt from cross-validated scores, so the ONNX graph holds a single
     weight matrix (an ensemble would multiply the size by the number of folds).
     """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold
+
     if calibration not in trainer.calibrations:
         raise GridError(
             f"blueprint.yaml: train.calibration: {calibration!r} is not available for trainer "
@@ -295,6 +323,8 @@ def make_pipeline(
     analyzer: Callable[[str], list[str]] | None = None,
 ) -> Pipeline:
     """An unfitted ``tfidf -> clf`` pipeline for one grid candidate."""
+    from sklearn.pipeline import Pipeline
+
     return Pipeline([
         ("tfidf", make_vectorizer(spec_for(spec, params), sublinear_tf, params,
                                   vocabulary=vocabulary, analyzer=analyzer)),
@@ -304,6 +334,8 @@ def make_pipeline(
 
 def base_classifier(clf: BaseEstimator) -> BaseEstimator:
     """The fitted linear model inside a (non-ensemble) calibrator, or ``clf`` itself."""
+    from sklearn.calibration import CalibratedClassifierCV
+
     if isinstance(clf, CalibratedClassifierCV):
         return clf.calibrated_classifiers_[0].estimator
     return clf
@@ -316,6 +348,8 @@ def class_weights(clf: BaseEstimator, n_classes: int) -> np.ndarray:
     feature pushed the decision towards class ``a`` rather than ``b``. A binary linear model
     has one coefficient row (class 1 against class 0); it becomes ``[0, coef]``.
     """
+    from sklearn.naive_bayes import ComplementNB
+
     base = base_classifier(clf)
     if isinstance(base, ComplementNB):
         return np.asarray(base.feature_log_prob_, dtype=np.float64)

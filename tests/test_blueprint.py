@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from foundry.blueprint import BlueprintError, check_unique_task_names, load_blueprint
+from foundry.blueprint import BlueprintError, load_blueprint
+from foundry.check import check_blueprint
 from foundry.paths import BLUEPRINTS_DIR
 
 DEFAULT = BLUEPRINTS_DIR / "text_classification"
@@ -26,7 +27,8 @@ def test_default_blueprint_is_valid():
     assert bp.task("is_question").label_names == ["Question", "Statement"]
     assert bp.task("confirmation").label_names == ["Affirm", "Deny"]
     assert bp.spec.generation.target_per_task >= 3000
-    check_unique_task_names()
+    report = check_blueprint("text_classification")
+    assert report.ok, report.format()
 
 
 def test_one_label_is_rejected_with_file_field_and_reason(tmp_path):
@@ -57,8 +59,10 @@ def test_missing_file_is_named(tmp_path):
 def test_duplicate_task_names_across_blueprints(tmp_path):
     _copy(tmp_path)
     shutil.copytree(tmp_path / "bp", tmp_path / "bp2")
-    with pytest.raises(BlueprintError, match="task names must be unique across blueprints"):
-        check_unique_task_names(tmp_path)
+    report = check_blueprint(tmp_path / "bp")
+    assert not report.ok
+    assert "must be unique across blueprints" in report.format()
+    assert "bp2/blueprint.yaml" in report.format()
 
 
 def test_unknown_blueprint_name():

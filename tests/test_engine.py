@@ -326,7 +326,7 @@ def test_hints_are_deterministic_per_request_number(tmp_path):
 
 
 def test_split_evenly():
-    from foundry.generate.steering import split_evenly
+    from foundry.generate.sufficiency import split_evenly
 
     assert split_evenly(10, ["a", "b", "c"]) == {"a": 4, "b": 3, "c": 3}
     assert sum(split_evenly(7, list(range(5))).values()) == 7
@@ -361,3 +361,52 @@ def test_render_prompt_drops_the_leading_author_comment():
     text = render_prompt("<!-- notes for authors: n, hint -->\n请写 {n} 条。{targets}", n=3,
                          hint="h", labels="L", targets="T")
     assert text == "请写 3 条。T"
+
+
+class RepeatingOpenAI(FakeOpenAI):
+    """A model with favourite sentences: each row is drawn from a small pool per label."""
+
+    def __init__(self, pool: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pool = pool
+
+    def text_for(self, response_id: str, i: int, label: str, category: str | None) -> str:
+        with self.lock:
+            n = self.rng.randrange(self.pool)
+        return f"{label} 句子 {n}" + ("" if n % 2 else "！")
+
+
+def test_repeats_of_stored_texts_are_quarantined_and_steered_away(tmp_path):
+    from foundry.generate.engine import duplicate_rate_by_round, requests_log_path
+    from foundry.textspec import normalize
+
+    with RepeatingOpenAI(pool=40, seed=3) as server:
+        report, raw, quarantine = run(tmp_path, "openai", server, 50, samples_per_request=10,
+                                      concurrency=2)
+        prompts = [server.prompt_of(r) for r in server.requests_seen]
+    rows = read_lines_strict(raw)
+    assert len(rows) == 50 and report.stopped == "target"
+    keys = [normalize(r["text"]) for r in rows]
+    assert len(set(keys)) == len(keys), "a duplicate of a stored text was stored"
+    duplicates = [q for q in read_lines_strict(quarantine) if q["reason"] == "duplicate"]
+    assert report.duplicates == len(duplicates) > 0
+    assert all(normalize(q["item"]["text"]) in set(keys) for q in duplicates)
+    # Later prompts list texts to avoid, JSON-quoted, the repeated ones first.
+    assert "do not repeat them" not in prompts[0]
+    assert any("do not repeat them" in p and '- "Question 句子' in p for p in prompts[2:])
+    table = duplicate_rate_by_round(requests_log_path(raw), round_size=2)
+    assert table["duplicates"].sum() == report.duplicates
+    assert table["returned"].sum() >= 50 + report.duplicates
+    assert list(table["round"]) == sorted(table["round"])
+    assert ((table["duplicate_rate"] >= 0) & (table["duplicate_rate"] <= 1)).all()
+
+
+def test_a_model_that_only_repeats_itself_stops_as_exhausted(tmp_path):
+    logs: list[str] = []
+    tuning = Tuning(backoff_base_s=0.05, backoff_max_s=0.3, progress=False, max_barren_in_a_row=4)
+    with RepeatingOpenAI(pool=3, seed=1) as server:
+        report, raw, _ = run(tmp_path, "openai", server, 200, tuning=tuning, logs=logs,
+                             samples_per_request=10, concurrency=1)
+    assert report.stopped == "exhausted"
+    assert len(read_lines_strict(raw)) <= 6 < 200
+    assert any("added no new row" in m for m in logs)

@@ -22,6 +22,14 @@ from foundry.runtime import MicroModel
 TASK = "tiny_q"
 
 
+@pytest.fixture(autouse=True)
+def lab_state(tmp_path, monkeypatch) -> Path:
+    """Where the tester remembers its last task: a temporary file, never the repository's."""
+    path = tmp_path / "lab-state" / "lab.json"
+    monkeypatch.setattr(lab, "LAB_STATE", path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_lab(tiny_models) -> Lab:
     return Lab(tiny_models[0])
@@ -278,13 +286,48 @@ def test_lab_correct_writes_into_the_blueprint_of_the_model(tmp_path, blueprints
     assert tester.corrections_file(TASK) == bp / "corrections" / f"{TASK}.jsonl"
     result = tester.correct(TASK, "打开灯吗", "Question", predicted="Statement")
     assert result.appended and result.path == bp / "corrections" / f"{TASK}.jsonl"
-    assert "next `make forge`" in result.message()
+    assert f"next `foundry forge {bp}` learns it" in result.message()
     again = tester.correct(TASK, "打开灯吗", "Question")
     assert not again.appended and "Already recorded" in again.message()
     assert [(r["text"], r["label"], r["task"]) for r in _lines(result.path)] == [
         ("打开灯吗", "Question", TASK)]
     with pytest.raises(LabError, match=r"'Maybe' is not a label of tiny_q"):
         tester.correct(TASK, "打开灯吗", "Maybe")
+
+
+def test_correction_message_names_the_blueprints_forge_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "BLUEPRINTS_DIR", tmp_path / "blueprints")
+    bp = tmp_path / "blueprints" / "demo"
+    bp.mkdir(parents=True)
+    write_models_with_blueprint(tmp_path / "models", str(bp))
+    result = Lab(tmp_path / "models").correct(TASK, "打开灯吗", "Question")
+    assert "the next `foundry forge demo` learns it" in result.message()
+
+
+def test_tester_opens_on_the_default_blueprints_first_task_then_the_last_used(tmp_path,
+                                                                              lab_state):
+    from conftest import write_tiny_models
+
+    models = tmp_path / "models"
+    for task in ("confirmation", "aaa", "is_question"):
+        write_tiny_models(models, task=task)
+    tester = Lab(models)
+    assert tester.tasks() == ["is_question", "confirmation", "aaa"]
+    assert tester.initial_task() == "is_question"
+    tester.remember("aaa")
+    assert Lab(models).initial_task() == "aaa"
+    assert json.loads(lab_state.read_text()) == {str(models.resolve()): "aaa"}
+    # Another models dir has its own memory; a remembered task that is gone is ignored.
+    assert Lab(tiny_models_dir(tmp_path)).initial_task() == TASK
+    (models / "aaa_preprocessor.bin").unlink()
+    assert Lab(models).initial_task() == "is_question"
+
+
+def tiny_models_dir(tmp_path: Path) -> Path:
+    from conftest import write_tiny_models
+
+    write_tiny_models(tmp_path / "other")
+    return tmp_path / "other"
 
 
 def test_corrections_need_a_blueprint(tiny_models, tmp_path):
@@ -368,7 +411,7 @@ def test_notebook_asks_on_enter_and_records_corrections(tmp_path, blueprints_dir
     bp = blueprints_dir / "my_blueprint"
     write_models_with_blueprint(tmp_path / "models", "my_blueprint")
     ns = run_tester_notebook(tmp_path / "models")
-    assert ns["task_picker"].options == (TASK,)
+    assert ns["task_picker"].options == (TASK,) and ns["task_picker"].value == TASK
     ns["text_box"].value = "今天天气怎么样？"  # what Enter does with continuous_update=False
     assert 'class="foundry-label"' in ns["answer_html"].value
     assert 'data-label="Question"' in ns["answer_html"].value
@@ -492,3 +535,16 @@ def test_non_linear_model_is_explained_by_occlusion(tmp_path):
     top = e.contributions[0]
     assert "吗" in top.ngram and top.favours == "Question" and top.contribution > 0
     assert "drop of P(Question)" in tester.render(tester.ask("nb", "你好吗"))
+
+
+def test_notebook_task_picker_remembers_the_last_task(tmp_path):
+    from conftest import write_tiny_models
+
+    models = tmp_path / "models"
+    for task in ("confirmation", "is_question"):
+        write_tiny_models(models, task=task)
+    ns = run_tester_notebook(models)
+    assert ns["task_picker"].options == ("is_question", "confirmation")
+    assert ns["task_picker"].value == "is_question"
+    ns["task_picker"].value = "confirmation"
+    assert run_tester_notebook(models)["task_picker"].value == "confirmation"

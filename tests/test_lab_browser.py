@@ -89,6 +89,7 @@ def jupyterlab(root: Path, models_dir: Path, work: Path) -> Iterator[str]:
     env = {
         **os.environ,
         "FOUNDRY_MODELS_DIR": str(models_dir),
+        "FOUNDRY_RUNS_DIR": str(work / "runs"),  # the tester remembers its last task there
         "JUPYTER_CONFIG_DIR": str(work / "config"),
         "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
         "JUPYTERLAB_SETTINGS_DIR": str(work / "settings"),

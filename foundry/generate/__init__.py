@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry.blueprint import Blueprint, Task
 from foundry.generate.rawstore import RawStore
+from foundry.generate.sufficiency import (
+    InsufficientDataError,
+    Sufficiency,
+    check_sufficiency,
+    measure,
+)
 from foundry.runs import stage_dir, write_json
+
+__all__ = ["GenerateSummary", "InsufficientDataError", "check_data_sufficiency",
+           "generate_stage", "generate_task", "provider_configured", "resolve_provider"]
 
 PROVIDERS = ("offline", "gemini", "openai")
 #: Environment variables that configure a provider (any one of them is enough).
-_KEY_VARS = {"gemini": ("GEMINI_API_KEYS",), "openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
+KEY_VARIABLES = {"gemini": ("GEMINI_API_KEYS",), "openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
 
 
 def __getattr__(name: str):
@@ -43,21 +52,17 @@ class GenerateSummary:
     rows: int
     added: int
     details: dict = field(default_factory=dict)
+    sufficiency: Sufficiency | None = None
 
 
-def _configured(provider: str) -> bool:
+def provider_configured(provider: str, env: Mapping[str, str] | None = None) -> bool:
     """Whether the environment (or ``.env``) configures ``provider``; never reads key values out."""
     if provider == "offline":
         return True
-    try:
-        from foundry.secrets import load_env
-    except ImportError:  # pragma: no cover - secrets ships with the package
-        import os
+    from foundry.secrets import load_env
 
-        env = dict(os.environ)
-    else:
-        env = load_env()
-    return any(env.get(var, "").strip() for var in _KEY_VARS[provider])
+    variables = load_env(env)
+    return any(variables.get(var, "").strip() for var in KEY_VARIABLES[provider])
 
 
 def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], None]) -> str:
@@ -73,15 +78,15 @@ def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], N
             raise GenerationError(
                 f"unknown provider {override!r}; choose one of {', '.join(PROVIDERS)}"
             )
-        if not _configured(override):
+        if not provider_configured(override):
             raise MissingKeyError(
-                f"provider {override!r} needs {' or '.join(_KEY_VARS[override])} in the "
+                f"provider {override!r} needs {' or '.join(KEY_VARIABLES[override])} in the "
                 "environment or .env"
             )
         return override
     provider = bp.spec.generation.provider
-    if not _configured(provider):
-        log(f"{' / '.join(_KEY_VARS[provider])} not set: using the offline provider, not {provider!r}")
+    if not provider_configured(provider):
+        log(f"{' / '.join(KEY_VARIABLES[provider])} not set: using the offline provider, not {provider!r}")
         return "offline"
     return provider
 
@@ -125,6 +130,14 @@ def _generate_offline(
     return {"capacity": capacity, "stats": getattr(result, "stats", None)}
 
 
+def _offline_quotas(details: dict) -> dict[tuple[str, str], int] | None:
+    """The offline provider's rows per (label, category) when it generated in this call."""
+    categories = ((details or {}).get("stats") or {}).get("categories")
+    if not categories:
+        return None
+    return {(c["label"], c["category"]): c["quota"] for c in categories}
+
+
 def generate_task(
     bp: Blueprint,
     task: Task,
@@ -157,9 +170,11 @@ def generate_task(
                 quarantine_path=raw_file.with_suffix(".quarantine.jsonl"), target=target, log=log,
             )
             details = {"report": report.to_dict() if hasattr(report, "to_dict") else str(report)}
+    sufficiency = measure(task, store.rows, target, bp.spec.generation.min_label_share,
+                          _offline_quotas(details))
     summary = GenerateSummary(
         task=task.name, provider=provider, stream=stream, raw_file=raw_file,
-        rows=len(store), added=len(store) - before, details=details,
+        rows=len(store), added=len(store) - before, details=details, sufficiency=sufficiency,
     )
     write_json(
         stage_dir(run_dir, "generate", task.name) / "manifest.json",
@@ -171,11 +186,19 @@ def generate_task(
             "rows": summary.rows,
             "added": summary.added,
             "target": target,
+            "sufficiency": sufficiency.to_dict(),
             "details": details,
         },
     )
     log(f"{task.name}: {summary.rows} raw rows in {raw_file} ({summary.added} new, {provider})")
     return summary
+
+
+def check_data_sufficiency(summaries: dict[str, GenerateSummary], blueprint: str) -> None:
+    """The data-sufficiency gate of stage 1: raise :class:`InsufficientDataError` if a label of
+    any task ended below ``generation.min_label_share`` of its target."""
+    check_sufficiency({name: s.sufficiency for name, s in summaries.items()
+                       if s.sufficiency is not None}, blueprint)
 
 
 def generate_stage(

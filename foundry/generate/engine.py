@@ -52,9 +52,11 @@ from foundry.generate.validate import (
     extract_rows,
 )
 from foundry.secrets import ApiKey, gemini_keys, load_env, openai_keys, redact
+from foundry.textspec import normalize
 
 __all__ = [
     "AllKeysDisabledError",
+    "duplicate_rate_by_round",
     "GenerationError",
     "GenerationInterrupted",
     "GenerationReport",
@@ -91,6 +93,9 @@ class Tuning:
         Show a tqdm progress bar.
     max_failed_in_a_row : int
         Stop when this many requests in a row fail after all their retries.
+    max_barren_in_a_row : int
+        Stop (``stopped == "exhausted"``) when this many successful requests in a row add no
+        new row: the model only repeats what is stored. The data-sufficiency gate then decides.
     max_requests, max_tokens : int, optional
         Budget; when unset, the blueprint's ``generation.max_requests`` / ``max_tokens``
         (if the blueprint defines them) apply.
@@ -100,6 +105,7 @@ class Tuning:
     backoff_max_s: float = 60.0
     progress: bool = True
     max_failed_in_a_row: int = 3
+    max_barren_in_a_row: int = 20
     max_requests: int | None = None
     max_tokens: int | None = None
 
@@ -120,6 +126,8 @@ class GenerationReport:
     attempts: int = 0
     rate_limited: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
+    #: Valid rows whose normalised text was already stored (quarantined as ``duplicate``).
+    duplicates: int = 0
     category_missing: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -127,7 +135,7 @@ class GenerationReport:
     key_state: dict[str, str] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
-    stopped: str = "target"  # target | budget | interrupted | error
+    stopped: str = "target"  # target | budget | exhausted | interrupted | error
     requests_log: str = ""  # JSONL, one line per attempt
 
     @property
@@ -166,6 +174,8 @@ class GenerationReport:
             f"(before {self.rows_before}, added {self.rows_added}; {labels})",
             f"  rejected    {self.rows_rejected} ({rejected}); "
             f"no category: {self.category_missing}",
+            f"  duplicates  {self.duplicates} of {self.duplicates + self.rows_added} valid rows "
+            "were already stored",
             f"  requests    sent {self.attempts}, ok {self.requests_ok}, "
             f"retried {self.requests_retried}, failed {self.requests_failed}, "
             f"429s {self.rate_limited}",
@@ -193,6 +203,35 @@ def batch_id(task: str, index: int) -> str:
 def requests_log_path(raw_path: Path) -> Path:
     """Per-request stats of a raw file: ``<task>.requests.jsonl`` beside it."""
     return raw_path.with_name(raw_path.stem + ".requests.jsonl")
+
+
+def duplicate_rate_by_round(requests_log: Path, round_size: int) -> Any:
+    """Per round of ``round_size`` requests (by request number): rows returned, duplicates of
+    stored rows and their rate, from the requests log (``<task>.requests.jsonl``).
+
+    Returns a pandas DataFrame with columns ``round``, ``requests``, ``returned``,
+    ``duplicates``, ``duplicate_rate``; empty when no request succeeded.
+    """
+    import pandas as pd
+
+    from foundry.jsonl import iter_jsonl
+
+    columns = ["round", "requests", "returned", "duplicates", "duplicate_rate"]
+    if not Path(requests_log).is_file():
+        return pd.DataFrame(columns=columns)
+    records = [r for _, r in iter_jsonl(requests_log) if r.get("outcome") == "ok"]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    df = pd.DataFrame({
+        "round": [int(r["batch"].rsplit("-", 1)[-1]) // max(1, round_size) + 1 for r in records],
+        "returned": [int(r.get("returned", 0)) for r in records],
+        "duplicates": [int(r.get("duplicates", 0)) for r in records],
+    })
+    table = df.groupby("round").agg(requests=("returned", "size"), returned=("returned", "sum"),
+                                    duplicates=("duplicates", "sum")).reset_index()
+    table["duplicate_rate"] = (table["duplicates"] / table["returned"].where(table["returned"] > 0)
+                               ).fillna(0.0).round(4)
+    return table[columns]
 
 
 def request_seed(seed: int, index: int, attempt: int) -> int:
@@ -254,6 +293,8 @@ class _Run:
         template = bp.path(task.constitution).read_text(encoding="utf-8")
         self.steering = Steering(task, template, gen.diversity, target, seed=gen.seed,
                                  existing=existing)
+        # Normalised texts already stored: a row the model repeats is a duplicate, not a row.
+        self.seen = {normalize(str(r.get("text", ""))) for r in existing}
         self.stored = len(existing)
         self.pending_rows = 0
         self.next_index = 0
@@ -266,6 +307,7 @@ class _Run:
         self.stop_reason: str | None = None
         self.fatal: BaseException | None = None
         self.failed_in_a_row = 0
+        self.barren_in_a_row = 0
         self.bar: Any = None
         self._last_cool_log: dict[str, float] = {}
 
@@ -321,12 +363,16 @@ class _Run:
                 checked: Checked) -> list[dict[str, Any]]:
         """Quarantine the rejects, then append the accepted rows (synchronous: never torn)."""
         prov = self._provenance(plan, comp, key)
-        rows = [{**r, **prov} for r in checked.rows]
+        fresh, repeats = self._split_repeats(checked.rows)
+        rows = [{**r, **prov} for r in fresh]
         room = max(0, self.target - self.stored)
         keep, surplus = rows[:room], rows[room:]
         records = [{"reason": rej.reason, "detail": rej.detail, "item": rej.item,
                     "task": self.task.name, "batch": plan.batch_id, **prov}
                    for rej in checked.rejected]
+        records += [{"reason": "duplicate", "detail": "already stored (normalised text)",
+                     "item": r, "task": self.task.name, "batch": plan.batch_id, **prov}
+                    for r in repeats]
         # Rows beyond the target are kept visible (and recoverable), not dropped.
         records += [{"reason": "over_target", "detail": "", "item": r, "task": self.task.name,
                      "batch": plan.batch_id, **prov} for r in surplus]
@@ -338,12 +384,28 @@ class _Run:
         added = self.store.append_batch(plan.batch_id, keep)
         self.stored += added
         self.report.rows_added += added
+        self.report.duplicates += len(repeats)
+        self.seen.update(normalize(r["text"]) for r in keep)
+        self.steering.note_repeats(r["text"] for r in repeats)
+        self.barren_in_a_row = 0 if added or not room else self.barren_in_a_row + 1
+        if self.barren_in_a_row >= self.tuning.max_barren_in_a_row:
+            self._stop("exhausted")
         self.report.category_missing += sum(
             1 for r in keep if r["category"] is None and self.rules.labels[r["label"]])
         key.stats.rows += added
         if self.bar is not None:
             self.bar.update(added)
         return keep
+
+    def _split_repeats(self, rows: list[dict[str, Any]]
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Rows whose normalised text is new, and those already stored (or earlier in ``rows``)."""
+        fresh, repeats, keys = [], [], set()
+        for r in rows:
+            key = normalize(r["text"])
+            (repeats if key in self.seen or key in keys else fresh).append(r)
+            keys.add(key)
+        return fresh, repeats
 
     # -- one request -------------------------------------------------------------------
 
@@ -439,9 +501,11 @@ class _Run:
                     self.report.requests_ok += 1
                     self.failed_in_a_row = 0
                     checked = check_rows(items, self.rules)
+                    duplicates_before = self.report.duplicates
                     kept = self._commit(plan, comp, key, checked)
                     self._record(plan, key, tries, started, "ok", asked=plan.n,
                                  returned=len(items), accepted=len(kept),
+                                 duplicates=self.report.duplicates - duplicates_before,
                                  rejected=dict(Counter(r.reason for r in checked.rejected)),
                                  **tokens)
                     return kept
@@ -656,6 +720,11 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
             if isinstance(err, (GenerationError, AllKeysDisabledError)):
                 err.report = report  # type: ignore[attr-defined]
             raise err
+        if report.stopped == "exhausted":
+            run.log(f"{task.name}: stopped with {report.rows_total}/{target} rows: "
+                    f"{run.tuning.max_barren_in_a_row} answers in a row added no new row (the "
+                    "model repeats what is stored); add diversity hints, raise the temperature "
+                    "or use a larger model")
         if report.stopped == "budget":
             run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
                     f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "

@@ -35,9 +35,6 @@ from foundry.textspec import normalize
 #: Consecutive draws without a new unique sentence after which a template is exhausted.
 DEFAULT_MAX_MISSES = 300
 
-_SEED_KEYS = {"text", "label", "category"}
-_SEED_OPTIONAL = {"note"}
-
 
 class SeedError(ValueError):
     """A seed file is malformed; the message names the file, the line and the fix."""
@@ -83,7 +80,10 @@ def _categories(task: Task) -> dict[str, list[str]]:
 
 
 def load_seeds(path: str | Path, task: Task) -> list[dict[str, Any]]:
-    """Read and validate a seed file: one ``{"text", "label", "category"}`` object per line.
+    """Read and validate a seed file: one ``{"text", "label"[, "category"]}`` object per line.
+
+    The row rules are :func:`foundry.check.seed_row_problems` (what ``foundry blueprint check``
+    reports); here the first problem raises.
 
     Raises
     ------
@@ -91,45 +91,26 @@ def load_seeds(path: str | Path, task: Task) -> list[dict[str, Any]]:
         For invalid JSON, missing or unknown keys, empty text, a label or category the task
         does not declare, or two seeds that are the same after normalisation.
     """
+    from foundry.check import seed_row_problems
+
     path = Path(path)
     if not path.is_file():
         raise SeedError(f"{path}: seed file not found")
-    cats = _categories(task)
     rows: list[dict[str, Any]] = []
     first_line: dict[str, str] = {}
     hint = '; one {"text", "label", "category"} object per line'
     for where, obj in iter_jsonl(path, error=SeedError, hint=hint):
-        missing = sorted(_SEED_KEYS - set(obj))
-        if missing:
-            raise SeedError(f"{where}: missing key(s) {', '.join(missing)}")
-        extra = sorted(set(obj) - _SEED_KEYS - _SEED_OPTIONAL)
-        if extra:
-            raise SeedError(
-                f"{where}: unknown key(s) {', '.join(extra)}; allowed: text, label, "
-                "category, note"
-            )
-        text, label, category = obj["text"], obj["label"], obj["category"]
-        if not isinstance(text, str) or not normalize(text):
-            raise SeedError(f"{where}: \"text\" must be a non-empty string")
-        if label not in cats:
-            raise SeedError(
-                f"{where}: unknown label {label!r} for task {task.name!r} "
-                f"(labels: {', '.join(cats)})"
-            )
-        if category not in cats[label]:
-            raise SeedError(
-                f"{where}: unknown category {category!r} of label {label!r} "
-                f"(categories: {', '.join(cats[label])})"
-            )
-        key = normalize(text)
+        for name, message in seed_row_problems(obj, task)[:1]:
+            raise SeedError(f"{where}: {name}: {message}")
+        key = normalize(obj["text"])
         if key in first_line:
             raise SeedError(
                 f"{where}: duplicate of {first_line[key]} after normalisation "
                 f"({key!r}); remove one of them"
             )
         first_line[key] = where
-        rows.append({"text": text, "label": label, "category": category,
-                     "source": "seed", "template": None})
+        rows.append({"text": obj["text"], "label": obj["label"],
+                     "category": obj.get("category"), "source": "seed", "template": None})
     return rows
 
 

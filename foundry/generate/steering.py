@@ -7,11 +7,15 @@ Every request carries
   request asks for the same thing;
 * **targets**: how many rows of which label (and sub-category) to write, given to the labels
   and categories that are furthest below their share of the target, counting rows already
-  stored *and* rows asked for by requests still in flight.
+  stored *and* rows asked for by requests still in flight;
+* **texts to avoid**: the texts the model has already repeated most, then the latest stored
+  texts of the targeted sub-categories. Small models keep returning their favourite
+  sentences; every repeat is a paid row that the engine rejects as a duplicate.
 
-The prompt is the task's constitution with the placeholders ``{n}``, ``{hint}``, ``{labels}``
-and ``{targets}`` replaced (with ``str.replace``: prompts contain JSON braces). A constitution
-without ``{targets}`` gets the targets appended, so steering never silently stops working.
+The prompt is the task's constitution with the placeholders ``{n}``, ``{hint}``, ``{labels}``,
+``{targets}`` and ``{avoid}`` replaced (with ``str.replace``: prompts contain JSON braces). A
+constitution without ``{targets}`` or ``{avoid}`` gets them appended, so steering never
+silently stops working.
 """
 
 from __future__ import annotations
@@ -19,20 +23,19 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from foundry.blueprint import Diversity, Task
+from foundry.generate.sufficiency import category_targets, label_targets
 
 Cell = tuple[str, "str | None"]  # (label, category or None)
-
-
-def split_evenly(total: int, names: list[Any]) -> dict[Any, int]:
-    """``total`` spread over ``names`` as evenly as possible, earlier names taking the remainder."""
-    base, extra = divmod(total, len(names))
-    return {name: base + (1 if i < extra else 0) for i, name in enumerate(names)}
+#: Texts to avoid per prompt: the most repeated ones, then recent ones per targeted cell.
+AVOID_REPEATED = 8
+AVOID_PER_CELL = 4
+AVOID_TOTAL = 16
 
 
 @dataclass(frozen=True)
@@ -87,18 +90,31 @@ def describe_targets(targets: Iterable[tuple[str, str | None, int]]) -> str:
 _LEADING_COMMENT = re.compile(r"\A\s*<!--.*?-->\s*", re.DOTALL)
 
 
-def render_prompt(template: str, *, n: int, hint: str, labels: str, targets: str) -> str:
-    """Fill the constitution's placeholders; append the targets if it has no ``{targets}``.
+def describe_avoid(texts: Iterable[str]) -> str:
+    """The ``{avoid}`` block: one already written text per line (JSON-quoted: texts may hold
+    line breaks or quotes)."""
+    import json
+
+    return "\n".join(f"- {json.dumps(t, ensure_ascii=False)}" for t in texts)
+
+
+def render_prompt(template: str, *, n: int, hint: str, labels: str, targets: str,
+                  avoid: str = "") -> str:
+    """Fill the constitution's placeholders; append the targets if it has no ``{targets}``,
+    and the texts to avoid (if any) if it has no ``{avoid}``.
 
     A leading HTML comment (the constitution's notes for blueprint authors) is not sent.
     """
     text = _LEADING_COMMENT.sub("", template, count=1)
-    has_targets = "{targets}" in text
+    has_targets, has_avoid = "{targets}" in text, "{avoid}" in text
     for placeholder, value in (("{n}", str(n)), ("{hint}", hint), ("{labels}", labels),
-                               ("{targets}", targets)):
+                               ("{targets}", targets), ("{avoid}", avoid)):
         text = text.replace(placeholder, value)
     if not has_targets:
         text = text.rstrip() + "\n\nWrite exactly these rows:\n" + targets + "\n"
+    if avoid and not has_avoid:
+        text = (text.rstrip() + "\n\nThese are written already; do not repeat them or "
+                "change only a word or two:\n" + avoid + "\n")
     return text
 
 
@@ -128,16 +144,16 @@ class Steering:
         self.diversity = diversity
         self.seed = seed
         self.labels_text = describe_labels(task)
-        self.label_target = split_evenly(target, task.label_names)
-        self.cat_target: dict[Cell, int] = {}
-        for label in task.labels:
-            cats: list[str | None] = list(label.categories) or [None]
-            for cat, k in split_evenly(self.label_target[label.name], cats).items():
-                self.cat_target[(label.name, cat)] = k
+        # The same targets the data-sufficiency report measures against.
+        self.label_target = label_targets(task, target)
+        self.cat_target: dict[Cell, int] = category_targets(task, target)
         self.label_count: Counter[str] = Counter()
         self.cell_count: Counter[Cell] = Counter()
         self.label_pending: Counter[str] = Counter()
         self.cell_pending: Counter[Cell] = Counter()
+        self.recent: dict[Cell, deque[str]] = {c: deque(maxlen=AVOID_PER_CELL)
+                                               for c in self.cat_target}
+        self.repeated: Counter[str] = Counter()
         self.add_rows(existing)
 
     def add_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -150,6 +166,20 @@ class Steering:
             cell = (label, r.get("category"))
             if cell in self.cat_target:
                 self.cell_count[cell] += 1
+                self.recent[cell].append(str(r.get("text", "")))
+
+    def note_repeats(self, texts: Iterable[str]) -> None:
+        """Texts the model wrote again although they were stored: asked to avoid first."""
+        self.repeated.update(texts)
+
+    def avoid(self, targets: Iterable[tuple[str, str | None, int]]) -> list[str]:
+        """Texts the next request should not write: the most repeated, then the latest stored
+        texts of the cells it targets."""
+        out = [t for t, _ in sorted(self.repeated.items(), key=lambda kv: (-kv[1], kv[0]))
+               [:AVOID_REPEATED]]
+        for label, cat, _ in targets:
+            out += reversed(self.recent.get((label, cat), ()))
+        return list(dict.fromkeys(t for t in out if t))[:AVOID_TOTAL]
 
     def _deficits(self) -> tuple[dict[str, int], dict[Cell, int]]:
         lab = {k: t - self.label_count[k] - self.label_pending[k]
@@ -180,7 +210,8 @@ class Steering:
         targets = tuple(self.allocate(n, rng))
         hint = draw_hint(self.diversity, self.seed, self.task.name, index)
         prompt = render_prompt(self.template, n=n, hint=hint, labels=self.labels_text,
-                               targets=describe_targets(targets))
+                               targets=describe_targets(targets),
+                               avoid=describe_avoid(self.avoid(targets)))
         for label, cat, k in targets:
             self.label_pending[label] += k
             self.cell_pending[(label, cat)] += k

@@ -14,7 +14,16 @@
  */
 const path = require('node:path');
 const { parseArgs } = require('node:util');
-const { ArtifactError, MicroModel } = require('./src/runtime');
+let runtime;
+try {
+  runtime = require('./src/runtime');
+} catch (err) {
+  if (err.code !== 'MODULE_NOT_FOUND' || !/protobufjs|onnxruntime-node/.test(err.message)) throw err;
+  process.stderr.write('node cli.js: the JavaScript runtime\'s packages are not installed; run '
+    + '`make node` in the repository root (npm ci --ignore-scripts in runtimes/node)\n');
+  process.exit(1);
+}
+const { ArtifactError, MicroModel } = runtime;
 const { checkConformance } = require('./src/conformance');
 const { pyJsonDumps } = require('./src/pyjson');
 

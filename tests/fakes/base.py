@@ -279,6 +279,11 @@ class FakeLLMServer:
     def revoked_status(self) -> tuple[int, str]:
         return 400, "revoked"
 
+    def text_for(self, response_id: str, i: int, label: str, category: str | None) -> str:
+        """The text of row ``i`` of an answer: unique and traceable by default (subclasses
+        write realistic or repeating texts)."""
+        return f"样本{response_id}-{i:03d} 今天要不要带伞"
+
     def wrap_items(self, items: list[dict[str, Any]]) -> Any:
         return items
 
@@ -295,7 +300,7 @@ class FakeLLMServer:
         i = 0
         for label, cat, k in wanted:
             for _ in range(k):
-                text = f"样本{response_id}-{i:03d} 今天要不要带伞"
+                text = self.text_for(response_id, i, label, cat)
                 item: dict[str, Any] = {"text": text, "label": label, "category": cat or "none"}
                 wrong, bad = draws[i]
                 if wrong < self.faults.p_wrong_label:
