@@ -15,6 +15,61 @@ def test_predict_arguments(tiny_models, capsys):
     assert capsys.readouterr().out.splitlines()[0].startswith("Question")
 
 
+@pytest.mark.parametrize("order", [
+    ["--models-dir", "{m}", "今天天气怎么样？", "打开客厅的灯"],
+    ["今天天气怎么样？", "--json", "--models-dir", "{m}", "打开客厅的灯"],
+    ["今天天气怎么样？", "打开客厅的灯", "--models-dir", "{m}", "--json"],
+])
+def test_predict_options_anywhere_among_the_texts(tiny_models, capsys, order):
+    models_dir, _ = tiny_models
+    argv = ["predict", "tiny_q", *[a.replace("{m}", str(models_dir)) for a in order]]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    if "--json" in order:
+        assert [json.loads(line)["text"] for line in out] == ["今天天气怎么样？", "打开客厅的灯"]
+
+
+def test_predict_rejects_an_unknown_option_among_the_texts(tiny_models, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "tiny_q", "你好", "--jsn", "--models-dir", str(tiny_models[0])])
+    assert info.value.code == 2 and "unrecognized arguments: --jsn" in capsys.readouterr().err
+
+
+def test_lab_passes_port_and_ip_to_jupyterlab(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    assert main(["lab", "--port", "9123", "--ip", "0.0.0.0", "--no-browser",
+                 "--models-dir", str(tmp_path)]) == 0
+    cmd, kw = calls[0]
+    assert cmd[1:4] == ["-m", "jupyterlab", "notebooks/10_tester.ipynb"]
+    assert "--ServerApp.port=9123" in cmd and "--ServerApp.ip=0.0.0.0" in cmd
+    assert kw["env"]["FOUNDRY_MODELS_DIR"] == str(tmp_path.resolve())
+
+
+def test_blueprint_new_prints_the_next_commands(tmp_path, monkeypatch, capsys):
+    import foundry.scaffold as scaffold
+
+    monkeypatch.setattr(scaffold, "BLUEPRINTS_DIR", tmp_path)
+    assert main(["blueprint", "new", "demo", "--task", "feedback"]) == 0
+    out = capsys.readouterr().out
+    assert "created blueprint 'demo' with task 'feedback'" in out
+    for line in ("foundry blueprint check demo", "foundry forge demo",
+                 "foundry predict feedback", "docs/your-first-blueprint.md",
+                 "grammar/feedback.yaml", "exam/feedback.jsonl"):
+        assert line in out, line
+    assert "name: feedback" in (tmp_path / "demo" / "blueprint.yaml").read_text(encoding="utf-8")
+    assert main(["blueprint", "new", "demo"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["blueprint", "new", "Bad-Name"]) == 2
+    assert "must match" in capsys.readouterr().err
+
+
+def test_blueprint_new_refuses_a_task_name_another_blueprint_has(capsys):
+    assert main(["blueprint", "new", "fresh_one", "--task", "is_question"]) == 2
+    assert "task 'is_question' is already defined in" in capsys.readouterr().err
+
+
 def test_predict_json_from_stdin(tiny_models):
     models_dir, _ = tiny_models
     out = subprocess.run(
