@@ -36,7 +36,7 @@ import pandas as pd
 
 from foundry.errors import FoundryError
 from foundry.jsonl import iter_jsonl
-from foundry.paths import BLUEPRINTS_DIR, MODELS_DIR, RUNS_DIR, project_path
+from foundry.paths import MODELS_DIR, RUNS_DIR, project_path
 from foundry.runs import write_json
 from foundry.runtime import MicroModel, Prediction, read_linear_graph
 from foundry.textspec import normalize
@@ -79,8 +79,10 @@ def default_blueprint_tasks() -> list[str]:
     """Task names of the default blueprint, in its order (empty if it cannot be read)."""
     import yaml
 
+    from foundry import paths
+
     try:
-        spec = yaml.safe_load((BLUEPRINTS_DIR / DEFAULT_BLUEPRINT / "blueprint.yaml")
+        spec = yaml.safe_load((paths.BLUEPRINTS_DIR / DEFAULT_BLUEPRINT / "blueprint.yaml")
                               .read_text(encoding="utf-8"))
         return [t["name"] for t in spec["tasks"]]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
@@ -619,8 +621,10 @@ class CorrectionResult:
 
 def forge_command(blueprint_dir: Path) -> str:
     """``foundry forge <name>`` for a blueprint under ``blueprints/``, else with its path."""
+    from foundry import paths
+
     blueprint_dir = Path(blueprint_dir).resolve()
-    if blueprint_dir.parent == BLUEPRINTS_DIR.resolve():
+    if blueprint_dir.parent == paths.BLUEPRINTS_DIR.resolve():
         return f"foundry forge {blueprint_dir.name}"
     return f"foundry forge {blueprint_dir}"
 

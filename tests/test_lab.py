@@ -286,7 +286,7 @@ def test_lab_correct_writes_into_the_blueprint_of_the_model(tmp_path, blueprints
     assert tester.corrections_file(TASK) == bp / "corrections" / f"{TASK}.jsonl"
     result = tester.correct(TASK, "打开灯吗", "Question", predicted="Statement")
     assert result.appended and result.path == bp / "corrections" / f"{TASK}.jsonl"
-    assert f"next `foundry forge {bp}` learns it" in result.message()
+    assert "the next `foundry forge my_blueprint` learns it" in result.message()
     again = tester.correct(TASK, "打开灯吗", "Question")
     assert not again.appended and "Already recorded" in again.message()
     assert [(r["text"], r["label"], r["task"]) for r in _lines(result.path)] == [
@@ -295,13 +295,10 @@ def test_lab_correct_writes_into_the_blueprint_of_the_model(tmp_path, blueprints
         tester.correct(TASK, "打开灯吗", "Maybe")
 
 
-def test_correction_message_names_the_blueprints_forge_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(lab, "BLUEPRINTS_DIR", tmp_path / "blueprints")
-    bp = tmp_path / "blueprints" / "demo"
-    bp.mkdir(parents=True)
-    write_models_with_blueprint(tmp_path / "models", str(bp))
-    result = Lab(tmp_path / "models").correct(TASK, "打开灯吗", "Question")
-    assert "the next `foundry forge demo` learns it" in result.message()
+def test_correction_into_a_blueprint_folder_elsewhere_names_its_path(tiny_models, tmp_path):
+    elsewhere = tmp_path / "my_bp"
+    result = Lab(tiny_models[0], blueprint_dir=elsewhere).correct(TASK, "打开灯吗", "Question")
+    assert f"the next `foundry forge {elsewhere.resolve()}` learns it" in result.message()
 
 
 def test_tester_opens_on_the_default_blueprints_first_task_then_the_last_used(tmp_path,
