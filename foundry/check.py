@@ -34,7 +34,6 @@ from pydantic import ValidationError
 
 from foundry.blueprint import (
     BLUEPRINT_FILE,
-    BLUEPRINTS_DIR,
     Blueprint,
     BlueprintError,
     BlueprintSpec,
@@ -420,7 +419,8 @@ class _Checker:
         have = Counter((r["label"], r.get("category")) for r in rows)
         for label in task.labels:
             if not any(lab == label.name for lab, _ in have):
-                self.add(path, None, "label", f"no exam case of label {label.name!r}")
+                self.add(path, None, "label", f"no exam case of label {label.name!r}; the exam "
+                         "cannot tell whether the model learnt it", "warning")
                 continue
             missing = [c for c in label.categories if not have[(label.name, c)]]
             if missing:
@@ -485,10 +485,10 @@ class _Checker:
     # -- across blueprints -----------------------------------------------------------
 
     def unique_task_names(self, tasks: list[tuple[int, Task]]) -> None:
-        """Against the other blueprints of ``blueprints/`` (and of this blueprint's folder)."""
-        others = {f.resolve() for folder in {BLUEPRINTS_DIR, self.root.parent}
-                  for f in Path(folder).glob(f"*/{BLUEPRINT_FILE}")} - {self.file.resolve()}
-        for other in sorted(others):
+        """Against the other blueprints of the same folder (``blueprints/`` for a named one):
+        their models share ``models/``."""
+        others = {f.resolve() for f in self.root.parent.glob(f"*/{BLUEPRINT_FILE}")}
+        for other in sorted(others - {self.file.resolve()}):
             try:
                 names = {t["name"] for t in yaml.safe_load(other.read_text("utf-8"))["tasks"]}
             except Exception:  # noqa: BLE001 - a broken neighbour is reported by its own check

@@ -367,9 +367,12 @@ def open_stage(stage: str, blueprint: str | Path, run_dir: str | Path = "",
         log(f"started a new run of {bp.name!r}: {state.run_dir}")
     else:
         path = resolve_run_dir(bp.name, run_dir).resolve()
-        if stage == "generate":
+        if stage == "generate" and path.parent.name == bp.name:
             state = create_run(bp.name, path.name, runs_root=path.parent.parent,
                                started_by=f"notebooks/{STAGE_NOTEBOOKS[stage]}")
+        elif stage == "generate":  # a folder outside runs/<blueprint>/: no run markers
+            path.mkdir(parents=True, exist_ok=True)
+            state = RunState.load(path)
         elif not path.is_dir():
             raise RunStateError(f"{path}: no such run folder")
         else:

@@ -203,3 +203,11 @@ def test_a_tampered_run_marker_is_not_followed(tmp_path):
         for target in ("../../outside", str(outside)):
             (runs / BP / marker).write_text(target + "\n")
             assert latest_run_dir(BP, runs) != outside and current_run_dir(BP, runs) != outside
+
+
+def test_a_run_folder_outside_runs_is_used_as_given(runs_root, tmp_path):
+    elsewhere = tmp_path / "scratch" / "my-run"
+    stage = open_stage("generate", BP, str(elsewhere), log=lambda _: None)
+    assert stage.run_dir == elsewhere.resolve()
+    assert RunState.load(elsewhere).status("generate") == "running"
+    assert current_run_dir(BP) is None  # the markers of runs/<blueprint>/ are not touched
