@@ -35,6 +35,10 @@ MAX_LABELS = 1024
 MAX_CHARS = 4096
 MAX_N = 8
 MAX_VOCABULARY = 1 << 18
+#: Where an export stages its files (``<models>/.pending/<task>.<id>/``) and the marker of a
+#: staging folder whose files are complete (see :mod:`foundry.export`).
+PENDING_DIR = ".pending"
+COMMIT_MARKER = "COMMITTED"
 #: The tag (field 13, wire type 2) and length byte that open the integrity trailer.
 INTEGRITY_HEADER = bytes([(13 << 3) | 2, 32])
 INTEGRITY_BYTES = len(INTEGRITY_HEADER) + 32
@@ -77,6 +81,16 @@ def read_artifact(path: Path, what: str, limit: int) -> bytes:
 def _open_nonblocking(path: str, flags: int) -> int:
     # Should the path become a FIFO between the stat and the open, do not wait for a writer.
     return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def interrupted_export(models_dir: Path, task: str) -> bool:
+    """Whether an export of ``task`` into ``models_dir`` committed but did not finish renaming."""
+    pending = Path(models_dir) / PENDING_DIR
+    try:
+        return any((d / COMMIT_MARKER).is_file() for d in pending.iterdir()
+                   if d.name == task or d.name.startswith(f"{task}."))
+    except OSError:
+        return False
 
 
 def seal(body: bytes) -> bytes:

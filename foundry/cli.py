@@ -11,6 +11,7 @@ from pathlib import Path
 
 from foundry.errors import FoundryError, InputDataError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT
+from foundry.secrets import redact
 
 #: Exit status when stdout is closed before the answers are written (``| head``): 128 +
 #: SIGPIPE, what a shell reports for a process that the closed pipe stopped.
@@ -31,7 +32,7 @@ def _cmd_forge(args: argparse.Namespace) -> int:
             allow_exam_failures=args.allow_exam_failures,
         )
     except ForgeError as exc:
-        print(f"foundry forge: {exc}", file=sys.stderr)
+        print(f"foundry forge: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     total = sum(result.seconds.values())
     print(f"done in {total:.1f} s; run folder {result.run_dir}; models in {result.models_dir}")
@@ -102,9 +103,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from foundry.export import recover_pending
     from foundry.runtime import ArtifactError, MicroModel, check_conformance
 
     models_dir = Path(args.models_dir)
+    if models_dir.is_dir():
+        for task in recover_pending(models_dir):
+            print(f"completed an interrupted export of {task} (its files were committed)")
     tasks = args.task or sorted(
         p.name.removesuffix("_preprocessor.bin") for p in models_dir.glob("*_preprocessor.bin")
     )
@@ -312,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except FoundryError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if exc.errno == errno.EPIPE:
@@ -322,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             _silence_stdout()
             print(f"{prog}: cannot write the output: {_describe_os_error(exc)}", file=sys.stderr)
         else:
-            print(f"{prog}: {_describe_os_error(exc)}", file=sys.stderr)
+            print(f"{prog}: {redact(_describe_os_error(exc))}", file=sys.stderr)
         return 1
     except ValueError as exc:  # older errors not yet in foundry.errors (issue 16)
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

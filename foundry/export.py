@@ -9,15 +9,23 @@ Per task, in the models dir:
 - ``<task>_conformance.json``: test vectors computed by the scikit-learn pipeline;
 - ``<task>_card.md``: the model card.
 
-The four files are first written to ``<models>/.pending/<task>/`` together with a
-``COMMITTED`` marker, then renamed into place; a crash between renames is rolled forward
-by the next export (:func:`recover_pending`), so the models dir never keeps a mismatched pair.
+Exports into one models dir take turns: each holds ``<models>/.export.lock`` (an exclusive
+lock, :mod:`foundry.locks`) for its whole stage, waiting for another one to finish. The four
+files of a task are first written to a staging folder of this export alone,
+``<models>/.pending/<task>.<pid>-<random>/``, together with a ``COMMITTED`` marker, then
+renamed into place, the ``.onnx``/``.bin`` pair first. A crash between renames is rolled
+forward by the next export or ``foundry verify`` (:func:`recover_pending`, under the lock, so
+it never touches a staging folder that is still being written). A reader that falls between
+the two renames sees a mismatched pair and reads both again (runtime rule P1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,17 +35,30 @@ from typing import Any
 import numpy as np
 
 from foundry import __version__
-from foundry.artifacts import FORMAT_VERSION, load_preprocessor, seal_message
+from foundry.artifacts import (
+    COMMIT_MARKER,
+    FORMAT_VERSION,
+    PENDING_DIR,
+    load_preprocessor,
+    seal_message,
+)
 from foundry.blueprint import Blueprint, Task
 from foundry.conformance_cases import HARD_CASES
 from foundry.jsonl import iter_jsonl
+from foundry.locks import exclusive_lock
 from foundry.runs import atomic_write_bytes, read_json, require_stage_output
 from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE, normalize
 from foundry.v1 import preprocessor_pb2 as pb
 
+#: In the order they are switched into place: the pair first, back to back.
 ARTIFACT_SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
-PENDING_DIR = ".pending"
-COMMIT_MARKER = "COMMITTED"
+EXPORT_LOCK = ".export.lock"
+
+
+def models_dir_lock(models_dir: Path, log: Callable[[str], None] | None = print):
+    """The exclusive lock of a models dir: one export (or recovery) at a time, others wait."""
+    return exclusive_lock(Path(models_dir) / EXPORT_LOCK,
+                          doing=f"exporting into {Path(models_dir)}", log=log)
 
 
 def artifact_paths(task: str, models_dir: Path) -> dict[str, Path]:
@@ -350,36 +371,70 @@ def model_card(
     return "\n".join(lines)
 
 
-def recover_pending(models_dir: Path) -> list[str]:
-    """Roll forward exports that were committed but not fully renamed; drop uncommitted ones."""
+def recover_pending(models_dir: Path, log: Callable[[str], None] | None = print) -> list[str]:
+    """Roll forward exports that were committed but not fully renamed; drop uncommitted ones.
+
+    Runs under the models dir's lock, so every staging folder it finds belongs to an export
+    that ended (normally, or killed): none is being written. Returns the tasks rolled forward.
+    """
     pending_root = Path(models_dir) / PENDING_DIR
     recovered = []
     if not pending_root.is_dir():
         return recovered
-    for task_dir in sorted(pending_root.iterdir()):
-        if (task_dir / COMMIT_MARKER).is_file():
-            for src in sorted(task_dir.iterdir()):
-                if src.name != COMMIT_MARKER:
-                    src.replace(Path(models_dir) / src.name)
-            recovered.append(task_dir.name)
-        shutil.rmtree(task_dir, ignore_errors=True)
-    shutil.rmtree(pending_root, ignore_errors=True)
+    with models_dir_lock(models_dir, log):
+        for staging in sorted(pending_root.iterdir()):
+            if (staging / COMMIT_MARKER).is_file():
+                _switch_into_place(staging, Path(models_dir))
+                recovered.append(staging.name.split(".", 1)[0])
+            shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            pending_root.rmdir()
     return recovered
 
 
-def install_artifacts(task: str, files: dict[str, bytes], models_dir: Path) -> dict[str, Path]:
-    """Atomically install a task's artifact files (keyed by suffix) into ``models_dir``."""
+def _switch_into_place(staging: Path, models_dir: Path) -> None:
+    """Rename the staged files into the models dir, the pair first (see ARTIFACT_SUFFIXES)."""
+    def rank(path: Path) -> int:
+        return next((i for i, suffix in enumerate(ARTIFACT_SUFFIXES)
+                     if path.name.endswith(f"_{suffix}")), len(ARTIFACT_SUFFIXES))
+
+    staged = [p for p in staging.iterdir() if p.name != COMMIT_MARKER]
+    for src in sorted(staged, key=lambda p: (rank(p), p.name)):
+        src.replace(models_dir / src.name)
+    _fsync_dir(models_dir)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def install_artifacts(task: str, files: dict[str, bytes], models_dir: Path, *,
+                      log: Callable[[str], None] | None = print) -> dict[str, Path]:
+    """Atomically install a task's artifact files (keyed by suffix) into ``models_dir``.
+
+    Holds the models dir's lock (waiting for another export); stages into a folder of its
+    own, commits, then switches the files into place.
+    """
     models_dir = Path(models_dir)
-    recover_pending(models_dir)
-    staging = models_dir / PENDING_DIR / task
-    staging.mkdir(parents=True, exist_ok=True)
+    models_dir.mkdir(parents=True, exist_ok=True)
     final = artifact_paths(task, models_dir)
-    for suffix, data in files.items():
-        atomic_write_bytes(staging / final[suffix].name, data)
-    atomic_write_bytes(staging / COMMIT_MARKER, b"")
-    for suffix in files:
-        (staging / final[suffix].name).replace(final[suffix])
-    shutil.rmtree(models_dir / PENDING_DIR, ignore_errors=True)
+    with models_dir_lock(models_dir, log):
+        recover_pending(models_dir, log)
+        staging = models_dir / PENDING_DIR / f"{task}.{os.getpid()}-{secrets.token_hex(4)}"
+        staging.mkdir(parents=True)
+        for suffix, data in files.items():
+            atomic_write_bytes(staging / final[suffix].name, data)
+        atomic_write_bytes(staging / COMMIT_MARKER, b"")
+        _fsync_dir(staging)
+        _switch_into_place(staging, models_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (models_dir / PENDING_DIR).rmdir()
     return {s: final[s] for s in files}
 
 
@@ -464,7 +519,7 @@ def export_task(
         bin_size=bin_size, evaluation=evaluation, refine_summary=refine_summary,
         exam_gate=exam_gate,
     ).encode("utf-8")
-    paths = install_artifacts(task.name, files, models_dir)
+    paths = install_artifacts(task.name, files, models_dir, log=None)
     return ExportResult(
         task=task.name, paths=paths, onnx_size=onnx_size, bin_size=bin_size,
         conformance_vectors=len(json.loads(files["conformance.json"])["vectors"]),
@@ -490,19 +545,19 @@ def export_stage(
                               log=log)
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    for name in recover_pending(models_dir):
-        log(f"rolled forward an interrupted export of {name!r}")
     results = {}
-    for task in bp.tasks:
-        res = export_task(bp, run_dir, task, models_dir, exam_gate=gates[task.name])
-        # Both backends must reproduce the vectors: ONNX Runtime is the reference for the
-        # .onnx file itself, the NumPy backend is what `auto` serves.
-        for backend in ("onnxruntime", "auto"):
-            model = MicroModel.load(task.name, models_dir=models_dir, backend=backend)
-            verify_conformance(model, res.paths["conformance.json"])
-        log(
-            f"{task.name}: {res.onnx_size / 1024:.1f} KiB onnx + {res.bin_size / 1024:.1f} KiB bin, "
-            f"{res.conformance_vectors} conformance vectors verified"
-        )
-        results[task.name] = res
+    # One export into a models dir at a time: a concurrent forge waits here for this one.
+    with models_dir_lock(models_dir, log):
+        for name in recover_pending(models_dir, log):
+            log(f"rolled forward an interrupted export of {name!r}")
+        for task in bp.tasks:
+            res = export_task(bp, run_dir, task, models_dir, exam_gate=gates[task.name])
+            # Both backends must reproduce the vectors: ONNX Runtime is the reference for the
+            # .onnx file itself, the NumPy backend is what `auto` serves.
+            for backend in ("onnxruntime", "auto"):
+                model = MicroModel.load(task.name, models_dir=models_dir, backend=backend)
+                verify_conformance(model, res.paths["conformance.json"])
+            log(f"{task.name}: {res.onnx_size / 1024:.1f} KiB onnx + {res.bin_size / 1024:.1f} "
+                f"KiB bin, {res.conformance_vectors} conformance vectors verified")
+            results[task.name] = res
     return results

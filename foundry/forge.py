@@ -16,6 +16,7 @@ from pathlib import Path
 
 from foundry.blueprint import load_blueprint
 from foundry.errors import ConfigError, FoundryError
+from foundry.locks import exclusive_lock
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT, RUNS_DIR
 from foundry.runs import (
     STAGE_NOTEBOOKS,
@@ -25,6 +26,10 @@ from foundry.runs import (
     inherit_stage_outputs,
     last_run_with,
 )
+from foundry.secrets import redact
+
+#: Lock file of a run folder, held by the forge working in it.
+RUN_LOCK = ".forge.lock"
 
 __all__ = ["STAGE_NOTEBOOKS", "ForgeError", "ForgeResult", "close_steps", "forge", "parse_steps"]
 
@@ -90,7 +95,7 @@ def _failed_cell(exc: Exception) -> str:
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
     where = f"cell [{count}]" if count is not None else "a cell"
-    return f"{where} raised {ename}: {evalue}"
+    return redact(f"{where} raised {ename}: {evalue}")
 
 
 #: One BLAS/OpenMP thread per kernel: the stages fit many small models, and on a small machine
@@ -213,24 +218,27 @@ def forge(
     needed = list(STAGES[: STAGES.index(chosen[0])])
     source = _reusable_run(bp.name, str(blueprint), needed, chosen, run_id, runs_root)
     state = create_run(bp.name, run_id, runs_root=runs_root)
-    if source is not None:
-        inherit_stage_outputs(state.run_dir, source.run_dir, needed)
-        log(f"reusing {','.join(needed)} of run {source.run_id}")
-    models = Path(models_dir or MODELS_DIR).resolve()
-    parameters = {
-        "blueprint": str(bp.root),
-        "run_dir": str(state.run_dir.resolve()),
-        "models_dir": str(models),
-        "provider": provider or "",
-        "target_per_task": int(target_per_task or 0),
-        "allow_exam_failures": bool(allow_exam_failures),
-    }
-    result = ForgeResult(bp.name, state.run_dir, models, chosen, added)
-    (state.run_dir / "notebooks").mkdir(exist_ok=True)
-    log(f"forging {bp.name!r} -> {state.run_dir} (steps: {','.join(chosen)})")
-    with _kernel_environment():
-        for step in chosen:
-            _run_stage(pm, step, state, parameters, result, html, log)
+    # One forge per run folder: a second forge given the same --run-id is refused at once.
+    with exclusive_lock(state.run_dir / RUN_LOCK, doing=f"forging run {state.run_dir}",
+                        wait=False):
+        if source is not None:
+            inherit_stage_outputs(state.run_dir, source.run_dir, needed)
+            log(f"reusing {','.join(needed)} of run {source.run_id}")
+        models = Path(models_dir or MODELS_DIR).resolve()
+        parameters = {
+            "blueprint": str(bp.root),
+            "run_dir": str(state.run_dir.resolve()),
+            "models_dir": str(models),
+            "provider": provider or "",
+            "target_per_task": int(target_per_task or 0),
+            "allow_exam_failures": bool(allow_exam_failures),
+        }
+        result = ForgeResult(bp.name, state.run_dir, models, chosen, added)
+        (state.run_dir / "notebooks").mkdir(exist_ok=True)
+        log(f"forging {bp.name!r} -> {state.run_dir} (steps: {','.join(chosen)})")
+        with _kernel_environment():
+            for step in chosen:
+                _run_stage(pm, step, state, parameters, result, html, log)
     return result
 
 

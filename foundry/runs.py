@@ -356,7 +356,9 @@ def open_stage(stage: str, blueprint: str | Path, run_dir: str | Path = "",
     models_dir : where models are installed; empty means ``models/`` (``$FOUNDRY_MODELS_DIR``).
     """
     from foundry.blueprint import load_blueprint
+    from foundry.secrets import install_output_redaction
 
+    install_output_redaction()  # in a notebook: nothing it shows may hold a key
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
     bp = load_blueprint(project_path(blueprint) if (ROOT / str(blueprint)).is_dir()

@@ -59,6 +59,7 @@ from foundry.artifacts import (
     MAX_BIN_BYTES,
     MAX_ONNX_BYTES,
     SUPPORTED_FORMAT_VERSIONS,
+    interrupted_export,
     load_preprocessor,
     read_artifact,
     rule_error,
@@ -1205,10 +1206,12 @@ def read_pair(task: str, onnx_path: Path, bin_path: Path) -> tuple[Any, bytes, s
         if digest == pre.onnx_sha256:
             return pre, onnx_data, hashlib.sha256(bin_data).hexdigest()
         if delay is None:
+            how = ("re-export both files together" if not interrupted_export(bin_path.parent, task)
+                   else f"an export into {bin_path.parent} was interrupted while switching the "
+                        f"files; `foundry verify --models-dir {bin_path.parent}` completes it")
             raise rule_error(
                 onnx_path, f"SHA-256 {digest[:12]}… does not match the {pre.onnx_sha256[:12]}… "
-                           f"recorded in {bin_path.name}; the pair is mismatched (re-export both "
-                           "files together)", "P1")
+                           f"recorded in {bin_path.name}; the pair is mismatched ({how})", "P1")
         time.sleep(delay)
     raise AssertionError("unreachable")
 

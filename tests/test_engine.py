@@ -332,18 +332,6 @@ def test_split_evenly():
     assert sum(split_evenly(7, list(range(5))).values()) == 7
 
 
-def test_two_runs_on_one_raw_file_are_refused(tmp_path):
-    import fcntl
-
-    raw = tmp_path / "raw" / "is_question.jsonl"
-    raw.parent.mkdir(parents=True)
-    with open(raw.with_name(raw.name + ".lock"), "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with FakeGemini() as server, pytest.raises(GenerationError, match="another generation"):
-            run(tmp_path, "gemini", server, 10)
-        assert not server.arrivals
-
-
 def test_works_when_called_inside_a_running_event_loop(tmp_path):
     # Jupyter runs cells inside an event loop; asyncio.run() would refuse to start there.
     import asyncio

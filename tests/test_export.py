@@ -137,3 +137,69 @@ def test_the_override_is_recorded_in_the_bin_and_the_card(tiny_fit):
     passed = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
                         evaluation=evaluation, refine_summary={})
     assert "Exam gate: passed (minimum exam accuracy 90.0%)." in passed
+
+
+# -- concurrent exports -----------------------------------------------------------------------
+
+_WRITER = """
+import sys
+from pathlib import Path
+from conftest import QUESTIONS, STATEMENTS, fit_tiny
+from foundry.export import conformance_texts, install_artifacts, model_files
+models, c, rounds = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+files = model_files(fit_tiny(C=c), task="t", threshold=0.6,
+                    texts=conformance_texts(QUESTIONS + STATEMENTS, []))
+for _ in range(rounds):
+    install_artifacts("t", files, models, log=None)
+"""
+
+_READER = """
+import sys, time
+from pathlib import Path
+from foundry.errors import ArtifactError
+from foundry.runtime import MicroModel
+models, stop = Path(sys.argv[1]), Path(sys.argv[2])
+loads = failures = 0
+while not stop.exists():
+    try:
+        MicroModel.load("t", models)
+    except ArtifactError as exc:
+        failures += 1
+        print(exc, file=sys.stderr)
+    loads += 1
+print(loads, failures)
+"""
+
+
+def test_concurrent_exports_take_turns_and_readers_never_see_a_mismatched_pair(tmp_path):
+    """Issue 15: two exports shared one staging folder and deleted each other's files; a
+    reader saw a mismatched pair."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import write_tiny_models
+
+    from foundry.runtime import MicroModel, verify_conformance
+
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests),
+                                                       os.environ.get("PYTHONPATH", "")])}
+    models, stop = tmp_path / "models", tmp_path / "stop"
+    write_tiny_models(models, task="t")
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(models), str(stop)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(models), str(c), "40"],
+                                env=env) for c in (0.5, 8.0)]
+    try:
+        assert [w.wait(timeout=600) for w in writers] == [0, 0]
+    finally:
+        stop.touch()
+    out, err = reader.communicate(timeout=120)
+    loads, failures = map(int, out.split())
+    assert failures == 0, err[-2000:]
+    assert loads > 10
+    assert not (models / PENDING_DIR).exists()
+    model = MicroModel.load("t", models)
+    verify_conformance(model, models / "t_conformance.json")

@@ -144,30 +144,127 @@ def test_all_keys_disabled_error_has_no_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_forge_generate_with_fake_keys_leaks_no_key(tmp_path):
-    bp_dir = write_tiny_blueprint(tmp_path / "leaktest_bp", target_per_task=20)
+@pytest.mark.parametrize("provider", ["gemini", "openai"])
+def test_full_forges_against_echoing_servers_leak_nothing(tmp_path, provider):
+    """Must-show of issue 15: forges (all five stages) against servers that echo the key, the
+    request URL (with its query) and the Authorization header in every error, with
+    credentials in the base URL; no key or URL secret anywhere under runs/ or models/ or in
+    the console."""
+    from fakes import FakeOpenAI
+
+    bp_dir = write_tiny_blueprint(tmp_path / "echo_bp", name="echo_bp", target_per_task=120,
+                                  sections={"evaluate": {"exam_min_accuracy": 0.0}})
     runs, models = tmp_path / "runs", tmp_path / "models"
-    faults = Faults(revoked={SECRET_KEYS[2]}, p_429=0.2, p_wrong_label=0.1)
-    with FakeGemini(faults, seed=9) as server:
-        env = {**os.environ, "GEMINI_API_KEYS": ",".join(SECRET_KEYS),
-               "GEMINI_BASE_URL": server.base_url, "FOUNDRY_RUNS_DIR": str(runs),
-               "FOUNDRY_MODELS_DIR": str(models)}
+    password, query_secret = "URLPASS-echo-77", "QUERYSECRET-echo-88"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "OPENAI_"))}
+    env.update(FOUNDRY_RUNS_DIR=str(runs), FOUNDRY_MODELS_DIR=str(models))
+    if provider == "gemini":
+        server = FakeGemini(Faults(revoked={SECRET_KEYS[2]}, p_429=0.1, p_500=0.15), seed=9,
+                            echo_secrets=True)
+        needles = [*SECRET_KEYS, password]
+    else:
+        server = FakeOpenAI(Faults(p_500=0.15), seed=9, json_schema_supported=False,
+                            echo_secrets=True)
+        needles = [SECRET_KEYS[0], password, query_secret]
+    with server:
+        url = server.base_url.replace("http://", f"http://alice:{password}@")
+        if provider == "gemini":
+            env.update(GEMINI_API_KEYS=",".join(SECRET_KEYS), GEMINI_BASE_URL=url)
+        else:
+            env.update(OPENAI_API_KEY=SECRET_KEYS[0],
+                       OPENAI_BASE_URL=f"{url}?api_key={query_secret}")
         proc = subprocess.run(
-            [sys.executable, "-m", "foundry", "forge", str(bp_dir), "--steps", "generate",
-             "--provider", "gemini", "--run-id", "secret-test"],
-            env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
-        used = {k for _, k in server.arrivals}
+            [sys.executable, "-m", "foundry", "forge", str(bp_dir), "--provider", provider,
+             "--run-id", "echo"], env=env, cwd=str(ROOT), capture_output=True, text=True,
+            timeout=900)
+        errors_sent = [status for _, _, status in server.calls if status >= 400]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert used == set(SECRET_KEYS), "the forge run did not generate through the fake server"
-    logs = proc.stdout + proc.stderr
-    assert not [k for k in SECRET_KEYS if k in logs]
-    executed = list(runs.rglob("*.ipynb"))
-    assert executed, "no executed notebook under runs/"
-    assert not files_containing(runs, SECRET_KEYS)
-    if models.exists():
-        assert not files_containing(models, SECRET_KEYS)
-    raw = list(runs.rglob("is_question.jsonl"))
-    assert raw and sum(1 for _ in raw[0].open(encoding="utf-8")) == 20
-    # The executed notebook shows fingerprints where it mentions keys.
-    notebook_text = "".join(p.read_text(encoding="utf-8") for p in executed)
-    assert fingerprint(SECRET_KEYS[0]) in notebook_text
+    assert errors_sent, "the server never had to answer an error (nothing was echoed)"
+    console = proc.stdout + proc.stderr
+    assert not [n for n in needles if n in console]
+    assert list(runs.rglob("*.ipynb")) and list(runs.rglob("*.html"))
+    assert not files_containing(runs, needles)
+    assert (models / "is_question_preprocessor.bin").is_file()
+    assert not files_containing(models, needles)
+    generate = (runs / "echo_bp" / "echo" / "notebooks" / "01_generate.ipynb").read_text("utf-8")
+    assert fingerprint(SECRET_KEYS[0]) in generate  # keys appear, as fingerprints
+
+
+# -- one redaction function ------------------------------------------------------------
+
+
+def test_redact_strips_url_credentials_query_secrets_and_auth_headers():
+    text = ("GET http://alice:s3cret-pw@127.0.0.1:8080/v1/chat?api_key=QSECRET&x=1&token=TOK123 "
+            "Authorization: Bearer abcdefghijkl; Basic YWxpY2U6czNjcmV0 key=KEYVALUE1")
+    out = redact(text)
+    for secret in ("alice", "s3cret-pw", "QSECRET", "TOK123", "abcdefghijkl",
+                   "YWxpY2U6czNjcmV0", "KEYVALUE1"):
+        assert secret not in out, (secret, out)
+    assert "http://***@127.0.0.1:8080/v1/chat?api_key=***&x=1&token=***" in out
+    assert "Bearer ***" in out and "Basic ***" in out
+
+
+def test_redact_knows_the_configured_keys_and_url_credentials(monkeypatch):
+    key = SECRET_KEYS[0]
+    monkeypatch.setenv("GEMINI_API_KEYS", key)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://bob:hunter2-pw@host:1/v1?api_key=Q-VALUE-7")
+    # Each secret on its own, out of any URL, as a server might echo it.
+    out = redact(f"echo: {key} / hunter2-pw / Q-VALUE-7 / key-shaped sk-{'x' * 24}")
+    assert key not in out and fingerprint(key) in out
+    assert "hunter2-pw" not in out and "Q-VALUE-7" not in out and "sk-xxxx" not in out
+
+
+def test_echoing_server_leaks_nothing_through_generation(tmp_path):
+    """Issue 15: a server echoing the key in a 400 body put it into the notebook (the
+    "refused response_format" notice was not redacted); URL credentials were logged."""
+    from fakes import FakeOpenAI
+
+    key = "sk-" + "ECHOTESTKEY" * 3
+    logs: list[str] = []
+    bp = load_blueprint(write_tiny_blueprint(tmp_path / "bp"))
+    with FakeOpenAI(Faults(p_500=0.3), seed=4, json_schema_supported=False,
+                    echo_secrets=True) as server:
+        url = server.base_url.replace("http://", "http://alice:URLPASS-123@") \
+            + "?api_key=QUERYSECRET-9"
+        env = {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": url}
+        with RawStore(tmp_path / "out" / "raw.jsonl", log=None) as store:
+            report = generate_llm(bp, bp.task("is_question"), provider="openai", store=store,
+                                  quarantine_path=tmp_path / "out" / "q.jsonl", target=40,
+                                  log=logs.append, env=env,
+                                  tuning=Tuning(backoff_base_s=0.05, backoff_max_s=0.1,
+                                                progress=False))
+    assert report.rows_total == 40
+    assert any("refused response_format" in line for line in logs)  # the echo was logged...
+    needles = [key, "URLPASS-123", "QUERYSECRET-9", "alice"]
+    text = "\n".join(logs) + report.summary() + json.dumps(report.to_dict(), default=str)
+    assert not [n for n in needles if n in text]  # ...redacted
+    assert not files_containing(tmp_path / "out", needles)
+
+
+@pytest.mark.slow
+def test_notebook_output_and_tracebacks_are_redacted(tmp_path, monkeypatch):
+    """What a stage notebook prints, and the error of a failing cell (which papermill copies
+    into the forge's message and run.json), pass through the redaction."""
+    import nbformat
+    import papermill as pm
+
+    key = SECRET_KEYS[1]
+    monkeypatch.setenv("GEMINI_API_KEYS", key)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+                    "from foundry.secrets import install_output_redaction\n"
+                    "install_output_redaction()"),
+                nbformat.v4.new_code_cell("import os\nkey = os.environ['GEMINI_API_KEYS']\n"
+                                          "print('the key is', key)"),
+                nbformat.v4.new_code_cell("raise RuntimeError(f'server said: {key}')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    source, executed = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, source)
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(source), str(executed), kernel_name="python3",
+                            progress_bar=False, cwd=str(ROOT))
+    assert key not in str(info.value) and fingerprint(key) in info.value.evalue
+    text = executed.read_text(encoding="utf-8")
+    assert key not in text
+    assert f"the key is {fingerprint(key)}" in text

@@ -154,22 +154,27 @@ def generate_task(
     """
     stream = stream_for(bp, task, provider, target)
     raw_file = Path(run_dir).resolve().parent / "raw" / stream / f"{task.name}.jsonl"
-    store = RawStore(raw_file)
-    if store.set_aside:
-        log(f"{task.name}: set aside {store.set_aside} torn/incomplete rows into {store.torn_path}")
-    before = len(store)
-    details: dict = {}
-    if len(store) < target:
-        if provider == "offline":
-            details = _generate_offline(bp, task, store, target, log)
-        else:
-            from foundry.generate.engine import generate_llm
+    # The store's lock is taken before the file is read: a concurrent forge of this stream
+    # waits here, then finds the rows the other one stored and generates only what is missing.
+    with RawStore(raw_file, log=log) as store:
+        if store.set_aside:
+            log(f"{task.name}: set aside {store.set_aside} torn/incomplete rows into "
+                f"{store.torn_path}")
+        before = len(store)
+        details: dict = {}
+        if len(store) < target:
+            if provider == "offline":
+                details = _generate_offline(bp, task, store, target, log)
+            else:
+                from foundry.generate.engine import generate_llm
 
-            report = generate_llm(
-                bp, task, provider=provider, store=store,
-                quarantine_path=raw_file.with_suffix(".quarantine.jsonl"), target=target, log=log,
-            )
-            details = {"report": report.to_dict() if hasattr(report, "to_dict") else str(report)}
+                report = generate_llm(
+                    bp, task, provider=provider, store=store,
+                    quarantine_path=raw_file.with_suffix(".quarantine.jsonl"), target=target,
+                    log=log,
+                )
+                details = {"report": report.to_dict() if hasattr(report, "to_dict")
+                           else str(report)}
     sufficiency = measure(task, store.rows, target, bp.spec.generation.min_label_share,
                           _offline_quotas(details))
     summary = GenerateSummary(

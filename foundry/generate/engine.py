@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,7 +51,7 @@ from foundry.generate.validate import (
     check_rows,
     extract_rows,
 )
-from foundry.secrets import ApiKey, gemini_keys, load_env, openai_keys, redact
+from foundry.secrets import ApiKey, gemini_keys, load_env, openai_keys, redact, redacting
 from foundry.textspec import normalize
 
 __all__ = [
@@ -246,27 +246,6 @@ def _blueprint_budget(bp: Blueprint, name: str) -> int | None:
     return int(value) if value is not None else None
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Refuse to run two generations on one raw file at once (the lock dies with its process)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks, no protection
-        yield
-        return
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise GenerationError(f"{path}: another generation run is writing this file; "
-                                  "wait for it or stop it first") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -365,6 +344,12 @@ class _Run:
         prov = self._provenance(plan, comp, key)
         fresh, repeats = self._split_repeats(checked.rows)
         rows = [{**r, **prov} for r in fresh]
+        # A row holding a secret (an echoed key, a URL password) never reaches the raw data.
+        clean: list[dict[str, Any]] = []
+        leaking: list[dict[str, Any]] = []
+        for r in rows:
+            (leaking if redact(r["text"], self.keys) != r["text"] else clean).append(r)
+        rows = clean
         room = max(0, self.target - self.stored)
         keep, surplus = rows[:room], rows[room:]
         records = [{"reason": rej.reason, "detail": rej.detail, "item": rej.item,
@@ -373,6 +358,9 @@ class _Run:
         records += [{"reason": "duplicate", "detail": "already stored (normalised text)",
                      "item": r, "task": self.task.name, "batch": plan.batch_id, **prov}
                     for r in repeats]
+        records += [{"reason": "secret", "detail": "the text holds a key or credentials",
+                     "item": r, "task": self.task.name, "batch": plan.batch_id, **prov}
+                    for r in leaking]
         # Rows beyond the target are kept visible (and recoverable), not dropped.
         records += [{"reason": "over_target", "detail": "", "item": r, "task": self.task.name,
                      "batch": plan.batch_id, **prov} for r in surplus]
@@ -697,37 +685,37 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
                                   "OPENAI_API_KEY (api.openai.com), in the environment or .env")
         keys = openai_keys(variables)
         model = gen.openai_model
+    # Everything this run says or writes passes through the redaction (a server may echo a
+    # key, or the credentials of its URL, back in an error body).
+    log = redacting(log, keys)
     llm = make_provider(provider, variables, model=model, temperature=gen.temperature,
                         timeout_s=gen.request_timeout_s, on_notice=log)
-    quarantine = Quarantine(quarantine_path)
-    requests_log = Quarantine(requests_log_path(store.path))
-    with _exclusive(store.path):
-        run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning, requests_log)
-        where = variables.get("GEMINI_BASE_URL" if provider == "gemini" else "OPENAI_BASE_URL")
-        run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {provider} "
-                f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
-                f"({', '.join(k.fingerprint for k in keys)}), concurrency {gen.concurrency}")
-        try:
-            report = _run_in_thread(run)
-        except KeyboardInterrupt:
-            raise
-        if report.stopped == "interrupted":
-            run.log(report.summary())
-            raise GenerationInterrupted(report)
-        if run.fatal is not None:
-            run.log(report.summary())
-            err = run.fatal
-            if isinstance(err, (GenerationError, AllKeysDisabledError)):
-                err.report = report  # type: ignore[attr-defined]
-            raise err
-        if report.stopped == "exhausted":
-            run.log(f"{task.name}: stopped with {report.rows_total}/{target} rows: "
-                    f"{run.tuning.max_barren_in_a_row} answers in a row added no new row (the "
-                    "model repeats what is stored); add diversity hints, raise the temperature "
-                    "or use a larger model")
-        if report.stopped == "budget":
-            run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
-                    f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "
-                    "raise the budget and re-run to continue")
+    quarantine = Quarantine(quarantine_path, scrub=lambda line: redact(line, keys))
+    requests_log = Quarantine(requests_log_path(store.path), scrub=lambda line: redact(line, keys))
+    # The store holds its file's lock (RawStore): one generation per raw file at a time.
+    run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning, requests_log)
+    where = variables.get("GEMINI_BASE_URL" if provider == "gemini" else "OPENAI_BASE_URL")
+    run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {provider} "
+            f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
+            f"({', '.join(k.fingerprint for k in keys)}), concurrency {gen.concurrency}")
+    report = _run_in_thread(run)
+    if report.stopped == "interrupted":
         run.log(report.summary())
-        return report
+        raise GenerationInterrupted(report)
+    if run.fatal is not None:
+        run.log(report.summary())
+        err = run.fatal
+        if isinstance(err, (GenerationError, AllKeysDisabledError)):
+            err.report = report  # type: ignore[attr-defined]
+        raise err
+    if report.stopped == "exhausted":
+        run.log(f"{task.name}: stopped with {report.rows_total}/{target} rows: "
+                f"{run.tuning.max_barren_in_a_row} answers in a row added no new row (the "
+                "model repeats what is stored); add diversity hints, raise the temperature "
+                "or use a larger model")
+    if report.stopped == "budget":
+        run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
+                f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "
+                "raise the budget and re-run to continue")
+    run.log(report.summary())
+    return report

@@ -5,18 +5,25 @@ done once all its lines are written, flushed and fsynced. On open, the store rea
 file back and sets aside (into ``<name>.torn.jsonl``, never deleting anything) a torn last
 line and the rows of any batch that is incomplete, so a run killed at any moment can be
 re-run and continue without duplicating a batch.
+
+One process at a time: opening a store takes an exclusive lock on ``<name>.lock`` *before*
+reading (or repairing) the file, and holds it until :meth:`RawStore.close`. A second forge of
+the same stream waits, then opens the store as the first one left it, so two concurrent
+generations never store a batch twice, whatever the provider.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from foundry.jsonl import iter_jsonl
+from foundry.locks import exclusive_lock, lock_path
 
 Row = dict[str, Any]
 
@@ -33,15 +40,47 @@ def dump_line(row: Row) -> str:
 
 
 class RawStore:
-    """Durable, append-only store of generated rows for one task."""
+    """Durable, append-only store of generated rows for one task.
 
-    def __init__(self, path: Path) -> None:
+    Parameters
+    ----------
+    path : the JSONL file.
+    timeout : seconds to wait for another process holding the store (None: as long as it
+        takes); then :class:`foundry.errors.BusyError`.
+    log : receives the "waiting for process N" message.
+
+    Use it as a context manager, or call :meth:`close`, to release the lock.
+    """
+
+    def __init__(self, path: Path, *, timeout: float | None = None,
+                 log: Callable[[str], None] | None = print) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[Row] = []
         self.batches: set[str] = set()
         self.set_aside = 0
-        self._recover()
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(exclusive_lock(
+            lock_path(self.path), doing=f"generating into {self.path}", timeout=timeout, log=log))
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the store's lock (the rows stay readable in :attr:`rows`)."""
+        self._lock.close()
+
+    def __enter__(self) -> RawStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._lock.close()
 
     @property
     def torn_path(self) -> Path:

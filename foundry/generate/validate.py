@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,9 +197,12 @@ class Quarantine:
     one ``write`` and fsynced, like the raw store.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, scrub: Callable[[str], str] | None = None) -> None:
+        """``scrub`` rewrites each JSON line before it is written (the engine passes
+        :func:`foundry.secrets.redact`: a server may echo a key into an answer or an error)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.scrub = scrub or (lambda line: line)
         self._repair()
 
     def _repair(self) -> None:
@@ -222,7 +225,7 @@ class Quarantine:
     def write(self, records: Sequence[Mapping[str, Any]]) -> int:
         if not records:
             return 0
-        payload = "".join(dump_line(dict(r)) for r in records).encode("utf-8")
+        payload = "".join(self.scrub(dump_line(dict(r))) for r in records).encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             view = memoryview(payload)

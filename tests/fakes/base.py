@@ -93,8 +93,11 @@ class FakeLLMServer:
     """
 
     def __init__(self, faults: Faults | None = None, *, seed: int = 0,
-                 lifetime_s: float = 300.0) -> None:
+                 lifetime_s: float = 300.0, echo_secrets: bool = False) -> None:
         self.faults = faults or Faults()
+        #: Hostile: every error message echoes the key, the request line (with its query) and
+        #: the Authorization header, as some servers do.
+        self.echo_secrets = echo_secrets
         self.rng = random.Random(seed)
         self.lifetime_s = lifetime_s
         self.lock = threading.Lock()
@@ -198,6 +201,12 @@ class FakeLLMServer:
     def _send_error(self, handler: BaseHTTPRequestHandler, key: str, status: int, kind: str,
                     retry_s: float | None = None) -> None:
         body, headers = self.error(status, kind, retry_s)
+        if self.echo_secrets and isinstance(body.get("error"), dict):
+            body["error"]["message"] = (
+                f"{body['error'].get('message', '')} [you sent key {key} with "
+                f"{handler.command} {handler.path}, authorization "
+                f"{handler.headers.get('Authorization')}, x-goog-api-key "
+                f"{handler.headers.get('x-goog-api-key')}]")
         with self.lock:
             self.calls.append((time.monotonic(), key, status))
             if status == 429 and retry_s is not None:
