@@ -9,8 +9,8 @@ Per task, in the models dir:
 - ``<task>_conformance.json``: test vectors computed by the scikit-learn pipeline;
 - ``<task>_card.md``: the model card.
 
-Exports into one models dir take turns: each holds ``<models>/.export.lock`` (an exclusive
-lock, :mod:`foundry.locks`) for its whole stage, waiting for another one to finish. The four
+Exports into one models dir take turns: each holds the folder's exclusive lock
+(:mod:`foundry.locks`) for its whole stage, waiting for another one to finish. The four
 files of a task are first written to a staging folder of this export alone,
 ``<models>/.pending/<task>.<pid>-<random>/``, together with a ``COMMITTED`` marker, then
 renamed into place, the ``.onnx``/``.bin`` pair first. A crash between renames is rolled
@@ -52,13 +52,13 @@ from foundry.v1 import preprocessor_pb2 as pb
 
 #: In the order they are switched into place: the pair first, back to back.
 ARTIFACT_SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
-EXPORT_LOCK = ".export.lock"
 
 
 def models_dir_lock(models_dir: Path, log: Callable[[str], None] | None = print):
-    """The exclusive lock of a models dir: one export (or recovery) at a time, others wait."""
-    return exclusive_lock(Path(models_dir) / EXPORT_LOCK,
-                          doing=f"exporting into {Path(models_dir)}", log=log)
+    """The exclusive lock of a models dir (on the folder itself): one export (or recovery) at
+    a time, the others wait."""
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(Path(models_dir), doing=f"exporting into {Path(models_dir)}", log=log)
 
 
 def artifact_paths(task: str, models_dir: Path) -> dict[str, Path]:

@@ -28,9 +28,6 @@ from foundry.runs import (
 )
 from foundry.secrets import redact
 
-#: Lock file of a run folder, held by the forge working in it.
-RUN_LOCK = ".forge.lock"
-
 __all__ = ["STAGE_NOTEBOOKS", "ForgeError", "ForgeResult", "close_steps", "forge", "parse_steps"]
 
 
@@ -219,8 +216,7 @@ def forge(
     source = _reusable_run(bp.name, str(blueprint), needed, chosen, run_id, runs_root)
     state = create_run(bp.name, run_id, runs_root=runs_root)
     # One forge per run folder: a second forge given the same --run-id is refused at once.
-    with exclusive_lock(state.run_dir / RUN_LOCK, doing=f"forging run {state.run_dir}",
-                        wait=False):
+    with exclusive_lock(state.run_dir, doing=f"forging run {state.run_dir}", wait=False):
         if source is not None:
             inherit_stage_outputs(state.run_dir, source.run_dir, needed)
             log(f"reusing {','.join(needed)} of run {source.run_id}")

@@ -3,9 +3,10 @@
 Three things are shared between concurrent forges and must have one writer at a time: the raw
 store of a stream (:class:`foundry.generate.rawstore.RawStore`), a models folder during an
 export (:mod:`foundry.export`), and a run folder during a forge. Each is guarded by an advisory
-``flock`` on a lock file beside it. A lock dies with its process, so a killed forge never
-leaves a stale lock behind; the holder writes its pid into the file so that a waiting process
-can say whom it waits for.
+``flock``: on a lock file beside the raw store (the holder writes its pid into it, so that a
+waiting process can say whom it waits for), and on the folder itself for a models folder or a
+run folder (nothing is added to them). A lock dies with its process, so a killed forge never
+leaves a stale lock behind.
 
 Within one process the locks are re-entrant (by path): the export stage holds the models
 folder's lock and calls :func:`foundry.export.install_artifacts`, which takes it too.
@@ -47,7 +48,7 @@ def exclusive_lock(path: Path, *, doing: str, wait: bool = True, timeout: float 
 
     Parameters
     ----------
-    path : the lock file.
+    path : the lock file, or an existing folder (locked itself, no file is created).
     doing : what the holder does, for messages ("generating into runs/.../raw/x.jsonl").
     wait : wait for the holder to finish (logging once whom it waits for), or raise at once.
     timeout : seconds to wait at most (None: as long as it takes).
@@ -75,12 +76,17 @@ def exclusive_lock(path: Path, *, doing: str, wait: bool = True, timeout: float 
     if fcntl is None:  # pragma: no cover
         yield
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    folder = Path(path).is_dir()
+    if folder:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        _acquire(fd, doing=doing, wait=wait, timeout=timeout, log=log)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _acquire(fd, doing=doing, wait=wait, timeout=timeout, log=log, records_pid=not folder)
+        if not folder:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         with _held_guard:
             _held[key] = 1
         try:
@@ -88,20 +94,21 @@ def exclusive_lock(path: Path, *, doing: str, wait: bool = True, timeout: float 
         finally:
             with _held_guard:
                 del _held[key]
-            os.ftruncate(fd, 0)
+            if not folder:
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
 
 def _acquire(fd: int, *, doing: str, wait: bool, timeout: float | None,
-             log: Callable[[str], None] | None) -> None:
+             log: Callable[[str], None] | None, records_pid: bool) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    holder = _holder(fd)
+    holder = _holder(fd) if records_pid else "another process"
     if not wait:
         raise BusyError(f"{holder} is {doing}; wait for it to finish or stop it first")
     if log is not None:
