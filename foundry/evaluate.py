@@ -45,6 +45,7 @@ from foundry.runs import (
     stage_dir,
     write_json,
 )
+from foundry.stamps import check_fresh, write_stamp
 from foundry.train import TrainedModel, expected_calibration_error, load_split, load_trained
 from foundry.trainers import class_weights, vocabulary_terms
 
@@ -447,6 +448,7 @@ def _nan_to_none(x: float) -> float | None:
 
 def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> EvalResult:
     """Evaluate one task and write ``evaluate/<task>/``; never raises for a failed exam."""
+    inputs = check_fresh(bp, run_dir, "evaluate", task.name)
     cfg = bp.spec.evaluate
     trained = load_trained(run_dir, task.name)
     if trained.labels != task.label_names:
@@ -559,6 +561,7 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
     result.plots = write_plots(result, labels)
     write_json(out / SUMMARY_FILE, summary)  # last: its presence means the folder is complete
+    write_stamp(bp, run_dir, "evaluate", task.name, inputs)
     log(
         f"{task.name}: test acc {summary['test_accuracy']:.4f}, macro-F1 "
         f"{summary['test_macro_f1']:.4f}, ECE {ece:.4f}; threshold {threshold:.4f} -> "

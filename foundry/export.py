@@ -47,6 +47,7 @@ from foundry.conformance_cases import HARD_CASES
 from foundry.jsonl import iter_jsonl
 from foundry.locks import exclusive_lock
 from foundry.runs import atomic_write_bytes, read_json, require_stage_output
+from foundry.stamps import check_fresh
 from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE, normalize
 from foundry.v1 import preprocessor_pb2 as pb
 
@@ -541,6 +542,8 @@ def export_stage(
     """
     from foundry.runtime import MicroModel, verify_conformance
 
+    for task in bp.tasks:  # every task's inputs current, before anything is judged or written
+        check_fresh(bp, Path(run_dir), "export", task.name)
     gates = check_export_gate(bp, Path(run_dir), allow_exam_failures=allow_exam_failures,
                               log=log)
     models_dir = Path(models_dir)

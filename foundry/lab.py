@@ -726,12 +726,46 @@ class Lab:
         bp = self.blueprint_dir or task_blueprint_dir(self.model(task))
         return corrections_path(bp, task)
 
+    def check_learnable(self, task: str, text: str, label: str) -> None:
+        """Raise :class:`LabError` if the next forge would drop this correction.
+
+        The refinery drops a row that is too short or too long (``refine.min_chars`` /
+        ``max_chars``) or that equals, or nearly equals, an exam text (the exam never trains),
+        whoever wrote it. The lab asks the refinery's own test
+        (:func:`foundry.refine.correction_problem`) on the blueprint the correction goes to,
+        and refuses such a correction with what to do instead.
+        """
+        from foundry.blueprint import BlueprintError, load_blueprint
+        from foundry.refine import correction_problem, load_exam
+
+        folder = self.blueprint_dir or task_blueprint_dir(self.model(task))
+        try:
+            bp = load_blueprint(folder)
+            spec = bp.task(task)
+            exam = [row["text"] for row in load_exam(bp, spec)]
+        except (BlueprintError, OSError, ValueError) as exc:
+            raise LabError(f"cannot check the correction against blueprint {folder}: {exc}"
+                           ) from None
+        problem = correction_problem(text, label, spec, bp.spec.refine, exam)
+        if problem is None:
+            return
+        reason, detail = problem
+        advice = {
+            "length": "shorten it, or change refine.min_chars / refine.max_chars in "
+                      f"{folder / 'blueprint.yaml'}",
+            "exam_overlap": "the exam never trains: if the exam's label is wrong, correct "
+                            f"{bp.path(spec.exam)} instead",
+        }.get(reason, "change the text")
+        raise LabError(f"not recorded: the next forge would drop this correction ({detail}); "
+                       f"{advice}")
+
     def correct(self, task: str, text: str, label: str, predicted: str | None = None
                 ) -> CorrectionResult:
-        """Record that ``text`` should be ``label``."""
+        """Record that ``text`` should be ``label`` (refused if the forge could not learn it)."""
         model = self.model(task)
         if label not in model.labels:
             raise LabError(f"{label!r} is not a label of {task} ({', '.join(model.labels)})")
+        self.check_learnable(task, text, label)
         path = self.corrections_file(task)
         appended = append_correction(path, text, label, task=task, predicted=predicted)
         return CorrectionResult(path, appended, label, forge_command(path.parent.parent))

@@ -46,6 +46,7 @@ from foundry import minhash as mh
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.generate.rawstore import dump_line, read_jsonl
 from foundry.runs import atomic_write_text, read_json, require_stage_output, stage_dir, write_json
+from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import TextSpec, normalize
 
 #: Normaliser settings for comparing texts: the text spec without truncation, so that the
@@ -263,6 +264,36 @@ def _exam_overlap(uniq: _Texts, exam_texts: Sequence[str], cfg: Refine
         if pos not in hits:
             hits[pos] = (exam_norm[int(cross.queries[k])], float(cross.similarity[k]))
     return hits
+
+
+#: Funnel steps that drop a row for what it is, whoever wrote it: a human correction too.
+DROPS_ANY_ROW = ("invalid_label", "empty", "length", "exam_overlap")
+
+
+def correction_problem(text: str, label: str, task: Task, cfg: Refine,
+                       exam_texts: Sequence[str]) -> tuple[str, str] | None:
+    """Why the refinery would drop a correction ``text -> label``: ``(reason, detail)`` with the
+    reason one of :data:`DROPS_ANY_ROW`, or None when it would learn it.
+
+    The same tests as the funnel's first steps (steps 1-4): the label, the normalised text,
+    its length against ``refine.min_chars``/``max_chars``, and equality or near-duplication
+    (exact shingle Jaccard >= ``refine.dedup_threshold``) with an exam text. The lab asks this
+    before it records a correction, so that a human's answer is never dropped silently.
+    """
+    if label not in task.label_names:
+        return "invalid_label", f"label {label!r} is not one of {', '.join(task.label_names)}"
+    norm = normalize(text, COMPARE_SPEC)
+    if not norm:
+        return "empty", "nothing is left of it after normalisation"
+    if not cfg.min_chars <= len(norm) <= cfg.max_chars:
+        return "length", (f"{len(norm)} characters, outside [{cfg.min_chars}, {cfg.max_chars}] "
+                          "(refine.min_chars, refine.max_chars)")
+    hit = _exam_overlap(_Texts.build([norm], cfg, progress=False), exam_texts, cfg).get(0)
+    if hit is not None:
+        exam_text, sim = hit
+        what = "equals" if sim == 1.0 else f"is a near-duplicate ({sim:.2f}) of"
+        return "exam_overlap", f"{what} the exam text {exam_text!r}"
+    return None
 
 
 def _group_best(rows: list[_Row]) -> _Row:
@@ -727,6 +758,12 @@ def refine_rows(
         "corrections": sum(1 for r in all_rows if r.is_correction),
         "corrections_kept": sum(1 for r in (*train, *test)
                                 if r.is_correction and r.augment_of is None),
+        # Human corrections the funnel dropped for what they are (too long, an exam text...):
+        # never silent, refine_task warns and the report lists them.
+        "corrections_dropped": [
+            {k: d[k] for k in ("text", "label", "reason", "detail")} for d in removed
+            if d["reason"] in DROPS_ANY_ROW and d["index"] < len(all_rows)
+            and all_rows[d["index"]].is_correction],
         "exam_texts": len({t for t in exam_norms if t}),
         "removed_by_reason": {s: c for s, c in sorted(Counter(
             d["reason"] for d in removed).items())},
@@ -856,6 +893,7 @@ def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str]
     """Refine one task of a run: read, refine, probe the exam, write every output."""
     from foundry.refine_report import exam_probe, write_report
 
+    inputs = check_fresh(bp, run_dir, "refine", task.name)
     cfg = bp.spec.refine
     rows = load_generated_rows(run_dir, task)
     exam = load_exam(bp, task)
@@ -868,7 +906,12 @@ def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str]
     out = stage_dir(run_dir, "refine", task.name)
     write_outputs(result, out)
     write_report(result, out)
+    write_stamp(bp, run_dir, "refine", task.name, inputs)
     s = result.summary
+    for d in s["corrections_dropped"]:
+        log(f"WARNING {task.name}: the lab correction {d['text'][:60]!r} -> {d['label']} was NOT "
+            f"learned: {d['reason']}: {d['detail']}; fix or remove it in "
+            f"{corrections_path(bp, task)}")
     log(f"{task.name}: {s['input_rows']} rows -> train {s['train_rows']}, test {s['test_rows']} "
         f"(removed {json.dumps(s['removed_by_reason'], ensure_ascii=False)}; "
         f"max train/test similarity {s['max_train_test_similarity']}; "

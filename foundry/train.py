@@ -52,6 +52,7 @@ from foundry.runs import (
     stage_dir,
     write_json,
 )
+from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import Analyzer, TextSpec, normalize
 from foundry.trainers import (
     NGRAM_KEY,
@@ -663,6 +664,7 @@ def text_spec(bp: Blueprint) -> TextSpec:
 def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> TrainResult:
     """Train, prune and calibrate one task; write ``train/<task>/``."""
     t_start = time.monotonic()
+    inputs = check_fresh(bp, run_dir, "train", task.name)
     cfg = bp.spec.train
     labels = task.label_names
     n_classes = len(labels)
@@ -763,6 +765,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     )
     trained.info = train_info(result, trained, cfg.seed)
     save_trained(trained, result.out_dir)
+    write_stamp(bp, run_dir, "train", task.name, inputs)
     log(f"{task.name}: best {describe_params(params)} (CV macro-F1 {cv_f1:.4f}); "
         f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "
         f"{result.elapsed_s:.1f}s")

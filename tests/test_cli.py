@@ -214,3 +214,30 @@ def test_parse_steps_rejects_unknown_steps():
 
     with pytest.raises(ValueError, match="unknown step.*bogus"):
         parse_steps("generate,bogus")
+
+
+def test_verify_completes_an_export_interrupted_between_its_renames(tmp_path, capsys):
+    """Issue 15: a crash between the renames left a new .onnx beside the old .bin until the
+    next export, and verify blamed the runtime ("290 of 290 vectors differ")."""
+    from conftest import QUESTIONS, STATEMENTS, fit_tiny, write_tiny_models
+
+    from foundry.artifacts import COMMIT_MARKER, PENDING_DIR
+    from foundry.export import conformance_texts, model_files
+    from foundry.runtime import ArtifactError, MicroModel
+
+    write_tiny_models(tmp_path, task="t")
+    new = model_files(fit_tiny(C=0.5), task="t", threshold=0.6,
+                      texts=conformance_texts(QUESTIONS + STATEMENTS, []))
+    staging = tmp_path / PENDING_DIR / "t.123-abcd"
+    staging.mkdir(parents=True)
+    for suffix, data in new.items():
+        (staging / f"t_{suffix}").write_bytes(data)
+    (staging / COMMIT_MARKER).write_bytes(b"")
+    (staging / "t_classifier.onnx").replace(tmp_path / "t_classifier.onnx")  # the crash
+    with pytest.raises(ArtifactError, match=r"interrupted while switching.*foundry verify"):
+        MicroModel.load("t", tmp_path)
+    assert main(["verify", "--models-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "completed an interrupted export of t" in out and "ok   t:" in out
+    assert (tmp_path / "t_preprocessor.bin").read_bytes() == new["preprocessor.bin"]
+    assert not (tmp_path / PENDING_DIR).exists()

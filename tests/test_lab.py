@@ -40,6 +40,10 @@ def model(tiny_models) -> MicroModel:
     return MicroModel.load(TASK, tiny_models[0])
 
 
+#: A long exam sentence: one more character keeps it a near-duplicate for the refinery.
+LONG_EXAM = "我下周要去成都出差三天那边这个季节一般穿什么衣服比较合适"
+
+
 def write_models_with_blueprint(models_dir: Path, blueprint: str, task: str = TASK,
                                 threshold: float = 0.6) -> None:
     """Tiny artifacts whose provenance names ``blueprint``."""
@@ -58,7 +62,9 @@ def blueprints_dir(tmp_path, monkeypatch) -> Path:
     import foundry.paths
 
     folder = tmp_path / "blueprints"
-    write_tiny_blueprint(folder / "my_blueprint", name="my_blueprint", task=TASK)
+    write_tiny_blueprint(folder / "my_blueprint", name="my_blueprint", task=TASK,
+                         exam=(("几点了", "Question"), ("打开空调", "Statement"),
+                               (LONG_EXAM, "Question")))
     monkeypatch.setattr(foundry.paths, "BLUEPRINTS_DIR", folder)
     return folder
 
@@ -296,7 +302,9 @@ def test_lab_correct_writes_into_the_blueprint_of_the_model(tmp_path, blueprints
 
 
 def test_correction_into_a_blueprint_folder_elsewhere_names_its_path(tiny_models, tmp_path):
-    elsewhere = tmp_path / "my_bp"
+    from fakes.tiny_blueprint import write_tiny_blueprint
+
+    elsewhere = write_tiny_blueprint(tmp_path / "my_bp", name="my_bp", task=TASK)
     result = Lab(tiny_models[0], blueprint_dir=elsewhere).correct(TASK, "打开灯吗", "Question")
     assert f"the next `foundry forge {elsewhere.resolve()}` learns it" in result.message()
 
@@ -338,6 +346,22 @@ def test_unknown_blueprint_in_provenance_is_a_clear_error(tmp_path, blueprints_d
     write_models_with_blueprint(tmp_path / "models", "no_such_blueprint_xyz")
     with pytest.raises(LabError, match="provenance names blueprint 'no_such_blueprint_xyz'"):
         Lab(tmp_path / "models").corrections_file(TASK)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("几点了", "equals the exam text '几点了'"),
+    (LONG_EXAM + "？", "near-duplicate"),
+    ("打开" + "客厅的灯" * 40, "characters, outside [1, 120]"),
+])
+def test_corrections_the_forge_would_drop_are_refused(tmp_path, blueprints_dir, text, why):
+    """Issue 15: corrections equal to an exam text, or longer than refine.max_chars, were
+    dropped by the refinery although the lab said the next forge learns them."""
+    write_models_with_blueprint(tmp_path / "models", "my_blueprint")
+    tester = Lab(tmp_path / "models")
+    with pytest.raises(LabError, match="not recorded: the next forge would drop") as info:
+        tester.correct(TASK, text, "Statement")
+    assert why in str(info.value)
+    assert not tester.corrections_file(TASK).exists()
 
 
 @pytest.mark.parametrize("name", ["/tmp", "../my_blueprint", "my_blueprint/../../x"])

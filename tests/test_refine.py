@@ -489,3 +489,25 @@ def test_refine_stage_names_missing_inputs(tmp_path):
     (run / "generate" / "is_question" / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="generate"):
         refine_stage(bp, run, log=lambda _m: None)
+
+
+def test_corrections_the_funnel_drops_are_reported_not_silent():
+    """Issue 15: a correction longer than refine.max_chars or equal to an exam text vanished
+    into removed.jsonl; now the summary lists it (refine_task warns) and correction_problem
+    gives the lab the same verdict before it records one."""
+    from foundry.refine import correction_problem
+
+    cfg = Refine(balance="none", test_size=0.25, max_chars=20)
+    exam = ["今天天气怎么样"]
+    corrections = [{"text": "今天天气怎么样", "label": "Statement"},
+                   {"text": "这是一句非常非常长的话，" * 3, "label": "Statement"},
+                   {"text": "打开灯吗", "label": "Question"}]
+    generated = [row(t, y) for t, y in [("几点了", "Question"), ("帮我开灯", "Statement"),
+                                        ("谁发明了电话", "Question"), ("关掉空调", "Statement")]]
+    result = refine_rows(generated, TASK, cfg, exam_texts=exam, corrections=corrections)
+    dropped = {d["text"]: d["reason"] for d in result.summary["corrections_dropped"]}
+    assert dropped == {"今天天气怎么样": "exam_overlap", corrections[1]["text"]: "length"}
+    assert "打开灯吗" in kept_texts(result)
+    for c in corrections:
+        verdict = correction_problem(c["text"], c["label"], TASK, cfg, exam)
+        assert (verdict[0] if verdict else None) == dropped.get(c["text"])

@@ -24,6 +24,7 @@ from foundry.generate.sufficiency import (
     measure,
 )
 from foundry.runs import stage_dir, write_json
+from foundry.stamps import write_stamp
 
 __all__ = ["GenerateSummary", "InsufficientDataError", "check_data_sufficiency",
            "generate_stage", "generate_task", "provider_configured", "resolve_provider"]
@@ -195,6 +196,7 @@ def generate_task(
             "details": details,
         },
     )
+    write_stamp(bp, run_dir, "generate", task.name)
     log(f"{task.name}: {summary.rows} raw rows in {raw_file} ({summary.added} new, {provider})")
     return summary
 
