@@ -1,0 +1,647 @@
+//! The classifier graphs Model Foundry's exporter writes (skl2onnx 1.20 with the faithful
+//! isotonic graph of `foundry/onnx_isotonic.py`), read into their parameters.
+//!
+//! Every graph maps the input `features` `[N, D]` to raw class scores `s = x W + b` (one
+//! `ai.onnx.ml.LinearClassifier`, or a `MatMul` for naive Bayes), then to `probabilities`
+//! `[N, K]` by one of these [`Transform`]s:
+//!
+//! | trainer / calibration | graph after the scores | [`Transform`] |
+//! |---|---|---|
+//! | logistic regression | `post_transform` LOGISTIC (2 classes) or SOFTMAX + `Normalizer(L1)` | `Direct` |
+//! | complement naive Bayes | `exp(s - ReduceLogSumExp(s))` | `Direct` (softmax) |
+//! | any, `sigmoid` | per class `1 / (1 + exp(a t + b))` of a score column `t` | `Calibrated` |
+//! | any, `isotonic` | per class linear interpolation between thresholds, clipped | `Calibrated` |
+//!
+//! A calibrated binary model calibrates one column `p` and answers `[1 - p, p]`; a calibrated
+//! multi-class model calibrates every class and divides by the sum (uniform when it is 0).
+//! The scores a calibrator reads are the raw scores (linear models) or the naive Bayes
+//! probabilities. Any other graph is refused with a message saying where it differs. Nodes
+//! that only compute the `label` output are not read: like the other runtimes, this one takes
+//! the label from the probabilities.
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+use crate::proto::onnx::tensor_shape_proto::dimension::Value as DimValue;
+use crate::proto::onnx::{type_proto, AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+
+/// `LinearClassifier`'s `post_transform` (and naive Bayes' softmax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Post {
+    None,
+    Logistic,
+    Softmax,
+}
+
+/// One class's calibration map of a score.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Calibrator {
+    /// Platt scaling: `p = 1 / (1 + exp(a t + b))`.
+    Sigmoid { a: f64, b: f64 },
+    /// `t' = clip(t, min, max)`, `i = #{j : inner[j] <= t'}`, `p = y_lo[i] + (t' - x_lo[i]) slope[i]`
+    /// (`inner` is empty for one segment or a constant).
+    Isotonic { min: f64, max: f64, inner: Vec<f64>, x_lo: Vec<f64>, y_lo: Vec<f64>, slopes: Vec<f64> },
+}
+
+/// Raw class scores -> probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// `post(s)`, then divided by its L1 norm when `l1`.
+    Direct { post: Post, l1: bool },
+    /// `post(s)` (`None` for linear models, `Softmax` for naive Bayes), then one calibrator per
+    /// `(column, calibrator)`: binary `[1 - p, p]` from one, multi-class normalised.
+    Calibrated { post: Post, calibrators: Vec<(usize, Calibrator)>, binary: bool },
+}
+
+/// The parameters of a classifier graph.
+#[derive(Debug, Clone)]
+pub struct LinearGraph {
+    /// `K x D`, row `k` = class `k` (float32 values as stored).
+    pub coefficients: Vec<f32>,
+    /// `K` (zeros for naive Bayes).
+    pub intercepts: Vec<f32>,
+    pub n_classes: usize,
+    pub n_features: usize,
+    pub transform: Transform,
+}
+
+/// Decode `.onnx` bytes and read its graph.
+///
+/// # Errors
+/// `Err((true, message))` when the bytes are not an ONNX model protobuf, `Err((false,
+/// message))` when the model is not one of the graphs above; the message names no file.
+pub fn read_onnx(data: &[u8]) -> Result<LinearGraph, (bool, String)> {
+    let model = ModelProto::decode(data).map_err(|e| (true, e.to_string()))?;
+    let graph = model.graph.as_ref().ok_or((true, "it has no graph".to_string()))?;
+    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name()).collect();
+    if inputs != ["features"] {
+        return Err((false, format!("inputs {inputs:?}, expected [\"features\"]")));
+    }
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name()).collect();
+    if outputs.len() < 2 || outputs[..2] != ["label", "probabilities"] {
+        return Err((false, format!("outputs {outputs:?}, expected label, probabilities")));
+    }
+    if !graph.sparse_initializer.is_empty() {
+        return Err((false, "sparse initializers are not read by this runtime".into()));
+    }
+    let mut reader = Reader::new(&graph.node, &graph.initializer).map_err(|e| (false, e))?;
+    let linear = reader.probabilities().map_err(|e| {
+        (false, format!("not a classifier graph that Model Foundry exports ({e}); see docs/preprocessor-spec.md, section 5"))
+    })?;
+    let declared = |value: &ValueInfoProto| -> Option<i64> {
+        let tensor = match value.r#type.as_ref()?.value.as_ref()? {
+            type_proto::Value::TensorType(t) => t,
+        };
+        match tensor.shape.as_ref()?.dim.last()?.value.as_ref()? {
+            DimValue::DimValue(d) => Some(*d),
+            DimValue::DimParam(_) => None,
+        }
+    };
+    if let Some(d) = declared(&graph.input[0]) {
+        if d != linear.n_features as i64 {
+            return Err((false, format!("input features has {d} columns but the weights have {}", linear.n_features)));
+        }
+    }
+    if let Some(k) = declared(&graph.output[1]) {
+        if k != linear.n_classes as i64 {
+            return Err((false, format!("output probabilities has {k} columns but the classifier has {} classes", linear.n_classes)));
+        }
+    }
+    Ok(linear)
+}
+
+/// An initializer's values.
+enum Values {
+    Float(Vec<f64>),
+    Int(Vec<i64>),
+}
+
+struct Tensor {
+    dims: Vec<i64>,
+    values: Values,
+}
+
+fn decode_tensor(t: &TensorProto) -> Result<Tensor, String> {
+    if t.data_location() == 1 {
+        return Err(format!("initializer {} keeps its data outside the file", t.name()));
+    }
+    let raw = t.raw_data.as_deref();
+    let chunks = |width: usize| -> Result<Vec<&[u8]>, String> {
+        let raw = raw.unwrap_or_default();
+        if raw.len() % width != 0 {
+            return Err(format!("initializer {} has {} raw bytes", t.name(), raw.len()));
+        }
+        Ok(raw.chunks_exact(width).collect())
+    };
+    let values = match t.data_type() {
+        1 if raw.is_some() => Values::Float(chunks(4)?.iter().map(|c| f32::from_le_bytes((*c).try_into().unwrap()) as f64).collect()),
+        1 => Values::Float(t.float_data.iter().map(|&v| v as f64).collect()),
+        11 if raw.is_some() => Values::Float(chunks(8)?.iter().map(|c| f64::from_le_bytes((*c).try_into().unwrap())).collect()),
+        11 => Values::Float(t.double_data.clone()),
+        7 if raw.is_some() => Values::Int(chunks(8)?.iter().map(|c| i64::from_le_bytes((*c).try_into().unwrap())).collect()),
+        7 => Values::Int(t.int64_data.clone()),
+        6 if raw.is_some() => Values::Int(chunks(4)?.iter().map(|c| i32::from_le_bytes((*c).try_into().unwrap()) as i64).collect()),
+        6 => Values::Int(t.int32_data.iter().map(|&v| v as i64).collect()),
+        other => return Err(format!("initializer {} has data type {other}", t.name())),
+    };
+    let n = match &values {
+        Values::Float(v) => v.len(),
+        Values::Int(v) => v.len(),
+    };
+    let want: i64 = t.dims.iter().product();
+    if t.dims.iter().any(|&d| d < 0) || want as usize != n {
+        return Err(format!("initializer {} has dims {:?} but {n} values", t.name(), t.dims));
+    }
+    Ok(Tensor { dims: t.dims.clone(), values })
+}
+
+/// Reads the graph backwards from `probabilities`, one expected node at a time.
+struct Reader<'a> {
+    producer: HashMap<&'a str, &'a NodeProto>,
+    tensors: HashMap<&'a str, Tensor>,
+}
+
+/// The standard ONNX domain ("" or "ai.onnx"), or the ML domain.
+fn domain_ok(node: &NodeProto, op: &str) -> bool {
+    let ml = matches!(op, "LinearClassifier" | "Normalizer" | "ArrayFeatureExtractor");
+    match node.domain() {
+        "" | "ai.onnx" => !ml,
+        "ai.onnx.ml" => ml,
+        _ => false,
+    }
+}
+
+impl<'a> Reader<'a> {
+    fn new(nodes: &'a [NodeProto], initializers: &'a [TensorProto]) -> Result<Self, String> {
+        let mut producer = HashMap::new();
+        for node in nodes {
+            for out in &node.output {
+                if producer.insert(out.as_str(), node).is_some() {
+                    return Err(format!("tensor {out} is produced twice"));
+                }
+            }
+        }
+        let mut tensors = HashMap::new();
+        for t in initializers {
+            tensors.insert(t.name(), decode_tensor(t)?);
+        }
+        Ok(Reader { producer, tensors })
+    }
+
+    /// The node computing `tensor`, which must be a `op` with `inputs` inputs.
+    fn node(&self, tensor: &str, op: &str, inputs: usize) -> Result<&'a NodeProto, String> {
+        let node = self.variadic(tensor, op)?;
+        if node.input.len() != inputs {
+            return Err(format!("{op} computing {tensor} has {} inputs, expected {inputs}", node.input.len()));
+        }
+        Ok(node)
+    }
+
+    /// The node computing `tensor`, which must be a `op` (any number of inputs).
+    fn variadic(&self, tensor: &str, op: &str) -> Result<&'a NodeProto, String> {
+        let node = self
+            .producer
+            .get(tensor)
+            .ok_or_else(|| format!("{tensor} is computed by no node, expected {op}"))?;
+        if node.op_type() != op || !domain_ok(node, op) {
+            return Err(format!("{tensor} is computed by {} ({}), expected {op}", node.op_type(), node.domain()));
+        }
+        Ok(node)
+    }
+
+    fn floats(&self, name: &str) -> Result<&[f64], String> {
+        match self.tensors.get(name) {
+            Some(Tensor { values: Values::Float(v), .. }) => Ok(v),
+            _ => Err(format!("{name} is not a float constant")),
+        }
+    }
+
+    fn ints(&self, name: &str) -> Result<&[i64], String> {
+        match self.tensors.get(name) {
+            Some(Tensor { values: Values::Int(v), .. }) => Ok(v),
+            _ => Err(format!("{name} is not an integer constant")),
+        }
+    }
+
+    fn scalar(&self, name: &str) -> Result<f64, String> {
+        match self.floats(name)? {
+            [v] => Ok(*v),
+            _ => Err(format!("{name} is not one number")),
+        }
+    }
+
+    fn expect_scalar(&self, name: &str, want: f64) -> Result<(), String> {
+        let got = self.scalar(name)?;
+        if got != want {
+            return Err(format!("{name} is {got}, expected {want}"));
+        }
+        Ok(())
+    }
+
+    /// `(constant, other input)` of a commutative binary node with one constant input.
+    fn split(&self, node: &'a NodeProto) -> Result<(f64, &'a str), String> {
+        let (a, b) = (node.input[0].as_str(), node.input[1].as_str());
+        if self.tensors.contains_key(a) {
+            Ok((self.scalar(a)?, b))
+        } else {
+            Ok((self.scalar(b)?, a))
+        }
+    }
+
+    fn attribute(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+        node.attribute.iter().find(|a| a.name() == name)
+    }
+
+    fn int_attribute(node: &'a NodeProto, name: &str, default: i64) -> i64 {
+        Self::attribute(node, name).map_or(default, |a| a.i())
+    }
+
+    fn ints_attribute(node: &'a NodeProto, name: &str) -> Option<Vec<i64>> {
+        Self::attribute(node, name).map(|a| a.ints.clone())
+    }
+
+    fn check_attributes(node: &NodeProto, allowed: &[&str]) -> Result<(), String> {
+        match node.attribute.iter().find(|a| !allowed.contains(&a.name())) {
+            Some(a) => Err(format!("{} has an unexpected attribute {}", node.op_type(), a.name())),
+            None => Ok(()),
+        }
+    }
+
+    /// `probabilities`, read backwards.
+    fn probabilities(&mut self) -> Result<LinearGraph, String> {
+        let node = self
+            .producer
+            .get("probabilities")
+            .ok_or("probabilities is computed by no node")?;
+        match node.op_type() {
+            "LinearClassifier" => {
+                let mut linear = self.linear_classifier("probabilities")?;
+                if node.output[0] != "label" {
+                    return Err("LinearClassifier does not write label".into());
+                }
+                let post = match &linear.transform {
+                    Transform::Direct { post, .. } => *post,
+                    _ => unreachable!(),
+                };
+                linear.transform = Transform::Direct { post, l1: false };
+                Ok(linear)
+            }
+            "Normalizer" => {
+                let norm = self.node("probabilities", "Normalizer", 1)?;
+                Self::check_attributes(norm, &["norm"])?;
+                if Self::attribute(norm, "norm").map(|a| a.s()) != Some(b"L1".as_slice()) {
+                    return Err("Normalizer is not L1".into());
+                }
+                let mut linear = self.linear_classifier(&norm.input[0])?;
+                if let Transform::Direct { l1, .. } = &mut linear.transform {
+                    *l1 = true;
+                }
+                Ok(linear)
+            }
+            "Exp" => self.naive_bayes("probabilities"),
+            "Div" => self.calibrated(),
+            other => Err(format!("probabilities is computed by {other}")),
+        }
+    }
+
+    /// A `LinearClassifier` on `features` whose second output is `scores`.
+    fn linear_classifier(&self, scores: &str) -> Result<LinearGraph, String> {
+        let node = self.node(scores, "LinearClassifier", 1)?;
+        if node.input[0] != "features" || node.output.len() != 2 || node.output[1] != scores {
+            return Err("LinearClassifier does not map features to the scores".into());
+        }
+        Self::check_attributes(node, &["classlabels_ints", "coefficients", "intercepts", "multi_class", "post_transform"])?;
+        let labels = Self::ints_attribute(node, "classlabels_ints").unwrap_or_default();
+        let k = labels.len();
+        if k < 2 || labels.iter().enumerate().any(|(i, &l)| l != i as i64) {
+            return Err(format!("LinearClassifier class labels {labels:?} are not 0..K-1"));
+        }
+        let coefficients = Self::attribute(node, "coefficients").map(|a| a.floats.clone()).unwrap_or_default();
+        let intercepts = Self::attribute(node, "intercepts").map(|a| a.floats.clone()).unwrap_or_default();
+        if intercepts.len() != k || coefficients.is_empty() || coefficients.len() % k != 0 {
+            return Err(format!(
+                "LinearClassifier has {} coefficients and {} intercepts for {k} classes",
+                coefficients.len(),
+                intercepts.len()
+            ));
+        }
+        let post = match Self::attribute(node, "post_transform").map_or(&b"NONE"[..], |a| a.s()) {
+            b"NONE" => Post::None,
+            b"LOGISTIC" => Post::Logistic,
+            b"SOFTMAX" => Post::Softmax,
+            other => return Err(format!("post_transform {} is not read", String::from_utf8_lossy(other))),
+        };
+        Ok(LinearGraph {
+            n_features: coefficients.len() / k,
+            coefficients,
+            intercepts,
+            n_classes: k,
+            transform: Transform::Direct { post, l1: false },
+        })
+    }
+
+    /// Complement naive Bayes: `exp(s - reshape(ReduceLogSumExp(s)))`, `s = MatMul(features, W)`.
+    fn naive_bayes(&self, probabilities: &str) -> Result<LinearGraph, String> {
+        let exp = self.node(probabilities, "Exp", 1)?;
+        let sub = self.node(&exp.input[0], "Sub", 2)?;
+        let scores = sub.input[0].as_str();
+        let reshape = self.node(&sub.input[1], "Reshape", 2)?;
+        if self.ints(&reshape.input[1])? != [-1, 1] {
+            return Err("the log-sum-exp is not reshaped to [-1, 1]".into());
+        }
+        let lse = self.node(&reshape.input[0], "ReduceLogSumExp", 1)?;
+        Self::check_attributes(lse, &["axes", "keepdims"])?;
+        if lse.input[0] != scores
+            || Self::ints_attribute(lse, "axes").as_deref() != Some(&[1][..])
+            || Self::int_attribute(lse, "keepdims", 1) != 0
+        {
+            return Err("ReduceLogSumExp is not over the classes of the scores".into());
+        }
+        let matmul = self.node(scores, "MatMul", 2)?;
+        if matmul.input[0] != "features" {
+            return Err("MatMul does not multiply features".into());
+        }
+        let weights = self.tensors.get(matmul.input[1].as_str()).ok_or("MatMul weights are not a constant")?;
+        let (d, k) = match weights.dims[..] {
+            [d, k] if d > 0 && k >= 2 => (d as usize, k as usize),
+            _ => return Err(format!("MatMul weights have dims {:?}", weights.dims)),
+        };
+        let w = self.floats(&matmul.input[1])?;
+        // [D, K] -> K x D rows, as a LinearClassifier stores them.
+        let coefficients = (0..k).flat_map(|c| (0..d).map(move |j| w[j * k + c] as f32)).collect();
+        Ok(LinearGraph {
+            coefficients,
+            intercepts: vec![0.0; k],
+            n_classes: k,
+            n_features: d,
+            transform: Transform::Direct { post: Post::Softmax, l1: false },
+        })
+    }
+
+    /// The calibrated graph: `probabilities = Sum(x) / 1` over the calibrated classes.
+    fn calibrated(&self) -> Result<LinearGraph, String> {
+        let div = self.node("probabilities", "Div", 2)?;
+        self.expect_scalar(&div.input[1], 1.0)?; // one calibrated classifier (ensemble=False)
+        let sum = self.node(&div.input[0], "Sum", 1)?;
+        let (columns, binary) = match self.producer.get(sum.input[0].as_str()).map(|n| n.op_type()) {
+            Some("Concat") => (self.binary_columns(&sum.input[0])?, true),
+            _ => (self.normalised_columns(&sum.input[0])?, false),
+        };
+        let mut scores = None;
+        let mut calibrators = Vec::new();
+        for p in columns {
+            let (source, column, calibrator) = self.calibrator(p)?;
+            if scores.get_or_insert(source) != &source {
+                return Err("the calibrators read different score tensors".into());
+            }
+            calibrators.push((column, calibrator));
+        }
+        let scores = scores.ok_or("no calibrator")?;
+        let mut linear = match self.producer.get(scores).map(|n| n.op_type()) {
+            Some("Exp") => self.naive_bayes(scores)?,
+            _ => self.linear_classifier(scores)?,
+        };
+        let post = match linear.transform {
+            Transform::Direct { post, .. } => post,
+            _ => unreachable!(),
+        };
+        if calibrators.iter().any(|(c, _)| *c >= linear.n_classes)
+            || (binary && linear.n_classes != 2)
+            || (!binary && calibrators.len() != linear.n_classes)
+        {
+            return Err(format!("{} calibrators do not fit {} classes", calibrators.len(), linear.n_classes));
+        }
+        linear.transform = Transform::Calibrated { post, calibrators, binary };
+        Ok(linear)
+    }
+
+    /// Binary: `Concat(1 - p, p)` on axis 1; returns `[p]`.
+    fn binary_columns(&self, merged: &str) -> Result<Vec<&'a str>, String> {
+        let concat = self.node(merged, "Concat", 2)?;
+        if Self::int_attribute(concat, "axis", 0) != 1 {
+            return Err("Concat is not on axis 1".into());
+        }
+        let complement = self.node(&concat.input[0], "Sub", 2)?;
+        self.expect_scalar(&complement.input[0], 1.0)?;
+        if complement.input[1] != concat.input[1] {
+            return Err("the first column is not 1 - the second".into());
+        }
+        Ok(vec![concat.input[1].as_str()])
+    }
+
+    /// Multi-class: `(c + m) / (sum(c) + m K)` with `m = (sum(c) == 0)`, `c = Concat(p_0..)`.
+    fn normalised_columns(&self, normalised: &str) -> Result<Vec<&'a str>, String> {
+        let div = self.node(normalised, "Div", 2)?;
+        let masked = self.node(&div.input[0], "Add", 2)?;
+        let concat = self.variadic(&masked.input[0], "Concat")?;
+        if Self::int_attribute(concat, "axis", 0) != 1 {
+            return Err("Concat is not on axis 1".into());
+        }
+        let mask = masked.input[1].as_str();
+        let cast_mask = self.node(mask, "Cast", 1)?;
+        let not = self.node(&cast_mask.input[0], "Not", 1)?;
+        let cast_bool = self.node(&not.input[0], "Cast", 1)?;
+        let total = cast_bool.input[0].as_str();
+        let reduce = self.node(total, "ReduceSum", 2)?;
+        if Self::int_attribute(cast_mask, "to", 0) != 1
+            || Self::int_attribute(cast_bool, "to", 0) != 9
+            || reduce.input[0] != concat.output[0]
+            || self.ints(&reduce.input[1])? != [1]
+            || Self::int_attribute(reduce, "keepdims", 1) != 1
+        {
+            return Err("the calibrated columns are not normalised by their sum".into());
+        }
+        let denominator = self.node(&div.input[1], "Add", 2)?;
+        let scaled = self.node(&denominator.input[1], "Mul", 2)?;
+        if denominator.input[0] != total || scaled.input[0] != mask {
+            return Err("the calibrated columns are not normalised by their sum".into());
+        }
+        self.expect_scalar(&scaled.input[1], concat.input.len() as f64)?;
+        Ok(concat.input.iter().map(|p| p.as_str()).collect())
+    }
+
+    /// One calibrator computing `p`: `(score tensor, column, map)`.
+    fn calibrator(&self, p: &str) -> Result<(&'a str, usize, Calibrator), String> {
+        let node = self.producer.get(p).ok_or_else(|| format!("{p} is computed by no node"))?;
+        match node.op_type() {
+            "Div" => self.sigmoid(p),
+            "Add" => self.isotonic(p),
+            other => Err(format!("calibrated column {p} is computed by {other}")),
+        }
+    }
+
+    /// `ArrayFeatureExtractor(scores, k)`: `(scores, k)`.
+    fn column(&self, tensor: &str) -> Result<(&'a str, usize), String> {
+        let extract = self.node(tensor, "ArrayFeatureExtractor", 2)?;
+        match self.ints(&extract.input[1])? {
+            [k] if *k >= 0 => Ok((extract.input[0].as_str(), *k as usize)),
+            other => Err(format!("column index {other:?}")),
+        }
+    }
+
+    /// `1 / (1 + exp(a t + b))`.
+    fn sigmoid(&self, p: &str) -> Result<(&'a str, usize, Calibrator), String> {
+        let div = self.node(p, "Div", 2)?;
+        self.expect_scalar(&div.input[0], 1.0)?;
+        let (one, exp) = self.split(self.node(&div.input[1], "Add", 2)?)?;
+        if one != 1.0 {
+            return Err(format!("the sigmoid adds {one}, not 1"));
+        }
+        let exponent = self.node(exp, "Exp", 1)?;
+        let (b, product) = self.split(self.node(&exponent.input[0], "Add", 2)?)?;
+        let (a, column) = self.split(self.node(product, "Mul", 2)?)?;
+        let (scores, k) = self.column(column)?;
+        Ok((scores, k, Calibrator::Sigmoid { a, b }))
+    }
+
+    /// The three forms of `foundry/onnx_isotonic.py`'s interpolation graph.
+    fn isotonic(&self, p: &str) -> Result<(&'a str, usize, Calibrator), String> {
+        let add = self.node(p, "Add", 2)?;
+        let clip_of = |tensor: &str| -> Result<(&'a str, f64, f64, &'a str, usize), String> {
+            let clip = self.node(tensor, "Clip", 3)?;
+            let reshape = self.node(&clip.input[0], "Reshape", 2)?;
+            if self.ints(&reshape.input[1])? != [-1, 1] {
+                return Err("the isotonic input is not reshaped to [-1, 1]".into());
+            }
+            let (scores, k) = self.column(&reshape.input[0])?;
+            Ok((clip.output[0].as_str(), self.scalar(&clip.input[1])?, self.scalar(&clip.input[2])?, scores, k))
+        };
+        let constant = add.input.iter().find(|i| self.tensors.contains_key(i.as_str()));
+        if constant.is_some() {
+            // One segment: (t - x0) * slope + y0; or a constant: t * 0 + y0.
+            let (y0, rise) = self.split(add)?;
+            let (slope, offset) = self.split(self.node(rise, "Mul", 2)?)?;
+            if let Ok(sub) = self.node(offset, "Sub", 2) {
+                let x0 = self.scalar(&sub.input[1])?;
+                let (_, min, max, scores, k) = clip_of(&sub.input[0])?;
+                let calibrator = Calibrator::Isotonic { min, max, inner: vec![], x_lo: vec![x0], y_lo: vec![y0], slopes: vec![slope] };
+                return Ok((scores, k, calibrator));
+            }
+            if slope != 0.0 {
+                return Err("a constant isotonic map multiplies by a non-zero".into());
+            }
+            let (_, min, max, scores, k) = clip_of(offset)?;
+            let calibrator = Calibrator::Isotonic { min, max, inner: vec![], x_lo: vec![0.0], y_lo: vec![y0], slopes: vec![0.0] };
+            return Ok((scores, k, calibrator));
+        }
+        // y_lo[i] + (t - x_lo[i]) * slope[i], i = ReduceSum(Cast(LessOrEqual(inner, t))).
+        let y_at = self.node(&add.input[0], "Gather", 2)?;
+        let rise = self.node(&add.input[1], "Mul", 2)?;
+        let offset = self.node(&rise.input[0], "Sub", 2)?;
+        let slope_at = self.node(&rise.input[1], "Gather", 2)?;
+        let x_at = self.node(&offset.input[1], "Gather", 2)?;
+        let (clipped, min, max, scores, k) = clip_of(&offset.input[0])?;
+        let index = y_at.input[1].as_str();
+        if slope_at.input[1] != index || x_at.input[1] != index {
+            return Err("the isotonic look-ups use different indices".into());
+        }
+        let reduce = self.node(index, "ReduceSum", 2)?;
+        let cast = self.node(&reduce.input[0], "Cast", 1)?;
+        let less = self.node(&cast.input[0], "LessOrEqual", 2)?;
+        if less.input[1] != clipped
+            || Self::int_attribute(cast, "to", 0) != 7
+            || self.ints(&reduce.input[1])? != [1]
+            || Self::int_attribute(reduce, "keepdims", 1) != 1
+        {
+            return Err("the isotonic segment index is not the count of thresholds passed".into());
+        }
+        for gather in [y_at, slope_at, x_at] {
+            if Self::int_attribute(gather, "axis", 0) != 0 {
+                return Err("Gather is not on axis 0".into());
+            }
+        }
+        let inner = self.floats(&less.input[0])?.to_vec();
+        let (x_lo, y_lo, slopes) = (
+            self.floats(&x_at.input[0])?.to_vec(),
+            self.floats(&y_at.input[0])?.to_vec(),
+            self.floats(&slope_at.input[0])?.to_vec(),
+        );
+        if [x_lo.len(), y_lo.len(), slopes.len()] != [inner.len() + 1; 3] {
+            return Err("the isotonic thresholds and segments do not fit".into());
+        }
+        Ok((scores, k, Calibrator::Isotonic { min, max, inner, x_lo, y_lo, slopes }))
+    }
+}
+
+/// ONNX Runtime's logistic: `1 / (1 + exp(-|x|))`, mirrored for negative `x`.
+#[inline]
+pub fn logistic(x: f64) -> f64 {
+    let v = 1.0 / (1.0 + (-x.abs()).exp());
+    if x < 0.0 {
+        1.0 - v
+    } else {
+        v
+    }
+}
+
+impl Post {
+    #[inline]
+    fn apply(self, values: &mut [f64]) {
+        match self {
+            Post::None => {}
+            Post::Logistic => values.iter_mut().for_each(|v| *v = logistic(*v)),
+            Post::Softmax => {
+                let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut total = 0.0;
+                for v in values.iter_mut() {
+                    *v = (*v - top).exp();
+                    total += *v;
+                }
+                values.iter_mut().for_each(|v| *v /= total);
+            }
+        }
+    }
+}
+
+impl Calibrator {
+    #[inline]
+    pub fn apply(&self, t: f64) -> f64 {
+        match self {
+            Calibrator::Sigmoid { a, b } => 1.0 / (1.0 + (a * t + b).exp()),
+            Calibrator::Isotonic { min, max, inner, x_lo, y_lo, slopes } => {
+                let t = t.max(*min).min(*max);
+                let i = inner.iter().filter(|&&x| x <= t).count();
+                y_lo[i] + (t - x_lo[i]) * slopes[i]
+            }
+        }
+    }
+}
+
+impl Transform {
+    /// Raw scores `s` (length K) -> probabilities in `out` (length K). `s` is overwritten.
+    #[inline]
+    pub fn apply(&self, s: &mut [f64], out: &mut [f64]) {
+        match self {
+            Transform::Direct { post, l1 } => {
+                post.apply(s);
+                if *l1 {
+                    let total: f64 = s.iter().map(|v| v.abs()).sum();
+                    for (o, v) in out.iter_mut().zip(s.iter()) {
+                        *o = if total > 0.0 { v / total } else { 0.0 };
+                    }
+                } else {
+                    out.copy_from_slice(s);
+                }
+            }
+            Transform::Calibrated { post, calibrators, binary } => {
+                post.apply(s);
+                if *binary {
+                    let (column, calibrator) = &calibrators[0];
+                    let p = calibrator.apply(s[*column]);
+                    out[0] = 1.0 - p;
+                    out[1] = p;
+                    return;
+                }
+                let mut total = 0.0;
+                for (o, (column, calibrator)) in out.iter_mut().zip(calibrators) {
+                    *o = calibrator.apply(s[*column]);
+                    total += *o;
+                }
+                let mask = if total == 0.0 { 1.0 } else { 0.0 };
+                let k = out.len() as f64;
+                out.iter_mut().for_each(|o| *o = (*o + mask) / (total + mask * k));
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! JSON text byte-identical to Python's `json.dumps(obj, ensure_ascii=False)` for what the CLI
+//! prints: strings, booleans and float numbers (separators `", "` and `": "`, floats in Python
+//! `repr` form such as `1e-05` or `0.5`).
+
+use std::fmt::Write;
+
+/// Python's `repr(float)`: the shortest digits that round-trip (Rust finds the same ones),
+/// fixed notation for decimal exponents -4..15, scientific with two exponent digits otherwise.
+pub fn float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+    }
+    let sign = if x < 0.0 { "-" } else { "" };
+    let scientific = format!("{:e}", x.abs()); // e.g. "9.87654e-1", shortest round-trip digits
+    let (mantissa, exp) = scientific.split_once('e').expect("LowerExp writes an exponent");
+    let exp: i32 = exp.parse().expect("an integer exponent");
+    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    if !(-4..16).contains(&exp) {
+        let frac = if digits.len() > 1 { format!(".{}", &digits[1..]) } else { String::new() };
+        let e_sign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{}{frac}e{e_sign}{:02}", &digits[..1], exp.abs());
+    }
+    if exp < 0 {
+        return format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize));
+    }
+    let point = exp as usize + 1;
+    if digits.len() <= point {
+        format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
+    } else {
+        format!("{sign}{}.{}", &digits[..point], &digits[point..])
+    }
+}
+
+/// Append `s` as a JSON string: `"`, `\` and control characters escaped as Python does,
+/// everything else (U+007F, U+0085, U+2028, any non-ASCII) raw.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// One CLI line: `{"text": …, "label": …, "probabilities": {label: p, …}, "confident": …}`.
+pub fn prediction_line(out: &mut String, text: &str, labels: &[String], probabilities: &[f64], label: usize, confident: bool) {
+    out.push_str("{\"text\": ");
+    write_str(out, text);
+    out.push_str(", \"label\": ");
+    write_str(out, &labels[label]);
+    out.push_str(", \"probabilities\": {");
+    for (k, (name, p)) in labels.iter().zip(probabilities).enumerate() {
+        if k > 0 {
+            out.push_str(", ");
+        }
+        write_str(out, name);
+        out.push_str(": ");
+        out.push_str(&float_repr(*p));
+    }
+    out.push_str("}, \"confident\": ");
+    out.push_str(if confident { "true" } else { "false" });
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_as_python_repr() {
+        for (x, want) in [
+            (0.5, "0.5"),
+            (1.0, "1.0"),
+            (1e-05, "1e-05"),
+            (0.0001, "0.0001"),
+            (0.00012345, "0.00012345"),
+            (0.9876543283462524, "0.9876543283462524"),
+            (123456789012345.6, "123456789012345.6"),
+            (1e16, "1e+16"),
+            (1.5e300, "1.5e+300"),
+            (2.5e-300, "2.5e-300"),
+            (-0.25, "-0.25"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (100.0, "100.0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::NAN, "NaN"),
+        ] {
+            assert_eq!(float_repr(x), want, "{x:e}");
+        }
+    }
+
+    #[test]
+    fn strings_as_python_json() {
+        let mut out = String::new();
+        write_str(&mut out, "a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}\u{85}\u{2028}é😀");
+        assert_eq!(out, "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\u{7f}\u{85}\u{2028}é😀\"");
+    }
+}
