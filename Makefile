@@ -1,14 +1,19 @@
 # Model Foundry — the two commands of the README:
 #   make forge   create .venv if missing, install the project, forge the default blueprint offline
-#   make test    install the dev extras and the JavaScript runtime, lint, run every test
+#   make test    install the dev extras, the JavaScript and Rust runtimes, lint, run every test
+#   make rust    build the Rust runtime (runtimes/rust: library + foundry-rt CLI), offline
+#   make native  build the optional native fast path of the Python runtime (foundry/_native*.so)
 PYTHON ?= python3
 VENV ?= .venv
 BLUEPRINT ?= text_classification
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 NODE_DIR := runtimes/node
+RUST_DIR := runtimes/rust
+# rustup's cargo when it is not on PATH; the crates come from Debian (see .ci/run), offline.
+CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: forge test install install-dev node lint bench proto clean-runs lab
+.PHONY: forge test install install-dev node rust native lint bench proto clean-runs lab
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +38,11 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 
 node: $(NODE_DIR)/node_modules/.installed
 
+# The Rust runtime builds offline against Debian's packaged crates (runtimes/rust/.cargo/config.toml;
+# apt-get install librust-…-dev protobuf-compiler, as .ci/run does). cargo rebuilds only what changed.
+rust:
+	cd $(RUST_DIR) && $(CARGO) build --release --offline --bins
+
 forge: install
 	$(VENV)/bin/foundry forge $(BLUEPRINT)
 
@@ -41,10 +51,11 @@ lint: install-dev
 
 # The suite checks the forged default models too (conformance in Python and JavaScript,
 # differential fuzzing), so forge them first when they are missing.
-test: install-dev node
+test: install-dev node rust
 	$(VENV)/bin/ruff check .
 	test -f models/is_question_preprocessor.bin -a -f models/confirmation_preprocessor.bin \
 		|| $(VENV)/bin/foundry forge $(BLUEPRINT)
+	cd $(RUST_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models $(CARGO) test --release --offline
 	FOUNDRY_REQUIRE_FORGED=1 $(VENV)/bin/pytest
 	cd $(NODE_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models node --test
 

@@ -1,13 +1,16 @@
-"""Differential fuzzing: the Python text spec against the JavaScript one (runtimes/node).
+"""Differential fuzzing: the Python text spec and runtime against the JavaScript one
+(runtimes/node) and the Rust one (runtimes/rust).
 
 Thousands of seeded random strings over CJK, Latin, Greek, punctuation of all widths, every
 whitespace code point, emoji with ZWJ sequences, combining marks, control and format
-characters are normalised and split into n-grams by ``foundry.textspec`` and by
-``runtimes/node/src/textspec.js``; the results must be identical, except on texts that the
-Unicode-version rule of docs/preprocessor-spec.md ("Unicode versions") declares
-version-sensitive, and a disagreement on such a text must be explained by that rule.
+characters are normalised and split into n-grams by ``foundry.textspec``, by
+``runtimes/node/src/textspec.js`` and by the Rust crate; the results must be identical, except
+on texts that the Unicode-version rule of docs/preprocessor-spec.md ("Unicode versions")
+declares version-sensitive, and a disagreement on such a text must be explained by that rule.
 
-Texts travel to node through a file of JSON lines (never argv: NULs and lone surrogates).
+Texts travel to the oracles through a file of JSON lines (never argv: NULs and lone
+surrogates). Texts holding a lone surrogate are not sent to Rust: UTF-8 cannot carry them (the
+native fast path receives them from Python and is compared in tests/test_native.py).
 """
 
 from __future__ import annotations
@@ -35,8 +38,42 @@ from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, char_ngra
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "runtimes" / "node"
 ORACLE = NODE_DIR / "tools" / "textspec-oracle.js"
+RUST_ORACLE = REPO / "runtimes" / "rust" / "target" / "release" / "foundry-rt-oracle"
+#: The runtimes compared with Python: node when installed (skipped otherwise, as before), Rust
+#: always (``make rust`` builds it; a missing binary fails with that instruction).
+RUNTIMES = ("node", "rust")
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+
+def oracle_command(runtime: str, mode: str) -> list[str]:
+    """The command line prefix of ``runtime``'s ``mode`` ("textspec" / "runtime") oracle."""
+    if runtime == "node":
+        if shutil.which("node") is None:
+            pytest.skip("node is not installed")
+        return ["node", str(ORACLE if mode == "textspec" else RUNTIME_ORACLE)]
+    if not RUST_ORACLE.is_file():
+        pytest.fail(f"{RUST_ORACLE} is not built: run `make rust`")
+    return [str(RUST_ORACLE), mode]
+
+
+def has_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def run_oracle(runtime: str, mode: str, args: list[str], texts: list[str],
+               work: Path) -> list[dict | None]:
+    """One row per text from ``runtime``'s oracle; None for a text it cannot receive (Rust:
+    lone surrogates)."""
+    sent = [t for t in texts if runtime == "node" or not has_surrogate(t)]
+    inputs = work / f"{runtime}_texts.jsonl"
+    inputs.write_text("".join(json.dumps(t) + "\n" for t in sent), encoding="ascii")
+    outputs = work / f"{runtime}_out.jsonl"
+    run = subprocess.run([*oracle_command(runtime, mode), *args, str(inputs), str(outputs)],
+                         timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rows = iter(json.loads(line) for line in outputs.read_text(encoding="utf-8").splitlines())
+    out = [next(rows) if runtime == "node" or not has_surrogate(t) else None for t in texts]
+    assert next(rows, None) is None, f"{outputs}: more rows than texts"
+    return out
 
 # --- the random text generator ---------------------------------------------------------------
 
@@ -188,25 +225,13 @@ def spec_settings(spec: TextSpec) -> dict:
     }
 
 
-def run_js_textspec(
-    texts: list[str], spec: TextSpec, work: Path, normalize_only: bool = False
-) -> list[dict]:
+def run_textspec(runtime: str, texts: list[str], spec: TextSpec, work: Path,
+                 normalize_only: bool = False) -> list[dict | None]:
     settings = work / "settings.json"
     settings.write_text(
         json.dumps({**spec_settings(spec), "normalizeOnly": normalize_only}), encoding="utf-8"
     )
-    inputs = work / "texts.jsonl"
-    inputs.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="ascii")
-    outputs = work / "js.jsonl"
-    subprocess.run(
-        ["node", str(ORACLE), str(settings), str(inputs), str(outputs)],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    rows = [json.loads(line) for line in outputs.read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == len(texts), f"{outputs}: {len(rows)} rows for {len(texts)} texts"
-    return rows
+    return run_oracle(runtime, "textspec", [str(settings)], texts, work)
 
 
 def describe(text: str) -> str:
@@ -214,15 +239,15 @@ def describe(text: str) -> str:
 
 
 def assert_same_textspec(texts: list[str], spec: TextSpec, work: Path) -> int:
-    """Compare JS with the Python reference (``foundry.textspec``) and with the Python
-    runtime's fast paths (``fast_normalize``, batched ``normalize_many``, ``ngram_list``);
-    return how many disagreements the Unicode rule explained."""
+    """Compare every runtime with the Python reference (``foundry.textspec``) and with the
+    Python runtime's fast paths (``fast_normalize``, batched ``normalize_many``,
+    ``ngram_list``); return how many disagreements the Unicode rule explained."""
     from foundry.runtime import fast_normalize, ngram_list, normalize_many
 
-    js_rows = run_js_textspec(texts, spec, work)
+    rows = {runtime: run_textspec(runtime, texts, spec, work) for runtime in RUNTIMES}
     batch = normalize_many(texts, spec)
     explained = 0
-    for text, js, batched in zip(texts, js_rows, batch, strict=True):
+    for i, (text, batched) in enumerate(zip(texts, batch, strict=True)):
         py_norm = normalize(text, spec)
         py_grams = list(char_ngrams(py_norm, spec))
         fast = fast_normalize(text, spec)
@@ -231,14 +256,16 @@ def assert_same_textspec(texts: list[str], spec: TextSpec, work: Path) -> int:
             f"textspec {py_norm!r}, fast_normalize {fast!r}, normalize_many {batched!r}"
         )
         assert sorted(ngram_list(py_norm, spec)) == sorted(py_grams), repr(text)
-        if (py_norm, py_grams) == (js["normalized"], js["ngrams"]):
-            continue
-        assert is_version_sensitive(text), (
-            f"Python and JS disagree on {text!r} ({describe(text)}) with {spec}: "
-            f"python {py_norm!r}, js {js['normalized']!r}; "
-            f"python n-grams {py_grams[:20]}, js {js['ngrams'][:20]}"
-        )
-        explained += 1
+        for runtime, other in rows.items():
+            if other[i] is None or (py_norm, py_grams) == (other[i]["normalized"],
+                                                          other[i]["ngrams"]):
+                continue
+            assert is_version_sensitive(text), (
+                f"Python and {runtime} disagree on {text!r} ({describe(text)}) with {spec}: "
+                f"python {py_norm!r}, {runtime} {other[i]['normalized']!r}; "
+                f"python n-grams {py_grams[:20]}, {runtime} {other[i]['ngrams'][:20]}"
+            )
+            explained += 1
     return explained
 
 
@@ -250,16 +277,17 @@ SPECS = [
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=["default", "short-2-4", "nopad-nolower"])
-def test_textspec_python_equals_js_on_random_texts(spec: TextSpec, tmp_path: Path) -> None:
+def test_textspec_python_equals_js_and_rust_on_random_texts(spec: TextSpec,
+                                                            tmp_path: Path) -> None:
     texts = random_texts(seed=20261129, count=5000)
     explained = assert_same_textspec(texts, spec, tmp_path)
     # The generator mixes in unassigned code points: if nothing at all is version
     # sensitive, the generator lost a pool and this test would have stopped probing it.
     assert sum(is_version_sensitive(t) for t in texts) > 0
-    assert explained <= sum(is_version_sensitive(t) for t in texts)
+    assert explained <= len(RUNTIMES) * sum(is_version_sensitive(t) for t in texts)
 
 
-def test_textspec_python_equals_js_on_hard_cases(tmp_path: Path) -> None:
+def test_textspec_python_equals_js_and_rust_on_hard_cases(tmp_path: Path) -> None:
     for spec in SPECS:
         assert assert_same_textspec(HARD_CASES, spec, tmp_path) == 0
 
@@ -279,22 +307,24 @@ def test_every_assigned_code_point_alone(tmp_path: Path) -> None:
     assert assert_same_textspec(texts, TextSpec(), tmp_path) == 0
 
 
-def test_final_sigma_context_of_every_assigned_code_point(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_final_sigma_context_of_every_assigned_code_point(runtime: str, tmp_path: Path) -> None:
     """Exhaustive: ``cΣ`` and ``acΣ`` for every assigned c. These two contexts tell whether c
     is cased, case-ignorable or neither (the properties Final_Sigma reads); every code point
     whose class differs between the versions must be in CASE_CONTEXT_CHANGED."""
     texts = [t for ch in assigned_code_points() for t in (f"{ch}\u03a3", f"a{ch}\u03a3")]
-    js_rows = run_js_textspec(texts, TextSpec(max_chars=64), tmp_path, normalize_only=True)
+    rows = run_textspec(runtime, texts, TextSpec(max_chars=64), tmp_path, normalize_only=True)
     differing = {
         text[-2]
-        for text, js in zip(texts, js_rows, strict=True)
-        if js["normalized"] != normalize(text, TextSpec(max_chars=64))
+        for text, row in zip(texts, rows, strict=True)
+        if row is not None and row["normalized"] != normalize(text, TextSpec(max_chars=64))
     }
     assert differing <= CASE_CONTEXT_CHANGED, sorted(f"U+{ord(c):04X}" for c in differing)
 
 
 def test_version_sensitive_rule_is_needed(tmp_path: Path) -> None:
     """The final-sigma traps of the rule really differ (if not, the rule is stale: update it)."""
+    oracle_command("node", "textspec")
     node_unicode = subprocess.run(
         ["node", "-p", "process.versions.unicode"], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -302,7 +332,7 @@ def test_version_sensitive_rule_is_needed(tmp_path: Path) -> None:
         pytest.skip(f"the examples are for Unicode 14.0 vs >= 16, not {node_unicode}")
     sigma_traps = [t for t in VERSION_SENSITIVE_EXAMPLES if "\u03a3" in t]
     assert len(sigma_traps) == 3
-    rows = run_js_textspec(sigma_traps, TextSpec(), tmp_path)
+    rows = run_textspec("node", sigma_traps, TextSpec(), tmp_path)
     for text, js in zip(sigma_traps, rows, strict=True):
         assert js["normalized"] != normalize(text), describe(text)
 
@@ -333,20 +363,9 @@ def runtime_texts(seed: int, count: int, seeds: list[str]) -> list[str]:
     return [random_text(rng) if i % 2 else mutate(rng.choice(seeds), rng) for i in range(count)]
 
 
-def run_js_runtime(models_dir: Path, task: str, texts: list[str], work: Path) -> list[dict]:
-    inputs = work / f"{task}_texts.jsonl"
-    inputs.write_text("".join(json.dumps(t) + "\n" for t in texts), encoding="ascii")
-    outputs = work / f"{task}_js.jsonl"
-    run = subprocess.run(
-        ["node", str(RUNTIME_ORACLE), str(models_dir), task, str(inputs), str(outputs)],
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
-    rows = [json.loads(line) for line in outputs.read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == len(texts)
-    return rows
+def run_runtime(runtime: str, models_dir: Path, task: str, texts: list[str],
+                work: Path) -> list[dict | None]:
+    return run_oracle(runtime, "runtime", [str(models_dir), task], texts, work)
 
 
 def sklearn_reference(pipeline, texts: list[str]) -> tuple[list, np.ndarray]:
@@ -374,15 +393,17 @@ def python_runtime(model, texts: list[str], batch: int = 512) -> tuple[list, np.
     return [(idx.tolist(), values) for idx, values in rows], proba
 
 
-def three_way_disagreements(model, pipeline, texts: list[str], js_rows: list[dict]) -> list[str]:
-    """Every disagreement between the three implementations not explained by the Unicode rule."""
+def three_way_disagreements(model, pipeline, texts: list[str],
+                            js_rows: list[dict | None]) -> list[str]:
+    """Every disagreement between the Python runtime, another runtime (``js_rows``, from node
+    or Rust: None rows are skipped) and scikit-learn not explained by the Unicode rule."""
     py_rows, py_proba = python_runtime(model, texts)
     sk_rows = sk_proba = None
     if pipeline is not None:
         sk_rows, sk_proba = sklearn_reference(pipeline, texts)
     problems: list[str] = []
     for i, (text, js) in enumerate(zip(texts, js_rows, strict=True)):
-        if is_version_sensitive(text):
+        if js is None or is_version_sensitive(text):
             continue
         where = f"{text[:40]!r} ({describe(text)})"
         if js["normalized"] != normalize(text, model.spec):
@@ -451,11 +472,12 @@ def fuzz_models(tmp_path_factory) -> tuple[Path, dict]:
     return models_dir, pipelines
 
 
-def single_text_disagreements(model, texts: list[str], js_rows: list[dict]) -> list[str]:
-    """``model.predict(text)`` (the one-text path) against the JS probabilities."""
+def single_text_disagreements(model, texts: list[str],
+                              js_rows: list[dict | None]) -> list[str]:
+    """``model.predict(text)`` (the one-text path) against the other runtime's probabilities."""
     problems = []
     for text, js in zip(texts, js_rows, strict=True):
-        if is_version_sensitive(text):
+        if js is None or is_version_sensitive(text):
             continue
         got = list(model.predict(text).probabilities.values())
         if np.max(np.abs(np.asarray(got) - np.asarray(js["probabilities"]))) > PROBA_TOL:
@@ -463,10 +485,11 @@ def single_text_disagreements(model, texts: list[str], js_rows: list[dict]) -> l
     return problems
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
 @pytest.mark.parametrize("task", sorted(FUZZ_SPECS))
-def test_python_runtime_equals_js_runtime_equals_sklearn(
-    task: str, backend: str, fuzz_models: tuple[Path, dict], tmp_path: Path
+def test_python_runtime_equals_other_runtime_equals_sklearn(
+    task: str, backend: str, runtime: str, fuzz_models: tuple[Path, dict], tmp_path: Path
 ) -> None:
     from foundry.runtime import MicroModel
 
@@ -474,16 +497,18 @@ def test_python_runtime_equals_js_runtime_equals_sklearn(
     texts = runtime_texts(seed=6, count=3000, seeds=pipelines["_seeds"])
     model = MicroModel.load(task, models_dir, backend=backend)
     assert model.backend == backend
-    js_rows = run_js_runtime(models_dir, task, texts, tmp_path)
-    problems = three_way_disagreements(model, pipelines[task], texts, js_rows)
-    problems += single_text_disagreements(model, texts[::10], js_rows[::10])
+    rows = run_runtime(runtime, models_dir, task, texts, tmp_path)
+    problems = three_way_disagreements(model, pipelines[task], texts, rows)
+    problems += single_text_disagreements(model, texts[::10], rows[::10])
     assert not problems, f"{len(problems)} disagreements, first: " + "\n".join(problems[:10])
     # The fuzz must reach the model: many (mutated known) texts have features.
-    assert sum(1 for r in js_rows if r["features"]) > len(texts) // 5
+    assert sum(1 for r in rows if r and r["features"]) > len(texts) // 5
 
 
-def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
-    """Python runtime == JS runtime (== the run's scikit-learn pipeline, if the run is here)."""
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_forged_default_models_agree_on_random_texts(runtime: str, tmp_path: Path) -> None:
+    """Python runtime == JS / Rust runtime (== the run's scikit-learn pipeline, if the run is
+    here)."""
     from foundry.runtime import MicroModel
 
     models_dir = forged_models_or_skip()
@@ -496,12 +521,12 @@ def test_forged_default_models_agree_on_random_texts(tmp_path: Path) -> None:
             )["vectors"]
         ]
         texts = runtime_texts(seed=7, count=2000, seeds=seeds)
-        js_rows = run_js_runtime(models_dir, task, texts, tmp_path)
+        rows = run_runtime(runtime, models_dir, task, texts, tmp_path)
         pipeline = _forged_pipeline(task, model)
         if os.environ.get("FOUNDRY_REQUIRE_FORGED") == "1":
             assert pipeline is not None, f"{task}: the run that forged {models_dir} is not in runs/"
-        problems = three_way_disagreements(model, pipeline, texts, js_rows)
-        problems += single_text_disagreements(model, texts[::10], js_rows[::10])
+        problems = three_way_disagreements(model, pipeline, texts, rows)
+        problems += single_text_disagreements(model, texts[::10], rows[::10])
         assert not problems, f"{task}: {len(problems)} disagreements:\n" + "\n".join(problems[:10])
 
 

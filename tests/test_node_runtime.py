@@ -13,7 +13,6 @@ fails with that instruction rather than skipping.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,9 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_contract import CLI_INPUT, assert_same_answers
 from conftest import FORGED_TASKS, forged_models_or_skip, write_tiny_models
-
-from foundry.conformance_cases import HARD_CASES
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "runtimes" / "node"
@@ -108,40 +106,6 @@ def cli_outputs(models_dir: Path, task: str, stdin: bytes) -> tuple[bytes, bytes
     )
     assert py.returncode == 0, py.stderr.decode(errors="replace")
     return js.stdout, py.stdout
-
-
-def assert_same_answers(js_out: bytes, py_out: bytes, threshold: float) -> None:
-    """Same lines, keys, texts, labels and confident flags; probabilities within 1e-5.
-
-    (Byte-identical when both sides use ONNX Runtime's float32 probabilities; the Python
-    runtime's numpy backend computes them in float64, which differs in the 8th digit.)
-    A label is only compared when the top two probabilities are more than 1e-5 apart, and
-    ``confident`` only when the top probability is more than 1e-5 from the threshold.
-    """
-    # split at "\n" only: the JSON keeps U+0085, U+2028... raw, and str.splitlines() splits there
-    js_lines = js_out.decode("utf-8").split("\n")
-    py_lines = py_out.decode("utf-8").split("\n")
-    assert js_lines.pop() == py_lines.pop() == ""
-    assert len(js_lines) == len(py_lines)
-    for js_line, py_line in zip(js_lines, py_lines, strict=True):
-        js, py = json.loads(js_line), json.loads(py_line)
-        assert list(js) == list(py) == ["text", "label", "probabilities", "confident"]
-        assert js["text"] == py["text"]
-        assert list(js["probabilities"]) == list(py["probabilities"])
-        for label, p in py["probabilities"].items():
-            assert abs(js["probabilities"][label] - p) <= 1e-5, (js_line, py_line)
-        top2 = sorted(py["probabilities"].values())[-2:]
-        if top2[1] - top2[0] > 1e-5:
-            assert js["label"] == py["label"], (js_line, py_line)
-        if abs(top2[1] - threshold) > 1e-5:
-            assert js["confident"] == py["confident"], (js_line, py_line)
-
-
-# Every hard case (their "\n" split them into more lines, identically for both CLIs), CRLF
-# line ends, an empty line, and no final newline.
-CLI_INPUT = (
-    "\n".join(HARD_CASES) + "\r\n今天天气怎么样？\r\n\n打开客厅的灯\n最后一行没有换行"
-).encode()
 
 
 def test_cli_prints_the_same_json_lines_as_foundry_predict(two_task_models: Path) -> None:
