@@ -43,20 +43,28 @@ node: $(NODE_DIR)/node_modules/.installed
 rust:
 	cd $(RUST_DIR) && $(CARGO) build --release --offline --bins
 
+# The optional native fast path of the Python runtime: the same crate as the extension module
+# foundry._native (PyO3 from Debian's packages), moved into place atomically.
+NATIVE_SO = foundry/_native$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+native: install
+	cd $(RUST_DIR) && PYO3_PYTHON=$(abspath $(PY)) $(CARGO) build --release --offline -p foundry-native
+	cp $(RUST_DIR)/target/release/lib_native.so $(NATIVE_SO).tmp && mv $(NATIVE_SO).tmp $(NATIVE_SO)
+
 forge: install
 	$(VENV)/bin/foundry forge $(BLUEPRINT)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
 
-# The suite checks the forged default models too (conformance in Python and JavaScript,
-# differential fuzzing), so forge them first when they are missing.
-test: install-dev node rust
+# The suite checks the forged default models too (conformance in Python, JavaScript and Rust,
+# differential fuzzing), so forge them first when they are missing. It runs the pure-Python
+# runtime (FOUNDRY_RUNTIME=python); tests/test_native.py holds the native path to it.
+test: install-dev node rust native
 	$(VENV)/bin/ruff check .
 	test -f models/is_question_preprocessor.bin -a -f models/confirmation_preprocessor.bin \
 		|| $(VENV)/bin/foundry forge $(BLUEPRINT)
 	cd $(RUST_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models $(CARGO) test --release --offline
-	FOUNDRY_REQUIRE_FORGED=1 $(VENV)/bin/pytest
+	FOUNDRY_REQUIRE_FORGED=1 FOUNDRY_RUNTIME=python $(VENV)/bin/pytest
 	cd $(NODE_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models node --test
 
 lab: install

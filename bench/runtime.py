@@ -4,8 +4,11 @@
     .venv/bin/python bench/runtime.py --rounds 9         # more rounds, steadier medians
     .venv/bin/python bench/runtime.py --tiny             # no forge needed: tiny test models
 
-For each default task (``is_question``, ``confirmation``) and a fixed list of realistic inputs
-(:data:`INPUTS`: short and long, Chinese and mixed), it measures
+Two sets of texts: a fixed list of assistant inputs (:data:`INPUTS`: short and long, Chinese
+and mixed), and real human-written text with a user-like length distribution, the MASSIVE
+zh-CN validation utterances (``--real-texts``, default
+``<repo>/../shared/datasets/massive_zh_cn/validation.csv``; never the test split), reported by
+length bucket. For each default task (``is_question``, ``confirmation``) it measures
 
 - single-query latency, p50 and p99 of one-text calls (``MicroModel.predict``; the pipeline's
   ``predict_proba([text])``; fastText's ``predict``),
@@ -14,8 +17,15 @@ For each default task (``is_question``, ``confirmation``) and a fixed list of re
 
 for these engines:
 
+- ``foundry native``: :class:`foundry.runtime.MicroModel` on its native fast path (the Rust
+  crate, ``make native``; the default when built), plus ``foundry native proba``, its
+  ``predict_proba`` (an ``[N, K]`` array instead of ``Prediction`` objects) for batches;
 - ``foundry numpy`` / ``foundry ort``: :class:`foundry.runtime.MicroModel` on the forged pair,
-  backend ``numpy`` (the default for linear graphs) and ``onnxruntime`` (the reference);
+  backend ``numpy`` (the pure-Python default for linear graphs) and ``onnxruntime`` (the
+  reference);
+- ``foundry-rt CLI``: the Rust CLI (``make rust``) as another program uses it, one process
+  kept open: a single query is one line written to its stdin and one JSON line read back (the
+  pipe round trip), a batch is written by a thread while the answers are read;
 - ``sklearn``: the train stage's pipeline (``runs/<bp>/<run>/train/<task>/model.joblib``);
 - ``fastText``: ``fasttext-wheel`` trained on the run's ``refine/<task>/train.jsonl``, on the
   raw text with character n-grams 1-3 (``minn=1, maxn=3``, as our features), one thread. Its
@@ -40,6 +50,7 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -54,6 +65,13 @@ from bench.scratch import scratch_dir  # noqa: E402
 
 TASKS = ("is_question", "confirmation")
 BATCH_SIZES = (1, 32, 1024)
+RUST_CLI = ROOT / "runtimes" / "rust" / "target" / "release" / "foundry-rt"
+#: Length buckets (characters) of the real-text table: [low, high).
+BUCKETS = ((0, 8), (8, 16), (16, 24), (24, 32), (32, 10_000))
+#: shared/ sits beside the clone (CI, /work/main); a worktree deeper down finds /work/shared.
+REAL_TEXTS = next((p for p in (ROOT.parent / "shared", Path("/work/shared"))
+                   if (p / "datasets").is_dir()), ROOT.parent / "shared"
+                  ) / "datasets" / "massive_zh_cn" / "validation.csv"
 FASTTEXT_PARAMS = {"epoch": 30, "lr": 0.5, "dim": 50, "minn": 1, "maxn": 3, "wordNgrams": 1,
                    "bucket": 200_000, "loss": "softmax", "thread": 1, "seed": 42, "verbose": 0}
 
@@ -96,14 +114,56 @@ class Engine:
     many: Callable[[list[str]], object]
     #: Relative cost, to scale the number of calls per round (sklearn is ~100x slower).
     slow: bool = False
+    #: Only measured in batches (a second batch API of an engine measured already).
+    batch_only: bool = False
 
 
 def foundry_engine(task: str, models_dir: Path, backend: str) -> Engine:
     from foundry.runtime import MicroModel
 
     model = MicroModel.load(task, models_dir=models_dir, backend=backend)
-    short = {"numpy": "numpy", "onnxruntime": "ort"}[backend]
+    short = {"numpy": "numpy", "onnxruntime": "ort", "native": "native"}[backend]
     return Engine(f"foundry {short}", model.predict, model.predict_many)
+
+
+def native_proba_engine(task: str, models_dir: Path) -> Engine:
+    from foundry.runtime import MicroModel
+
+    model = MicroModel.load(task, models_dir=models_dir, backend="native")
+    return Engine("foundry native proba", model.predict, model.predict_proba, batch_only=True)
+
+
+class RustCli:
+    """``foundry-rt`` kept running on pipes, as an application in another language uses it."""
+
+    def __init__(self, task: str, models_dir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [str(RUST_CLI), "--models-dir", str(models_dir), "--task", task],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+        )
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+
+    def one(self, text: str) -> bytes:
+        self.stdin.write(text.encode() + b"\n")
+        return self.stdout.readline()
+
+    def many(self, texts: list[str]) -> list[bytes]:
+        data = "".join(t + "\n" for t in texts).encode()
+        writer = threading.Thread(target=self.stdin.write, args=(data,))
+        writer.start()  # a large batch would fill both pipes if written before reading
+        lines = [self.stdout.readline() for _ in texts]
+        writer.join()
+        return lines
+
+    def close(self) -> None:
+        self.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def rust_cli_engine(task: str, models_dir: Path, opened: list[RustCli]) -> Engine:
+    cli = RustCli(task, models_dir)
+    opened.append(cli)
+    return Engine("foundry-rt CLI (pipe)", cli.one, cli.many)
 
 
 def sklearn_engine(pipeline) -> Engine:
@@ -196,12 +256,64 @@ def measure(engines: list[Engine], texts: Sequence[str], rounds: int, texts_per_
             budget = texts_per_round // (50 if engine.slow else 1)
             s = samples[engine.name]
             passes = max(1, budget // len(texts))
-            p50, p99 = latency_round(engine.one, texts, passes)
-            s.p50_us.append(p50)
-            s.p99_us.append(p99)
+            if not engine.batch_only:
+                p50, p99 = latency_round(engine.one, texts, passes)
+                s.p50_us.append(p50)
+                s.p99_us.append(p99)
             for size in BATCH_SIZES:
                 batches = make_batches(texts, size, max(budget, size))
                 s.throughput.setdefault(size, []).append(throughput_round(engine.many, batches))
+    return samples
+
+
+def read_real_texts(path: Path) -> list[str]:
+    """The ``text`` column of a MASSIVE-style CSV, one utterance per line."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        return [" ".join(row["text"].split("\n")) for row in csv.DictReader(fh)]
+
+
+def bucket_of(text: str) -> int:
+    return next(i for i, (low, high) in enumerate(BUCKETS) if low <= len(text) < high)
+
+
+@dataclass
+class RealSamples:
+    """Per-round p50 per length bucket and overall, and batch-1024 throughput."""
+
+    bucket_p50_us: dict[int, list[float]] = field(default_factory=dict)
+    p50_us: list[float] = field(default_factory=list)
+    throughput: list[float] = field(default_factory=list)
+
+
+def measure_real(engines: list[Engine], texts: list[str], rounds: int,
+                 ) -> dict[str, RealSamples]:
+    """One timed pass of single queries over ``texts`` and ~8k texts in batches of 1024 per
+    engine and round, engines interleaved round by round."""
+    clock = time.perf_counter_ns
+    buckets = np.array([bucket_of(t) for t in texts])
+    batches = make_batches(texts, 1024, 8192)
+    samples = {e.name: RealSamples() for e in engines}
+    for engine in engines:  # warm-up
+        engine.many(texts[:1024])
+        for text in texts[:256]:
+            engine.one(text)
+    for _ in range(rounds):
+        for engine in engines:
+            s = samples[engine.name]
+            if not engine.batch_only:
+                times = np.empty(len(texts))
+                for i, text in enumerate(texts):
+                    start = clock()
+                    engine.one(text)
+                    times[i] = clock() - start
+                times /= 1000
+                s.p50_us.append(float(np.median(times)))
+                for b in range(len(BUCKETS)):
+                    if (buckets == b).any():
+                        s.bucket_p50_us.setdefault(b, []).append(float(np.median(times[buckets == b])))
+            s.throughput.append(throughput_round(engine.many, batches))
     return samples
 
 
@@ -312,6 +424,30 @@ def _rate(x: float) -> str:
     return f"{x / 1000:,.1f}k" if x < 1e6 else f"{x / 1e6:,.2f}M"
 
 
+def _bucket_name(b: int) -> str:
+    low, high = BUCKETS[b]
+    return f"≥{low}" if high >= 10_000 else f"{low}–{high - 1}"
+
+
+def format_real_table(results: dict[str, dict[str, RealSamples]], texts: list[str]) -> str:
+    counts = [sum(bucket_of(t) == b for t in texts) for b in range(len(BUCKETS))]
+    cols = " | ".join(f"p50 µs {_bucket_name(b)} chars (n={counts[b]})" for b in range(len(BUCKETS)))
+    lines = [f"| task | engine | {cols} | p50 µs all | vs fastText (p50 all) | batch 1024 texts/s "
+             "| vs fastText (batch) |",
+             "|---|---|" + "---:|" * (len(BUCKETS) + 4)]
+    for task, by_engine in results.items():
+        ft = by_engine.get("fastText")
+        for name, s in by_engine.items():
+            cells = " | ".join(f"{_med(s.bucket_p50_us[b]):.2f}" if b in s.bucket_p50_us else "—"
+                               for b in range(len(BUCKETS)))
+            p50 = f"{_med(s.p50_us):.2f}" if s.p50_us else "—"
+            vs = f"{_med(s.p50_us) / _med(ft.p50_us):.2f}×" if ft and s.p50_us else "—"
+            thr = _med(s.throughput)
+            vs_thr = f"{thr / _med(ft.throughput):.2f}×" if ft else "—"
+            lines.append(f"| {task} | {name} | {cells} | {p50} | {vs} | {_rate(thr)} | {vs_thr} |")
+    return "\n".join(lines)
+
+
 def format_speed_table(results: dict[str, dict[str, Samples]]) -> str:
     head = ("| task | engine | single p50 µs | single p99 µs | batch 1 texts/s | batch 32 texts/s "
             "| batch 1024 texts/s | speed-up vs fastText (p50) | vs sklearn (p50) "
@@ -321,13 +457,17 @@ def format_speed_table(results: dict[str, dict[str, Samples]]) -> str:
         ft = by_engine.get("fastText")
         sk = by_engine.get("sklearn")
         for name, s in by_engine.items():
-            p50 = _med(s.p50_us)
             thr = {b: _med(v) for b, v in s.throughput.items()}
-            vs_ft = f"{_med(ft.p50_us) / p50:.2f}×" if ft else "n/a"
-            vs_sk = f"{_med(sk.p50_us) / p50:.1f}×" if sk else "n/a"
             thr_ft = f"{thr[1024] / _med(ft.throughput[1024]):.2f}×" if ft else "n/a"
+            if s.p50_us:
+                p50 = _med(s.p50_us)
+                single = f"{p50:.1f} | {_med(s.p99_us):.1f}"
+                vs_ft = f"{_med(ft.p50_us) / p50:.2f}×" if ft else "n/a"
+                vs_sk = f"{_med(sk.p50_us) / p50:.1f}×" if sk else "n/a"
+            else:
+                single, vs_ft, vs_sk = "— | —", "—", "—"
             lines.append(
-                f"| {task} | {name} | {p50:.1f} | {_med(s.p99_us):.1f} | {_rate(thr[1])} "
+                f"| {task} | {name} | {single} | {_rate(thr[1])} "
                 f"| {_rate(thr[32])} | {_rate(thr[1024])} | {vs_ft} | {vs_sk} | {thr_ft} |"
             )
     return "\n".join(lines)
@@ -352,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--texts-per-round", type=int, default=4096)
     parser.add_argument("--load-repeats", type=int, default=5)
+    parser.add_argument("--real-texts", type=Path, default=REAL_TEXTS,
+                        help="CSV with a 'text' column of real utterances (MASSIVE validation)")
+    parser.add_argument("--real-rounds", type=int, default=5)
     args = parser.parse_args(argv)
     with scratch_dir("bench-runtime-") as tmp:  # fastText models: tens of MB
         return _bench(args, tmp)
@@ -363,22 +506,39 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     else:
         run_dir = latest_run(args.blueprint, args.runs_dir)
         sources = [forged_sources(t, args.models_dir, run_dir) for t in TASKS]
+    from foundry import native
+
     texts = list(INPUTS)
+    real_texts = read_real_texts(args.real_texts) if args.real_texts.is_file() else []
     results: dict[str, dict[str, Samples]] = {}
+    real: dict[str, dict[str, RealSamples]] = {}
+    clis: list[RustCli] = []
     for src in sources:
         ft_model = train_fasttext(src.train_rows, tmp)
         ft_model.save_model(str(tmp / f"{src.task}.ftbin"))
-        engines = [
+        engines = []
+        if native.available():
+            engines += [foundry_engine(src.task, src.models_dir, "native"),
+                        native_proba_engine(src.task, src.models_dir)]
+        engines += [
             foundry_engine(src.task, src.models_dir, "numpy"),
             foundry_engine(src.task, src.models_dir, "onnxruntime"),
             fasttext_engine(ft_model),
-            sklearn_engine(src.pipeline),
         ]
+        if RUST_CLI.is_file():
+            engines.append(rust_cli_engine(src.task, src.models_dir, clis))
+        if real_texts:
+            real[src.task] = measure_real(engines, real_texts, args.real_rounds)
+        engines.append(sklearn_engine(src.pipeline))
         results[src.task] = measure(engines, texts, args.rounds, args.texts_per_round)
+    for cli in clis:
+        cli.close()
 
     models_dir = sources[0].models_dir
     loads = {
         "foundry numpy": load_probe("foundry:numpy", models_dir, run_dir, TASKS, args.load_repeats),
+        **({"foundry native": load_probe("foundry:native", models_dir, run_dir, TASKS,
+                                         args.load_repeats)} if native.available() else {}),
         "foundry ort": load_probe("foundry:onnxruntime", models_dir, run_dir, TASKS,
                                   args.load_repeats),
         "fastText": load_probe("fasttext", tmp, run_dir, TASKS, args.load_repeats),
@@ -391,6 +551,19 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     print(f"# bench/runtime.py — {len(texts)} inputs, medians of {args.rounds} rounds, "
           f"{'tiny stand-in models' if args.tiny else f'models from {run_dir}'}, "
           f"load average {load_avg}, {os.cpu_count()} CPUs\n")
+    missing = [what for what, ok in (("foundry native (make native)", native.available()),
+                                     ("foundry-rt CLI (make rust)", RUST_CLI.is_file())) if not ok]
+    if missing:
+        print(f"not built, not measured: {', '.join(missing)}\n")
+    if real_texts:
+        print(f"## Real text: {len(real_texts)} utterances of {args.real_texts} (mean "
+              f"{statistics.mean(map(len, real_texts)):.1f} characters), medians of "
+              f"{args.real_rounds} rounds; single queries by length in characters\n")
+        print(format_real_table(real, real_texts))
+        print()
+    else:
+        print(f"(no real-text table: {args.real_texts} not found; pass --real-texts)\n")
+    print(f"## The fixed assistant inputs ({len(texts)} texts)\n")
     print(format_speed_table(results))
     print()
     print(format_load_table(loads))

@@ -85,7 +85,7 @@ except ImportError:  # pragma: no cover - other Python implementations
         for elem in iterable:
             mapping[elem] = mapping.get(elem, 0) + 1
 
-BACKENDS = ("auto", "numpy", "onnxruntime")
+BACKENDS = ("auto", "numpy", "onnxruntime", "native")
 #: Post transforms of the ONNX ``LinearClassifier`` that the numpy backend reproduces.
 POST_TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX")
 
@@ -1220,11 +1220,12 @@ class MicroModel:
     """A loaded micro-model. Use :meth:`load`; then :meth:`predict` / :meth:`predict_many`."""
 
     def __init__(self, task: str, preprocessor, session, paths: dict[str, Path], *,
-                 linear: LinearGraph | None = None) -> None:
+                 linear: LinearGraph | None = None, native: Any = None) -> None:
         """Build from a parsed ``.bin`` and either an ONNX Runtime session or a linear graph.
 
         ``session`` is used when ``linear`` is None (backend ``"onnxruntime"``); with
-        ``linear``, the numpy backend runs and ``session`` may be None.
+        ``linear``, the numpy backend runs and ``session`` may be None. A ``native`` model
+        (:mod:`foundry.native`) answers every query instead.
         """
         self.task = task
         #: SHA-256 (hex) of the ``.bin`` file loaded (set by :meth:`load`).
@@ -1251,8 +1252,10 @@ class MicroModel:
         self.sublinear_tf = preprocessor.weighting.sublinear_tf
         self.l2 = preprocessor.weighting.norm == 1
         self._ngrams = NgramSlicer(self.spec)
-        self._head: _NumpyHead | _OrtHead
-        if linear is not None:
+        self._head: _NumpyHead | _OrtHead | Any
+        if native is not None:
+            self._head = native
+        elif linear is not None:
             self._head = _NumpyHead(
                 linear, vocabulary, self.idf, self.sublinear_tf, self.l2, self.spec
             )
@@ -1265,10 +1268,13 @@ class MicroModel:
         if self._fused_predict is not None:
             # ``model.predict`` is then the fused function itself: one call frame less.
             self.predict = self._fused_predict
+        if native is not None:  # the native model's own methods, no Python frame between
+            self.predict, self.predict_many = native.predict, native.predict_many
+            self.predict_proba = native.predict_proba
 
     @property
     def backend(self) -> str:
-        """``"numpy"`` or ``"onnxruntime"``: what computes the probabilities."""
+        """``"native"``, ``"numpy"`` or ``"onnxruntime"``: what computes the probabilities."""
         return self._head.name
 
     @classmethod
@@ -1278,9 +1284,10 @@ class MicroModel:
 
         Parameters
         ----------
-        backend : {"auto", "numpy", "onnxruntime"}
-            ``"auto"`` uses the numpy backend when the graph is one ``LinearClassifier``
-            (the default trainers' export), ONNX Runtime otherwise.
+        backend : {"auto", "numpy", "onnxruntime", "native"}
+            ``"auto"`` uses the native fast path when it is built (:mod:`foundry.native`;
+            ``FOUNDRY_RUNTIME=python|native`` forces a side), else the numpy backend when the
+            graph is one ``LinearClassifier`` (the default trainers' export), else ONNX Runtime.
 
         Raises
         ------
@@ -1305,23 +1312,30 @@ class MicroModel:
             raise rule_error(onnx_path, f"not a valid ONNX model: {exc}", "O1") from None
         check_signature(signature, pre, onnx_path, bin_path)
         paths = {"onnx": onnx_path, "bin": bin_path}
-        linear = None
+        from foundry import native
+
+        native_model = native.load(backend, task, pre, onnx_data, bin_path, onnx_path)
         model: MicroModel
-        if backend != "onnxruntime":
-            try:
-                linear = read_linear_graph(onnx_data)
-            except Exception as exc:  # protobuf's DecodeError, onnx's attribute errors
-                raise rule_error(onnx_path, f"not a valid ONNX model: {exc}", "O1") from None
-            if linear is None and backend == "numpy":
-                raise ArtifactError(
-                    f"{onnx_path}: the numpy backend runs only a graph of one LinearClassifier "
-                    "(+ an L1 Normalizer); load it with backend='onnxruntime' or 'auto'"
-                )
-        if linear is not None:
-            _check_linear_graph(linear, pre, onnx_path, bin_path)
-            model = cls(task, pre, None, paths, linear=linear)
+        if native_model is not None:
+            model = cls(task, pre, None, paths, native=native_model)
         else:
-            model = cls(task, pre, _ort_session(onnx_data, onnx_path), paths)
+            linear = None
+            if backend != "onnxruntime":
+                try:
+                    linear = read_linear_graph(onnx_data)
+                except Exception as exc:  # protobuf's DecodeError, onnx's attribute errors
+                    raise rule_error(onnx_path, f"not a valid ONNX model: {exc}", "O1") from None
+                if linear is None and backend == "numpy":
+                    raise ArtifactError(
+                        f"{onnx_path}: the numpy backend runs only a graph of one "
+                        "LinearClassifier (+ an L1 Normalizer); load it with "
+                        "backend='onnxruntime' or 'auto'"
+                    )
+            if linear is not None:
+                _check_linear_graph(linear, pre, onnx_path, bin_path)
+                model = cls(task, pre, None, paths, linear=linear)
+            else:
+                model = cls(task, pre, _ort_session(onnx_data, onnx_path), paths)
         model.preprocessor_sha256 = bin_sha256
         return model
 

@@ -1,0 +1,220 @@
+//! `foundry._native`: the Rust runtime as the native fast path of `foundry.runtime.MicroModel`
+//! (loaded by `foundry/native.py`; build with `make native`).
+//!
+//! Texts are read straight from the Python `str` objects' code points (no UTF-8 copy), answers
+//! are `foundry.runtime.Prediction` objects built directly, and batch calls compute with the
+//! GIL released.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use foundry_rt::{MicroModel, Scratch};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyType};
+use pyo3::{ffi, AsPyPointer};
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// From this many texts on, a batch is computed with the GIL released.
+const RELEASE_GIL_FROM: usize = 16;
+
+/// The code points of a Python `str`, in its own storage (1, 2 or 4 bytes per code point).
+#[derive(Clone, Copy)]
+enum CodePoints<'a> {
+    One(&'a [u8]),
+    Two(&'a [u16]),
+    Four(&'a [u32]),
+}
+
+// The slices point into immutable `str` objects that the caller keeps alive.
+unsafe impl Send for CodePoints<'_> {}
+
+fn code_points(text: &PyAny) -> PyResult<CodePoints<'_>> {
+    let text: &PyString = text.downcast().map_err(|_| {
+        PyTypeError::new_err(format!("text must be str, got {}", text.get_type().name().unwrap_or("?")))
+    })?;
+    let ptr = text.as_ptr();
+    // SAFETY: `ptr` is a live str (the GIL is held); PyUnicode_READY makes its canonical
+    // representation available, which stays valid and unchanged as long as the object lives.
+    #[allow(deprecated)] // a no-op from Python 3.12; 3.11 may still hold legacy strings
+    unsafe {
+        if ffi::PyUnicode_READY(ptr) != 0 {
+            return Err(PyErr::fetch(text.py()));
+        }
+        let n = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+        let data = ffi::PyUnicode_DATA(ptr);
+        Ok(match ffi::PyUnicode_KIND(ptr) {
+            ffi::PyUnicode_1BYTE_KIND => CodePoints::One(std::slice::from_raw_parts(data as *const u8, n)),
+            ffi::PyUnicode_2BYTE_KIND => CodePoints::Two(std::slice::from_raw_parts(data as *const u16, n)),
+            _ => CodePoints::Four(std::slice::from_raw_parts(data as *const u32, n)),
+        })
+    }
+}
+
+fn proba(model: &MicroModel, text: CodePoints<'_>, scratch: &mut Scratch, out: &mut [f64]) -> Result<(), String> {
+    match text {
+        CodePoints::One(d) => model.proba_into(d.iter().map(|&c| c as u32), scratch, out),
+        CodePoints::Two(d) => model.proba_into(d.iter().map(|&c| c as u32), scratch, out),
+        CodePoints::Four(d) => model.proba_into(d.iter().copied(), scratch, out),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// A loaded model answering with `foundry.runtime.Prediction` objects.
+#[pyclass(module = "foundry._native", name = "NativeModel")]
+struct NativeModel {
+    model: MicroModel,
+    prediction: Py<PyType>,
+    labels: Vec<Py<PyString>>,
+    /// `label`, `probabilities`, `confident`, `score`, `__dict__` (interned).
+    keys: [Py<PyString>; 5],
+    frombuffer: PyObject,
+    float32: PyObject,
+}
+
+impl NativeModel {
+    /// `object.__new__(Prediction)` with its `__dict__` filled, as `foundry.runtime` does.
+    fn prediction(&self, py: Python<'_>, probabilities: &[f64]) -> PyResult<PyObject> {
+        let (label, confident, score) = self.model.answer(probabilities);
+        let values = PyDict::new(py);
+        for (name, p) in self.labels.iter().zip(probabilities) {
+            values.set_item(name, *p)?;
+        }
+        let fields = PyDict::new(py);
+        fields.set_item(&self.keys[0], &self.labels[label])?;
+        fields.set_item(&self.keys[1], values)?;
+        fields.set_item(&self.keys[2], confident)?;
+        fields.set_item(&self.keys[3], score)?;
+        // SAFETY: `prediction` is a Python class; tp_alloc is what object.__new__ calls, and
+        // PyObject_GenericSetAttr is object.__setattr__ (past the frozen dataclass's own).
+        unsafe {
+            let cls = self.prediction.as_ptr() as *mut ffi::PyTypeObject;
+            let alloc = (*cls).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            let obj: PyObject = PyObject::from_owned_ptr_or_err(py, alloc(cls, 0))?;
+            if ffi::PyObject_GenericSetAttr(obj.as_ptr(), self.keys[4].as_ptr(), fields.as_ptr()) != 0 {
+                return Err(PyErr::fetch(py));
+            }
+            Ok(obj)
+        }
+    }
+
+    /// Probabilities `[N * K]` of `texts`, with the GIL released for large batches.
+    fn proba_rows(&self, py: Python<'_>, texts: &PyAny) -> PyResult<Vec<f64>> {
+        let items: Vec<&PyAny> = match texts.downcast::<PyList>() {
+            Ok(list) => list.iter().collect(),
+            Err(_) => texts.iter()?.collect::<PyResult<_>>()?,
+        };
+        let views = items.iter().map(|t| code_points(t)).collect::<PyResult<Vec<_>>>()?;
+        let k = self.model.labels().len();
+        let model = &self.model;
+        let compute = move || -> Result<Vec<f64>, String> {
+            let mut out = vec![0.0; views.len() * k];
+            let mut scratch = Scratch::default();
+            for (text, row) in views.iter().zip(out.chunks_exact_mut(k)) {
+                proba(model, *text, &mut scratch, row)?;
+            }
+            Ok(out)
+        };
+        let rows = if items.len() >= RELEASE_GIL_FROM { py.allow_threads(compute) } else { compute() };
+        rows.map_err(PyValueError::new_err)
+    }
+}
+
+#[pymethods]
+impl NativeModel {
+    /// `NativeModel(task, bin_data, onnx_data, bin_path, onnx_path, prediction_class,
+    /// artifact_error_class)`: validates the pair like the Python runtime; raises
+    /// `artifact_error_class(message)` when it is not usable.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        task: &str,
+        bin_data: &[u8],
+        onnx_data: &[u8],
+        bin_path: &str,
+        onnx_path: &str,
+        prediction_class: &PyType,
+        artifact_error_class: &PyType,
+    ) -> PyResult<Self> {
+        let model = MicroModel::from_bytes(task, bin_data, onnx_data, Path::new(bin_path), Path::new(onnx_path))
+            .map_err(|e| match artifact_error_class.call1((e.to_string(),)) {
+                Ok(error) => PyErr::from_value(error),
+                Err(err) => err,
+            })?;
+        let labels = model.labels().iter().map(|l| PyString::new(py, l).into()).collect();
+        let key = |s: &str| -> Py<PyString> { PyString::intern(py, s).into() };
+        let numpy = py.import("numpy")?;
+        Ok(NativeModel {
+            labels,
+            keys: [key("label"), key("probabilities"), key("confident"), key("score"), key("__dict__")],
+            prediction: prediction_class.into(),
+            frombuffer: numpy.getattr("frombuffer")?.into(),
+            float32: numpy.getattr("float32")?.into(),
+            model,
+        })
+    }
+
+    /// What computes the probabilities (`MicroModel.backend`).
+    #[getter]
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    /// Classify one text: a `foundry.runtime.Prediction`.
+    fn predict(&self, py: Python<'_>, text: &PyAny) -> PyResult<PyObject> {
+        let view = code_points(text)?;
+        let mut out = [0.0f64; 8];
+        let mut heap;
+        let row: &mut [f64] = match self.model.labels().len() {
+            k if k <= out.len() => &mut out[..k],
+            k => {
+                heap = vec![0.0; k];
+                &mut heap
+            }
+        };
+        SCRATCH
+            .with(|s| proba(&self.model, view, &mut s.borrow_mut(), row))
+            .map_err(PyValueError::new_err)?;
+        self.prediction(py, row)
+    }
+
+    /// Classify many texts (any iterable of str); answers in input order.
+    fn predict_many(&self, py: Python<'_>, texts: &PyAny) -> PyResult<Vec<PyObject>> {
+        let rows = self.proba_rows(py, texts)?;
+        let k = self.model.labels().len();
+        rows.chunks_exact(k).map(|row| self.prediction(py, row)).collect()
+    }
+
+    /// Probabilities `[N, K]` (float32 ndarray), columns in label order.
+    fn predict_proba(&self, py: Python<'_>, texts: &PyAny) -> PyResult<PyObject> {
+        if texts.is_instance_of::<PyString>()? {
+            return Err(PyTypeError::new_err("predict_proba takes a list of texts; use predict() for one text"));
+        }
+        let rows = self.proba_rows(py, texts)?;
+        let bytes: Vec<u8> = rows.iter().flat_map(|&p| (p as f32).to_le_bytes()).collect();
+        let k = self.model.labels().len();
+        let array = self.frombuffer.call1(py, (PyBytes::new(py, &bytes), self.float32.clone_ref(py)))?;
+        array.call_method1(py, "reshape", (rows.len() / k, k))
+    }
+
+    /// Steps 1-5 of the text spec (the native normaliser).
+    fn normalize(&self, text: &str) -> String {
+        self.model.normalize(text)
+    }
+
+    /// Unicode versions of the native normaliser's data.
+    #[staticmethod]
+    fn unicode_versions() -> String {
+        foundry_rt::unicode::runtime_unicode_versions()
+    }
+}
+
+#[pymodule]
+fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
+    m.add_class::<NativeModel>()?;
+    Ok(())
+}
