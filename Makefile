@@ -3,6 +3,7 @@
 #   make test    install the dev extras, the JavaScript and Rust runtimes, lint, run every test
 #   make rust    build the Rust runtime (runtimes/rust: library + foundry-rt CLI), offline
 #   make native  build the optional native fast path of the Python runtime (foundry/_native*.so)
+#   make c       build the C ABI of the Rust runtime (libfoundry.so/.a, runtimes/rust/c/include)
 PYTHON ?= python3
 VENV ?= .venv
 BLUEPRINT ?= text_classification
@@ -13,7 +14,7 @@ RUST_DIR := runtimes/rust
 # rustup's cargo when it is not on PATH; the crates come from Debian (see .ci/run), offline.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: forge test install install-dev node rust native lint bench proto clean-runs lab
+.PHONY: forge test install install-dev node rust native c lint bench proto clean-runs lab
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,10 @@ node: $(NODE_DIR)/node_modules/.installed
 rust:
 	cd $(RUST_DIR) && $(CARGO) build --release --offline --bins
 
+# The C ABI: runtimes/rust/c/include/foundry.h, libfoundry.{so,a} in runtimes/rust/target/release.
+c:
+	cd $(RUST_DIR) && $(CARGO) build --release --offline -p foundry-c
+
 # The optional native fast path of the Python runtime: the same crate as the extension module
 # foundry._native (PyO3 from Debian's packages), moved into place atomically.
 NATIVE_SO = foundry/_native$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
@@ -59,7 +64,7 @@ lint: install-dev
 # The suite checks the forged default models too (conformance in Python, JavaScript and Rust,
 # differential fuzzing), so forge them first when they are missing. It runs the pure-Python
 # runtime (FOUNDRY_RUNTIME=python); tests/test_native.py holds the native path to it.
-test: install-dev node rust native
+test: install-dev node rust native c
 	$(VENV)/bin/ruff check .
 	test -f models/is_question_preprocessor.bin -a -f models/confirmation_preprocessor.bin \
 		|| $(VENV)/bin/foundry forge $(BLUEPRINT)
