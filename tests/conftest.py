@@ -92,6 +92,16 @@ def tiny_models(tmp_path_factory) -> tuple[Path, object]:
 
 
 @pytest.fixture(scope="session")
+def two_task_models(tmp_path_factory) -> Path:
+    """A models dir with two exported tiny tasks, ``tiny_q`` (threshold 0.6) and ``tiny_r``
+    (0.7): the runtimes' tests pair a ``.bin`` with the other task's ``.onnx``."""
+    models_dir = tmp_path_factory.mktemp("two-task-models")
+    write_tiny_models(models_dir, task="tiny_q", threshold=0.6)
+    write_tiny_models(models_dir, task="tiny_r", threshold=0.7)
+    return models_dir
+
+
+@pytest.fixture(scope="session")
 def tiny_fit():
     """The :func:`fit_tiny` factory, for tests that need fresh fitted models."""
     return fit_tiny

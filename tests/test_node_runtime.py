@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from cli_contract import CLI_INPUT, assert_same_answers
-from conftest import FORGED_TASKS, forged_models_or_skip, write_tiny_models
+from conftest import FORGED_TASKS, forged_models_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "runtimes" / "node"
@@ -36,15 +36,6 @@ def require_node_runtime() -> str:
     if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
         pytest.fail(f"{NODE_DIR}/node_modules is not installed: run `make node`")
     return node
-
-
-@pytest.fixture(scope="module")
-def two_task_models(tmp_path_factory) -> Path:
-    """A models dir with two exported tasks (so a .bin can be paired with the other's .onnx)."""
-    models_dir = tmp_path_factory.mktemp("node-models")
-    write_tiny_models(models_dir, task="tiny_q", threshold=0.6)
-    write_tiny_models(models_dir, task="tiny_r", threshold=0.7)
-    return models_dir
 
 
 def run_node_suite(models_dir: Path) -> str:

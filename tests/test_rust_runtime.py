@@ -34,8 +34,7 @@ from conftest import (
     STATEMENTS,
     forged_models_or_skip,
     install_model,
-    write_tiny_models,
-)
+    )
 
 from foundry.runtime import ArtifactError, MicroModel
 from foundry.v1 import preprocessor_pb2 as pb
@@ -90,15 +89,6 @@ def assert_rust_agrees(models_dir: Path, task: str, texts: list[str], *, exact_l
     assert run.returncode == 0, run.stderr.decode()
     assert_same_answers(run.stdout, python_lines(model, stdin_texts(stdin)), model.threshold,
                         tolerance, ties=0.0 if exact_labels else tolerance)
-
-
-@pytest.fixture(scope="module")
-def two_task_models(tmp_path_factory) -> Path:
-    """A models dir with two exported tasks (so a .bin can be paired with the other's .onnx)."""
-    models_dir = tmp_path_factory.mktemp("rust-models")
-    write_tiny_models(models_dir, task="tiny_q", threshold=0.6)
-    write_tiny_models(models_dir, task="tiny_r", threshold=0.7)
-    return models_dir
 
 
 def test_cli_prints_the_same_json_lines_as_foundry_predict(two_task_models: Path) -> None:

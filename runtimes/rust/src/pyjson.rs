@@ -4,36 +4,74 @@
 
 use std::fmt::Write;
 
+/// A fixed buffer for one formatted float (no allocation on the CLI's hot path).
+struct Buf {
+    bytes: [u8; 40],
+    len: usize,
+}
+
+impl Write for Buf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// Python's `repr(float)`: the shortest digits that round-trip (Rust finds the same ones),
 /// fixed notation for decimal exponents -4..15, scientific with two exponent digits otherwise.
 pub fn float_repr(x: f64) -> String {
+    let mut out = String::new();
+    push_float(&mut out, x);
+    out
+}
+
+/// Append [`float_repr`] of `x` to `out`.
+pub fn push_float(out: &mut String, x: f64) {
     if x.is_nan() {
-        return "NaN".into();
+        return out.push_str("NaN");
     }
     if x.is_infinite() {
-        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
     }
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return out.push_str(if x.is_sign_negative() { "-0.0" } else { "0.0" });
     }
-    let sign = if x < 0.0 { "-" } else { "" };
-    let scientific = format!("{:e}", x.abs()); // e.g. "9.87654e-1", shortest round-trip digits
-    let (mantissa, exp) = scientific.split_once('e').expect("LowerExp writes an exponent");
+    if x < 0.0 {
+        out.push('-');
+    }
+    let mut buf = Buf { bytes: [0; 40], len: 0 };
+    write!(buf, "{:e}", x.abs()).expect("an f64 fits in 40 bytes"); // e.g. "9.87654e-1"
+    let text = std::str::from_utf8(&buf.bytes[..buf.len]).expect("ASCII");
+    let (mantissa, exp) = text.split_once('e').expect("LowerExp writes an exponent");
     let exp: i32 = exp.parse().expect("an integer exponent");
-    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    let (first, rest) = mantissa.split_at(1);
+    let rest = rest.strip_prefix('.').unwrap_or(rest); // the digits after the first
     if !(-4..16).contains(&exp) {
-        let frac = if digits.len() > 1 { format!(".{}", &digits[1..]) } else { String::new() };
-        let e_sign = if exp < 0 { '-' } else { '+' };
-        return format!("{sign}{}{frac}e{e_sign}{:02}", &digits[..1], exp.abs());
-    }
-    if exp < 0 {
-        return format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize));
-    }
-    let point = exp as usize + 1;
-    if digits.len() <= point {
-        format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    } else if exp < 0 {
+        out.push_str("0.");
+        (1..-exp).for_each(|_| out.push('0'));
+        out.push_str(first);
+        out.push_str(rest);
     } else {
-        format!("{sign}{}.{}", &digits[..point], &digits[point..])
+        let point = exp as usize; // digits of rest before the decimal point
+        out.push_str(first);
+        if rest.len() <= point {
+            out.push_str(rest);
+            (rest.len()..point).for_each(|_| out.push('0'));
+            out.push_str(".0");
+        } else {
+            out.push_str(&rest[..point]);
+            out.push('.');
+            out.push_str(&rest[point..]);
+        }
     }
 }
 
@@ -72,7 +110,7 @@ pub fn prediction_line(out: &mut String, text: &str, labels: &[String], probabil
         }
         write_str(out, name);
         out.push_str(": ");
-        out.push_str(&float_repr(*p));
+        push_float(out, *p);
     }
     out.push_str("}, \"confident\": ");
     out.push_str(if confident { "true" } else { "false" });

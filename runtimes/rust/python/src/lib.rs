@@ -11,7 +11,7 @@ use std::path::Path;
 use foundry_rt::{MicroModel, Scratch};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyType};
+use pyo3::types::{PyBytes, PyList, PyString, PyType};
 use pyo3::{ffi, AsPyPointer};
 
 thread_local! {
@@ -77,23 +77,34 @@ struct NativeModel {
 
 impl NativeModel {
     /// `object.__new__(Prediction)` with its `__dict__` filled, as `foundry.runtime` does.
+    /// Built with the C API directly: this is most of the cost of a batch of answers.
     fn prediction(&self, py: Python<'_>, probabilities: &[f64]) -> PyResult<PyObject> {
-        let (label, confident, score) = self.model.answer(probabilities);
-        let values = PyDict::new(py);
-        for (name, p) in self.labels.iter().zip(probabilities) {
-            values.set_item(name, *p)?;
-        }
-        let fields = PyDict::new(py);
-        fields.set_item(&self.keys[0], &self.labels[label])?;
-        fields.set_item(&self.keys[1], values)?;
-        fields.set_item(&self.keys[2], confident)?;
-        fields.set_item(&self.keys[3], score)?;
-        // SAFETY: `prediction` is a Python class; tp_alloc is what object.__new__ calls, and
-        // PyObject_GenericSetAttr is object.__setattr__ (past the frozen dataclass's own).
+        let (label, confident, _) = self.model.answer(probabilities);
+        let set = |dict: &PyObject, key: &Py<PyString>, value: *mut ffi::PyObject| -> PyResult<()> {
+            // SAFETY: live objects, GIL held; PyDict_SetItem takes its own references.
+            match unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value) } {
+                0 => Ok(()),
+                _ => Err(PyErr::fetch(py)),
+            }
+        };
+        // SAFETY: the GIL is held; every owned pointer is wrapped (released on error paths).
         unsafe {
+            let values = PyObject::from_owned_ptr_or_err(py, ffi::PyDict_New())?;
+            for (name, p) in self.labels.iter().zip(probabilities) {
+                let p = PyObject::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(*p))?;
+                set(&values, name, p.as_ptr())?;
+            }
+            let fields = PyObject::from_owned_ptr_or_err(py, ffi::PyDict_New())?;
+            set(&fields, &self.keys[0], self.labels[label].as_ptr())?;
+            set(&fields, &self.keys[1], values.as_ptr())?;
+            set(&fields, &self.keys[2], if confident { ffi::Py_True() } else { ffi::Py_False() })?;
+            // score is the top probability: the same float object.
+            set(&fields, &self.keys[3], ffi::PyDict_GetItem(values.as_ptr(), self.labels[label].as_ptr()))?;
+            // tp_alloc is what object.__new__ calls, and PyObject_GenericSetAttr is
+            // object.__setattr__ (past the frozen dataclass's own).
             let cls = self.prediction.as_ptr() as *mut ffi::PyTypeObject;
             let alloc = (*cls).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-            let obj: PyObject = PyObject::from_owned_ptr_or_err(py, alloc(cls, 0))?;
+            let obj = PyObject::from_owned_ptr_or_err(py, alloc(cls, 0))?;
             if ffi::PyObject_GenericSetAttr(obj.as_ptr(), self.keys[4].as_ptr(), fields.as_ptr()) != 0 {
                 return Err(PyErr::fetch(py));
             }
