@@ -115,6 +115,9 @@ def test_the_api_behaves_like_the_python_one(tiny_models) -> None:
         model.predict_many(["ok", b"no"])
     with pytest.raises(TypeError, match="predict_proba takes a list of texts"):
         model.predict_proba("one text")
+    for one in ("one text", b"one text"):
+        with pytest.raises(TypeError, match="predict_many takes a list of texts"):
+            model.predict_many(one)
     assert "backend='native'" in repr(model)
 
 

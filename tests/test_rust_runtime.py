@@ -14,6 +14,7 @@ instruction rather than skipping. The crate's own tests run under ``cargo test``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -21,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -128,16 +130,49 @@ def test_cli_answers_each_line_as_it_arrives(two_task_models: Path) -> None:
     assert proc.returncode == 0
 
 
-def test_cli_invalid_utf8_is_replaced_like_the_javascript_cli(two_task_models: Path) -> None:
-    stdin = b"a\xffb\n\xe4\xbd\n\xc3\x28x\n\xf0\x9f\x98\n"
+def test_cli_invalid_utf8_is_replaced_like_the_other_clis(two_task_models: Path) -> None:
+    stdin = b"a\xffb\n\xe4\xbd\nok\n\xc3\x28x\n\xf0\x9f\x98\n"
     run = rust_cli(two_task_models, "tiny_q", stdin)
     assert run.returncode == 0
     texts = [r["text"] for r in parse_lines(run.stdout)]
-    assert texts == ["a\ufffdb", "\ufffd", "\ufffd(x", "\ufffd"]
+    assert texts == ["a\ufffdb", "\ufffd", "ok", "\ufffd(x", "\ufffd"]
+    assert run.stderr.decode().splitlines() == [
+        f"foundry (rust): warning: line {n}: invalid UTF-8 replaced by U+FFFD" for n in (1, 2, 4, 5)]
+    py = subprocess.run([sys.executable, "-m", "foundry", "predict", "tiny_q", "--json",
+                         "--models-dir", str(two_task_models)], input=stdin, capture_output=True,
+                        timeout=120)
+    assert [r["text"] for r in parse_lines(py.stdout)] == texts
     if shutil.which("node") and (REPO / "runtimes/node/node_modules/onnxruntime-node").is_dir():
         node = subprocess.run(["node", str(NODE_CLI), "--models-dir", str(two_task_models),
                                "--task", "tiny_q"], input=stdin, capture_output=True, timeout=60)
         assert [r["text"] for r in parse_lines(node.stdout)] == texts
+
+
+def test_cli_counts_invalid_utf8_past_ten_lines(two_task_models: Path) -> None:
+    run = rust_cli(two_task_models, "tiny_q", b"\xff\n" * 13)
+    lines = run.stderr.decode().splitlines()
+    assert len(lines) == 11 and lines[-1] == ("foundry (rust): warning: 3 more lines held "
+                                              "invalid UTF-8")
+
+
+def test_cli_stops_quietly_when_its_output_is_closed(two_task_models: Path) -> None:
+    """``foundry-rt … | head -1``: exit 141 (128 + SIGPIPE), no message, like foundry predict."""
+    proc = subprocess.Popen([str(require_rust_cli()), "--models-dir", str(two_task_models),
+                             "--task", "tiny_q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+    def feed() -> None:  # in a thread: both pipes would fill up otherwise
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write("今天天气怎么样？\n".encode() * 50_000)
+            proc.stdin.close()
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    assert json.loads(proc.stdout.readline())["text"] == "今天天气怎么样？"
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141
+    writer.join()
+    assert proc.stderr.read() == b""
 
 
 def test_cli_verify_replays_the_conformance_vectors(two_task_models: Path) -> None:

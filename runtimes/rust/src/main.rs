@@ -1,12 +1,14 @@
 //! `foundry-rt --models-dir DIR --task TASK [--verify]`
 //!
 //! Reads one text per line from stdin (split at "\n", trailing "\r" removed; invalid UTF-8
-//! becomes U+FFFD, as in the JavaScript CLI) and prints one JSON line per text, formatted
+//! becomes U+FFFD, one per maximal invalid sequence, with a warning on stderr naming the line,
+//! as `foundry predict` does) and prints one JSON line per text, formatted
 //! like `foundry predict TASK --json`: `{"text", "label", "probabilities": {label: p},
 //! "confident"}`. Lines are answered as they arrive (output is flushed whenever stdin has
 //! nothing more buffered), so a program can hold a pipe open and ask one text at a time.
 //! With `--verify`, replays `<task>_conformance.json` instead and exits 1 on any mismatch.
-//! Exit codes: 0 ok, 1 artifact or conformance problem, 2 usage error.
+//! Exit codes: 0 ok, 1 artifact or conformance problem (or unreadable stdin), 2 usage error,
+//! 141 stdout closed before the answers were written (`| head`), silently.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -25,12 +27,18 @@ fn command() -> Command {
         .arg(Arg::new("verify").long("verify").action(ArgAction::SetTrue).help("replay <task>_conformance.json instead of reading stdin"))
 }
 
+/// Invalid-UTF-8 warnings printed; later ones are counted in one last line.
+const MAX_UTF8_WARNINGS: usize = 10;
+/// 128 + SIGPIPE: what a shell reports for a process stopped by a closed pipe.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
 fn predict(model: &MicroModel) -> io::Result<()> {
     let mut input = BufReader::with_capacity(1 << 16, io::stdin().lock());
     let mut output = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let (mut bytes, mut line) = (Vec::new(), String::new());
     let mut scratch = Scratch::default();
     let mut probabilities = vec![0.0; model.labels().len()];
+    let (mut number, mut invalid) = (0, 0);
     loop {
         if input.buffer().is_empty() {
             output.flush()?; // the next read may wait: answer what came so far
@@ -42,7 +50,14 @@ fn predict(model: &MicroModel) -> io::Result<()> {
         while matches!(bytes.last(), Some(b'\n' | b'\r')) {
             bytes.pop();
         }
+        number += 1;
         let text = String::from_utf8_lossy(&bytes);
+        if matches!(text, std::borrow::Cow::Owned(_)) {
+            invalid += 1;
+            if invalid <= MAX_UTF8_WARNINGS {
+                eprintln!("foundry (rust): warning: line {number}: invalid UTF-8 replaced by U+FFFD");
+            }
+        }
         model
             .proba_into(text.chars().map(|c| c as u32), &mut scratch, &mut probabilities)
             .expect("a str holds scalar values");
@@ -51,6 +66,9 @@ fn predict(model: &MicroModel) -> io::Result<()> {
         pyjson::prediction_line(&mut line, &text, model.labels(), &probabilities, label, confident);
         line.push('\n');
         output.write_all(line.as_bytes())?;
+    }
+    if invalid > MAX_UTF8_WARNINGS {
+        eprintln!("foundry (rust): warning: {} more lines held invalid UTF-8", invalid - MAX_UTF8_WARNINGS);
     }
     output.flush()
 }
@@ -109,7 +127,7 @@ fn main() -> ExitCode {
     }
     match predict(&model) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(err) => {
             eprintln!("foundry (rust): {err}");
             ExitCode::from(1)

@@ -195,6 +195,10 @@ impl NativeModel {
 
     /// Classify many texts (any iterable of str); answers in input order.
     fn predict_many(&self, py: Python<'_>, texts: &PyAny) -> PyResult<Vec<PyObject>> {
+        if texts.is_instance_of::<PyString>()? || texts.is_instance_of::<PyBytes>()? {
+            // a str is iterable: it would answer per character
+            return Err(PyTypeError::new_err("predict_many takes a list of texts; use predict() for one text"));
+        }
         let rows = self.proba_rows(py, texts)?;
         let k = self.model.labels().len();
         rows.chunks_exact(k).map(|row| self.prediction(py, row)).collect()
