@@ -1,7 +1,8 @@
-"""The hostile-artifact suite: the same damaged files, rejected the same way by both runtimes.
+"""The hostile-artifact suite: the same damaged files, rejected the same way by every runtime.
 
 Every case of :data:`fakes.hostile.CASES` damages a copy of a good pair in one way. The Python
-runtime (every backend), ``foundry predict`` and the JavaScript CLI must each reject it with an
+runtime (every backend), ``foundry predict``, the JavaScript CLI and the Rust CLI
+(``runtimes/rust``, ``make rust``) must each reject it with an
 ``ArtifactError`` naming the spec rule the case breaks (docs/preprocessor-spec.md, section 1),
 exit status 1, one line on stderr and no stack trace, without hanging and within 200 MB.
 (Their time is measured by ``bench/hostile.py``: wall time is not asserted in a unit test.)
@@ -23,6 +24,7 @@ from foundry.runtime import MicroModel
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_CLI = ROOT / "runtimes" / "node" / "cli.js"
+RUST_CLI = ROOT / "runtimes" / "rust" / "target" / "release" / "foundry-rt"
 MAX_RSS_MB = 200
 #: A rejection that takes longer than this is a hang (e.g. a FIFO opened for reading).
 HANG_S = 30.0
@@ -75,13 +77,17 @@ def test_python_rejects_it_by_the_rule_on_every_backend(case: Case, good, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_both_clis_reject_it_the_same_way(case: Case, good, node, tmp_path):
+def test_every_cli_rejects_it_the_same_way(case: Case, good, node, tmp_path):
+    if not RUST_CLI.is_file():
+        pytest.fail(f"{RUST_CLI} is not built: run `make rust`")
     models = make_case(good, case, tmp_path / "m")
     runs = {
         "python": run_measured([sys.executable, "-m", "foundry", "predict", TASK, "--json",
                                 "--models-dir", str(models)], stdin="你好吗\n".encode(),
                                timeout=HANG_S),
         "node": run_measured([node, str(NODE_CLI), "--models-dir", str(models), "--task", TASK],
+                             stdin="你好吗\n".encode(), timeout=HANG_S),
+        "rust": run_measured([str(RUST_CLI), "--models-dir", str(models), "--task", TASK],
                              stdin="你好吗\n".encode(), timeout=HANG_S),
     }
     for name, done in runs.items():

@@ -13,6 +13,7 @@ fails with that instruction rather than skipping.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil

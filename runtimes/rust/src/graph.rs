@@ -66,49 +66,80 @@ pub struct LinearGraph {
     pub transform: Transform,
 }
 
-/// Decode `.onnx` bytes and read its graph.
+/// Decode `.onnx` bytes and read its graph: rules O1-O3 for a vocabulary of `d` entries and
+/// `k` labels (`bin_name` names the `.bin` in messages).
 ///
 /// # Errors
-/// `Err((true, message))` when the bytes are not an ONNX model protobuf, `Err((false,
-/// message))` when the model is not one of the graphs above; the message names no file.
-pub fn read_onnx(data: &[u8]) -> Result<LinearGraph, (bool, String)> {
-    let model = ModelProto::decode(data).map_err(|e| (true, e.to_string()))?;
-    let graph = model.graph.as_ref().ok_or((true, "it has no graph".to_string()))?;
-    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name()).collect();
-    if inputs != ["features"] {
-        return Err((false, format!("inputs {inputs:?}, expected [\"features\"]")));
+/// `(rule id, message)`: O1 when the bytes are not an ONNX model with one graph or the graph
+/// is not one of the above, O2 / O3 when its declared signature or its weights do not fit.
+pub fn read_onnx(data: &[u8], d: usize, k: usize, bin_name: &str) -> Result<LinearGraph, (&'static str, String)> {
+    let model = ModelProto::decode(data).map_err(|e| ("O1", format!("not a valid ONNX model: {e}")))?;
+    let graph = model.graph.as_ref().ok_or(("O1", "not a valid ONNX model: no graph".to_string()))?;
+    // O2: one float32 input `features` of rank 2 declared [N, D].
+    if graph.input.len() != 1 {
+        let names: Vec<&str> = graph.input.iter().map(|i| i.name()).collect();
+        return Err(("O2", format!("the graph has inputs {names:?}; it needs exactly one, 'features'")));
     }
+    let input = &graph.input[0];
+    if input.name() != "features" {
+        return Err(("O2", format!("the graph's input is named {:?}, not 'features'", input.name())));
+    }
+    let (elem, dims) = declared(input);
+    match (elem, dims.as_deref()) {
+        (Some(1), Some([_, last])) => {
+            if *last != Some(d as i64) {
+                let shown = last.map_or("an unnamed number of".to_string(), |v| v.to_string());
+                return Err(("O2", format!("expects {shown} features but {bin_name} has a vocabulary of {d}")));
+            }
+        }
+        _ => return Err(("O2", format!("input 'features' is not declared float32 of rank 2 (element type {elem:?}, shape {dims:?})"))),
+    }
+    // O3: outputs start with label, probabilities; a declared K must be len(labels).
     let outputs: Vec<&str> = graph.output.iter().map(|o| o.name()).collect();
     if outputs.len() < 2 || outputs[..2] != ["label", "probabilities"] {
-        return Err((false, format!("outputs {outputs:?}, expected label, probabilities")));
+        return Err(("O3", format!("outputs {outputs:?}, expected label, probabilities")));
+    }
+    if let (_, Some(dims)) = declared(&graph.output[1]) {
+        if let Some(Some(declared_k)) = dims.last() {
+            if *declared_k != k as i64 {
+                return Err(("O3", format!("{declared_k} classes but {bin_name} lists {k} labels")));
+            }
+        }
     }
     if !graph.sparse_initializer.is_empty() {
-        return Err((false, "sparse initializers are not read by this runtime".into()));
+        return Err(("O1", "sparse initializers are not read by this runtime".into()));
     }
-    let mut reader = Reader::new(&graph.node, &graph.initializer).map_err(|e| (false, e))?;
+    let reader = Reader::new(&graph.node, &graph.initializer)
+        .map_err(|e| ("O1", format!("not a classifier graph that Model Foundry exports ({e}); see docs/preprocessor-spec.md, section 5")))?;
     let linear = reader.probabilities().map_err(|e| {
-        (false, format!("not a classifier graph that Model Foundry exports ({e}); see docs/preprocessor-spec.md, section 5"))
+        ("O1", format!("not a classifier graph that Model Foundry exports ({e}); see docs/preprocessor-spec.md, section 5"))
     })?;
-    let declared = |value: &ValueInfoProto| -> Option<i64> {
-        let tensor = match value.r#type.as_ref()?.value.as_ref()? {
-            type_proto::Value::TensorType(t) => t,
-        };
-        match tensor.shape.as_ref()?.dim.last()?.value.as_ref()? {
-            DimValue::DimValue(d) => Some(*d),
-            DimValue::DimParam(_) => None,
-        }
-    };
-    if let Some(d) = declared(&graph.input[0]) {
-        if d != linear.n_features as i64 {
-            return Err((false, format!("input features has {d} columns but the weights have {}", linear.n_features)));
-        }
+    if linear.n_features != d {
+        return Err(("O2", format!("its weights expect {} features but {bin_name} has a vocabulary of {d}", linear.n_features)));
     }
-    if let Some(k) = declared(&graph.output[1]) {
-        if k != linear.n_classes as i64 {
-            return Err((false, format!("output probabilities has {k} columns but the classifier has {} classes", linear.n_classes)));
-        }
+    if linear.n_classes != k {
+        return Err(("O3", format!("its weights have {} classes but {bin_name} lists {k} labels", linear.n_classes)));
     }
     Ok(linear)
+}
+
+/// The declared element type and dimensions (None: symbolic) of a graph input or output.
+fn declared(value: &ValueInfoProto) -> (Option<i32>, Option<Vec<Option<i64>>>) {
+    let tensor = match value.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t,
+        None => return (None, None),
+    };
+    let dims = tensor.shape.as_ref().map(|shape| {
+        shape
+            .dim
+            .iter()
+            .map(|dim| match dim.value {
+                Some(DimValue::DimValue(v)) => Some(v),
+                _ => None,
+            })
+            .collect()
+    });
+    (tensor.elem_type, dims)
 }
 
 /// An initializer's values.
@@ -269,7 +300,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `probabilities`, read backwards.
-    fn probabilities(&mut self) -> Result<LinearGraph, String> {
+    fn probabilities(&self) -> Result<LinearGraph, String> {
         let node = self
             .producer
             .get("probabilities")

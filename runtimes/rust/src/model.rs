@@ -13,8 +13,26 @@ use crate::proto::foundry_v1 as pb;
 use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings};
 use crate::vocabulary::GramIndex;
 
-/// `.bin` layouts this runtime reads.
-pub const SUPPORTED_FORMAT_VERSIONS: [u32; 1] = [1];
+/// `.bin` layouts this runtime reads (rule B3).
+pub const SUPPORTED_FORMAT_VERSIONS: [u32; 1] = [2];
+/// Rule F2's size limits.
+pub const MAX_BIN_BYTES: u64 = 16 << 20;
+pub const MAX_ONNX_BYTES: u64 = 256 << 20;
+/// Limits of rules B5, B7, B8, B9.
+pub const MAX_LABELS: usize = 1024;
+pub const MAX_CHARS: u32 = 4096;
+pub const MAX_N: u32 = 8;
+pub const MAX_VOCABULARY: usize = 1 << 18;
+/// Rule B1: the file ends with field 13 (`content_sha256`, bytes): tag 0x6A, length 32, digest.
+const INTEGRITY_HEADER: [u8; 2] = [(13 << 3) | 2, 32];
+const INTEGRITY_BYTES: usize = 34;
+/// Rule P1: pauses before reading a mismatched pair again (an export may be switching them).
+const PAIR_RETRY_DELAYS_MS: [u64; 4] = [10, 20, 40, 80];
+
+/// An [`ArtifactError`] naming the file, what is wrong, and the spec rule.
+fn rule(path: &Path, what: impl std::fmt::Display, rule: &str) -> ArtifactError {
+    ArtifactError(format!("{}: {what} (spec rule {rule})", path.display()))
+}
 
 /// One answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,29 +88,61 @@ pub struct MicroModel {
     onnx_path: PathBuf,
 }
 
-fn read_artifact(path: &Path, what: &str) -> Result<Vec<u8>, ArtifactError> {
-    std::fs::read(path).map_err(|err| {
+/// The bytes of an artifact file, after rules F1 (a regular file) and F2 (readable, size).
+fn read_artifact(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, ArtifactError> {
+    let info = std::fs::metadata(path).map_err(|err| {
         if err.kind() == std::io::ErrorKind::NotFound {
-            ArtifactError::at(
-                path.display(),
-                format!("{what} not found; forge it with `foundry forge <blueprint>` or pass the right --models-dir"),
-            )
+            rule(path, format!("{what} not found; forge it with `foundry forge <blueprint>` or pass the right --models-dir"), "F1")
         } else {
-            ArtifactError::at(path.display(), format!("cannot read {what}: {err}"))
+            rule(path, format!("cannot read the {what}: {err}"), "F2")
         }
-    })
+    })?;
+    if !info.is_file() {
+        return Err(rule(path, format!("the {what} is not a regular file"), "F1"));
+    }
+    if info.len() > limit {
+        return Err(rule(path, format!("the {what} has {} bytes, more than the limit of {limit}", info.len()), "F2"));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    {
+        // Should the path become a FIFO between the stat and the open, do not wait for a writer.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(0o4000); // O_NONBLOCK
+    }
+    let mut data = Vec::new();
+    use std::io::Read;
+    options
+        .open(path)
+        .and_then(|file| file.take(limit + 1).read_to_end(&mut data))
+        .map_err(|err| rule(path, format!("cannot read the {what}: {err}"), "F2"))?;
+    if data.len() as u64 > limit {
+        return Err(rule(path, format!("the {what} is larger than the limit of {limit} bytes"), "F2"));
+    }
+    Ok(data)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// Decode and validate a `.bin` (`path` names it in errors).
+/// Rules B1-B12 on the bytes of a `.bin` (`path` names it in errors, `task` is the task asked for).
 ///
 /// # Errors
-/// The checks of docs/preprocessor-spec.md, section 1, that need the `.bin` alone.
-pub fn parse_preprocessor(data: &[u8], path: &Path) -> Result<pb::Preprocessor, ArtifactError> {
-    let at = |what: String| ArtifactError::at(path.display(), what);
+/// The first rule of docs/preprocessor-spec.md, section 1, that the file breaks.
+pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Preprocessor, ArtifactError> {
+    let n = data.len();
+    if n < INTEGRITY_BYTES || data[n - INTEGRITY_BYTES..n - 32] != INTEGRITY_HEADER {
+        return Err(rule(path, "not a preprocessor file of this format: it does not end with the integrity check (content_sha256); re-export the model", "B1"));
+    }
+    if Sha256::digest(&data[..n - INTEGRITY_BYTES])[..] != data[n - 32..] {
+        return Err(rule(path, "the file is damaged: its content does not match its integrity check (content_sha256); re-export the model or restore a copy", "B1"));
+    }
     let msg = pb::Preprocessor::decode(data).map_err(|err| {
         let reason = err.to_string();
         let reason = if reason.contains("buffer underflow") || reason.contains("length exceeded") {
@@ -100,43 +150,82 @@ pub fn parse_preprocessor(data: &[u8], path: &Path) -> Result<pb::Preprocessor, 
         } else {
             reason
         };
-        at(format!("not a valid preprocessor file (truncated or corrupt): {reason}"))
+        rule(path, format!("not a valid preprocessor file (truncated or corrupt): {reason}"), "B2")
     })?;
     if !SUPPORTED_FORMAT_VERSIONS.contains(&msg.format_version) {
-        return Err(at(format!(
+        return Err(rule(path, format!(
             "format_version {} is not supported by this runtime (supported: {}); re-export the model or upgrade the runtime",
             msg.format_version,
             SUPPORTED_FORMAT_VERSIONS.map(|v| v.to_string()).join(", ")
-        )));
+        ), "B3"));
     }
-    if msg.labels.len() < 2 {
-        return Err(at(format!("needs at least 2 labels, has {}", msg.labels.len())));
+    if msg.task != task {
+        return Err(rule(path, format!("belongs to task {:?}, not {:?}", msg.task, task), "B4"));
     }
-    if msg.labels.iter().collect::<HashSet<_>>().len() != msg.labels.len() {
-        return Err(at(format!("labels {:?} have duplicates", msg.labels)));
+    if !(2..=MAX_LABELS).contains(&msg.labels.len()) {
+        return Err(rule(path, format!("needs 2 to {MAX_LABELS} labels, has {}", msg.labels.len()), "B5"));
     }
-    if msg.vocabulary.is_empty() {
-        return Err(at("empty vocabulary".into()));
+    if msg.labels.iter().any(String::is_empty) || msg.labels.iter().collect::<HashSet<_>>().len() != msg.labels.len() {
+        return Err(rule(path, format!("labels {:?} hold an empty or a repeated name", &msg.labels[..msg.labels.len().min(20)]), "B5"));
+    }
+    let norm = msg.normalizer.clone().unwrap_or_default();
+    if norm.spec_version != 1 || !norm.nfkc {
+        return Err(rule(path, format!(
+            "normalizer.spec_version = {} (nfkc = {}) is not supported (this runtime implements text spec 1, with NFKC)",
+            norm.spec_version, norm.nfkc
+        ), "B6"));
+    }
+    let v1 = NormalizerSettings::v1(1);
+    let categories: HashSet<&str> = norm.removed_categories.iter().map(String::as_str).collect();
+    let whitespace: HashSet<u32> = norm.whitespace.iter().copied().collect();
+    if categories != v1.removed_categories.iter().map(String::as_str).collect()
+        || whitespace != v1.whitespace.iter().copied().collect()
+    {
+        return Err(rule(path, "normaliser settings (removed categories / whitespace list) differ from text spec 1", "B6"));
+    }
+    if !(1..=MAX_CHARS).contains(&norm.max_chars) {
+        return Err(rule(path, format!("normalizer.max_chars = {} is outside 1..{MAX_CHARS}", norm.max_chars), "B7"));
+    }
+    let ana = msg.analyzer.clone().unwrap_or_default();
+    if !(1 <= ana.min_n && ana.min_n <= ana.max_n && ana.max_n <= MAX_N) {
+        return Err(rule(path, format!("analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n={}, max_n={}", ana.min_n, ana.max_n), "B8"));
+    }
+    let d = msg.vocabulary.len();
+    if !(1..=MAX_VOCABULARY).contains(&d) {
+        return Err(rule(path, format!("the vocabulary has {d} entries; it needs 1 to {MAX_VOCABULARY}"), "B9"));
+    }
+    let (min_n, max_n) = (ana.min_n as usize, ana.max_n as usize);
+    if let Some(bad) = msg.vocabulary.iter().find(|g| !(min_n..=max_n).contains(&g.chars().count())) {
+        let head: String = bad.chars().take(40).collect();
+        return Err(rule(path, format!(
+            "vocabulary entry {head:?} has {} code points, outside min_n..max_n = {min_n}..{max_n}",
+            bad.chars().count()
+        ), "B9"));
+    }
+    if msg.vocabulary.iter().collect::<HashSet<_>>().len() != d {
+        return Err(rule(path, "the vocabulary has repeated entries; the file is corrupt", "B9"));
     }
     let weighting = msg.weighting.clone().unwrap_or_default();
-    if weighting.use_idf && msg.idf.len() != msg.vocabulary.len() {
-        return Err(at(format!(
-            "idf has {} values but the vocabulary has {} entries; the file is corrupt",
-            msg.idf.len(),
-            msg.vocabulary.len()
-        )));
-    }
-    if msg.vocabulary.iter().collect::<HashSet<_>>().len() != msg.vocabulary.len() {
-        return Err(at("vocabulary has duplicate entries; the file is corrupt".into()));
-    }
     if !matches!(weighting.norm, 0 | 1) {
-        return Err(at(format!("weighting.norm = {} is neither NORM_NONE (0) nor NORM_L2 (1)", weighting.norm)));
+        return Err(rule(path, format!("weighting.norm = {} is neither NORM_NONE (0) nor NORM_L2 (1)", weighting.norm), "B10"));
     }
-    if !msg.threshold.is_finite() {
-        return Err(at(format!("threshold {} is not a finite number", msg.threshold)));
+    if weighting.use_idf {
+        if msg.idf.len() != d {
+            return Err(rule(path, format!("idf has {} values but the vocabulary has {d} entries; the file is corrupt", msg.idf.len()), "B10"));
+        }
+        if !msg.idf.iter().all(|v| v.is_finite() && *v > 0.0) {
+            return Err(rule(path, "idf holds a value that is not a finite number > 0", "B10"));
+        }
+    } else if !msg.idf.is_empty() {
+        return Err(rule(path, format!("use_idf is false but idf has {} values", msg.idf.len()), "B10"));
     }
-    if let Some(bad) = msg.idf.iter().find(|v| !v.is_finite()) {
-        return Err(at(format!("idf holds {bad}, not a finite number; the file is corrupt")));
+    if !(msg.threshold.is_finite() && (0.0..=1.0).contains(&msg.threshold)) {
+        return Err(rule(path, format!("threshold {} is not a number in [0, 1]", msg.threshold), "B11"));
+    }
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    if msg.onnx_sha256.len() != 64 || !msg.onnx_sha256.chars().all(hex) {
+        let head: String = msg.onnx_sha256.chars().take(70).collect();
+        return Err(rule(path, format!("onnx_sha256 {head:?} is not 64 lowercase hex digits"), "B12"));
     }
     Ok(msg)
 }
@@ -152,12 +241,21 @@ impl MicroModel {
         let dir = models_dir.as_ref();
         let bin_path = dir.join(format!("{task}_preprocessor.bin"));
         let onnx_path = dir.join(format!("{task}_classifier.onnx"));
-        let bin = read_artifact(&bin_path, "preprocessor file")?;
-        let onnx = read_artifact(&onnx_path, "classifier file")?;
-        Self::from_bytes(task, &bin, &onnx, &bin_path, &onnx_path)
+        // Rule P1: a mismatched pair is read again a few times (an export may be switching it).
+        for delay in PAIR_RETRY_DELAYS_MS.iter().map(Some).chain([None]) {
+            let bin = read_artifact(&bin_path, "preprocessor file", MAX_BIN_BYTES)?;
+            let pre = parse_preprocessor(&bin, &bin_path, task)?;
+            let onnx = read_artifact(&onnx_path, "classifier file", MAX_ONNX_BYTES)?;
+            match (sha256_hex(&onnx) == pre.onnx_sha256, delay) {
+                (false, Some(ms)) => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+                _ => return Self::from_bytes(task, &bin, &onnx, &bin_path, &onnx_path),
+            }
+        }
+        unreachable!("the last round returns")
     }
 
-    /// [`MicroModel::load`] from the two files' bytes (the paths only name them in errors).
+    /// [`MicroModel::load`] from the two files' bytes (the paths only name them in errors):
+    /// rules B1-B12, P1, O1-O3.
     pub fn from_bytes(
         task: &str,
         bin: &[u8],
@@ -165,50 +263,24 @@ impl MicroModel {
         bin_path: &Path,
         onnx_path: &Path,
     ) -> Result<Self, ArtifactError> {
-        let pre = parse_preprocessor(bin, bin_path)?;
-        if pre.task != task {
-            return Err(ArtifactError::at(bin_path.display(), format!("belongs to task {:?}, not {:?}", pre.task, task)));
-        }
-        let digest: String = Sha256::digest(onnx).iter().map(|b| format!("{b:02x}")).collect();
+        let pre = parse_preprocessor(bin, bin_path, task)?;
+        let digest = sha256_hex(onnx);
         if digest != pre.onnx_sha256 {
-            let recorded: String = pre.onnx_sha256.chars().take(12).collect();
-            return Err(ArtifactError::at(
-                onnx_path.display(),
+            return Err(rule(
+                onnx_path,
                 format!(
                     "SHA-256 {}… does not match the {}… recorded in {}; the pair is mismatched (re-export both files together)",
                     &digest[..12],
-                    if recorded.is_empty() { "(none)".to_string() } else { recorded },
+                    &pre.onnx_sha256[..12],
                     file_name(bin_path)
                 ),
+                "P1",
             ));
         }
-        let settings = NormalizerSettings::from_proto(pre.normalizer.as_ref())
-            .map_err(|e| ArtifactError::at(bin_path.display(), e))?;
-        let analyzer = Analyzer::from_proto(pre.analyzer.as_ref()).map_err(|e| ArtifactError::at(bin_path.display(), e))?;
-        let graph = graph::read_onnx(onnx).map_err(|(corrupt, e)| {
-            if corrupt {
-                ArtifactError::at(onnx_path.display(), format!("not a valid ONNX model: {e}"))
-            } else {
-                ArtifactError::at(onnx_path.display(), e)
-            }
-        })?;
-        if graph.n_features != pre.vocabulary.len() {
-            return Err(ArtifactError::at(
-                onnx_path.display(),
-                format!(
-                    "expects {} features but {} has a vocabulary of {}",
-                    graph.n_features,
-                    file_name(bin_path),
-                    pre.vocabulary.len()
-                ),
-            ));
-        }
-        if graph.n_classes != pre.labels.len() {
-            return Err(ArtifactError::at(
-                onnx_path.display(),
-                format!("{} classes but {} lists {} labels", graph.n_classes, file_name(bin_path), pre.labels.len()),
-            ));
-        }
+        let settings = NormalizerSettings::from_proto(pre.normalizer.as_ref()).map_err(|e| rule(bin_path, e, "B6"))?;
+        let analyzer = Analyzer::from_proto(pre.analyzer.as_ref()).map_err(|e| rule(bin_path, e, "B8"))?;
+        let graph = graph::read_onnx(onnx, pre.vocabulary.len(), pre.labels.len(), &file_name(bin_path))
+            .map_err(|(id, e)| rule(onnx_path, e, id))?;
         Ok(Self::build(task, pre, settings, analyzer, graph, bin_path, onnx_path))
     }
 
