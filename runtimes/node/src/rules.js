@@ -7,6 +7,7 @@
  */
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const { codePointLength } = require('./textspec');
 
 /** Layout version of the `.bin` this runtime reads. */
 const FORMAT_VERSION = 2;
@@ -119,20 +120,6 @@ function checkIntegrity(data, file) {
   }
 }
 
-/** @param {string} text @returns {number} its length in code points */
-function codePoints(text) {
-  let n = 0;
-  for (let i = 0; i < text.length; i += 1) {
-    const c = text.charCodeAt(i);
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
-      const d = text.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) i += 1;
-    }
-    n += 1;
-  }
-  return n;
-}
-
 /** @returns {boolean} whether two lists hold the same set of values */
 function sameSet(values, expected) {
   const got = new Set(values);
@@ -195,7 +182,7 @@ function checkPreprocessor(msg, file, task) {
     throw ruleError(file, `the vocabulary has ${vocabulary.length} entries; it needs 1 to ${LIMITS.vocabulary}`, 'B9');
   }
   for (const gram of vocabulary) {
-    const n = codePoints(gram);
+    const n = codePointLength(gram);
     if (n < minN || n > maxN) {
       throw ruleError(
         file,

@@ -109,25 +109,41 @@ function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
 }
 
 /**
- * The first `n` code points of `text`, without splitting it into an array (a long input
- * must not cost an array entry per character).
+ * Walk the first `n` code points of `text` (a surrogate pair is one code point, a lone
+ * surrogate too), without splitting it into an array: a long input must not cost an array
+ * entry per character.
+ * @param {string} text
+ * @param {number} n
+ * @returns {{index: number, count: number}} the UTF-16 index just after them, and how many
+ *   code points were walked (fewer than `n` if the text is shorter)
+ */
+function walkCodePoints(text, n) {
+  let index = 0;
+  let count = 0;
+  while (index < text.length && count < n) {
+    const c = text.charCodeAt(index);
+    const pair = c >= 0xd800 && c <= 0xdbff && index + 1 < text.length
+      && text.charCodeAt(index + 1) >= 0xdc00 && text.charCodeAt(index + 1) <= 0xdfff;
+    index += pair ? 2 : 1;
+    count += 1;
+  }
+  return { index, count };
+}
+
+/** @param {string} text @returns {number} its length in code points */
+function codePointLength(text) {
+  return walkCodePoints(text, Infinity).count;
+}
+
+/**
+ * The first `n` code points of `text`.
  * @param {string} text
  * @param {number} n
  * @returns {string}
  */
 function firstCodePoints(text, n) {
   if (text.length <= n) return text; // n code points take at least n UTF-16 units
-  let count = 0;
-  for (let i = 0; i < text.length; i += 1) {
-    if (count === n) return text.slice(0, i);
-    const c = text.charCodeAt(i);
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
-      const d = text.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) i += 1;
-    }
-    count += 1;
-  }
-  return text;
+  return text.slice(0, walkCodePoints(text, n).index);
 }
 
 /** UTF-16 units per slice of a long text in steps 3-4 (see {@link normalize}). */
@@ -256,6 +272,7 @@ function weigh(grams, w) {
 
 module.exports = {
   SUPPORTED_SPEC_VERSIONS,
+  codePointLength,
   GENERAL_CATEGORIES,
   compileSpec,
   normalize,
