@@ -19,7 +19,7 @@ from foundry.runs import RunState
 
 pytestmark = pytest.mark.slow
 
-TARGET = 300
+TARGET = 200
 TASKS = ("is_question", "confirmation")
 
 

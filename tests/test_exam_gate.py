@@ -39,7 +39,7 @@ def test_a_failed_exam_exports_nothing_also_through_steps_export(tmp_path):
                                      "category": "command"}]})
     runs, models = tmp_path / "runs", tmp_path / "models"
 
-    full = _forge(bp, runs, models, "--target", "300")
+    full = _forge(bp, runs, models, "--target", "200")
     assert full.returncode == 1, full.stdout + full.stderr
     assert "stage 'evaluate' failed" in full.stderr and "ExamGateError" in full.stderr
     assert not models.exists() or not any(models.iterdir())

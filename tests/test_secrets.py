@@ -152,8 +152,9 @@ def test_full_forges_against_echoing_servers_leak_nothing(tmp_path, provider):
     the console."""
     from fakes import FakeOpenAI
 
-    bp_dir = write_tiny_blueprint(tmp_path / "echo_bp", name="echo_bp", target_per_task=120,
-                                  sections={"evaluate": {"exam_min_accuracy": 0.0}})
+    bp_dir = write_tiny_blueprint(tmp_path / "echo_bp", name="echo_bp", target_per_task=80,
+                                  sections={"evaluate": {"exam_min_accuracy": 0.0},
+                                            "train": {"grid": {"C": [4.0]}, "cv_folds": 3}})
     runs, models = tmp_path / "runs", tmp_path / "models"
     password, query_secret = "URLPASS-echo-77", "QUERYSECRET-echo-88"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "OPENAI_"))}
