@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/hostile.py                # every case of tests/fakes/hostile.py
     .venv/bin/python bench/hostile.py --rounds 5     # more rounds, steadier medians
-    .venv/bin/python bench/hostile.py --huge-line 50 # also a 50 MB input line, both CLIs
+    .venv/bin/python bench/hostile.py --huge-line 50 # also a 50 MB input line, every CLI
 
 Each case damages a copy of a tiny exported pair (docs/preprocessor-spec.md, section 1, the
-rule it breaks) and runs ``foundry predict`` and ``node runtimes/node/cli.js`` on it in fresh
-processes. The table gives, per runtime, the median wall time of the whole process (start-up
-included) over ``--rounds``, its exit status and the peak RSS (``wait4``). The suite in
+rule it breaks) and runs ``foundry predict``, ``node runtimes/node/cli.js`` and, when built
+(``make rust``), the Rust ``foundry-rt`` on it in fresh processes. The table gives, per
+runtime, the median wall time of the whole process (start-up included) over ``--rounds``, its
+exit status and the peak RSS (``wait4``). The suite in
 ``tests/test_hostile_artifacts.py`` asserts the rule, the exit status and the memory bound; the
 time is measured here, on a quiet machine (check ``uptime``), not asserted in a test.
 """
@@ -27,14 +28,18 @@ from fakes.hostile import CASES, TASK, make_case, run_measured  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 
 NODE_CLI = ROOT / "runtimes" / "node" / "cli.js"
+RUST_CLI = ROOT / "runtimes" / "rust" / "target" / "release" / "foundry-rt"
 
 
 def commands(models: Path) -> dict[str, list[str]]:
-    return {
+    out = {
         "python": [sys.executable, "-m", "foundry", "predict", TASK, "--json", "--models-dir",
                    str(models)],
         "node": ["node", str(NODE_CLI), "--models-dir", str(models), "--task", TASK],
     }
+    if RUST_CLI.is_file():
+        out["rust"] = [str(RUST_CLI), "--models-dir", str(models), "--task", TASK]
+    return out
 
 
 def measure(cmd: list[str], stdin: bytes, rounds: int) -> tuple[float, int, float]:
@@ -47,19 +52,18 @@ def measure(cmd: list[str], stdin: bytes, rounds: int) -> tuple[float, int, floa
 def hostile_table(tmp: Path, rounds: int) -> str:
     good = tmp / "good"
     write_tiny_models(good, task=TASK)
-    lines = [f"{'case':<36} {'rule':<4} {'python s':>8} {'exit':>4} {'MB':>5}"
-             f" {'node s':>7} {'exit':>4} {'MB':>5}"]
+    names = list(commands(good))
+    lines = [f"{'case':<36} {'rule':<4}" + "".join(f" {n + ' s':>8} {'exit':>4} {'MB':>5}"
+                                                   for n in names)]
+
+    def row(label: str, rule: str, models: Path) -> str:
+        cells = [measure(cmd, "你好吗\n".encode(), rounds) for cmd in commands(models).values()]
+        return f"{label:<36} {rule:<4}" + "".join(f" {s:8.2f} {c:>4} {m:5.0f}"
+                                                  for s, c, m in cells)
+
     for i, case in enumerate(CASES):
-        models = make_case(good, case, tmp / f"case{i}")
-        cells = []
-        for cmd in commands(models).values():
-            seconds, code, rss = measure(cmd, "你好吗\n".encode(), rounds)
-            cells.append(f"{seconds:8.2f} {code:>4} {rss:5.0f}")
-        lines.append(f"{case.name:<36} {case.rule:<4} {cells[0]} {cells[1][1:]}")
-    baseline = [measure(cmd, "你好吗\n".encode(), rounds) for cmd in commands(good).values()]
-    lines.append(f"{'(the good pair, answering)':<36} {'':<4} {baseline[0][0]:8.2f} "
-                 f"{baseline[0][1]:>4} {baseline[0][2]:5.0f} {baseline[1][0]:7.2f} "
-                 f"{baseline[1][1]:>4} {baseline[1][2]:5.0f}")
+        lines.append(row(case.name, case.rule, make_case(good, case, tmp / f"case{i}")))
+    lines.append(row("(the good pair, answering)", "", good))
     return "\n".join(lines)
 
 
@@ -67,13 +71,13 @@ def huge_line_table(tmp: Path, megabytes: int) -> str:
     good = tmp / "good"
     if not good.is_dir():
         write_tiny_models(good, task=TASK)
-    lines = [f"{'one line of':<22} {'python s':>8} {'MB':>6} {'node s':>7} {'MB':>6}"]
+    names = list(commands(good))
+    lines = [f"{'one line of':<22}" + "".join(f" {n + ' s':>8} {'MB':>6}" for n in names)]
     for name, unit in (("words (ab cd ...)", b"ab cd "), ("CJK (字字字...)", "字字字".encode()),
                        ("spaces", b" ")):
         stdin = unit * (megabytes * 10**6 // len(unit)) + b"x\n"
         cells = [measure(cmd, stdin, 1) for cmd in commands(good).values()]
-        lines.append(f"{name:<22} {cells[0][0]:8.1f} {cells[0][2]:6.0f} {cells[1][0]:7.1f} "
-                     f"{cells[1][2]:6.0f}")
+        lines.append(f"{name:<22}" + "".join(f" {s:8.1f} {m:6.0f}" for s, _, m in cells))
     return "\n".join(lines)
 
 
