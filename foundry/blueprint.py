@@ -70,6 +70,11 @@ class Task(_Strict):
     grammar: str | None = Field(None, description="offline template grammar file")
     seeds: str | None = Field(None, description="hand-written seed rows (JSONL)")
     exam: str = Field(description="hand-written exam (JSONL), never used in training")
+    real: str | None = Field(
+        None, description="hand-labelled real utterances (JSONL): a training source, `source: real`")
+    dev: str | None = Field(
+        None, description="real-text dev split (JSONL): never trains; chooses the confidence "
+                          "threshold and the calibration, reported apart")
 
     @field_validator("name")
     @classmethod
@@ -165,8 +170,10 @@ class Features(_Strict):
 
 class Train(_Strict):
     trainer: str = Field("tfidf_logreg", description="a trainer of foundry/trainers.py")
-    calibration: Literal["auto", "none", "sigmoid", "isotonic"] = "auto"
+    calibration: Literal["auto", "none", "sigmoid", "isotonic", "sigmoid_real"] = "auto"
     features: Features = Field(default_factory=Features)
+    #: Weight of a training row by its source (e.g. ``{real: 2.0}``); sources not named weigh 1.
+    source_weights: dict[str, float] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(
         default_factory=lambda: {"C": [1.0, 4.0, 16.0]},
         description="candidate values per parameter of the trainer, cross-validated")
@@ -190,10 +197,10 @@ class Train(_Strict):
     @field_validator("calibration")
     @classmethod
     def _calibration_fits_trainer(cls, v: str, info: ValidationInfo) -> str:
-        from foundry.trainers import TRAINERS
+        from foundry.trainers import REAL_SIGMOID, TRAINERS
 
         trainer = TRAINERS.get(info.data.get("trainer", ""))
-        if trainer is not None and v != "auto" and v not in trainer.calibrations:
+        if trainer is not None and v not in ("auto", REAL_SIGMOID, *trainer.calibrations):
             raise ValueError(f"{v!r} is not available for trainer {trainer.name!r}; choose "
                              f"auto or one of {', '.join(trainer.calibrations)}")
         return v
@@ -214,6 +221,15 @@ class Train(_Strict):
         if problems:
             # One line per problem, "<key>: <reason>", so that every key gets its own error.
             raise ValueError("\n".join(f"{key}: {reason}" for key, reason in problems))
+        return v
+
+
+    @field_validator("source_weights")
+    @classmethod
+    def _positive_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not w > 0}
+        if bad:
+            raise ValueError(f"weights must be positive numbers, got {bad}")
         return v
 
 
@@ -370,7 +386,7 @@ def load_blueprint(name_or_path: str | Path, *, check_files: bool = True) -> Blu
     if check_files:
         problems = []
         for i, t in enumerate(spec.tasks):
-            for field in ("constitution", "grammar", "seeds", "exam"):
+            for field in ("constitution", "grammar", "seeds", "exam", "real", "dev"):
                 rel = getattr(t, field)
                 if rel is not None and not (root / rel).is_file():
                     problems.append(f"{file}: tasks[{i}].{field}: file not found: {root / rel}")

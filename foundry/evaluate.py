@@ -4,19 +4,22 @@ Per task, :func:`evaluate_stage`
 
 1. chooses the confidence threshold on held-out data: the lowest top-probability at which
    confident answers reach ``evaluate.target_precision`` (:func:`choose_threshold`), taken on
-   both the out-of-fold probabilities of the training rows (each from a fold model that did
-   not see the row) and the refined test split (grouped away from the training rows, so
-   closer to new input), and the higher of the two kept. Out-of-fold scores alone proved
-   optimistic: the test split needed a higher threshold to meet the target;
-2. scores the refined test split (accuracy, macro-F1, expected calibration error, and the
-   coverage and precision of confident answers at that threshold), plus a cross-fitted,
+   the out-of-fold probabilities of the training rows (each from a fold model that did
+   not see the row), on the refined test split (grouped away from the training rows, so
+   closer to new input) and, when the task has one, on the real-text dev split (real,
+   human-written text that never trained), and the highest kept. Out-of-fold scores alone
+   proved optimistic, and generated text alone far too optimistic for real text;
+2. scores the refined test split and the dev split (accuracy, macro-F1, expected calibration
+   error, and the coverage and precision of confident answers at that threshold, with a
+   one-sided 95% Clopper-Pearson lower bound on that precision), plus a cross-fitted,
    out-of-sample estimate of that coverage and precision (:func:`cross_fitted_confidence`);
+   on the dev split also per sub-category and per length, and its most confident errors;
    the hand-written exam is the independent check;
 3. takes the hand-written exam (``exam/<task>.jsonl``) and compares its accuracy with
    ``evaluate.exam_min_accuracy``;
-4. writes ``evaluate/<task>/``: ``summary.json``, ``errors.csv`` (every misclassified test
-   and exam case with the n-grams that pushed it), ``exam.csv``, ``risk_coverage.csv``,
-   ``reliability.csv`` and PNG plots.
+4. writes ``evaluate/<task>/``: ``summary.json``, ``errors.csv`` (every misclassified test,
+   dev and exam case with the n-grams that pushed it), ``exam.csv``, ``dev.csv``,
+   ``risk_coverage.csv``, ``reliability.csv`` and PNG plots.
 
 If an exam falls short and ``allow_exam_failures`` is false, :class:`ExamGateError` is
 raised after every task has been evaluated and written, listing the failed cases.
@@ -38,6 +41,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from foundry.blueprint import Blueprint, Task
 from foundry.errors import GateError
 from foundry.jsonl import iter_jsonl
+from foundry.realtext import load_real
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -54,7 +58,14 @@ Log = Callable[[str], None]
 SUMMARY_FILE = "summary.json"
 ERRORS_FILE = "errors.csv"
 EXAM_FILE = "exam.csv"
+DEV_FILE = "dev.csv"
 PLOTS = ("confusion_matrix.png", "reliability.png", "risk_coverage.png", "exam_categories.png")
+#: Plots written only for a task with a real-text dev split.
+DEV_PLOTS = ("dev_length.png",)
+#: Length buckets (normalised characters, ``[low, high)``) of the dev split's length curve.
+LENGTH_EDGES = (0, 6, 11, 21, 41, 10**9)
+#: Confidence of the Clopper-Pearson lower bound reported for confident precision.
+BOUND_CONFIDENCE = 0.95
 #: How many failed exam cases an ExamGateError message lists (all are in errors.csv).
 MAX_LISTED_FAILURES = 100
 RELIABILITY_BINS = 15
@@ -95,6 +106,9 @@ class EvalResult:
     out_dir: Path
     #: The risk-coverage curve of the held-out training predictions the threshold came from.
     oof_risk_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Per-case predictions on the real-text dev split (empty when the task has none).
+    dev: pd.DataFrame = field(default_factory=pd.DataFrame)
+    dev_risk_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
     plots: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -215,6 +229,92 @@ def confident_stats(proba: np.ndarray, y: np.ndarray, threshold: float) -> tuple
     coverage = float(confident.mean()) if len(conf) else float("nan")
     precision = float(correct[confident].mean()) if confident.any() else float("nan")
     return coverage, precision
+
+
+def clopper_pearson_lower(successes: int, n: int,
+                          confidence: float = BOUND_CONFIDENCE) -> float | None:
+    """One-sided lower confidence bound of a binomial proportion, exact (Clopper-Pearson).
+
+    With probability ``confidence`` the true proportion is at least the bound: for 700 of
+    700 confident answers right it is 0.9957, for 693 of 700 (99%) 0.9810. None when
+    ``n == 0``.
+    """
+    if n <= 0:
+        return None
+    if successes <= 0:
+        return 0.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(1.0 - confidence, successes, n - successes + 1))
+
+
+@dataclass(frozen=True)
+class ConfidentAnswers:
+    """How the confident answers of a set of cases fared."""
+
+    cases: int
+    confident: int
+    correct: int
+
+    @property
+    def coverage(self) -> float | None:
+        return self.confident / self.cases if self.cases else None
+
+    @property
+    def precision(self) -> float | None:
+        return self.correct / self.confident if self.confident else None
+
+    @property
+    def precision_lower_bound(self) -> float | None:
+        return clopper_pearson_lower(self.correct, self.confident)
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> ConfidentAnswers:
+        """From a :func:`predict_frame` table (``confident`` and ``correct`` columns)."""
+        confident = frame["confident"].to_numpy(dtype=bool)
+        correct = frame["correct"].to_numpy(dtype=bool)
+        return cls(len(frame), int(confident.sum()), int((confident & correct).sum()))
+
+
+def category_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (gold label, category) of a case table: cases, accuracy, confident share, and
+    the precision of the confident answers with its Clopper-Pearson lower bound."""
+    rows = []
+    for (gold, category), part in frame.groupby(["gold", "category"], sort=True):
+        answers = ConfidentAnswers.of(part)
+        rows.append({"gold": gold, "category": category, "cases": len(part),
+                     "accuracy": float(part["correct"].mean()),
+                     "confident_share": answers.coverage,
+                     "confident_precision": answers.precision,
+                     "confident_errors": answers.confident - answers.correct,
+                     "precision_lower95": answers.precision_lower_bound})
+    return pd.DataFrame(rows, columns=["gold", "category", "cases", "accuracy",
+                                       "confident_share", "confident_precision",
+                                       "confident_errors", "precision_lower95"])
+
+
+def length_table(frame: pd.DataFrame, edges: tuple[int, ...] = LENGTH_EDGES) -> pd.DataFrame:
+    """Accuracy, confident share and confident precision per length bucket (characters of
+    the normalised text, ``[low, high)``)."""
+    from foundry.textspec import normalize
+
+    lengths = np.asarray([len(normalize(t)) for t in frame["text"]])
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        part = frame[(lengths >= low) & (lengths < high)]
+        answers = ConfidentAnswers.of(part)
+        rows.append({"length": f"{low}-{high - 1}" if high < 10**9 else f"{low}+",
+                     "cases": len(part),
+                     "accuracy": float(part["correct"].mean()) if len(part) else None,
+                     "confident_share": answers.coverage,
+                     "confident_precision": answers.precision})
+    return pd.DataFrame(rows)
+
+
+def most_confident_errors(frame: pd.DataFrame, k: int = 20) -> pd.DataFrame:
+    """The ``k`` wrong answers with the highest top probability, most confident first."""
+    wrong = frame[~frame["correct"]]
+    return wrong.sort_values("p", ascending=False, kind="stable").head(k).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- cases
@@ -362,7 +462,8 @@ def _save_figure(fig: Any, path: Path) -> Path:
 
 
 def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
-    """Confusion matrix, reliability diagram, risk-coverage curve and exam per category."""
+    """Confusion matrices, reliability diagram, risk-coverage curves, exam per category, and
+    the dev split's length curve."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -376,8 +477,12 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     k = len(labels)
     side = max(3.6, 0.32 * k + 1.8)
     vertical = k > 3 or max(len(label) for label in labels) > 8
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side), layout="constrained")
-    for ax, (name, frame) in zip(axes, (("test", result.test), ("exam", result.exam)), strict=True):
+    panels = [("test", result.test), ("exam", result.exam)]
+    if len(result.dev):
+        panels.append(("real-text dev", result.dev))
+    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * side + 1.5, side),
+                             layout="constrained")
+    for ax, (name, frame) in zip(axes, panels, strict=True):
         cm = confusion_matrix(frame["gold"], frame["predicted"], labels=labels) if len(frame) \
             else np.zeros((k, k), dtype=int)
         ax.imshow(cm, cmap="Blues")
@@ -410,15 +515,23 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     if len(oof):
         ax.plot(oof["coverage"], oof["precision"], ls=":", color="tab:orange",
                 label="training rows, out-of-fold")
+    dev_rc = result.dev_risk_coverage
+    if len(dev_rc):
+        ax.plot(dev_rc["coverage"], dev_rc["precision"], color="tab:green",
+                label="real-text dev split")
     if s.get("coverage_at_threshold") is not None and s["confident_precision"] is not None:
         ax.scatter([s["coverage_at_threshold"]], [s["confident_precision"]], color="red",
                    zorder=3, label=f"threshold {s['threshold']:.3f}")
+    if s.get("dev_coverage") is not None and s.get("dev_confident_precision") is not None:
+        ax.scatter([s["dev_coverage"]], [s["dev_confident_precision"]], color="darkgreen",
+                   marker="s", zorder=3, label="threshold on dev")
     ax.axhline(s["target_precision"], ls="--", color="grey", lw=1, label="target precision")
     ax.set_xlabel("coverage (share answered confidently)")
     ax.set_ylabel("precision of confident answers")
     ax.set_title(f"{result.task}: risk-coverage")
     lowest = min([rc["precision"].min(), s["target_precision"]]
-                 + ([oof["precision"].min()] if len(oof) else []))
+                 + ([oof["precision"].min()] if len(oof) else [])
+                 + ([dev_rc["precision"].min()] if len(dev_rc) else []))
     ax.set_ylim(max(0.0, lowest - 0.02), 1.005)
     ax.legend(loc="lower left")
     paths["risk_coverage"] = _save_figure(fig, out / "risk_coverage.png")
@@ -436,6 +549,20 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     ax.set_title(f"{result.task}: exam per category "
                  f"({'passed' if s['exam_passed'] else 'FAILED'})")
     paths["exam_categories"] = _save_figure(fig, out / "exam_categories.png")
+
+    if len(result.dev):
+        curve = length_table(result.dev)
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        x = np.arange(len(curve))
+        ax.plot(x, curve["accuracy"], marker="o", label="accuracy")
+        ax.plot(x, curve["confident_share"], marker="s", label="answered confidently")
+        ax.plot(x, curve["confident_precision"], marker="^", label="precision of confident")
+        ax.set_xticks(x, [f"{r.length}\n({r.cases})" for r in curve.itertuples()])
+        ax.set_xlabel("characters (cases)")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{result.task}: real-text dev split by length")
+        ax.legend(loc="lower left")
+        paths["dev_length"] = _save_figure(fig, out / "dev_length.png")
     return paths
 
 
@@ -459,9 +586,18 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     labels = trained.labels
     test_split = load_split(require_stage_output(run_dir, "refine", task.name, "test.jsonl"), labels)
     test_proba = trained.predict_proba(test_split.texts)
+    dev_rows = load_real(bp, task, "dev")
+    dev_y = np.asarray([labels.index(r.label) for r in dev_rows], dtype=np.int64)
+    dev_proba = trained.predict_proba([r.text for r in dev_rows]) if dev_rows else None
     oof_threshold = choose_threshold(trained.oof_proba, trained.oof_y, cfg.target_precision)
     test_threshold = choose_threshold(test_proba, test_split.y, cfg.target_precision)
-    threshold = max(oof_threshold, test_threshold)
+    dev_threshold = choose_threshold(dev_proba, dev_y, cfg.target_precision) \
+        if dev_rows else None
+    candidates = {"out-of-fold training rows": oof_threshold, "test split": test_threshold}
+    if dev_threshold is not None:
+        candidates["real-text dev split"] = dev_threshold
+    threshold_source = max(candidates, key=candidates.__getitem__)
+    threshold = candidates[threshold_source]
     oof_coverage, oof_precision = confident_stats(trained.oof_proba, trained.oof_y, threshold)
     cf_coverage, cf_precision = cross_fitted_confidence(
         test_proba, test_split.y, cfg.target_precision, oof_threshold, seed=bp.spec.train.seed)
@@ -490,10 +626,11 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         "n_features": trained.n_features,
         "size_bytes": trained.info.get("size_bytes"),
         "threshold": threshold,
-        "threshold_source": "max of the lowest thresholds meeting target_precision on the "
-                            "training rows' out-of-fold predictions and on the test split",
+        "threshold_source": "the highest of the lowest thresholds meeting target_precision on "
+                            + ", ".join(candidates) + f"; decided by the {threshold_source}",
         "oof_threshold": oof_threshold,
         "test_threshold": test_threshold,
+        "dev_threshold": dev_threshold,
         "target_precision": cfg.target_precision,
         "oof_coverage_at_threshold": oof_coverage,
         "oof_confident_precision": _nan_to_none(oof_precision),
@@ -528,6 +665,15 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
             if not ((exam["gold"] == label.name) & (exam["category"] == c)).any()
         ],
     }
+    dev = pd.DataFrame()
+    if dev_rows:
+        dev, _ = predict_frame(trained, [r.text for r in dev_rows], [r.label for r in dev_rows],
+                               threshold)
+        dev["category"] = [r.category for r in dev_rows]
+        dev["corpus"] = [r.corpus for r in dev_rows]
+        dev["ref"] = [r.ref for r in dev_rows]
+        summary.update(dev_summary(dev, dev_proba, dev_y, labels, cfg.target_precision,
+                                   max(oof_threshold, test_threshold), bp.spec.train.seed))
     if trained.unpruned_pipeline is not None:
         # What the size budget cost: the same recipe without pruning, on the same cases.
         full = TrainedModel(**{**trained.__dict__, "pipeline": trained.unpruned_pipeline})
@@ -539,6 +685,9 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         if exam_cases:
             e_full, _ = predict_frame(full, exam["text"].tolist(), exam["gold"].tolist(), threshold)
             summary["unpruned_exam_accuracy"] = float(e_full["correct"].mean())
+        if len(dev):
+            d_full, _ = predict_frame(full, dev["text"].tolist(), dev["gold"].tolist(), threshold)
+            summary["unpruned_dev_accuracy"] = float(d_full["correct"].mean())
 
     if coverage == 0.0:
         log(f"{task.name}: warning: no test answer reaches the threshold {threshold:.4f}; "
@@ -549,19 +698,29 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     out = stage_dir(run_dir, "evaluate", task.name)
     result = EvalResult(
         task=task.name, summary=summary, test=test, exam=exam,
-        errors=error_table(trained, {"test": test, "exam": exam}),
+        errors=error_table(trained, {"test": test, "exam": exam}
+                           | ({"dev": dev} if len(dev) else {})),
         risk_coverage=risk_coverage_curve(test_proba, test_split.y),
         oof_risk_coverage=risk_coverage_curve(trained.oof_proba, trained.oof_y),
         reliability=reliability_table(test["p"].to_numpy(), test["correct"].to_numpy()),
-        out_dir=out,
+        out_dir=out, dev=dev,
+        dev_risk_coverage=risk_coverage_curve(dev_proba, dev_y) if dev_rows else pd.DataFrame(),
     )
     atomic_write_text(out / ERRORS_FILE, result.errors.to_csv(index=False))
     atomic_write_text(out / EXAM_FILE, exam.to_csv(index=False))
+    if len(dev):
+        atomic_write_text(out / DEV_FILE, dev.to_csv(index=False))
     atomic_write_text(out / "risk_coverage.csv", result.risk_coverage.to_csv(index=False))
     atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
     result.plots = write_plots(result, labels)
     write_json(out / SUMMARY_FILE, summary)  # last: its presence means the folder is complete
     write_stamp(bp, run_dir, "evaluate", task.name, inputs)
+    if len(dev):
+        log(f"{task.name}: real-text dev: accuracy {summary['dev_accuracy']:.4f}, coverage "
+            f"{summary['dev_coverage']:.1%} at precision "
+            f"{_fmt(summary['dev_confident_precision'])} (lower bound "
+            f"{_fmt(summary['dev_precision_lower95'])}, {summary['dev_confident']} confident "
+            f"of {summary['dev_cases']})")
     log(
         f"{task.name}: test acc {summary['test_accuracy']:.4f}, macro-F1 "
         f"{summary['test_macro_f1']:.4f}, ECE {ece:.4f}; threshold {threshold:.4f} -> "
@@ -570,6 +729,45 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
            f"{summary['exam_confident_share']:.0%} confident)" if exam_cases else "has no cases")
     )
     return result
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def dev_summary(dev: pd.DataFrame, proba: np.ndarray, y: np.ndarray, labels: list[str],
+                target_precision: float, floor: float, seed: int) -> dict[str, Any]:
+    """The ``dev_*`` entries of ``summary.json``: the real-text dev split at the threshold.
+
+    ``floor`` is the threshold the rest of the rule sets (out-of-fold and test split): the
+    cross-fitted estimate scores each half of the dev split with ``max(floor, threshold
+    chosen on the other half)``, an out-of-sample view of a threshold that saw the dev split.
+    """
+    answers = ConfidentAnswers.of(dev)
+    cf_coverage, cf_precision = cross_fitted_confidence(proba, y, target_precision, floor,
+                                                        seed=seed)
+    errors = most_confident_errors(dev)
+    return {
+        "dev_cases": len(dev),
+        "dev_accuracy": float(dev["correct"].mean()),
+        "dev_macro_f1": float(f1_score(dev["gold"], dev["predicted"], labels=labels,
+                                       average="macro", zero_division=0)),
+        "dev_coverage": answers.coverage,
+        "dev_confident": answers.confident,
+        "dev_confident_correct": answers.correct,
+        "dev_confident_precision": answers.precision,
+        "dev_precision_lower95": answers.precision_lower_bound,
+        "dev_crossfit_coverage": cf_coverage,
+        "dev_crossfit_confident_precision": _nan_to_none(cf_precision),
+        "dev_ece": expected_calibration_error(dev["p"].to_numpy(), dev["correct"].to_numpy()),
+        "dev_confusion": confusion_matrix(dev["gold"], dev["predicted"], labels=labels).tolist(),
+        "dev_by_category": json.loads(category_table(dev).to_json(orient="records")),
+        "dev_by_length": json.loads(length_table(dev).to_json(orient="records")),
+        "dev_most_confident_errors": [
+            {"text": r.text, "gold": r.gold, "predicted": r.predicted,
+             "p": round(float(r.p), 6), "confident": bool(r.confident), "category": r.category}
+            for r in errors.itertuples(index=False)],
+    }
 
 
 def exam_gate_message(failures: dict[str, dict[str, Any]]) -> str:

@@ -276,6 +276,43 @@ def _exam_gate_line(exam_gate: str, evaluation: dict) -> str:
     return f"Exam gate: passed (minimum exam accuracy {minimum})."
 
 
+def _dev_section(evaluation: dict) -> list[str]:
+    """The card's "Real-text dev split" section (nothing when the task has no dev split)."""
+    if not evaluation.get("dev_cases"):
+        return []
+    e = evaluation
+    lines = [
+        "## Real-text dev split",
+        "",
+        f"{e['dev_cases']} real, human-written utterances labelled by hand (the blueprint's "
+        "`dev` file), never trained on; they chose the calibration and take part in the "
+        "threshold.",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| accuracy | {_pct(e.get('dev_accuracy'))} |",
+        f"| macro-F1 | {_pct(e.get('dev_macro_f1'))} |",
+        f"| coverage (answered confidently) | {_pct(e.get('dev_coverage'))} "
+        f"({e.get('dev_confident')} of {e['dev_cases']}) |",
+        f"| precision of confident answers | {_pct(e.get('dev_confident_precision'))} "
+        f"({e.get('dev_confident_correct')} of {e.get('dev_confident')}) |",
+        f"| 95% lower bound of that precision (one-sided Clopper–Pearson) "
+        f"| {_pct(e.get('dev_precision_lower95'))} |",
+        f"| cross-fitted coverage / precision (threshold chosen on the other half) "
+        f"| {_pct(e.get('dev_crossfit_coverage'))} / "
+        f"{_pct(e.get('dev_crossfit_confident_precision'))} |",
+        f"| expected calibration error | {_num(e.get('dev_ece'))} |",
+        "",
+        "| label / category | cases | accuracy | confident | precision of confident |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in e.get("dev_by_category", []):
+        lines.append(f"| {row['gold']} / {row['category']} | {row['cases']} "
+                     f"| {_pct(row['accuracy'])} | {_pct(row['confident_share'])} "
+                     f"| {_pct(row['confident_precision'])} |")
+    return [*lines, ""]
+
+
 def model_card(
     task: Task,
     trained: Any,
@@ -339,8 +376,10 @@ def model_card(
         _exam_gate_line(exam_gate, evaluation),
         "",
         f"Confidence threshold: **{threshold:.4f}** (top probability below it → `confident=False`; "
-        f"chosen for a target precision of {evaluation.get('target_precision', 'n/a')}).",
+        f"chosen for a target precision of {evaluation.get('target_precision', 'n/a')}: "
+        f"{evaluation.get('threshold_source', '')}).",
         "",
+        *_dev_section(evaluation),
         "## Size",
         "",
         f"- `{task.name}_classifier.onnx`: {onnx_size / 1024:.1f} KiB",

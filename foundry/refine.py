@@ -7,25 +7,32 @@ The funnel, in order (every removed row is kept in ``removed.jsonl`` with its re
 3. ``length``         normalised length outside ``[refine.min_chars, refine.max_chars]``;
 4. ``exam_overlap``   normalised text equal to an exam text, or a near-duplicate of one
                       (exact shingle Jaccard >= ``dedup_threshold``): the exam never trains;
-5. ``exact_duplicate`` same normalised text and label: one row is kept;
-6. ``correction_override`` a human correction has the same or a near-same text: the
+5. ``dev_overlap``    the same for the texts of the task's real-text dev split (``dev:`` in
+                      the blueprint): the dev split never trains either;
+6. ``exact_duplicate`` same normalised text and label: one row is kept;
+7. ``correction_override`` a human correction has the same or a near-same text: the
                       generated row (any label) gives way to the correction;
-7. ``conflict``       the same or a near-same text under different labels (no correction
-                      decides): every row involved is dropped and listed;
-8. ``near_duplicate`` same-label near-duplicate clusters (union of verified LSH matches):
+8. ``conflict``       the same or a near-same text under different labels (no correction
+                      decides): every row involved is dropped and listed, except that a
+                      hand-labelled real row stands against a generated one (only the
+                      generated row is dropped) and two human rows are both kept;
+9. ``near_duplicate`` same-label near-duplicate clusters (union of verified LSH matches):
                       one representative is kept per cluster;
-9. ``augment``        (adds rows) ``drop_punctuation_augment`` duplicates a fraction of the
+10. ``augment``       (adds rows) ``drop_punctuation_augment`` duplicates a fraction of the
                       train rows that end in punctuation, with that punctuation dropped;
-10. ``balance``       ``undersample`` removes train rows of the larger labels.
+11. ``balance``       ``undersample`` removes train rows of the larger labels (never a
+                      correction or a real row).
 
-Whenever one row of several is kept, the preference is: human correction > seed > LLM
-row > grammar row > unknown source, then the first seen (for corrections: the last line,
-because a corrections file is a log in which a later line supersedes an earlier one).
+Whenever one row of several is kept, the preference is: human correction > real
+utterance (the blueprint's ``real:`` file) > seed > LLM row > grammar row > unknown
+source, then the first seen (for corrections: the last line, because a corrections file is
+a log in which a later line supersedes an earlier one).
 
 The split is stratified by label and grouped by the connected components of the graph
 "shingle Jaccard >= ``split_threshold``", so near-paraphrases never straddle train and
-test; groups holding a human correction always go to train. All text comparisons use the
-normalised text of :func:`foundry.textspec.normalize`; output rows keep the original text.
+test; groups holding a human correction or a real row always go to train (real text is
+evaluated on the dev split instead). All text comparisons use the normalised text of
+:func:`foundry.textspec.normalize`; output rows keep the original text.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import numpy as np
 from foundry import minhash as mh
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.generate.rawstore import dump_line, read_jsonl
+from foundry.realtext import load_real
 from foundry.runs import atomic_write_text, read_json, require_stage_output, stage_dir, write_json
 from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import TextSpec, normalize
@@ -56,13 +64,17 @@ COMPARE_SPEC = TextSpec(max_chars=1_000_000)
 #: Lower is preferred when one row of several is kept.
 SOURCE_PRIORITY: dict[str, int] = {
     "correction": 0,
-    "seed": 1,
-    "llm": 2,
-    "gemini": 2,
-    "openai": 2,
-    "grammar": 3,
+    "real": 1,
+    "seed": 2,
+    "llm": 3,
+    "gemini": 3,
+    "openai": 3,
+    "grammar": 4,
 }
-UNKNOWN_SOURCE_PRIORITY = 4
+UNKNOWN_SOURCE_PRIORITY = 5
+#: Sources that only the blueprint's own files may claim (a generated row saying it is a
+#: correction or a real utterance is treated as of unknown source).
+HUMAN_SOURCES = ("correction", "real")
 
 #: Funnel steps in order; ``augment`` adds rows, every other step removes rows.
 STEPS = (
@@ -71,6 +83,7 @@ STEPS = (
     "empty",
     "length",
     "exam_overlap",
+    "dev_overlap",
     "exact_duplicate",
     "correction_override",
     "conflict",
@@ -137,12 +150,20 @@ class _Row:
     alive: bool = True
     augment_of: int | None = None  # index of the row this augmented copy was made from
     is_correction: bool = False  # read from the corrections file
+    is_real: bool = False  # read from the blueprint's real-text file
+
+    @property
+    def is_human(self) -> bool:
+        """Labelled by a person: a correction or a real utterance."""
+        return self.is_correction or self.is_real
 
     @property
     def priority(self) -> int:
         if self.is_correction:
             return SOURCE_PRIORITY["correction"]
-        if self.source == "correction":  # only the corrections file speaks for humans
+        if self.is_real:
+            return SOURCE_PRIORITY["real"]
+        if self.source in HUMAN_SOURCES:  # only the blueprint's own files speak for humans
             return UNKNOWN_SOURCE_PRIORITY
         return SOURCE_PRIORITY.get(self.source, UNKNOWN_SOURCE_PRIORITY)
 
@@ -177,11 +198,15 @@ class _Funnel:
         })
 
 
-def _as_rows(rows: Iterable[dict], corrections: Iterable[dict]) -> list[_Row]:
+def _as_rows(rows: Iterable[dict], corrections: Iterable[dict],
+             real: Iterable[dict] = ()) -> list[_Row]:
     out: list[_Row] = []
     for r in rows:
         out.append(_Row(len(out), r.get("text"), r.get("label"), str(r.get("category") or ""),
                         str(r.get("source") or "")))
+    for r in real:
+        out.append(_Row(len(out), r.get("text"), r.get("label"), str(r.get("category") or ""),
+                        "real", is_real=True))
     for r in corrections:
         out.append(_Row(len(out), r.get("text"), r.get("label"), str(r.get("category") or ""),
                         "correction", is_correction=True))
@@ -247,22 +272,23 @@ class _Texts:
         return cls(texts, sets, sigs, mh.ShingleMatrix(sets))
 
 
-def _exam_overlap(uniq: _Texts, exam_texts: Sequence[str], cfg: Refine
-                  ) -> dict[int, tuple[str, float]]:
-    """Unique-text positions equal or near (exact Jaccard >= ``dedup_threshold``) to an exam
-    text -> (closest exam text, similarity). Exact, not LSH: the exam must never leak."""
-    exam_norm = sorted({normalize(t, COMPARE_SPEC) for t in exam_texts} - {""})
-    if not exam_norm or not uniq.texts:
+def held_out_overlap(uniq: _Texts, held_out: Sequence[str], cfg: Refine
+                     ) -> dict[int, tuple[str, float]]:
+    """Unique-text positions equal or near (exact Jaccard >= ``dedup_threshold``) to a
+    held-out text (exam or dev) -> (closest held-out text, similarity). Exact, not LSH:
+    held-out texts must never leak into training."""
+    held_norm = sorted({normalize(t, COMPARE_SPEC) for t in held_out} - {""})
+    if not held_norm or not uniq.texts:
         return {}
-    exam = uniq.matrix.encode([mh.shingles(t, cfg.shingle_size) for t in exam_norm])
-    cross = mh.cross_jaccard(exam, (uniq.matrix.matrix, uniq.matrix.sizes),
+    queries = uniq.matrix.encode([mh.shingles(t, cfg.shingle_size) for t in held_norm])
+    cross = mh.cross_jaccard(queries, (uniq.matrix.matrix, uniq.matrix.sizes),
                              threshold=cfg.dedup_threshold)
     hits: dict[int, tuple[str, float]] = {}
-    order = np.lexsort((cross.queries, -cross.similarity))  # best first, then exam order
+    order = np.lexsort((cross.queries, -cross.similarity))  # best first, then file order
     for k in order.tolist():
         pos = int(cross.corpus[k])
         if pos not in hits:
-            hits[pos] = (exam_norm[int(cross.queries[k])], float(cross.similarity[k]))
+            hits[pos] = (held_norm[int(cross.queries[k])], float(cross.similarity[k]))
     return hits
 
 
@@ -288,12 +314,29 @@ def correction_problem(text: str, label: str, task: Task, cfg: Refine,
     if not cfg.min_chars <= len(norm) <= cfg.max_chars:
         return "length", (f"{len(norm)} characters, outside [{cfg.min_chars}, {cfg.max_chars}] "
                           "(refine.min_chars, refine.max_chars)")
-    hit = _exam_overlap(_Texts.build([norm], cfg, progress=False), exam_texts, cfg).get(0)
+    hit = held_out_overlap(_Texts.build([norm], cfg, progress=False), exam_texts, cfg).get(0)
     if hit is not None:
         exam_text, sim = hit
         what = "equals" if sim == 1.0 else f"is a near-duplicate ({sim:.2f}) of"
         return "exam_overlap", f"{what} the exam text {exam_text!r}"
     return None
+
+
+def _drop_held_out(rows: list[_Row], uniq: _Texts, held_out: Sequence[str], cfg: Refine,
+                   step: str, what: str, removed: list[dict]) -> list[_Row]:
+    """Remove the rows equal or near to a held-out text; each removal names that text."""
+    hits = held_out_overlap(uniq, held_out, cfg)
+    pos = {t: i for i, t in enumerate(uniq.texts)}
+    kept = []
+    for r in rows:
+        hit = hits.get(pos[r.norm])
+        if hit is None:
+            kept.append(r)
+        else:
+            text, sim = hit
+            relation = "equals" if sim == 1.0 else f"is a near-duplicate ({sim:.2f}) of"
+            removed.append(_removal(r, step, f"{relation} {what}", **{step.split("_")[0]: text}))
+    return kept
 
 
 def _group_best(rows: list[_Row]) -> _Row:
@@ -370,18 +413,22 @@ def _dedupe_and_resolve(
     for a, b, sim in pairs:
         if not (a.alive and b.alive) or a.label == b.label:
             continue
-        if a.is_correction and b.is_correction:
+        if a.is_human and b.is_human:
             continue  # two humans decided differently on near-same texts: keep both.
         for x, y in ((a, b), (b, a)):
+            if x.is_human:
+                continue  # a hand-labelled row stands against a generated one
             if x.index not in conflicted or sim > conflicted[x.index][1]:
                 conflicted[x.index] = (y, sim)
     for r in items:
         if r.index in conflicted:
             other, sim = conflicted[r.index]
             r.alive = False
+            by = f"a {other.source} row says {other.label}" if other.is_human \
+                else f"{other.label} elsewhere"
             removed.append(_removal(
                 r, "conflict",
-                f"{other.label} elsewhere for {'the same' if sim == 1.0 else 'a near-same'} "
+                f"{by} for {'the same' if sim == 1.0 else 'a near-same'} "
                 f"text (similarity {sim:.2f})", conflicting=other.text))
     items = [r for r in items if r.alive]
     funnel.record("conflict", items)
@@ -502,8 +549,9 @@ def _augment(train: list[_Row], fraction: float, seed: int, taken: set[str],
 def _undersample(train: list[_Row], seed: int, removed: list[dict]) -> list[_Row]:
     """Cut every label to the smallest label's train count.
 
-    Rows are kept in the order corrections, seeds, then everything else, at random (seeded)
-    within each tier; corrections are never dropped, even beyond the target.
+    Rows are kept in the order human rows (corrections, real utterances), seeds, then
+    everything else, at random (seeded) within each tier; human rows are never dropped, even
+    beyond the target.
     """
     by_label: dict[str, list[_Row]] = defaultdict(list)
     for r in train:
@@ -516,7 +564,7 @@ def _undersample(train: list[_Row], seed: int, removed: list[dict]) -> list[_Row
     for label in sorted(by_label):
         group = by_label[label]
         noise = rng.random(len(group))
-        tier = [0 if r.is_correction else 1 if r.source == "seed" else 2 for r in group]
+        tier = [0 if r.is_human else 1 if r.source == "seed" else 2 for r in group]
         order = sorted(range(len(group)), key=lambda i: (tier[i], noise[i]))
         n_corr = tier.count(0)
         keep.update(group[i].index for i in order[: max(target, n_corr)])
@@ -633,6 +681,8 @@ def refine_rows(
     *,
     exam_texts: Sequence[str] = (),
     corrections: Sequence[dict] = (),
+    real: Sequence[dict] = (),
+    dev_texts: Sequence[str] = (),
     storage_config: dict | None = None,
     backend: mh.Backend = "auto",
     progress: bool | None = None,
@@ -651,6 +701,12 @@ def refine_rows(
         Texts of the exam; they and their near-duplicates are removed from the data.
     corrections : sequence of dict
         Human corrections ``{"text", "label"}``; they take precedence over every other row.
+    real : sequence of dict
+        Hand-labelled real utterances ``{"text", "label", "category"}`` (the blueprint's
+        ``real:`` file): ``source: real``, preferred over generated rows, train split only.
+    dev_texts : sequence of str
+        Texts of the real-text dev split; they and their near-duplicates are removed from
+        the data, like exam texts.
     storage_config : dict, optional
         datasketch ``storage_config`` for the LSH indexes (e.g. Redis); in memory if None.
     backend : {"auto", "numpy", "datasketch"}
@@ -664,7 +720,7 @@ def refine_rows(
     RefineResult
     """
     labels = task.label_names
-    all_rows = _as_rows(rows, corrections)
+    all_rows = _as_rows(rows, corrections, real)
     funnel = _Funnel(labels)
     removed: list[dict] = []
     funnel.record("input", all_rows, rows_in=len(all_rows))
@@ -673,24 +729,18 @@ def refine_rows(
 
     # Unique normalised texts; LSH buckets at the dedup threshold, verified exactly.
     uniq = _Texts.build(sorted({r.norm for r in alive}), cfg, progress)
-    exam_hits = _exam_overlap(uniq, exam_texts, cfg)
     buckets = mh.lsh_buckets(uniq.minhashes, threshold=cfg.dedup_threshold,
                              num_perm=cfg.num_perm, storage_config=storage_config,
                              backend=backend, progress=progress, desc="lsh dedup")
     edges = mh.verified_edges(buckets, uniq.sets, cfg.dedup_threshold)
 
     pos = {t: i for i, t in enumerate(uniq.texts)}
-    kept = []
-    for r in alive:
-        hit = exam_hits.get(pos[r.norm])
-        if hit is None:
-            kept.append(r)
-        else:
-            exam_text, sim = hit
-            what = "equals" if sim == 1.0 else f"is a near-duplicate ({sim:.2f}) of"
-            removed.append(_removal(r, "exam_overlap", f"{what} an exam text", exam=exam_text))
+    kept = _drop_held_out(alive, uniq, exam_texts, cfg, "exam_overlap", "an exam text", removed)
     funnel.record("exam_overlap", kept)
+    kept = _drop_held_out(kept, uniq, dev_texts, cfg, "dev_overlap", "a dev text", removed)
+    funnel.record("dev_overlap", kept)
     exam_norms = {normalize(t, COMPARE_SPEC) for t in exam_texts}
+    dev_norms = {normalize(t, COMPARE_SPEC) for t in dev_texts}
 
     survivors, clusters = _dedupe_and_resolve(kept, uniq, edges, cfg, funnel, removed)
 
@@ -708,7 +758,7 @@ def refine_rows(
     groups = [int(comp[k]) for k in at]
     thresholds = [float(used[k]) for k in at]
     test_mask = grouped_split([r.label for r in survivors], groups, cfg.test_size, cfg.seed,
-                              train_only=[r.is_correction for r in survivors])
+                              train_only=[r.is_human for r in survivors])
     shingle_rows = (uniq.matrix.matrix[[pos[r.norm] for r in survivors]],
                     uniq.matrix.sizes[[pos[r.norm] for r in survivors]])
     test_mask, pair = seal_split(survivors, groups, thresholds, test_mask, cfg,
@@ -716,7 +766,7 @@ def refine_rows(
     train = [r for r, t in zip(survivors, test_mask, strict=True) if not t]
     test = [r for r, t in zip(survivors, test_mask, strict=True) if t]
 
-    taken = {r.norm for r in survivors} | exam_norms
+    taken = {r.norm for r in survivors} | exam_norms | dev_norms
     added = _augment(train, cfg.drop_punctuation_augment, cfg.seed, taken, len(all_rows))
     if added:
         after = {r.index: [] for r in train}
@@ -765,6 +815,10 @@ def refine_rows(
             if d["reason"] in DROPS_ANY_ROW and d["index"] < len(all_rows)
             and all_rows[d["index"]].is_correction],
         "exam_texts": len({t for t in exam_norms if t}),
+        "dev_texts": len({t for t in dev_norms if t}),
+        "real_rows": sum(1 for r in all_rows if r.is_real),
+        "real_kept": sum(1 for r in train if r.is_real and r.augment_of is None),
+        "sources": _source_counts(train_out),
         "removed_by_reason": {s: c for s, c in sorted(Counter(
             d["reason"] for d in removed).items())},
         "near_duplicate_clusters": len(clusters),
@@ -798,6 +852,11 @@ def _output(r: _Row) -> dict:
     if r.augment_of is not None:
         row["augment"] = "drop_trailing_punctuation"
     return row
+
+
+def _source_counts(rows: Sequence[dict]) -> dict[str, int]:
+    """Training rows per source, most first."""
+    return dict(Counter(r["source"] for r in rows).most_common())
 
 
 def _label_counts(rows: Sequence[dict], labels: Sequence[str]) -> dict[str, int]:
@@ -898,9 +957,11 @@ def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str]
     rows = load_generated_rows(run_dir, task)
     exam = load_exam(bp, task)
     corrections = load_corrections(bp, task)
+    real = [r.as_row() for r in load_real(bp, task, "real")]
+    dev = load_real(bp, task, "dev")
     result = refine_rows(rows, task, cfg, exam_texts=[r["text"] for r in exam],
-                         corrections=corrections, storage_config=storage_config,
-                         progress=progress)
+                         corrections=corrections, real=real, dev_texts=[r.text for r in dev],
+                         storage_config=storage_config, progress=progress)
     if probe:
         result.summary["exam_probe"] = exam_probe(result.train, exam, task.label_names)
     out = stage_dir(run_dir, "refine", task.name)
@@ -912,7 +973,8 @@ def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str]
         log(f"WARNING {task.name}: the lab correction {d['text'][:60]!r} -> {d['label']} was NOT "
             f"learned: {d['reason']}: {d['detail']}; fix or remove it in "
             f"{corrections_path(bp, task)}")
-    log(f"{task.name}: {s['input_rows']} rows -> train {s['train_rows']}, test {s['test_rows']} "
+    log(f"{task.name}: {s['input_rows']} rows ({s['real_rows']} real) -> "
+        f"train {s['train_rows']}, test {s['test_rows']} "
         f"(removed {json.dumps(s['removed_by_reason'], ensure_ascii=False)}; "
         f"max train/test similarity {s['max_train_test_similarity']}; "
         f"{len(s['shortcuts'])} shortcut(s))")

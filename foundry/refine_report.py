@@ -220,7 +220,9 @@ def render_markdown(result) -> str:
     s = result.summary
     labels = s["labels"]
     lines = [f"# Refine report: `{s['task']}`", "",
-             f"{s['input_rows']} input rows ({s['corrections']} corrections) -> "
+             f"{s['input_rows']} input rows ({s['corrections']} corrections, "
+             f"{s.get('real_rows', 0)} real utterances of which {s.get('real_kept', 0)} train; "
+             f"{s.get('dev_texts', 0)} dev texts held out) -> "
              f"**{s['train_rows']} train**, **{s['test_rows']} test**. "
              f"Balance: `{s['balance']}`; punctuation-drop augmentation: "
              f"{s['config']['drop_punctuation_augment']:g} ({s['augmented_rows']} rows added). "

@@ -11,8 +11,10 @@ For each task of the blueprint, :func:`train_stage`
 3. refits it on all rows and, if ``.onnx + .bin`` exceed ``export.size_budget_kb``, prunes the
    vocabulary (by coefficient spread or chi², see :func:`foundry.trainers.feature_ranking`)
    and refits until the pair fits; an accuracy-against-size ladder is measured on the way;
-4. picks a calibration (none, sigmoid or isotonic) by out-of-fold log loss, and keeps the
-   out-of-fold probabilities: held-out scores for the evaluate stage's confidence threshold;
+4. picks a calibration (none, sigmoid, isotonic, or ``sigmoid_real``: Platt scaling fitted on
+   the real rows' out-of-fold scores) by log loss on the task's real-text dev split when it
+   has one (the dev split only selects: it never fits anything), else by out-of-fold log
+   loss; and keeps the out-of-fold probabilities: held-out scores for the evaluate stage;
 5. writes ``train/<task>/``: ``model.joblib``, ``train.json``, ``cv_results.csv``,
    ``size_curve.csv``, ``calibration.csv``, ``oof.csv``.
 
@@ -44,6 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.jsonl import iter_jsonl
+from foundry.realtext import REAL_SOURCE, load_real
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -56,15 +59,19 @@ from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import Analyzer, TextSpec, normalize
 from foundry.trainers import (
     NGRAM_KEY,
+    REAL_SIGMOID,
     VECTORIZER_KEYS,
     Trainer,
+    decision_scores,
     describe_params,
     expand_grid,
     feature_ranking,
+    fit_platt,
     get_trainer,
     make_classifier,
     make_pipeline,
     make_vectorizer,
+    prefit_sigmoid,
     spec_for,
     vocabulary_terms,
 )
@@ -84,6 +91,8 @@ MIN_VOCABULARY = 32
 #: Bytes per KB of ``export.size_budget_kb``: decimal, so a pair that fits is under the
 #: budget whichever way a reader counts.
 KB = 1000
+#: ``sigmoid_real`` is a candidate only with at least this many real training rows per class.
+MIN_REAL_PER_CLASS = 30
 #: Largest near-duplicate group, as a share of the rarest class's rows in one fold.
 MAX_GROUP_SHARE_OF_FOLD = 0.25
 #: Normalisation for near-duplicate comparison (the refine stage's: no truncation).
@@ -107,6 +116,14 @@ class Split:
     path: Path
     #: Near-duplicate group ids from the refine stage (``"group"`` on every row), if given.
     groups: np.ndarray | None = None
+    #: Each row's ``source`` (``grammar``, ``real``, ...; empty when not given).
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def real(self) -> np.ndarray:
+        """Boolean mask of the real (human-written) rows."""
+        return np.asarray([s == REAL_SOURCE for s in self.sources], dtype=bool) \
+            if self.sources else np.zeros(len(self.texts), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -138,6 +155,8 @@ class TrainedModel:
     #: and their gold class indices: held-out scores for choosing the threshold.
     oof_proba: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     oof_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Which out-of-fold rows are real (human-written) text.
+    oof_real: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: The best candidate before size pruning (None when no pruning was needed).
     unpruned_pipeline: Pipeline | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -193,7 +212,7 @@ def load_split(path: Path, labels: list[str]) -> Split:
         empty file, naming the file and line.
     """
     index = {name: i for i, name in enumerate(labels)}
-    texts, ys, weights, cats, groups = [], [], [], [], []
+    texts, ys, weights, cats, groups, sources = [], [], [], [], [], []
     for where, row in iter_jsonl(path, error=TrainDataError):
         text, label = row.get("text"), row.get("label")
         if not isinstance(text, str):
@@ -212,26 +231,34 @@ def load_split(path: Path, labels: list[str]) -> Split:
         ys.append(index[label])
         weights.append(float(weight))
         cats.append(str(row.get("category", "")))
+        sources.append(str(row.get("source", "")))
         group = row.get("group")
         groups.append(group if isinstance(group, int) and not isinstance(group, bool) else None)
     if not texts:
         raise TrainDataError(f"{path}: no rows")
     have_groups = all(g is not None for g in groups)
     return Split(texts, np.asarray(ys, dtype=np.int64), np.asarray(weights), cats, Path(path),
-                 np.asarray(groups, dtype=np.int64) if have_groups else None)
+                 np.asarray(groups, dtype=np.int64) if have_groups else None, sources)
 
 
-def sample_weights(split: Split, balance: str) -> np.ndarray:
+def sample_weights(split: Split, balance: str,
+                   source_weights: dict[str, float] | None = None) -> np.ndarray:
     """Row weights for fitting.
 
     With ``refine.balance: class_weight`` the refine stage already wrote each row's
     inverse-class-frequency ``weight`` (``n / (k * n_label)``); rows without one weigh 1.
     Applying ``compute_sample_weight("balanced")`` on top would square the correction.
+    ``source_weights`` (``train.source_weights``) multiplies the weight of each row by the
+    weight of its source (e.g. ``{"real": 2.0}``).
     """
     if balance == "class_weight" and np.all(split.weight == 1.0):
         # A hand-made split without weights: balance it here instead.
-        return compute_sample_weight("balanced", split.y)
-    return split.weight.copy()
+        w = compute_sample_weight("balanced", split.y)
+    else:
+        w = split.weight.copy()
+    if source_weights and split.sources:
+        w = w * np.asarray([source_weights.get(s, 1.0) for s in split.sources])
+    return w
 
 
 def check_exam_not_in_training(split: Split, exam_path: Path) -> None:
@@ -325,6 +352,8 @@ class _Recipe:
     def __init__(self, trainer: Trainer, spec: TextSpec, sublinear_tf: bool, seed: int) -> None:
         self.trainer, self.spec, self.sublinear_tf, self.seed = trainer, spec, sublinear_tf, seed
         self._memo: dict[TextSpec, _MemoAnalyzer] = {}
+        #: The Platt map of ``sigmoid_real`` (fitted by :func:`choose_calibration`).
+        self.real_platt: Any = None
 
     def analyzer(self, params: dict[str, Any]) -> _MemoAnalyzer:
         spec = spec_for(self.spec, params)
@@ -363,6 +392,10 @@ def _final(recipe: _Recipe, params: dict[str, Any], calibration: str,
     pipe = recipe.pipeline(params, calibration=calibration, vocabulary=vocabulary)
     pipe.fit(texts, y, clf__sample_weight=w)
     pipe.named_steps["tfidf"].analyzer = Analyzer(spec_for(recipe.spec, params))
+    if calibration == REAL_SIGMOID:
+        if recipe.real_platt is None:
+            raise RuntimeError(f"{REAL_SIGMOID}: choose_calibration fits the Platt map first")
+        pipe.steps[-1] = ("clf", prefit_sigmoid(pipe.named_steps["clf"], recipe.real_platt))
     return pipe
 
 
@@ -593,6 +626,46 @@ def out_of_fold_proba(
     return proba
 
 
+def out_of_fold_scores(
+    recipe: _Recipe,
+    params: dict[str, Any],
+    vocabulary: list[str] | None,
+    features: _FoldFeatures,
+    y: np.ndarray,
+    w: np.ndarray,
+) -> np.ndarray:
+    """Binary decision scores of each row from the bare fold model that did not see it."""
+    scores = np.zeros(len(y))
+    for i, (tr, te) in enumerate(features.folds):
+        x_tr, x_te = features.get(i, params, vocabulary=vocabulary)
+        scores[te] = decision_scores(_fit_clf(recipe, params, REAL_SIGMOID, x_tr, y[tr], w[tr]),
+                                     x_te)
+    return scores
+
+
+def _platt_proba(calibrator: Any, scores: np.ndarray) -> np.ndarray:
+    p1 = calibrator.predict(scores)
+    return np.stack([1.0 - p1, p1], axis=1)
+
+
+def real_calibration_possible(real: np.ndarray | None, y: np.ndarray, n_classes: int) -> bool:
+    """``sigmoid_real`` needs a binary task with enough real rows of each class."""
+    if real is None or n_classes != 2 or not real.any():
+        return False
+    return bool(np.bincount(y[real], minlength=2).min() >= MIN_REAL_PER_CLASS)
+
+
+@dataclass
+class DevSet:
+    """The real-text dev split as the train stage uses it: only to select a calibration."""
+
+    texts: list[str]
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
 def choose_calibration(
     recipe: _Recipe,
     params: dict[str, Any],
@@ -602,37 +675,66 @@ def choose_calibration(
     w: np.ndarray,
     n_classes: int,
     mode: str = "auto",
+    *,
+    real: np.ndarray | None = None,
+    dev: DevSet | None = None,
 ) -> tuple[str, np.ndarray, pd.DataFrame]:
-    """Pick the calibration by out-of-fold log loss; return it, its OOF probabilities and
-    the comparison table.
+    """Pick the calibration; return it, its out-of-fold probabilities and the comparison table.
 
-    ``mode="auto"`` compares the trainer's options and keeps the uncalibrated model unless a
-    calibrator lowers log loss by ``CALIBRATION_MIN_GAIN``. Any other mode is taken as is.
+    Candidates (``mode="auto"``): the trainer's options, plus ``sigmoid_real`` (a Platt map
+    fitted on the out-of-fold scores of the ``real`` rows) for a binary task with real rows.
+    With a ``dev`` split, the candidate with the lowest dev log loss of its final model wins
+    (the dev split selects among ready-made candidates; it fits nothing); without one, the
+    lowest out-of-fold log loss. The first (uncalibrated) candidate is kept unless another
+    lowers that log loss by ``CALIBRATION_MIN_GAIN``. Any other mode is taken as is.
     (Isotonic calibration exports through :mod:`foundry.onnx_isotonic`, which interpolates as
     scikit-learn does.)
     """
     methods = list(recipe.trainer.calibrations) if mode == "auto" else [mode]
+    if mode == "auto" and real_calibration_possible(real, y, n_classes):
+        methods.append(REAL_SIGMOID)
+    if REAL_SIGMOID in methods and not real_calibration_possible(real, y, n_classes):
+        raise TrainDataError(
+            f"blueprint.yaml: train.calibration: {REAL_SIGMOID} needs a binary task with at "
+            f"least {MIN_REAL_PER_CLASS} real training rows per label (tasks[].real)")
     rows, probas = [], {}
     for m in methods:
-        p = out_of_fold_proba(recipe, params, m, vocabulary, features, y, w, n_classes)
+        if m == REAL_SIGMOID:
+            scores = out_of_fold_scores(recipe, params, vocabulary, features, y, w)
+            recipe.real_platt = fit_platt(scores[real], y[real], w[real])
+            p = _platt_proba(recipe.real_platt, scores)
+        else:
+            p = out_of_fold_proba(recipe, params, m, vocabulary, features, y, w, n_classes)
         probas[m] = p
         top = p.max(axis=1)
         correct = p.argmax(axis=1) == y
-        rows.append({
+        row = {
             "calibration": m,
             "log_loss": float(log_loss(y, _clip_proba(p), labels=list(range(n_classes)))),
             "brier": float(np.mean(np.sum((p - np.eye(n_classes)[y]) ** 2, axis=1))),
             "ece": expected_calibration_error(top, correct),
             "accuracy": float(correct.mean()),
-        })
+        }
+        if real is not None and real.any():
+            row["real_log_loss"] = float(log_loss(y[real], _clip_proba(p[real]),
+                                                  labels=list(range(n_classes))))
+        if dev is not None and len(dev):
+            final = _final(recipe, params, m, vocabulary, features.texts, y, w)
+            p_dev = final.predict_proba(dev.texts)
+            row["dev_log_loss"] = float(log_loss(dev.y, _clip_proba(p_dev),
+                                                 labels=list(range(n_classes))))
+            row["dev_accuracy"] = float((p_dev.argmax(axis=1) == dev.y).mean())
+        rows.append(row)
     table = pd.DataFrame(rows)
+    key = "dev_log_loss" if "dev_log_loss" in table else "log_loss"
     chosen = methods[0]
     if len(methods) > 1:
-        ref = table.iloc[0]["log_loss"]
-        best = table.sort_values("log_loss", kind="stable").iloc[0]
-        if best["calibration"] != methods[0] and best["log_loss"] <= ref * (1 - CALIBRATION_MIN_GAIN):
+        ref = table.iloc[0][key]
+        best = table.sort_values(key, kind="stable").iloc[0]
+        if best["calibration"] != methods[0] and best[key] <= ref * (1 - CALIBRATION_MIN_GAIN):
             chosen = str(best["calibration"])
     table["chosen"] = table["calibration"] == chosen
+    table["chosen_by"] = key
     return chosen, probas[chosen], table
 
 
@@ -675,15 +777,19 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
         raise TrainDataError(f"{split.path}: no training rows for label(s) {', '.join(missing)}")
     check_exam_not_in_training(split, bp.path(task.exam))
     texts, y = split.texts, split.y
-    w = sample_weights(split, str(summary.get("balance", "none")))
+    w = sample_weights(split, str(summary.get("balance", "none")), cfg.source_weights)
+    real = split.real
+    dev_rows = load_real(bp, task, "dev")
+    dev = DevSet([r.text for r in dev_rows],
+                 np.asarray([labels.index(r.label) for r in dev_rows], dtype=np.int64))
     trainer = get_trainer(cfg.trainer)
     recipe = _Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
     candidates = expand_grid(trainer, cfg.grid)
     groups = split.groups if split.groups is not None else similarity_groups(
         texts, y, bp.spec.refine, cfg.cv_folds)
     folds = make_folds(y, cfg.cv_folds, cfg.seed, groups)
-    log(f"{task.name}: {len(texts)} training rows, trainer {trainer.name}, "
-        f"{len(candidates)} candidate(s) x {len(folds)} folds")
+    log(f"{task.name}: {len(texts)} training rows ({int(real.sum())} real), trainer "
+        f"{trainer.name}, {len(candidates)} candidate(s) x {len(folds)} folds")
 
     features = _FoldFeatures(recipe, texts, folds)
     cv_results = search_grid(recipe, candidates, features, y, w, cfg.time_budget_s, log)
@@ -725,7 +831,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     pruned = prune_to_budget(full, lambda k: fit_top(k, calibration), measure, budget_bytes, log)
     cal_mode = getattr(cfg, "calibration", "auto")
     chosen, oof, cal_table = choose_calibration(
-        recipe, params, pruned.vocabulary, features, y, w, n_classes, cal_mode)
+        recipe, params, pruned.vocabulary, features, y, w, n_classes, cal_mode,
+        real=real, dev=dev if len(dev) else None)
     if chosen != calibration:
         # The calibration map adds bytes: re-check the budget with the chosen calibrator.
         start_k = len(pruned.vocabulary) if pruned.vocabulary else len(full_terms)
@@ -736,10 +843,17 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
             measure, budget_bytes, log, vocabulary=pruned.vocabulary,
         )
         if pruned.vocabulary is not None and len(pruned.vocabulary) != start_k:
-            oof = out_of_fold_proba(recipe, params, chosen, pruned.vocabulary, features, y, w,
-                                    n_classes)
-    log(f"  calibration: {chosen} (out-of-fold log loss "
-        + ", ".join(f"{r.calibration} {r.log_loss:.4f}" for r in cal_table.itertuples()) + ")")
+            if chosen == REAL_SIGMOID:  # the map belongs to the scores of this vocabulary
+                scores = out_of_fold_scores(recipe, params, pruned.vocabulary, features, y, w)
+                recipe.real_platt = fit_platt(scores[real], y[real], w[real])
+                oof = _platt_proba(recipe.real_platt, scores)
+                pruned.pipeline = _final(recipe, params, chosen, pruned.vocabulary, texts, y, w)
+            else:
+                oof = out_of_fold_proba(recipe, params, chosen, pruned.vocabulary, features, y,
+                                        w, n_classes)
+    by = cal_table["chosen_by"].iloc[0]
+    log(f"  calibration: {chosen} ({by.replace('_', ' ')}: "
+        + ", ".join(f"{r['calibration']} {r[by]:.4f}" for _, r in cal_table.iterrows()) + ")")
 
     curve = accuracy_size_curve(
         recipe, params, chosen, full, ranking, pruned, features, y, w, n_classes, measure)
@@ -752,7 +866,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
         trainer=trainer.name, data_sha256=data_sha256, train_rows=train_rows,
         cv_results=cv_results,
         task=task.name, best_params=params, calibration=chosen, size_curve=curve,
-        calibration_table=cal_table, oof_proba=oof, oof_y=y.copy(), unpruned_pipeline=unpruned,
+        calibration_table=cal_table, oof_proba=oof, oof_y=y.copy(), oof_real=real,
+        unpruned_pipeline=unpruned,
     )
     result = TrainResult(
         task=task.name, trainer=trainer.name, best_params=params, cv_macro_f1=cv_f1,
@@ -862,6 +977,8 @@ def save_trained(trained: TrainedModel, out_dir: Path) -> None:
     atomic_write_text(out_dir / CALIBRATION_FILE, trained.calibration_table.to_csv(index=False))
     oof = pd.DataFrame(trained.oof_proba, columns=[f"p_{lab}" for lab in trained.labels])
     oof.insert(0, "y", trained.oof_y)
+    oof.insert(1, "real", trained.oof_real.astype(int) if len(trained.oof_real) == len(oof)
+               else 0)
     atomic_write_text(out_dir / OOF_FILE, oof.to_csv(index=False))  # round-trip floats
     write_json(out_dir / TRAIN_JSON, {**trained.info, "best_params": trained.best_params})
 
@@ -906,6 +1023,8 @@ def load_trained(run_dir: Path, task: str) -> TrainedModel:
         calibration_table=pd.read_csv(folder / CALIBRATION_FILE),
         oof_proba=oof[[f"p_{lab}" for lab in info["labels"]]].to_numpy(dtype=np.float64),
         oof_y=oof["y"].to_numpy(dtype=np.int64),
+        oof_real=oof["real"].to_numpy(dtype=bool) if "real" in oof
+        else np.zeros(len(oof), dtype=bool),
         unpruned_pipeline=blob.get("unpruned_pipeline"),
         info=info,
     )

@@ -45,6 +45,11 @@ VECTORIZER_KEYS: tuple[str, ...] = ("min_df", "max_df", "max_features", "subline
 NGRAM_KEY = "ngram"
 #: Calibration methods a trained classifier may be wrapped with.
 CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
+#: Platt scaling fitted on the out-of-fold scores of the real (human-written) training rows
+#: only: the probabilities then speak for real text, not for the generator's. The train
+#: stage fits the map (binary tasks with real rows) and wraps the classifier with
+#: :func:`prefit_sigmoid`; it exports like ``sigmoid``.
+REAL_SIGMOID = "sigmoid_real"
 
 
 class GridError(ValueError):
@@ -294,6 +299,10 @@ def make_classifier(
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.model_selection import StratifiedKFold
 
+    if calibration == REAL_SIGMOID:
+        # The bare classifier; its Platt map comes from held-out scores (prefit_sigmoid).
+        clf_params = {k: v for k, v in params.items() if k in trainer.classifier_keys}
+        return trainer.build(clf_params, seed)
     if calibration not in trainer.calibrations:
         raise GridError(
             f"blueprint.yaml: train.calibration: {calibration!r} is not available for trainer "
@@ -330,6 +339,45 @@ def make_pipeline(
                                   vocabulary=vocabulary, analyzer=analyzer)),
         ("clf", make_classifier(trainer, params, seed, calibration)),
     ])
+
+
+def prefit_sigmoid(fitted: BaseEstimator, calibrator: Any) -> BaseEstimator:
+    """``fitted`` (a binary classifier fitted on all rows) with a ready Platt map.
+
+    The result is what ``CalibratedClassifierCV(method="sigmoid", ensemble=False)`` holds
+    after ``fit`` (one classifier, one ``_SigmoidCalibration``), so it predicts, pickles and
+    converts to ONNX exactly like a ``sigmoid`` calibration; only the scores the map was
+    fitted on differ (``calibrator`` comes from :func:`fit_platt`).
+    """
+    from sklearn.base import clone
+    from sklearn.calibration import CalibratedClassifierCV, _CalibratedClassifier
+
+    classes = getattr(fitted, "classes_", None)
+    if classes is None or len(classes) != 2:
+        raise ValueError(f"{REAL_SIGMOID} calibration needs a fitted binary classifier")
+    wrapper = CalibratedClassifierCV(clone(fitted), method="sigmoid", ensemble=False)
+    wrapper.classes_ = classes
+    wrapper.calibrated_classifiers_ = [
+        _CalibratedClassifier(fitted, [calibrator], classes=classes, method="sigmoid")]
+    wrapper.n_features_in_ = fitted.n_features_in_
+    return wrapper
+
+
+def fit_platt(scores: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Any:
+    """Platt's sigmoid ``p1 = 1 / (1 + exp(a * score + b))`` fitted to binary ``y`` (0/1),
+    as scikit-learn's sigmoid calibration fits it (its ``_SigmoidCalibration``)."""
+    from sklearn.calibration import _SigmoidCalibration
+
+    return _SigmoidCalibration().fit(np.asarray(scores, dtype=np.float64), np.asarray(y),
+                                     sample_weight)
+
+
+def decision_scores(clf: BaseEstimator, X: Any) -> np.ndarray:
+    """The binary score a Platt map reads, as scikit-learn's calibration takes it:
+    ``decision_function`` (positive: class 1), else the probability of class 1."""
+    if hasattr(clf, "decision_function"):
+        return np.asarray(clf.decision_function(X), dtype=np.float64).ravel()
+    return np.asarray(clf.predict_proba(X), dtype=np.float64)[:, 1]
 
 
 def base_classifier(clf: BaseEstimator) -> BaseEstimator:
