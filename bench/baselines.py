@@ -1,4 +1,4 @@
-"""A baseline to beat: fastText on exactly the same refined train split as our micro-model.
+"""Baselines to beat: fastText and the original recipe on exactly the same refined train split.
 
     .venv/bin/python bench/baselines.py                          # default blueprint, latest run
     .venv/bin/python bench/baselines.py text_classification --run-dir runs/text_classification/<id>
@@ -12,11 +12,15 @@ For every task it compares, as one printed table:
 - **fastText**: ``fasttext-wheel`` trained on the run's ``refine/<task>/train.jsonl``, on
   our normalised text split into characters (Chinese has no spaces; fastText n-grams are
   word n-grams, so ``wordNgrams=3`` over characters mirrors our 1-3 char n-grams), one thread
-  and a fixed seed; both the full ``.bin`` and the quantised ``.ftz``.
+  and a fixed seed; both the full ``.bin`` and the quantised ``.ftz``;
+- **original recipe**: the product description's first model, scikit-learn's
+  ``TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4))`` + ``LogisticRegression(C=20)``,
+  unpruned, on the same rows (its size is the pickled pipeline's).
 
-Columns: exam accuracy (hand-written, never trained on), test accuracy and macro-F1 (the
-run's test split), size on disk, and single-query latency (median and p99 over one-text
-calls, after a warm-up), each on the same texts.
+Columns: real-text dev accuracy (the blueprint's ``dev`` split: real, human-written, never
+trained on; with a 95% Wilson interval), exam accuracy (hand-written, never trained on), test
+accuracy and macro-F1 (the run's test split), size on disk, and single-query latency (median
+and p99 over one-text calls, after a warm-up), each on the same texts.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from foundry.blueprint import Task, load_blueprint  # noqa: E402
 from foundry.evaluate import load_exam  # noqa: E402
 from foundry.paths import MODELS_DIR  # noqa: E402
+from foundry.realtext import load_real  # noqa: E402
 from foundry.runs import (  # noqa: E402
     latest_run_dir,
     read_json,
@@ -75,6 +80,33 @@ def fasttext_predictor(model, spec: TextSpec, labels: list[str]) -> Callable[[st
         return answers[0][1].removeprefix("__label__") if answers else labels[0]
 
     return predict
+
+
+#: The original recipe: char_wb 1-4 TF-IDF + logistic regression with C = 20.
+ORIGINAL_RECIPE = {"analyzer": "char_wb", "ngram_range": (1, 4), "C": 20.0}
+
+
+def train_original_recipe(texts: list[str], labels: list[str]):
+    """The original recipe fitted on the same rows: a scikit-learn pipeline."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(
+        TfidfVectorizer(analyzer=ORIGINAL_RECIPE["analyzer"],
+                        ngram_range=ORIGINAL_RECIPE["ngram_range"]),
+        LogisticRegression(C=ORIGINAL_RECIPE["C"], max_iter=5000),
+    ).fit(texts, labels)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
 
 
 def latency_us(predict: Callable[[str], object], texts: list[str], n: int) -> tuple[float, float]:
@@ -120,14 +152,15 @@ def bench_task(bp, run: Path, task: Task, models_dir: Path, queries: int) -> lis
     train = load_split(require_stage_output(run, "refine", task.name, "train.jsonl"), labels)
     test = load_split(require_stage_output(run, "refine", task.name, "test.jsonl"), labels)
     exam = load_exam(bp.path(task.exam), labels)
+    dev = load_real(bp, task, "dev")
     spec = load_trained(run, task.name).spec
     test_gold = [labels[i] for i in test.y]
     probe = exam["text"].tolist() + test.texts
     rows = []
+    common = (exam, test, test_gold, labels, probe, queries, dev)
 
     source, ours, size = our_predictor(run, task, models_dir)
-    rows.append(_row(task.name, f"ours: {source}", ours, size, exam, test, test_gold, labels,
-                     probe, queries))
+    rows.append(_row(task.name, f"ours: {source}", ours, size, *common))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -136,32 +169,48 @@ def bench_task(bp, run: Path, task: Task, models_dir: Path, queries: int) -> lis
         model.save_model(str(tmp / "model.bin"))
         rows.append(_row(task.name, f"fastText .bin (fit {fit_s:.1f}s)",
                          fasttext_predictor(model, spec, labels), (tmp / "model.bin").stat().st_size,
-                         exam, test, test_gold, labels, probe, queries))
+                         *common))
         model.quantize(input=str(path), qnorm=True, retrain=True, cutoff=50_000, thread=1)
         model.save_model(str(tmp / "model.ftz"))
         rows.append(_row(task.name, "fastText .ftz (quantised)",
                          fasttext_predictor(model, spec, labels), (tmp / "model.ftz").stat().st_size,
-                         exam, test, test_gold, labels, probe, queries))
+                         *common))
+    t0 = time.perf_counter()
+    original = train_original_recipe(train.texts, [labels[i] for i in train.y])
+    fit_s = time.perf_counter() - t0
+    import pickle
+
+    rows.append(_row(task.name, f"original recipe (fit {fit_s:.1f}s)",
+                     lambda t: str(original.predict([t])[0]), len(pickle.dumps(original)),
+                     *common))
     return rows
 
 
-def _row(task, name, predict, size, exam, test, test_gold, labels, probe, queries) -> dict:
+def _row(task, name, predict, size, exam, test, test_gold, labels, probe, queries, dev) -> dict:
     exam_acc, _ = score(predict, exam["text"].tolist(), exam["gold"].tolist(), labels) \
         if len(exam) else (float("nan"), float("nan"))
     test_acc, test_f1 = score(predict, test.texts, test_gold, labels)
+    dev_acc, _ = score(predict, [r.text for r in dev], [r.label for r in dev], labels) \
+        if dev else (float("nan"), float("nan"))
     median, p99 = latency_us(predict, probe, queries)
-    return {"task": task, "model": name, "exam_acc": exam_acc, "exam_n": len(exam),
+    return {"task": task, "model": name, "dev_acc": dev_acc, "dev_n": len(dev),
+            "dev_acc_ci": wilson_interval(round(dev_acc * len(dev)), len(dev)) if dev
+            else (float("nan"), float("nan")),
+            "exam_acc": exam_acc, "exam_n": len(exam),
             "test_acc": test_acc, "test_macro_f1": test_f1, "size_kib": size / 1024,
             "latency_median_us": median, "latency_p99_us": p99}
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ("| task | model | exam acc | test acc | test macro-F1 | size KiB "
-              "| latency median µs | latency p99 µs |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    header = ("| task | model | real-text dev acc [95% CI] | exam acc | test acc "
+              "| test macro-F1 | size KiB | latency median µs | latency p99 µs |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        low, high = r["dev_acc_ci"]
+        dev = (f"{r['dev_acc']:.1%} [{low:.1%}, {high:.1%}] ({r['dev_n']})" if r["dev_n"]
+               else "n/a")
         lines.append(
-            f"| {r['task']} | {r['model']} | {r['exam_acc']:.1%} ({r['exam_n']}) "
+            f"| {r['task']} | {r['model']} | {dev} | {r['exam_acc']:.1%} ({r['exam_n']}) "
             f"| {r['test_acc']:.1%} | {r['test_macro_f1']:.4f} | {r['size_kib']:,.1f} "
             f"| {r['latency_median_us']:,.0f} | {r['latency_p99_us']:,.0f} |"
         )

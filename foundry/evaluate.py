@@ -236,7 +236,7 @@ def clopper_pearson_lower(successes: int, n: int,
     """One-sided lower confidence bound of a binomial proportion, exact (Clopper-Pearson).
 
     With probability ``confidence`` the true proportion is at least the bound: for 700 of
-    700 confident answers right it is 0.9957, for 693 of 700 (99%) 0.9810. None when
+    700 confident answers right it is 0.9957, for 693 of 700 (99%) 0.9813. None when
     ``n == 0``.
     """
     if n <= 0:

@@ -313,10 +313,12 @@ def test_baseline_bench_prints_one_table(passing, capsys):
     bp, run, res = passing
     assert bench.fasttext_tokens("Hi 你好", bench.TextSpec()) == "h i _ 你 好"
     rows = bench.bench_task(bp, run, bp.task("is_question"), run / "no-models", queries=20)
-    assert [r["model"].split(" ")[0] for r in rows] == ["ours:", "fastText", "fastText"]
+    assert [r["model"].split(" ")[0] for r in rows] == ["ours:", "fastText", "fastText",
+                                                        "original"]
     ours = rows[0]
     assert ours["exam_acc"] == pytest.approx(res.summary["exam_accuracy"])
     assert ours["test_macro_f1"] == pytest.approx(res.summary["test_macro_f1"])
     assert all(r["size_kib"] > 0 and r["latency_median_us"] > 0 for r in rows)
     table = bench.format_table(rows)
-    assert table.count("\n") == 4 and "| is_question | fastText .ftz (quantised) |" in table
+    assert table.count("\n") == 5 and "| is_question | fastText .ftz (quantised) | n/a |" in table
+    assert bench.wilson_interval(90, 100) == pytest.approx((0.8256, 0.9448), abs=1e-4)
