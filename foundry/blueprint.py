@@ -75,6 +75,9 @@ class Task(_Strict):
     dev: str | None = Field(
         None, description="real-text dev split (JSONL): never trains; chooses the confidence "
                           "threshold and the calibration, reported apart")
+    threshold_on_dev: bool = Field(
+        True, description="whether the dev split takes part in the confidence threshold (it "
+                          "is reported either way); false when it is not the task's traffic")
 
     @field_validator("name")
     @classmethod

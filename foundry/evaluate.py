@@ -594,7 +594,7 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     dev_threshold = choose_threshold(dev_proba, dev_y, cfg.target_precision) \
         if dev_rows else None
     candidates = {"out-of-fold training rows": oof_threshold, "test split": test_threshold}
-    if dev_threshold is not None:
+    if dev_threshold is not None and task.threshold_on_dev:
         candidates["real-text dev split"] = dev_threshold
     threshold_source = max(candidates, key=candidates.__getitem__)
     threshold = candidates[threshold_source]
@@ -672,8 +672,10 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         dev["category"] = [r.category for r in dev_rows]
         dev["corpus"] = [r.corpus for r in dev_rows]
         dev["ref"] = [r.ref for r in dev_rows]
-        summary.update(dev_summary(dev, dev_proba, dev_y, labels, cfg.target_precision,
-                                   max(oof_threshold, test_threshold), bp.spec.train.seed))
+        summary.update(dev_summary(
+            dev, dev_proba, dev_y, labels, cfg.target_precision,
+            max(oof_threshold, test_threshold) if task.threshold_on_dev else None,
+            bp.spec.train.seed))
     if trained.unpruned_pipeline is not None:
         # What the size budget cost: the same recipe without pruning, on the same cases.
         full = TrainedModel(**{**trained.__dict__, "pipeline": trained.unpruned_pipeline})
@@ -736,19 +738,22 @@ def _fmt(x: float | None) -> str:
 
 
 def dev_summary(dev: pd.DataFrame, proba: np.ndarray, y: np.ndarray, labels: list[str],
-                target_precision: float, floor: float, seed: int) -> dict[str, Any]:
+                target_precision: float, floor: float | None, seed: int) -> dict[str, Any]:
     """The ``dev_*`` entries of ``summary.json``: the real-text dev split at the threshold.
 
-    ``floor`` is the threshold the rest of the rule sets (out-of-fold and test split): the
-    cross-fitted estimate scores each half of the dev split with ``max(floor, threshold
-    chosen on the other half)``, an out-of-sample view of a threshold that saw the dev split.
+    ``floor`` is the threshold the rest of the rule sets (out-of-fold and test split) when
+    the dev split took part in the threshold: the cross-fitted estimate then scores each half
+    of the dev split with ``max(floor, threshold chosen on the other half)``, an out-of-sample
+    view of a threshold that saw the dev split. None when the dev split did not take part
+    (``tasks[].threshold_on_dev: false``): the numbers at the threshold are out of sample.
     """
     answers = ConfidentAnswers.of(dev)
-    cf_coverage, cf_precision = cross_fitted_confidence(proba, y, target_precision, floor,
-                                                        seed=seed)
+    cf_coverage, cf_precision = (float("nan"), float("nan")) if floor is None else \
+        cross_fitted_confidence(proba, y, target_precision, floor, seed=seed)
     errors = most_confident_errors(dev)
     return {
         "dev_cases": len(dev),
+        "dev_in_threshold": floor is not None,
         "dev_accuracy": float(dev["correct"].mean()),
         "dev_macro_f1": float(f1_score(dev["gold"], dev["predicted"], labels=labels,
                                        average="macro", zero_division=0)),
@@ -757,7 +762,7 @@ def dev_summary(dev: pd.DataFrame, proba: np.ndarray, y: np.ndarray, labels: lis
         "dev_confident_correct": answers.correct,
         "dev_confident_precision": answers.precision,
         "dev_precision_lower95": answers.precision_lower_bound,
-        "dev_crossfit_coverage": cf_coverage,
+        "dev_crossfit_coverage": _nan_to_none(cf_coverage),
         "dev_crossfit_confident_precision": _nan_to_none(cf_precision),
         "dev_ece": expected_calibration_error(dev["p"].to_numpy(), dev["correct"].to_numpy()),
         "dev_confusion": confusion_matrix(dev["gold"], dev["predicted"], labels=labels).tolist(),

@@ -285,8 +285,10 @@ def _dev_section(evaluation: dict) -> list[str]:
         "## Real-text dev split",
         "",
         f"{e['dev_cases']} real, human-written utterances labelled by hand (the blueprint's "
-        "`dev` file), never trained on; they chose the calibration and take part in the "
-        "threshold.",
+        "`dev` file), never trained on; they chose the calibration"
+        + (" and take part in the threshold." if e.get("dev_in_threshold", True) else
+           "; they do not take part in the threshold (`threshold_on_dev: false`), so the "
+           "numbers below are out of sample."),
         "",
         "| metric | value |",
         "|---|---:|",

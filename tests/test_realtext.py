@@ -285,6 +285,18 @@ def test_dev_split_takes_part_in_the_threshold_and_is_reported(real_run):
     assert "dev" in set(result.errors["split"]) or s["dev_accuracy"] == 1.0
 
 
+def test_a_dev_split_can_be_reported_without_setting_the_threshold(tmp_path):
+    bp, run, result = forge_real_run(tmp_path)
+    spec = yaml.safe_load((bp.root / "blueprint.yaml").read_text("utf-8"))
+    spec["tasks"][0]["threshold_on_dev"] = False
+    (bp.root / "blueprint.yaml").write_text(yaml.safe_dump(spec), "utf-8")
+    s = evaluate_stage(load_blueprint(bp.root), run, log=lambda _: None)["is_question"].summary
+    assert s["threshold"] == max(s["oof_threshold"], s["test_threshold"])
+    assert s["dev_in_threshold"] is False and s["dev_crossfit_coverage"] is None
+    assert s["dev_cases"] == result.summary["dev_cases"]
+    assert "real-text dev split" not in s["threshold_source"]
+
+
 def test_card_reports_the_dev_split_with_its_bound(real_run):
     bp, run, result = real_run
     trained = load_trained(run, "is_question")
