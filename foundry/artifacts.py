@@ -24,8 +24,9 @@ from typing import Any
 from foundry.errors import ArtifactError
 from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE
 
-#: Layout version of the ``.bin`` written now (2: the integrity trailer and these rules).
-FORMAT_VERSION = 2
+#: Layout version of the ``.bin`` written now (2: the integrity trailer and these rules;
+#: 3: the unfamiliarity gate, field ``familiarity``).
+FORMAT_VERSION = 3
 SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION,)
 #: Resource limits (rules F2, B5, B7, B8, B9). A text costs at most MAX_CHARS * MAX_N n-gram
 #: look-ups, however long the input line.
@@ -136,7 +137,7 @@ def _code_points_ok(text: str, low: int, high: int) -> bool:
 
 
 def check_preprocessor(msg: Any, path: Path, task: str) -> None:
-    """Rules B3-B12 on a decoded ``.bin``, in the order of the spec's table."""
+    """Rules B3-B13 on a decoded ``.bin``, in the order of the spec's table."""
     if msg.format_version not in SUPPORTED_FORMAT_VERSIONS:
         raise rule_error(
             path, f"format_version {msg.format_version} is not supported by this runtime "
@@ -193,10 +194,17 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> None:
     if len(msg.onnx_sha256) != 64 or not set(msg.onnx_sha256) <= _HEX:
         raise rule_error(path, f"onnx_sha256 {msg.onnx_sha256[:70]!r} is not 64 lowercase hex "
                                "digits", "B12")
+    gate = msg.familiarity
+    if not msg.HasField("familiarity") or not 1 <= gate.min_order <= ana.max_n or not (
+            math.isfinite(gate.max_unfamiliar) and 0.0 <= gate.max_unfamiliar <= 1.0):
+        raise rule_error(path, "familiarity must be present with 1 <= min_order <= max_n and "
+                               "max_unfamiliar a number in [0, 1], got "
+                               f"min_order={gate.min_order}, max_unfamiliar={gate.max_unfamiliar}",
+                         "B13")
 
 
 def load_preprocessor(data: bytes, path: Path, task: str):
-    """Rules B1-B12: check, decode and validate the bytes of a ``.bin``."""
+    """Rules B1-B13: check, decode and validate the bytes of a ``.bin``."""
     check_integrity(data, path)
     msg = decode_preprocessor(data, path)
     check_preprocessor(msg, path, task)

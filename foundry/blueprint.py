@@ -239,6 +239,9 @@ class Train(_Strict):
 class Evaluate(_Strict):
     target_precision: float = Field(0.99, gt=0.5, le=1.0)
     exam_min_accuracy: float = Field(0.9, ge=0.0, le=1.0)
+    #: The unfamiliarity gate (foundry/familiarity.py) admits this share of the real-text dev
+    #: split (else the test split); 1 turns it off.
+    familiarity_quantile: float = Field(1.0, gt=0.0, le=1.0)
 
 
 class Export(_Strict):

@@ -40,6 +40,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from foundry.blueprint import Blueprint, Task
 from foundry.errors import GateError
+from foundry.familiarity import MIN_ORDER, Familiarity, gate_for, unfamiliarity_many
 from foundry.jsonl import iter_jsonl
 from foundry.realtext import load_real
 from foundry.runs import (
@@ -131,7 +132,7 @@ def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float, 
     of ``proba`` the one keeping the most answers at ``precision >= target_precision`` wins,
     lowered by ``margin``; it is never below ``1/K`` (every answer's top probability is at
     least that). If even the most confident group misses the target, the threshold is
-    ``margin`` above the highest probability seen, so that no answer is confident.
+    ``margin`` above the highest probability seen (at most 1), so that no answer is confident.
 
     The margin exists because runtimes compute float32 probabilities: a group of answers
     sitting exactly on the threshold (calibration maps and texts with no known n-gram give
@@ -150,7 +151,9 @@ def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float, 
     last_of_group = np.r_[conf[1:] != conf[:-1], True]
     ok = np.flatnonzero(last_of_group & (precision >= target_precision))
     if len(ok) == 0:
-        return float(conf[0] + margin)
+        # Never above 1 (a .bin threshold is a probability, rule B11): a saturated answer of
+        # exactly 1.0 then still counts as confident.
+        return float(min(conf[0] + margin, 1.0))
     return float(max(conf[ok[-1]] - margin, 1.0 / proba.shape[1]))
 
 
@@ -363,10 +366,34 @@ def exam_examples(bp: Blueprint, task: Task, per_label: int = 3) -> pd.DataFrame
     return pd.concat(picked)[["text", "gold", "category"]].reset_index(drop=True)
 
 
+def unfamiliar(trained: TrainedModel, texts: list[str], min_order: int) -> np.ndarray:
+    """Unfamiliarity of each text for the model's vocabulary (:mod:`foundry.familiarity`)."""
+    from foundry.textspec import Analyzer
+
+    return unfamiliarity_many(texts, Analyzer(trained.spec),
+                              trained.pipeline.named_steps["tfidf"].vocabulary_, min_order)
+
+
+#: Non-admitted rows' probabilities are scaled by this in :func:`gated`: far below any
+#: threshold, with the argmax (the answer) unchanged.
+_SHUT = 1e-12
+
+
+def gated(proba: np.ndarray, admitted: np.ndarray) -> np.ndarray:
+    """Probabilities as the threshold functions should see them under the unfamiliarity gate:
+    rows the gate does not admit can never be confident (their top probability becomes
+    ~0), while their answer (the argmax) stays the same."""
+    proba = np.asarray(proba, dtype=np.float64)
+    return np.where(np.asarray(admitted, dtype=bool)[:, None], proba, proba * _SHUT)
+
+
 def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
-                  threshold: float) -> tuple[pd.DataFrame, np.ndarray]:
+                  threshold: float, familiarity: Familiarity | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-case predictions: ``predicted``, ``p`` (its probability), ``p_gold``,
-    ``confident``, ``correct``; plus the probability matrix."""
+    ``unfamiliar`` (with a gate), ``confident``, ``correct``; plus the probability matrix.
+
+    ``confident`` is ``p >= threshold`` and, with ``familiarity``, the gate admitting it."""
     labels = trained.labels
     proba = trained.predict_proba(texts) if texts else np.zeros((0, len(labels)))
     pred = proba.argmax(axis=1)
@@ -379,6 +406,10 @@ def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
         "p_gold": proba[np.arange(len(texts)), gold_idx] if len(texts) else [],
     })
     frame["confident"] = frame["p"] >= threshold
+    if familiarity is not None:
+        frame["unfamiliar"] = unfamiliar(trained, texts, familiarity.min_order) \
+            if texts else []
+        frame["confident"] &= frame["unfamiliar"] <= familiarity.max_unfamiliar
     frame["correct"] = frame["gold"] == frame["predicted"]
     return frame, proba
 
@@ -585,11 +616,22 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         )
     labels = trained.labels
     test_split = load_split(require_stage_output(run_dir, "refine", task.name, "test.jsonl"), labels)
-    test_proba = trained.predict_proba(test_split.texts)
     dev_rows = load_real(bp, task, "dev")
     dev_y = np.asarray([labels.index(r.label) for r in dev_rows], dtype=np.int64)
-    dev_proba = trained.predict_proba([r.text for r in dev_rows]) if dev_rows else None
-    oof_threshold = choose_threshold(trained.oof_proba, trained.oof_y, cfg.target_precision)
+    # The unfamiliarity gate first: the thresholds are chosen among the answers it admits.
+    u_test = unfamiliar(trained, test_split.texts, MIN_ORDER)
+    u_dev = unfamiliar(trained, [r.text for r in dev_rows], MIN_ORDER) if dev_rows else None
+    familiarity = gate_for(u_dev if dev_rows else u_test, cfg.familiarity_quantile)
+    train_texts = load_split(require_stage_output(run_dir, "refine", task.name, "train.jsonl"),
+                             labels).texts
+    u_oof = unfamiliar(trained, train_texts, MIN_ORDER) \
+        if familiarity.max_unfamiliar < 1.0 else np.zeros(len(trained.oof_y))
+    oof_proba = gated(trained.oof_proba, u_oof <= familiarity.max_unfamiliar)
+    raw_test_proba = trained.predict_proba(test_split.texts)
+    test_proba = gated(raw_test_proba, u_test <= familiarity.max_unfamiliar)
+    raw_dev_proba = trained.predict_proba([r.text for r in dev_rows]) if dev_rows else None
+    dev_proba = gated(raw_dev_proba, u_dev <= familiarity.max_unfamiliar) if dev_rows else None
+    oof_threshold = choose_threshold(oof_proba, trained.oof_y, cfg.target_precision)
     test_threshold = choose_threshold(test_proba, test_split.y, cfg.target_precision)
     dev_threshold = choose_threshold(dev_proba, dev_y, cfg.target_precision) \
         if dev_rows else None
@@ -598,19 +640,19 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         candidates["real-text dev split"] = dev_threshold
     threshold_source = max(candidates, key=candidates.__getitem__)
     threshold = candidates[threshold_source]
-    oof_coverage, oof_precision = confident_stats(trained.oof_proba, trained.oof_y, threshold)
+    oof_coverage, oof_precision = confident_stats(oof_proba, trained.oof_y, threshold)
     cf_coverage, cf_precision = cross_fitted_confidence(
         test_proba, test_split.y, cfg.target_precision, oof_threshold, seed=bp.spec.train.seed)
 
     test, _ = predict_frame(
-        trained, test_split.texts, [labels[i] for i in test_split.y], threshold)
+        trained, test_split.texts, [labels[i] for i in test_split.y], threshold, familiarity)
     test["category"] = test_split.categories
     coverage, precision = confident_stats(test_proba, test_split.y, threshold)
     ece = expected_calibration_error(test["p"].to_numpy(), test["correct"].to_numpy())
 
     exam_rows = load_exam(bp.path(task.exam), labels)
     exam, _ = predict_frame(trained, exam_rows["text"].tolist(), exam_rows["gold"].tolist(),
-                            threshold)
+                            threshold, familiarity)
     exam[["category", "hard", "note"]] = exam_rows[["category", "hard", "note"]]
     exam_cases = len(exam)
     exam_accuracy = float(exam["correct"].mean()) if exam_cases else None
@@ -631,6 +673,10 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         "oof_threshold": oof_threshold,
         "test_threshold": test_threshold,
         "dev_threshold": dev_threshold,
+        "familiarity": {"min_order": familiarity.min_order,
+                        "max_unfamiliar": familiarity.max_unfamiliar,
+                        "quantile": cfg.familiarity_quantile,
+                        "set_on": "real-text dev split" if dev_rows else "test split"},
         "target_precision": cfg.target_precision,
         "oof_coverage_at_threshold": oof_coverage,
         "oof_confident_precision": _nan_to_none(oof_precision),
@@ -668,7 +714,7 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     dev = pd.DataFrame()
     if dev_rows:
         dev, _ = predict_frame(trained, [r.text for r in dev_rows], [r.label for r in dev_rows],
-                               threshold)
+                               threshold, familiarity)
         dev["category"] = [r.category for r in dev_rows]
         dev["corpus"] = [r.corpus for r in dev_rows]
         dev["ref"] = [r.ref for r in dev_rows]
@@ -676,6 +722,8 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
             dev, dev_proba, dev_y, labels, cfg.target_precision,
             max(oof_threshold, test_threshold) if task.threshold_on_dev else None,
             bp.spec.train.seed))
+    gated_frame = dev if len(dev) else test
+    summary["familiarity"]["effect"] = gate_effect(gated_frame, threshold, familiarity)
     if trained.unpruned_pipeline is not None:
         # What the size budget cost: the same recipe without pruning, on the same cases.
         full = TrainedModel(**{**trained.__dict__, "pipeline": trained.unpruned_pipeline})
@@ -703,7 +751,7 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         errors=error_table(trained, {"test": test, "exam": exam}
                            | ({"dev": dev} if len(dev) else {})),
         risk_coverage=risk_coverage_curve(test_proba, test_split.y),
-        oof_risk_coverage=risk_coverage_curve(trained.oof_proba, trained.oof_y),
+        oof_risk_coverage=risk_coverage_curve(oof_proba, trained.oof_y),
         reliability=reliability_table(test["p"].to_numpy(), test["correct"].to_numpy()),
         out_dir=out, dev=dev,
         dev_risk_coverage=risk_coverage_curve(dev_proba, dev_y) if dev_rows else pd.DataFrame(),
@@ -731,6 +779,24 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
            f"{summary['exam_confident_share']:.0%} confident)" if exam_cases else "has no cases")
     )
     return result
+
+
+def gate_effect(frame: pd.DataFrame, threshold: float, familiarity: Familiarity
+                ) -> dict[str, Any]:
+    """What the unfamiliarity gate does at the threshold on a case table: the answers it
+    keeps from being confident, how many of them were wrong, and the coverage it costs."""
+    by_threshold = frame["p"] >= threshold
+    shut = by_threshold & ~(frame["unfamiliar"] <= familiarity.max_unfamiliar)
+    wrong = ~frame["correct"]
+    n = max(len(frame), 1)
+    return {
+        "cases": len(frame),
+        "confident_without_gate": int(by_threshold.sum()),
+        "confident_errors_without_gate": int((by_threshold & wrong).sum()),
+        "withheld": int(shut.sum()),
+        "confident_errors_removed": int((shut & wrong).sum()),
+        "coverage_cost": float(shut.sum() / n),
+    }
 
 
 def _fmt(x: float | None) -> str:

@@ -44,8 +44,10 @@ from foundry.artifacts import (
 )
 from foundry.blueprint import Blueprint, Task
 from foundry.conformance_cases import HARD_CASES
+from foundry.familiarity import NO_GATE, Familiarity, unfamiliarity
 from foundry.jsonl import iter_jsonl
 from foundry.locks import exclusive_lock
+from foundry.realtext import load_real
 from foundry.runs import atomic_write_bytes, read_json, require_stage_output
 from foundry.stamps import check_fresh
 from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE, normalize
@@ -112,7 +114,8 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
 
 
 def preprocessor_message(
-    trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance
+    trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance,
+    familiarity: Familiarity = NO_GATE,
 ) -> pb.Preprocessor:
     """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline."""
     tfidf = trained.pipeline.named_steps["tfidf"]
@@ -154,6 +157,8 @@ def preprocessor_message(
             train_rows=provenance.train_rows,
             exam_gate=provenance.exam_gate,
         ),
+        familiarity=pb.Familiarity(min_order=familiarity.min_order,
+                                   max_unfamiliar=familiarity.max_unfamiliar),
     )
     return msg
 
@@ -165,6 +170,7 @@ def artifact_bytes(
     task: str | None = None,
     opset: int = 15,
     provenance: Provenance | None = None,
+    familiarity: Familiarity = NO_GATE,
 ) -> tuple[bytes, bytes]:
     """The ``(.onnx, .bin)`` bytes of a trained model, without writing anything.
 
@@ -178,24 +184,32 @@ def artifact_bytes(
     )
     onnx_bytes = classifier_onnx_bytes(trained, task, opset)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
-    msg = preprocessor_message(trained, task, threshold, digest, provenance)
+    msg = preprocessor_message(trained, task, threshold, digest, provenance, familiarity)
     bin_bytes = seal_message(msg)
     # Never write what a runtime would refuse (the rules of docs/preprocessor-spec.md).
     load_preprocessor(bin_bytes, Path(f"{task}_preprocessor.bin (being exported)"), task)
     return onnx_bytes, bin_bytes
 
 
-def conformance_vectors(trained: Any, texts: list[str]) -> list[dict]:
-    """Reference vectors from the scikit-learn side: what every runtime must reproduce."""
+def conformance_vectors(trained: Any, texts: list[str], threshold: float = 0.5,
+                        familiarity: Familiarity = NO_GATE) -> list[dict]:
+    """Reference vectors from the scikit-learn side: what every runtime must reproduce.
+
+    Besides the features and probabilities, each vector holds the text's ``unfamiliar``
+    share (counted on scikit-learn's analyzer output against its vocabulary) and the answer's
+    ``confident`` flag under ``threshold`` and the ``familiarity`` gate.
+    """
     tfidf = trained.pipeline.named_steps["tfidf"]
     features = tfidf.transform(texts).tocsr()
     proba = trained.pipeline.named_steps["clf"].predict_proba(
         features.astype(np.float32).astype(np.float64)
     )
+    analyze = tfidf.build_analyzer()
     vectors = []
     for i, text in enumerate(texts):
         row = features.getrow(i)
         order = np.argsort(row.indices)
+        unfamiliar = unfamiliarity(analyze(text), tfidf.vocabulary_, familiarity.min_order)
         vectors.append(
             {
                 "text": text,
@@ -205,18 +219,27 @@ def conformance_vectors(trained: Any, texts: list[str]) -> list[dict]:
                 ],
                 "probabilities": [float(p) for p in proba[i]],
                 "label": trained.labels[int(np.argmax(proba[i]))],
+                "unfamiliar": unfamiliar,
+                "confident": bool(proba[i].max() >= threshold
+                                  and familiarity.admits(unfamiliar)),
             }
         )
     return vectors
 
 
-def conformance_texts(test_texts: list[str], extra: list[str], n_test: int = 200) -> list[str]:
-    """Hard cases first, then blueprint extras, then an evenly spaced sample of the test split."""
-    step = max(1, len(test_texts) // n_test) if test_texts else 1
-    sample = test_texts[::step][:n_test]
+def _spaced(texts: list[str], n: int) -> list[str]:
+    step = max(1, len(texts) // n) if texts else 1
+    return texts[::step][:n]
+
+
+def conformance_texts(test_texts: list[str], extra: list[str], real_texts: list[str] = (),
+                      n_test: int = 200, n_real: int = 100) -> list[str]:
+    """Hard cases first, then blueprint extras, then evenly spaced samples of the test split
+    and of the real-text dev split (longer, with digits, names and mixed scripts)."""
     seen: set[str] = set()
     out = []
-    for t in [*HARD_CASES, *extra, *sample]:
+    for t in [*HARD_CASES, *extra, *_spaced(test_texts, n_test),
+              *_spaced(list(real_texts), n_real)]:
         if t not in seen:
             seen.add(t)
             out.append(t)
@@ -232,13 +255,15 @@ def model_files(
     card: str = "",
     opset: int = 15,
     provenance: Provenance | None = None,
+    familiarity: Familiarity = NO_GATE,
 ) -> dict[str, bytes]:
     """The artifact files of a trained model, as bytes keyed by suffix (see :data:`ARTIFACT_SUFFIXES`).
 
     ``texts`` become the conformance vectors. Pass the result to :func:`install_artifacts`.
     """
     onnx_bytes, bin_bytes = artifact_bytes(
-        trained, threshold, task=task, opset=opset, provenance=provenance
+        trained, threshold, task=task, opset=opset, provenance=provenance,
+        familiarity=familiarity,
     )
     conformance = {
         "task": task,
@@ -246,7 +271,7 @@ def model_files(
         # Binds the vectors to this export: `verify` refuses them against another .bin.
         "preprocessor_sha256": hashlib.sha256(bin_bytes).hexdigest(),
         "labels": list(trained.labels),
-        "vectors": conformance_vectors(trained, texts),
+        "vectors": conformance_vectors(trained, texts, threshold, familiarity),
     }
     return {
         "classifier.onnx": onnx_bytes,
@@ -542,6 +567,10 @@ def export_task(
     test_path = require_stage_output(run_dir, "refine", task.name, "test.jsonl")
     test_texts = [row["text"] for _, row in iter_jsonl(test_path)]
     threshold = float(evaluation["threshold"])
+    familiarity = Familiarity(**{k: evaluation.get("familiarity", {})[k]
+                                 for k in ("min_order", "max_unfamiliar")
+                                 if k in evaluation.get("familiarity", {})})
+    dev_texts = [r.text for r in load_real(bp, task, "dev")]
     provenance = Provenance(
         blueprint=bp.name,
         blueprint_sha256=bp.content_sha256(),
@@ -552,8 +581,9 @@ def export_task(
     )
     files = model_files(
         trained, task=task.name, threshold=threshold, opset=bp.spec.export.opset,
+        familiarity=familiarity,
         provenance=provenance,
-        texts=conformance_texts(test_texts, list(bp.spec.export.conformance_extra)),
+        texts=conformance_texts(test_texts, list(bp.spec.export.conformance_extra), dev_texts),
     )
     onnx_size, bin_size = len(files["classifier.onnx"]), len(files["preprocessor.bin"])
     files["card.md"] = model_card(

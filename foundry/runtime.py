@@ -65,6 +65,7 @@ from foundry.artifacts import (
     rule_error,
 )
 from foundry.errors import ArtifactError
+from foundry.familiarity import Familiarity, gram_total, share
 from foundry.textspec import (
     REMOVED_CATEGORIES,
     WHITESPACE,
@@ -92,7 +93,12 @@ POST_TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX")
 
 @dataclass(frozen=True)
 class Prediction:
-    """One answer: the label, every label's probability, and whether to trust it."""
+    """One answer: the label, every label's probability, and whether to trust it.
+
+    ``confident`` is true when the top probability reaches the model's threshold *and* the
+    text is familiar enough (its unfamiliarity is within the ``.bin``'s gate, see
+    :mod:`foundry.familiarity`); otherwise the caller should fall back (e.g. to its LLM).
+    """
 
     label: str
     probabilities: dict[str, float]
@@ -309,12 +315,12 @@ def ngram_list(normalized: str, spec: TextSpec = DEFAULT_SPEC) -> tuple[str, ...
 
 
 # -- artifact parsing ----------------------------------------------------------------------
-# The .bin rules (F1-F2, B1-B12) are in foundry.artifacts; the pair (P1) and .onnx rules
+# The .bin rules (F1-F2, B1-B13) are in foundry.artifacts; the pair (P1) and .onnx rules
 # (O1-O3) are applied below, on the graph's declared signature, for every backend.
 
 
 def parse_preprocessor(data: bytes, path: Path, task: str):
-    """Check (integrity) and decode a ``.bin``, and validate it for ``task`` (rules B1-B12)."""
+    """Check (integrity) and decode a ``.bin``, and validate it for ``task`` (rules B1-B13)."""
     return load_preprocessor(data, path, task)
 
 
@@ -1040,10 +1046,12 @@ _AUTOMATON_MAX_CHARS = 24
 
 
 def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
-                      slicer: NgramSlicer) -> Callable[[str], Prediction] | None:
+                      slicer: NgramSlicer, familiar: Callable[[str], bool]
+                      ) -> Callable[[str], Prediction] | None:
     """One-text prediction for the default export, fused into one function.
 
     The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
+    (``familiar`` is the unfamiliarity gate, asked only of answers above the threshold)
     for a binary model with rows ``(-w, w)`` under LOGISTIC or a sigmoid calibration, with
     every table bound to a local. When no character of the normalised text occurs twice,
     no n-gram does (every tf is 1) and the sums come from a :class:`_GramAutomaton`: one
@@ -1116,11 +1124,11 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         if p1 > p0:
             _set_attribute(prediction, "__dict__", {
                 "label": label1, "probabilities": {label0: p0, label1: p1},
-                "confident": p1 >= threshold, "score": p1})
+                "confident": p1 >= threshold and familiar(out), "score": p1})
         else:
             _set_attribute(prediction, "__dict__", {
                 "label": label0, "probabilities": {label0: p0, label1: p1},
-                "confident": p0 >= threshold, "score": p0})
+                "confident": p0 >= threshold and familiar(out), "score": p0})
         return prediction
 
     return predict
@@ -1252,6 +1260,12 @@ class MicroModel:
         self.sublinear_tf = preprocessor.weighting.sublinear_tf
         self.l2 = preprocessor.weighting.norm == 1
         self._ngrams = NgramSlicer(self.spec)
+        gate = preprocessor.familiarity
+        #: The unfamiliarity gate of ``confident`` (section 5 of docs/preprocessor-spec.md).
+        self.familiarity = Familiarity(int(gate.min_order), float(gate.max_unfamiliar))
+        # Vocabulary n-grams long enough to count: looking a text's n-grams up in this set
+        # counts the known ones, shorter n-grams simply miss.
+        self._counted = frozenset(g for g in vocabulary if len(g) >= gate.min_order)
         self._head: _NumpyHead | _OrtHead | Any
         if native is not None:
             self._head = native
@@ -1262,7 +1276,8 @@ class MicroModel:
         else:
             self._head = _OrtHead(session, self.n_features)
         self._fused_predict = (
-            _binary_predictor(self._head, self.labels, self.threshold, self._ngrams)
+            _binary_predictor(self._head, self.labels, self.threshold, self._ngrams,
+                              self._familiar)
             if isinstance(self._head, _NumpyHead) else None
         )
         if self._fused_predict is not None:
@@ -1339,6 +1354,23 @@ class MicroModel:
         model.preprocessor_sha256 = bin_sha256
         return model
 
+    # -- familiarity --------------------------------------------------------------------
+    def _unfamiliar(self, normalized: str) -> float:
+        min_order = self.familiarity.min_order
+        return share(gram_total(normalized, self.spec, min_order),
+                     sum(map(self._counted.__contains__, self._ngrams(normalized))))
+
+    def _familiar(self, normalized: str) -> bool:
+        """Whether the gate admits a normalised text: ``unfamiliar <= max_unfamiliar``."""
+        if self.familiarity.max_unfamiliar >= 1.0:
+            return True
+        return self._unfamiliar(normalized) <= self.familiarity.max_unfamiliar
+
+    def unfamiliar(self, text: str) -> float:
+        """The share of ``text``'s n-grams (of ``familiarity.min_order`` code points or more)
+        that the vocabulary does not know (:mod:`foundry.familiarity`)."""
+        return self._unfamiliar(fast_normalize(text, self.spec))
+
     # -- features -----------------------------------------------------------------------
     def _counts(self, normalized: str) -> dict[int, int]:
         """Column -> count of the in-vocabulary n-grams of a normalised text."""
@@ -1369,25 +1401,28 @@ class MicroModel:
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Dense float32 ``[N, D]`` feature matrix (the ONNX ``features`` input)."""
-        out = np.zeros((len(texts), self.n_features), dtype=np.float32)
-        for row, normalized in enumerate(normalize_many(list(texts), self.spec)):
-            idx, values = self._row(self._counts(normalized))
+        return self._features(normalize_many(list(texts), self.spec))
+
+    def _features(self, normalized: list[str]) -> np.ndarray:
+        out = np.zeros((len(normalized), self.n_features), dtype=np.float32)
+        for row, text in enumerate(normalized):
+            idx, values = self._row(self._counts(text))
             out[row, idx] = values
         return out
 
     # -- prediction ---------------------------------------------------------------------
-    def _proba_rows(self, texts: list[str]) -> np.ndarray:
-        """Probabilities ``[N, K]`` of a non-empty list, float64 (numpy) or float32 (ORT)."""
+    def _proba_rows(self, normalized: list[str]) -> np.ndarray:
+        """Probabilities ``[N, K]`` of a non-empty list of normalised texts, float64 (numpy)
+        or float32 (ORT)."""
         head = self._head
         if isinstance(head, _NumpyHead):
-            if len(texts) < VECTOR_MIN_BATCH:
-                return np.array(self._proba_lists(texts))
-            scores = head.scores_many(normalize_many(texts, self.spec), self._ngrams)
-            return head.finish(scores)
+            if len(normalized) < VECTOR_MIN_BATCH:
+                return np.array(self._proba_lists(normalized))
+            return head.finish(head.scores_many(normalized, self._ngrams))
         rows = max(1, head.block_bytes // (4 * self.n_features))
         blocks = [
-            head.proba_dense(self.features(texts[start : start + rows]))
-            for start in range(0, len(texts), rows)
+            head.proba_dense(self._features(normalized[start : start + rows]))
+            for start in range(0, len(normalized), rows)
         ]
         return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
@@ -1397,14 +1432,15 @@ class MicroModel:
             raise TypeError("predict_proba takes a list of texts; use predict() for one text")
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self._proba_rows(list(texts)).astype(np.float32, copy=False)
+        normalized = normalize_many(list(texts), self.spec)
+        return self._proba_rows(normalized).astype(np.float32, copy=False)
 
-    def _answer(self, probabilities: list[float]) -> Prediction:
+    def _answer(self, probabilities: list[float], normalized: str) -> Prediction:
         score = max(probabilities)
         return _prediction(
             self.labels[probabilities.index(score)],
             dict(zip(self.labels, probabilities, strict=True)),
-            score >= self.threshold,
+            score >= self.threshold and self._familiar(normalized),
             score,
         )
 
@@ -1413,16 +1449,17 @@ class MicroModel:
         if self._fused_predict is not None:
             return self._fused_predict(text)
         head = self._head
+        normalized = fast_normalize(text, self.spec)
         if isinstance(head, _NumpyHead):
-            normalized = fast_normalize(text, self.spec)
-            return self._answer(head.finish_one(head.scores(self._ngrams(normalized))))
-        return self._answer(head.proba_one(*self.featurize(text)).tolist())
+            return self._answer(head.finish_one(head.scores(self._ngrams(normalized))),
+                                normalized)
+        return self._answer(head.proba_one(*self._row(self._counts(normalized))).tolist(),
+                            normalized)
 
-    def _proba_lists(self, texts: list[str]) -> list[list[float]]:
+    def _proba_lists(self, normalized: list[str]) -> list[list[float]]:
         """Numpy backend, text by text in plain Python: for batches too small for NumPy."""
         head = self._head
-        return [head.finish_one(head.scores(self._ngrams(t)))
-                for t in normalize_many(texts, self.spec)]
+        return [head.finish_one(head.scores(self._ngrams(t))) for t in normalized]
 
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         """Classify many texts in one batch; answers in input order."""
@@ -1431,11 +1468,10 @@ class MicroModel:
         texts = list(texts)
         if not texts:
             return []
-        if isinstance(self._head, _NumpyHead) and len(texts) < VECTOR_MIN_BATCH:
-            if self._fused_predict is not None:
-                return list(map(self._fused_predict, texts))
-            return list(map(self._answer, self._proba_lists(texts)))
-        return list(map(self._answer, self._proba_rows(texts).tolist()))
+        if self._fused_predict is not None and len(texts) < VECTOR_MIN_BATCH:
+            return list(map(self._fused_predict, texts))
+        normalized = normalize_many(texts, self.spec)
+        return list(map(self._answer, self._proba_rows(normalized).tolist(), normalized))
 
     def __repr__(self) -> str:
         return (
@@ -1482,6 +1518,7 @@ def check_conformance(model: MicroModel, path: Path, *, feature_tol: float = 1e-
     failures: list[str] = []
     texts = [v["text"] for v in vectors]
     proba = model.predict_proba(texts) if texts else np.zeros((0, len(model.labels)))
+    answers = model.predict_many(texts)
     for i, v in enumerate(vectors):
         where = f"vector {i} ({v['text'][:30]!r})"
         if normalize(v["text"], model.spec) != v["normalized"]:
@@ -1504,6 +1541,15 @@ def check_conformance(model: MicroModel, path: Path, *, feature_tol: float = 1e-
             failures.append(
                 f"{where}: label {model.labels[int(np.argmax(proba[i]))]} != {v['label']}"
             )
+        if "unfamiliar" in v and model.unfamiliar(v["text"]) != v["unfamiliar"]:
+            failures.append(f"{where}: unfamiliar {model.unfamiliar(v['text'])!r} != "
+                            f"{v['unfamiliar']!r}")
+        # ``confident`` is only meaningful away from the threshold (spec section 5).
+        if "confident" in v and abs(float(proba[i].max()) - model.threshold) > proba_tol:
+            one, many = model.predict(v["text"]).confident, answers[i].confident
+            if not one == many == v["confident"]:
+                failures.append(f"{where}: confident {one} (predict), {many} (predict_many) "
+                                f"!= {v['confident']}")
     return ConformanceReport(Path(path), len(vectors), failures)
 
 

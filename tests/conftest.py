@@ -63,13 +63,16 @@ def fit_tiny(spec=None, C: float = 4.0):
 
 
 def install_model(trained, models_dir: Path, task: str, threshold: float = 0.6, *,
-                  provenance=None, texts: list[str] | None = None) -> None:
-    """Export ``trained`` into ``models_dir`` exactly as the export stage does (same files)."""
+                  provenance=None, texts: list[str] | None = None, familiarity=None) -> None:
+    """Export ``trained`` into ``models_dir`` exactly as the export stage does (same files);
+    ``familiarity`` is the unfamiliarity gate (default: never shut)."""
     from foundry.export import conformance_texts, install_artifacts, model_files
+    from foundry.familiarity import NO_GATE
 
     texts = conformance_texts(QUESTIONS + STATEMENTS, []) if texts is None else texts
     install_artifacts(task, model_files(trained, task=task, threshold=threshold, texts=texts,
-                                        card=f"# {task} (test model)\n", provenance=provenance),
+                                        card=f"# {task} (test model)\n", provenance=provenance,
+                                        familiarity=familiarity or NO_GATE),
                       models_dir)
 
 

@@ -58,8 +58,10 @@ def test_model_card_carries_the_evaluation(forged):
     for task in TASKS:
         card = (models / f"{task}_card.md").read_text(encoding="utf-8")
         for metric in ("exam accuracy", "exam answered confidently", "coverage at threshold (test)",
-                       "test macro-F1", "Confidence threshold: **0."):
+                       "test macro-F1", "## Real-text dev split", "95% lower bound"):
             assert metric in card, (task, metric)
+        # A tiny forge may find no threshold that reaches the target: then it is 1.0000.
+        assert re.search(r"Confidence threshold: \*\*(0\.\d{4}|1\.0000)\*\*", card), card
         assert re.search(r"\| expected calibration error \(test\) \| 0\.\d{4} \|", card), card
         assert re.search(rf"`{task}_classifier.onnx`: \d+\.\d KiB", card), card
 

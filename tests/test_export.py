@@ -24,7 +24,7 @@ def test_bin_describes_the_onnx(tiny_fit):
     onnx_bytes, bin_bytes = artifact_bytes(trained, 0.75, task="t")
     msg = pb.Preprocessor()
     msg.ParseFromString(bin_bytes)
-    assert msg.format_version == 2 and msg.task == "t"
+    assert msg.format_version == 3 and msg.task == "t"
     assert list(msg.labels) == ["Question", "Statement"]
     assert msg.onnx_sha256 == hashlib.sha256(onnx_bytes).hexdigest()
     assert len(msg.vocabulary) == len(msg.idf) == len(trained.pipeline.named_steps["tfidf"].vocabulary_)

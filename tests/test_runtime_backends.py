@@ -22,6 +22,7 @@ import pytest
 from conftest import QUESTIONS, STATEMENTS, install_model
 
 from foundry.conformance_cases import HARD_CASES
+from foundry.familiarity import Familiarity
 from foundry.runtime import (
     _CAPITAL_SIGMA,
     _JOIN,
@@ -164,11 +165,17 @@ def test_ngram_slicer_yields_the_reference_multiset(spec):
 # --- models ---------------------------------------------------------------------------------
 
 
+#: Conformance texts that a gate shuts: little of them is in the tiny vocabularies.
+UNFAMILIAR = ["请拨打13800138000找王先生", "qwerty zxcv asdf", "明天下午三点半在人民广场集合吧？",
+              "天气预报说周末有雨，记得带伞哦", "why not", "Привет, как дела?", "嗯嗯好的吗"]
+
+
 def _install(models_dir: Path, task: str, trained, threshold: float = 0.5) -> None:
     from foundry.export import conformance_texts
 
     install_model(trained, models_dir, task, threshold,
-                  texts=conformance_texts(QUESTIONS + STATEMENTS + GREETINGS, []))
+                  texts=conformance_texts(QUESTIONS + STATEMENTS + GREETINGS, UNFAMILIAR),
+                  familiarity=GATES.get(task))
 
 
 def _fit(clf, *, classes: int = 2, spec: TextSpec | None = None, **tfidf):
@@ -228,6 +235,14 @@ MODELS = {
     "calibrated_svm": lambda: _fit(_calibrated(_linear_svm(), "sigmoid")),
     "padded_2_3": lambda: _fit(_logreg(C=4.0), classes=3, spec=TextSpec(min_n=2, max_n=3)),
 }
+#: Models exported with a shut-able unfamiliarity gate (every path must apply it alike).
+GATES = {name: Familiarity(order, share) for name, order, share in (
+    ("binary_gated", 2, 0.5), ("calibrated_gated", 2, 0.6), ("multiclass_gated", 3, 0.5),
+    ("unpadded_gated", 1, 0.7))}
+MODELS |= {
+    "binary_gated": MODELS["binary"], "calibrated_gated": MODELS["calibrated"],
+    "multiclass_gated": MODELS["multiclass"], "unpadded_gated": MODELS["unpadded"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -261,13 +276,15 @@ def test_numpy_backend_matches_onnxruntime(models_dir, task):
     assert check_conformance(ref, models_dir / f"{task}_conformance.json").ok
 
 
-@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "binary_gated", "multiclass_gated"])
 def test_predictions_agree_across_paths_and_backends(models_dir, task):
     fast = MicroModel.load(task, models_dir=models_dir)
     ref = MicroModel.load(task, models_dir=models_dir, backend="onnxruntime")
     texts = _texts()
     proba = ref.predict_proba(texts)
     margin = np.sort(proba, axis=1)[:, -1] - np.sort(proba, axis=1)[:, -2]
+    shut = sum(p.score >= fast.threshold and not p.confident for p in fast.predict_many(texts))
+    assert (shut > 0) == task.endswith("_gated")  # the gate really closes on some answers
     for text, p_fast, p_ref, p_one, gap in zip(
         texts, fast.predict_many(texts), ref.predict_many(texts), map(ref.predict, texts),
         margin, strict=True,
@@ -277,7 +294,10 @@ def test_predictions_agree_across_paths_and_backends(models_dir, task):
         if gap > 1e-5:  # labels may only differ on an exact tie
             assert p_fast.label == p_ref.label, repr(text)
         assert abs(p_fast.score - p_ref.score) < 1e-6
-        assert p_fast.confident == (p_fast.score >= fast.threshold)
+        familiar = fast.unfamiliar(text) <= fast.familiarity.max_unfamiliar
+        assert p_fast.confident == (p_fast.score >= fast.threshold and familiar)
+        if abs(p_ref.score - ref.threshold) > 1e-6:
+            assert p_ref.confident == p_one.confident == p_fast.confident, repr(text)
 
 
 def test_auto_backend_is_numpy_for_linear_graphs(models_dir):
@@ -555,15 +575,16 @@ def test_small_batches_match_onnxruntime(models_dir, task):
         assert np.max(np.abs(many - want)) < 1e-6
 
 
-@pytest.mark.parametrize("task", ["binary", "calibrated", "calibrated_svm", "plain_tf", "unpadded"])
+@pytest.mark.parametrize("task", ["binary", "calibrated", "calibrated_svm", "plain_tf", "unpadded",
+                                  "binary_gated", "calibrated_gated", "unpadded_gated"])
 def test_fused_binary_predict_equals_the_general_path(models_dir, task):
     model = MicroModel.load(task, models_dir=models_dir)
     assert model._fused_predict is not None
     head = model._head
     for text in _texts():
-        general = model._answer(
-            head.finish_one(head.scores(model._ngrams(fast_normalize(text, model.spec))))
-        )
+        normalized = fast_normalize(text, model.spec)
+        general = model._answer(head.finish_one(head.scores(model._ngrams(normalized))),
+                                normalized)
         fused = model.predict(text)
         assert fused.label == general.label and fused.confident == general.confident
         assert abs(fused.score - general.score) < 1e-12

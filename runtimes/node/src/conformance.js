@@ -2,7 +2,8 @@
 /**
  * Replay a `<task>_conformance.json` (written by the scikit-learn side at export) against a
  * loaded {@link MicroModel}: normalised text exact, feature indices exact, feature values
- * within 1e-6, probabilities within 1e-5, labels exact. A file with no vectors, or written
+ * within 1e-6, probabilities within 1e-5, labels exact, unfamiliarity exact, and `confident`
+ * exact unless the top probability is within 1e-5 of the threshold. A file with no vectors, or written
  * for another `.bin` (its `preprocessor_sha256`), is an ArtifactError.
  */
 const fs = require('node:fs');
@@ -74,13 +75,16 @@ async function checkConformance(model, file) {
   }
   const failures = [];
   const proba = [];
+  const answers = [];
   for (let start = 0; start < vectors.length; start += BATCH) {
     const texts = vectors.slice(start, start + BATCH).map((v) => v.text);
-    proba.push(...(await model.predictProba(texts)));
+    const scored = await model.score(texts);
+    proba.push(...scored.proba);
+    answers.push(...scored.proba.map((row, j) => model.answer(row, scored.unfamiliar[j])));
   }
   vectors.forEach((v, i) => {
     const where = `vector ${i} (${excerpt(v.text)})`;
-    const { normalized, features } = model.featurize(v.text);
+    const { normalized, features, unfamiliar } = model.featurize(v.text);
     if (normalized !== v.normalized) {
       failures.push(`${where}: normalised text ${JSON.stringify(normalized)} != ${JSON.stringify(v.normalized)}`);
       return;
@@ -94,8 +98,14 @@ async function checkConformance(model, file) {
     if (!(diff <= PROBABILITY_TOLERANCE)) {
       failures.push(`${where}: probabilities differ by ${diff.toExponential(2)}`);
     }
-    const label = model.answer(proba[i]).label;
+    const { label, confident, score } = answers[i];
     if (label !== v.label) failures.push(`${where}: label ${label} != ${v.label}`);
+    if ('unfamiliar' in v && unfamiliar !== v.unfamiliar) {
+      failures.push(`${where}: unfamiliar ${unfamiliar} != ${v.unfamiliar}`);
+    }
+    if ('confident' in v && Math.abs(score - model.threshold) > PROBABILITY_TOLERANCE && confident !== v.confident) {
+      failures.push(`${where}: confident ${confident} != ${v.confident}`);
+    }
   });
   return { vectors: vectors.length, failures };
 }

@@ -9,8 +9,8 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const { codePointLength } = require('./textspec');
 
-/** Layout version of the `.bin` this runtime reads. */
-const FORMAT_VERSION = 2;
+/** Layout version of the `.bin` this runtime reads (3: with the unfamiliarity gate). */
+const FORMAT_VERSION = 3;
 const SUPPORTED_FORMAT_VERSIONS = Object.freeze([FORMAT_VERSION]);
 /** Resource limits (rules F2, B5, B7, B8, B9). */
 const LIMITS = Object.freeze({
@@ -127,7 +127,7 @@ function sameSet(values, expected) {
 }
 
 /**
- * Rules B3-B12 on a decoded `.bin` (protobufjs object, camelCase fields), in table order.
+ * Rules B3-B13 on a decoded `.bin` (protobufjs object, camelCase fields), in table order.
  * @param {object} msg
  * @param {string} file
  * @param {string} task the task the caller asked for
@@ -219,6 +219,17 @@ function checkPreprocessor(msg, file, task) {
   }
   if (!/^[0-9a-f]{64}$/.test(msg.onnxSha256)) {
     throw ruleError(file, `onnx_sha256 ${JSON.stringify(msg.onnxSha256.slice(0, 70))} is not 64 lowercase hex digits`, 'B12');
+  }
+  const gate = msg.familiarity;
+  const minOrder = gate ? Number(gate.minOrder || 0) : 0;
+  const maxUnfamiliar = gate ? Number(gate.maxUnfamiliar ?? 0) : NaN;
+  if (!gate || !(minOrder >= 1 && minOrder <= maxN) || !(Number.isFinite(maxUnfamiliar) && maxUnfamiliar >= 0 && maxUnfamiliar <= 1)) {
+    throw ruleError(
+      file,
+      'familiarity must be present with 1 <= min_order <= max_n and max_unfamiliar a number in [0, 1], ' +
+        `got min_order=${minOrder}, max_unfamiliar=${maxUnfamiliar}`,
+      'B13',
+    );
   }
 }
 

@@ -10,7 +10,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const protobuf = require('protobufjs');
 const ort = require('onnxruntime-node');
-const { compileSpec, normalize, charNgrams, weigh } = require('./textspec');
+const { compileSpec, normalize, charNgrams, unfamiliarity, weigh } = require('./textspec');
 const {
   ArtifactError,
   LIMITS,
@@ -55,7 +55,7 @@ class StrictReader extends protobuf.Reader {
 }
 
 /**
- * Check (integrity), decode and validate a `.bin` for `task`: rules B1-B12.
+ * Check (integrity), decode and validate a `.bin` for `task`: rules B1-B13.
  * @param {Buffer} data
  * @param {string} file  path, for error messages
  * @param {string} task  the task the caller asked for
@@ -219,7 +219,8 @@ async function readPair(task, onnxFile, binFile) {
  * @typedef {object} Prediction
  * @property {string} label          labels[argmax probabilities] (lowest index on ties)
  * @property {Object<string, number>} probabilities  label -> probability, in label order
- * @property {boolean} confident     top probability >= threshold
+ * @property {boolean} confident     top probability >= threshold, and the text familiar enough
+ *                                   (unfamiliar <= familiarity.maxUnfamiliar, spec section 5)
  * @property {number} score          the top probability
  */
 
@@ -253,6 +254,11 @@ class MicroModel {
       sublinearTf: Boolean(weighting.sublinearTf),
       useIdf: Boolean(weighting.useIdf),
       norm: Number(weighting.norm || 0) === 1 ? 'l2' : 'none',
+    };
+    /** The unfamiliarity gate of `confident`: {minOrder, maxUnfamiliar} (spec section 5). */
+    this.familiarity = {
+      minOrder: Number(pre.familiarity.minOrder),
+      maxUnfamiliar: Number(pre.familiarity.maxUnfamiliar || 0),
     };
     this.session = session;
   }
@@ -299,13 +305,19 @@ class MicroModel {
   }
 
   /**
-   * Text-spec steps 1-7 for one text.
+   * Text-spec steps 1-7 for one text, and its unfamiliarity.
    * @param {string} text
-   * @returns {{normalized: string, features: Array<[number, number]>}} sparse float32 row
+   * @returns {{normalized: string, features: Array<[number, number]>, unfamiliar: number}}
+   *   sparse float32 row
    */
   featurize(text) {
     const normalized = normalize(text, this.spec);
-    return { normalized, features: weigh(charNgrams(normalized, this.spec), this.weighting) };
+    const grams = charNgrams(normalized, this.spec);
+    return {
+      normalized,
+      features: weigh(grams, this.weighting),
+      unfamiliar: unfamiliarity(grams, this.weighting.index, this.familiarity.minOrder),
+    };
   }
 
   /**
@@ -314,12 +326,24 @@ class MicroModel {
    * @returns {Promise<number[][]>}
    */
   async predictProba(texts) {
+    return (await this.score(texts)).proba;
+  }
+
+  /**
+   * Probabilities and unfamiliarity of each text.
+   * @param {string[]} texts
+   * @returns {Promise<{proba: number[][], unfamiliar: number[]}>}
+   */
+  async score(texts) {
     if (!Array.isArray(texts)) throw new TypeError('predictProba takes an array of texts');
-    if (texts.length === 0) return [];
+    if (texts.length === 0) return { proba: [], unfamiliar: [] };
     const d = this.nFeatures;
     const input = new Float32Array(texts.length * d);
+    const unfamiliar = [];
     texts.forEach((text, row) => {
-      for (const [col, value] of this.featurize(text).features) input[row * d + col] = value;
+      const featurized = this.featurize(text);
+      for (const [col, value] of featurized.features) input[row * d + col] = value;
+      unfamiliar.push(featurized.unfamiliar);
     });
     const feeds = { features: new ort.Tensor('float32', input, [texts.length, d]) };
     const out = await this.session.run(feeds, ['probabilities']);
@@ -332,14 +356,15 @@ class MicroModel {
     }
     const rows = [];
     for (let i = 0; i < texts.length; i += 1) rows.push(Array.from(proba.data.subarray(i * k, (i + 1) * k)));
-    return rows;
+    return { proba: rows, unfamiliar };
   }
 
   /**
    * @param {number[]} row probabilities of one text
+   * @param {number} [unfamiliar=0] its unfamiliarity (section 5)
    * @returns {Prediction}
    */
-  answer(row) {
+  answer(row, unfamiliar = 0) {
     let best = 0;
     for (let j = 1; j < row.length; j += 1) if (row[j] > row[best]) best = j;
     const probabilities = {};
@@ -349,19 +374,20 @@ class MicroModel {
     return {
       label: this.labels[best],
       probabilities,
-      confident: row[best] >= this.threshold,
+      confident: row[best] >= this.threshold && unfamiliar <= this.familiarity.maxUnfamiliar,
       score: row[best],
     };
   }
 
   /** @param {string} text @returns {Promise<Prediction>} */
   async predict(text) {
-    return this.answer((await this.predictProba([text]))[0]);
+    return (await this.predictMany([text]))[0];
   }
 
   /** @param {string[]} texts @returns {Promise<Prediction[]>} answers in input order */
   async predictMany(texts) {
-    return (await this.predictProba(texts)).map((row) => this.answer(row));
+    const { proba, unfamiliar } = await this.score(texts);
+    return proba.map((row, i) => this.answer(row, unfamiliar[i]));
   }
 }
 

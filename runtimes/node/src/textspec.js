@@ -270,9 +270,32 @@ function weigh(grams, w) {
   return out;
 }
 
+/**
+ * Unfamiliarity of a text (docs/preprocessor-spec.md, section 5): the share of its n-grams of
+ * at least `minOrder` code points (with repeats) that are not in the vocabulary, as one
+ * division of two integers; 0 when there is none.
+ * @param {string[]} grams n-grams of the normalised text (step 6)
+ * @param {Map<string, number>} index the vocabulary
+ * @param {number} minOrder
+ * @returns {number}
+ */
+function unfamiliarity(grams, index, minOrder) {
+  let total = 0;
+  let known = 0;
+  for (const gram of grams) {
+    // Code points, not UTF-16 units: stop counting once the gram is long enough.
+    if (walkCodePoints(gram, minOrder).count >= minOrder) {
+      total += 1;
+      if (index.has(gram)) known += 1;
+    }
+  }
+  return total === 0 ? 0 : (total - known) / total;
+}
+
 module.exports = {
   SUPPORTED_SPEC_VERSIONS,
   codePointLength,
+  unfamiliarity,
   GENERAL_CATEGORIES,
   compileSpec,
   normalize,

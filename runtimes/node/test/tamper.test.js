@@ -99,9 +99,9 @@ if (task) {
   test('an unsupported format version is rejected', async () => {
     const dir = copyArtifacts(task);
     rewritePreprocessor(bin(dir), (msg) => {
-      msg.formatVersion = 3;
+      msg.formatVersion = 4;
     });
-    await assertRejected(dir, /format_version 3 is not supported by this runtime \(supported: 2\).*rule B3/, bin(dir));
+    await assertRejected(dir, /format_version 4 is not supported by this runtime \(supported: 3\).*rule B3/, bin(dir));
   });
 
   test('an unsupported text spec version is rejected', async () => {
