@@ -1,7 +1,7 @@
 """The rules a ``<task>_preprocessor.bin`` must satisfy, shared by the writer and every reader.
 
 ``docs/preprocessor-spec.md`` (section 1, "Validation a runtime performs at load time") lists
-them in one table with ids (F1-F2 files, B1-B12 the ``.bin``, P1 the pair, O1-O3 the
+them in one table with ids (F1-F2 files, B1-B13 the ``.bin``, P1 the pair, O1-O3 the
 ``.onnx``); the JavaScript runtime implements the same table, and every rejection names its
 rule, e.g. ``... (spec rule B5)``. This module holds the ``.bin`` part, the file checks and the
 integrity trailer; :mod:`foundry.runtime` applies the pair and ``.onnx`` rules.
