@@ -207,6 +207,29 @@ def seed_row_problems(row: Mapping[str, Any], task: Task) -> list[tuple[str, str
     return problems + _text_problems(row) + _label_problems(row, task, category_required=False)
 
 
+#: Keys of a real-text row (``tasks[].real`` and ``tasks[].dev``): required, then optional.
+REAL_KEYS = ("text", "label", "category", "corpus", "ref")
+REAL_OPTIONAL = ("context", "note")
+
+
+def real_row_problems(row: Mapping[str, Any], task: Task) -> list[tuple[str, str]]:
+    """``(field, message)`` for everything wrong with one row of a real-text file
+    (``{"text", "label", "category", "corpus", "ref"}`` + optional ``context``, ``note``)."""
+    missing = [k for k in REAL_KEYS if k not in row]
+    if missing:
+        return [(missing[0], f"missing key(s) {', '.join(missing)}; a real-text row is "
+                             '{"text", "label", "category", "corpus", "ref"} ("context" and '
+                             '"note" optional), see docs/refine.md')]
+    extra = sorted(set(row) - {*REAL_KEYS, *REAL_OPTIONAL})
+    problems = [(extra[0], f"unknown key(s) {', '.join(extra)}; allowed: "
+                           f"{', '.join(REAL_KEYS + REAL_OPTIONAL)}")] if extra else []
+    problems += _text_problems(row) + _label_problems(row, task, category_required=True)
+    problems += [(key, f"must be a string, got {row[key]!r}")
+                 for key in ("corpus", "ref", *REAL_OPTIONAL)
+                 if key in row and not isinstance(row[key], str)]
+    return problems
+
+
 def exam_row_problems(row: Mapping[str, Any], task: Task) -> list[tuple[str, str]]:
     """``(field, message)`` for everything wrong with one exam row (empty if it is fine)."""
     problems = _text_problems(row)
@@ -322,7 +345,7 @@ class _Checker:
 
     def task_files(self, i: int, task: Task) -> dict[str, Path]:
         found = {}
-        for name in ("constitution", "grammar", "seeds", "exam"):
+        for name in ("constitution", "grammar", "seeds", "exam", "real", "dev"):
             rel = getattr(task, name)
             if rel is None:
                 continue
@@ -355,7 +378,8 @@ class _Checker:
             if key in first_line and rules is not correction_row_problems:
                 self.add(path, lineno, "text", f"duplicate of line {first_line[key]} after "
                          f"normalisation ({key!r}); remove one of them",
-                         "error" if rules is seed_row_problems else "warning")
+                         "error" if rules in (seed_row_problems, real_row_problems)
+                         else "warning")
                 continue
             first_line.setdefault(key, lineno)
             good.append((lineno, obj))
@@ -398,18 +422,33 @@ class _Checker:
         seeds = self.rows(files["seeds"], task, seed_row_problems) if "seeds" in files else []
         if "corrections" in files:
             self.rows(files["corrections"], task, correction_row_problems)
+        real = {name: self.rows(files[name], task, real_row_problems)
+                for name in ("real", "dev") if name in files}
+        if len(real) == 2:
+            self.real_overlap(files["real"], real["real"], real["dev"])
         grammar = self.grammar(files["grammar"], task) if "grammar" in files else None
         if exam is not None:
             self.exam_coverage(files["exam"], task, [row for _, row in exam])
         facts = [f"exam {len(exam or [])} cases"]
         if task.seeds:
             facts.append(f"seeds {len(seeds)}")
+        facts += [f"{name} {len(rows)} real utterances" for name, rows in real.items()]
         if grammar is not None:
             facts.append(f"grammar {len(grammar.templates)} templates")
         self.report.facts.append(f"{task.name}: labels {', '.join(task.label_names)}; "
                                  + ", ".join(facts))
         if spec is not None:
             self.data_source(i, task, spec, grammar, [row for _, row in seeds])
+
+    def real_overlap(self, path: Path, pool: list[tuple[int, dict[str, Any]]],
+                     dev: list[tuple[int, dict[str, Any]]]) -> None:
+        """A training-pool text that is also a dev text is dropped by the refinery
+        (``dev_overlap``): worth knowing, as the dev split is meant to be apart."""
+        dev_texts = {normalize(row["text"]) for _, row in dev}
+        for lineno, row in pool:
+            if normalize(row["text"]) in dev_texts:
+                self.add(path, lineno, "text", "the same text is in the dev split; the refinery "
+                         "drops it from training (dev_overlap)", "warning")
 
     def exam_coverage(self, path: Path, task: Task, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Literal
 
 from foundry.blueprint import Blueprint, Task
+from foundry.check import REAL_KEYS, REAL_OPTIONAL, real_row_problems
 from foundry.errors import ConfigError
 from foundry.jsonl import iter_jsonl
 from foundry.textspec import TextSpec, normalize
 
 #: Source name of real rows in the refinery and the training split.
 REAL_SOURCE = "real"
-REQUIRED_KEYS = ("text", "label", "category", "corpus", "ref")
-OPTIONAL_KEYS = ("context", "note")
 _COMPARE = TextSpec(max_chars=1_000_000)
 
 Which = Literal["real", "dev"]
@@ -71,37 +70,21 @@ def load_real_file(path: str | Path, task: Task) -> list[RealRow]:
     path = Path(path)
     if not path.is_file():
         raise RealDataError(f"{path}: real-text file of task {task.name!r} not found")
-    categories = {lab.name: (lab.categories or [lab.name]) for lab in task.labels}
     hint = ('; one {"text", "label", "category", "corpus", "ref"} object per line '
             "(docs/refine.md, real text)")
     rows: list[RealRow] = []
     first: dict[str, str] = {}
     for where, obj in iter_jsonl(path, error=RealDataError, hint=hint):
-        missing = [k for k in REQUIRED_KEYS if k not in obj]
-        if missing:
-            raise RealDataError(f"{where}: missing key(s) {', '.join(missing)}{hint}")
-        extra = sorted(set(obj) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-        if extra:
-            raise RealDataError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: "
-                                f"{', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)}")
-        for key in (*REQUIRED_KEYS, *(k for k in OPTIONAL_KEYS if k in obj)):
-            if not isinstance(obj[key], str):
-                raise RealDataError(f"{where}: {key!r} must be a string, got {obj[key]!r}")
-        label, category = obj["label"], obj["category"]
-        if label not in categories:
-            raise RealDataError(f"{where}: unknown label {label!r} for task {task.name!r} "
-                                f"(labels: {', '.join(categories)})")
-        if category not in categories[label]:
-            raise RealDataError(f"{where}: unknown category {category!r} of label {label!r} "
-                                f"(categories: {', '.join(categories[label])})")
+        problems = real_row_problems(obj, task)
+        if problems:
+            field, message = problems[0]
+            raise RealDataError(f"{where}: {field}: {message}")
         key = normalize(obj["text"], _COMPARE)
-        if not key:
-            raise RealDataError(f"{where}: 'text' is empty after normalisation")
         if key in first:
             raise RealDataError(f"{where}: same text as {first[key]} after normalisation "
                                 f"({key!r}); keep one of them")
         first[key] = where
-        rows.append(RealRow(**{k: obj[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in obj}))
+        rows.append(RealRow(**{k: obj[k] for k in (*REAL_KEYS, *REAL_OPTIONAL) if k in obj}))
     return rows
 
 

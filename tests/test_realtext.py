@@ -73,12 +73,13 @@ def test_real_file_rows_are_validated_with_file_and_line(tmp_path):
     assert rows[1].as_row()["source"] == "real"
 
     cases = {
-        "missing key(s) corpus": [{"text": "a", "label": "Question", "category": "wh", "ref": "1"}],
-        "unknown key(s) extra": [real_row("a", extra=1)],
-        "unknown label 'Maybe'": [real_row("a", "Maybe")],
-        "unknown category 'cmd' of label 'Question'": [real_row("a", "Question", "cmd")],
-        "'ref' must be a string": [{**real_row("a"), "ref": 3}],
-        "empty after normalisation": [real_row(" \u200b ")],
+        "corpus: missing key(s) corpus": [
+            {"text": "a", "label": "Question", "category": "wh", "ref": "1"}],
+        "extra: unknown key(s) extra": [real_row("a", extra=1)],
+        "label: 'Maybe' is not a label of task": [real_row("a", "Maybe")],
+        "category: 'cmd' is not a category of label 'Question'": [real_row("a", "Question", "cmd")],
+        "ref: must be a string, got 3": [{**real_row("a"), "ref": 3}],
+        "text: must be a non-empty string": [real_row(" \u200b ")],
         "same text as": [real_row("ok吗"), real_row("ＯＫ吗")],
     }
     for message, rows in cases.items():
@@ -115,6 +116,31 @@ def test_blueprint_names_real_and_dev_files_and_checks_they_exist(tmp_path):
     (tmp_path / "blueprint.yaml").write_text(yaml.safe_dump(spec), "utf-8")
     with pytest.raises(Exception, match="source_weights: .*positive"):
         load_blueprint(tmp_path)
+
+
+def test_blueprint_check_reports_real_rows_with_file_line_and_field(tmp_path):
+    from foundry.check import check_blueprint
+
+    spec = {"name": "bp", "tasks": [{
+        "name": "is_question", "constitution": "c.md", "exam": "e.jsonl", "seeds": "s.jsonl",
+        "real": "real/q.jsonl", "dev": "dev/q.jsonl",
+        "labels": [{"name": "Question", "definition": "q", "categories": ["wh"]},
+                   {"name": "Statement", "definition": "s", "categories": ["cmd"]}]}]}
+    (tmp_path / "blueprint.yaml").write_text(yaml.safe_dump(spec), "utf-8")
+    (tmp_path / "c.md").write_text("prompt", "utf-8")
+    write_jsonl(tmp_path / "e.jsonl", [{"text": "几点了", "label": "Question", "category": "wh"},
+                                       {"text": "开灯", "label": "Statement", "category": "cmd"}])
+    write_jsonl(tmp_path / "s.jsonl", [{"text": "几点啦", "label": "Question", "category": "wh"}])
+    write_jsonl(tmp_path / "real/q.jsonl", [real_row("今天周几"), real_row("关灯", "Statement", "wh"),
+                                            real_row("明天呢")])
+    write_jsonl(tmp_path / "dev/q.jsonl", [real_row("明天呢"), {**real_row("好"), "corpus": 1}])
+    problems = {(p.file.resolve(), p.line, p.field, p.severity): p.message
+                for p in check_blueprint(tmp_path, provider="offline").problems}
+    real, dev = (tmp_path / "real/q.jsonl").resolve(), (tmp_path / "dev/q.jsonl").resolve()
+    assert problems[(real, 2, "category", "error")].startswith(
+        "'wh' is not a category of label 'Statement'")
+    assert "dev_overlap" in problems[(real, 3, "text", "warning")]
+    assert problems[(dev, 2, "corpus", "error")] == "must be a string, got 1"
 
 
 # ---------------------------------------------------------------------------------- refine
