@@ -16,8 +16,8 @@ real rows in it are dropped and taken from the blueprint's ``real`` file instead
   corpora's dev rows, without and with the unfamiliarity gate
   (``evaluate.familiarity_quantile`` of those dev rows).
 
-Every model is the blueprint's recipe at its first grid point (TF-IDF char n-grams of the
-text spec + logistic regression), unpruned; ``--weights`` lists the weights of real rows to
+Every model is the blueprint's recipe with the parameters the run's train stage chose
+(``train/<task>/train.json``; else the first grid point), unpruned and uncalibrated; ``--weights`` lists the weights of real rows to
 compare. The dev split only sets the thresholds; nothing here reads the exam.
 """
 
@@ -38,7 +38,12 @@ from foundry.blueprint import Task, load_blueprint  # noqa: E402
 from foundry.evaluate import choose_threshold  # noqa: E402
 from foundry.familiarity import MIN_ORDER, gate_for, unfamiliarity_many  # noqa: E402
 from foundry.realtext import REAL_SOURCE, RealRow, load_real  # noqa: E402
-from foundry.runs import latest_run_dir, require_stage_output, resolve_run_dir  # noqa: E402
+from foundry.runs import (  # noqa: E402
+    latest_run_dir,
+    read_json,
+    require_stage_output,
+    resolve_run_dir,
+)
 from foundry.textspec import Analyzer, TextSpec, normalize  # noqa: E402
 from foundry.train import load_split, text_spec  # noqa: E402
 from foundry.trainers import get_trainer, make_pipeline  # noqa: E402
@@ -72,14 +77,14 @@ def pool_groups(rows: list[RealRow]) -> np.ndarray:
 
 
 class Recipe:
-    """The blueprint's trainer at its first grid point, fitted from texts."""
+    """The blueprint's trainer with the run's chosen parameters, fitted from texts."""
 
-    def __init__(self, bp, weight: float) -> None:
+    def __init__(self, bp, weight: float, params: dict) -> None:
         cfg = bp.spec.train
         self.trainer = get_trainer(cfg.trainer)
         self.spec = text_spec(bp)
         self.sublinear = cfg.features.sublinear_tf
-        self.params = {k: v[0] for k, v in cfg.grid.items()}
+        self.params = params
         self.seed = cfg.seed
         self.weight = weight
 
@@ -107,7 +112,10 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> lis
         return [f"| {task.name} | (no real pool: tasks[].real) |"]
     pool_y = np.asarray([labels.index(r.label) for r in pool])
     dev_y = np.asarray([labels.index(r.label) for r in dev])
-    recipe = Recipe(bp, weight)
+    chosen = run / "train" / task.name / "train.json"
+    params = read_json(chosen)["best_params"] if chosen.is_file() else {
+        k: v[0] for k, v in bp.spec.train.grid.items()}
+    recipe = Recipe(bp, weight, params)
     lines = []
 
     def fit(pool_idx: np.ndarray):
@@ -125,7 +133,7 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> lis
     for tr, te in folds.split(np.zeros(len(pool)), pool_y, groups):
         oof[te] = fit(tr).predict_proba([pool[i].text for i in te])
     cv_acc = float((oof.argmax(1) == pool_y).mean())
-    lines.append(f"| {task.name} | w={weight:g} | all | {len(pool)} | {grammar_acc:.4f} "
+    lines.append(f"| {task.name} | w={weight:g} {params} | all | {len(pool)} | {grammar_acc:.4f} "
                  f"| {cv_acc:.4f} | | | | |")
     fams = np.asarray([family(r.corpus) for r in pool])
     dev_fams = np.asarray([family(r.corpus) for r in dev])
