@@ -86,6 +86,31 @@ def write_tiny_models(models_dir: Path, task: str = "tiny_q", threshold: float =
     return trained
 
 
+#: Texts a tight unfamiliarity gate shuts on the tiny models: little of them is in training.
+UNFAMILIAR_TEXTS = ["请拨打13800138000找王先生", "qwerty zxcv asdf", "明天下午三点半在人民广场集合吧？",
+                    "天气预报说周末有雨，记得带伞哦", "why not", "Привет, как дела?", "嗯嗯好的吗",
+                    "吗", "", " ", "好吗好吗好吗"]
+
+
+@pytest.fixture(scope="session")
+def gated_models(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A models dir of tiny models exported with unfamiliarity gates that do shut (different
+    ``min_order``, padding and n-gram ranges), for holding every runtime to the same answers;
+    returns the dir and its task names."""
+    from foundry.export import conformance_texts
+    from foundry.familiarity import Familiarity
+    from foundry.textspec import TextSpec
+
+    models_dir = tmp_path_factory.mktemp("gated-models")
+    variants = {"gated_2": (TextSpec(), Familiarity(2, 0.5)),
+                "gated_1_unpadded": (TextSpec(word_boundary_padding=False), Familiarity(1, 0.4)),
+                "gated_3": (TextSpec(min_n=1, max_n=3), Familiarity(3, 0.6))}
+    for task, (spec, gate) in variants.items():
+        install_model(fit_tiny(spec), models_dir, task, 0.55, familiarity=gate,
+                      texts=conformance_texts(QUESTIONS + STATEMENTS, UNFAMILIAR_TEXTS))
+    return models_dir, list(variants)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> tuple[Path, object]:
     """A models dir holding the artifacts of a tiny is-it-a-question model (task ``tiny_q``)."""

@@ -40,21 +40,48 @@ def run_program(program: Path, models_dir: Path, task: str, stdin: bytes):
                           timeout=60, env={**os.environ, "LD_LIBRARY_PATH": str(LIB_DIR)})
 
 
+def assert_answers_like_the_cli(program: Path, models_dir: Path, task: str,
+                                stdin: bytes) -> list[bool]:
+    """The example's lines equal the CLI's answers (labels, confident flags, probabilities
+    bit for bit) and its unfamiliarity equals the Python runtime's; returns the
+    ``confident`` flags that the unfamiliarity gate turned off."""
+    from foundry.runtime import MicroModel
+
+    c = run_program(program, models_dir, task, stdin)
+    assert c.returncode == 0, c.stderr.decode()
+    cli = subprocess.run([str(RUST_CLI), "--models-dir", str(models_dir), "--task", task],
+                         input=stdin, capture_output=True, timeout=60)
+    want = parse_lines(cli.stdout)
+    got = c.stdout.decode().split("\n")
+    assert got.pop() == "" and len(got) == len(want)
+    model = MicroModel.load(task, models_dir)
+    gate = model.familiarity.max_unfamiliar
+    shut = []
+    for line, answer in zip(got, want, strict=True):
+        label, confident, unfamiliar, *probabilities = line.split("\t")
+        assert label == answer["label"]
+        assert confident == str(int(answer["confident"]))
+        assert float(unfamiliar) == model.unfamiliar(answer["text"]), answer["text"]
+        assert [float(p) for p in probabilities] == list(answer["probabilities"].values())
+        top = max(answer["probabilities"].values())
+        shut.append(top >= model.threshold and float(unfamiliar) > gate)
+        assert answer["confident"] == (top >= model.threshold and float(unfamiliar) <= gate)
+    return shut
+
+
 def test_the_example_answers_like_the_cli(predict_program: Path) -> None:
     models_dir = forged_models_or_skip()
     for task in FORGED_TASKS:
-        c = run_program(predict_program, models_dir, task, CLI_INPUT)
-        assert c.returncode == 0, c.stderr.decode()
-        cli = subprocess.run([str(RUST_CLI), "--models-dir", str(models_dir), "--task", task],
-                             input=CLI_INPUT, capture_output=True, timeout=60)
-        want = parse_lines(cli.stdout)
-        got = c.stdout.decode().split("\n")
-        assert got.pop() == "" and len(got) == len(want)
-        for line, answer in zip(got, want, strict=True):
-            label, confident, *probabilities = line.split("\t")
-            assert label == answer["label"]
-            assert confident == str(int(answer["confident"]))
-            assert [float(p) for p in probabilities] == list(answer["probabilities"].values())
+        assert_answers_like_the_cli(predict_program, models_dir, task, CLI_INPUT)
+
+
+def test_the_unfamiliarity_gate_through_the_c_abi(predict_program: Path, gated_models) -> None:
+    from conftest import QUESTIONS, STATEMENTS, UNFAMILIAR_TEXTS
+
+    models_dir, tasks = gated_models
+    stdin = "".join(t + "\n" for t in QUESTIONS + STATEMENTS + UNFAMILIAR_TEXTS).encode()
+    for task in tasks:
+        assert any(assert_answers_like_the_cli(predict_program, models_dir, task, stdin)), task
 
 
 def test_load_errors_name_the_file(predict_program: Path, tmp_path: Path) -> None:

@@ -97,6 +97,24 @@ def test_native_equals_python_on_forged_default_models() -> None:
         assert report.ok, report.failures[:5]
 
 
+def test_native_applies_the_unfamiliarity_gate_like_python(gated_models) -> None:
+    from conftest import UNFAMILIAR_TEXTS
+
+    models_dir, tasks = gated_models
+    seeds = QUESTIONS + STATEMENTS + UNFAMILIAR_TEXTS
+    texts = seeds + fuzz_texts(seeds, 1500, seed=29)
+    for task in tasks:
+        fast = MicroModel.load(task, models_dir, backend="native")
+        slow = MicroModel.load(task, models_dir, backend="numpy")
+        assert fast.familiarity == slow.familiarity
+        want = slow.predict_many(texts)
+        assert sum(p.score >= slow.threshold and not p.confident for p in want) >= 5, task
+        assert_same_predictions(fast.predict_many(texts), want, texts)
+        assert_same_predictions([fast.predict(t) for t in texts[::5]], want[::5], texts[::5])
+        report = check_conformance(fast, models_dir / f"{task}_conformance.json")
+        assert report.ok, report.failures[:5]
+
+
 def test_the_api_behaves_like_the_python_one(tiny_models) -> None:
     models_dir, _ = tiny_models
     model = MicroModel.load("tiny_q", models_dir)

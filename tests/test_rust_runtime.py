@@ -213,6 +213,25 @@ def test_cli_agrees_with_python_on_forged_default_models() -> None:
         assert_rust_agrees(models_dir, task, stdin_texts(CLI_INPUT) + texts, exact_labels=True)
 
 
+def test_cli_applies_the_unfamiliarity_gate_like_python(gated_models) -> None:
+    """Rule B13's gate: the conformance vectors (their ``unfamiliar`` and ``confident``) replay,
+    and on texts the gates shut the CLI's confident flags equal the Python runtime's."""
+    from conftest import UNFAMILIAR_TEXTS
+    from test_fuzz_differential import runtime_texts
+
+    models_dir, tasks = gated_models
+    for task in tasks:
+        run = rust_cli(models_dir, task, b"", "--verify")
+        assert run.returncode == 0, run.stderr.decode()
+        texts = [t.replace("\n", " ") for t in runtime_texts(
+            seed=5, count=600, seeds=QUESTIONS + STATEMENTS + UNFAMILIAR_TEXTS)]
+        texts = [t for t in texts if not any("\ud800" <= c <= "\udfff" for c in t)]
+        model = MicroModel.load(task, models_dir)
+        shut = [p.score >= model.threshold and not p.confident for p in model.predict_many(texts)]
+        assert sum(shut) >= 5, task  # the gate really closes on some answers
+        assert_rust_agrees(models_dir, task, texts, exact_labels=True)
+
+
 # -- every graph the exporter writes ------------------------------------------------------
 
 VARIANTS = [

@@ -1,6 +1,7 @@
 //! Replay a `<task>_conformance.json` (written by the scikit-learn side at export): normalised
 //! text exact, feature indices exact, feature values within 1e-6, probabilities within 1e-5,
-//! labels exact (docs/preprocessor-spec.md, section 6).
+//! labels exact, unfamiliarity exact, `confident` exact away from the threshold
+//! (docs/preprocessor-spec.md, section 6).
 
 use std::path::Path;
 
@@ -27,6 +28,8 @@ pub struct Vector {
     pub features: Vec<(usize, f64)>,
     pub probabilities: Vec<f64>,
     pub label: String,
+    pub unfamiliar: Option<f64>,
+    pub confident: Option<bool>,
 }
 
 fn field<'v>(v: &'v Value, key: &str, i: usize) -> Result<&'v Value, String> {
@@ -51,7 +54,15 @@ fn parse_vector(v: &Value, i: usize) -> Result<Vector, String> {
         .iter()
         .map(number)
         .collect::<Result<_, _>>()?;
-    Ok(Vector { text: string("text")?, normalized: string("normalized")?, features, probabilities, label: string("label")? })
+    Ok(Vector {
+        text: string("text")?,
+        normalized: string("normalized")?,
+        features,
+        probabilities,
+        label: string("label")?,
+        unfamiliar: v.get("unfamiliar").map(number).transpose()?,
+        confident: v.get("confident").map(|c| c.as_bool().ok_or_else(|| format!("vector {i}: \"confident\" is not a boolean"))).transpose()?,
+    })
 }
 
 /// The vectors of a conformance file.
@@ -94,7 +105,7 @@ pub fn check_vector(model: &MicroModel, v: &Vector) -> Vec<String> {
     if worst > FEATURE_TOLERANCE {
         failures.push(format!("feature values differ by {worst:.2e}"));
     }
-    let proba = model.predict_proba(&v.text);
+    let (proba, unfamiliar) = model.predict_scored(&v.text);
     let diff = if proba.len() == v.probabilities.len() {
         proba.iter().zip(&v.probabilities).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max)
     } else {
@@ -103,9 +114,16 @@ pub fn check_vector(model: &MicroModel, v: &Vector) -> Vec<String> {
     if !(diff <= PROBABILITY_TOLERANCE) {
         failures.push(format!("probabilities differ by {diff:.2e}"));
     }
-    let label = &model.labels()[model.answer(&proba).0];
+    let (best, confident, score) = model.answer(&proba, unfamiliar);
+    let label = &model.labels()[best];
     if *label != v.label {
         failures.push(format!("label {label} != {}", v.label));
+    }
+    if v.unfamiliar.is_some_and(|want| want != unfamiliar) {
+        failures.push(format!("unfamiliar {unfamiliar} != {}", v.unfamiliar.unwrap_or_default()));
+    }
+    if v.confident.is_some_and(|want| want != confident) && (score - model.threshold()).abs() > PROBABILITY_TOLERANCE {
+        failures.push(format!("confident {confident} != {}", !confident));
     }
     failures
 }

@@ -61,7 +61,7 @@ fn predict(model: &MicroModel) -> io::Result<()> {
         model
             .proba_into(text.chars().map(|c| c as u32), &mut scratch, &mut probabilities)
             .expect("a str holds scalar values");
-        let (label, confident, _) = model.answer(&probabilities);
+        let (label, confident, _) = model.answer(&probabilities, scratch.unfamiliar);
         line.clear();
         pyjson::prediction_line(&mut line, &text, model.labels(), &probabilities, label, confident);
         line.push('\n');

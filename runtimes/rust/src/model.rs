@@ -13,8 +13,8 @@ use crate::proto::foundry_v1 as pb;
 use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings};
 use crate::vocabulary::GramIndex;
 
-/// `.bin` layouts this runtime reads (rule B3).
-pub const SUPPORTED_FORMAT_VERSIONS: [u32; 1] = [2];
+/// `.bin` layouts this runtime reads (rule B3; 3: with the unfamiliarity gate).
+pub const SUPPORTED_FORMAT_VERSIONS: [u32; 1] = [3];
 /// Rule F2's size limits.
 pub const MAX_BIN_BYTES: u64 = 16 << 20;
 pub const MAX_ONNX_BYTES: u64 = 256 << 20;
@@ -41,10 +41,13 @@ pub struct Prediction {
     pub label: usize,
     /// One probability per label, in label order.
     pub probabilities: Vec<f64>,
-    /// `probabilities[label] >= threshold`: when false, the caller should fall back.
+    /// `probabilities[label] >= threshold` and `unfamiliar <= max_unfamiliar` (section 5):
+    /// when false, the caller should fall back.
     pub confident: bool,
     /// `probabilities[label]`.
     pub score: f64,
+    /// The share of the text's counted n-grams the vocabulary does not know (section 5).
+    pub unfamiliar: f64,
 }
 
 /// Reusable buffers of one thread's predictions (nothing in them outlives a call).
@@ -57,6 +60,8 @@ pub struct Scratch {
     distinct: Vec<u32>,
     sums: Vec<f64>,
     raw: Vec<f64>,
+    /// Unfamiliarity of the last text given to [`MicroModel::proba_into`].
+    pub unfamiliar: f64,
 }
 
 thread_local! {
@@ -84,6 +89,11 @@ pub struct MicroModel {
     weights: Vec<f64>,
     intercepts: Vec<f64>,
     transform: Transform,
+    /// The unfamiliarity gate (section 5): n-grams of at least `min_order` code points count.
+    min_order: usize,
+    max_unfamiliar: f64,
+    /// Per column: is its n-gram long enough to count (`>= min_order` code points)?
+    counted: Vec<bool>,
     bin_path: PathBuf,
     onnx_path: PathBuf,
 }
@@ -131,7 +141,7 @@ fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// Rules B1-B12 on the bytes of a `.bin` (`path` names it in errors, `task` is the task asked for).
+/// Rules B1-B13 on the bytes of a `.bin` (`path` names it in errors, `task` is the task asked for).
 ///
 /// # Errors
 /// The first rule of docs/preprocessor-spec.md, section 1, that the file breaks.
@@ -227,6 +237,13 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
         let head: String = msg.onnx_sha256.chars().take(70).collect();
         return Err(rule(path, format!("onnx_sha256 {head:?} is not 64 lowercase hex digits"), "B12"));
     }
+    let gate = msg.familiarity.clone();
+    let (min_order, max_unfamiliar) = gate.as_ref().map_or((0, f64::NAN), |g| (g.min_order, g.max_unfamiliar));
+    if gate.is_none() || !(1..=ana.max_n).contains(&min_order) || !(max_unfamiliar.is_finite() && (0.0..=1.0).contains(&max_unfamiliar)) {
+        return Err(rule(path, format!(
+            "familiarity must be present with 1 <= min_order <= max_n and max_unfamiliar a number in [0, 1], got min_order={min_order}, max_unfamiliar={max_unfamiliar}"
+        ), "B13"));
+    }
     Ok(msg)
 }
 
@@ -255,7 +272,7 @@ impl MicroModel {
     }
 
     /// [`MicroModel::load`] from the two files' bytes (the paths only name them in errors):
-    /// rules B1-B12, P1, O1-O3.
+    /// rules B1-B13, P1, O1-O3.
     pub fn from_bytes(
         task: &str,
         bin: &[u8],
@@ -310,7 +327,12 @@ impl MicroModel {
                 weights[j * rows + r] = idf[j] * w[(first_row + r) * d + j] as f64;
             }
         }
+        let gate = pre.familiarity.clone().unwrap_or_default();
+        let min_order = gate.min_order as usize;
         MicroModel {
+            min_order,
+            max_unfamiliar: gate.max_unfamiliar,
+            counted: pre.vocabulary.iter().map(|g| g.chars().count() >= min_order).collect(),
             task: task.to_owned(),
             labels: pre.labels.clone(),
             threshold: pre.threshold,
@@ -343,6 +365,55 @@ impl MicroModel {
 
     pub fn threshold(&self) -> f64 {
         self.threshold
+    }
+
+    /// The unfamiliarity gate: `(min_order, max_unfamiliar)`.
+    pub fn familiarity(&self) -> (usize, f64) {
+        (self.min_order, self.max_unfamiliar)
+    }
+
+    /// Section 5: `(total - known) / total` over the n-grams of at least `min_order` code
+    /// points of the normalised text `chars`, `known` being those among `hits` (the columns
+    /// of its in-vocabulary n-grams, with repeats); 0 when `total` is 0. `total` by
+    /// arithmetic: a unit of `L` code points has `L - n + 1` n-grams of order `n <= L`.
+    fn unfamiliarity(&self, chars: &[char], hits: &[u32]) -> f64 {
+        if chars.is_empty() {
+            return 0.0;
+        }
+        let (low, high) = (self.min_order.max(self.analyzer.min_n), self.analyzer.max_n);
+        if low > high {
+            return 0.0;
+        }
+        let per_unit = |len: usize| -> u64 { (low..=high.min(len)).map(|n| (len - n + 1) as u64).sum() };
+        let padded = self.analyzer.word_boundary_padding;
+        let mut total: u64 = 0;
+        if padded {
+            let mut units = 0u64;
+            for word in chars.split(|&c| c == ' ') {
+                total += per_unit(word.len() + 2);
+                units += 1;
+            }
+            if low == 1 {
+                total -= 2 * units; // the one-code-point n-gram " " is never yielded
+            }
+        } else {
+            total = per_unit(chars.len());
+            if low == 1 {
+                total -= chars.iter().filter(|&&c| c == ' ').count() as u64;
+            }
+        }
+        if total == 0 {
+            return 0.0;
+        }
+        let known = hits.iter().filter(|&&col| self.counted[col as usize]).count() as u64;
+        (total - known) as f64 / total as f64
+    }
+
+    /// The unfamiliarity of one text (section 5).
+    pub fn unfamiliar(&self, text: &str) -> f64 {
+        let mut scratch = Scratch::default();
+        self.collect_hits(text.chars().map(|c| c as u32), &mut scratch).expect("a str holds scalar values");
+        self.unfamiliarity(&scratch.chars, &scratch.hits)
     }
 
     /// `D`, the number of feature columns (vocabulary size).
@@ -426,8 +497,9 @@ impl MicroModel {
         Ok(())
     }
 
-    /// The probabilities of the text given as code points `cps`, into `out` (length K).
-    /// This is the whole answer path; `scratch` may be reused across calls and models.
+    /// The probabilities of the text given as code points `cps`, into `out` (length K), and
+    /// its unfamiliarity into `scratch.unfamiliar`. This is the whole answer path; `scratch`
+    /// may be reused across calls and models.
     ///
     /// # Errors
     /// [`InvalidCodePoint`]: see [`Normalizer::normalize_into`] (never for a `str`).
@@ -437,6 +509,7 @@ impl MicroModel {
         I: Iterator<Item = u32> + Clone,
     {
         self.collect_hits(cps, scratch)?;
+        scratch.unfamiliar = self.unfamiliarity(&scratch.chars, &scratch.hits);
         let Scratch { hits, counts, distinct, sums, raw, .. } = scratch;
         if counts.len() < self.n_features {
             counts.resize(self.n_features, 0);
@@ -477,20 +550,33 @@ impl MicroModel {
         Ok(())
     }
 
-    /// The probabilities of one text, in label order.
-    pub fn predict_proba(&self, text: &str) -> Vec<f64> {
+    /// The probabilities of one text, in label order, and its unfamiliarity.
+    pub fn predict_scored(&self, text: &str) -> (Vec<f64>, f64) {
         let mut out = vec![0.0; self.labels.len()];
-        SCRATCH.with(|s| match s.try_borrow_mut() {
-            Ok(mut scratch) => self.proba_into(text.chars().map(|c| c as u32), &mut scratch, &mut out),
-            Err(_) => self.proba_into(text.chars().map(|c| c as u32), &mut Scratch::default(), &mut out),
-        })
-        .expect("a str holds scalar values");
-        out
+        let unfamiliar = SCRATCH
+            .with(|s| match s.try_borrow_mut() {
+                Ok(mut scratch) => self
+                    .proba_into(text.chars().map(|c| c as u32), &mut scratch, &mut out)
+                    .map(|()| scratch.unfamiliar),
+                Err(_) => {
+                    let mut scratch = Scratch::default();
+                    self.proba_into(text.chars().map(|c| c as u32), &mut scratch, &mut out)
+                        .map(|()| scratch.unfamiliar)
+                }
+            })
+            .expect("a str holds scalar values");
+        (out, unfamiliar)
     }
 
-    /// The answer for one probability row: `(label index, confident, score)`.
+    /// The probabilities of one text, in label order.
+    pub fn predict_proba(&self, text: &str) -> Vec<f64> {
+        self.predict_scored(text).0
+    }
+
+    /// The answer for one probability row and its text's unfamiliarity:
+    /// `(label index, confident, score)` (section 5).
     #[inline]
-    pub fn answer(&self, probabilities: &[f64]) -> (usize, bool, f64) {
+    pub fn answer(&self, probabilities: &[f64], unfamiliar: f64) -> (usize, bool, f64) {
         let mut best = 0;
         for (k, &p) in probabilities.iter().enumerate().skip(1) {
             if p > probabilities[best] {
@@ -498,14 +584,14 @@ impl MicroModel {
             }
         }
         let score = probabilities[best];
-        (best, score >= self.threshold, score)
+        (best, score >= self.threshold && unfamiliar <= self.max_unfamiliar, score)
     }
 
     /// Classify one text.
     pub fn predict(&self, text: &str) -> Prediction {
-        let probabilities = self.predict_proba(text);
-        let (label, confident, score) = self.answer(&probabilities);
-        Prediction { label, probabilities, confident, score }
+        let (probabilities, unfamiliar) = self.predict_scored(text);
+        let (label, confident, score) = self.answer(&probabilities, unfamiliar);
+        Prediction { label, probabilities, confident, score, unfamiliar }
     }
 
     /// Classify many texts; answers in input order.

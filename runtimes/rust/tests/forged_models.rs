@@ -59,8 +59,30 @@ fn a_tampered_expectation_is_caught() {
     let mut bad = vectors.into_iter().find(|v| !v.features.is_empty()).unwrap();
     bad.features[0].1 += 1e-4;
     bad.probabilities[0] += 1e-3;
+    // one ulp off: the unfamiliarity is compared exactly
+    bad.unfamiliar = bad.unfamiliar.map(|u| f64::from_bits(u.to_bits() + 1));
     let problems = conformance::check_vector(&model, &bad);
-    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[2].starts_with("unfamiliar "), "{problems:?}");
+}
+
+#[test]
+fn the_unfamiliarity_gate_decides_confident() {
+    for task in forged_tasks() {
+        let model = MicroModel::load(&task, models_dir()).unwrap();
+        let (min_order, max_unfamiliar) = model.familiarity();
+        assert!(min_order >= 1 && (0.0..=1.0).contains(&max_unfamiliar));
+        for text in ["", "今天天气怎么样？", "ΣΑΣ İ café", "qxzj vbnm wprt"] {
+            let p = model.predict(text);
+            assert_eq!(p.unfamiliar, model.unfamiliar(text));
+            assert!((0.0..=1.0).contains(&p.unfamiliar));
+            assert_eq!(p.confident, p.score >= model.threshold() && p.unfamiliar <= max_unfamiliar, "{text}");
+            // past the gate no answer is confident, however high its probability
+            let (_, confident, _) = model.answer(&p.probabilities, max_unfamiliar + 1e-9);
+            assert!(!confident, "{text}");
+        }
+        assert_eq!(model.unfamiliar(""), 0.0);
+    }
 }
 
 #[test]
@@ -84,8 +106,8 @@ fn cli_verify_and_predict() {
             assert_eq!(json["label"], model.labels()[p.label].as_str());
             assert_eq!(json["confident"], p.confident);
             for (k, label) in model.labels().iter().enumerate() {
-                // serde_json's default float parsing may be off by one ulp: compare closely.
-                assert!((json["probabilities"][label].as_f64().unwrap() - p.probabilities[k]).abs() < 1e-15);
+                // float_roundtrip parsing and Python's shortest repr: the same double
+                assert_eq!(json["probabilities"][label].as_f64().unwrap(), p.probabilities[k]);
             }
         }
     }

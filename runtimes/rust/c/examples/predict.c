@@ -6,7 +6,8 @@
  *      -Lruntimes/rust/target/release -lfoundry -o predict
  *   printf '今天天气怎么样？\n' | LD_LIBRARY_PATH=runtimes/rust/target/release ./predict models is_question
  *
- * Prints, per line: label, TAB, confident (1/0), TAB, the probabilities in label order.
+ * Prints, per line: label, TAB, confident (1/0), TAB, the text's unfamiliarity, TAB, the
+ * probabilities in label order.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "predict: failed\n");
             return 1;
         }
-        printf("%s\t%d", foundry_model_label(model, (size_t)best), confident);
+        double unfamiliar = foundry_model_unfamiliar(model, line, (size_t)n);
+        printf("%s\t%d\t%.17g", foundry_model_label(model, (size_t)best), confident, unfamiliar);
         for (size_t j = 0; j < k; j++) printf("\t%.17g", probabilities[j]);
         printf("\n");
     }

@@ -39,9 +39,21 @@ const char *foundry_model_label(const foundry_model *model, size_t k);
 double foundry_model_threshold(const foundry_model *model);
 
 /*
+ * The unfamiliarity of text[0..len) (spec section 5: the share of its n-grams the model has
+ * never seen, in [0, 1]); an answer is confident only when it is at most
+ * foundry_model_max_unfamiliar(model). NaN if an argument is NULL.
+ */
+double foundry_model_unfamiliar(const foundry_model *model, const char *text, size_t len);
+
+/* The unfamiliarity gate recorded in the .bin (familiarity.max_unfamiliar). */
+double foundry_model_max_unfamiliar(const foundry_model *model);
+
+/*
  * Classify text[0..len): writes K probabilities (label order) to probabilities, sets
- * *confident (if not NULL) to 1 when the top probability reaches the threshold, else 0, and
- * returns the index of the top label (the lowest on ties); -1 if an argument is NULL.
+ * *confident (if not NULL) to 1 when the top probability reaches the threshold and the text
+ * is familiar enough (its unfamiliarity within the .bin's gate, docs/preprocessor-spec.md
+ * section 5), else 0, and returns the index of the top label (the lowest on ties); -1 if an
+ * argument is NULL.
  */
 int foundry_model_predict(const foundry_model *model, const char *text, size_t len,
                           double *probabilities, int *confident);

@@ -94,6 +94,25 @@ pub unsafe extern "C" fn foundry_model_threshold(model: *const FoundryModel) -> 
 }
 
 /// # Safety
+/// `model` is a live pointer from `foundry_model_load`.
+#[no_mangle]
+pub unsafe extern "C" fn foundry_model_max_unfamiliar(model: *const FoundryModel) -> f64 {
+    model.as_ref().map_or(f64::NAN, |m| m.model.familiarity().1)
+}
+
+/// # Safety
+/// `model` is a live pointer from `foundry_model_load`; `text` holds `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn foundry_model_unfamiliar(model: *const FoundryModel, text: *const c_char, len: usize) -> f64 {
+    let (Some(m), false) = (model.as_ref(), text.is_null() && len > 0) else {
+        return f64::NAN;
+    };
+    let bytes = if len == 0 { &[][..] } else { std::slice::from_raw_parts(text as *const u8, len) };
+    let text = String::from_utf8_lossy(bytes);
+    catch_unwind(AssertUnwindSafe(|| m.model.unfamiliar(&text))).unwrap_or(f64::NAN)
+}
+
+/// # Safety
 /// `model` is a live pointer from `foundry_model_load`; `text` holds `len` bytes;
 /// `probabilities` has room for `foundry_model_num_labels(model)` doubles; `confident` is
 /// NULL or writable.
@@ -112,8 +131,9 @@ pub unsafe extern "C" fn foundry_model_predict(
     let text = String::from_utf8_lossy(bytes);
     let out = std::slice::from_raw_parts_mut(probabilities, m.labels.len());
     let answered = catch_unwind(AssertUnwindSafe(|| {
-        out.copy_from_slice(&m.model.predict_proba(&text));
-        m.model.answer(out)
+        let (probabilities, unfamiliar) = m.model.predict_scored(&text);
+        out.copy_from_slice(&probabilities);
+        m.model.answer(out, unfamiliar)
     }));
     match answered {
         Ok((label, is_confident, _)) => {

@@ -78,8 +78,8 @@ struct NativeModel {
 impl NativeModel {
     /// `object.__new__(Prediction)` with its `__dict__` filled, as `foundry.runtime` does.
     /// Built with the C API directly: this is most of the cost of a batch of answers.
-    fn prediction(&self, py: Python<'_>, probabilities: &[f64]) -> PyResult<PyObject> {
-        let (label, confident, _) = self.model.answer(probabilities);
+    fn prediction(&self, py: Python<'_>, probabilities: &[f64], unfamiliar: f64) -> PyResult<PyObject> {
+        let (label, confident, _) = self.model.answer(probabilities, unfamiliar);
         let set = |dict: &PyObject, key: &Py<PyString>, value: *mut ffi::PyObject| -> PyResult<()> {
             // SAFETY: live objects, GIL held; PyDict_SetItem takes its own references.
             match unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value) } {
@@ -112,8 +112,9 @@ impl NativeModel {
         }
     }
 
-    /// Probabilities `[N * K]` of `texts`, with the GIL released for large batches.
-    fn proba_rows(&self, py: Python<'_>, texts: &PyAny) -> PyResult<Vec<f64>> {
+    /// Probabilities `[N * K]` of `texts` and their unfamiliarity `[N]`, with the GIL released
+    /// for large batches.
+    fn proba_rows(&self, py: Python<'_>, texts: &PyAny) -> PyResult<(Vec<f64>, Vec<f64>)> {
         let items: Vec<&PyAny> = match texts.downcast::<PyList>() {
             Ok(list) => list.iter().collect(),
             Err(_) => texts.iter()?.collect::<PyResult<_>>()?,
@@ -121,13 +122,15 @@ impl NativeModel {
         let views = items.iter().map(|t| code_points(t)).collect::<PyResult<Vec<_>>>()?;
         let k = self.model.labels().len();
         let model = &self.model;
-        let compute = move || -> Result<Vec<f64>, String> {
+        let compute = move || -> Result<(Vec<f64>, Vec<f64>), String> {
             let mut out = vec![0.0; views.len() * k];
+            let mut unfamiliar = Vec::with_capacity(views.len());
             let mut scratch = Scratch::default();
             for (text, row) in views.iter().zip(out.chunks_exact_mut(k)) {
                 proba(model, *text, &mut scratch, row)?;
+                unfamiliar.push(scratch.unfamiliar);
             }
-            Ok(out)
+            Ok((out, unfamiliar))
         };
         let rows = if items.len() >= RELEASE_GIL_FROM { py.allow_threads(compute) } else { compute() };
         rows.map_err(PyValueError::new_err)
@@ -187,10 +190,13 @@ impl NativeModel {
                 &mut heap
             }
         };
-        SCRATCH
-            .with(|s| proba(&self.model, view, &mut s.borrow_mut(), row))
+        let unfamiliar = SCRATCH
+            .with(|s| {
+                let mut scratch = s.borrow_mut();
+                proba(&self.model, view, &mut scratch, row).map(|()| scratch.unfamiliar)
+            })
             .map_err(PyValueError::new_err)?;
-        self.prediction(py, row)
+        self.prediction(py, row, unfamiliar)
     }
 
     /// Classify many texts (any iterable of str); answers in input order.
@@ -199,9 +205,9 @@ impl NativeModel {
             // a str is iterable: it would answer per character
             return Err(PyTypeError::new_err("predict_many takes a list of texts; use predict() for one text"));
         }
-        let rows = self.proba_rows(py, texts)?;
+        let (rows, unfamiliar) = self.proba_rows(py, texts)?;
         let k = self.model.labels().len();
-        rows.chunks_exact(k).map(|row| self.prediction(py, row)).collect()
+        rows.chunks_exact(k).zip(unfamiliar).map(|(row, u)| self.prediction(py, row, u)).collect()
     }
 
     /// Probabilities `[N, K]` (float32 ndarray), columns in label order.
@@ -209,7 +215,7 @@ impl NativeModel {
         if texts.is_instance_of::<PyString>()? {
             return Err(PyTypeError::new_err("predict_proba takes a list of texts; use predict() for one text"));
         }
-        let rows = self.proba_rows(py, texts)?;
+        let (rows, _) = self.proba_rows(py, texts)?;
         let bytes: Vec<u8> = rows.iter().flat_map(|&p| (p as f32).to_le_bytes()).collect();
         let k = self.model.labels().len();
         let array = self.frombuffer.call1(py, (PyBytes::new(py, &bytes), self.float32.clone_ref(py)))?;
