@@ -316,7 +316,9 @@ def test_a_dev_split_can_be_reported_without_setting_the_threshold(tmp_path):
     spec = yaml.safe_load((bp.root / "blueprint.yaml").read_text("utf-8"))
     spec["tasks"][0]["threshold_on_dev"] = False
     (bp.root / "blueprint.yaml").write_text(yaml.safe_dump(spec), "utf-8")
-    s = evaluate_stage(load_blueprint(bp.root), run, log=lambda _: None)["is_question"].summary
+    changed = load_blueprint(bp.root)
+    train_stage(changed, run, log=lambda _: None)  # the stamps refuse a stage of other settings
+    s = evaluate_stage(changed, run, log=lambda _: None)["is_question"].summary
     assert s["threshold"] == max(s["oof_threshold"], s["test_threshold"])
     assert s["dev_in_threshold"] is False and s["dev_crossfit_coverage"] is None
     assert s["dev_cases"] == result.summary["dev_cases"]
