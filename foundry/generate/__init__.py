@@ -198,6 +198,7 @@ def generate_task(
     )
     write_stamp(bp, run_dir, "generate", task.name)
     log(f"{task.name}: {summary.rows} raw rows in {raw_file} ({summary.added} new, {provider})")
+    log(sufficiency.summary())
     return summary
 
 
