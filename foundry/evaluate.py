@@ -375,7 +375,8 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     # so the second matrix's label names never run into the first one.
     k = len(labels)
     side = max(3.6, 0.32 * k + 1.8)
-    vertical = k > 3 or max(len(label) for label in labels) > 8
+    # Tick labels turn vertical once they would not fit under their column (~0.09 in a char).
+    vertical = max(len(label) for label in labels) * 0.09 > 0.8 * side / k
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side), layout="constrained")
     for ax, (name, frame) in zip(axes, (("test", result.test), ("exam", result.exam)), strict=True):
         cm = confusion_matrix(frame["gold"], frame["predicted"], labels=labels) if len(frame) \
