@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
     from sklearn.svm import LinearSVC
 
-# scikit-learn and numpy are imported where they are used: the registry (names, grid keys, value rules) is
-# also what `foundry/blueprint.py` validates a blueprint against, in a fraction of a second.
+# scikit-learn and numpy are imported where they are used: the registry (names, grid keys,
+# value rules) is also what `foundry/blueprint.py` validates a blueprint against, in a
+# fraction of a second.
 
 #: Grid keys that configure the vectorizer, and the ``TfidfVectorizer`` argument they set.
 VECTORIZER_KEYS: tuple[str, ...] = ("min_df", "max_df", "max_features", "sublinear_tf")
