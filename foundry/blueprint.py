@@ -171,7 +171,10 @@ class Train(_Strict):
         default_factory=lambda: {"C": [1.0, 4.0, 16.0]},
         description="candidate values per parameter of the trainer, cross-validated")
     cv_folds: int = Field(5, ge=2, le=20)
-    time_budget_s: float = Field(120.0, gt=0)
+    time_budget_s: float = Field(
+        120.0, gt=0,
+        description="seconds the grid search should take; longer searches are reported, never "
+                    "cut short (a cut would make the chosen model depend on machine speed)")
     seed: int = 42
 
     # The trainer registry is the authority on names, grid keys and values; checking them here
