@@ -301,7 +301,12 @@ def _describe_os_error(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; expected failures print one line on stderr (no traceback).
+    """Run a command; a :class:`~foundry.errors.FoundryError` prints one line on stderr.
+
+    Only the project's own errors (the user's to fix: a blueprint, an input file, a damaged
+    model file, a refused gate) and the operating system refusing I/O (an unreadable file, a
+    full disk, a closed pipe) become one line; anything else is a bug and raises with its
+    traceback.
 
     Exit status: 0 ok; 1 a model file, input data, gate, generation or system problem
     (unreadable file, full disk); 2 a usage or configuration error; 130 Ctrl-C;
@@ -329,9 +334,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{prog}: {redact(_describe_os_error(exc))}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # older errors not yet in foundry.errors (issue 16)
-        print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -36,7 +36,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from foundry.blueprint import Blueprint, Task
-from foundry.errors import GateError
+from foundry.errors import ConfigError, GateError
 from foundry.jsonl import iter_jsonl
 from foundry.runs import (
     atomic_write_bytes,
@@ -77,7 +77,7 @@ class ExamGateError(GateError):
         self.failures = failures
 
 
-class ExamDataError(ValueError):
+class ExamDataError(ConfigError):
     """An exam file is unusable; the message names the file, line and field."""
 
 

@@ -1314,7 +1314,8 @@ class MicroModel:
         paths = {"onnx": onnx_path, "bin": bin_path}
         from foundry import native
 
-        native_model = native.load(backend, task, pre, onnx_data, bin_path, onnx_path)
+        native_model = native.load(backend, task, pre, onnx_data, bin_path, onnx_path,
+                                   Prediction)
         model: MicroModel
         if native_model is not None:
             model = cls(task, pre, None, paths, native=native_model)

@@ -44,6 +44,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
 from foundry.blueprint import Blueprint, Refine, Task
+from foundry.errors import InputDataError
 from foundry.jsonl import iter_jsonl
 from foundry.runs import (
     atomic_write_bytes,
@@ -93,7 +94,7 @@ _COMPARE_SPEC = TextSpec(max_chars=1_000_000)
 Log = Callable[[str], None]
 
 
-class TrainDataError(ValueError):
+class TrainDataError(InputDataError):
     """A refined split file is unusable; the message names the file, line and field."""
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from foundry.errors import ConfigError
 from foundry.textspec import Analyzer, TextSpec
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ NGRAM_KEY = "ngram"
 CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
 
 
-class GridError(ValueError):
+class GridError(ConfigError):
     """``train.grid`` or ``train.trainer`` in a blueprint is not usable; the message says why."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from foundry.blueprint import Blueprint, Task
+from foundry.errors import ConfigError
 from foundry.generate.offline import generate_offline
 from foundry.textspec import normalize
 
@@ -85,9 +86,9 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     from foundry.trainers import expand_grid, get_trainer
 
     if not 0.5 <= confident < 1.0:
-        raise ValueError(f"confident={confident!r}: expected a probability in [0.5, 1)")
+        raise ConfigError(f"confident={confident!r}: expected a probability in [0.5, 1)")
     if task.grammar is None:
-        raise ValueError(f"task {task.name!r} has no grammar to audit (blueprint field "
+        raise ConfigError(f"task {task.name!r} has no grammar to audit (blueprint field "
                          f"tasks[].grammar)")
     gen, cfg = bp.spec.generation, bp.spec.train
     sample = generate_offline(bp, task, target=rows or gen.target_per_task,

@@ -72,8 +72,14 @@ class MissingKeyError(GenerationError):
     """No API key is configured for the chosen provider."""
 
 
-class GenerationInterrupted(KeyboardInterrupt):
-    """Ctrl-C: the run stopped after its last complete batch; ``report`` says how far it got."""
+class GenerationInterrupted(GenerationError, KeyboardInterrupt):
+    """Ctrl-C: the run stopped after its last complete batch; ``report`` says how far it got.
+
+    Also a :class:`KeyboardInterrupt`, so ``except KeyboardInterrupt`` still sees a Ctrl-C;
+    the command line exits 130 as for any Ctrl-C.
+    """
+
+    exit_code = 130
 
     def __init__(self, report: GenerationReport) -> None:
         super().__init__(f"generation interrupted after {report.rows_total} rows; re-run to "

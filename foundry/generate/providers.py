@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from foundry.errors import FoundryError
 from foundry.secrets import ApiKey
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
@@ -37,8 +38,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 # -- errors ----------------------------------------------------------------------------
 
 
-class ProviderError(Exception):
-    """Base of the errors a provider call can end with (messages never contain keys)."""
+class ProviderError(FoundryError):
+    """Base of the errors a provider call can end with (messages never contain keys).
+
+    The engine turns these into retries, disabled keys or a :class:`GenerationError`.
+    """
 
 
 class RateLimited(ProviderError):
