@@ -444,13 +444,13 @@ class _Checker:
 
     def data_source(self, i: int, task: Task, spec: BlueprintSpec, grammar,
                     seeds: list[dict[str, Any]]) -> None:
-        from foundry.generate import KEY_VARIABLES, provider_configured
+        from foundry.generate.registry import provider_configured, provider_entry
 
         provider = self.provider or spec.generation.provider
         if provider != "offline":
             if provider_configured(provider, self.env):
                 return
-            variables = " or ".join(KEY_VARIABLES[provider])
+            variables = " or ".join(provider_entry(provider).key_variables)
             if self.provider:  # asked for explicitly: the forge will refuse
                 self.at(("generation", "provider"), f"--provider {provider} needs {variables} "
                         "in the environment or .env")

@@ -13,6 +13,11 @@ from foundry.errors import FoundryError, InputDataError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT
 from foundry.secrets import redact
 
+#: ``--provider`` choices: the names of foundry.generate.registry, spelled out here because
+#: importing the generate package would slow every command down (tests/test_registry.py
+#: holds the two to each other).
+PROVIDER_NAMES = ("offline", "gemini", "openai")
+
 #: Exit status when stdout is closed before the answers are written (``| head``): 128 +
 #: SIGPIPE, what a shell reports for a process that the closed pipe stopped.
 EXIT_BROKEN_PIPE = 141
@@ -207,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forge", help="run the pipeline notebooks of a blueprint")
     p.add_argument("blueprint", help="name under blueprints/ or a path")
     p.add_argument("--steps", default=None, help="comma list of generate,refine,train,evaluate,export")
-    p.add_argument("--provider", choices=["offline", "gemini", "openai"], default=None)
+    p.add_argument("--provider", choices=PROVIDER_NAMES, default=None)
     p.add_argument("--run-id", default=None)
     p.add_argument("--models-dir", default=str(MODELS_DIR))
     p.add_argument("--target", type=int, default=None, help="rows per task (overrides the blueprint)")
@@ -243,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "grammar, seeds, exam, corrections) without running a stage; every "
                         "error with file, line and field. Exit 1 if there is an error.")
     c.add_argument("path", metavar="BLUEPRINT", help="name under blueprints/ or a path")
-    c.add_argument("--provider", choices=["offline", "gemini", "openai"], default=None,
+    c.add_argument("--provider", choices=PROVIDER_NAMES, default=None,
                    help="the provider the forge will use (default: the blueprint's)")
     c.set_defaults(func=_cmd_blueprint_check)
     n = bsub.add_parser("new", help="scaffold a small blueprint that forges offline",

@@ -46,6 +46,7 @@ from threadpoolctl import threadpool_limits
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.errors import InputDataError
 from foundry.jsonl import iter_jsonl
+from foundry.pair import Provenance, artifact_bytes
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -320,7 +321,7 @@ class _MemoAnalyzer:
         return grams
 
 
-class _Recipe:
+class Recipe:
     """Builds pipelines and classifiers for one task: trainer, base spec, seed, and the
     analyzer caches shared by every fit."""
 
@@ -357,7 +358,7 @@ def _take(texts: list[str], idx: np.ndarray) -> list[str]:
     return [texts[i] for i in idx]
 
 
-def _final(recipe: _Recipe, params: dict[str, Any], calibration: str,
+def _final(recipe: Recipe, params: dict[str, Any], calibration: str,
            vocabulary: list[str] | None, texts: list[str], y: np.ndarray,
            w: np.ndarray) -> Pipeline:
     """Fit on all rows, then give the vectorizer the plain, picklable ``Analyzer`` (the cached
@@ -373,7 +374,7 @@ def _vectorizer_key(params: dict[str, Any]) -> str:
                       sort_keys=True)
 
 
-class _FoldFeatures:
+class FoldFeatures:
     """Per-fold TF-IDF matrices, computed once per vectorizer setting and shared by every
     classifier setting, calibration method and vocabulary size of the cross-validation.
 
@@ -382,7 +383,7 @@ class _FoldFeatures:
     idf of a term do not depend on the other terms; only the norm does).
     """
 
-    def __init__(self, recipe: _Recipe, texts: list[str],
+    def __init__(self, recipe: Recipe, texts: list[str],
                  folds: list[tuple[np.ndarray, np.ndarray]]) -> None:
         self.recipe, self.texts, self.folds = recipe, texts, folds
         self._cache: dict[tuple[int, str, int], tuple[Any, Any, list[str]]] = {}
@@ -411,7 +412,7 @@ class _FoldFeatures:
         return l2_normalize(x_tr.tocsr()), l2_normalize(x_te.tocsr())
 
 
-def _fit_clf(recipe: _Recipe, params: dict[str, Any], calibration: str, x: Any,
+def _fit_clf(recipe: Recipe, params: dict[str, Any], calibration: str, x: Any,
              y: np.ndarray, w: np.ndarray) -> Any:
     return recipe.classifier(params, calibration).fit(x, y, sample_weight=w)
 
@@ -420,9 +421,9 @@ def _fit_clf(recipe: _Recipe, params: dict[str, Any], calibration: str, x: Any,
 
 
 def search_grid(
-    recipe: _Recipe,
+    recipe: Recipe,
     candidates: list[dict[str, Any]],
-    features: _FoldFeatures,
+    features: FoldFeatures,
     y: np.ndarray,
     w: np.ndarray,
     time_budget_s: float,
@@ -497,11 +498,9 @@ def artifact_size(trained: TrainedModel, opset: int, blueprint: str = "",
                   blueprint_sha256: str = "") -> tuple[int, int, str]:
     """``(.onnx bytes, .bin bytes, source)`` of the pair the export would write.
 
-    Exact: built by ``foundry.export.artifact_bytes`` with the provenance the export records
+    Exact: built by ``foundry.pair.artifact_bytes`` with the provenance the export records
     (only the threshold's value differs, and a double costs the same bytes whatever it is).
     """
-    from foundry.export import Provenance, artifact_bytes  # lazy: the export stage imports train
-
     provenance = Provenance(
         blueprint=blueprint, blueprint_sha256=blueprint_sha256,
         data_sha256=trained.data_sha256, trainer=trained.trainer,
@@ -582,11 +581,11 @@ def _clip_proba(p: np.ndarray) -> np.ndarray:
 
 
 def out_of_fold_proba(
-    recipe: _Recipe,
+    recipe: Recipe,
     params: dict[str, Any],
     calibration: str,
     vocabulary: list[str] | None,
-    features: _FoldFeatures,
+    features: FoldFeatures,
     y: np.ndarray,
     w: np.ndarray,
     n_classes: int,
@@ -600,10 +599,10 @@ def out_of_fold_proba(
 
 
 def choose_calibration(
-    recipe: _Recipe,
+    recipe: Recipe,
     params: dict[str, Any],
     vocabulary: list[str] | None,
-    features: _FoldFeatures,
+    features: FoldFeatures,
     y: np.ndarray,
     w: np.ndarray,
     n_classes: int,
@@ -683,7 +682,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     texts, y = split.texts, split.y
     w = sample_weights(split, str(summary.get("balance", "none")))
     trainer = get_trainer(cfg.trainer)
-    recipe = _Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
+    recipe = Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
     candidates = expand_grid(trainer, cfg.grid)
     groups = split.groups if split.groups is not None else similarity_groups(
         texts, y, bp.spec.refine, cfg.cv_folds)
@@ -691,7 +690,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     log(f"{task.name}: {len(texts)} training rows, trainer {trainer.name}, "
         f"{len(candidates)} candidate(s) x {len(folds)} folds")
 
-    features = _FoldFeatures(recipe, texts, folds)
+    features = FoldFeatures(recipe, texts, folds)
     t_search = time.monotonic()
     cv_results = search_grid(recipe, candidates, features, y, w, cfg.time_budget_s, log)
     over_budget = time.monotonic() - t_search > cfg.time_budget_s
@@ -778,8 +777,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
 
 
 def accuracy_size_curve(
-    recipe: _Recipe, params: dict[str, Any], calibration: str, full: Pipeline,
-    ranking: np.ndarray, pruned: _Pruned, features: _FoldFeatures, y: np.ndarray,
+    recipe: Recipe, params: dict[str, Any], calibration: str, full: Pipeline,
+    ranking: np.ndarray, pruned: _Pruned, features: FoldFeatures, y: np.ndarray,
     w: np.ndarray, n_classes: int, measure: Callable[[Pipeline], tuple[int, int, str]],
 ) -> pd.DataFrame:
     """Cross-validated macro-F1 and artifact size for a ladder of vocabulary sizes.

@@ -255,7 +255,7 @@ def make_vectorizer(
     vocabulary: list[str] | None = None,
     analyzer: Callable[[str], list[str]] | None = None,
 ) -> TfidfVectorizer:
-    """The vectorizer of the contract (architecture §3.4 step 7).
+    """The vectorizer of the contract (text spec step 7, docs/preprocessor-spec.md).
 
     ``vocabulary`` fixes the columns (used after size pruning; ``min_df`` and friends are
     then ignored). ``analyzer`` replaces ``Analyzer(spec)`` by an equivalent callable, e.g.

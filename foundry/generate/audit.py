@@ -74,8 +74,8 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     confident : out-of-fold top probability from which an error counts as confident.
     """
     from foundry.train import (
-        _FoldFeatures,
-        _Recipe,
+        FoldFeatures,
+        Recipe,
         best_candidate,
         make_folds,
         out_of_fold_proba,
@@ -100,10 +100,10 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     templates = [r.get("template") or r.get("source", "?") for r in data]
 
     trainer = get_trainer(cfg.trainer)
-    recipe = _Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
+    recipe = Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
     folds = make_folds(y, cfg.cv_folds, cfg.seed,
                        similarity_groups(texts, y, bp.spec.refine, cfg.cv_folds))
-    features = _FoldFeatures(recipe, texts, folds)
+    features = FoldFeatures(recipe, texts, folds)
     candidates = expand_grid(trainer, cfg.grid)
     w = np.ones(len(y))
     table = search_grid(recipe, candidates, features, y, w, cfg.time_budget_s, log=lambda _: None)

@@ -39,9 +39,9 @@ from foundry.generate.providers import (
     Provider,
     RateLimited,
     Transient,
-    make_provider,
 )
 from foundry.generate.rawstore import RawStore
+from foundry.generate.registry import ProviderEntry, make_provider, provider_entry
 from foundry.generate.steering import RequestPlan, Steering
 from foundry.generate.validate import (
     Checked,
@@ -51,7 +51,7 @@ from foundry.generate.validate import (
     check_rows,
     extract_rows,
 )
-from foundry.secrets import ApiKey, gemini_keys, load_env, openai_keys, redact, redacting
+from foundry.secrets import ApiKey, load_env, redact, redacting
 from foundry.textspec import normalize
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
     "generate_llm",
 ]
 
-PROVIDERS = ("gemini", "openai")
 
 
 class MissingKeyError(GenerationError):
@@ -627,6 +626,55 @@ def _run_in_thread(run: _Run) -> GenerationReport:
     return outcome["report"]
 
 
+def _configured_keys(entry: ProviderEntry, variables: Mapping[str, str]) -> list[ApiKey]:
+    """The provider's keys, or :class:`MissingKeyError` when the environment lacks them."""
+    if not any(variables.get(var, "").strip() for var in entry.key_variables):
+        raise MissingKeyError(entry.missing_key)
+    assert entry.keys is not None  # every LLM entry reads keys
+    return entry.keys(variables)
+
+
+def _open_run(bp: Blueprint, task: Task, entry: ProviderEntry, variables: Mapping[str, str],
+              keys: list[ApiKey], model: str, store: RawStore, quarantine_path: Path,
+              target: int, log: Callable[[str], None], tuning: Tuning) -> _Run:
+    """The client, the quarantine and request logs (both redacted) and the run state."""
+    gen = bp.spec.generation
+    llm = make_provider(entry.name, variables, model=model, temperature=gen.temperature,
+                        timeout_s=gen.request_timeout_s, on_notice=log)
+    quarantine = Quarantine(quarantine_path, scrub=lambda line: redact(line, keys))
+    requests_log = Quarantine(requests_log_path(store.path), scrub=lambda line: redact(line, keys))
+    # The store holds its file's lock (RawStore): one generation per raw file at a time.
+    run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning, requests_log)
+    where = variables.get(entry.url_variable) if entry.url_variable else None
+    run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {entry.name} "
+            f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
+            f"({', '.join(k.fingerprint for k in keys)}), concurrency {gen.concurrency}")
+    return run
+
+
+def _report_stop(run: _Run, report: GenerationReport, target: int) -> None:
+    """Log why the run stopped; raise when it was interrupted or failed."""
+    task = run.task
+    if report.stopped == "interrupted":
+        run.log(report.summary())
+        raise GenerationInterrupted(report)
+    if run.fatal is not None:
+        run.log(report.summary())
+        err = run.fatal
+        if isinstance(err, (GenerationError, AllKeysDisabledError)):
+            err.report = report  # type: ignore[attr-defined]
+        raise err
+    if report.stopped == "exhausted":
+        run.log(f"{task.name}: stopped with {report.rows_total}/{target} rows: "
+                f"{run.tuning.max_barren_in_a_row} answers in a row added no new row (the "
+                "model repeats what is stored); add diversity hints, raise the temperature "
+                "or use a larger model")
+    if report.stopped == "budget":
+        run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
+                f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "
+                "raise the budget and re-run to continue")
+
+
 def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
                  quarantine_path: Path, target: int, log: Callable[[str], None] = print,
                  env: Mapping[str, str] | None = None,
@@ -640,8 +688,9 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
         diversity) and the task's constitution prompt.
     task : Task
         The task to generate for; rows of other labels in the store do not count.
-    provider : {"gemini", "openai"}
-        Gemini (keys ``GEMINI_API_KEYS``, endpoint ``GEMINI_BASE_URL``) or an
+    provider : str
+        An LLM provider of :mod:`foundry.generate.registry`: ``gemini`` (keys
+        ``GEMINI_API_KEYS``, endpoint ``GEMINI_BASE_URL``) or ``openai``, any
         OpenAI-compatible server (``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` may be empty).
     store : RawStore
         Where accepted rows go, one fsynced batch per request; rows already in it count.
@@ -663,7 +712,7 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
     Raises
     ------
     MissingKeyError
-        No key configured for Gemini.
+        The environment does not configure the provider (its registry entry says how).
     AllKeysDisabledError
         The server rejected every key (message lists fingerprints and reasons).
     GenerationError
@@ -671,57 +720,18 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
     GenerationInterrupted
         Ctrl-C; complete batches are stored, re-running continues.
     """
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown LLM provider {provider!r}: expected one of {PROVIDERS}")
     if target < 0:
         raise ValueError(f"target must be >= 0, got {target}")
-    tuning = tuning or Tuning()
+    entry = provider_entry(provider, llm=True)
     variables = load_env(env)
-    gen = bp.spec.generation
-    if provider == "gemini":
-        keys = gemini_keys(variables)
-        if not keys:
-            raise MissingKeyError("no Gemini API key: set GEMINI_API_KEYS=key1,key2 in the "
-                                  "environment or in the .env file at the repository root")
-        model = gen.model
-    else:
-        if not (variables.get("OPENAI_BASE_URL") or variables.get("OPENAI_API_KEY")):
-            raise MissingKeyError("the openai provider needs OPENAI_BASE_URL (a local server "
-                                  "such as Ollama: http://127.0.0.1:11434/v1) or "
-                                  "OPENAI_API_KEY (api.openai.com), in the environment or .env")
-        keys = openai_keys(variables)
-        model = gen.openai_model
+    keys = _configured_keys(entry, variables)
+    model = getattr(bp.spec.generation, entry.model_field or "model")
     # Everything this run says or writes passes through the redaction (a server may echo a
     # key, or the credentials of its URL, back in an error body).
     log = redacting(log, keys)
-    llm = make_provider(provider, variables, model=model, temperature=gen.temperature,
-                        timeout_s=gen.request_timeout_s, on_notice=log)
-    quarantine = Quarantine(quarantine_path, scrub=lambda line: redact(line, keys))
-    requests_log = Quarantine(requests_log_path(store.path), scrub=lambda line: redact(line, keys))
-    # The store holds its file's lock (RawStore): one generation per raw file at a time.
-    run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning, requests_log)
-    where = variables.get("GEMINI_BASE_URL" if provider == "gemini" else "OPENAI_BASE_URL")
-    run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {provider} "
-            f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
-            f"({', '.join(k.fingerprint for k in keys)}), concurrency {gen.concurrency}")
+    run = _open_run(bp, task, entry, variables, keys, model, store, quarantine_path, target,
+                    log, tuning or Tuning())
     report = _run_in_thread(run)
-    if report.stopped == "interrupted":
-        run.log(report.summary())
-        raise GenerationInterrupted(report)
-    if run.fatal is not None:
-        run.log(report.summary())
-        err = run.fatal
-        if isinstance(err, (GenerationError, AllKeysDisabledError)):
-            err.report = report  # type: ignore[attr-defined]
-        raise err
-    if report.stopped == "exhausted":
-        run.log(f"{task.name}: stopped with {report.rows_total}/{target} rows: "
-                f"{run.tuning.max_barren_in_a_row} answers in a row added no new row (the "
-                "model repeats what is stored); add diversity hints, raise the temperature "
-                "or use a larger model")
-    if report.stopped == "budget":
-        run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
-                f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "
-                "raise the budget and re-run to continue")
+    _report_stop(run, report, target)
     run.log(report.summary())
     return report
