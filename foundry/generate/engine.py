@@ -430,15 +430,8 @@ class _Run:
         tries = 0
         last_error = ""
         while True:
-            if self.stop_reason or not self._budget_left():
-                return []
-            try:
-                key = await self.pool.acquire()
-            except AllKeysDisabledError as exc:
-                self._stop("error", exc)
-                return []
-            if self.stop_reason:  # stopped while we waited for a key
-                self.pool.release(key)
+            key = await self._next_key()
+            if key is None:
                 return []
             self.report.attempts += 1
             if tries:
@@ -450,19 +443,10 @@ class _Run:
                     key.key, plan.prompt, spec,
                     seed=request_seed(self.gen.seed, plan.index, tries))
             except RateLimited as exc:
-                self.report.rate_limited += 1
-                delay = self.pool.report_rate_limited(key, exc.retry_after_s)
-                self._note_cooldown(key, delay)
-                self._record(plan, key, tries, started, "rate_limited",
-                             retry_after_s=exc.retry_after_s, cooldown_s=round(delay, 3))
+                self._rate_limited(plan, key, tries, started, exc)
                 continue
             except KeyRejected as exc:
-                reason = redact(str(exc), self.keys)
-                if key.disabled is None:
-                    self.pool.disable(key, reason)
-                    self.log(f"{key.fingerprint}: disabled, the server rejected it ({reason}); "
-                             f"{len(self.pool.live)} key(s) left")
-                self._record(plan, key, tries, started, "key_rejected", detail=reason)
+                self._key_rejected(plan, key, tries, started, exc)
                 continue
             except Transient as exc:
                 self.pool.report_server_error(key, timeout=exc.kind == "timeout")
@@ -470,44 +454,84 @@ class _Run:
                 failures += 1
                 self._record(plan, key, tries, started, exc.kind, detail=last_error)
             except FatalRequestError as exc:
-                msg = redact(str(exc), self.keys)
-                self._record(plan, key, tries, started, "fatal", detail=msg)
-                self._stop("error", GenerationError(
-                    f"{self.provider.name} refused the request for model "
-                    f"{self.provider.model!r}: {msg}"))
+                self._refused(plan, key, tries, started, exc)
                 return []
             else:
-                self.pool.report_ok(key, tokens_in=comp.tokens_in, tokens_out=comp.tokens_out)
-                self.report.tokens_in += comp.tokens_in
-                self.report.tokens_out += comp.tokens_out
-                tokens = {"request_id": comp.request_id, "tokens_in": comp.tokens_in,
-                          "tokens_out": comp.tokens_out}
-                try:
-                    items = extract_rows(comp.text)
-                except ParseError as exc:
-                    self._quarantine_unparseable(plan, comp, key, str(exc))
-                    last_error = f"unparseable answer ({exc})"
-                    failures += 1
-                    self._record(plan, key, tries, started, "unparseable", detail=str(exc),
-                                 **tokens)
-                else:
-                    self.report.requests_ok += 1
-                    self.failed_in_a_row = 0
-                    checked = check_rows(items, self.rules)
-                    duplicates_before = self.report.duplicates
-                    kept = self._commit(plan, comp, key, checked)
-                    self._record(plan, key, tries, started, "ok", asked=plan.n,
-                                 returned=len(items), accepted=len(kept),
-                                 duplicates=self.report.duplicates - duplicates_before,
-                                 rejected=dict(Counter(r.reason for r in checked.rejected)),
-                                 **tokens)
+                kept, last_error = self._answered(plan, key, tries, started, comp)
+                if kept is not None:
                     return kept
+                failures += 1
             finally:
                 self.pool.release(key)
             if failures > self.gen.max_retries:
                 self._give_up(plan, last_error)
                 return []
             await asyncio.sleep(self.backoff.delay(failures, self.pool.rng))
+
+    async def _next_key(self) -> KeyState | None:
+        """A key for the next attempt, or None when the run stops (budget, error, no keys)."""
+        if self.stop_reason or not self._budget_left():
+            return None
+        try:
+            key = await self.pool.acquire()
+        except AllKeysDisabledError as exc:
+            self._stop("error", exc)
+            return None
+        if self.stop_reason:  # stopped while we waited for a key
+            self.pool.release(key)
+            return None
+        return key
+
+    def _rate_limited(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                      exc: RateLimited) -> None:
+        self.report.rate_limited += 1
+        delay = self.pool.report_rate_limited(key, exc.retry_after_s)
+        self._note_cooldown(key, delay)
+        self._record(plan, key, tries, started, "rate_limited",
+                     retry_after_s=exc.retry_after_s, cooldown_s=round(delay, 3))
+
+    def _key_rejected(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                      exc: KeyRejected) -> None:
+        reason = redact(str(exc), self.keys)
+        if key.disabled is None:
+            self.pool.disable(key, reason)
+            self.log(f"{key.fingerprint}: disabled, the server rejected it ({reason}); "
+                     f"{len(self.pool.live)} key(s) left")
+        self._record(plan, key, tries, started, "key_rejected", detail=reason)
+
+    def _refused(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                 exc: FatalRequestError) -> None:
+        msg = redact(str(exc), self.keys)
+        self._record(plan, key, tries, started, "fatal", detail=msg)
+        self._stop("error", GenerationError(
+            f"{self.provider.name} refused the request for model "
+            f"{self.provider.model!r}: {msg}"))
+
+    def _answered(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                  comp: Completion) -> tuple[list[dict[str, Any]] | None, str]:
+        """Parse, check and commit an answer: ``(stored rows, "")``, or ``(None, error)``
+        when the answer held no list of rows (it is quarantined and the request retried)."""
+        self.pool.report_ok(key, tokens_in=comp.tokens_in, tokens_out=comp.tokens_out)
+        self.report.tokens_in += comp.tokens_in
+        self.report.tokens_out += comp.tokens_out
+        tokens = {"request_id": comp.request_id, "tokens_in": comp.tokens_in,
+                  "tokens_out": comp.tokens_out}
+        try:
+            items = extract_rows(comp.text)
+        except ParseError as exc:
+            self._quarantine_unparseable(plan, comp, key, str(exc))
+            self._record(plan, key, tries, started, "unparseable", detail=str(exc), **tokens)
+            return None, f"unparseable answer ({exc})"
+        self.report.requests_ok += 1
+        self.failed_in_a_row = 0
+        checked = check_rows(items, self.rules)
+        duplicates_before = self.report.duplicates
+        kept = self._commit(plan, comp, key, checked)
+        self._record(plan, key, tries, started, "ok", asked=plan.n,
+                     returned=len(items), accepted=len(kept),
+                     duplicates=self.report.duplicates - duplicates_before,
+                     rejected=dict(Counter(r.reason for r in checked.rejected)), **tokens)
+        return kept, ""
 
     def _give_up(self, plan: RequestPlan, last_error: str) -> None:
         self.report.requests_failed += 1
