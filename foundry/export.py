@@ -165,6 +165,16 @@ def model_card(
     exam_gate: str = EXAM_PASSED,
 ) -> str:
     """The model card (Markdown) of one task; ``exam_gate`` as in :class:`Provenance`."""
+    return "\n".join([
+        *_card_labels(task, trained, blueprint),
+        *_card_funnel(refine_summary, trained),
+        *_card_metrics(evaluation, threshold, exam_gate),
+        *_card_size(task, trained, onnx_size, bin_size),
+        *_card_usage(task),
+    ])
+
+
+def _card_labels(task: Task, trained: Any, blueprint: str) -> list[str]:
     lines = [
         f"# Model card: `{task.name}`",
         "",
@@ -180,7 +190,11 @@ def model_card(
     ]
     for i, label in enumerate(task.labels):
         lines.append(f"| {i} | `{label.name}` | {label.definition} |")
-    lines += ["", "## Data funnel", ""]
+    return lines
+
+
+def _card_funnel(refine_summary: dict, trained: Any) -> list[str]:
+    lines = ["", "## Data funnel", ""]
     funnel = refine_summary.get("funnel") or []
     if funnel:
         lines += ["| step | rows in | rows out | removed |", "|---|---:|---:|---:|"]
@@ -189,10 +203,15 @@ def model_card(
                 f"| {step.get('step')} | {step.get('rows_in')} | {step.get('rows_out')} "
                 f"| {step.get('removed')} |"
             )
-    lines += [
+    return lines + [
         "",
         f"Training rows: {refine_summary.get('train_rows', getattr(trained, 'train_rows', '?'))}, "
         f"test rows: {refine_summary.get('test_rows', '?')}.",
+    ]
+
+
+def _card_metrics(evaluation: dict, threshold: float, exam_gate: str) -> list[str]:
+    return [
         "",
         "## Metrics",
         "",
@@ -216,6 +235,11 @@ def model_card(
         "",
         f"Confidence threshold: **{threshold:.4f}** (top probability below it → `confident=False`; "
         f"chosen for a target precision of {evaluation.get('target_precision', 'n/a')}).",
+    ]
+
+
+def _card_size(task: Task, trained: Any, onnx_size: int, bin_size: int) -> list[str]:
+    return [
         "",
         "## Size",
         "",
@@ -223,6 +247,11 @@ def model_card(
         f"- `{task.name}_preprocessor.bin`: {bin_size / 1024:.1f} KiB",
         f"- vocabulary: {len(trained.pipeline.named_steps['tfidf'].vocabulary_)} character n-grams "
         f"(n = {trained.spec.min_n}..{trained.spec.max_n})",
+    ]
+
+
+def _card_usage(task: Task) -> list[str]:
+    return [
         "",
         "## Use it",
         "",
@@ -245,7 +274,6 @@ def model_card(
         "When `confident` is false, fall back to the assistant's LLM.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def recover_pending(models_dir: Path, log: Callable[[str], None] | None = print) -> list[str]:
