@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from foundry.errors import FoundryError, InputDataError
+from foundry.errors import ConfigError, FoundryError, InputDataError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT
 from foundry.secrets import redact
 
@@ -160,9 +160,18 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_blueprint_check(args: argparse.Namespace) -> int:
-    from foundry.blueprint import resolve_blueprint_dir
+    from foundry.blueprint import field_reference, resolve_blueprint_dir
     from foundry.check import check_blueprint
 
+    if args.explain:
+        for path, default, description in field_reference():
+            print(f"{path}" + (f" = {default}" if default else ""))
+            print(f"    {description}")
+        if args.path is None:
+            return 0
+        print()
+    elif args.path is None:
+        raise ConfigError("check: name a blueprint to check (or pass --explain)")
     # A blueprint that is not there is a usage error (exit 2); a broken one exits 1.
     report = check_blueprint(resolve_blueprint_dir(args.path), provider=args.provider)
     print(report.format(), file=sys.stdout if report.ok else sys.stderr)
@@ -247,9 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Check blueprint.yaml and every file it names (constitution, "
                         "grammar, seeds, exam, corrections) without running a stage; every "
                         "error with file, line and field. Exit 1 if there is an error.")
-    c.add_argument("path", metavar="BLUEPRINT", help="name under blueprints/ or a path")
+    c.add_argument("path", metavar="BLUEPRINT", nargs="?", help="name under blueprints/ or a path")
     c.add_argument("--provider", choices=PROVIDER_NAMES, default=None,
                    help="the provider the forge will use (default: the blueprint's)")
+    c.add_argument("--explain", action="store_true",
+                   help="print every field a blueprint may set, its default and what it does")
     c.set_defaults(func=_cmd_blueprint_check)
     n = bsub.add_parser("new", help="scaffold a small blueprint that forges offline",
                         description="Create blueprints/NAME/ with a commented blueprint.yaml, "
