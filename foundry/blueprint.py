@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -48,11 +49,13 @@ class _Strict(BaseModel):
 
 
 class Label(_Strict):
-    name: str
-    definition: str = Field(min_length=1)
-    #: Sub-categories of this label; generation is steered across them and the exam
-    #: must cover each of them.
-    categories: list[str] = Field(default_factory=list)
+    name: str = Field(description="the label's name, as the model answers it ([A-Za-z][A-Za-z0-9_]*)")
+    definition: str = Field(min_length=1, description="what the label means, for the LLM "
+                            "prompt, the model card and the people who write the exam")
+    categories: list[str] = Field(
+        default_factory=list,
+        description="sub-categories of the label: generation is steered across them and the "
+                    "exam must cover each of them")
 
     @field_validator("name")
     @classmethod
@@ -63,9 +66,10 @@ class Label(_Strict):
 
 
 class Task(_Strict):
-    name: str
-    description: str = ""
-    labels: list[Label]
+    name: str = Field(description="the task's name; it names the model files, unique across "
+                      "blueprints/")
+    description: str = Field("", description="one line on what the task decides (model card)")
+    labels: list[Label] = Field(description="two or more labels, in the model's class order")
     constitution: str = Field(description="prompt file, relative to the blueprint folder")
     grammar: str | None = Field(None, description="offline template grammar file")
     seeds: str | None = Field(None, description="hand-written seed rows (JSONL)")
@@ -105,32 +109,42 @@ class Task(_Strict):
 class Diversity(_Strict):
     """Hints drawn per LLM request so that batches differ from each other."""
 
-    topics: list[str] = Field(default_factory=list)
-    personas: list[str] = Field(default_factory=list)
-    styles: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(default_factory=list, description="topics, one drawn per request")
+    personas: list[str] = Field(default_factory=list,
+                                description="who is speaking, one drawn per request")
+    styles: list[str] = Field(default_factory=list,
+                              description="how they write, one drawn per request")
 
 
 class Generation(_Strict):
-    provider: Literal["offline", "gemini", "openai"] = "offline"
-    model: str = "gemini-2.5-flash"
-    openai_model: str = "qwen2.5:7b-instruct"
-    target_per_task: int = Field(3000, ge=10)
-    samples_per_request: int = Field(25, ge=1, le=500)
-    concurrency: int = Field(4, ge=1, le=256)
-    temperature: float = Field(0.9, ge=0.0, le=2.0)
-    seed: int = 42
+    provider: Literal["offline", "gemini", "openai"] = Field(
+        "offline", description="where raw rows come from (foundry/generate/registry.py); an "
+                               "LLM provider without a configured key falls back to offline")
+    model: str = Field("gemini-2.5-flash", description="the Gemini model")
+    openai_model: str = Field("qwen2.5:7b-instruct",
+                              description="the model of the OpenAI-compatible server")
+    target_per_task: int = Field(3000, ge=10, description="raw rows wanted per task")
+    samples_per_request: int = Field(25, ge=1, le=500,
+                                     description="rows asked of the LLM per request")
+    concurrency: int = Field(4, ge=1, le=256, description="LLM requests in flight at once")
+    temperature: float = Field(0.9, ge=0.0, le=2.0, description="LLM sampling temperature")
+    seed: int = Field(42, description="seed of generation (offline sampling, request seeds)")
     requests_per_minute: float | None = Field(None, gt=0, description="per key")
-    max_retries: int = Field(6, ge=0)
-    request_timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(6, ge=0, description="retries of a failed request before it is "
+                                                  "given up (and planned again)")
+    request_timeout_s: float = Field(60.0, gt=0, description="seconds before a request "
+                                                             "times out")
     max_requests: int | None = Field(None, ge=1, description="budget per task: stop after this many requests")
     max_tokens: int | None = Field(None, ge=1, description="budget per task: stop after this many tokens (in+out)")
-    min_chars: int = Field(1, ge=1)
-    max_chars: int = Field(120, ge=1)
+    min_chars: int = Field(1, ge=1, description="generated rows shorter than this are rejected")
+    max_chars: int = Field(120, ge=1, description="generated rows longer than this are "
+                                                  "rejected (code points)")
     min_label_share: float = Field(
         0.5, ge=0.0, le=1.0,
         description="the data-sufficiency gate: the forge stops after stage 1 if a label ends "
                     "with fewer rows than this share of its target (target_per_task / labels)")
-    diversity: Diversity = Field(default_factory=Diversity)
+    diversity: Diversity = Field(default_factory=Diversity,
+                                 description="hints that make LLM batches differ")
 
     @model_validator(mode="after")
     def _length_bounds(self) -> Generation:
@@ -138,16 +152,21 @@ class Generation(_Strict):
 
 
 class Refine(_Strict):
-    dedup_threshold: float = Field(0.85, gt=0.0, le=1.0)
-    num_perm: int = Field(128, ge=16, le=1024)
-    shingle_size: int = Field(3, ge=1, le=16)
-    balance: Literal["undersample", "class_weight", "none"] = "undersample"
-    test_size: float = Field(0.2, gt=0.0, lt=1.0)
-    split_threshold: float = Field(0.5, gt=0.0, le=1.0)
-    min_chars: int = Field(1, ge=1)
-    max_chars: int = Field(120, ge=1)
-    drop_punctuation_augment: float = Field(0.0, ge=0.0, le=1.0)
-    seed: int = 42
+    dedup_threshold: float = Field(0.85, gt=0.0, le=1.0, description="shingle Jaccard "
+                                   "similarity from which two rows are near-duplicates")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    shingle_size: int = Field(3, ge=1, le=16, description="characters per shingle")
+    balance: Literal["undersample", "class_weight", "none"] = Field(
+        "undersample", description="how unequal label counts are evened out")
+    test_size: float = Field(0.2, gt=0.0, lt=1.0, description="share of rows held out for "
+                                                             "the test split")
+    split_threshold: float = Field(0.5, gt=0.0, le=1.0, description="shingle Jaccard from "
+                                   "which rows stay on one side of the split")
+    min_chars: int = Field(1, ge=1, description="shorter rows are removed")
+    max_chars: int = Field(120, ge=1, description="longer rows are removed (code points)")
+    drop_punctuation_augment: float = Field(0.0, ge=0.0, le=1.0, description="share of train "
+                                            "rows added again without trailing punctuation")
+    seed: int = Field(42, description="seed of balancing, splitting and augmentation")
 
     @model_validator(mode="after")
     def _length_bounds(self) -> Refine:
@@ -158,11 +177,13 @@ class Features(_Strict):
     """Text spec settings; see :class:`foundry.textspec.TextSpec`."""
 
     # The bounds a runtime accepts (docs/preprocessor-spec.md, rules B7 and B8).
-    max_chars: int = Field(256, ge=1, le=4096)
-    min_n: int = Field(1, ge=1)
-    max_n: int = Field(3, ge=1, le=8)
-    word_boundary_padding: bool = True
-    sublinear_tf: bool = True
+    max_chars: int = Field(256, ge=1, le=4096, description="texts are truncated to this many "
+                           "code points before n-grams are taken (model and every runtime)")
+    min_n: int = Field(1, ge=1, description="shortest character n-gram")
+    max_n: int = Field(3, ge=1, le=8, description="longest character n-gram")
+    word_boundary_padding: bool = Field(True, description="pad words with a space at both "
+                                        "ends before taking n-grams")
+    sublinear_tf: bool = Field(True, description="weight counts as 1 + ln(count)")
 
     @model_validator(mode="after")
     def _orders(self) -> Features:
@@ -173,16 +194,23 @@ class Features(_Strict):
 
 class Train(_Strict):
     trainer: str = Field("tfidf_logreg", description="a trainer of foundry/trainers.py")
-    calibration: Literal["auto", "none", "sigmoid", "isotonic", "sigmoid_real"] = "auto"
-    features: Features = Field(default_factory=Features)
-    #: Weight of a training row by its source (e.g. ``{real: 2.0}``); sources not named weigh 1.
-    source_weights: dict[str, float] = Field(default_factory=dict)
+    calibration: Literal["auto", "none", "sigmoid", "isotonic", "sigmoid_real"] = Field(
+        "auto", description="probability calibration; auto picks by out-of-fold log loss "
+        "(by real-text dev log loss when the task has a dev split)")
+    features: Features = Field(default_factory=Features,
+                               description="the text spec (docs/preprocessor-spec.md)")
+    source_weights: dict[str, float] = Field(
+        default_factory=dict, description="weight of a training row by its source (e.g. "
+        "{real: 2.0}); sources not named weigh 1")
     grid: dict[str, list[Any]] = Field(
         default_factory=lambda: {"C": [1.0, 4.0, 16.0]},
         description="candidate values per parameter of the trainer, cross-validated")
-    cv_folds: int = Field(5, ge=2, le=20)
-    time_budget_s: float = Field(120.0, gt=0)
-    seed: int = 42
+    cv_folds: int = Field(5, ge=2, le=20, description="cross-validation folds")
+    time_budget_s: float = Field(
+        120.0, gt=0,
+        description="seconds the grid search should take; longer searches are reported, never "
+                    "cut short (a cut would make the chosen model depend on machine speed)")
+    seed: int = Field(42, description="seed of folds and estimators")
 
     # The trainer registry is the authority on names, grid keys and values; checking them here
     # means a typo fails when the blueprint is loaded, not after stage 2.
@@ -237,17 +265,21 @@ class Train(_Strict):
 
 
 class Evaluate(_Strict):
-    target_precision: float = Field(0.99, gt=0.5, le=1.0)
-    exam_min_accuracy: float = Field(0.9, ge=0.0, le=1.0)
-    #: The unfamiliarity gate (foundry/familiarity.py) admits this share of the real-text dev
-    #: split (else the test split); 1 turns it off.
-    familiarity_quantile: float = Field(1.0, gt=0.0, le=1.0)
+    target_precision: float = Field(0.99, gt=0.5, le=1.0, description="precision the "
+                                    "confident answers must reach; sets the threshold")
+    exam_min_accuracy: float = Field(0.9, ge=0.0, le=1.0, description="below this exam "
+                                     "accuracy the forge stops before export")
+    familiarity_quantile: float = Field(
+        1.0, gt=0.0, le=1.0, description="the unfamiliarity gate admits this share of the "
+        "real-text dev split (else the test split); 1 turns it off")
 
 
 class Export(_Strict):
-    opset: int = Field(15, ge=9, le=23)
-    size_budget_kb: float | None = Field(100.0, gt=0)
-    conformance_extra: list[str] = Field(default_factory=list)
+    opset: int = Field(15, ge=9, le=23, description="ONNX opset of the classifier")
+    size_budget_kb: float | None = Field(100.0, gt=0, description=".onnx + .bin together; "
+                                         "the vocabulary is pruned to fit (null: no budget)")
+    conformance_extra: list[str] = Field(default_factory=list, description="texts added to "
+                                         "the conformance vectors every runtime must reproduce")
 
 
 def _ordered_bounds(section: Any) -> Any:
@@ -258,14 +290,14 @@ def _ordered_bounds(section: Any) -> Any:
 
 
 class BlueprintSpec(_Strict):
-    name: str
-    description: str = ""
-    tasks: list[Task] = Field(min_length=1)
-    generation: Generation = Field(default_factory=Generation)
-    refine: Refine = Field(default_factory=Refine)
-    train: Train = Field(default_factory=Train)
-    evaluate: Evaluate = Field(default_factory=Evaluate)
-    export: Export = Field(default_factory=Export)
+    name: str = Field(description="the blueprint's name ([a-z][a-z0-9_]*)")
+    description: str = Field("", description="what the blueprint's tasks are for")
+    tasks: list[Task] = Field(min_length=1, description="the tasks; one micro-model each")
+    generation: Generation = Field(default_factory=Generation, description="stage 1")
+    refine: Refine = Field(default_factory=Refine, description="stage 2")
+    train: Train = Field(default_factory=Train, description="stage 3")
+    evaluate: Evaluate = Field(default_factory=Evaluate, description="stage 4")
+    export: Export = Field(default_factory=Export, description="stage 5")
 
     @field_validator("name")
     @classmethod
@@ -282,6 +314,41 @@ class BlueprintSpec(_Strict):
         if dupes:
             raise ValueError(f"duplicate task names: {', '.join(dupes)}")
         return v
+
+
+def field_reference(model: type[BaseModel] | None = None, prefix: str = ""
+                    ) -> list[tuple[str, str, str]]:
+    """``(path, default, description)`` of every field a blueprint may set, sections and list
+    items included (``train.grid``, ``tasks[].labels[].categories``), in schema order.
+
+    What ``foundry blueprint check --explain`` prints; ``tests/test_blueprint.py`` keeps every
+    field described.
+    """
+    out: list[tuple[str, str, str]] = []
+    for name, info in (model or BlueprintSpec).model_fields.items():
+        path = f"{prefix}{name}"
+        nested, suffix = _section_model(info.annotation)
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = "" if nested else json.dumps(info.default_factory())
+        else:
+            default = json.dumps(info.default)
+        out.append((path + suffix, default, info.description or ""))
+        if nested is not None:
+            out += field_reference(nested, f"{path}{suffix}.")
+    return out
+
+
+def _section_model(annotation: Any) -> tuple[type[BaseModel] | None, str]:
+    """The model of a nested section (``Generation``) or list item (``list[Task]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, ""
+    args = get_args(annotation)
+    if get_origin(annotation) is list and args and isinstance(args[0], type) \
+            and issubclass(args[0], BaseModel):
+        return args[0], "[]"
+    return None, ""
 
 
 class Blueprint:

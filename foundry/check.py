@@ -300,7 +300,11 @@ class _Checker:
         if not self.file.is_file():
             self.add(self.file, None, "(file)", f"missing; a blueprint folder needs a {BLUEPRINT_FILE}")
             return None, None
-        text = self.file.read_text(encoding="utf-8")
+        try:
+            text = self.file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            self.add(self.file, None, "(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+            return None, None
         self.line_of = yaml_locator(text)
         try:
             raw = yaml.safe_load(text)
@@ -360,9 +364,13 @@ class _Checker:
         return found
 
     def rows(self, path: Path, task: Task,
-             rules: Callable[[Mapping[str, Any], Task], list[tuple[str, str]]]
-             ) -> list[tuple[int, dict[str, Any]]]:
-        """Check every line of a JSONL file; return the good rows with their line numbers."""
+             rules: Callable[[Mapping[str, Any], Task], list[tuple[str, str]]],
+             duplicates: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """Check every line of a JSONL file; return the good rows with their line numbers.
+
+        ``duplicates``: the severity of a text repeated after normalisation (None: allowed,
+        as in the lab's corrections log, where a later line overrides an earlier one).
+        """
         good = []
         first_line: dict[str, int] = {}
         for lineno, obj in jsonl_lines(path):
@@ -375,11 +383,9 @@ class _Checker:
             if problems:
                 continue
             key = normalize(obj["text"])
-            if key in first_line and rules is not correction_row_problems:
+            if duplicates and key in first_line:
                 self.add(path, lineno, "text", f"duplicate of line {first_line[key]} after "
-                         f"normalisation ({key!r}); remove one of them",
-                         "error" if rules in (seed_row_problems, real_row_problems)
-                         else "warning")
+                         f"normalisation ({key!r}); remove one of them", duplicates)
                 continue
             first_line.setdefault(key, lineno)
             good.append((lineno, obj))
@@ -399,6 +405,9 @@ class _Checker:
 
         try:
             grammar = load_grammar(path, task)
+        except UnicodeDecodeError as exc:
+            self.add(path, None, "(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+            return None
         except GrammarError as exc:
             text = path.read_text(encoding="utf-8", errors="replace")
             line_of = yaml_locator(text)
@@ -418,11 +427,13 @@ class _Checker:
         files = self.task_files(i, task)
         if "constitution" in files:
             self.constitution(files["constitution"])
-        exam = self.rows(files["exam"], task, exam_row_problems) if "exam" in files else None
-        seeds = self.rows(files["seeds"], task, seed_row_problems) if "seeds" in files else []
+        exam = (self.rows(files["exam"], task, exam_row_problems, duplicates="warning")
+                if "exam" in files else None)
+        seeds = (self.rows(files["seeds"], task, seed_row_problems, duplicates="error")
+                 if "seeds" in files else [])
         if "corrections" in files:
             self.rows(files["corrections"], task, correction_row_problems)
-        real = {name: self.rows(files[name], task, real_row_problems)
+        real = {name: self.rows(files[name], task, real_row_problems, duplicates="error")
                 for name in ("real", "dev") if name in files}
         if len(real) == 2:
             self.real_overlap(files["real"], real["real"], real["dev"])
@@ -471,13 +482,13 @@ class _Checker:
 
     def data_source(self, i: int, task: Task, spec: BlueprintSpec, grammar,
                     seeds: list[dict[str, Any]]) -> None:
-        from foundry.generate import KEY_VARIABLES, provider_configured
+        from foundry.generate.registry import provider_configured, provider_entry
 
         provider = self.provider or spec.generation.provider
         if provider != "offline":
             if provider_configured(provider, self.env):
                 return
-            variables = " or ".join(KEY_VARIABLES[provider])
+            variables = " or ".join(provider_entry(provider).key_variables)
             if self.provider:  # asked for explicitly: the forge will refuse
                 self.at(("generation", "provider"), f"--provider {provider} needs {variables} "
                         "in the environment or .env")

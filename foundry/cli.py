@@ -9,9 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-from foundry.errors import FoundryError, InputDataError
+from foundry.errors import ConfigError, FoundryError, InputDataError
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT
 from foundry.secrets import redact
+
+#: ``--provider`` choices: the names of foundry.generate.registry, spelled out here because
+#: importing the generate package would slow every command down (tests/test_registry.py
+#: holds the two to each other).
+PROVIDER_NAMES = ("offline", "gemini", "openai")
 
 #: Exit status when stdout is closed before the answers are written (``| head``): 128 +
 #: SIGPIPE, what a shell reports for a process that the closed pipe stopped.
@@ -155,9 +160,18 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_blueprint_check(args: argparse.Namespace) -> int:
-    from foundry.blueprint import resolve_blueprint_dir
+    from foundry.blueprint import field_reference, resolve_blueprint_dir
     from foundry.check import check_blueprint
 
+    if args.explain:
+        for path, default, description in field_reference():
+            print(f"{path}" + (f" = {default}" if default else ""))
+            print(f"    {description}")
+        if args.path is None:
+            return 0
+        print()
+    elif args.path is None:
+        raise ConfigError("check: name a blueprint to check (or pass --explain)")
     # A blueprint that is not there is a usage error (exit 2); a broken one exits 1.
     report = check_blueprint(resolve_blueprint_dir(args.path), provider=args.provider)
     print(report.format(), file=sys.stdout if report.ok else sys.stderr)
@@ -207,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forge", help="run the pipeline notebooks of a blueprint")
     p.add_argument("blueprint", help="name under blueprints/ or a path")
     p.add_argument("--steps", default=None, help="comma list of generate,refine,train,evaluate,export")
-    p.add_argument("--provider", choices=["offline", "gemini", "openai"], default=None)
+    p.add_argument("--provider", choices=PROVIDER_NAMES, default=None)
     p.add_argument("--run-id", default=None)
     p.add_argument("--models-dir", default=str(MODELS_DIR))
     p.add_argument("--target", type=int, default=None, help="rows per task (overrides the blueprint)")
@@ -242,9 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Check blueprint.yaml and every file it names (constitution, "
                         "grammar, seeds, exam, corrections) without running a stage; every "
                         "error with file, line and field. Exit 1 if there is an error.")
-    c.add_argument("path", metavar="BLUEPRINT", help="name under blueprints/ or a path")
-    c.add_argument("--provider", choices=["offline", "gemini", "openai"], default=None,
+    c.add_argument("path", metavar="BLUEPRINT", nargs="?", help="name under blueprints/ or a path")
+    c.add_argument("--provider", choices=PROVIDER_NAMES, default=None,
                    help="the provider the forge will use (default: the blueprint's)")
+    c.add_argument("--explain", action="store_true",
+                   help="print every field a blueprint may set, its default and what it does")
     c.set_defaults(func=_cmd_blueprint_check)
     n = bsub.add_parser("new", help="scaffold a small blueprint that forges offline",
                         description="Create blueprints/NAME/ with a commented blueprint.yaml, "
@@ -301,7 +317,12 @@ def _describe_os_error(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; expected failures print one line on stderr (no traceback).
+    """Run a command; a :class:`~foundry.errors.FoundryError` prints one line on stderr.
+
+    Only the project's own errors (the user's to fix: a blueprint, an input file, a damaged
+    model file, a refused gate) and the operating system refusing I/O (an unreadable file, a
+    full disk, a closed pipe) become one line; anything else is a bug and raises with its
+    traceback.
 
     Exit status: 0 ok; 1 a model file, input data, gate, generation or system problem
     (unreadable file, full disk); 2 a usage or configuration error; 130 Ctrl-C;
@@ -329,9 +350,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{prog}: {redact(_describe_os_error(exc))}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # older errors not yet in foundry.errors (issue 16)
-        print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

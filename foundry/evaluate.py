@@ -39,7 +39,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from foundry.blueprint import Blueprint, Task
-from foundry.errors import GateError
+from foundry.errors import ConfigError, GateError
 from foundry.familiarity import MIN_ORDER, Familiarity, gate_for, unfamiliarity_many
 from foundry.jsonl import iter_jsonl
 from foundry.realtext import load_real
@@ -89,7 +89,7 @@ class ExamGateError(GateError):
         self.failures = failures
 
 
-class ExamDataError(ValueError):
+class ExamDataError(ConfigError):
     """An exam file is unusable; the message names the file, line and field."""
 
 
@@ -507,7 +507,8 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     # so the second matrix's label names never run into the first one.
     k = len(labels)
     side = max(3.6, 0.32 * k + 1.8)
-    vertical = k > 3 or max(len(label) for label in labels) > 8
+    # Tick labels turn vertical once they would not fit under their column (~0.09 in a char).
+    vertical = max(len(label) for label in labels) * 0.09 > 0.8 * side / k
     panels = [("test", result.test), ("exam", result.exam)]
     if len(result.dev):
         panels.append(("real-text dev", result.dev))

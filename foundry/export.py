@@ -1,4 +1,4 @@
-"""Stage 5: export a trained model as the portable artifact set of architecture §3.2.
+"""Stage 5: export a trained model as the portable artifact set (docs/preprocessor-spec.md).
 
 Per task, in the models dir:
 
@@ -35,23 +35,17 @@ from typing import Any
 import numpy as np
 
 from foundry import __version__
-from foundry.artifacts import (
-    COMMIT_MARKER,
-    FORMAT_VERSION,
-    PENDING_DIR,
-    load_preprocessor,
-    seal_message,
-)
+from foundry.artifacts import COMMIT_MARKER, FORMAT_VERSION, PENDING_DIR
 from foundry.blueprint import Blueprint, Task
 from foundry.conformance_cases import HARD_CASES
 from foundry.familiarity import NO_GATE, Familiarity, unfamiliarity
 from foundry.jsonl import iter_jsonl
 from foundry.locks import exclusive_lock
+from foundry.pair import EXAM_OVERRIDDEN, EXAM_PASSED, Provenance, artifact_bytes
 from foundry.realtext import load_real
 from foundry.runs import atomic_write_bytes, read_json, require_stage_output
 from foundry.stamps import check_fresh
-from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE, normalize
-from foundry.v1 import preprocessor_pb2 as pb
+from foundry.textspec import normalize
 
 #: In the order they are switched into place: the pair first, back to back.
 ARTIFACT_SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
@@ -67,128 +61,6 @@ def models_dir_lock(models_dir: Path, log: Callable[[str], None] | None = print)
 def artifact_paths(task: str, models_dir: Path) -> dict[str, Path]:
     """The four artifact paths of ``task``, keyed by suffix."""
     return {s: Path(models_dir) / f"{task}_{s}" for s in ARTIFACT_SUFFIXES}
-
-
-#: ``Provenance.exam_gate`` values.
-EXAM_PASSED, EXAM_OVERRIDDEN = "passed", "overridden"
-
-
-@dataclass(frozen=True)
-class Provenance:
-    blueprint: str = ""
-    blueprint_sha256: str = ""
-    data_sha256: str = ""
-    trainer: str = ""
-    train_rows: int = 0
-    #: :data:`EXAM_PASSED`, or :data:`EXAM_OVERRIDDEN` when the exam failed and the forge
-    #: was told ``--allow-exam-failures``.
-    exam_gate: str = ""
-
-
-def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
-    """Convert the fitted classifier step of ``trained.pipeline`` to ONNX bytes.
-
-    The graph is named after the task (skl2onnx would use a random id), which keeps the
-    output byte-identical for identical models.
-    """
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    from foundry.onnx_isotonic import faithful_isotonic
-
-    clf = trained.pipeline.named_steps["clf"]
-    n_features = len(trained.pipeline.named_steps["tfidf"].vocabulary_)
-    with faithful_isotonic():  # skl2onnx's own isotonic graph is a nearest-threshold lookup
-        model = convert_sklearn(
-            clf,
-            initial_types=[("features", FloatTensorType([None, n_features]))],
-            target_opset={"": opset, "ai.onnx.ml": 3},
-            options={id(clf): {"zipmap": False}},
-        )
-    outputs = [o.name for o in model.graph.output]
-    if outputs != ["label", "probabilities"]:
-        raise RuntimeError(f"unexpected ONNX outputs {outputs} for {type(clf).__name__}")
-    model.graph.name = f"{task}_classifier"
-    model.doc_string = f"Model Foundry micro-model {task!r}; labels in {task}_preprocessor.bin"
-    return model.SerializeToString()
-
-
-def preprocessor_message(
-    trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance,
-    familiarity: Familiarity = NO_GATE,
-) -> pb.Preprocessor:
-    """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline."""
-    tfidf = trained.pipeline.named_steps["tfidf"]
-    spec = trained.spec
-    vocab = sorted(tfidf.vocabulary_.items(), key=lambda kv: kv[1])
-    if [i for _, i in vocab] != list(range(len(vocab))):
-        raise RuntimeError("vectorizer vocabulary indices are not 0..D-1")
-    msg = pb.Preprocessor(
-        format_version=FORMAT_VERSION,
-        task=task,
-        labels=list(trained.labels),
-        normalizer=pb.Normalizer(
-            spec_version=1,
-            nfkc=True,
-            lowercase=spec.lowercase,
-            removed_categories=sorted(REMOVED_CATEGORIES),
-            whitespace=sorted(ord(c) for c in WHITESPACE),
-            max_chars=spec.max_chars,
-        ),
-        analyzer=pb.Analyzer(
-            min_n=spec.min_n, max_n=spec.max_n, word_boundary_padding=spec.word_boundary_padding
-        ),
-        weighting=pb.Weighting(
-            sublinear_tf=bool(tfidf.sublinear_tf),
-            use_idf=bool(tfidf.use_idf),
-            norm=pb.Weighting.NORM_L2 if tfidf.norm == "l2" else pb.Weighting.NORM_NONE,
-        ),
-        vocabulary=[g for g, _ in vocab],
-        idf=[float(x) for x in tfidf.idf_] if tfidf.use_idf else [],
-        threshold=float(threshold),
-        onnx_sha256=onnx_sha256,
-        unicode_version=UNICODE_VERSION,
-        provenance=pb.Provenance(
-            blueprint=provenance.blueprint,
-            blueprint_sha256=provenance.blueprint_sha256,
-            data_sha256=provenance.data_sha256,
-            trainer=provenance.trainer,
-            foundry_version=__version__,
-            train_rows=provenance.train_rows,
-            exam_gate=provenance.exam_gate,
-        ),
-        familiarity=pb.Familiarity(min_order=familiarity.min_order,
-                                   max_unfamiliar=familiarity.max_unfamiliar),
-    )
-    return msg
-
-
-def artifact_bytes(
-    trained: Any,
-    threshold: float,
-    *,
-    task: str | None = None,
-    opset: int = 15,
-    provenance: Provenance | None = None,
-    familiarity: Familiarity = NO_GATE,
-) -> tuple[bytes, bytes]:
-    """The ``(.onnx, .bin)`` bytes of a trained model, without writing anything.
-
-    Used by the exporter and by the trainer's size budget (it measures these lengths).
-    """
-    task = task or getattr(trained, "task", "task")
-    provenance = provenance or Provenance(
-        trainer=getattr(trained, "trainer", ""),
-        data_sha256=getattr(trained, "data_sha256", ""),
-        train_rows=int(getattr(trained, "train_rows", 0)),
-    )
-    onnx_bytes = classifier_onnx_bytes(trained, task, opset)
-    digest = hashlib.sha256(onnx_bytes).hexdigest()
-    msg = preprocessor_message(trained, task, threshold, digest, provenance, familiarity)
-    bin_bytes = seal_message(msg)
-    # Never write what a runtime would refuse (the rules of docs/preprocessor-spec.md).
-    load_preprocessor(bin_bytes, Path(f"{task}_preprocessor.bin (being exported)"), task)
-    return onnx_bytes, bin_bytes
 
 
 def conformance_vectors(trained: Any, texts: list[str], threshold: float = 0.5,
@@ -353,6 +225,16 @@ def model_card(
     exam_gate: str = EXAM_PASSED,
 ) -> str:
     """The model card (Markdown) of one task; ``exam_gate`` as in :class:`Provenance`."""
+    return "\n".join([
+        *_card_labels(task, trained, blueprint),
+        *_card_funnel(refine_summary, trained),
+        *_card_metrics(evaluation, threshold, exam_gate),
+        *_card_size(task, trained, onnx_size, bin_size),
+        *_card_usage(task),
+    ])
+
+
+def _card_labels(task: Task, trained: Any, blueprint: str) -> list[str]:
     lines = [
         f"# Model card: `{task.name}`",
         "",
@@ -368,7 +250,11 @@ def model_card(
     ]
     for i, label in enumerate(task.labels):
         lines.append(f"| {i} | `{label.name}` | {label.definition} |")
-    lines += ["", "## Data funnel", ""]
+    return lines
+
+
+def _card_funnel(refine_summary: dict, trained: Any) -> list[str]:
+    lines = ["", "## Data funnel", ""]
     funnel = refine_summary.get("funnel") or []
     if funnel:
         lines += ["| step | rows in | rows out | removed |", "|---|---:|---:|---:|"]
@@ -377,10 +263,15 @@ def model_card(
                 f"| {step.get('step')} | {step.get('rows_in')} | {step.get('rows_out')} "
                 f"| {step.get('removed')} |"
             )
-    lines += [
+    return lines + [
         "",
         f"Training rows: {refine_summary.get('train_rows', getattr(trained, 'train_rows', '?'))}, "
         f"test rows: {refine_summary.get('test_rows', '?')}.",
+    ]
+
+
+def _card_metrics(evaluation: dict, threshold: float, exam_gate: str) -> list[str]:
+    return [
         "",
         "## Metrics",
         "",
@@ -407,12 +298,22 @@ def model_card(
         f"{evaluation.get('threshold_source', '')}).",
         "",
         *_dev_section(evaluation),
+    ]
+
+
+def _card_size(task: Task, trained: Any, onnx_size: int, bin_size: int) -> list[str]:
+    return [
         "## Size",
         "",
         f"- `{task.name}_classifier.onnx`: {onnx_size / 1024:.1f} KiB",
         f"- `{task.name}_preprocessor.bin`: {bin_size / 1024:.1f} KiB",
         f"- vocabulary: {len(trained.pipeline.named_steps['tfidf'].vocabulary_)} character n-grams "
         f"(n = {trained.spec.min_n}..{trained.spec.max_n})",
+    ]
+
+
+def _card_usage(task: Task) -> list[str]:
+    return [
         "",
         "## Use it",
         "",
@@ -435,7 +336,6 @@ def model_card(
         "When `confident` is false, fall back to the assistant's LLM.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def recover_pending(models_dir: Path, log: Callable[[str], None] | None = print) -> list[str]:

@@ -20,6 +20,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from foundry.artifacts import seal_message
+from foundry.errors import ArtifactError, ConfigError
+
 #: Environment variable that forces the runtime's side: ``python`` or ``native``.
 ENV_VAR = "FOUNDRY_RUNTIME"
 RUNTIMES = ("python", "native")
@@ -35,7 +38,7 @@ def requested_runtime() -> str | None:
     if not value:
         return None
     if value not in RUNTIMES:
-        raise ValueError(f"{ENV_VAR}={value!r}: choose one of {', '.join(RUNTIMES)} (or unset it)")
+        raise ConfigError(f"{ENV_VAR}={value!r}: choose one of {', '.join(RUNTIMES)} (or unset it)")
     return value
 
 
@@ -58,21 +61,21 @@ def available() -> bool:
 
 
 def load(backend: str, task: str, preprocessor: Any, onnx_data: bytes, bin_path: Path,
-         onnx_path: Path) -> Any | None:
+         onnx_path: Path, prediction_type: type) -> Any | None:
     """The native model of a pair the Python side has validated (``preprocessor``, the decoded
     ``.bin``, and the ``.onnx`` bytes) for ``MicroModel.load(backend=...)``, or None when the
-    pure-Python path should answer. The native side checks every rule again.
+    pure-Python path should answer. The native side checks every rule again and builds its
+    answers as ``prediction_type`` (``foundry.runtime.Prediction``, passed in so that this
+    module does not import the runtime that imports it).
 
     Raises
     ------
-    foundry.runtime.ArtifactError
+    foundry.errors.ArtifactError
         The native side refuses the pair and the native path was required.
-    RuntimeError
+    foundry.errors.ConfigError
         The native path was required (``backend="native"`` or ``FOUNDRY_RUNTIME=native``) but
         is not built.
     """
-    from foundry.artifacts import seal_message
-    from foundry.runtime import ArtifactError, Prediction
 
     required = backend == "native" or (backend == "auto" and requested_runtime() == "native")
     if not required and (backend != "auto" or requested_runtime() == "python"):
@@ -80,13 +83,13 @@ def load(backend: str, task: str, preprocessor: Any, onnx_data: bytes, bin_path:
     module = extension()
     if module is None:
         if required:
-            raise RuntimeError(f"the native runtime is not available ({_import_error}); {BUILD_HINT}")
+            raise ConfigError(f"the native runtime is not available ({_import_error}); {BUILD_HINT}")
         return None
     sealed = type(preprocessor)()
     sealed.CopyFrom(preprocessor)  # the very message validated, as file bytes (no re-read)
     try:
         return module.NativeModel(task, seal_message(sealed), onnx_data, str(bin_path),
-                                  str(onnx_path), Prediction, ArtifactError)
+                                  str(onnx_path), prediction_type, ArtifactError)
     except ArtifactError:
         if required:
             raise

@@ -53,6 +53,7 @@ from foundry import minhash as mh
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.generate.rawstore import dump_line, read_jsonl
 from foundry.realtext import load_real
+from foundry.refine_report import exam_probe, shortcut_audit, write_report
 from foundry.runs import atomic_write_text, read_json, require_stage_output, stage_dir, write_json
 from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import TextSpec, normalize
@@ -839,8 +840,6 @@ def refine_rows(
     summary["max_train_test_similarity"] = pair["similarity"]
     summary["max_train_test_pair"] = pair
 
-    from foundry.refine_report import shortcut_audit
-
     audit = shortcut_audit(train_out, labels, norms=[r.norm for r in train])
     summary["shortcuts"] = [f for f in audit if f["shortcut"]]
     summary["surface_features"] = audit
@@ -950,8 +949,6 @@ def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str]
                 storage_config: dict | None = None, progress: bool | None = None,
                 probe: bool = True) -> RefineResult:
     """Refine one task of a run: read, refine, probe the exam, write every output."""
-    from foundry.refine_report import exam_probe, write_report
-
     inputs = check_fresh(bp, run_dir, "refine", task.name)
     cfg = bp.spec.refine
     rows = load_generated_rows(run_dir, task)
@@ -995,3 +992,43 @@ def refine_stage(bp: Blueprint, run_dir: Path, *, log: Callable[[str], None] = p
                             progress=progress)
         for t in bp.tasks
     }
+
+
+# ----------------------------------------------------------------------------------------
+# Balance / augmentation study
+
+
+def refine_study(
+    rows: Sequence[dict],
+    task,
+    cfg,
+    exam: Sequence[dict],
+    *,
+    corrections: Sequence[dict] = (),
+    balances: Sequence[str] = ("undersample", "class_weight", "none"),
+    augments: Sequence[float] = (0.0, 0.5),
+) -> list[dict]:
+    """Exam-probe accuracy of every balance strategy x punctuation-drop fraction.
+
+    Each setting re-runs :func:`refine_rows` on the same rows (same seed,
+    so the same split) and fits the quick probe of :func:`foundry.refine_report.exam_probe`. This is the
+    evidence for choosing ``refine.balance`` and ``refine.drop_punctuation_augment``.
+    """
+    exam_texts = [r["text"] for r in exam]
+    out = []
+    for balance in balances:
+        for augment in augments:
+            setting = cfg.model_copy(update={"balance": balance,
+                                             "drop_punctuation_augment": augment})
+            res = refine_rows(list(rows), task, setting, exam_texts=exam_texts,
+                              corrections=corrections, progress=False)
+            probe = exam_probe(res.train, exam, task.label_names)
+            out.append({
+                "balance": balance,
+                "drop_punctuation_augment": augment,
+                "train_rows": res.summary["train_rows"],
+                "exam_accuracy": probe["accuracy"],
+                "exam_accuracy_no_trailing_punctuation": probe["accuracy_no_trailing_punctuation"],
+                "shortcuts": len(res.summary["shortcuts"]),
+            })
+    return out

@@ -217,46 +217,65 @@ def funnel_table(summary: dict) -> list[str]:
 
 def render_markdown(result) -> str:
     """The report of one :class:`foundry.refine.RefineResult` as markdown."""
+    sections = (_overview_section, _probe_section, _shortcut_section, _split_section,
+                _clusters_section, _diversity_section, _removed_section)
+    lines = [line for section in sections for line in section(result)]
+    lines += ["## Plots", "", *(f"![{p}]({p})" for p in PLOT_FILES), ""]
+    return "\n".join(lines)
+
+
+def _overview_section(result) -> list[str]:
+    s = result.summary
+    return [f"# Refine report: `{s['task']}`", "",
+            f"{s['input_rows']} input rows ({s['corrections']} corrections, "
+            f"{s.get('real_rows', 0)} real utterances of which {s.get('real_kept', 0)} train; "
+            f"{s.get('dev_texts', 0)} dev texts held out) -> "
+            f"**{s['train_rows']} train**, **{s['test_rows']} test**. "
+            f"Balance: `{s['balance']}`; punctuation-drop augmentation: "
+            f"{s['config']['drop_punctuation_augment']:g} ({s['augmented_rows']} rows added). "
+            f"Train data sha256 `{s['data_sha256'][:16]}…`.", "",
+            "## Funnel", "", *funnel_table(s), ""]
+
+
+def _probe_section(result) -> list[str]:
+    probe = result.summary.get("exam_probe")
+    if not (probe and probe.get("accuracy") is not None):
+        return []
+    return ["## Exam probe", "",
+            "A quick char-n-gram TF-IDF + logistic regression fitted on the train split "
+            "(a yardstick, not the trained model):", "",
+            f"- exam accuracy: **{_pct(probe['accuracy'])}** ({probe['exam_rows']} rows)",
+            f"- exam accuracy with trailing punctuation stripped: "
+            f"**{_pct(probe['accuracy_no_trailing_punctuation'])}**", ""]
+
+
+def _shortcut_section(result) -> list[str]:
+    lines = ["## Shortcut audit", "",
+             f"Surface features of the train split. A feature is a **shortcut** when purity "
+             f">= {SHORTCUT_PURITY:.0%} and coverage >= {SHORTCUT_COVERAGE:.0%}: a model can "
+             "lean on it and then fail on users who write differently (e.g. omit `？`). "
+             "Counter-measure: `refine.drop_punctuation_augment`.", ""]
+    audit = result.summary.get("surface_features", [])
+    if not audit:
+        return [*lines, "No surface feature has enough support."]
+    lines += ["| feature | label | rows | coverage | purity | shortcut |",
+              "|---|---|---:|---:|---:|---|"]
+    for f in audit[:20]:
+        lines.append(f"| {_md(f['feature'])} | {f['label']} | {f['support']} "
+                     f"| {_pct(f['coverage'])} | {_pct(f['purity'])} "
+                     f"| {'**yes**' if f['shortcut'] else ''} |")
+    return lines
+
+
+def _split_section(result) -> list[str]:
     s = result.summary
     labels = s["labels"]
-    lines = [f"# Refine report: `{s['task']}`", "",
-             f"{s['input_rows']} input rows ({s['corrections']} corrections, "
-             f"{s.get('real_rows', 0)} real utterances of which {s.get('real_kept', 0)} train; "
-             f"{s.get('dev_texts', 0)} dev texts held out) -> "
-             f"**{s['train_rows']} train**, **{s['test_rows']} test**. "
-             f"Balance: `{s['balance']}`; punctuation-drop augmentation: "
-             f"{s['config']['drop_punctuation_augment']:g} ({s['augmented_rows']} rows added). "
-             f"Train data sha256 `{s['data_sha256'][:16]}…`.", "",
-             "## Funnel", "", *funnel_table(s), ""]
-    probe = s.get("exam_probe")
-    if probe and probe.get("accuracy") is not None:
-        lines += ["## Exam probe", "",
-                  "A quick char-n-gram TF-IDF + logistic regression fitted on the train split "
-                  "(a yardstick, not the trained model):", "",
-                  f"- exam accuracy: **{_pct(probe['accuracy'])}** ({probe['exam_rows']} rows)",
-                  f"- exam accuracy with trailing punctuation stripped: "
-                  f"**{_pct(probe['accuracy_no_trailing_punctuation'])}**", ""]
-    lines += ["## Shortcut audit", "",
-              f"Surface features of the train split. A feature is a **shortcut** when purity "
-              f">= {SHORTCUT_PURITY:.0%} and coverage >= {SHORTCUT_COVERAGE:.0%}: a model can "
-              "lean on it and then fail on users who write differently (e.g. omit `？`). "
-              "Counter-measure: `refine.drop_punctuation_augment`.", ""]
-    audit = s.get("surface_features", [])
-    if audit:
-        lines += ["| feature | label | rows | coverage | purity | shortcut |",
-                  "|---|---|---:|---:|---:|---|"]
-        for f in audit[:20]:
-            lines.append(f"| {_md(f['feature'])} | {f['label']} | {f['support']} "
-                         f"| {_pct(f['coverage'])} | {_pct(f['purity'])} "
-                         f"| {'**yes**' if f['shortcut'] else ''} |")
-    else:
-        lines.append("No surface feature has enough support.")
     pair = s.get("max_train_test_pair") or {}
-    lines += ["", "## Split", "",
-              f"Stratified by label, grouped by similarity clusters at shingle Jaccard >= "
-              f"{s['config']['split_threshold']} ({s['split_groups']} groups, largest "
-              f"{s['largest_split_group']} rows); no group is on both sides.", "",
-              "| split | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    lines = ["", "## Split", "",
+             f"Stratified by label, grouped by similarity clusters at shingle Jaccard >= "
+             f"{s['config']['split_threshold']} ({s['split_groups']} groups, largest "
+             f"{s['largest_split_group']} rows); no group is on both sides.", "",
+             "| split | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     for split in ("train", "test"):
         lines.append(f"| {split} | " + " | ".join(
             str(s["label_counts"][split].get(lab, 0)) for lab in labels) + " |")
@@ -264,33 +283,44 @@ def render_markdown(result) -> str:
         lines += ["", f"Highest remaining train/test similarity: **{pair['similarity']:.3f}** "
                   f"(exact shingle Jaccard, {pair['test_rows_checked']} test rows checked): "
                   f"test `{_md(pair['test'])}` vs train `{_md(pair['train'])}`."]
-    lines += ["", "## Largest near-duplicate clusters", ""]
-    if result.clusters:
-        lines += ["| rows | texts | label | kept (source) | other members |", "|---:|---:|---|---|---|"]
-        for c in result.clusters[:10]:
-            others = "; ".join(_md(t) for t in c["members"][1:6])
-            more = " …" if len(c["members"]) > 6 else ""
-            lines.append(f"| {c['size']} | {c['texts']} | {c['label']} | {_md(c['kept'])} "
-                         f"({c['kept_source']}) | {others}{more} |")
-    else:
-        lines.append("No near-duplicate clusters.")
-    lines += ["", "## Diversity per label (train)", "",
-              "distinct-n = unique character n-grams / all character n-grams.", "",
-              "| label | rows | distinct-1 | distinct-2 | distinct-3 | top bigrams |",
-              "|---|---:|---:|---:|---:|---|"]
-    for lab in labels:
+    return lines
+
+
+def _clusters_section(result) -> list[str]:
+    lines = ["", "## Largest near-duplicate clusters", ""]
+    if not result.clusters:
+        return [*lines, "No near-duplicate clusters."]
+    lines += ["| rows | texts | label | kept (source) | other members |", "|---:|---:|---|---|---|"]
+    for c in result.clusters[:10]:
+        others = "; ".join(_md(t) for t in c["members"][1:6])
+        more = " …" if len(c["members"]) > 6 else ""
+        lines.append(f"| {c['size']} | {c['texts']} | {c['label']} | {_md(c['kept'])} "
+                     f"({c['kept_source']}) | {others}{more} |")
+    return lines
+
+
+def _diversity_section(result) -> list[str]:
+    lines = ["", "## Diversity per label (train)", "",
+             "distinct-n = unique character n-grams / all character n-grams.", "",
+             "| label | rows | distinct-1 | distinct-2 | distinct-3 | top bigrams |",
+             "|---|---:|---:|---:|---:|---|"]
+    for lab in result.summary["labels"]:
         texts = [r["text"] for r in result.train if r["label"] == lab]
         d = distinct_ratios(texts)
         top = ", ".join(f"{g} ({c})" for g, c in top_ngrams(texts, 2, 8))
         lines.append(f"| {lab} | {len(texts)} | {d[1]:.3f} | {d[2]:.3f} | {d[3]:.3f} "
                      f"| {_md(top)} |")
-    lines += ["", "## Removed rows: samples per reason", ""]
+    return lines
+
+
+def _removed_section(result) -> list[str]:
+    lines = ["", "## Removed rows: samples per reason", ""]
     by_reason: dict[str, list[dict]] = defaultdict(list)
     for r in result.removed:
         by_reason[r["reason"]].append(r)
     if not by_reason:
         lines.append("Nothing was removed.")
-    steps = [f["step"] for f in s["funnel"]]
+    steps = [f["step"] for f in result.summary["funnel"]]
     for reason in sorted(by_reason, key=lambda x: steps.index(x) if x in steps else len(steps)):
         rows = by_reason[reason]
         lines += [f"### {reason} ({len(rows)})", "", "| text | label | source | detail |",
@@ -299,8 +329,7 @@ def render_markdown(result) -> str:
             lines.append(f"| {_md(r['text'])} | {_md(r['label'])} | {r['source']} "
                          f"| {_md(r['detail'])} |")
         lines.append("")
-    lines += ["## Plots", "", *(f"![{p}]({p})" for p in PLOT_FILES), ""]
-    return "\n".join(lines)
+    return lines
 
 
 # ----------------------------------------------------------------------------------------
@@ -390,45 +419,3 @@ def write_report(result, out_dir: Path) -> None:
         _savefig(fig, Path(out_dir) / name)
         plt.close(fig)
     atomic_write_text(Path(out_dir) / "report.md", render_markdown(result))
-
-
-# ----------------------------------------------------------------------------------------
-# Balance / augmentation study
-
-
-def refine_study(
-    rows: Sequence[dict],
-    task,
-    cfg,
-    exam: Sequence[dict],
-    *,
-    corrections: Sequence[dict] = (),
-    balances: Sequence[str] = ("undersample", "class_weight", "none"),
-    augments: Sequence[float] = (0.0, 0.5),
-) -> list[dict]:
-    """Exam-probe accuracy of every balance strategy x punctuation-drop fraction.
-
-    Each setting re-runs :func:`foundry.refine.refine_rows` on the same rows (same seed,
-    so the same split) and fits the quick probe of :func:`exam_probe`. This is the
-    evidence for choosing ``refine.balance`` and ``refine.drop_punctuation_augment``.
-    """
-    from foundry.refine import refine_rows
-
-    exam_texts = [r["text"] for r in exam]
-    out = []
-    for balance in balances:
-        for augment in augments:
-            setting = cfg.model_copy(update={"balance": balance,
-                                             "drop_punctuation_augment": augment})
-            res = refine_rows(list(rows), task, setting, exam_texts=exam_texts,
-                              corrections=corrections, progress=False)
-            probe = exam_probe(res.train, exam, task.label_names)
-            out.append({
-                "balance": balance,
-                "drop_punctuation_augment": augment,
-                "train_rows": res.summary["train_rows"],
-                "exam_accuracy": probe["accuracy"],
-                "exam_accuracy_no_trailing_punctuation": probe["accuracy_no_trailing_punctuation"],
-                "shortcuts": len(res.summary["shortcuts"]),
-            })
-    return out

@@ -1069,9 +1069,7 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     root_get, miss, start = automaton.root.get, automaton.miss, automaton.start
     padded = spec.word_boundary_padding
     in_vocabulary, packed = head._in_vocabulary, head._packed_item
-    in_vocabulary = head._in_vocabulary
-    idf2, weight = head.idf2.__getitem__, head.weights[0].__getitem__
-    dtf, dtf2, mul, sqrt = head._dtf, head._dtf2, operator.mul, math.sqrt
+    correct_repeats, sqrt = head._correct_repeats, math.sqrt
     bias = head.intercepts[1]
     calibration = graph.calibration or SigmoidCalibration(1, -1.0, 0.0)  # unused if logistic
     sign, a, b = (1.0 if calibration.column == 1 else -1.0), calibration.a, calibration.b
@@ -1101,17 +1099,13 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                 if padded:
                     total += (node.get(" ") or root_get(" ", miss))[1]
             z, norm2 = total.real, total.imag
-        else:  # see _NumpyHead.scores and _correct_repeats
+        else:  # as _NumpyHead.scores: occurrence sums, then the repeats corrected
             hits = list(filter(in_vocabulary, slicer(out)))
             both = sum(map(packed, hits), 0j)
-            z, norm2 = both.real, both.imag
+            sums, norm2 = [both.real], both.imag
             if len(set(hits)) != len(hits):
-                counts: dict[str, int] = {}
-                _count_elements(counts, hits)
-                repeated = list(compress(counts, map(_MORE_THAN_ONE, counts.values())))
-                seen = list(map(counts.__getitem__, repeated))
-                norm2 += sum(map(mul, map(dtf2, seen), map(idf2, repeated)))
-                z += sum(map(mul, map(dtf, seen), map(weight, repeated)))
+                norm2 = correct_repeats(hits, norm2, sums)
+            z = sums[0]
         if norm2 > 0.0:
             z /= sqrt(norm2)
         z += bias
@@ -1329,7 +1323,8 @@ class MicroModel:
         paths = {"onnx": onnx_path, "bin": bin_path}
         from foundry import native
 
-        native_model = native.load(backend, task, pre, onnx_data, bin_path, onnx_path)
+        native_model = native.load(backend, task, pre, onnx_data, bin_path, onnx_path,
+                                   Prediction)
         model: MicroModel
         if native_model is not None:
             model = cls(task, pre, None, paths, native=native_model)

@@ -24,11 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
+from foundry.errors import ConfigError
 from foundry.textspec import Analyzer, TextSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     from sklearn.base import BaseEstimator
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
     from sklearn.svm import LinearSVC
 
-# scikit-learn is imported where it is used: the registry (names, grid keys, value rules) is
-# also what `foundry/blueprint.py` validates a blueprint against, in a fraction of a second.
+# scikit-learn and numpy are imported where they are used: the registry (names, grid keys,
+# value rules) is also what `foundry/blueprint.py` validates a blueprint against, in a
+# fraction of a second.
 
 #: Grid keys that configure the vectorizer, and the ``TfidfVectorizer`` argument they set.
 VECTORIZER_KEYS: tuple[str, ...] = ("min_df", "max_df", "max_features", "sublinear_tf")
@@ -52,7 +53,7 @@ CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
 REAL_SIGMOID = "sigmoid_real"
 
 
-class GridError(ValueError):
+class GridError(ConfigError):
     """``train.grid`` or ``train.trainer`` in a blueprint is not usable; the message says why."""
 
 
@@ -259,12 +260,13 @@ def make_vectorizer(
     vocabulary: list[str] | None = None,
     analyzer: Callable[[str], list[str]] | None = None,
 ) -> TfidfVectorizer:
-    """The vectorizer of the contract (architecture §3.4 step 7).
+    """The vectorizer of the contract (text spec step 7, docs/preprocessor-spec.md).
 
     ``vocabulary`` fixes the columns (used after size pruning; ``min_df`` and friends are
     then ignored). ``analyzer`` replaces ``Analyzer(spec)`` by an equivalent callable, e.g.
     a memoising one during cross-validation; fitted models always keep ``Analyzer(spec)``.
     """
+    import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     params = dict(params or {})
@@ -396,6 +398,7 @@ def class_weights(clf: BaseEstimator, n_classes: int) -> np.ndarray:
     feature pushed the decision towards class ``a`` rather than ``b``. A binary linear model
     has one coefficient row (class 1 against class 0); it becomes ``[0, coef]``.
     """
+    import numpy as np
     from sklearn.naive_bayes import ComplementNB
 
     base = base_classifier(clf)
@@ -417,6 +420,8 @@ def feature_ranking(
     that is always tiny does not outrank a term that actually moves scores. ``chi2``: the
     chi-squared statistic of the column against the labels.
     """
+    import numpy as np
+
     if trainer.prune_by == "chi2":
         from sklearn.feature_selection import chi2
 

@@ -78,3 +78,26 @@ def test_content_hash_ignores_corrections(tmp_path):
     assert load_blueprint(path).content_sha256() == before
     (path / "seeds" / "is_question.jsonl").write_text("changed\n")
     assert load_blueprint(path).content_sha256() != before
+
+
+def test_every_blueprint_field_is_described_for_check_explain():
+    from foundry.blueprint import field_reference
+
+    reference = field_reference()
+    undescribed = [path for path, _, description in reference if not description]
+    assert undescribed == [], f"add Field(description=...) to: {undescribed}"
+    paths = {path: default for path, default, _ in reference}
+    assert paths["train.trainer"] == '"tfidf_logreg"'
+    assert paths["tasks[].labels[].categories"] == "[]"
+    assert paths["train.features.max_chars"] == "256"
+
+
+def test_check_explain_prints_every_field(capsys):
+    from foundry.cli import main
+
+    assert main(["blueprint", "check", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "train.time_budget_s = 120.0\n    seconds the grid search" in out
+    assert "generation.provider = \"offline\"" in out
+    assert main(["blueprint", "check"]) == 2
+    assert "name a blueprint to check (or pass --explain)" in capsys.readouterr().err

@@ -165,3 +165,11 @@ def test_cli_exit_code_and_no_stage_is_run(bp, tmp_path):
     assert f"{exam}:{line}: label: 'Neutral' is not a label of task 'demo'" in proc.stderr
     assert proc.stderr.strip().endswith("1 error in blueprint 'demo'")
     assert not runs.exists()
+
+
+def test_files_that_are_not_utf8_are_named(bp):
+    (bp / "grammar" / "demo.yaml").write_bytes(b"slots: {}\n" + b"\xff\xfe bad\n")
+    (bp / "exam" / "demo.jsonl").write_bytes(b'{"text": "\xff", "label": "Positive"}\n')
+    errors = "\n".join(_errors(check_blueprint(bp, env=NO_KEYS)))
+    assert "grammar/demo.yaml: (file): not UTF-8 text" in errors
+    assert "exam/demo.jsonl: (line): not UTF-8 text" in errors

@@ -98,3 +98,6 @@ def test_the_guides_commands_work_as_written(tmp_path):
     runs = project / "runs" / "demo"
     assert (runs / "LATEST").read_text().strip() == (runs / "CURRENT").read_text().strip()
     assert not list((project / "notebooks").glob("*/"))  # nothing written under notebooks/
+    # The LLM run's 01_generate shows the duplicates per round of requests.
+    reports = [p.read_text(encoding="utf-8") for p in runs.glob("*/notebooks/01_generate.ipynb")]
+    assert any("demo: duplicate rate per request round" in r for r in reports)

@@ -21,6 +21,7 @@ import pytest
 from conftest import FORGED_TASKS, QUESTIONS, STATEMENTS, forged_models_or_skip, install_model
 
 from foundry import native
+from foundry.errors import ConfigError
 from foundry.runtime import ArtifactError, MicroModel, Prediction, check_conformance
 
 TOLERANCE = 1e-9
@@ -61,7 +62,7 @@ def test_the_backend_is_chosen_by_load_and_the_environment(tiny_models, monkeypa
     monkeypatch.setenv(native.ENV_VAR, "Native")
     assert MicroModel.load("tiny_q", models_dir).backend == "native"
     monkeypatch.setenv(native.ENV_VAR, "rust")
-    with pytest.raises(ValueError, match="FOUNDRY_RUNTIME='rust': choose one of python, native"):
+    with pytest.raises(ConfigError, match="FOUNDRY_RUNTIME='rust': choose one of python, native"):
         MicroModel.load("tiny_q", models_dir)
 
 
@@ -71,10 +72,10 @@ def test_without_the_extension_the_pure_python_path_answers(tiny_models, monkeyp
     monkeypatch.setattr(native, "_import_error", "No module named 'foundry._native'")
     assert not native.available()
     assert MicroModel.load("tiny_q", models_dir).backend == "numpy"
-    with pytest.raises(RuntimeError, match="make native"):
+    with pytest.raises(ConfigError, match="make native"):
         MicroModel.load("tiny_q", models_dir, backend="native")
     monkeypatch.setenv(native.ENV_VAR, "native")
-    with pytest.raises(RuntimeError, match="native runtime is not available"):
+    with pytest.raises(ConfigError, match="native runtime is not available"):
         MicroModel.load("tiny_q", models_dir)
 
 

@@ -18,10 +18,10 @@ from foundry.generate.providers import (
     Transient,
     classify_status,
     gemini_retry_info,
-    make_provider,
     parse_retry_after,
     parse_retry_delay,
 )
+from foundry.generate.registry import make_provider
 from foundry.secrets import ApiKey
 
 SPEC = OutputSpec(3, ["Question", "Statement"], ["wh_question", "command"])

@@ -39,6 +39,8 @@ def test_measure_reports_labels_and_categories_against_their_targets():
     assert table.loc[("category", "Yes", "b"), ["rows", "share", "below"]].tolist() == [0, 0.0, True]
     assert table.loc[("label", "No", None), ["rows", "share", "below"]].tolist() == [10, 0.2, True]
     assert not s.passed and list(s.short_labels["label"]) == ["No"]
+    assert s.summary() == ("t: Yes 35/50 (70%), No 10/50 (20%); below 50% of target; "
+                           "thin sub-categories: Yes/b")
     assert s.table["rows"].dtype.kind == "i" and s.table["target"].dtype.kind == "i"
 
 

@@ -192,14 +192,25 @@ def test_size_ladder_is_descending_and_contains_both_ends():
     assert size_ladder(1000, 1000)[0] == 1000 and len(size_ladder(1000, 1000)) > 1
 
 
-def test_time_budget_stops_the_search_after_one_candidate(tmp_path):
-    bp = make_blueprint(tmp_path / "bp", train={"grid": {"C": [1.0, 2.0, 4.0]},
-                                                "time_budget_s": 1e-6})
-    write_refined(tmp_path / "run", n_train=120)
-    res = train_stage(bp, tmp_path / "run", log=lambda _: None)["is_question"]
-    assert res.candidates_evaluated == 1 and res.candidates_total == 3 and res.budget_hit
-    cv = load_trained(tmp_path / "run", "is_question").cv_results
-    assert list(cv["status"]) == ["done", "skipped: time budget", "skipped: time budget"]
+def test_time_budget_only_warns_so_machine_speed_never_changes_the_model(tmp_path):
+    """A spent budget must not cut the grid: a busy machine would pick other parameters."""
+    grid = {"C": [0.01, 2.0, 4.0]}
+    results, logs = {}, {}
+    for budget in (1e-6, 1e6):
+        bp = make_blueprint(tmp_path / f"bp{budget}", train={"grid": grid,
+                                                             "time_budget_s": budget})
+        write_refined(tmp_path / f"run{budget}", n_train=120)
+        lines: list[str] = []
+        results[budget] = train_stage(bp, tmp_path / f"run{budget}", log=lines.append)
+        logs[budget] = lines
+    tight, ample = results[1e-6]["is_question"], results[1e6]["is_question"]
+    assert tight.candidates_evaluated == tight.candidates_total == 3 and tight.budget_hit
+    assert not ample.budget_hit
+    assert tight.best_params == ample.best_params and tight.cv_macro_f1 == ample.cv_macro_f1
+    assert any("over train.time_budget_s" in line for line in logs[1e-6])
+    assert not any("over train.time_budget_s" in line for line in logs[1e6])
+    cv = load_trained(tmp_path / "run1e-06", "is_question").cv_results
+    assert list(cv["status"]) == ["done", "done", "done"]
 
 
 @pytest.mark.parametrize("trainer", ["tfidf_linear_svm", "tfidf_complement_nb"])

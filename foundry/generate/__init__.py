@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundry.blueprint import Blueprint, Task
 from foundry.generate.rawstore import RawStore
+from foundry.generate.registry import NAMES as PROVIDERS
+from foundry.generate.registry import provider_configured, provider_entry
 from foundry.generate.sufficiency import (
     InsufficientDataError,
     Sufficiency,
@@ -29,9 +31,6 @@ from foundry.stamps import write_stamp
 __all__ = ["GenerateSummary", "InsufficientDataError", "check_data_sufficiency",
            "generate_stage", "generate_task", "provider_configured", "resolve_provider"]
 
-PROVIDERS = ("offline", "gemini", "openai")
-#: Environment variables that configure a provider (any one of them is enough).
-KEY_VARIABLES = {"gemini": ("GEMINI_API_KEYS",), "openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
 
 
 def __getattr__(name: str):
@@ -56,16 +55,6 @@ class GenerateSummary:
     sufficiency: Sufficiency | None = None
 
 
-def provider_configured(provider: str, env: Mapping[str, str] | None = None) -> bool:
-    """Whether the environment (or ``.env``) configures ``provider``; never reads key values out."""
-    if provider == "offline":
-        return True
-    from foundry.secrets import load_env
-
-    variables = load_env(env)
-    return any(variables.get(var, "").strip() for var in KEY_VARIABLES[provider])
-
-
 def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], None]) -> str:
     """The provider to use: an explicit override, else the blueprint's, else ``offline``.
 
@@ -81,13 +70,14 @@ def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], N
             )
         if not provider_configured(override):
             raise MissingKeyError(
-                f"provider {override!r} needs {' or '.join(KEY_VARIABLES[override])} in the "
-                "environment or .env"
+                f"provider {override!r} needs "
+                f"{' or '.join(provider_entry(override).key_variables)} in the environment or .env"
             )
         return override
     provider = bp.spec.generation.provider
     if not provider_configured(provider):
-        log(f"{' / '.join(KEY_VARIABLES[provider])} not set: using the offline provider, not {provider!r}")
+        log(f"{' / '.join(provider_entry(provider).key_variables)} not set: using the offline "
+            f"provider, not {provider!r}")
         return "offline"
     return provider
 
@@ -110,7 +100,7 @@ def offline_stream(bp: Blueprint, task: Task, target: int) -> str:
 def stream_for(bp: Blueprint, task: Task, provider: str, target: int) -> str:
     if provider == "offline":
         return offline_stream(bp, task, target)
-    model = bp.spec.generation.model if provider == "gemini" else bp.spec.generation.openai_model
+    model = getattr(bp.spec.generation, provider_entry(provider).model_field or "model")
     return f"{provider}-{_safe(model)}"
 
 
@@ -198,6 +188,7 @@ def generate_task(
     )
     write_stamp(bp, run_dir, "generate", task.name)
     log(f"{task.name}: {summary.rows} raw rows in {raw_file} ({summary.added} new, {provider})")
+    log(sufficiency.summary())
     return summary
 
 

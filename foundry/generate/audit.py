@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from foundry.blueprint import Blueprint, Task
+from foundry.errors import ConfigError
 from foundry.generate.offline import generate_offline
 from foundry.textspec import normalize
 
@@ -73,8 +74,8 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     confident : out-of-fold top probability from which an error counts as confident.
     """
     from foundry.train import (
-        _FoldFeatures,
-        _Recipe,
+        FoldFeatures,
+        Recipe,
         best_candidate,
         make_folds,
         out_of_fold_proba,
@@ -85,9 +86,9 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     from foundry.trainers import expand_grid, get_trainer
 
     if not 0.5 <= confident < 1.0:
-        raise ValueError(f"confident={confident!r}: expected a probability in [0.5, 1)")
+        raise ConfigError(f"confident={confident!r}: expected a probability in [0.5, 1)")
     if task.grammar is None:
-        raise ValueError(f"task {task.name!r} has no grammar to audit (blueprint field "
+        raise ConfigError(f"task {task.name!r} has no grammar to audit (blueprint field "
                          f"tasks[].grammar)")
     gen, cfg = bp.spec.generation, bp.spec.train
     sample = generate_offline(bp, task, target=rows or gen.target_per_task,
@@ -99,10 +100,10 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     templates = [r.get("template") or r.get("source", "?") for r in data]
 
     trainer = get_trainer(cfg.trainer)
-    recipe = _Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
+    recipe = Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
     folds = make_folds(y, cfg.cv_folds, cfg.seed,
                        similarity_groups(texts, y, bp.spec.refine, cfg.cv_folds))
-    features = _FoldFeatures(recipe, texts, folds)
+    features = FoldFeatures(recipe, texts, folds)
     candidates = expand_grid(trainer, cfg.grid)
     w = np.ones(len(y))
     table = search_grid(recipe, candidates, features, y, w, cfg.time_budget_s, log=lambda _: None)

@@ -39,9 +39,9 @@ from foundry.generate.providers import (
     Provider,
     RateLimited,
     Transient,
-    make_provider,
 )
 from foundry.generate.rawstore import RawStore
+from foundry.generate.registry import ProviderEntry, make_provider, provider_entry
 from foundry.generate.steering import RequestPlan, Steering
 from foundry.generate.validate import (
     Checked,
@@ -51,7 +51,7 @@ from foundry.generate.validate import (
     check_rows,
     extract_rows,
 )
-from foundry.secrets import ApiKey, gemini_keys, load_env, openai_keys, redact, redacting
+from foundry.secrets import ApiKey, load_env, redact, redacting
 from foundry.textspec import normalize
 
 __all__ = [
@@ -65,15 +65,20 @@ __all__ = [
     "generate_llm",
 ]
 
-PROVIDERS = ("gemini", "openai")
 
 
 class MissingKeyError(GenerationError):
     """No API key is configured for the chosen provider."""
 
 
-class GenerationInterrupted(KeyboardInterrupt):
-    """Ctrl-C: the run stopped after its last complete batch; ``report`` says how far it got."""
+class GenerationInterrupted(GenerationError, KeyboardInterrupt):
+    """Ctrl-C: the run stopped after its last complete batch; ``report`` says how far it got.
+
+    Also a :class:`KeyboardInterrupt`, so ``except KeyboardInterrupt`` still sees a Ctrl-C;
+    the command line exits 130 as for any Ctrl-C.
+    """
+
+    exit_code = 130
 
     def __init__(self, report: GenerationReport) -> None:
         super().__init__(f"generation interrupted after {report.rows_total} rows; re-run to "
@@ -425,15 +430,8 @@ class _Run:
         tries = 0
         last_error = ""
         while True:
-            if self.stop_reason or not self._budget_left():
-                return []
-            try:
-                key = await self.pool.acquire()
-            except AllKeysDisabledError as exc:
-                self._stop("error", exc)
-                return []
-            if self.stop_reason:  # stopped while we waited for a key
-                self.pool.release(key)
+            key = await self._next_key()
+            if key is None:
                 return []
             self.report.attempts += 1
             if tries:
@@ -445,19 +443,10 @@ class _Run:
                     key.key, plan.prompt, spec,
                     seed=request_seed(self.gen.seed, plan.index, tries))
             except RateLimited as exc:
-                self.report.rate_limited += 1
-                delay = self.pool.report_rate_limited(key, exc.retry_after_s)
-                self._note_cooldown(key, delay)
-                self._record(plan, key, tries, started, "rate_limited",
-                             retry_after_s=exc.retry_after_s, cooldown_s=round(delay, 3))
+                self._rate_limited(plan, key, tries, started, exc)
                 continue
             except KeyRejected as exc:
-                reason = redact(str(exc), self.keys)
-                if key.disabled is None:
-                    self.pool.disable(key, reason)
-                    self.log(f"{key.fingerprint}: disabled, the server rejected it ({reason}); "
-                             f"{len(self.pool.live)} key(s) left")
-                self._record(plan, key, tries, started, "key_rejected", detail=reason)
+                self._key_rejected(plan, key, tries, started, exc)
                 continue
             except Transient as exc:
                 self.pool.report_server_error(key, timeout=exc.kind == "timeout")
@@ -465,44 +454,84 @@ class _Run:
                 failures += 1
                 self._record(plan, key, tries, started, exc.kind, detail=last_error)
             except FatalRequestError as exc:
-                msg = redact(str(exc), self.keys)
-                self._record(plan, key, tries, started, "fatal", detail=msg)
-                self._stop("error", GenerationError(
-                    f"{self.provider.name} refused the request for model "
-                    f"{self.provider.model!r}: {msg}"))
+                self._refused(plan, key, tries, started, exc)
                 return []
             else:
-                self.pool.report_ok(key, tokens_in=comp.tokens_in, tokens_out=comp.tokens_out)
-                self.report.tokens_in += comp.tokens_in
-                self.report.tokens_out += comp.tokens_out
-                tokens = {"request_id": comp.request_id, "tokens_in": comp.tokens_in,
-                          "tokens_out": comp.tokens_out}
-                try:
-                    items = extract_rows(comp.text)
-                except ParseError as exc:
-                    self._quarantine_unparseable(plan, comp, key, str(exc))
-                    last_error = f"unparseable answer ({exc})"
-                    failures += 1
-                    self._record(plan, key, tries, started, "unparseable", detail=str(exc),
-                                 **tokens)
-                else:
-                    self.report.requests_ok += 1
-                    self.failed_in_a_row = 0
-                    checked = check_rows(items, self.rules)
-                    duplicates_before = self.report.duplicates
-                    kept = self._commit(plan, comp, key, checked)
-                    self._record(plan, key, tries, started, "ok", asked=plan.n,
-                                 returned=len(items), accepted=len(kept),
-                                 duplicates=self.report.duplicates - duplicates_before,
-                                 rejected=dict(Counter(r.reason for r in checked.rejected)),
-                                 **tokens)
+                kept, last_error = self._answered(plan, key, tries, started, comp)
+                if kept is not None:
                     return kept
+                failures += 1
             finally:
                 self.pool.release(key)
             if failures > self.gen.max_retries:
                 self._give_up(plan, last_error)
                 return []
             await asyncio.sleep(self.backoff.delay(failures, self.pool.rng))
+
+    async def _next_key(self) -> KeyState | None:
+        """A key for the next attempt, or None when the run stops (budget, error, no keys)."""
+        if self.stop_reason or not self._budget_left():
+            return None
+        try:
+            key = await self.pool.acquire()
+        except AllKeysDisabledError as exc:
+            self._stop("error", exc)
+            return None
+        if self.stop_reason:  # stopped while we waited for a key
+            self.pool.release(key)
+            return None
+        return key
+
+    def _rate_limited(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                      exc: RateLimited) -> None:
+        self.report.rate_limited += 1
+        delay = self.pool.report_rate_limited(key, exc.retry_after_s)
+        self._note_cooldown(key, delay)
+        self._record(plan, key, tries, started, "rate_limited",
+                     retry_after_s=exc.retry_after_s, cooldown_s=round(delay, 3))
+
+    def _key_rejected(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                      exc: KeyRejected) -> None:
+        reason = redact(str(exc), self.keys)
+        if key.disabled is None:
+            self.pool.disable(key, reason)
+            self.log(f"{key.fingerprint}: disabled, the server rejected it ({reason}); "
+                     f"{len(self.pool.live)} key(s) left")
+        self._record(plan, key, tries, started, "key_rejected", detail=reason)
+
+    def _refused(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                 exc: FatalRequestError) -> None:
+        msg = redact(str(exc), self.keys)
+        self._record(plan, key, tries, started, "fatal", detail=msg)
+        self._stop("error", GenerationError(
+            f"{self.provider.name} refused the request for model "
+            f"{self.provider.model!r}: {msg}"))
+
+    def _answered(self, plan: RequestPlan, key: KeyState, tries: int, started: float,
+                  comp: Completion) -> tuple[list[dict[str, Any]] | None, str]:
+        """Parse, check and commit an answer: ``(stored rows, "")``, or ``(None, error)``
+        when the answer held no list of rows (it is quarantined and the request retried)."""
+        self.pool.report_ok(key, tokens_in=comp.tokens_in, tokens_out=comp.tokens_out)
+        self.report.tokens_in += comp.tokens_in
+        self.report.tokens_out += comp.tokens_out
+        tokens = {"request_id": comp.request_id, "tokens_in": comp.tokens_in,
+                  "tokens_out": comp.tokens_out}
+        try:
+            items = extract_rows(comp.text)
+        except ParseError as exc:
+            self._quarantine_unparseable(plan, comp, key, str(exc))
+            self._record(plan, key, tries, started, "unparseable", detail=str(exc), **tokens)
+            return None, f"unparseable answer ({exc})"
+        self.report.requests_ok += 1
+        self.failed_in_a_row = 0
+        checked = check_rows(items, self.rules)
+        duplicates_before = self.report.duplicates
+        kept = self._commit(plan, comp, key, checked)
+        self._record(plan, key, tries, started, "ok", asked=plan.n,
+                     returned=len(items), accepted=len(kept),
+                     duplicates=self.report.duplicates - duplicates_before,
+                     rejected=dict(Counter(r.reason for r in checked.rejected)), **tokens)
+        return kept, ""
 
     def _give_up(self, plan: RequestPlan, last_error: str) -> None:
         self.report.requests_failed += 1
@@ -621,6 +650,55 @@ def _run_in_thread(run: _Run) -> GenerationReport:
     return outcome["report"]
 
 
+def _configured_keys(entry: ProviderEntry, variables: Mapping[str, str]) -> list[ApiKey]:
+    """The provider's keys, or :class:`MissingKeyError` when the environment lacks them."""
+    if not any(variables.get(var, "").strip() for var in entry.key_variables):
+        raise MissingKeyError(entry.missing_key)
+    assert entry.keys is not None  # every LLM entry reads keys
+    return entry.keys(variables)
+
+
+def _open_run(bp: Blueprint, task: Task, entry: ProviderEntry, variables: Mapping[str, str],
+              keys: list[ApiKey], model: str, store: RawStore, quarantine_path: Path,
+              target: int, log: Callable[[str], None], tuning: Tuning) -> _Run:
+    """The client, the quarantine and request logs (both redacted) and the run state."""
+    gen = bp.spec.generation
+    llm = make_provider(entry.name, variables, model=model, temperature=gen.temperature,
+                        timeout_s=gen.request_timeout_s, on_notice=log)
+    quarantine = Quarantine(quarantine_path, scrub=lambda line: redact(line, keys))
+    requests_log = Quarantine(requests_log_path(store.path), scrub=lambda line: redact(line, keys))
+    # The store holds its file's lock (RawStore): one generation per raw file at a time.
+    run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning, requests_log)
+    where = variables.get(entry.url_variable) if entry.url_variable else None
+    run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {entry.name} "
+            f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
+            f"({', '.join(k.fingerprint for k in keys)}), concurrency {gen.concurrency}")
+    return run
+
+
+def _report_stop(run: _Run, report: GenerationReport, target: int) -> None:
+    """Log why the run stopped; raise when it was interrupted or failed."""
+    task = run.task
+    if report.stopped == "interrupted":
+        run.log(report.summary())
+        raise GenerationInterrupted(report)
+    if run.fatal is not None:
+        run.log(report.summary())
+        err = run.fatal
+        if isinstance(err, (GenerationError, AllKeysDisabledError)):
+            err.report = report  # type: ignore[attr-defined]
+        raise err
+    if report.stopped == "exhausted":
+        run.log(f"{task.name}: stopped with {report.rows_total}/{target} rows: "
+                f"{run.tuning.max_barren_in_a_row} answers in a row added no new row (the "
+                "model repeats what is stored); add diversity hints, raise the temperature "
+                "or use a larger model")
+    if report.stopped == "budget":
+        run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
+                f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "
+                "raise the budget and re-run to continue")
+
+
 def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
                  quarantine_path: Path, target: int, log: Callable[[str], None] = print,
                  env: Mapping[str, str] | None = None,
@@ -634,8 +712,9 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
         diversity) and the task's constitution prompt.
     task : Task
         The task to generate for; rows of other labels in the store do not count.
-    provider : {"gemini", "openai"}
-        Gemini (keys ``GEMINI_API_KEYS``, endpoint ``GEMINI_BASE_URL``) or an
+    provider : str
+        An LLM provider of :mod:`foundry.generate.registry`: ``gemini`` (keys
+        ``GEMINI_API_KEYS``, endpoint ``GEMINI_BASE_URL``) or ``openai``, any
         OpenAI-compatible server (``OPENAI_BASE_URL``, ``OPENAI_API_KEY`` may be empty).
     store : RawStore
         Where accepted rows go, one fsynced batch per request; rows already in it count.
@@ -657,7 +736,7 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
     Raises
     ------
     MissingKeyError
-        No key configured for Gemini.
+        The environment does not configure the provider (its registry entry says how).
     AllKeysDisabledError
         The server rejected every key (message lists fingerprints and reasons).
     GenerationError
@@ -665,57 +744,18 @@ def generate_llm(bp: Blueprint, task: Task, *, provider: str, store: RawStore,
     GenerationInterrupted
         Ctrl-C; complete batches are stored, re-running continues.
     """
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown LLM provider {provider!r}: expected one of {PROVIDERS}")
     if target < 0:
         raise ValueError(f"target must be >= 0, got {target}")
-    tuning = tuning or Tuning()
+    entry = provider_entry(provider, llm=True)
     variables = load_env(env)
-    gen = bp.spec.generation
-    if provider == "gemini":
-        keys = gemini_keys(variables)
-        if not keys:
-            raise MissingKeyError("no Gemini API key: set GEMINI_API_KEYS=key1,key2 in the "
-                                  "environment or in the .env file at the repository root")
-        model = gen.model
-    else:
-        if not (variables.get("OPENAI_BASE_URL") or variables.get("OPENAI_API_KEY")):
-            raise MissingKeyError("the openai provider needs OPENAI_BASE_URL (a local server "
-                                  "such as Ollama: http://127.0.0.1:11434/v1) or "
-                                  "OPENAI_API_KEY (api.openai.com), in the environment or .env")
-        keys = openai_keys(variables)
-        model = gen.openai_model
+    keys = _configured_keys(entry, variables)
+    model = getattr(bp.spec.generation, entry.model_field or "model")
     # Everything this run says or writes passes through the redaction (a server may echo a
     # key, or the credentials of its URL, back in an error body).
     log = redacting(log, keys)
-    llm = make_provider(provider, variables, model=model, temperature=gen.temperature,
-                        timeout_s=gen.request_timeout_s, on_notice=log)
-    quarantine = Quarantine(quarantine_path, scrub=lambda line: redact(line, keys))
-    requests_log = Quarantine(requests_log_path(store.path), scrub=lambda line: redact(line, keys))
-    # The store holds its file's lock (RawStore): one generation per raw file at a time.
-    run = _Run(bp, task, llm, keys, store, quarantine, target, log, tuning, requests_log)
-    where = variables.get("GEMINI_BASE_URL" if provider == "gemini" else "OPENAI_BASE_URL")
-    run.log(f"{task.name}: {run.stored}/{target} rows stored; generating with {provider} "
-            f"{model!r}{' at ' + where if where else ''} using {len(keys)} key(s) "
-            f"({', '.join(k.fingerprint for k in keys)}), concurrency {gen.concurrency}")
+    run = _open_run(bp, task, entry, variables, keys, model, store, quarantine_path, target,
+                    log, tuning or Tuning())
     report = _run_in_thread(run)
-    if report.stopped == "interrupted":
-        run.log(report.summary())
-        raise GenerationInterrupted(report)
-    if run.fatal is not None:
-        run.log(report.summary())
-        err = run.fatal
-        if isinstance(err, (GenerationError, AllKeysDisabledError)):
-            err.report = report  # type: ignore[attr-defined]
-        raise err
-    if report.stopped == "exhausted":
-        run.log(f"{task.name}: stopped with {report.rows_total}/{target} rows: "
-                f"{run.tuning.max_barren_in_a_row} answers in a row added no new row (the "
-                "model repeats what is stored); add diversity hints, raise the temperature "
-                "or use a larger model")
-    if report.stopped == "budget":
-        run.log(f"{task.name}: stopped at the budget (max_requests={run.max_requests}, "
-                f"max_tokens={run.max_tokens}) with {report.rows_total}/{target} rows; "
-                "raise the budget and re-run to continue")
+    _report_stop(run, report, target)
     run.log(report.summary())
     return report

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from foundry.blueprint import Blueprint, Task
+from foundry.errors import ConfigError
 from foundry.generate.grammar import Grammar, Template, allocate, load_grammar
 from foundry.jsonl import iter_jsonl
 from foundry.textspec import normalize
@@ -36,7 +37,7 @@ from foundry.textspec import normalize
 DEFAULT_MAX_MISSES = 300
 
 
-class SeedError(ValueError):
+class SeedError(ConfigError):
     """A seed file is malformed; the message names the file, the line and the fix."""
 
 

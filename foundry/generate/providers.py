@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from foundry.errors import FoundryError
 from foundry.secrets import ApiKey
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
@@ -37,8 +38,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 # -- errors ----------------------------------------------------------------------------
 
 
-class ProviderError(Exception):
-    """Base of the errors a provider call can end with (messages never contain keys)."""
+class ProviderError(FoundryError):
+    """Base of the errors a provider call can end with (messages never contain keys).
+
+    The engine turns these into retries, disabled keys or a :class:`GenerationError`.
+    """
 
 
 class RateLimited(ProviderError):
@@ -423,16 +427,3 @@ def _openai_message(exc: Any) -> str:
         return json.dumps(body)[:200] if body is not None else str(exc.message)[:200]
     except (TypeError, ValueError):
         return type(exc).__name__
-
-
-def make_provider(name: str, env: Mapping[str, str], *, model: str, temperature: float,
-                  timeout_s: float, on_notice: Callable[[str], None] | None = None
-                  ) -> Provider:
-    """Build the provider ``name`` ("gemini" or "openai") from environment variables."""
-    if name == "gemini":
-        return GeminiProvider(model, base_url=env.get("GEMINI_BASE_URL") or None,
-                              temperature=temperature, timeout_s=timeout_s)
-    if name == "openai":
-        return OpenAIProvider(model, base_url=env.get("OPENAI_BASE_URL") or None,
-                              temperature=temperature, timeout_s=timeout_s, on_notice=on_notice)
-    raise ValueError(f"unknown LLM provider {name!r}: expected 'gemini' or 'openai'")

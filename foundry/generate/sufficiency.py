@@ -82,6 +82,17 @@ class Sufficiency:
     def passed(self) -> bool:
         return self.short_labels.empty
 
+    def summary(self) -> str:
+        """One line: rows against target per label, and the thin sub-categories."""
+        t = self.table
+        labels = ", ".join(f"{r.label} {r.rows}/{r.target} ({r.share:.0%})"
+                           for r in t[t["level"] == "label"].itertuples())
+        thin = [f"{r.label}/{r.category}" for r in t[(t["level"] == "category") & t["below"]]
+                .itertuples()]
+        verdict = "ok" if self.passed else f"below {self.min_share:.0%} of target"
+        return (f"{self.task}: {labels}; {verdict}"
+                + (f"; thin sub-categories: {', '.join(thin)}" if thin else ""))
+
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "min_share": self.min_share, "passed": self.passed,
                 "rows": self.table.to_dict(orient="records")}

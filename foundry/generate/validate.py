@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundry.errors import InputDataError
 from foundry.generate.rawstore import dump_line
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\r?\n(.*?)```", re.DOTALL)
@@ -24,7 +25,7 @@ _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\r?\n(.*?)```", re.DOTALL)
 _LIST_KEYS = ("rows", "samples", "examples", "data", "items", "results", "sentences")
 
 
-class ParseError(ValueError):
+class ParseError(InputDataError):
     """No list of rows could be recovered from a model answer."""
 
 
