@@ -368,6 +368,7 @@ def prefit_sigmoid(fitted: BaseEstimator, calibrator: Any) -> BaseEstimator:
 def fit_platt(scores: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Any:
     """Platt's sigmoid ``p1 = 1 / (1 + exp(a * score + b))`` fitted to binary ``y`` (0/1),
     as scikit-learn's sigmoid calibration fits it (its ``_SigmoidCalibration``)."""
+    import numpy as np
     from sklearn.calibration import _SigmoidCalibration
 
     return _SigmoidCalibration().fit(np.asarray(scores, dtype=np.float64), np.asarray(y),
@@ -377,6 +378,8 @@ def fit_platt(scores: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | Non
 def decision_scores(clf: BaseEstimator, X: Any) -> np.ndarray:
     """The binary score a Platt map reads, as scikit-learn's calibration takes it:
     ``decision_function`` (positive: class 1), else the probability of class 1."""
+    import numpy as np
+
     if hasattr(clf, "decision_function"):
         return np.asarray(clf.decision_function(X), dtype=np.float64).ravel()
     return np.asarray(clf.predict_proba(X), dtype=np.float64)[:, 1]
