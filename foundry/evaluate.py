@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from foundry.benchmark import evaluate_heldout, out_of_scope_threshold
 from foundry.blueprint import Blueprint, Task
 from foundry.errors import ConfigError, GateError
 from foundry.jsonl import iter_jsonl
@@ -264,9 +265,11 @@ def exam_examples(bp: Blueprint, task: Task, per_label: int = 3) -> pd.DataFrame
 
 
 def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
-                  threshold: float) -> tuple[pd.DataFrame, np.ndarray]:
+                  threshold: float, out_of_scope: str | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-case predictions: ``predicted``, ``p`` (its probability), ``p_gold``,
-    ``confident``, ``correct``; plus the probability matrix."""
+    ``confident``, ``correct``; plus the probability matrix. With ``out_of_scope`` (the
+    task's out-of-scope label) an answer below the threshold is that label, as at run time."""
     labels = trained.labels
     proba = trained.predict_proba(texts) if texts else np.zeros((0, len(labels)))
     pred = proba.argmax(axis=1)
@@ -279,6 +282,8 @@ def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
         "p_gold": proba[np.arange(len(texts)), gold_idx] if len(texts) else [],
     })
     frame["confident"] = frame["p"] >= threshold
+    if out_of_scope is not None:
+        frame.loc[~frame["confident"], "predicted"] = out_of_scope
     frame["correct"] = frame["gold"] == frame["predicted"]
     return frame, proba
 
@@ -361,6 +366,10 @@ def _save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
+#: From this many labels the confusion matrices are drawn without a number per cell.
+MANY_LABELS = 30
+
+
 def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     """Confusion matrix, reliability diagram, risk-coverage curve and exam per category."""
     import matplotlib
@@ -374,7 +383,11 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     # Each matrix gets room for its tick labels (constrained layout), growing with the labels,
     # so the second matrix's label names never run into the first one.
     k = len(labels)
-    side = max(3.6, 0.32 * k + 1.8)
+    # Past MANY_LABELS the cells are not numbered (150 x 150 numbers are unreadable and take
+    # minutes to draw) and the figure stops growing: the most confused pairs are a table
+    # instead (foundry/benchmark.py confused_pairs).
+    many = k > MANY_LABELS
+    side = min(max(3.6, 0.32 * k + 1.8), 16.0)
     # Tick labels turn vertical once they would not fit under their column (~0.09 in a char).
     vertical = max(len(label) for label in labels) * 0.09 > 0.8 * side / k
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side), layout="constrained")
@@ -382,11 +395,12 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
         cm = confusion_matrix(frame["gold"], frame["predicted"], labels=labels) if len(frame) \
             else np.zeros((k, k), dtype=int)
         ax.imshow(cm, cmap="Blues")
-        for (i, j), v in np.ndenumerate(cm):
+        for (i, j), v in np.ndenumerate(cm if not many else np.zeros((0, 0))):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=9 if k <= 10 else 6,
                     color="white" if v > cm.max() / 2 else "black")
-        ax.set_xticks(range(k), labels, rotation=90 if vertical else 0)
-        ax.set_yticks(range(k), labels)
+        tick_font = None if not many else max(3.0, 500.0 / k)
+        ax.set_xticks(range(k), labels, rotation=90 if vertical else 0, fontsize=tick_font)
+        ax.set_yticks(range(k), labels, fontsize=tick_font)
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(f"{result.task}: {name} ({len(frame)} cases)")
@@ -463,19 +477,25 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     oof_threshold = choose_threshold(trained.oof_proba, trained.oof_y, cfg.target_precision)
     test_threshold = choose_threshold(test_proba, test_split.y, cfg.target_precision)
     threshold = max(oof_threshold, test_threshold)
+    oos = task.out_of_scope
+    oos_choice = None
+    if oos is not None:  # the threshold trades in-scope accuracy for out-of-scope recall
+        oos_choice = out_of_scope_threshold(trained.oof_proba, trained.oof_y, labels.index(oos),
+                                            cfg.out_of_scope_recall)
+        threshold = oos_choice["threshold"]
     oof_coverage, oof_precision = confident_stats(trained.oof_proba, trained.oof_y, threshold)
     cf_coverage, cf_precision = cross_fitted_confidence(
         test_proba, test_split.y, cfg.target_precision, oof_threshold, seed=bp.spec.train.seed)
 
     test, _ = predict_frame(
-        trained, test_split.texts, [labels[i] for i in test_split.y], threshold)
+        trained, test_split.texts, [labels[i] for i in test_split.y], threshold, oos)
     test["category"] = test_split.categories
     coverage, precision = confident_stats(test_proba, test_split.y, threshold)
     ece = expected_calibration_error(test["p"].to_numpy(), test["correct"].to_numpy())
 
     exam_rows = load_exam(bp.path(task.exam), labels)
     exam, _ = predict_frame(trained, exam_rows["text"].tolist(), exam_rows["gold"].tolist(),
-                            threshold)
+                            threshold, oos)
     exam[["category", "hard", "note"]] = exam_rows[["category", "hard", "note"]]
     exam_cases = len(exam)
     exam_accuracy = float(exam["correct"].mean()) if exam_cases else None
@@ -494,6 +514,7 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         "threshold_source": "max of the lowest thresholds meeting target_precision on the "
                             "training rows' out-of-fold predictions and on the test split",
         "oof_threshold": oof_threshold,
+        "out_of_scope": oos_choice,
         "test_threshold": test_threshold,
         "target_precision": cfg.target_precision,
         "oof_coverage_at_threshold": oof_coverage,
@@ -561,6 +582,8 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     atomic_write_text(out / "risk_coverage.csv", result.risk_coverage.to_csv(index=False))
     atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
     result.plots = write_plots(result, labels)
+    # The test files of a dataset: scored once, at the threshold chosen above.
+    summary["heldout"] = evaluate_heldout(bp, task, run_dir, trained, threshold, log=log)
     write_json(out / SUMMARY_FILE, summary)  # last: its presence means the folder is complete
     write_stamp(bp, run_dir, "evaluate", task.name, inputs)
     log(

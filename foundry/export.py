@@ -108,13 +108,15 @@ def model_files(
     card: str = "",
     opset: int = 15,
     provenance: Provenance | None = None,
+    out_of_scope: str = "",
 ) -> dict[str, bytes]:
     """The artifact files of a trained model, as bytes keyed by suffix (see :data:`ARTIFACT_SUFFIXES`).
 
     ``texts`` become the conformance vectors. Pass the result to :func:`install_artifacts`.
     """
     onnx_bytes, bin_bytes = artifact_bytes(
-        trained, threshold, task=task, opset=opset, provenance=provenance
+        trained, threshold, task=task, opset=opset, provenance=provenance,
+        out_of_scope=out_of_scope,
     )
     conformance = {
         "task": task,
@@ -417,6 +419,7 @@ def export_task(
         trained, task=task.name, threshold=threshold, opset=bp.spec.export.opset,
         provenance=provenance,
         texts=conformance_texts(test_texts, list(bp.spec.export.conformance_extra)),
+        out_of_scope=task.out_of_scope or "",
     )
     onnx_size, bin_size = len(files["classifier.onnx"]), len(files["preprocessor.bin"])
     files["card.md"] = model_card(

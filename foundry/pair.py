@@ -44,9 +44,12 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     from foundry.onnx_isotonic import faithful_isotonic
+    from foundry.quantized import QuantizedLinearSVC, quantized_onnx
 
     clf = trained.pipeline.named_steps["clf"]
     n_features = len(trained.pipeline.named_steps["tfidf"].vocabulary_)
+    if isinstance(clf, QuantizedLinearSVC):  # int8 weights: a graph of standard operators
+        return quantized_onnx(clf, n_features, task, opset)
     with faithful_isotonic():  # skl2onnx's own isotonic graph is a nearest-threshold lookup
         model = convert_sklearn(
             clf,
@@ -57,13 +60,20 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
     outputs = [o.name for o in model.graph.output]
     if outputs != ["label", "probabilities"]:
         raise RuntimeError(f"unexpected ONNX outputs {outputs} for {type(clf).__name__}")
+    # skl2onnx collects the opset imports in a set: their order follows the process's string
+    # hash seed. Sorted, equal models give equal bytes in every process.
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
     model.graph.name = f"{task}_classifier"
     model.doc_string = f"Model Foundry micro-model {task!r}; labels in {task}_preprocessor.bin"
     return model.SerializeToString()
 
 
 def preprocessor_message(
-    trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance
+    trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance,
+    out_of_scope: str = "",
 ) -> pb.Preprocessor:
     """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline."""
     tfidf = trained.pipeline.named_steps["tfidf"]
@@ -105,6 +115,7 @@ def preprocessor_message(
             train_rows=provenance.train_rows,
             exam_gate=provenance.exam_gate,
         ),
+        out_of_scope=out_of_scope,
     )
     return msg
 
@@ -116,6 +127,7 @@ def artifact_bytes(
     task: str | None = None,
     opset: int = 15,
     provenance: Provenance | None = None,
+    out_of_scope: str = "",
 ) -> tuple[bytes, bytes]:
     """The ``(.onnx, .bin)`` bytes of a trained model, without writing anything.
 
@@ -129,7 +141,7 @@ def artifact_bytes(
     )
     onnx_bytes = classifier_onnx_bytes(trained, task, opset)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
-    msg = preprocessor_message(trained, task, threshold, digest, provenance)
+    msg = preprocessor_message(trained, task, threshold, digest, provenance, out_of_scope)
     bin_bytes = seal_message(msg)
     # Never write what a runtime would refuse (the rules of docs/preprocessor-spec.md).
     load_preprocessor(bin_bytes, Path(f"{task}_preprocessor.bin (being exported)"), task)

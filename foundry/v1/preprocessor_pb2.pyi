@@ -68,7 +68,7 @@ class Provenance(_message.Message):
     def __init__(self, blueprint: _Optional[str] = ..., blueprint_sha256: _Optional[str] = ..., data_sha256: _Optional[str] = ..., trainer: _Optional[str] = ..., foundry_version: _Optional[str] = ..., train_rows: _Optional[int] = ..., exam_gate: _Optional[str] = ...) -> None: ...
 
 class Preprocessor(_message.Message):
-    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256")
+    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256", "out_of_scope")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class Preprocessor(_message.Message):
     UNICODE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SCOPE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     task: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -95,4 +96,5 @@ class Preprocessor(_message.Message):
     unicode_version: str
     provenance: Provenance
     content_sha256: bytes
-    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ...) -> None: ...
+    out_of_scope: str
+    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ..., out_of_scope: _Optional[str] = ...) -> None: ...
