@@ -98,7 +98,7 @@ def test_every_trainer_converts_to_the_onnx_contract(name, calibration):
 
         import onnx
 
-        from foundry.export import classifier_onnx_bytes
+        from foundry.pair import classifier_onnx_bytes
 
         model = onnx.load_from_string(classifier_onnx_bytes(SimpleNamespace(pipeline=pipe), "t"))
     else:
