@@ -118,7 +118,10 @@ def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float, 
     of ``proba`` the one keeping the most answers at ``precision >= target_precision`` wins,
     lowered by ``margin``; it is never below ``1/K`` (every answer's top probability is at
     least that). If even the most confident group misses the target, the threshold is
-    ``margin`` above the highest probability seen, so that no answer is confident.
+    ``margin`` above the highest probability seen, so that no answer is confident, but never
+    above 1: a ``.bin`` holds a threshold in [0, 1] (docs/preprocessor-spec.md, rule B11), so
+    when the model is wrong at probability ~1 only answers of probability exactly 1 stay
+    confident.
 
     The margin exists because runtimes compute float32 probabilities: a group of answers
     sitting exactly on the threshold (calibration maps and texts with no known n-gram give
@@ -137,7 +140,7 @@ def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float, 
     last_of_group = np.r_[conf[1:] != conf[:-1], True]
     ok = np.flatnonzero(last_of_group & (precision >= target_precision))
     if len(ok) == 0:
-        return float(conf[0] + margin)
+        return float(min(conf[0] + margin, 1.0))
     return float(max(conf[ok[-1]] - margin, 1.0 / proba.shape[1]))
 
 
