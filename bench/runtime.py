@@ -32,6 +32,10 @@ for these engines:
   ``predict`` is a copy of ``fasttext.FastText._FastText.predict`` with the one NumPy 2 fix
   (``np.asarray`` for ``np.array(copy=False)``), asking for every label's probability.
 
+``--many-labels RUN_DIR MODELS_DIR`` adds the tasks of a benchmark forge (``bench/intents.py``
+prints the folders), e.g. the 150-label ``intent_clinc``, as more rows of the same tables, on the
+same texts.
+
 Every figure is the median over ``--rounds`` rounds in this one process, engines interleaved
 round by round, so that the machine's load hits them alike. A second table runs each engine
 in fresh processes: import time, time to load both default models, and peak RSS.
@@ -500,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-texts", type=Path, default=REAL_TEXTS,
                         help="CSV with a 'text' column of real utterances (MASSIVE validation)")
     parser.add_argument("--real-rounds", type=int, default=5)
+    parser.add_argument("--many-labels", nargs=2, action="append", default=[],
+                        metavar=("RUN_DIR", "MODELS_DIR"),
+                        help="also measure every task of a benchmark forge (e.g. clinc150's "
+                             "150-label intent_clinc) on the same texts: its run folder and "
+                             "models dir (repeatable; bench/intents.py forge prints both)")
     args = parser.parse_args(argv)
     with scratch_dir("bench-runtime-") as tmp:  # fastText models: tens of MB
         return _bench(args, tmp)
@@ -511,6 +520,9 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     else:
         run_dir = latest_run(args.blueprint, args.runs_dir)
         sources = [forged_sources(t, args.models_dir, run_dir) for t in TASKS]
+    for extra_run, extra_models in args.many_labels:  # the many-label rows, same texts
+        for task_dir in sorted((Path(extra_run) / "train").iterdir()):
+            sources.append(forged_sources(task_dir.name, Path(extra_models), Path(extra_run)))
     from foundry import native
 
     texts = list(INPUTS)

@@ -150,6 +150,9 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> None:
         raise rule_error(path, f"needs 2 to {MAX_LABELS} labels, has {len(labels)}", "B5")
     if "" in labels or len(set(labels)) != len(labels):
         raise rule_error(path, f"labels {labels[:20]} hold an empty or a repeated name", "B5")
+    if msg.out_of_scope and msg.out_of_scope not in labels:
+        raise rule_error(path, f"out_of_scope {msg.out_of_scope[:40]!r} is not one of the "
+                               "labels", "B5")
     norm = msg.normalizer
     if norm.spec_version != 1 or not norm.nfkc:
         raise rule_error(path, f"normalizer.spec_version = {norm.spec_version} (nfkc = "

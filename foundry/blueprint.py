@@ -65,6 +65,59 @@ class Label(_Strict):
         return v
 
 
+DatasetRole = Literal["train", "dev", "test"]
+
+
+class DatasetFile(_Strict):
+    """One labelled file shipped in the blueprint folder, with its role.
+
+    ``train`` rows are the training pool (stage 1 of the ``dataset`` provider reads them);
+    ``dev`` rows never train and choose the threshold and calibration (like the real-text
+    dev split); ``test`` rows are used only by the evaluate stage and are kept out of training
+    like the exam (see :mod:`foundry.datasets`).
+    """
+
+    path: str = Field(description="CSV or JSONL file, relative to the blueprint folder")
+    role: DatasetRole = Field(description="train (pool), dev (never trains), test (evaluation only)")
+    format: Literal["csv", "jsonl"] | None = Field(
+        None, description="csv or jsonl; taken from the file extension when omitted")
+
+    @property
+    def file_format(self) -> str:
+        if self.format:
+            return self.format
+        return "csv" if self.path.lower().endswith(".csv") else "jsonl"
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if not v or Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"{v!r} must be a path inside the blueprint folder")
+        if not v.lower().endswith((".csv", ".jsonl")):
+            raise ValueError(f"{v!r}: only .csv and .jsonl files are read (or set format:)")
+        return v
+
+
+class Dataset(_Strict):
+    """Labelled rows of a task read from files (``generation.provider: dataset``)."""
+
+    files: list[DatasetFile] = Field(min_length=1)
+    text: str = Field("text", description="the column (CSV) or key (JSONL) holding the text")
+    label: str = Field("label", description="the column (CSV) or key (JSONL) holding the label")
+    label_map: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="source label -> task label; null drops rows of that source label; an "
+                    "unmapped source label must be a task label itself")
+    source: str = Field("", description="where the data comes from (name, version, licence), "
+                                        "shown in the model card")
+    published: str | None = Field(
+        None, description="CSV of published results on the same test files (system, metrics), "
+                          "printed beside ours by the evaluate notebook")
+
+    def files_of(self, role: str) -> list[DatasetFile]:
+        return [f for f in self.files if f.role == role]
+
+
 class Task(_Strict):
     name: str = Field(description="the task's name; it names the model files, unique across "
                       "blueprints/")
@@ -82,6 +135,11 @@ class Task(_Strict):
     threshold_on_dev: bool = Field(
         True, description="whether the dev split takes part in the confidence threshold (it "
                           "is reported either way); false when it is not the task's traffic")
+    dataset: Dataset | None = Field(
+        None, description="labelled files with roles train/dev/test (the dataset provider)")
+    out_of_scope: str | None = Field(
+        None, description="the label answered when the model is unsure (e.g. oos); chosen by "
+                          "evaluate.out_of_scope_recall on dev data")
 
     @field_validator("name")
     @classmethod
@@ -101,6 +159,19 @@ class Task(_Strict):
             raise ValueError(f"duplicate label names: {', '.join(dupes)}")
         return v
 
+    @model_validator(mode="after")
+    def _dataset_labels(self) -> Task:
+        names = set(self.label_names)
+        if self.out_of_scope is not None and self.out_of_scope not in names:
+            raise ValueError(f"out_of_scope: {self.out_of_scope!r} is not one of the task's "
+                             f"labels ({', '.join(self.label_names)})")
+        if self.dataset is not None:
+            bad = sorted(v for v in self.dataset.label_map.values()
+                         if v is not None and v not in names)
+            if bad:
+                raise ValueError(f"dataset.label_map maps to unknown labels: {', '.join(bad)}")
+        return self
+
     @property
     def label_names(self) -> list[str]:
         return [label.name for label in self.labels]
@@ -117,7 +188,7 @@ class Diversity(_Strict):
 
 
 class Generation(_Strict):
-    provider: Literal["offline", "gemini", "openai"] = Field(
+    provider: Literal["offline", "gemini", "openai", "dataset"] = Field(
         "offline", description="where raw rows come from (foundry/generate/registry.py); an "
                                "LLM provider without a configured key falls back to offline")
     model: str = Field("gemini-2.5-flash", description="the Gemini model")
@@ -156,8 +227,13 @@ class Refine(_Strict):
                                    "similarity from which two rows are near-duplicates")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
     shingle_size: int = Field(3, ge=1, le=16, description="characters per shingle")
-    balance: Literal["undersample", "class_weight", "none"] = Field(
-        "undersample", description="how unequal label counts are evened out")
+    balance: Literal["undersample", "cap", "class_weight", "none"] = Field(
+        "undersample",
+        description="undersample: every label cut to the rarest; cap: labels above balance_cap "
+                    "x the median label cut to that (keeps most rows of an imbalanced many-label "
+                    "task); class_weight: inverse-frequency row weights; none")
+    balance_cap: float = Field(3.0, ge=1.0, description="balance: cap keeps at most this many "
+                                                         "times the median label's train rows")
     test_size: float = Field(0.2, gt=0.0, lt=1.0, description="share of rows held out for "
                                                              "the test split")
     split_threshold: float = Field(0.5, gt=0.0, le=1.0, description="shingle Jaccard from "
@@ -206,6 +282,10 @@ class Train(_Strict):
         default_factory=lambda: {"C": [1.0, 4.0, 16.0]},
         description="candidate values per parameter of the trainer, cross-validated")
     cv_folds: int = Field(5, ge=2, le=20, description="cross-validation folds")
+    select_on: Literal["cv", "dev"] = Field(
+        "cv", description="cv: candidates cross-validated on the training rows; dev: each "
+                          "candidate fitted once and scored on the task's dev split (dataset "
+                          "files of role dev), which also fits the temperature and the threshold")
     time_budget_s: float = Field(
         120.0, gt=0,
         description="seconds the grid search should take; longer searches are reported, never "
@@ -272,6 +352,13 @@ class Evaluate(_Strict):
     familiarity_quantile: float = Field(
         1.0, gt=0.0, le=1.0, description="the unfamiliarity gate admits this share of the "
         "real-text dev split (else the test split); 1 turns it off")
+    out_of_scope_recall: float = Field(
+        0.7, gt=0.0, le=1.0,
+        description="for a task with out_of_scope: the threshold is the one with the best dev "
+                    "in-scope accuracy among those whose dev out-of-scope recall reaches this")
+    baselines: bool = Field(
+        False, description="fit fastText and the original recipe (char_wb 1-4 + LR C=20) on the "
+                           "same training rows and score them on the dataset's test files")
 
 
 class Export(_Strict):
@@ -463,6 +550,14 @@ def load_blueprint(name_or_path: str | Path, *, check_files: bool = True) -> Blu
                 rel = getattr(t, field)
                 if rel is not None and not (root / rel).is_file():
                     problems.append(f"{file}: tasks[{i}].{field}: file not found: {root / rel}")
+            if t.dataset is not None and t.dataset.published and not (
+                    root / t.dataset.published).is_file():
+                problems.append(f"{file}: tasks[{i}].dataset.published: file not found: "
+                                f"{root / t.dataset.published}")
+            for j, f in enumerate(t.dataset.files if t.dataset else ()):
+                if not (root / f.path).is_file():
+                    problems.append(f"{file}: tasks[{i}].dataset.files[{j}].path: file not "
+                                    f"found: {root / f.path}")
         if problems:
             raise BlueprintError("\n".join(problems))
     return bp

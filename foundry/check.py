@@ -272,6 +272,10 @@ def jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield lineno, obj if isinstance(obj, dict) else "expected a JSON object per line"
 
 
+#: Up to this many labels without an exam case are warned about one by one.
+MAX_LISTED_LABELS = 10
+
+
 # --------------------------------------------------------------------------- the check
 
 
@@ -437,10 +441,11 @@ class _Checker:
                 for name in ("real", "dev") if name in files}
         if len(real) == 2:
             self.real_overlap(files["real"], real["real"], real["dev"])
+        dataset_facts = self.dataset(i, task, [row for _, row in exam or []])
         grammar = self.grammar(files["grammar"], task) if "grammar" in files else None
         if exam is not None:
             self.exam_coverage(files["exam"], task, [row for _, row in exam])
-        facts = [f"exam {len(exam or [])} cases"]
+        facts = [f"exam {len(exam or [])} cases", *dataset_facts]
         if task.seeds:
             facts.append(f"seeds {len(seeds)}")
         facts += [f"{name} {len(rows)} real utterances" for name, rows in real.items()]
@@ -467,16 +472,58 @@ class _Checker:
                      "of every label (one JSON object per line: text, label, category)")
             return
         have = Counter((r["label"], r.get("category")) for r in rows)
+        absent = [label.name for label in task.labels
+                  if not any(lab == label.name for lab, _ in have)]
+        if len(absent) > MAX_LISTED_LABELS:  # a many-label task: one warning, not 100
+            self.add(path, None, "label", f"no exam case of {len(absent)} of {len(task.labels)} "
+                     f"labels ({', '.join(absent[:5])}, ...); the exam cannot tell whether the "
+                     "model learnt them", "warning")
         for label in task.labels:
-            if not any(lab == label.name for lab, _ in have):
-                self.add(path, None, "label", f"no exam case of label {label.name!r}; the exam "
-                         "cannot tell whether the model learnt it", "warning")
+            if label.name in absent:
+                if len(absent) <= MAX_LISTED_LABELS:
+                    self.add(path, None, "label", f"no exam case of label {label.name!r}; the "
+                             "exam cannot tell whether the model learnt it", "warning")
                 continue
             missing = [c for c in label.categories if not have[(label.name, c)]]
             if missing:
                 self.add(path, None, "category", f"no exam case of {label.name}/"
                          f"{', '.join(missing)}; the exam should cover every sub-category",
                          "warning")
+
+    def dataset(self, i: int, task: Task, exam: list[dict[str, Any]]) -> list[str]:
+        """Check every dataset file of the task (rows, columns, labels); facts per role."""
+        from foundry.datasets import read_dataset_file
+
+        if task.dataset is None:
+            return []
+        by_role: dict[str, list] = {"train": [], "dev": [], "test": []}
+        for j, dfile in enumerate(task.dataset.files):
+            path = self.root / dfile.path
+            if not path.is_file():
+                self.at(("tasks", i, "dataset", "files", j, "path"), f"file not found: {_show(path)}")
+                continue
+            result = read_dataset_file(self.root, task, dfile)
+            for p in result.problems:
+                self.add(p.path, p.line or None, p.field, p.message)
+            if result.more_problems:
+                self.add(path, None, "(file)", f"... and {result.more_problems} more problems")
+            by_role[dfile.role] += result.rows
+        if task.dataset.files_of("train") and not by_role["train"]:
+            self.at(("tasks", i, "dataset"), "no usable row in the files of role train")
+        held_out = {normalize(r.text) for r in by_role["test"]}
+        held_out |= {normalize(str(r.get("text", ""))) for r in exam}
+        leaking = sum(normalize(r.text) in held_out for r in by_role["train"] + by_role["dev"])
+        if leaking:
+            self.add(self.file, self.line_of(("tasks", i, "dataset")), _field(("tasks", i, "dataset")),
+                     f"{leaking} train/dev rows equal a test or exam text after normalisation; "
+                     "the refinery removes them from training (exam_overlap)", "warning")
+        labels = {r.label for r in by_role["train"]}
+        missing = [n for n in task.label_names if by_role["train"] and n not in labels
+                   and n != task.out_of_scope]
+        if missing:
+            self.at(("tasks", i, "dataset"), f"no train row of label(s) {', '.join(missing)}; "
+                    "the model could never answer them", "warning")
+        return [f"dataset {role} {len(rows)} rows" for role, rows in by_role.items() if rows]
 
     # -- can the provider produce data? ----------------------------------------------
 
@@ -485,6 +532,11 @@ class _Checker:
         from foundry.generate.registry import provider_configured, provider_entry
 
         provider = self.provider or spec.generation.provider
+        if provider == "dataset":
+            if task.dataset is None or not task.dataset.files_of("train"):
+                self.at(("tasks", i), "the dataset provider reads tasks[].dataset files of role "
+                        "train; this task has none")
+            return
         if provider != "offline":
             if provider_configured(provider, self.env):
                 return

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from foundry.benchmark import evaluate_heldout, out_of_scope_threshold
 from foundry.blueprint import Blueprint, Task
 from foundry.errors import ConfigError, GateError
 from foundry.familiarity import MIN_ORDER, Familiarity, gate_for, unfamiliarity_many
@@ -132,7 +133,10 @@ def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float, 
     of ``proba`` the one keeping the most answers at ``precision >= target_precision`` wins,
     lowered by ``margin``; it is never below ``1/K`` (every answer's top probability is at
     least that). If even the most confident group misses the target, the threshold is
-    ``margin`` above the highest probability seen (at most 1), so that no answer is confident.
+    ``margin`` above the highest probability seen, so that no answer is confident, but never
+    above 1: a ``.bin`` holds a threshold in [0, 1] (docs/preprocessor-spec.md, rule B11), so
+    when the model is wrong at probability ~1 only answers of probability exactly 1 stay
+    confident.
 
     The margin exists because runtimes compute float32 probabilities: a group of answers
     sitting exactly on the threshold (calibration maps and texts with no known n-gram give
@@ -151,8 +155,6 @@ def choose_threshold(proba: np.ndarray, y: np.ndarray, target_precision: float, 
     last_of_group = np.r_[conf[1:] != conf[:-1], True]
     ok = np.flatnonzero(last_of_group & (precision >= target_precision))
     if len(ok) == 0:
-        # Never above 1 (a .bin threshold is a probability, rule B11): a saturated answer of
-        # exactly 1.0 then still counts as confident.
         return float(min(conf[0] + margin, 1.0))
     return float(max(conf[ok[-1]] - margin, 1.0 / proba.shape[1]))
 
@@ -388,12 +390,14 @@ def gated(proba: np.ndarray, admitted: np.ndarray) -> np.ndarray:
 
 
 def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
-                  threshold: float, familiarity: Familiarity | None = None
-                  ) -> tuple[pd.DataFrame, np.ndarray]:
+                  threshold: float, familiarity: Familiarity | None = None,
+                  out_of_scope: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-case predictions: ``predicted``, ``p`` (its probability), ``p_gold``,
     ``unfamiliar`` (with a gate), ``confident``, ``correct``; plus the probability matrix.
 
-    ``confident`` is ``p >= threshold`` and, with ``familiarity``, the gate admitting it."""
+    ``confident`` is ``p >= threshold`` and, with ``familiarity``, the gate admitting it.
+    With ``out_of_scope`` (the task's out-of-scope label) an answer that is not confident is
+    that label, as at run time."""
     labels = trained.labels
     proba = trained.predict_proba(texts) if texts else np.zeros((0, len(labels)))
     pred = proba.argmax(axis=1)
@@ -410,6 +414,8 @@ def predict_frame(trained: TrainedModel, texts: list[str], gold: list[str],
         frame["unfamiliar"] = unfamiliar(trained, texts, familiarity.min_order) \
             if texts else []
         frame["confident"] &= frame["unfamiliar"] <= familiarity.max_unfamiliar
+    if out_of_scope is not None:
+        frame.loc[~frame["confident"], "predicted"] = out_of_scope
     frame["correct"] = frame["gold"] == frame["predicted"]
     return frame, proba
 
@@ -492,6 +498,10 @@ def _save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
+#: From this many labels the confusion matrices are drawn without a number per cell.
+MANY_LABELS = 30
+
+
 def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     """Confusion matrices, reliability diagram, risk-coverage curves, exam per category, and
     the dev split's length curve."""
@@ -506,7 +516,11 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     # Each matrix gets room for its tick labels (constrained layout), growing with the labels,
     # so the second matrix's label names never run into the first one.
     k = len(labels)
-    side = max(3.6, 0.32 * k + 1.8)
+    # Past MANY_LABELS the cells are not numbered (150 x 150 numbers are unreadable and take
+    # minutes to draw) and the figure stops growing: the most confused pairs are a table
+    # instead (foundry/benchmark.py confused_pairs).
+    many = k > MANY_LABELS
+    side = min(max(3.6, 0.32 * k + 1.8), 16.0)
     # Tick labels turn vertical once they would not fit under their column (~0.09 in a char).
     vertical = max(len(label) for label in labels) * 0.09 > 0.8 * side / k
     panels = [("test", result.test), ("exam", result.exam)]
@@ -518,11 +532,12 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
         cm = confusion_matrix(frame["gold"], frame["predicted"], labels=labels) if len(frame) \
             else np.zeros((k, k), dtype=int)
         ax.imshow(cm, cmap="Blues")
-        for (i, j), v in np.ndenumerate(cm):
+        for (i, j), v in np.ndenumerate(cm if not many else np.zeros((0, 0))):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=9 if k <= 10 else 6,
                     color="white" if v > cm.max() / 2 else "black")
-        ax.set_xticks(range(k), labels, rotation=90 if vertical else 0)
-        ax.set_yticks(range(k), labels)
+        tick_font = None if not many else max(3.0, 500.0 / k)
+        ax.set_xticks(range(k), labels, rotation=90 if vertical else 0, fontsize=tick_font)
+        ax.set_yticks(range(k), labels, fontsize=tick_font)
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(f"{result.task}: {name} ({len(frame)} cases)")
@@ -641,19 +656,27 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         candidates["real-text dev split"] = dev_threshold
     threshold_source = max(candidates, key=candidates.__getitem__)
     threshold = candidates[threshold_source]
+    oos = task.out_of_scope
+    oos_choice = None
+    if oos is not None:  # the threshold trades in-scope accuracy for out-of-scope recall
+        oos_choice = out_of_scope_threshold(trained.oof_proba, trained.oof_y, labels.index(oos),
+                                            cfg.out_of_scope_recall)
+        threshold = oos_choice["threshold"]
+        threshold_source = "out-of-scope recall on out-of-fold training rows"
     oof_coverage, oof_precision = confident_stats(oof_proba, trained.oof_y, threshold)
     cf_coverage, cf_precision = cross_fitted_confidence(
         test_proba, test_split.y, cfg.target_precision, oof_threshold, seed=bp.spec.train.seed)
 
     test, _ = predict_frame(
-        trained, test_split.texts, [labels[i] for i in test_split.y], threshold, familiarity)
+        trained, test_split.texts, [labels[i] for i in test_split.y], threshold, familiarity,
+        oos)
     test["category"] = test_split.categories
     coverage, precision = confident_stats(test_proba, test_split.y, threshold)
     ece = expected_calibration_error(test["p"].to_numpy(), test["correct"].to_numpy())
 
     exam_rows = load_exam(bp.path(task.exam), labels)
     exam, _ = predict_frame(trained, exam_rows["text"].tolist(), exam_rows["gold"].tolist(),
-                            threshold, familiarity)
+                            threshold, familiarity, oos)
     exam[["category", "hard", "note"]] = exam_rows[["category", "hard", "note"]]
     exam_cases = len(exam)
     exam_accuracy = float(exam["correct"].mean()) if exam_cases else None
@@ -672,6 +695,7 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
         "threshold_source": "the highest of the lowest thresholds meeting target_precision on "
                             + ", ".join(candidates) + f"; decided by the {threshold_source}",
         "oof_threshold": oof_threshold,
+        "out_of_scope": oos_choice,
         "test_threshold": test_threshold,
         "dev_threshold": dev_threshold,
         "familiarity": {"min_order": familiarity.min_order,
@@ -764,6 +788,8 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     atomic_write_text(out / "risk_coverage.csv", result.risk_coverage.to_csv(index=False))
     atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
     result.plots = write_plots(result, labels)
+    # The test files of a dataset: scored once, at the threshold chosen above.
+    summary["heldout"] = evaluate_heldout(bp, task, run_dir, trained, threshold, log=log)
     write_json(out / SUMMARY_FILE, summary)  # last: its presence means the folder is complete
     write_stamp(bp, run_dir, "evaluate", task.name, inputs)
     if len(dev):

@@ -128,6 +128,7 @@ def model_files(
     opset: int = 15,
     provenance: Provenance | None = None,
     familiarity: Familiarity = NO_GATE,
+    out_of_scope: str = "",
 ) -> dict[str, bytes]:
     """The artifact files of a trained model, as bytes keyed by suffix (see :data:`ARTIFACT_SUFFIXES`).
 
@@ -136,6 +137,7 @@ def model_files(
     onnx_bytes, bin_bytes = artifact_bytes(
         trained, threshold, task=task, opset=opset, provenance=provenance,
         familiarity=familiarity,
+        out_of_scope=out_of_scope,
     )
     conformance = {
         "task": task,
@@ -484,6 +486,7 @@ def export_task(
         familiarity=familiarity,
         provenance=provenance,
         texts=conformance_texts(test_texts, list(bp.spec.export.conformance_extra), dev_texts),
+        out_of_scope=task.out_of_scope or "",
     )
     onnx_size, bin_size = len(files["classifier.onnx"]), len(files["preprocessor.bin"])
     files["card.md"] = model_card(

@@ -45,9 +45,12 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     from foundry.onnx_isotonic import faithful_isotonic
+    from foundry.quantized import QuantizedLinearSVC, quantized_onnx
 
     clf = trained.pipeline.named_steps["clf"]
     n_features = len(trained.pipeline.named_steps["tfidf"].vocabulary_)
+    if isinstance(clf, QuantizedLinearSVC):  # int8 weights: a graph of standard operators
+        return quantized_onnx(clf, n_features, task, opset)
     with faithful_isotonic():  # skl2onnx's own isotonic graph is a nearest-threshold lookup
         model = convert_sklearn(
             clf,
@@ -58,6 +61,12 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
     outputs = [o.name for o in model.graph.output]
     if outputs != ["label", "probabilities"]:
         raise RuntimeError(f"unexpected ONNX outputs {outputs} for {type(clf).__name__}")
+    # skl2onnx collects the opset imports in a set: their order follows the process's string
+    # hash seed. Sorted, equal models give equal bytes in every process.
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
     model.graph.name = f"{task}_classifier"
     model.doc_string = f"Model Foundry micro-model {task!r}; labels in {task}_preprocessor.bin"
     return model.SerializeToString()
@@ -66,6 +75,7 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
 def preprocessor_message(
     trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance,
     familiarity: Familiarity = NO_GATE,
+    out_of_scope: str = "",
 ) -> pb.Preprocessor:
     """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline."""
     tfidf = trained.pipeline.named_steps["tfidf"]
@@ -109,6 +119,7 @@ def preprocessor_message(
         ),
         familiarity=pb.Familiarity(min_order=familiarity.min_order,
                                    max_unfamiliar=familiarity.max_unfamiliar),
+        out_of_scope=out_of_scope,
     )
     return msg
 
@@ -121,6 +132,7 @@ def artifact_bytes(
     opset: int = 15,
     provenance: Provenance | None = None,
     familiarity: Familiarity = NO_GATE,
+    out_of_scope: str = "",
 ) -> tuple[bytes, bytes]:
     """The ``(.onnx, .bin)`` bytes of a trained model, without writing anything.
 
@@ -134,7 +146,8 @@ def artifact_bytes(
     )
     onnx_bytes = classifier_onnx_bytes(trained, task, opset)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
-    msg = preprocessor_message(trained, task, threshold, digest, provenance, familiarity)
+    msg = preprocessor_message(trained, task, threshold, digest, provenance, familiarity,
+                               out_of_scope)
     bin_bytes = seal_message(msg)
     # Never write what a runtime would refuse (the rules of docs/preprocessor-spec.md).
     load_preprocessor(bin_bytes, Path(f"{task}_preprocessor.bin (being exported)"), task)

@@ -21,7 +21,8 @@ The funnel, in order (every removed row is kept in ``removed.jsonl`` with its re
 10. ``augment``       (adds rows) ``drop_punctuation_augment`` duplicates a fraction of the
                       train rows that end in punctuation, with that punctuation dropped;
 11. ``balance``       ``undersample`` removes train rows of the larger labels (never a
-                      correction or a real row).
+                      correction or a real row; ``cap``: only of the labels above
+                      ``balance_cap`` x the median label).
 
 Whenever one row of several is kept, the preference is: human correction > real
 utterance (the blueprint's ``real:`` file) > seed > LLM row > grammar row > unknown
@@ -51,6 +52,7 @@ import numpy as np
 
 from foundry import minhash as mh
 from foundry.blueprint import Blueprint, Refine, Task
+from foundry.datasets import DATASET_SOURCE, load_dataset
 from foundry.generate.rawstore import dump_line, read_jsonl
 from foundry.realtext import load_real
 from foundry.refine_report import exam_probe, shortcut_audit, write_report
@@ -67,6 +69,7 @@ SOURCE_PRIORITY: dict[str, int] = {
     "correction": 0,
     "real": 1,
     "seed": 2,
+    DATASET_SOURCE: 2,
     "llm": 3,
     "gemini": 3,
     "openai": 3,
@@ -547,8 +550,10 @@ def _augment(train: list[_Row], fraction: float, seed: int, taken: set[str],
     return out
 
 
-def _undersample(train: list[_Row], seed: int, removed: list[dict]) -> list[_Row]:
-    """Cut every label to the smallest label's train count.
+def _undersample(train: list[_Row], seed: int, removed: list[dict],
+                 cap: float | None = None) -> list[_Row]:
+    """Cut every label to the smallest label's train count, or with ``cap`` only the labels
+    above ``cap`` x the median label's count, to that count (``balance: cap``).
 
     Rows are kept in the order human rows (corrections, real utterances), seeds, then
     everything else, at random (seeded) within each tier; human rows are never dropped, even
@@ -559,12 +564,16 @@ def _undersample(train: list[_Row], seed: int, removed: list[dict]) -> list[_Row
         by_label[r.label].append(r)
     if len(by_label) < 2:
         return train
-    target = min(len(v) for v in by_label.values())
+    sizes = sorted(len(v) for v in by_label.values())
+    target = sizes[0] if cap is None else max(1, int(cap * float(np.median(sizes))))
     rng = np.random.default_rng([seed, 2])
     keep: set[int] = set()
     for label in sorted(by_label):
         group = by_label[label]
         noise = rng.random(len(group))
+        if len(group) <= target:
+            keep.update(r.index for r in group)
+            continue
         tier = [0 if r.is_human else 1 if r.source == "seed" else 2 for r in group]
         order = sorted(range(len(group)), key=lambda i: (tier[i], noise[i]))
         n_corr = tier.count(0)
@@ -776,8 +785,9 @@ def refine_rows(
         train = [x for r in train for x in (r, *after[r.index])]
     funnel.record("augment", train + test)
 
-    if cfg.balance == "undersample":
-        train = _undersample(train, cfg.seed, removed)
+    if cfg.balance in ("undersample", "cap"):
+        train = _undersample(train, cfg.seed, removed,
+                             cfg.balance_cap if cfg.balance == "cap" else None)
     funnel.record("balance", train + test)
 
     train_out = [_output(r) for r in train]
@@ -956,7 +966,9 @@ def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str]
     corrections = load_corrections(bp, task)
     real = [r.as_row() for r in load_real(bp, task, "real")]
     dev = load_real(bp, task, "dev")
-    result = refine_rows(rows, task, cfg, exam_texts=[r["text"] for r in exam],
+    # Test rows of a dataset are evaluation-only: kept out of training exactly like the exam.
+    test_texts = [r.text for r in load_dataset(bp, task, "test")]
+    result = refine_rows(rows, task, cfg, exam_texts=[r["text"] for r in exam] + test_texts,
                          corrections=corrections, real=real, dev_texts=[r.text for r in dev],
                          storage_config=storage_config, progress=progress)
     if probe:

@@ -136,6 +136,11 @@ def strip_trailing_punctuation(text: str) -> str:
     return text[:end]
 
 
+#: From this many labels the exam probe fits a linear SVM instead of a logistic regression,
+#: and the refine notebook skips its per-setting study (each setting is one more fit).
+MANY_LABELS = 20
+
+
 def exam_probe(train: Sequence[dict], exam: Sequence[dict], labels: Sequence[str]) -> dict:
     """Exam accuracy of a quick char-n-gram TF-IDF + logistic regression fit on ``train``.
 
@@ -153,6 +158,10 @@ def exam_probe(train: Sequence[dict], exam: Sequence[dict], labels: Sequence[str
     x = vec.fit_transform([r["text"] for r in train])
     weights = [r.get("weight", 1.0) for r in train]
     clf = LogisticRegression(C=4.0, max_iter=2000)
+    if len(labels) > MANY_LABELS:  # lbfgs over dozens of classes takes minutes; same yardstick role
+        from sklearn.svm import LinearSVC
+
+        clf = LinearSVC(C=0.5)
     clf.fit(x, [r["label"] for r in train], sample_weight=np.asarray(weights, dtype=float))
     y = np.asarray([r["label"] for r in exam])
     plain = clf.predict(vec.transform([r["text"] for r in exam]))

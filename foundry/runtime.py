@@ -476,7 +476,7 @@ def _node(fields: dict[int, list]) -> dict[str, Any]:
     }
 
 
-_TENSOR_DTYPES = {1: "<f4", 6: "<i4", 7: "<i8", 11: "<f8"}
+_TENSOR_DTYPES = {1: "<f4", 3: "i1", 6: "<i4", 7: "<i8", 11: "<f8"}
 
 
 def _tensor(fields: dict[int, list]) -> tuple[str, np.ndarray | None]:
@@ -489,10 +489,56 @@ def _tensor(fields: dict[int, list]) -> tuple[str, np.ndarray | None]:
         values = np.frombuffer(bytes(fields[_TENSOR_RAW_DATA][0]), dtype=dtype)
     elif dtype == "<f4":
         values = _floats(fields, _TENSOR_FLOAT_DATA)
-    else:
+    else:  # int8 values are stored widened in int32_data
         values = np.asarray(_ints(fields, _TENSOR_INT64_DATA if dtype == "<i8"
                                   else _TENSOR_INT32_DATA), dtype=dtype)
     return name, values
+
+
+def _int8_softmax_graph(nodes: list[dict[str, Any]], tensors: dict[str, np.ndarray | None],
+                        features: str) -> LinearGraph | None:
+    """Match the int8 graph of :func:`foundry.quantized.quantized_onnx`::
+
+        W = Mul(Cast(W_q int8 [D, K], to=FLOAT), scale [1, K])
+        probabilities = Softmax(Add(MatMul(features, W), b [K]), axis=-1 or 1)
+        label = ArgMax(probabilities, axis=1, keepdims=0)
+
+    and return it dequantised (``W.T`` as the ``K x D`` coefficients, post ``SOFTMAX``).
+    """
+    if len(nodes) != 6:
+        return None
+    by_output = {n["output"][0]: n for n in nodes if len(n["output"]) == 1}
+    ops = [(n["op_type"], n["domain"]) for n in nodes]
+    if len(by_output) != 6 or any(d not in ("", "ai.onnx") for _, d in ops):
+        return None
+    arg, soft = by_output.get("label"), by_output.get("probabilities")
+    if (arg is None or soft is None or arg["op_type"] != "ArgMax" or soft["op_type"] != "Softmax"
+            or arg["input"] != ["probabilities"] or _int_attribute(arg, "axis", 0) != 1
+            or _int_attribute(arg, "keepdims", 1) != 0
+            or _int_attribute(soft, "axis", -1) not in (-1, 1) or len(soft["input"]) != 1):
+        return None
+    add = by_output.get(soft["input"][0])
+    if add is None or add["op_type"] != "Add" or len(add["input"]) != 2:
+        return None
+    matmul, b = by_output.get(add["input"][0]), tensors.get(add["input"][1])
+    if matmul is None or matmul["op_type"] != "MatMul" or matmul["input"][:1] != [features] \
+            or len(matmul["input"]) != 2 or b is None:
+        return None
+    mul = by_output.get(matmul["input"][1])
+    if mul is None or mul["op_type"] != "Mul" or len(mul["input"]) != 2:
+        return None
+    cast, scale = by_output.get(mul["input"][0]), tensors.get(mul["input"][1])
+    if cast is None or cast["op_type"] != "Cast" or _int_attribute(cast, "to", 0) != _ONNX_FLOAT \
+            or scale is None or len(cast["input"]) != 1:
+        return None
+    w_q = tensors.get(cast["input"][0])
+    if w_q is None or w_q.dtype != np.int8:
+        return None
+    k = len(b)
+    if k < 2 or scale.size != k or w_q.size % k:
+        return None
+    weights = w_q.reshape(-1, k).astype(np.float32) * scale.reshape(1, k).astype(np.float32)
+    return LinearGraph(np.ascontiguousarray(weights.T), b.astype(np.float32), "SOFTMAX", False)
 
 
 def _int_attribute(node: dict[str, Any], name: str, default: int) -> int:
@@ -648,7 +694,8 @@ def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
     writing an intermediate tensor that one ``Normalizer(norm="L1")`` turns into
     ``probabilities``; or its raw scores feeding skl2onnx's binary sigmoid calibration
     (:func:`_sigmoid_calibration`). Integer class labels ``0..K-1``, a known
-    ``post_transform``.
+    ``post_transform``. Also the int8 graph of ``foundry.quantized`` (standard operators,
+    :func:`_int8_softmax_graph`), dequantised here once.
 
     Raises
     ------
@@ -666,7 +713,7 @@ def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
         return None
     clf = nodes[0]
     if (clf["op_type"], clf["domain"]) != ("LinearClassifier", "ai.onnx.ml"):
-        return None
+        return _int8_softmax_graph(nodes, tensors, inputs[0][0] if inputs[0] else "")
     if len(clf["output"]) != 2 or clf["input"] != inputs[0]:
         return None
     attrs = clf["attributes"]
@@ -1234,6 +1281,9 @@ class MicroModel:
         self.preprocessor_sha256 = ""
         self.labels: list[str] = list(preprocessor.labels)
         self.threshold: float = float(preprocessor.threshold)
+        #: The label answered when the answer is not confident (``.bin`` field
+        #: ``out_of_scope``), or None: then the top label is answered either way.
+        self.out_of_scope: str | None = preprocessor.out_of_scope or None
         self.preprocessor = preprocessor
         self.paths = paths
         self.spec = TextSpec(
@@ -1440,7 +1490,16 @@ class MicroModel:
         )
 
     def predict(self, text: str) -> Prediction:
-        """Classify one text."""
+        """Classify one text (the out-of-scope label when unsure, for a task that has one)."""
+        p = self._predict(text)
+        return p if self.out_of_scope is None or p.confident else self._unsure(p)
+
+    def _unsure(self, p: Prediction) -> Prediction:
+        """An answer below the threshold of a task with an out-of-scope label: that label,
+        with the model's probabilities and ``confident = False``."""
+        return _prediction(self.out_of_scope, p.probabilities, False, p.score)
+
+    def _predict(self, text: str) -> Prediction:
         if self._fused_predict is not None:
             return self._fused_predict(text)
         head = self._head
@@ -1458,6 +1517,12 @@ class MicroModel:
 
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         """Classify many texts in one batch; answers in input order."""
+        answers = self._predict_many(texts)
+        if self.out_of_scope is None:
+            return answers
+        return [p if p.confident else self._unsure(p) for p in answers]
+
+    def _predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         if isinstance(texts, (str, bytes)):  # a str is iterable: it would answer per character
             raise TypeError("predict_many takes a list of texts; use predict() for one text")
         texts = list(texts)

@@ -790,6 +790,11 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     trainer = get_trainer(cfg.trainer)
     recipe = Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
     candidates = expand_grid(trainer, cfg.grid)
+    if cfg.select_on == "dev":
+        from foundry.train_dev import train_on_dev
+
+        return train_on_dev(bp, task, run_dir, split=split, w=w, recipe=recipe,
+                            candidates=candidates, inputs=inputs, t_start=t_start, log=log)
     groups = split.groups if split.groups is not None else similarity_groups(
         texts, y, bp.spec.refine, cfg.cv_folds)
     folds = make_folds(y, cfg.cv_folds, cfg.seed, groups)

@@ -87,6 +87,8 @@ class Trainer:
     classifier_keys: tuple[str, ...]
     has_proba: bool = True
     prune_by: Literal["coef", "chi2"] = "coef"
+    #: Calibrations it allows, when not the default set (see :attr:`calibrations`).
+    only_calibrations: tuple[str, ...] | None = None
 
     @property
     def grid_keys(self) -> tuple[str, ...]:
@@ -94,6 +96,8 @@ class Trainer:
 
     @property
     def calibrations(self) -> tuple[str, ...]:
+        if self.only_calibrations is not None:
+            return self.only_calibrations
         return CALIBRATIONS if self.has_proba else CALIBRATIONS[1:]
 
 
@@ -119,6 +123,13 @@ def _linear_svm(params: Mapping[str, Any], seed: int) -> LinearSVC:
         max_iter=20000,
         random_state=seed,
     )
+
+
+def _svm_int8(params: Mapping[str, Any], seed: int) -> BaseEstimator:
+    from foundry.quantized import QuantizedLinearSVC
+
+    return QuantizedLinearSVC(C=float(params.get("C", 1.0)),
+                              class_weight=params.get("class_weight"), random_state=seed)
 
 
 def _complement_nb(params: Mapping[str, Any], seed: int) -> ComplementNB:
@@ -151,6 +162,14 @@ register(Trainer(
     build=_linear_svm,
     classifier_keys=("C", "class_weight"),
     has_proba=False,
+))
+register(Trainer(
+    name="tfidf_svm_int8",
+    description="TF-IDF char n-grams + linear SVM with int8 weights, softmax with a temperature "
+                "(many labels in a small budget)",
+    build=_svm_int8,
+    classifier_keys=("C", "class_weight"),
+    only_calibrations=("none",),  # its probabilities are softmax(scores / T), T fitted on dev
 ))
 register(Trainer(
     name="tfidf_complement_nb",

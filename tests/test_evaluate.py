@@ -118,6 +118,17 @@ def test_threshold_margin_keeps_float32_runtimes_on_the_same_side():
     assert t > 0.6
 
 
+def test_threshold_is_never_above_one():
+    """A model wrong at probability ~1 (seen on the default blueprint at --target 2000): the
+    threshold that makes no answer confident used to be 1.000001, which the export then
+    refused (spec rule B11: a threshold is in [0, 1])."""
+    proba = np.array([[1.0, 0.0], [1.0 - 1e-9, 1e-9], [0.7, 0.3]])
+    y = np.array([1, 0, 0])  # the most confident answer is wrong
+    t = choose_threshold(proba, y, 0.99)
+    assert t == 1.0
+    assert confident_stats(proba, y, t)[0] == pytest.approx(1 / 3)  # only p == 1 exactly
+
+
 def test_threshold_is_never_below_one_over_k():
     proba = np.array([[0.5, 0.5], [0.6, 0.4]])
     assert choose_threshold(proba, np.array([0, 0]), 0.9) == 0.5

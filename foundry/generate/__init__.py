@@ -100,6 +100,10 @@ def offline_stream(bp: Blueprint, task: Task, target: int) -> str:
 def stream_for(bp: Blueprint, task: Task, provider: str, target: int) -> str:
     if provider == "offline":
         return offline_stream(bp, task, target)
+    if provider == "dataset":
+        from foundry.datasets import dataset_fingerprint
+
+        return f"dataset-{dataset_fingerprint(bp, task)}"
     model = getattr(bp.spec.generation, provider_entry(provider).model_field or "model")
     return f"{provider}-{_safe(model)}"
 
@@ -119,6 +123,30 @@ def _generate_offline(
     if hasattr(capacity, "to_dict"):
         capacity = capacity.to_dict(orient="records")
     return {"capacity": capacity, "stats": getattr(result, "stats", None)}
+
+
+#: Rows per raw-store batch of the dataset provider.
+DATASET_BATCH = 1000
+
+
+def _generate_dataset(bp: Blueprint, task: Task, store: RawStore, log: Callable[[str], None]
+                      ) -> dict:
+    """Store the task's ``train`` dataset rows (all of them; batches make it idempotent)."""
+    from foundry.datasets import DatasetError, load_dataset
+
+    if task.dataset is None or not task.dataset.files_of("train"):
+        raise DatasetError(f"{bp.root / 'blueprint.yaml'}: task {task.name!r}: the dataset "
+                           "provider needs a tasks[].dataset section with a file of role train")
+    rows = [r.as_row() for r in load_dataset(bp, task, "train")]
+    for start in range(0, len(rows), DATASET_BATCH):
+        store.append_batch(f"dataset-{start // DATASET_BATCH:06d}",
+                           rows[start : start + DATASET_BATCH])
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
+    log(f"{task.name}: {len(rows)} dataset rows, {len(counts)} labels "
+        f"(fewest {min(counts.values(), default=0)}, most {max(counts.values(), default=0)})")
+    return {"dataset_rows": len(rows), "label_counts": dict(sorted(counts.items()))}
 
 
 def _offline_quotas(details: dict) -> dict[tuple[str, str], int] | None:
@@ -153,7 +181,9 @@ def generate_task(
                 f"{store.torn_path}")
         before = len(store)
         details: dict = {}
-        if len(store) < target:
+        if provider == "dataset":
+            details = _generate_dataset(bp, task, store, log)
+        elif len(store) < target:
             if provider == "offline":
                 details = _generate_offline(bp, task, store, target, log)
             else:
@@ -166,8 +196,9 @@ def generate_task(
                 )
                 details = {"report": report.to_dict() if hasattr(report, "to_dict")
                            else str(report)}
-    sufficiency = measure(task, store.rows, target, bp.spec.generation.min_label_share,
-                          _offline_quotas(details))
+    # A dataset holds what it holds: the sufficiency gate is for generators asked for a target.
+    sufficiency = None if provider == "dataset" else measure(
+        task, store.rows, target, bp.spec.generation.min_label_share, _offline_quotas(details))
     summary = GenerateSummary(
         task=task.name, provider=provider, stream=stream, raw_file=raw_file,
         rows=len(store), added=len(store) - before, details=details, sufficiency=sufficiency,
@@ -182,13 +213,14 @@ def generate_task(
             "rows": summary.rows,
             "added": summary.added,
             "target": target,
-            "sufficiency": sufficiency.to_dict(),
+            "sufficiency": sufficiency.to_dict() if sufficiency is not None else None,
             "details": details,
         },
     )
     write_stamp(bp, run_dir, "generate", task.name)
     log(f"{task.name}: {summary.rows} raw rows in {raw_file} ({summary.added} new, {provider})")
-    log(sufficiency.summary())
+    if sufficiency is not None:
+        log(sufficiency.summary())
     return summary
 
 

@@ -72,6 +72,7 @@ def _openai(env: Mapping[str, str], *, model: str, temperature: float, timeout_s
 
 ENTRIES: tuple[ProviderEntry, ...] = (
     ProviderEntry("offline"),
+    ProviderEntry("dataset"),  # the task's labelled files (foundry/datasets.py), no key
     ProviderEntry(
         "gemini", key_variables=("GEMINI_API_KEYS", "GEMINI_API_KEY"), url_variable="GEMINI_BASE_URL",
         model_field="model", keys=gemini_keys, factory=_gemini,

@@ -76,7 +76,7 @@ class Familiarity(_message.Message):
     def __init__(self, min_order: _Optional[int] = ..., max_unfamiliar: _Optional[float] = ...) -> None: ...
 
 class Preprocessor(_message.Message):
-    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256", "familiarity")
+    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256", "familiarity", "out_of_scope")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class Preprocessor(_message.Message):
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     FAMILIARITY_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_SCOPE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     task: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -105,4 +106,5 @@ class Preprocessor(_message.Message):
     provenance: Provenance
     content_sha256: bytes
     familiarity: Familiarity
-    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ..., familiarity: _Optional[_Union[Familiarity, _Mapping]] = ...) -> None: ...
+    out_of_scope: str
+    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ..., familiarity: _Optional[_Union[Familiarity, _Mapping]] = ..., out_of_scope: _Optional[str] = ...) -> None: ...

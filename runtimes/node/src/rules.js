@@ -152,6 +152,9 @@ function checkPreprocessor(msg, file, task) {
   if (labels.includes('') || new Set(labels).size !== labels.length) {
     throw ruleError(file, `labels ${JSON.stringify(labels.slice(0, 20))} hold an empty or a repeated name`, 'B5');
   }
+  if (msg.outOfScope && !labels.includes(msg.outOfScope)) {
+    throw ruleError(file, `out_of_scope ${JSON.stringify(msg.outOfScope.slice(0, 40))} is not one of the labels`, 'B5');
+  }
   const norm = msg.normalizer || {};
   if (Number(norm.specVersion) !== 1 || !norm.nfkc) {
     throw ruleError(

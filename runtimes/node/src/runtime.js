@@ -240,6 +240,8 @@ class MicroModel {
     this.preprocessor = pre;
     this.labels = [...pre.labels];
     this.threshold = Number(pre.threshold);
+    /** The label answered when the answer is not confident (`.bin` out_of_scope), or null. */
+    this.outOfScope = pre.outOfScope || null;
     this.paths = paths;
     /** Unicode version of the trainer's normaliser, as recorded in the .bin. */
     this.unicodeVersion = pre.unicodeVersion;
@@ -371,10 +373,12 @@ class MicroModel {
     this.labels.forEach((label, j) => {
       probabilities[label] = row[j];
     });
+    const confident = row[best] >= this.threshold && unfamiliar <= this.familiarity.maxUnfamiliar;
     return {
-      label: this.labels[best],
+      // A task with an out-of-scope label answers it whenever it is unsure.
+      label: confident || this.outOfScope === null ? this.labels[best] : this.outOfScope,
       probabilities,
-      confident: row[best] >= this.threshold && unfamiliar <= this.familiarity.maxUnfamiliar,
+      confident,
       score: row[best],
     };
   }

@@ -174,6 +174,9 @@ fn decode_tensor(t: &TensorProto) -> Result<Tensor, String> {
         7 => Values::Int(t.int64_data.clone()),
         6 if raw.is_some() => Values::Int(chunks(4)?.iter().map(|c| i32::from_le_bytes((*c).try_into().unwrap()) as i64).collect()),
         6 => Values::Int(t.int32_data.iter().map(|&v| v as i64).collect()),
+        // INT8 (the int8 weights of foundry/quantized.py): raw bytes, or widened in int32_data.
+        3 if raw.is_some() => Values::Int(raw.unwrap_or_default().iter().map(|&b| b as i8 as i64).collect()),
+        3 => Values::Int(t.int32_data.iter().map(|&v| v as i64).collect()),
         other => return Err(format!("initializer {} has data type {other}", t.name())),
     };
     let n = match &values {
@@ -331,6 +334,7 @@ impl<'a> Reader<'a> {
                 Ok(linear)
             }
             "Exp" => self.naive_bayes("probabilities"),
+            "Softmax" => self.int8_softmax(),
             "Div" => self.calibrated(),
             other => Err(format!("probabilities is computed by {other}")),
         }
@@ -404,6 +408,64 @@ impl<'a> Reader<'a> {
         Ok(LinearGraph {
             coefficients,
             intercepts: vec![0.0; k],
+            n_classes: k,
+            n_features: d,
+            transform: Transform::Direct { post: Post::Softmax, l1: false },
+        })
+    }
+
+    /// The int8 graph of foundry/quantized.py:
+    /// `W = Mul(Cast(W_q int8 [D, K], to=FLOAT), scale [1, K])`,
+    /// `probabilities = Softmax(Add(MatMul(features, W), b [K]))`,
+    /// `label = ArgMax(probabilities, axis=1, keepdims=0)`; dequantised here once.
+    fn int8_softmax(&self) -> Result<LinearGraph, String> {
+        let softmax = self.node("probabilities", "Softmax", 1)?;
+        Self::check_attributes(softmax, &["axis"])?;
+        if !matches!(Self::int_attribute(softmax, "axis", -1), -1 | 1) {
+            return Err("Softmax is not over the classes".into());
+        }
+        let argmax = self.node("label", "ArgMax", 1)?;
+        Self::check_attributes(argmax, &["axis", "keepdims"])?;
+        if argmax.input[0] != "probabilities"
+            || Self::int_attribute(argmax, "axis", 0) != 1
+            || Self::int_attribute(argmax, "keepdims", 1) != 0
+        {
+            return Err("label is not the ArgMax of the probabilities over the classes".into());
+        }
+        let add = self.node(&softmax.input[0], "Add", 2)?;
+        let intercepts: Vec<f32> = self.floats(&add.input[1])?.iter().map(|&v| v as f32).collect();
+        let matmul = self.node(&add.input[0], "MatMul", 2)?;
+        if matmul.input[0] != "features" {
+            return Err("MatMul does not multiply features".into());
+        }
+        let mul = self.node(&matmul.input[1], "Mul", 2)?;
+        let cast = self.node(&mul.input[0], "Cast", 1)?;
+        Self::check_attributes(cast, &["to"])?;
+        if Self::int_attribute(cast, "to", 0) != 1 {
+            return Err("Cast does not produce float32".into());
+        }
+        let scale = self.floats(&mul.input[1])?;
+        let quantized = self.tensors.get(cast.input[0].as_str()).ok_or("the int8 weights are not a constant")?;
+        let (d, k) = match quantized.dims[..] {
+            [d, k] if d > 0 && k >= 2 => (d as usize, k as usize),
+            _ => return Err(format!("the int8 weights have dims {:?}", quantized.dims)),
+        };
+        if scale.len() != k || intercepts.len() != k {
+            return Err(format!("{} scales and {} intercepts for {k} classes", scale.len(), intercepts.len()));
+        }
+        let w = self.ints(&cast.input[0])?;
+        if w.iter().any(|&v| !(-128..=127).contains(&v)) {
+            return Err("the quantised weights are not int8".into());
+        }
+        // As ONNX Runtime computes it: float32(W_q) * float32(scale), then K x D rows.
+        let scale32: Vec<f32> = scale.iter().map(|&v| v as f32).collect();
+        let coefficients = (0..k).flat_map(|c| {
+            let s = scale32[c];
+            (0..d).map(move |j| w[j * k + c] as f32 * s)
+        }).collect();
+        Ok(LinearGraph {
+            coefficients,
+            intercepts,
             n_classes: k,
             n_features: d,
             transform: Transform::Direct { post: Post::Softmax, l1: false },

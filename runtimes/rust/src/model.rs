@@ -74,6 +74,8 @@ pub struct MicroModel {
     task: String,
     labels: Vec<String>,
     threshold: f64,
+    /// Index of the out-of-scope label (`.bin` field `out_of_scope`): answered when unsure.
+    out_of_scope: Option<usize>,
     preprocessor: pb::Preprocessor,
     normalizer: Normalizer,
     analyzer: Analyzer,
@@ -177,6 +179,10 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
     }
     if msg.labels.iter().any(String::is_empty) || msg.labels.iter().collect::<HashSet<_>>().len() != msg.labels.len() {
         return Err(rule(path, format!("labels {:?} hold an empty or a repeated name", &msg.labels[..msg.labels.len().min(20)]), "B5"));
+    }
+    if !msg.out_of_scope.is_empty() && !msg.labels.contains(&msg.out_of_scope) {
+        let head: String = msg.out_of_scope.chars().take(40).collect();
+        return Err(rule(path, format!("out_of_scope {head:?} is not one of the labels"), "B5"));
     }
     let norm = msg.normalizer.clone().unwrap_or_default();
     if norm.spec_version != 1 || !norm.nfkc {
@@ -336,6 +342,7 @@ impl MicroModel {
             task: task.to_owned(),
             labels: pre.labels.clone(),
             threshold: pre.threshold,
+            out_of_scope: pre.labels.iter().position(|l| !pre.out_of_scope.is_empty() && *l == pre.out_of_scope),
             normalizer: Normalizer::new(&settings),
             index: GramIndex::new(&pre.vocabulary, analyzer.max_n),
             analyzer,
@@ -573,18 +580,28 @@ impl MicroModel {
         self.predict_scored(text).0
     }
 
-    /// The answer for one probability row and its text's unfamiliarity:
-    /// `(label index, confident, score)` (section 5).
+    /// The top class of one probability row (the first of equals) and its probability.
     #[inline]
-    pub fn answer(&self, probabilities: &[f64], unfamiliar: f64) -> (usize, bool, f64) {
+    pub fn top(probabilities: &[f64]) -> (usize, f64) {
         let mut best = 0;
         for (k, &p) in probabilities.iter().enumerate().skip(1) {
             if p > probabilities[best] {
                 best = k;
             }
         }
-        let score = probabilities[best];
-        (best, score >= self.threshold && unfamiliar <= self.max_unfamiliar, score)
+        (best, probabilities[best])
+    }
+
+    /// The answer for one probability row and its text's unfamiliarity:
+    /// `(label index, confident, score)` (section 5); the label is the out-of-scope label
+    /// when the task has one and the answer is not confident.
+    #[inline]
+    pub fn answer(&self, probabilities: &[f64], unfamiliar: f64) -> (usize, bool, f64) {
+        let (best, score) = Self::top(probabilities);
+        let confident = score >= self.threshold && unfamiliar <= self.max_unfamiliar;
+        // A task with an out-of-scope label answers it whenever it is unsure.
+        let label = if confident { best } else { self.out_of_scope.unwrap_or(best) };
+        (label, confident, score)
     }
 
     /// Classify one text.

@@ -1,0 +1,167 @@
+"""A linear SVM with int8 weights and a temperature: many labels in a kilobyte budget.
+
+With 60-150 labels the weight matrix is almost all of an artifact: ``4 * K * D`` bytes as
+float32, so a 1 MB budget leaves ~1,600 n-grams for 151 classes. Stored as int8 with one
+float32 scale per class (symmetric, per-class), the same budget holds ~4x the vocabulary, and
+the rounding costs nothing measurable (<= 0.1 point of accuracy at every size measured, see
+``docs/training.md``). Probabilities are ``softmax(scores / T)`` with one temperature ``T``
+fitted by log loss on held-out scores, which keeps a single ``K x D`` matrix (a calibrator per
+class would not) and ranks answers by confidence well enough for an out-of-scope threshold.
+
+The exported graph (:func:`quantized_onnx`) is standard ONNX (opset >= 13), no ML domain::
+
+    W             = Mul(Cast(W_q int8 [D, K], to=float), scale float32 [1, K])
+    probabilities = Softmax(Add(MatMul(features, W), b), axis=-1)
+    label         = ArgMax(probabilities, axis=1, keepdims=0)
+
+with ``1 / T`` folded into ``scale`` and ``b``. Every runtime reads it (the Python and Rust
+readers dequantise once at load; Node runs it through onnxruntime-node).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+#: Bounds of the temperature search (log scale).
+_LOG_T_BOUNDS = (-6.0, 4.0)
+
+
+def quantize_rows(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantisation: ``W ~ W_q * scale[:, None]``, ``|W_q| <= 127``."""
+    peak = np.abs(W).max(axis=1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    W_q = np.clip(np.rint(W / scale[:, None].astype(np.float64)), -127, 127).astype(np.int8)
+    return W_q, scale
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
+    """The ``T`` minimising the log loss of ``softmax(scores / T)`` against classes ``y``."""
+    from scipy.optimize import minimize_scalar
+
+    rows = np.arange(len(y))
+
+    def loss(log_t: float) -> float:
+        z = scores / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
+
+    res = minimize_scalar(loss, bounds=_LOG_T_BOUNDS, method="bounded",
+                          options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+class QuantizedLinearSVC(ClassifierMixin, BaseEstimator):
+    """``LinearSVC`` (one-vs-rest) whose weights are rounded to int8 per class after fitting.
+
+    ``predict_proba`` is ``softmax(decision_function / temperature)``; ``temperature`` is
+    1 until :meth:`set_temperature` (the train stage fits it on the dev split). ``coef_`` and
+    ``intercept_`` are the dequantised values, so everything reading a linear model (feature
+    ranking, explanations, the fused runtime path) sees exactly what the exported graph holds.
+    """
+
+    def __init__(self, C: float = 1.0, class_weight: Any = None, max_iter: int = 20000,
+                 random_state: int | None = None, temperature: float = 1.0) -> None:
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.temperature = temperature
+
+    def fit(self, X: Any, y: np.ndarray, sample_weight: np.ndarray | None = None
+            ) -> QuantizedLinearSVC:
+        from sklearn.svm import LinearSVC
+
+        svm = LinearSVC(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
+                        random_state=self.random_state)
+        svm.fit(X, y, sample_weight=sample_weight)
+        self.classes_ = svm.classes_
+        W = np.asarray(svm.coef_, dtype=np.float64)
+        b = np.asarray(svm.intercept_, dtype=np.float64)
+        if len(self.classes_) == 2:  # one row (class 1 vs 0): split it into two halves
+            W = np.vstack([-W[0] / 2, W[0] / 2])
+            b = np.array([-b[0] / 2, b[0] / 2])
+        self.w_q_, self.scale_ = quantize_rows(W)
+        self.b_ = b.astype(np.float32)
+        self.n_features_in_ = W.shape[1]
+        return self
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Dequantised weights ``[K, D]`` (float64 of the stored float32 products)."""
+        return (self.w_q_.astype(np.float32) * self.scale_[:, None]).astype(np.float64)
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        return self.b_.astype(np.float64)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        return np.asarray(X @ self.coef_.T) + self.intercept_
+
+    def set_temperature(self, temperature: float) -> QuantizedLinearSVC:
+        self.temperature = float(temperature)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``softmax(scores / T)``, computed from the exported (folded, float32) constants so
+        that every runtime reproduces it to float32 precision."""
+        w_q, scale, b = folded(self)
+        logits = np.asarray(X @ (w_q.astype(np.float64) * scale.astype(np.float64)))
+        return softmax(logits + b.astype(np.float64))
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+
+def folded(clf: QuantizedLinearSVC) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(W_q [D, K] int8, scale [K] float32, b [K] float32)`` with ``1 / T`` folded in."""
+    inv_t = 1.0 / clf.temperature
+    scale = (clf.scale_.astype(np.float64) * inv_t).astype(np.float32)
+    b = (clf.b_.astype(np.float64) * inv_t).astype(np.float32)
+    return np.ascontiguousarray(clf.w_q_.T), scale, b
+
+
+def quantized_onnx(clf: QuantizedLinearSVC, n_features: int, task: str, opset: int = 15) -> bytes:
+    """The ONNX bytes of ``clf`` (see the module docstring); deterministic for equal models."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if opset < 13:
+        raise ValueError(f"export.opset {opset}: int8 weights need opset 13 or later")
+    w_q, scale, b = folded(clf)
+    k = w_q.shape[1]
+    inits = [
+        numpy_helper.from_array(w_q, "W_q"),
+        numpy_helper.from_array(scale.reshape(1, k), "W_scale"),
+        numpy_helper.from_array(b, "b"),
+    ]
+    # Cast + Mul rather than DequantizeLinear: ONNX Runtime fuses DequantizeLinear -> MatMul
+    # into an integer matmul that also quantises the features (probabilities then move by
+    # ~1e-4); the plain float product is what every runtime computes.
+    nodes = [
+        helper.make_node("Cast", ["W_q"], ["W_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["W_f", "W_scale"], ["W"]),
+        helper.make_node("MatMul", ["features", "W"], ["scores"]),
+        helper.make_node("Add", ["scores", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, f"{task}_classifier",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, k])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="model-foundry")
+    model.ir_version = 8
+    model.doc_string = f"Model Foundry micro-model {task!r}; labels in {task}_preprocessor.bin"
+    return model.SerializeToString()
