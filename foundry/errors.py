@@ -12,6 +12,7 @@ defined here are the branches; the leaves live next to the code that raises them
      │    ├── SeedError              foundry.generate.offline: a seed file is wrong
      │    ├── ExamDataError          foundry.evaluate: an exam file is wrong
      │    ├── RealDataError          foundry.realtext: a real-text (real/ or dev/) file is wrong
+     │    ├── DatasetError           foundry.datasets: a dataset file or its mapping is wrong
      │    ├── GridError              foundry.trainers: unknown trainer, grid key or value
      │    └── ScaffoldError          foundry.scaffold: `blueprint new` cannot create it
      ├── InputDataError              data a stage reads is missing, malformed or out of date
