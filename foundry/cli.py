@@ -16,7 +16,7 @@ from foundry.secrets import redact
 #: ``--provider`` choices: the names of foundry.generate.registry, spelled out here because
 #: importing the generate package would slow every command down (tests/test_registry.py
 #: holds the two to each other).
-PROVIDER_NAMES = ("offline", "gemini", "openai")
+PROVIDER_NAMES = ("offline", "gemini", "openai", "dataset")
 
 #: Exit status when stdout is closed before the answers are written (``| head``): 128 +
 #: SIGPIPE, what a shell reports for a process that the closed pipe stopped.

@@ -61,6 +61,7 @@ from foundry.runs import (
 from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import Analyzer, TextSpec, normalize
 from foundry.trainers import (
+    MIN_VOCABULARY,
     NGRAM_KEY,
     REAL_SIGMOID,
     VECTORIZER_KEYS,
@@ -75,6 +76,7 @@ from foundry.trainers import (
     make_pipeline,
     make_vectorizer,
     prefit_sigmoid,
+    size_ladder,
     spec_for,
     vocabulary_terms,
 )
@@ -89,8 +91,6 @@ MODEL_FORMAT = 1
 #: A calibrator is used only if it lowers the out-of-fold log loss by at least this share:
 #: a fitted calibration map is extra ONNX weight and a chance to overfit.
 CALIBRATION_MIN_GAIN = 0.02
-#: Smallest vocabulary the size budget may prune to; below it the budget is unreachable.
-MIN_VOCABULARY = 32
 #: Bytes per KB of ``export.size_budget_kb``: decimal, so a pair that fits is under the
 #: budget whichever way a reader counts.
 KB = 1000
@@ -593,16 +593,6 @@ def prune_to_budget(
             f"{k} n-grams still take {result.size / KB:.1f} KB; raise the budget"
         )
     return result
-
-
-def size_ladder(n_full: int, n_final: int) -> list[int]:
-    """Vocabulary sizes for the accuracy-against-size table, largest first."""
-    points = {n_full, n_final}
-    for factor in (4, 2, 0.5, 0.25):
-        points.add(int(n_final * factor))
-    if n_final == n_full:  # nothing pruned: still show what smaller models would cost
-        points.update({n_full // 2, n_full // 4, n_full // 8})
-    return sorted((p for p in points if MIN_VOCABULARY <= p <= n_full), reverse=True)
 
 
 # --------------------------------------------------------------------------- calibration

@@ -28,7 +28,13 @@ from foundry.datasets import load_dataset
 from foundry.errors import ConfigError
 from foundry.runs import stage_dir
 from foundry.stamps import write_stamp
-from foundry.trainers import describe_params, feature_ranking, spec_for, vocabulary_terms
+from foundry.trainers import (
+    describe_params,
+    feature_ranking,
+    size_ladder,
+    spec_for,
+    vocabulary_terms,
+)
 
 Log = Callable[[str], None]
 #: Most vocabulary sizes scored in the accuracy-against-size table (each is one fit).
@@ -184,7 +190,6 @@ def _size_curve(pruned: Any, full: Any, fit_top: Callable[[int], tuple[Any, list
     """Dev macro-F1 / accuracy and artifact bytes (int8 as shipped, float32 for comparison)
     for a few vocabulary sizes, each refitted on the top-ranked n-grams."""
     from foundry.quantized import QuantizedLinearSVC
-    from foundry.train import size_ladder
 
     quantized = isinstance(full.named_steps["clf"], QuantizedLinearSVC)
     n_full = len(full.named_steps["tfidf"].vocabulary_)

@@ -477,3 +477,17 @@ def describe_params(params: Mapping[str, Any]) -> str:
         return str(v)
 
     return ", ".join(f"{k}={fmt(params[k])}" for k in sorted(params)) or "(defaults)"
+
+
+#: Smallest vocabulary the size budget may prune to; below it the budget is unreachable.
+MIN_VOCABULARY = 32
+
+
+def size_ladder(n_full: int, n_final: int) -> list[int]:
+    """Vocabulary sizes for the accuracy-against-size table, largest first."""
+    points = {n_full, n_final}
+    for factor in (4, 2, 0.5, 0.25):
+        points.add(int(n_final * factor))
+    if n_final == n_full:  # nothing pruned: still show what smaller models would cost
+        points.update({n_full // 2, n_full // 4, n_full // 8})
+    return sorted((p for p in points if MIN_VOCABULARY <= p <= n_full), reverse=True)

@@ -32,10 +32,11 @@ def test_every_llm_entry_names_its_model_field_and_its_keys():
 
 
 @pytest.mark.parametrize(("env", "expected"), [
-    ({}, {"offline"}),
-    ({"GEMINI_API_KEYS": "k1,k2"}, {"offline", "gemini"}),
-    ({"GEMINI_API_KEY": "k"}, {"offline", "gemini"}),
-    ({"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, {"offline", "openai"}),
+    # offline and dataset need no configuration: they are always available.
+    ({}, {"offline", "dataset"}),
+    ({"GEMINI_API_KEYS": "k1,k2"}, {"offline", "dataset", "gemini"}),
+    ({"GEMINI_API_KEY": "k"}, {"offline", "dataset", "gemini"}),
+    ({"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, {"offline", "dataset", "openai"}),
 ])
 def test_provider_configured_reads_the_entry_variables(env, expected, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -44,7 +45,7 @@ def test_provider_configured_reads_the_entry_variables(env, expected, monkeypatc
 
 def test_unknown_provider_is_a_config_error_naming_the_choices():
     with pytest.raises(ConfigError, match="unknown provider 'claude'; choose one of offline, "
-                                          "gemini, openai"):
+                                          "gemini, openai, dataset"):
         provider_entry("claude")
     with pytest.raises(ConfigError, match="unknown LLM provider 'offline'"):
         make_provider("offline", {}, model="m", temperature=0.1, timeout_s=1)

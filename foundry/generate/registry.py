@@ -72,7 +72,6 @@ def _openai(env: Mapping[str, str], *, model: str, temperature: float, timeout_s
 
 ENTRIES: tuple[ProviderEntry, ...] = (
     ProviderEntry("offline"),
-    ProviderEntry("dataset"),  # the task's labelled files (foundry/datasets.py), no key
     ProviderEntry(
         "gemini", key_variables=("GEMINI_API_KEYS", "GEMINI_API_KEY"), url_variable="GEMINI_BASE_URL",
         model_field="model", keys=gemini_keys, factory=_gemini,
@@ -85,6 +84,7 @@ ENTRIES: tuple[ProviderEntry, ...] = (
         missing_key="the openai provider needs OPENAI_BASE_URL (a local server such as Ollama: "
                     "http://127.0.0.1:11434/v1) or OPENAI_API_KEY (api.openai.com), in the "
                     "environment or .env"),
+    ProviderEntry("dataset"),  # the task's labelled files (foundry/datasets.py), no key
 )
 PROVIDERS: dict[str, ProviderEntry] = {entry.name: entry for entry in ENTRIES}
 #: Every provider name, and those that call an LLM.
