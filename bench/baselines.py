@@ -50,7 +50,8 @@ from foundry.runs import (  # noqa: E402
     resolve_run_dir,
 )
 from foundry.textspec import TextSpec, normalize  # noqa: E402
-from foundry.train import load_split, load_trained  # noqa: E402
+from foundry.train import load_split  # noqa: E402
+from foundry.trained import load_trained  # noqa: E402
 
 #: fastText settings: char unigrams + word(=char) bigrams/trigrams, like our 1-3 char n-grams.
 FASTTEXT_PARAMS = {"epoch": 30, "lr": 0.5, "wordNgrams": 3, "dim": 50, "minn": 0, "maxn": 0,

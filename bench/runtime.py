@@ -388,7 +388,7 @@ class TaskSources:
 
 
 def forged_sources(task: str, models_dir: Path, run_dir: Path) -> TaskSources:
-    from foundry.train import load_trained
+    from foundry.trained import load_trained
 
     trained = load_trained(run_dir, task)
     rows = []

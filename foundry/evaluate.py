@@ -52,7 +52,8 @@ from foundry.runs import (
     write_json,
 )
 from foundry.stamps import check_fresh, write_stamp
-from foundry.train import TrainedModel, expected_calibration_error, load_split, load_trained
+from foundry.train import load_split
+from foundry.trained import TrainedModel, expected_calibration_error, load_trained
 from foundry.trainers import class_weights, vocabulary_terms
 
 Log = Callable[[str], None]

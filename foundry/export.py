@@ -461,7 +461,7 @@ def export_task(
     bp: Blueprint, run_dir: Path, task: Task, models_dir: Path, *, exam_gate: str = EXAM_PASSED
 ) -> ExportResult:
     """Export one task of a run into ``models_dir`` (the gate is :func:`check_export_gate`)."""
-    from foundry.train import load_trained
+    from foundry.trained import load_trained
 
     trained = load_trained(run_dir, task.name)
     evaluation = read_json(require_stage_output(run_dir, "evaluate", task.name, "summary.json"))

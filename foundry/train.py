@@ -25,7 +25,6 @@ are compared.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -34,10 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -48,52 +45,47 @@ from threadpoolctl import threadpool_limits
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.errors import InputDataError
 from foundry.jsonl import iter_jsonl
-from foundry.pair import Provenance, artifact_bytes
 from foundry.realtext import REAL_SOURCE, load_real
 from foundry.runs import (
-    atomic_write_bytes,
-    atomic_write_text,
     read_json,
     require_stage_output,
     stage_dir,
-    write_json,
 )
 from foundry.stamps import check_fresh, write_stamp
-from foundry.textspec import Analyzer, TextSpec, normalize
+from foundry.textspec import TextSpec, normalize
+from foundry.trained import (
+    KB,
+    Pruned,
+    TrainedModel,
+    TrainResult,
+    artifact_size,
+    as_trained,
+    clip_proba,
+    expected_calibration_error,
+    prune_to_budget,
+    save_trained,
+    train_info,
+)
 from foundry.trainers import (
-    MIN_VOCABULARY,
     NGRAM_KEY,
     REAL_SIGMOID,
     VECTORIZER_KEYS,
-    Trainer,
+    Recipe,
     decision_scores,
     describe_params,
     expand_grid,
     feature_ranking,
+    final_fit,
     fit_platt,
     get_trainer,
-    make_classifier,
-    make_pipeline,
-    make_vectorizer,
-    prefit_sigmoid,
     size_ladder,
     spec_for,
     vocabulary_terms,
 )
 
-MODEL_FILE = "model.joblib"
-TRAIN_JSON = "train.json"
-CV_RESULTS_FILE = "cv_results.csv"
-SIZE_CURVE_FILE = "size_curve.csv"
-CALIBRATION_FILE = "calibration.csv"
-OOF_FILE = "oof.csv"
-MODEL_FORMAT = 1
 #: A calibrator is used only if it lowers the out-of-fold log loss by at least this share:
 #: a fitted calibration map is extra ONNX weight and a chance to overfit.
 CALIBRATION_MIN_GAIN = 0.02
-#: Bytes per KB of ``export.size_budget_kb``: decimal, so a pair that fits is under the
-#: budget whichever way a reader counts.
-KB = 1000
 #: ``sigmoid_real`` is a candidate only with at least this many real training rows per class.
 MIN_REAL_PER_CLASS = 30
 #: Largest near-duplicate group, as a share of the rarest class's rows in one fold.
@@ -130,76 +122,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-
-@dataclass
-class TrainedModel:
-    """A fitted micro-model and where it came from.
-
-    ``pipeline`` is ``Pipeline([("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), ...)),
-    ("clf", classifier)])`` trained on class indices, so ``predict_proba`` column ``k`` is
-    ``labels[k]``.
-    """
-
-    pipeline: Pipeline
-    labels: list[str]
-    spec: TextSpec
-    sublinear_tf: bool
-    trainer: str
-    data_sha256: str
-    train_rows: int
-    cv_results: pd.DataFrame
-    task: str = ""
-    best_params: dict[str, Any] = field(default_factory=dict)
-    calibration: str = "none"
-    size_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
-    calibration_table: pd.DataFrame = field(default_factory=pd.DataFrame)
-    #: Out-of-fold probabilities ``[n_train, K]`` of the final recipe on the training rows,
-    #: and their gold class indices: held-out scores for choosing the threshold.
-    oof_proba: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    oof_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    #: Which out-of-fold rows are real (human-written) text.
-    oof_real: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    #: The best candidate before size pruning (None when no pruning was needed).
-    unpruned_pipeline: Pipeline | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_features(self) -> int:
-        return len(self.pipeline.named_steps["tfidf"].vocabulary_)
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Probabilities ``[N, K]`` (columns in ``labels`` order)."""
-        return self.pipeline.predict_proba(list(texts))
-
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train_stage` reports per task (also in ``train.json``)."""
-
-    task: str
-    trainer: str
-    best_params: dict[str, Any]
-    cv_macro_f1: float
-    candidates_evaluated: int
-    candidates_total: int
-    budget_hit: bool  # the search took longer than train.time_budget_s (a warning only)
-    calibration: str
-    n_features: int
-    n_features_unpruned: int
-    onnx_bytes: int
-    bin_bytes: int
-    size_budget_bytes: int | None
-    size_source: str
-    elapsed_s: float
-    out_dir: Path
-
-    @property
-    def size_bytes(self) -> int:
-        return self.onnx_bytes + self.bin_bytes
 
 
 # --------------------------------------------------------------------------- data
@@ -334,72 +256,9 @@ def make_folds(y: np.ndarray, n_folds: int, seed: int, groups: np.ndarray | None
     return folds
 
 
-class _MemoAnalyzer:
-    """``Analyzer`` with a per-text cache: cross-validation re-analyses each text many times."""
-
-    def __init__(self, spec: TextSpec) -> None:
-        self.analyzer = Analyzer(spec)
-        self.cache: dict[str, list[str]] = {}
-
-    def __call__(self, text: str) -> list[str]:
-        grams = self.cache.get(text)
-        if grams is None:
-            grams = self.cache[text] = self.analyzer(text)
-        return grams
-
-
-class Recipe:
-    """Builds pipelines and classifiers for one task: trainer, base spec, seed, and the
-    analyzer caches shared by every fit."""
-
-    def __init__(self, trainer: Trainer, spec: TextSpec, sublinear_tf: bool, seed: int) -> None:
-        self.trainer, self.spec, self.sublinear_tf, self.seed = trainer, spec, sublinear_tf, seed
-        self._memo: dict[TextSpec, _MemoAnalyzer] = {}
-        #: The Platt map of ``sigmoid_real`` (fitted by :func:`choose_calibration`).
-        self.real_platt: Any = None
-
-    def analyzer(self, params: dict[str, Any]) -> _MemoAnalyzer:
-        spec = spec_for(self.spec, params)
-        return self._memo.setdefault(spec, _MemoAnalyzer(spec))
-
-    def pipeline(self, params: dict[str, Any], *, calibration: str = "none",
-                 vocabulary: list[str] | None = None) -> Pipeline:
-        """An unfitted pipeline that analyses through the cache (see :func:`_final`)."""
-        return make_pipeline(
-            self.trainer, self.spec, self.sublinear_tf, params, self.seed,
-            calibration=calibration, vocabulary=vocabulary, analyzer=self.analyzer(params),
-        )
-
-    def vectorizer(self, params: dict[str, Any], vocabulary: list[str] | None = None,
-                   norm: str | None = "l2") -> TfidfVectorizer:
-        vec = make_vectorizer(spec_for(self.spec, params), self.sublinear_tf, params,
-                              vocabulary=vocabulary, analyzer=self.analyzer(params))
-        return vec.set_params(norm=norm)
-
-    def classifier(self, params: dict[str, Any], calibration: str) -> Any:
-        return make_classifier(self.trainer, params, self.seed, calibration)
-
-    def default_calibration(self) -> str:
-        return "none" if self.trainer.has_proba else "sigmoid"
-
 
 def _take(texts: list[str], idx: np.ndarray) -> list[str]:
     return [texts[i] for i in idx]
-
-
-def _final(recipe: Recipe, params: dict[str, Any], calibration: str,
-           vocabulary: list[str] | None, texts: list[str], y: np.ndarray,
-           w: np.ndarray) -> Pipeline:
-    """Fit on all rows, then give the vectorizer the plain, picklable ``Analyzer`` (the cached
-    one returns the same n-grams, so the fitted state is identical)."""
-    pipe = recipe.pipeline(params, calibration=calibration, vocabulary=vocabulary)
-    pipe.fit(texts, y, clf__sample_weight=w)
-    pipe.named_steps["tfidf"].analyzer = Analyzer(spec_for(recipe.spec, params))
-    if calibration == REAL_SIGMOID:
-        if recipe.real_platt is None:
-            raise RuntimeError(f"{REAL_SIGMOID}: choose_calibration fits the Platt map first")
-        pipe.steps[-1] = ("clf", prefit_sigmoid(pipe.named_steps["clf"], recipe.real_platt))
-    return pipe
 
 
 def _vectorizer_key(params: dict[str, Any]) -> str:
@@ -518,89 +377,7 @@ def best_candidate(cv_results: pd.DataFrame, candidates: list[dict[str, Any]]) -
 # --------------------------------------------------------------------------- size
 
 
-def _as_trained(pipe: Pipeline, labels: list[str], spec: TextSpec, sublinear_tf: bool,
-                trainer: str, task: str, data_sha256: str = "", train_rows: int = 0
-                ) -> TrainedModel:
-    return TrainedModel(
-        pipeline=pipe, labels=labels, spec=spec, sublinear_tf=sublinear_tf, trainer=trainer,
-        data_sha256=data_sha256, train_rows=train_rows, cv_results=pd.DataFrame(), task=task,
-    )
-
-
-def artifact_size(trained: TrainedModel, opset: int, blueprint: str = "",
-                  blueprint_sha256: str = "") -> tuple[int, int, str]:
-    """``(.onnx bytes, .bin bytes, source)`` of the pair the export would write.
-
-    Exact: built by ``foundry.pair.artifact_bytes`` with the provenance the export records
-    (only the threshold's value differs, and a double costs the same bytes whatever it is).
-    """
-    provenance = Provenance(
-        blueprint=blueprint, blueprint_sha256=blueprint_sha256,
-        data_sha256=trained.data_sha256, trainer=trained.trainer,
-        train_rows=int(trained.train_rows),
-    )
-    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.5, task=trained.task or "task",
-                                           opset=opset, provenance=provenance)
-    return len(onnx_bytes), len(bin_bytes), "export.artifact_bytes"
-
-
-@dataclass
-class _Pruned:
-    pipeline: Pipeline
-    vocabulary: list[str] | None
-    onnx_bytes: int
-    bin_bytes: int
-    source: str
-
-    @property
-    def size(self) -> int:
-        return self.onnx_bytes + self.bin_bytes
-
-
-def prune_to_budget(
-    full: Pipeline,
-    fit_top: Callable[[int], tuple[Pipeline, list[str]]],
-    measure: Callable[[Pipeline], tuple[int, int, str]],
-    budget_bytes: int | None,
-    log: Log = print,
-    max_rounds: int = 12,
-    vocabulary: list[str] | None = None,
-) -> _Pruned:
-    """Shrink the vocabulary until the artifact pair fits ``budget_bytes``.
-
-    ``fit_top(k)`` refits on the ``k`` best-ranked columns of ``full`` and returns the
-    pipeline and its vocabulary; ``measure`` returns the pair's byte sizes. Sizes are nearly
-    linear in ``k``, so each round rescales ``k`` by ``budget / size`` with a 2% margin.
-    ``vocabulary`` is the fixed vocabulary ``full`` was fitted with, if any.
-    """
-    onnx_len, bin_len, source = measure(full)
-    result = _Pruned(full, vocabulary, onnx_len, bin_len, source)
-    if budget_bytes is None or result.size <= budget_bytes:
-        return result
-    n_full = len(full.named_steps["tfidf"].vocabulary_)
-    k = n_full
-    for _ in range(max_rounds):
-        k = max(MIN_VOCABULARY, min(k - 1, math.floor(k * budget_bytes / result.size * 0.98)))
-        pipe, vocab = fit_top(k)
-        onnx_len, bin_len, source = measure(pipe)
-        result = _Pruned(pipe, vocab, onnx_len, bin_len, source)
-        log(f"  prune: {k} of {n_full} n-grams -> {result.size / 1024:.1f} KiB")
-        if result.size <= budget_bytes or k == MIN_VOCABULARY:
-            break
-    if result.size > budget_bytes:
-        raise ValueError(
-            f"blueprint.yaml: export.size_budget_kb: {budget_bytes / KB:g} KB is unreachable: "
-            f"{k} n-grams still take {result.size / KB:.1f} KB; raise the budget"
-        )
-    return result
-
-
 # --------------------------------------------------------------------------- calibration
-
-
-def _clip_proba(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1.0)
-    return p / p.sum(axis=1, keepdims=True)
 
 
 def out_of_fold_proba(
@@ -705,18 +482,18 @@ def choose_calibration(
         correct = p.argmax(axis=1) == y
         row = {
             "calibration": m,
-            "log_loss": float(log_loss(y, _clip_proba(p), labels=list(range(n_classes)))),
+            "log_loss": float(log_loss(y, clip_proba(p), labels=list(range(n_classes)))),
             "brier": float(np.mean(np.sum((p - np.eye(n_classes)[y]) ** 2, axis=1))),
             "ece": expected_calibration_error(top, correct),
             "accuracy": float(correct.mean()),
         }
         if real is not None and real.any():
-            row["real_log_loss"] = float(log_loss(y[real], _clip_proba(p[real]),
+            row["real_log_loss"] = float(log_loss(y[real], clip_proba(p[real]),
                                                   labels=list(range(n_classes))))
         if dev is not None and len(dev):
-            final = _final(recipe, params, m, vocabulary, features.texts, y, w)
+            final = final_fit(recipe, params, m, vocabulary, features.texts, y, w)
             p_dev = final.predict_proba(dev.texts)
-            row["dev_log_loss"] = float(log_loss(dev.y, _clip_proba(p_dev),
+            row["dev_log_loss"] = float(log_loss(dev.y, clip_proba(p_dev),
                                                  labels=list(range(n_classes))))
             row["dev_accuracy"] = float((p_dev.argmax(axis=1) == dev.y).mean())
         rows.append(row)
@@ -731,22 +508,6 @@ def choose_calibration(
     table["chosen"] = table["calibration"] == chosen
     table["chosen_by"] = key
     return chosen, probas[chosen], table
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-class probability: bin-weighted ``|accuracy - confidence|`` over
-    ``bins`` equal-width bins of [0, 1]."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if len(confidence) == 0:
-        return float("nan")
-    idx = np.minimum((confidence * bins).astype(int), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
 
 
 # --------------------------------------------------------------------------- stage
@@ -809,13 +570,13 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     bp_sha256 = bp.content_sha256()
 
     def measure(pipe: Pipeline) -> tuple[int, int, str]:
-        model = _as_trained(pipe, labels, spec, sublinear, trainer.name, task.name,
+        model = as_trained(pipe, labels, spec, sublinear, trainer.name, task.name,
                             data_sha256, train_rows)
         return artifact_size(model, opset, bp.name, bp_sha256)
 
     # Size budget: rank the unpruned model's columns, then refit on the top k.
     calibration = recipe.default_calibration()
-    full = _final(recipe, params, calibration, None, texts, y, w)
+    full = final_fit(recipe, params, calibration, None, texts, y, w)
     full_terms = vocabulary_terms(full)
     ranking = feature_ranking(full.named_steps["clf"], trainer,
                               full.named_steps["tfidf"].transform(texts), y, n_classes)
@@ -825,7 +586,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
 
     def fit_top(k: int, cal: str) -> tuple[Pipeline, list[str]]:
         vocab = top_terms(k)
-        return _final(recipe, params, cal, vocab, texts, y, w), vocab
+        return final_fit(recipe, params, cal, vocab, texts, y, w), vocab
 
     pruned = prune_to_budget(full, lambda k: fit_top(k, calibration), measure, budget_bytes, log)
     cal_mode = getattr(cfg, "calibration", "auto")
@@ -835,7 +596,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     if chosen != calibration:
         # The calibration map adds bytes: re-check the budget with the chosen calibrator.
         start_k = len(pruned.vocabulary) if pruned.vocabulary else len(full_terms)
-        refit = _final(recipe, params, chosen, pruned.vocabulary, texts, y, w)
+        refit = final_fit(recipe, params, chosen, pruned.vocabulary, texts, y, w)
         pruned = prune_to_budget(
             refit,
             lambda k: fit_top(min(k, start_k), chosen),
@@ -846,7 +607,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
                 scores = out_of_fold_scores(recipe, params, pruned.vocabulary, features, y, w)
                 recipe.real_platt = fit_platt(scores[real], y[real], w[real])
                 oof = _platt_proba(recipe.real_platt, scores)
-                pruned.pipeline = _final(recipe, params, chosen, pruned.vocabulary, texts, y, w)
+                pruned.pipeline = final_fit(recipe, params, chosen, pruned.vocabulary, texts, y, w)
             else:
                 oof = out_of_fold_proba(recipe, params, chosen, pruned.vocabulary, features, y,
                                         w, n_classes)
@@ -858,7 +619,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
         recipe, params, chosen, full, ranking, pruned, features, y, w, n_classes, measure)
     unpruned = None
     if pruned.vocabulary is not None:
-        unpruned = _final(recipe, params, chosen, None, texts, y, w)
+        unpruned = final_fit(recipe, params, chosen, None, texts, y, w)
 
     trained = TrainedModel(
         pipeline=pruned.pipeline, labels=labels, spec=spec, sublinear_tf=sublinear,
@@ -888,7 +649,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
 
 def accuracy_size_curve(
     recipe: Recipe, params: dict[str, Any], calibration: str, full: Pipeline,
-    ranking: np.ndarray, pruned: _Pruned, features: FoldFeatures, y: np.ndarray,
+    ranking: np.ndarray, pruned: Pruned, features: FoldFeatures, y: np.ndarray,
     w: np.ndarray, n_classes: int, measure: Callable[[Pipeline], tuple[int, int, str]],
 ) -> pd.DataFrame:
     """Cross-validated macro-F1 and artifact size for a ladder of vocabulary sizes.
@@ -922,7 +683,7 @@ def accuracy_size_curve(
             size = pruned.size
         else:
             vocab = None if k == n_full else sorted(full_terms[j] for j in ranking[:k])
-            onnx_len, bin_len, _ = measure(_final(recipe, params, calibration, vocab,
+            onnx_len, bin_len, _ = measure(final_fit(recipe, params, calibration, vocab,
                                                   features.texts, y, w))
             size = onnx_len + bin_len
         rows.append({
@@ -931,102 +692,6 @@ def accuracy_size_curve(
             "chosen": k == n_final,
         })
     return pd.DataFrame(rows)
-
-
-def train_info(result: TrainResult, trained: TrainedModel, seed: int) -> dict[str, Any]:
-    """The ``train.json`` record."""
-    return {
-        "task": result.task,
-        "trainer": result.trainer,
-        "labels": trained.labels,
-        "spec": trained.spec.to_dict(),
-        "sublinear_tf": trained.sublinear_tf,
-        "best_params": result.best_params,
-        "cv_macro_f1": result.cv_macro_f1,
-        "candidates_evaluated": result.candidates_evaluated,
-        "candidates_total": result.candidates_total,
-        "budget_hit": result.budget_hit,
-        "calibration": result.calibration,
-        "n_features": result.n_features,
-        "n_features_unpruned": result.n_features_unpruned,
-        "onnx_bytes": result.onnx_bytes,
-        "bin_bytes": result.bin_bytes,
-        "size_bytes": result.size_bytes,
-        "size_budget_bytes": result.size_budget_bytes,
-        "size_source": result.size_source,
-        "data_sha256": trained.data_sha256,
-        "train_rows": trained.train_rows,
-        "seed": seed,
-        "elapsed_s": result.elapsed_s,
-        "model_format": MODEL_FORMAT,
-    }
-
-
-def save_trained(trained: TrainedModel, out_dir: Path) -> None:
-    """Write ``model.joblib`` and the tables; every file atomically, ``train.json`` last."""
-    buf = io.BytesIO()
-    joblib.dump({
-        "format": MODEL_FORMAT,
-        "pipeline": trained.pipeline,
-        "unpruned_pipeline": trained.unpruned_pipeline,
-    }, buf)
-    atomic_write_bytes(out_dir / MODEL_FILE, buf.getvalue())
-    atomic_write_text(out_dir / CV_RESULTS_FILE, trained.cv_results.to_csv(index=False))
-    atomic_write_text(out_dir / SIZE_CURVE_FILE, trained.size_curve.to_csv(index=False))
-    atomic_write_text(out_dir / CALIBRATION_FILE, trained.calibration_table.to_csv(index=False))
-    oof = pd.DataFrame(trained.oof_proba, columns=[f"p_{lab}" for lab in trained.labels])
-    oof.insert(0, "y", trained.oof_y)
-    oof.insert(1, "real", trained.oof_real.astype(int) if len(trained.oof_real) == len(oof)
-               else 0)
-    atomic_write_text(out_dir / OOF_FILE, oof.to_csv(index=False))  # round-trip floats
-    write_json(out_dir / TRAIN_JSON, {**trained.info, "best_params": trained.best_params})
-
-
-def load_trained(run_dir: Path, task: str) -> TrainedModel:
-    """Load what :func:`train_stage` wrote for ``task`` in ``run_dir``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the train stage has not run for this task (says what to run).
-    ValueError
-        If ``model.joblib`` has an unknown format or disagrees with ``train.json``.
-    """
-    info = read_json(require_stage_output(run_dir, "train", task, TRAIN_JSON))
-    model_path = require_stage_output(run_dir, "train", task, MODEL_FILE)
-    blob = joblib.load(model_path)
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{model_path}: unknown model format; re-run the train stage")
-    pipeline = blob["pipeline"]
-    n = len(pipeline.named_steps["tfidf"].vocabulary_)
-    if n != info["n_features"]:
-        raise ValueError(
-            f"{model_path}: has {n} features but train.json says {info['n_features']}; "
-            "the train folder is inconsistent, re-run the train stage"
-        )
-    folder = Path(run_dir) / "train" / task
-    oof = pd.read_csv(folder / OOF_FILE)
-    return TrainedModel(
-        pipeline=pipeline,
-        labels=list(info["labels"]),
-        spec=TextSpec(**info["spec"]),
-        sublinear_tf=bool(info["sublinear_tf"]),
-        trainer=info["trainer"],
-        data_sha256=info["data_sha256"],
-        train_rows=int(info["train_rows"]),
-        cv_results=pd.read_csv(folder / CV_RESULTS_FILE),
-        task=task,
-        best_params=dict(info["best_params"]),
-        calibration=info["calibration"],
-        size_curve=pd.read_csv(folder / SIZE_CURVE_FILE),
-        calibration_table=pd.read_csv(folder / CALIBRATION_FILE),
-        oof_proba=oof[[f"p_{lab}" for lab in info["labels"]]].to_numpy(dtype=np.float64),
-        oof_y=oof["y"].to_numpy(dtype=np.int64),
-        oof_real=oof["real"].to_numpy(dtype=bool) if "real" in oof
-        else np.zeros(len(oof), dtype=bool),
-        unpruned_pipeline=blob.get("unpruned_pipeline"),
-        info=info,
-    )
 
 
 def train_stage(bp: Blueprint, run_dir: Path, *, log: Log = print) -> dict[str, TrainResult]:

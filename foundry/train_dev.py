@@ -8,7 +8,7 @@ on 15,000 CLINC150 rows takes tens of seconds per fit on two cores.
 
 The dev split also fits the temperature of :class:`foundry.quantized.QuantizedLinearSVC`
 (its probabilities), and its probabilities are what the evaluate stage chooses the threshold
-on (``oof_proba`` of the :class:`foundry.train.TrainedModel`). The accuracy-against-size table
+on (``oof_proba`` of the :class:`foundry.trained.TrainedModel`). The accuracy-against-size table
 is scored on dev too, with the float32 size of the same vocabulary beside the int8 size.
 """
 
@@ -26,11 +26,25 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from foundry.blueprint import Blueprint, Task
 from foundry.datasets import load_dataset
 from foundry.errors import ConfigError
-from foundry.runs import stage_dir
+from foundry.runs import read_json, require_stage_output, stage_dir
 from foundry.stamps import write_stamp
+from foundry.trained import (
+    KB,
+    TrainedModel,
+    TrainResult,
+    artifact_size,
+    as_trained,
+    clip_proba,
+    expected_calibration_error,
+    prune_to_budget,
+    save_trained,
+    train_info,
+)
 from foundry.trainers import (
+    Recipe,
     describe_params,
     feature_ranking,
+    final_fit,
     size_ladder,
     spec_for,
     vocabulary_terms,
@@ -63,12 +77,10 @@ def _f32_bytes(onnx_bytes: int, n_features: int, n_classes: int) -> int:
 
 
 def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.ndarray,
-                 recipe: Any, candidates: list[dict[str, Any]], inputs: Any, t_start: float,
-                 log: Log = print) -> Any:
+                 recipe: Recipe, candidates: list[dict[str, Any]], inputs: Any, t_start: float,
+                 log: Log = print) -> TrainResult:
     """Stage 3 for one task with ``train.select_on: dev``; writes ``train/<task>/`` as
     :func:`foundry.train.train_task` does and returns its :class:`TrainResult`."""
-    from foundry import train as tr
-
     cfg = bp.spec.train
     labels = task.label_names
     k_classes = len(labels)
@@ -85,7 +97,7 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     rows, fitted = [], {}
     for c, params in enumerate(candidates):
         t0 = time.monotonic()
-        pipe = tr._final(recipe, params, recipe.default_calibration(), None, texts, y, w)
+        pipe = final_fit(recipe, params, recipe.default_calibration(), None, texts, y, w)
         f1, acc = _dev_metrics(pipe, dev_texts, y_dev)
         fitted[c] = pipe
         row = {"candidate": c, "params": describe_params(params),
@@ -106,17 +118,17 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     spec = spec_for(recipe.spec, params)
     sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
     budget = bp.spec.export.size_budget_kb
-    budget_bytes = None if budget is None else int(budget * tr.KB)
-    summary_sha = tr.read_json(tr.require_stage_output(run_dir, "refine", task.name,
+    budget_bytes = None if budget is None else int(budget * KB)
+    summary_sha = read_json(require_stage_output(run_dir, "refine", task.name,
                                                        "summary.json"))
     data_sha256 = str(summary_sha.get("data_sha256", ""))
     train_rows = int(summary_sha.get("train_rows", len(texts)))
     bp_sha256 = bp.content_sha256()
 
     def measure(pipe: Any) -> tuple[int, int, str]:
-        model = tr._as_trained(pipe, labels, spec, sublinear, recipe.trainer.name, task.name,
+        model = as_trained(pipe, labels, spec, sublinear, recipe.trainer.name, task.name,
                                data_sha256, train_rows)
-        return tr.artifact_size(model, bp.spec.export.opset, bp.name, bp_sha256)
+        return artifact_size(model, bp.spec.export.opset, bp.name, bp_sha256)
 
     full_terms = vocabulary_terms(full)
     x_full = full.named_steps["tfidf"].transform(texts)
@@ -124,18 +136,18 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
 
     def fit_top(k: int) -> tuple[Any, list[str]]:
         vocab = sorted(full_terms[j] for j in ranking[:k])
-        return tr._final(recipe, params, recipe.default_calibration(), vocab, texts, y, w), vocab
+        return final_fit(recipe, params, recipe.default_calibration(), vocab, texts, y, w), vocab
 
-    pruned = tr.prune_to_budget(full, fit_top, measure, budget_bytes, log)
+    pruned = prune_to_budget(full, fit_top, measure, budget_bytes, log)
     temperature = _set_temperature(pruned.pipeline, dev_texts, y_dev)
     log(f"  temperature {temperature:.4f} (fitted on dev by log loss)")
     dev_proba = pruned.pipeline.predict_proba(dev_texts)
     cal_table = pd.DataFrame([{
         "calibration": "temperature", "temperature": temperature,
-        "log_loss": float(log_loss(y_dev, tr._clip_proba(dev_proba),
+        "log_loss": float(log_loss(y_dev, clip_proba(dev_proba),
                                    labels=list(range(k_classes)))),
         "brier": float(np.mean(np.sum((dev_proba - np.eye(k_classes)[y_dev]) ** 2, axis=1))),
-        "ece": tr.expected_calibration_error(dev_proba.max(axis=1),
+        "ece": expected_calibration_error(dev_proba.max(axis=1),
                                              dev_proba.argmax(axis=1) == y_dev),
         "accuracy": float((dev_proba.argmax(axis=1) == y_dev).mean()), "chosen": True,
     }])
@@ -145,7 +157,7 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         unpruned = full
         _set_temperature(unpruned, dev_texts, y_dev)
 
-    trained = tr.TrainedModel(
+    trained = TrainedModel(
         pipeline=pruned.pipeline, labels=labels, spec=spec, sublinear_tf=sublinear,
         trainer=recipe.trainer.name, data_sha256=data_sha256, train_rows=train_rows,
         cv_results=cv_results, task=task.name, best_params=params, calibration="temperature",
@@ -153,7 +165,7 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         unpruned_pipeline=unpruned,
     )
     dev_f1 = float(cv_results.loc[cv_results["candidate"] == best, "mean_macro_f1"].iloc[0])
-    result = tr.TrainResult(
+    result = TrainResult(
         task=task.name, trainer=recipe.trainer.name, best_params=params, cv_macro_f1=dev_f1,
         candidates_evaluated=len(candidates), candidates_total=len(candidates),
         budget_hit=False, calibration="temperature", n_features=trained.n_features,
@@ -162,9 +174,9 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         elapsed_s=round(time.monotonic() - t_start, 2),
         out_dir=stage_dir(run_dir, "train", task.name),
     )
-    trained.info = {**tr.train_info(result, trained, cfg.seed), "selected_on": "dev",
+    trained.info = {**train_info(result, trained, cfg.seed), "selected_on": "dev",
                     "dev_rows": len(dev_texts), "temperature": temperature}
-    tr.save_trained(trained, result.out_dir)
+    save_trained(trained, result.out_dir)
     write_stamp(bp, run_dir, "train", task.name, inputs)
     log(f"{task.name}: best {describe_params(params)} (dev macro-F1 {dev_f1:.4f}); "
         f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "

@@ -491,3 +491,67 @@ def size_ladder(n_full: int, n_final: int) -> list[int]:
     if n_final == n_full:  # nothing pruned: still show what smaller models would cost
         points.update({n_full // 2, n_full // 4, n_full // 8})
     return sorted((p for p in points if MIN_VOCABULARY <= p <= n_full), reverse=True)
+
+
+class MemoAnalyzer:
+    """``Analyzer`` with a per-text cache: cross-validation re-analyses each text many times."""
+
+    def __init__(self, spec: TextSpec) -> None:
+        self.analyzer = Analyzer(spec)
+        self.cache: dict[str, list[str]] = {}
+
+    def __call__(self, text: str) -> list[str]:
+        grams = self.cache.get(text)
+        if grams is None:
+            grams = self.cache[text] = self.analyzer(text)
+        return grams
+
+
+class Recipe:
+    """Builds pipelines and classifiers for one task: trainer, base spec, seed, and the
+    analyzer caches shared by every fit."""
+
+    def __init__(self, trainer: Trainer, spec: TextSpec, sublinear_tf: bool, seed: int) -> None:
+        self.trainer, self.spec, self.sublinear_tf, self.seed = trainer, spec, sublinear_tf, seed
+        self._memo: dict[TextSpec, MemoAnalyzer] = {}
+        #: The Platt map of ``sigmoid_real`` (fitted by :func:`choose_calibration`).
+        self.real_platt: Any = None
+
+    def analyzer(self, params: dict[str, Any]) -> MemoAnalyzer:
+        spec = spec_for(self.spec, params)
+        return self._memo.setdefault(spec, MemoAnalyzer(spec))
+
+    def pipeline(self, params: dict[str, Any], *, calibration: str = "none",
+                 vocabulary: list[str] | None = None) -> Pipeline:
+        """An unfitted pipeline that analyses through the cache (see :func:`final_fit`)."""
+        return make_pipeline(
+            self.trainer, self.spec, self.sublinear_tf, params, self.seed,
+            calibration=calibration, vocabulary=vocabulary, analyzer=self.analyzer(params),
+        )
+
+    def vectorizer(self, params: dict[str, Any], vocabulary: list[str] | None = None,
+                   norm: str | None = "l2") -> TfidfVectorizer:
+        vec = make_vectorizer(spec_for(self.spec, params), self.sublinear_tf, params,
+                              vocabulary=vocabulary, analyzer=self.analyzer(params))
+        return vec.set_params(norm=norm)
+
+    def classifier(self, params: dict[str, Any], calibration: str) -> Any:
+        return make_classifier(self.trainer, params, self.seed, calibration)
+
+    def default_calibration(self) -> str:
+        return "none" if self.trainer.has_proba else "sigmoid"
+
+
+def final_fit(recipe: Recipe, params: dict[str, Any], calibration: str,
+           vocabulary: list[str] | None, texts: list[str], y: np.ndarray,
+           w: np.ndarray) -> Pipeline:
+    """Fit on all rows, then give the vectorizer the plain, picklable ``Analyzer`` (the cached
+    one returns the same n-grams, so the fitted state is identical)."""
+    pipe = recipe.pipeline(params, calibration=calibration, vocabulary=vocabulary)
+    pipe.fit(texts, y, clf__sample_weight=w)
+    pipe.named_steps["tfidf"].analyzer = Analyzer(spec_for(recipe.spec, params))
+    if calibration == REAL_SIGMOID:
+        if recipe.real_platt is None:
+            raise RuntimeError(f"{REAL_SIGMOID}: choose_calibration fits the Platt map first")
+        pipe.steps[-1] = ("clf", prefit_sigmoid(pipe.named_steps["clf"], recipe.real_platt))
+    return pipe

@@ -89,7 +89,7 @@ def test_verify_replays_the_forged_conformance_vectors(forged):
 
 def test_runtime_reproduces_the_trained_pipeline(forged):
     from foundry.runtime import MicroModel
-    from foundry.train import load_trained
+    from foundry.trained import load_trained
 
     run, models = forged
     for task in TASKS:

@@ -29,7 +29,8 @@ from foundry.evaluate import (
     reliability_table,
     risk_coverage_curve,
 )
-from foundry.train import expected_calibration_error, load_trained, train_stage
+from foundry.train import train_stage
+from foundry.trained import expected_calibration_error, load_trained
 from foundry.trainers import base_classifier
 
 TOPICS = ["天气", "日程", "音乐", "电影", "火车票", "会议", "闹钟", "外卖", "快递", "作业"]

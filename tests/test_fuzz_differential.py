@@ -533,7 +533,7 @@ def test_forged_default_models_agree_on_random_texts(runtime: str, tmp_path: Pat
 def _forged_pipeline(task: str, model):
     """The scikit-learn pipeline of the latest run of ``model``'s blueprint, if it made ``model``."""
     from foundry.runs import latest_run_dir
-    from foundry.train import load_trained
+    from foundry.trained import load_trained
 
     run_dir = latest_run_dir(model.preprocessor.provenance.blueprint)
     if run_dir is None:

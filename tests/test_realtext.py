@@ -26,7 +26,8 @@ from foundry.export import model_card
 from foundry.realtext import RealDataError, load_real, load_real_file
 from foundry.refine import refine_rows
 from foundry.runtime import MicroModel
-from foundry.train import load_split, load_trained, sample_weights, train_stage
+from foundry.train import load_split, sample_weights, train_stage
+from foundry.trained import load_trained
 from foundry.trainers import REAL_SIGMOID
 
 TASK = Task(

@@ -14,19 +14,9 @@ from fakes import synthetic
 from fakes.synthetic import EXAM_TOPICS, write_jsonl
 
 from foundry.blueprint import load_blueprint
-from foundry.train import (
-    MODEL_FILE,
-    TRAIN_JSON,
-    TrainDataError,
-    artifact_size,
-    load_split,
-    load_trained,
-    prune_to_budget,
-    sample_weights,
-    size_ladder,
-    train_stage,
-)
-from foundry.trainers import get_trainer
+from foundry.train import TrainDataError, load_split, sample_weights, train_stage
+from foundry.trained import MODEL_FILE, TRAIN_JSON, artifact_size, load_trained, prune_to_budget
+from foundry.trainers import get_trainer, size_ladder
 
 TOPICS = ["天气", "日程", "音乐", "电影", "火车票", "会议", "闹钟", "外卖", "快递", "作业",
           "医院", "地铁", "咖啡", "电脑"]

@@ -75,7 +75,6 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     """
     from foundry.train import (
         FoldFeatures,
-        Recipe,
         best_candidate,
         make_folds,
         out_of_fold_proba,
@@ -83,7 +82,7 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
         similarity_groups,
         text_spec,
     )
-    from foundry.trainers import expand_grid, get_trainer
+    from foundry.trainers import Recipe, expand_grid, get_trainer
 
     if not 0.5 <= confident < 1.0:
         raise ConfigError(f"confident={confident!r}: expected a probability in [0.5, 1)")

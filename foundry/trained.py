@@ -1,0 +1,309 @@
+"""A trained micro-model: what stage 3 hands to evaluate and export, its size, its files.
+
+:func:`foundry.train.train_task` (cross-validated) and :func:`foundry.train_dev.train_on_dev`
+(selected on a dev split) both build a :class:`TrainedModel`, shrink it to the size budget
+with :func:`prune_to_budget`, report a :class:`TrainResult` and write ``train/<task>/`` with
+:func:`save_trained`; evaluate and export read it back with :func:`load_trained`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from foundry.pair import Provenance, artifact_bytes
+from foundry.runs import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+    require_stage_output,
+    write_json,
+)
+from foundry.textspec import TextSpec
+from foundry.trainers import MIN_VOCABULARY
+
+MODEL_FILE = "model.joblib"
+TRAIN_JSON = "train.json"
+CV_RESULTS_FILE = "cv_results.csv"
+SIZE_CURVE_FILE = "size_curve.csv"
+CALIBRATION_FILE = "calibration.csv"
+OOF_FILE = "oof.csv"
+MODEL_FORMAT = 1
+#: Bytes per KB of ``export.size_budget_kb``: decimal, so a pair that fits is under the
+#: budget whichever way a reader counts.
+KB = 1000
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainedModel:
+    """A fitted micro-model and where it came from.
+
+    ``pipeline`` is ``Pipeline([("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), ...)),
+    ("clf", classifier)])`` trained on class indices, so ``predict_proba`` column ``k`` is
+    ``labels[k]``.
+    """
+
+    pipeline: Pipeline
+    labels: list[str]
+    spec: TextSpec
+    sublinear_tf: bool
+    trainer: str
+    data_sha256: str
+    train_rows: int
+    cv_results: pd.DataFrame
+    task: str = ""
+    best_params: dict[str, Any] = field(default_factory=dict)
+    calibration: str = "none"
+    size_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
+    calibration_table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Out-of-fold probabilities ``[n_train, K]`` of the final recipe on the training rows,
+    #: and their gold class indices: held-out scores for choosing the threshold.
+    oof_proba: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    oof_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Which out-of-fold rows are real (human-written) text.
+    oof_real: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: The best candidate before size pruning (None when no pruning was needed).
+    unpruned_pipeline: Pipeline | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.pipeline.named_steps["tfidf"].vocabulary_)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Probabilities ``[N, K]`` (columns in ``labels`` order)."""
+        return self.pipeline.predict_proba(list(texts))
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_stage` reports per task (also in ``train.json``)."""
+
+    task: str
+    trainer: str
+    best_params: dict[str, Any]
+    cv_macro_f1: float
+    candidates_evaluated: int
+    candidates_total: int
+    budget_hit: bool  # the search took longer than train.time_budget_s (a warning only)
+    calibration: str
+    n_features: int
+    n_features_unpruned: int
+    onnx_bytes: int
+    bin_bytes: int
+    size_budget_bytes: int | None
+    size_source: str
+    elapsed_s: float
+    out_dir: Path
+
+    @property
+    def size_bytes(self) -> int:
+        return self.onnx_bytes + self.bin_bytes
+
+
+def as_trained(pipe: Pipeline, labels: list[str], spec: TextSpec, sublinear_tf: bool,
+                trainer: str, task: str, data_sha256: str = "", train_rows: int = 0
+                ) -> TrainedModel:
+    return TrainedModel(
+        pipeline=pipe, labels=labels, spec=spec, sublinear_tf=sublinear_tf, trainer=trainer,
+        data_sha256=data_sha256, train_rows=train_rows, cv_results=pd.DataFrame(), task=task,
+    )
+
+
+def artifact_size(trained: TrainedModel, opset: int, blueprint: str = "",
+                  blueprint_sha256: str = "") -> tuple[int, int, str]:
+    """``(.onnx bytes, .bin bytes, source)`` of the pair the export would write.
+
+    Exact: built by ``foundry.pair.artifact_bytes`` with the provenance the export records
+    (only the threshold's value differs, and a double costs the same bytes whatever it is).
+    """
+    provenance = Provenance(
+        blueprint=blueprint, blueprint_sha256=blueprint_sha256,
+        data_sha256=trained.data_sha256, trainer=trained.trainer,
+        train_rows=int(trained.train_rows),
+    )
+    onnx_bytes, bin_bytes = artifact_bytes(trained, 0.5, task=trained.task or "task",
+                                           opset=opset, provenance=provenance)
+    return len(onnx_bytes), len(bin_bytes), "export.artifact_bytes"
+
+
+@dataclass
+class Pruned:
+    pipeline: Pipeline
+    vocabulary: list[str] | None
+    onnx_bytes: int
+    bin_bytes: int
+    source: str
+
+    @property
+    def size(self) -> int:
+        return self.onnx_bytes + self.bin_bytes
+
+
+def prune_to_budget(
+    full: Pipeline,
+    fit_top: Callable[[int], tuple[Pipeline, list[str]]],
+    measure: Callable[[Pipeline], tuple[int, int, str]],
+    budget_bytes: int | None,
+    log: Log = print,
+    max_rounds: int = 12,
+    vocabulary: list[str] | None = None,
+) -> Pruned:
+    """Shrink the vocabulary until the artifact pair fits ``budget_bytes``.
+
+    ``fit_top(k)`` refits on the ``k`` best-ranked columns of ``full`` and returns the
+    pipeline and its vocabulary; ``measure`` returns the pair's byte sizes. Sizes are nearly
+    linear in ``k``, so each round rescales ``k`` by ``budget / size`` with a 2% margin.
+    ``vocabulary`` is the fixed vocabulary ``full`` was fitted with, if any.
+    """
+    onnx_len, bin_len, source = measure(full)
+    result = Pruned(full, vocabulary, onnx_len, bin_len, source)
+    if budget_bytes is None or result.size <= budget_bytes:
+        return result
+    n_full = len(full.named_steps["tfidf"].vocabulary_)
+    k = n_full
+    for _ in range(max_rounds):
+        k = max(MIN_VOCABULARY, min(k - 1, math.floor(k * budget_bytes / result.size * 0.98)))
+        pipe, vocab = fit_top(k)
+        onnx_len, bin_len, source = measure(pipe)
+        result = Pruned(pipe, vocab, onnx_len, bin_len, source)
+        log(f"  prune: {k} of {n_full} n-grams -> {result.size / 1024:.1f} KiB")
+        if result.size <= budget_bytes or k == MIN_VOCABULARY:
+            break
+    if result.size > budget_bytes:
+        raise ValueError(
+            f"blueprint.yaml: export.size_budget_kb: {budget_bytes / KB:g} KB is unreachable: "
+            f"{k} n-grams still take {result.size / KB:.1f} KB; raise the budget"
+        )
+    return result
+
+
+def clip_proba(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1.0)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-class probability: bin-weighted ``|accuracy - confidence|`` over
+    ``bins`` equal-width bins of [0, 1]."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(confidence) == 0:
+        return float("nan")
+    idx = np.minimum((confidence * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def train_info(result: TrainResult, trained: TrainedModel, seed: int) -> dict[str, Any]:
+    """The ``train.json`` record."""
+    return {
+        "task": result.task,
+        "trainer": result.trainer,
+        "labels": trained.labels,
+        "spec": trained.spec.to_dict(),
+        "sublinear_tf": trained.sublinear_tf,
+        "best_params": result.best_params,
+        "cv_macro_f1": result.cv_macro_f1,
+        "candidates_evaluated": result.candidates_evaluated,
+        "candidates_total": result.candidates_total,
+        "budget_hit": result.budget_hit,
+        "calibration": result.calibration,
+        "n_features": result.n_features,
+        "n_features_unpruned": result.n_features_unpruned,
+        "onnx_bytes": result.onnx_bytes,
+        "bin_bytes": result.bin_bytes,
+        "size_bytes": result.size_bytes,
+        "size_budget_bytes": result.size_budget_bytes,
+        "size_source": result.size_source,
+        "data_sha256": trained.data_sha256,
+        "train_rows": trained.train_rows,
+        "seed": seed,
+        "elapsed_s": result.elapsed_s,
+        "model_format": MODEL_FORMAT,
+    }
+
+
+def save_trained(trained: TrainedModel, out_dir: Path) -> None:
+    """Write ``model.joblib`` and the tables; every file atomically, ``train.json`` last."""
+    buf = io.BytesIO()
+    joblib.dump({
+        "format": MODEL_FORMAT,
+        "pipeline": trained.pipeline,
+        "unpruned_pipeline": trained.unpruned_pipeline,
+    }, buf)
+    atomic_write_bytes(out_dir / MODEL_FILE, buf.getvalue())
+    atomic_write_text(out_dir / CV_RESULTS_FILE, trained.cv_results.to_csv(index=False))
+    atomic_write_text(out_dir / SIZE_CURVE_FILE, trained.size_curve.to_csv(index=False))
+    atomic_write_text(out_dir / CALIBRATION_FILE, trained.calibration_table.to_csv(index=False))
+    oof = pd.DataFrame(trained.oof_proba, columns=[f"p_{lab}" for lab in trained.labels])
+    oof.insert(0, "y", trained.oof_y)
+    oof.insert(1, "real", trained.oof_real.astype(int) if len(trained.oof_real) == len(oof)
+               else 0)
+    atomic_write_text(out_dir / OOF_FILE, oof.to_csv(index=False))  # round-trip floats
+    write_json(out_dir / TRAIN_JSON, {**trained.info, "best_params": trained.best_params})
+
+
+def load_trained(run_dir: Path, task: str) -> TrainedModel:
+    """Load what :func:`train_stage` wrote for ``task`` in ``run_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the train stage has not run for this task (says what to run).
+    ValueError
+        If ``model.joblib`` has an unknown format or disagrees with ``train.json``.
+    """
+    info = read_json(require_stage_output(run_dir, "train", task, TRAIN_JSON))
+    model_path = require_stage_output(run_dir, "train", task, MODEL_FILE)
+    blob = joblib.load(model_path)
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{model_path}: unknown model format; re-run the train stage")
+    pipeline = blob["pipeline"]
+    n = len(pipeline.named_steps["tfidf"].vocabulary_)
+    if n != info["n_features"]:
+        raise ValueError(
+            f"{model_path}: has {n} features but train.json says {info['n_features']}; "
+            "the train folder is inconsistent, re-run the train stage"
+        )
+    folder = Path(run_dir) / "train" / task
+    oof = pd.read_csv(folder / OOF_FILE)
+    return TrainedModel(
+        pipeline=pipeline,
+        labels=list(info["labels"]),
+        spec=TextSpec(**info["spec"]),
+        sublinear_tf=bool(info["sublinear_tf"]),
+        trainer=info["trainer"],
+        data_sha256=info["data_sha256"],
+        train_rows=int(info["train_rows"]),
+        cv_results=pd.read_csv(folder / CV_RESULTS_FILE),
+        task=task,
+        best_params=dict(info["best_params"]),
+        calibration=info["calibration"],
+        size_curve=pd.read_csv(folder / SIZE_CURVE_FILE),
+        calibration_table=pd.read_csv(folder / CALIBRATION_FILE),
+        oof_proba=oof[[f"p_{lab}" for lab in info["labels"]]].to_numpy(dtype=np.float64),
+        oof_y=oof["y"].to_numpy(dtype=np.int64),
+        oof_real=oof["real"].to_numpy(dtype=bool) if "real" in oof
+        else np.zeros(len(oof), dtype=bool),
+        unpruned_pipeline=blob.get("unpruned_pipeline"),
+        info=info,
+    )
