@@ -52,7 +52,7 @@ from foundry.runs import (
     write_json,
 )
 from foundry.stamps import check_fresh, write_stamp
-from foundry.train import load_split
+from foundry.train import Split, load_split
 from foundry.trained import TrainedModel, expected_calibration_error, load_trained
 from foundry.trainers import class_weights, vocabulary_terms
 
@@ -511,9 +511,23 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    s, out = result.summary, result.out_dir
-    paths = {}
+    out = result.out_dir
+    paths = {
+        "confusion_matrix": _save_figure(_confusion_figure(plt, result, labels),
+                                         out / "confusion_matrix.png"),
+        "reliability": _save_figure(_reliability_figure(plt, result, labels),
+                                    out / "reliability.png"),
+        "risk_coverage": _save_figure(_risk_coverage_figure(plt, result),
+                                      out / "risk_coverage.png"),
+        "exam_categories": _save_figure(_exam_figure(plt, result), out / "exam_categories.png"),
+    }
+    if len(result.dev):
+        paths["dev_length"] = _save_figure(_dev_length_figure(plt, result), out / "dev_length.png")
+    return paths
 
+
+def _confusion_figure(plt: Any, result: EvalResult, labels: list[str]) -> Any:
+    """One confusion matrix per case table (test, exam, real-text dev)."""
     # Each matrix gets room for its tick labels (constrained layout), growing with the labels,
     # so the second matrix's label names never run into the first one.
     k = len(labels)
@@ -542,8 +556,11 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(f"{result.task}: {name} ({len(frame)} cases)")
-    paths["confusion_matrix"] = _save_figure(fig, out / "confusion_matrix.png")
+    return fig
 
+
+def _reliability_figure(plt: Any, result: EvalResult, labels: list[str]) -> Any:
+    """The test split's reliability diagram."""
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     rel = result.reliability.dropna()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
@@ -552,10 +569,15 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     ax.set_ylim(1 / len(labels) - 0.02, 1.01)
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{result.task}: reliability, ECE {s['ece']:.3f}")
+    ax.set_title(f"{result.task}: reliability, ECE {result.summary['ece']:.3f}")
     ax.legend(loc="lower right")
-    paths["reliability"] = _save_figure(fig, out / "reliability.png")
+    return fig
 
+
+def _risk_coverage_figure(plt: Any, result: EvalResult) -> Any:
+    """Risk-coverage curves of the test split, the out-of-fold rows and the dev split, with
+    the chosen threshold's points and the target precision."""
+    s = result.summary
     fig, ax = plt.subplots(figsize=(5.4, 4.2))
     rc = result.risk_coverage
     ax.plot(rc["coverage"], rc["precision"], label="test split")
@@ -582,8 +604,12 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
                  + ([dev_rc["precision"].min()] if len(dev_rc) else []))
     ax.set_ylim(max(0.0, lowest - 0.02), 1.005)
     ax.legend(loc="lower left")
-    paths["risk_coverage"] = _save_figure(fig, out / "risk_coverage.png")
+    return fig
 
+
+def _exam_figure(plt: Any, result: EvalResult) -> Any:
+    """Exam accuracy per (label, category), red below ``exam_min_accuracy``."""
+    s = result.summary
     cats = exam_by_category(result.exam)
     fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(cats), 3) + 1))
     if len(cats):
@@ -596,22 +622,23 @@ def write_plots(result: EvalResult, labels: list[str]) -> dict[str, Path]:
     ax.set_xlabel("exam accuracy")
     ax.set_title(f"{result.task}: exam per category "
                  f"({'passed' if s['exam_passed'] else 'FAILED'})")
-    paths["exam_categories"] = _save_figure(fig, out / "exam_categories.png")
+    return fig
 
-    if len(result.dev):
-        curve = length_table(result.dev)
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        x = np.arange(len(curve))
-        ax.plot(x, curve["accuracy"], marker="o", label="accuracy")
-        ax.plot(x, curve["confident_share"], marker="s", label="answered confidently")
-        ax.plot(x, curve["confident_precision"], marker="^", label="precision of confident")
-        ax.set_xticks(x, [f"{r.length}\n({r.cases})" for r in curve.itertuples()])
-        ax.set_xlabel("characters (cases)")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"{result.task}: real-text dev split by length")
-        ax.legend(loc="lower left")
-        paths["dev_length"] = _save_figure(fig, out / "dev_length.png")
-    return paths
+
+def _dev_length_figure(plt: Any, result: EvalResult) -> Any:
+    """The real-text dev split's accuracy, confident share and precision per length."""
+    curve = length_table(result.dev)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    x = np.arange(len(curve))
+    ax.plot(x, curve["accuracy"], marker="o", label="accuracy")
+    ax.plot(x, curve["confident_share"], marker="s", label="answered confidently")
+    ax.plot(x, curve["confident_precision"], marker="^", label="precision of confident")
+    ax.set_xticks(x, [f"{r.length}\n({r.cases})" for r in curve.itertuples()])
+    ax.set_xlabel("characters (cases)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{result.task}: real-text dev split by length")
+    ax.legend(loc="lower left")
+    return fig
 
 
 # --------------------------------------------------------------------------- stage
@@ -621,21 +648,39 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
 
 
-def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> EvalResult:
-    """Evaluate one task and write ``evaluate/<task>/``; never raises for a failed exam."""
-    inputs = check_fresh(bp, run_dir, "evaluate", task.name)
-    cfg = bp.spec.evaluate
+@dataclass
+class _Cases:
+    """One task's held-out cases and their probabilities under the unfamiliarity gate
+    (:func:`gated`: a row the gate does not admit can never be confident)."""
+
+    familiarity: Familiarity
+    test_split: Split
+    dev_rows: list
+    dev_y: np.ndarray
+    oof_proba: np.ndarray
+    test_proba: np.ndarray
+    dev_proba: np.ndarray | None
+
+
+def _checked_model(task: Task, run_dir: Path) -> TrainedModel:
+    """The task's trained model, refused when its labels are no longer the blueprint's."""
     trained = load_trained(run_dir, task.name)
     if trained.labels != task.label_names:
         raise ValueError(
             f"{run_dir}/train/{task.name}: trained labels {trained.labels} differ from the "
             f"blueprint's {task.label_names}; re-run the train stage"
         )
+    return trained
+
+
+def _gated_cases(bp: Blueprint, task: Task, run_dir: Path, trained: TrainedModel) -> _Cases:
+    """The unfamiliarity gate first (set on the dev split, else the test split), then every
+    probability the threshold is chosen from, as the gate lets it be confident."""
     labels = trained.labels
+    cfg = bp.spec.evaluate
     test_split = load_split(require_stage_output(run_dir, "refine", task.name, "test.jsonl"), labels)
     dev_rows = load_real(bp, task, "dev")
     dev_y = np.asarray([labels.index(r.label) for r in dev_rows], dtype=np.int64)
-    # The unfamiliarity gate first: the thresholds are chosen among the answers it admits.
     u_test = unfamiliar(trained, test_split.texts, MIN_ORDER)
     u_dev = unfamiliar(trained, [r.text for r in dev_rows], MIN_ORDER) if dev_rows else None
     familiarity = gate_for(u_dev if dev_rows else u_test, cfg.familiarity_quantile)
@@ -648,61 +693,126 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     test_proba = gated(raw_test_proba, u_test <= familiarity.max_unfamiliar)
     raw_dev_proba = trained.predict_proba([r.text for r in dev_rows]) if dev_rows else None
     dev_proba = gated(raw_dev_proba, u_dev <= familiarity.max_unfamiliar) if dev_rows else None
-    oof_threshold = choose_threshold(oof_proba, trained.oof_y, cfg.target_precision)
-    test_threshold = choose_threshold(test_proba, test_split.y, cfg.target_precision)
-    dev_threshold = choose_threshold(dev_proba, dev_y, cfg.target_precision) \
-        if dev_rows else None
+    return _Cases(familiarity, test_split, dev_rows, dev_y, oof_proba, test_proba, dev_proba)
+
+
+@dataclass
+class _Threshold:
+    """The chosen confidence threshold, where it came from, and the candidates."""
+
+    value: float
+    source: str
+    oof: float
+    test: float
+    dev: float | None
+    out_of_scope: dict[str, Any] | None
+
+
+def _choose_task_threshold(task: Task, trained: TrainedModel, cases: _Cases,
+                           target_precision: float, out_of_scope_recall: float) -> _Threshold:
+    """The highest of the lowest thresholds meeting ``target_precision`` on the out-of-fold
+    training rows, the test split and (``threshold_on_dev``) the dev split; for a task with
+    an out-of-scope label, the threshold reaching ``out_of_scope_recall`` instead."""
+    oof_threshold = choose_threshold(cases.oof_proba, trained.oof_y, target_precision)
+    test_threshold = choose_threshold(cases.test_proba, cases.test_split.y, target_precision)
+    dev_threshold = choose_threshold(cases.dev_proba, cases.dev_y, target_precision) \
+        if cases.dev_rows else None
     candidates = {"out-of-fold training rows": oof_threshold, "test split": test_threshold}
     if dev_threshold is not None and task.threshold_on_dev:
         candidates["real-text dev split"] = dev_threshold
-    threshold_source = max(candidates, key=candidates.__getitem__)
-    threshold = candidates[threshold_source]
-    oos = task.out_of_scope
+    decided_by = max(candidates, key=candidates.__getitem__)
+    threshold = candidates[decided_by]
     oos_choice = None
-    if oos is not None:  # the threshold trades in-scope accuracy for out-of-scope recall
-        oos_choice = out_of_scope_threshold(trained.oof_proba, trained.oof_y, labels.index(oos),
-                                            cfg.out_of_scope_recall)
+    if task.out_of_scope is not None:  # it trades in-scope accuracy for out-of-scope recall
+        oos_choice = out_of_scope_threshold(trained.oof_proba, trained.oof_y,
+                                            trained.labels.index(task.out_of_scope),
+                                            out_of_scope_recall)
         threshold = oos_choice["threshold"]
-        threshold_source = "out-of-scope recall on out-of-fold training rows"
-    oof_coverage, oof_precision = confident_stats(oof_proba, trained.oof_y, threshold)
-    cf_coverage, cf_precision = cross_fitted_confidence(
-        test_proba, test_split.y, cfg.target_precision, oof_threshold, seed=bp.spec.train.seed)
+        decided_by = "out-of-scope recall on out-of-fold training rows"
+    source = ("the highest of the lowest thresholds meeting target_precision on "
+              + ", ".join(candidates) + f"; decided by the {decided_by}")
+    return _Threshold(threshold, source, oof_threshold, test_threshold, dev_threshold,
+                      oos_choice)
 
-    test, _ = predict_frame(
-        trained, test_split.texts, [labels[i] for i in test_split.y], threshold, familiarity,
-        oos)
-    test["category"] = test_split.categories
-    coverage, precision = confident_stats(test_proba, test_split.y, threshold)
-    ece = expected_calibration_error(test["p"].to_numpy(), test["correct"].to_numpy())
 
-    exam_rows = load_exam(bp.path(task.exam), labels)
+def _exam_frame(bp: Blueprint, task: Task, trained: TrainedModel, threshold: float,
+                familiarity: Familiarity) -> pd.DataFrame:
+    """Per-case predictions on the task's exam, with its category, hard flag and note."""
+    exam_rows = load_exam(bp.path(task.exam), trained.labels)
     exam, _ = predict_frame(trained, exam_rows["text"].tolist(), exam_rows["gold"].tolist(),
-                            threshold, familiarity, oos)
+                            threshold, familiarity, task.out_of_scope)
     exam[["category", "hard", "note"]] = exam_rows[["category", "hard", "note"]]
+    return exam
+
+
+def _dev_frame(trained: TrainedModel, dev_rows: list, threshold: float,
+               familiarity: Familiarity) -> pd.DataFrame:
+    """Per-case predictions on the real-text dev split (empty without one)."""
+    if not dev_rows:
+        return pd.DataFrame()
+    dev, _ = predict_frame(trained, [r.text for r in dev_rows], [r.label for r in dev_rows],
+                           threshold, familiarity)
+    dev["category"] = [r.category for r in dev_rows]
+    dev["corpus"] = [r.corpus for r in dev_rows]
+    dev["ref"] = [r.ref for r in dev_rows]
+    return dev
+
+
+def _exam_summary(task: Task, exam: pd.DataFrame, min_accuracy: float) -> dict[str, Any]:
+    """The ``exam_*`` entries of ``summary.json``."""
     exam_cases = len(exam)
     exam_accuracy = float(exam["correct"].mean()) if exam_cases else None
-    exam_passed = exam_accuracy is not None and exam_accuracy >= cfg.exam_min_accuracy
     confident_exam = exam[exam["confident"]]
-    failed = exam[~exam["correct"]]
+    return {
+        "exam_cases": exam_cases,
+        "exam_accuracy": exam_accuracy,
+        "exam_confident_share": float(exam["confident"].mean()) if exam_cases else None,
+        "exam_confident_precision": float(confident_exam["correct"].mean())
+        if len(confident_exam) else None,
+        "exam_hard_accuracy": float(exam.loc[exam["hard"], "correct"].mean())
+        if exam["hard"].any() else None,
+        "exam_min_accuracy": min_accuracy,
+        "exam_passed": bool(exam_accuracy is not None and exam_accuracy >= min_accuracy),
+        "failed_exam_cases": [
+            {"text": r.text, "gold": r.gold, "predicted": r.predicted, "p": round(float(r.p), 6),
+             "category": r.category, "hard": bool(r.hard), "note": r.note}
+            for r in exam[~exam["correct"]].itertuples(index=False)
+        ],
+        "exam_by_category": json.loads(exam_by_category(exam).to_json(orient="records")),
+        "exam_missing_categories": [
+            f"{label.name}/{c}" for label in task.labels for c in label.categories
+            if not ((exam["gold"] == label.name) & (exam["category"] == c)).any()
+        ],
+    }
 
-    summary: dict[str, Any] = {
+
+def _test_summary(bp: Blueprint, task: Task, trained: TrainedModel, cases: _Cases,
+                  th: _Threshold, test: pd.DataFrame) -> dict[str, Any]:
+    """``summary.json`` up to the exam: the model, the threshold and the test split."""
+    cfg = bp.spec.evaluate
+    labels = trained.labels
+    oof_coverage, oof_precision = confident_stats(cases.oof_proba, trained.oof_y, th.value)
+    cf_coverage, cf_precision = cross_fitted_confidence(
+        cases.test_proba, cases.test_split.y, cfg.target_precision, th.oof,
+        seed=bp.spec.train.seed)
+    coverage, precision = confident_stats(cases.test_proba, cases.test_split.y, th.value)
+    return {
         "task": task.name,
         "labels": labels,
         "trainer": trained.trainer,
         "calibration": trained.calibration,
         "n_features": trained.n_features,
         "size_bytes": trained.info.get("size_bytes"),
-        "threshold": threshold,
-        "threshold_source": "the highest of the lowest thresholds meeting target_precision on "
-                            + ", ".join(candidates) + f"; decided by the {threshold_source}",
-        "oof_threshold": oof_threshold,
-        "out_of_scope": oos_choice,
-        "test_threshold": test_threshold,
-        "dev_threshold": dev_threshold,
-        "familiarity": {"min_order": familiarity.min_order,
-                        "max_unfamiliar": familiarity.max_unfamiliar,
+        "threshold": th.value,
+        "threshold_source": th.source,
+        "oof_threshold": th.oof,
+        "out_of_scope": th.out_of_scope,
+        "test_threshold": th.test,
+        "dev_threshold": th.dev,
+        "familiarity": {"min_order": cases.familiarity.min_order,
+                        "max_unfamiliar": cases.familiarity.max_unfamiliar,
                         "quantile": cfg.familiarity_quantile,
-                        "set_on": "real-text dev split" if dev_rows else "test split"},
+                        "set_on": "real-text dev split" if cases.dev_rows else "test split"},
         "target_precision": cfg.target_precision,
         "oof_coverage_at_threshold": oof_coverage,
         "oof_confident_precision": _nan_to_none(oof_precision),
@@ -715,97 +825,122 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
                                         average="macro", zero_division=0)),
         "coverage_at_threshold": coverage,
         "confident_precision": _nan_to_none(precision),
-        "ece": ece,
+        "ece": expected_calibration_error(test["p"].to_numpy(), test["correct"].to_numpy()),
         "test_confusion": confusion_matrix(test["gold"], test["predicted"], labels=labels).tolist(),
-        "exam_cases": exam_cases,
-        "exam_accuracy": exam_accuracy,
-        "exam_confident_share": float(exam["confident"].mean()) if exam_cases else None,
-        "exam_confident_precision": float(confident_exam["correct"].mean())
-        if len(confident_exam) else None,
-        "exam_hard_accuracy": float(exam.loc[exam["hard"], "correct"].mean())
-        if exam["hard"].any() else None,
-        "exam_min_accuracy": cfg.exam_min_accuracy,
-        "exam_passed": bool(exam_passed),
-        "failed_exam_cases": [
-            {"text": r.text, "gold": r.gold, "predicted": r.predicted, "p": round(float(r.p), 6),
-             "category": r.category, "hard": bool(r.hard), "note": r.note}
-            for r in failed.itertuples(index=False)
-        ],
-        "exam_by_category": json.loads(exam_by_category(exam).to_json(orient="records")),
-        "exam_missing_categories": [
-            f"{label.name}/{c}" for label in task.labels for c in label.categories
-            if not ((exam["gold"] == label.name) & (exam["category"] == c)).any()
-        ],
     }
-    dev = pd.DataFrame()
-    if dev_rows:
-        dev, _ = predict_frame(trained, [r.text for r in dev_rows], [r.label for r in dev_rows],
-                               threshold, familiarity)
-        dev["category"] = [r.category for r in dev_rows]
-        dev["corpus"] = [r.corpus for r in dev_rows]
-        dev["ref"] = [r.ref for r in dev_rows]
-        summary.update(dev_summary(
-            dev, dev_proba, dev_y, labels, cfg.target_precision,
-            max(oof_threshold, test_threshold) if task.threshold_on_dev else None,
-            bp.spec.train.seed))
-    gated_frame = dev if len(dev) else test
-    summary["familiarity"]["effect"] = gate_effect(gated_frame, threshold, familiarity)
-    if trained.unpruned_pipeline is not None:
-        # What the size budget cost: the same recipe without pruning, on the same cases.
-        full = TrainedModel(**{**trained.__dict__, "pipeline": trained.unpruned_pipeline})
-        t_full, _ = predict_frame(full, test["text"].tolist(), test["gold"].tolist(), threshold)
-        summary["unpruned_n_features"] = full.n_features
-        summary["unpruned_test_macro_f1"] = float(
-            f1_score(t_full["gold"], t_full["predicted"], labels=labels, average="macro",
-                     zero_division=0))
-        if exam_cases:
-            e_full, _ = predict_frame(full, exam["text"].tolist(), exam["gold"].tolist(), threshold)
-            summary["unpruned_exam_accuracy"] = float(e_full["correct"].mean())
-        if len(dev):
-            d_full, _ = predict_frame(full, dev["text"].tolist(), dev["gold"].tolist(), threshold)
-            summary["unpruned_dev_accuracy"] = float(d_full["correct"].mean())
 
-    if coverage == 0.0:
-        log(f"{task.name}: warning: no test answer reaches the threshold {threshold:.4f}; "
-            f"the model can never be confident at target precision {cfg.target_precision}")
+
+def _unpruned_summary(trained: TrainedModel, frames: dict[str, pd.DataFrame],
+                      threshold: float) -> dict[str, Any]:
+    """What the size budget cost: the same recipe without pruning, on the same cases
+    (``frames``: the test, exam and dev tables). Empty when nothing was pruned."""
+    if trained.unpruned_pipeline is None:
+        return {}
+    full = TrainedModel(**{**trained.__dict__, "pipeline": trained.unpruned_pipeline})
+
+    def scored(frame: pd.DataFrame) -> pd.DataFrame:
+        return predict_frame(full, frame["text"].tolist(), frame["gold"].tolist(), threshold)[0]
+
+    t_full = scored(frames["test"])
+    out: dict[str, Any] = {
+        "unpruned_n_features": full.n_features,
+        "unpruned_test_macro_f1": float(f1_score(
+            t_full["gold"], t_full["predicted"], labels=trained.labels, average="macro",
+            zero_division=0)),
+    }
+    if len(frames["exam"]):
+        out["unpruned_exam_accuracy"] = float(scored(frames["exam"])["correct"].mean())
+    if len(frames["dev"]):
+        out["unpruned_dev_accuracy"] = float(scored(frames["dev"])["correct"].mean())
+    return out
+
+
+def _write_tables(result: EvalResult) -> None:
+    """The per-case CSV tables of ``evaluate/<task>/`` (the plots and summary come after)."""
+    out = result.out_dir
+    atomic_write_text(out / ERRORS_FILE, result.errors.to_csv(index=False))
+    atomic_write_text(out / EXAM_FILE, result.exam.to_csv(index=False))
+    if len(result.dev):
+        atomic_write_text(out / DEV_FILE, result.dev.to_csv(index=False))
+    atomic_write_text(out / "risk_coverage.csv", result.risk_coverage.to_csv(index=False))
+    atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
+
+
+def _warn(task: Task, summary: dict[str, Any], log: Log) -> None:
+    """Warn about a model that is never confident and about exam categories without a case."""
+    if summary["coverage_at_threshold"] == 0.0:
+        log(f"{task.name}: warning: no test answer reaches the threshold "
+            f"{summary['threshold']:.4f}; the model can never be confident at target "
+            f"precision {summary['target_precision']}")
     if summary["exam_missing_categories"]:
         log(f"{task.name}: warning: the exam has no case for "
             + ", ".join(summary["exam_missing_categories"]))
-    out = stage_dir(run_dir, "evaluate", task.name)
-    result = EvalResult(
-        task=task.name, summary=summary, test=test, exam=exam,
-        errors=error_table(trained, {"test": test, "exam": exam}
-                           | ({"dev": dev} if len(dev) else {})),
-        risk_coverage=risk_coverage_curve(test_proba, test_split.y),
-        oof_risk_coverage=risk_coverage_curve(oof_proba, trained.oof_y),
-        reliability=reliability_table(test["p"].to_numpy(), test["correct"].to_numpy()),
-        out_dir=out, dev=dev,
-        dev_risk_coverage=risk_coverage_curve(dev_proba, dev_y) if dev_rows else pd.DataFrame(),
-    )
-    atomic_write_text(out / ERRORS_FILE, result.errors.to_csv(index=False))
-    atomic_write_text(out / EXAM_FILE, exam.to_csv(index=False))
-    if len(dev):
-        atomic_write_text(out / DEV_FILE, dev.to_csv(index=False))
-    atomic_write_text(out / "risk_coverage.csv", result.risk_coverage.to_csv(index=False))
-    atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
-    result.plots = write_plots(result, labels)
-    # The test files of a dataset: scored once, at the threshold chosen above.
-    summary["heldout"] = evaluate_heldout(bp, task, run_dir, trained, threshold, log=log)
-    write_json(out / SUMMARY_FILE, summary)  # last: its presence means the folder is complete
-    write_stamp(bp, run_dir, "evaluate", task.name, inputs)
-    if len(dev):
+
+
+def _log_scores(task: Task, summary: dict[str, Any], log: Log) -> None:
+    """One line on the dev split (when there is one) and one on the test split and exam."""
+    if summary.get("dev_cases"):
         log(f"{task.name}: real-text dev: accuracy {summary['dev_accuracy']:.4f}, coverage "
             f"{summary['dev_coverage']:.1%} at precision "
             f"{_fmt(summary['dev_confident_precision'])} (lower bound "
             f"{_fmt(summary['dev_precision_lower95'])}, {summary['dev_confident']} confident "
             f"of {summary['dev_cases']})")
+    exam_cases, exam_accuracy = summary["exam_cases"], summary["exam_accuracy"]
     log(
         f"{task.name}: test acc {summary['test_accuracy']:.4f}, macro-F1 "
-        f"{summary['test_macro_f1']:.4f}, ECE {ece:.4f}; threshold {threshold:.4f} -> "
-        f"coverage {coverage:.1%} at precision {precision:.4f}; exam "
-        + (f"{exam_accuracy:.1%} of {exam_cases} ({'passed' if exam_passed else 'FAILED'}, "
+        f"{summary['test_macro_f1']:.4f}, ECE {summary['ece']:.4f}; threshold "
+        f"{summary['threshold']:.4f} -> coverage {summary['coverage_at_threshold']:.1%} at "
+        f"precision {_nan_if_none(summary['confident_precision']):.4f}; exam "
+        + (f"{exam_accuracy:.1%} of {exam_cases} "
+           f"({'passed' if summary['exam_passed'] else 'FAILED'}, "
            f"{summary['exam_confident_share']:.0%} confident)" if exam_cases else "has no cases")
     )
+
+
+def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> EvalResult:
+    """Evaluate one task and write ``evaluate/<task>/``; never raises for a failed exam."""
+    inputs = check_fresh(bp, run_dir, "evaluate", task.name)
+    cfg = bp.spec.evaluate
+    trained = _checked_model(task, run_dir)
+    labels = trained.labels
+    cases = _gated_cases(bp, task, run_dir, trained)
+    th = _choose_task_threshold(task, trained, cases, cfg.target_precision,
+                                cfg.out_of_scope_recall)
+    split = cases.test_split
+    test, _ = predict_frame(trained, split.texts, [labels[i] for i in split.y], th.value,
+                            cases.familiarity, task.out_of_scope)
+    test["category"] = split.categories
+    exam = _exam_frame(bp, task, trained, th.value, cases.familiarity)
+    summary = _test_summary(bp, task, trained, cases, th, test)
+    summary.update(_exam_summary(task, exam, cfg.exam_min_accuracy))
+    dev = _dev_frame(trained, cases.dev_rows, th.value, cases.familiarity)
+    if len(dev):
+        summary.update(dev_summary(
+            dev, cases.dev_proba, cases.dev_y, labels, cfg.target_precision,
+            max(th.oof, th.test) if task.threshold_on_dev else None, bp.spec.train.seed))
+    summary["familiarity"]["effect"] = gate_effect(dev if len(dev) else test, th.value,
+                                                   cases.familiarity)
+    summary.update(_unpruned_summary(trained, {"test": test, "exam": exam, "dev": dev},
+                                     th.value))
+    _warn(task, summary, log)
+    result = EvalResult(
+        task=task.name, summary=summary, test=test, exam=exam,
+        errors=error_table(trained, {"test": test, "exam": exam}
+                           | ({"dev": dev} if len(dev) else {})),
+        risk_coverage=risk_coverage_curve(cases.test_proba, split.y),
+        oof_risk_coverage=risk_coverage_curve(cases.oof_proba, trained.oof_y),
+        reliability=reliability_table(test["p"].to_numpy(), test["correct"].to_numpy()),
+        out_dir=stage_dir(run_dir, "evaluate", task.name), dev=dev,
+        dev_risk_coverage=risk_coverage_curve(cases.dev_proba, cases.dev_y)
+        if cases.dev_rows else pd.DataFrame(),
+    )
+    _write_tables(result)
+    result.plots = write_plots(result, labels)
+    # The test files of a dataset: scored once, at the threshold chosen above.
+    summary["heldout"] = evaluate_heldout(bp, task, run_dir, trained, th.value, log=log)
+    write_json(result.out_dir / SUMMARY_FILE, summary)  # last: its presence means complete
+    write_stamp(bp, run_dir, "evaluate", task.name, inputs)
+    _log_scores(task, summary, log)
     return result
 
 
@@ -825,6 +960,10 @@ def gate_effect(frame: pd.DataFrame, threshold: float, familiarity: Familiarity
         "confident_errors_removed": int((shut & wrong).sum()),
         "coverage_cost": float(shut.sum() / n),
     }
+
+
+def _nan_if_none(x: float | None) -> float:
+    return float("nan") if x is None else x
 
 
 def _fmt(x: float | None) -> str:

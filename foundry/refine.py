@@ -347,35 +347,26 @@ def _group_best(rows: list[_Row]) -> _Row:
     return min(rows, key=_Row.preference)
 
 
-def _dedupe_and_resolve(
-    rows: list[_Row],
-    uniq: _Texts,
-    edges: list[mh.Edge],
-    cfg: Refine,
-    funnel: _Funnel,
-    removed: list[dict],
-) -> tuple[list[_Row], list[dict]]:
-    """Steps 5-8 on rows whose texts are all in ``uniq``. Returns survivors and clusters."""
-    pos = {t: i for i, t in enumerate(uniq.texts)}
+@dataclass
+class _Resolution:
+    """What the dedupe-and-resolve steps share: the similarity pairs between the rows that
+    survived exact deduplication, how many input rows each kept row stands for, and the
+    near-duplicate clusters the last step found."""
 
-    # 5. exact duplicates: one row per (text, label).
-    by_key: dict[tuple[str, str], list[_Row]] = defaultdict(list)
-    for r in rows:
-        by_key[(r.norm, r.label)].append(r)
-    items: list[_Row] = []
-    merged_rows: dict[int, int] = {}  # kept row index -> number of input rows it stands for
-    for group in by_key.values():
-        best = _group_best(group)
-        items.append(best)
-        merged_rows[best.index] = len(group)
-        for r in group:
-            if r is not best:
-                removed.append(_removal(r, "exact_duplicate", "same normalised text and label",
-                                        kept=best.text))
-    items.sort(key=lambda r: r.index)
-    funnel.record("exact_duplicate", items)
+    pos: dict[str, int]
+    edges: list[mh.Edge]
+    pairs: list[tuple[_Row, _Row, float]] = field(default_factory=list)
+    merged_rows: dict[int, int] = field(default_factory=dict)
+    clusters: list[dict] = field(default_factory=list)
 
-    # Texts -> items (several when labels disagree); similarity edges between texts.
+
+#: A funnel step: ``(rows, shared state) -> (survivors, removals)``.
+_Step = Callable[[list[_Row], _Resolution], tuple[list[_Row], list[dict]]]
+
+
+def _similar_pairs(items: list[_Row], pos: dict[str, int], edges: list[mh.Edge]
+                   ) -> list[tuple[_Row, _Row, float]]:
+    """Pairs of rows with the same text (similarity 1) or a verified similarity edge."""
     by_text: dict[int, list[_Row]] = defaultdict(list)
     for r in items:
         by_text[pos[r.norm]].append(r)
@@ -388,10 +379,34 @@ def _dedupe_and_resolve(
         for a in by_text.get(e.a, ()):
             for b in by_text.get(e.b, ()):
                 pairs.append((a, b, e.similarity))
+    return pairs
 
-    # 6. corrections override generated rows with the same or a near-same text.
+
+def _exact_duplicates(rows: list[_Row], state: _Resolution) -> tuple[list[_Row], list[dict]]:
+    """Step 5: one row per (text, label); records the similarity pairs of the survivors."""
+    by_key: dict[tuple[str, str], list[_Row]] = defaultdict(list)
+    for r in rows:
+        by_key[(r.norm, r.label)].append(r)
+    items: list[_Row] = []
+    removed: list[dict] = []
+    for group in by_key.values():
+        best = _group_best(group)
+        items.append(best)
+        state.merged_rows[best.index] = len(group)
+        for r in group:
+            if r is not best:
+                removed.append(_removal(r, "exact_duplicate", "same normalised text and label",
+                                        kept=best.text))
+    items.sort(key=lambda r: r.index)
+    state.pairs = _similar_pairs(items, state.pos, state.edges)
+    return items, removed
+
+
+def _correction_overrides(rows: list[_Row], state: _Resolution
+                          ) -> tuple[list[_Row], list[dict]]:
+    """Step 6: corrections override generated rows with the same or a near-same text."""
     overridden: dict[int, tuple[_Row, float]] = {}
-    for a, b, sim in pairs:
+    for a, b, sim in state.pairs:
         if a.is_correction == b.is_correction:
             if a.is_correction and sim == 1.0 and a.label != b.label:
                 # Same text corrected twice with different labels: the later line wins.
@@ -402,19 +417,21 @@ def _dedupe_and_resolve(
         prev = overridden.get(gen.index)
         if prev is None or sim > prev[1]:
             overridden[gen.index] = (corr, sim)
-    for r in items:
+    removed = []
+    for r in rows:
         if r.index in overridden:
             corr, sim = overridden[r.index]
             r.alive = False
             removed.append(_removal(
                 r, "correction_override",
                 f"correction says {corr.label} (similarity {sim:.2f})", kept=corr.text))
-    items = [r for r in items if r.alive]
-    funnel.record("correction_override", items)
+    return [r for r in rows if r.alive], removed
 
-    # 7. conflicts: same or near-same text, different labels, no correction deciding.
+
+def _conflicts(rows: list[_Row], state: _Resolution) -> tuple[list[_Row], list[dict]]:
+    """Step 7: same or near-same text, different labels, no correction deciding."""
     conflicted: dict[int, tuple[_Row, float]] = {}
-    for a, b, sim in pairs:
+    for a, b, sim in state.pairs:
         if not (a.alive and b.alive) or a.label == b.label:
             continue
         if a.is_human and b.is_human:
@@ -424,7 +441,8 @@ def _dedupe_and_resolve(
                 continue  # a hand-labelled row stands against a generated one
             if x.index not in conflicted or sim > conflicted[x.index][1]:
                 conflicted[x.index] = (y, sim)
-    for r in items:
+    removed = []
+    for r in rows:
         if r.index in conflicted:
             other, sim = conflicted[r.index]
             r.alive = False
@@ -434,42 +452,75 @@ def _dedupe_and_resolve(
                 r, "conflict",
                 f"{by} for {'the same' if sim == 1.0 else 'a near-same'} "
                 f"text (similarity {sim:.2f})", conflicting=other.text))
-    items = [r for r in items if r.alive]
-    funnel.record("conflict", items)
+    return [r for r in rows if r.alive], removed
 
-    # 8. same-label near-duplicate clusters.
-    index_of = {r.index: k for k, r in enumerate(items)}
-    uf = mh.UnionFind(len(items))
-    for a, b, _sim in pairs:
+
+def _cluster_record(group: list[_Row], best: _Row, merged_rows: dict[int, int]) -> dict:
+    """The report's entry for one same-label near-duplicate cluster."""
+    return {
+        "label": best.label,
+        "size": sum(merged_rows[r.index] for r in group),
+        "texts": len(group),
+        "kept": best.text,
+        "kept_source": best.source,
+        "members": [r.text for r in sorted(group, key=_Row.preference)],
+    }
+
+
+def _near_duplicates(rows: list[_Row], state: _Resolution) -> tuple[list[_Row], list[dict]]:
+    """Step 8: one row per same-label near-duplicate cluster; records the clusters."""
+    index_of = {r.index: k for k, r in enumerate(rows)}
+    uf = mh.UnionFind(len(rows))
+    for a, b, _sim in state.pairs:
         if a.alive and b.alive and a.label == b.label:
             uf.union(index_of[a.index], index_of[b.index])
     comp = uf.labels()
     members: dict[int, list[_Row]] = defaultdict(list)
-    for k, r in enumerate(items):
+    for k, r in enumerate(rows):
         members[int(comp[k])].append(r)
     survivors: list[_Row] = []
-    clusters: list[dict] = []
+    removed = []
     for group in members.values():
         best = _group_best(group)
         survivors.append(best)
         if len(group) > 1:
-            clusters.append({
-                "label": best.label,
-                "size": sum(merged_rows[r.index] for r in group),
-                "texts": len(group),
-                "kept": best.text,
-                "kept_source": best.source,
-                "members": [r.text for r in sorted(group, key=_Row.preference)],
-            })
+            state.clusters.append(_cluster_record(group, best, state.merged_rows))
         for r in group:
             if r is not best:
                 r.alive = False
                 removed.append(_removal(r, "near_duplicate", "same-label near-duplicate cluster",
                                         kept=best.text))
     survivors.sort(key=lambda r: r.index)
-    funnel.record("near_duplicate", survivors)
-    clusters.sort(key=lambda c: (-c["size"], -c["texts"], c["kept"]))
-    return survivors, clusters
+    state.clusters.sort(key=lambda c: (-c["size"], -c["texts"], c["kept"]))
+    return survivors, removed
+
+
+#: Steps 5-8 of the funnel, in order: each keeps survivors and names its removals.
+RESOLVE_STEPS: tuple[tuple[str, _Step], ...] = (
+    ("exact_duplicate", _exact_duplicates),
+    ("correction_override", _correction_overrides),
+    ("conflict", _conflicts),
+    ("near_duplicate", _near_duplicates),
+)
+
+
+def _dedupe_and_resolve(
+    rows: list[_Row],
+    uniq: _Texts,
+    edges: list[mh.Edge],
+    funnel: _Funnel,
+    removed: list[dict],
+) -> tuple[list[_Row], list[dict]]:
+    """Steps 5-8 (:data:`RESOLVE_STEPS`) on rows whose texts are all in ``uniq``.
+
+    Returns the survivors and the near-duplicate clusters (largest first).
+    """
+    state = _Resolution({t: i for i, t in enumerate(uniq.texts)}, edges)
+    for step, run in RESOLVE_STEPS:
+        rows, dropped = run(rows, state)
+        removed.extend(dropped)
+        funnel.record(step, rows)
+    return rows, state.clusters
 
 
 # ----------------------------------------------------------------------------------------
@@ -680,6 +731,142 @@ def seal_split(survivors: list[_Row], groups: Sequence[int], thresholds: Sequenc
         "test_rows_checked": len(remaining), "groups_moved": moved}
 
 
+@dataclass
+class _Split:
+    """The train/test split of the survivors and what the summary reports about it."""
+
+    train: list[_Row]
+    test: list[_Row]
+    groups: list[int]
+    thresholds: list[float]
+    pair: dict
+
+
+def _unique_texts(rows: list[_Row], cfg: Refine, storage_config: dict | None,
+                  backend: mh.Backend, progress: bool | None
+                  ) -> tuple[_Texts, list[mh.Edge]]:
+    """Unique normalised texts of ``rows`` and their LSH edges at the dedup threshold,
+    verified exactly."""
+    uniq = _Texts.build(sorted({r.norm for r in rows}), cfg, progress)
+    buckets = mh.lsh_buckets(uniq.minhashes, threshold=cfg.dedup_threshold,
+                             num_perm=cfg.num_perm, storage_config=storage_config,
+                             backend=backend, progress=progress, desc="lsh dedup")
+    return uniq, mh.verified_edges(buckets, uniq.sets, cfg.dedup_threshold)
+
+
+def _split_survivors(survivors: list[_Row], uniq: _Texts, cfg: Refine,
+                     storage_config: dict | None, backend: mh.Backend, progress: bool | None
+                     ) -> _Split:
+    """Coarse similarity groups, a grouped stratified split, then :func:`seal_split`.
+
+    Groups are built over unique texts: survivors are one per text, except corrections that
+    a human kept under two labels.
+    """
+    pos = {t: i for i, t in enumerate(uniq.texts)}
+    split_pos = sorted({pos[r.norm] for r in survivors})
+    local = {p: k for k, p in enumerate(split_pos)}
+    comp, used = mh.refined_components(
+        [uniq.sets[p] for p in split_pos], [uniq.minhashes[p] for p in split_pos],
+        threshold=cfg.split_threshold, max_size=max_group_size(survivors, cfg),
+        ceiling=max(cfg.split_threshold, min(cfg.dedup_threshold, 0.95)),
+        num_perm=cfg.num_perm, storage_config=storage_config, backend=backend,
+        progress=progress)
+    at = [local[pos[r.norm]] for r in survivors]
+    groups = [int(comp[k]) for k in at]
+    thresholds = [float(used[k]) for k in at]
+    test_mask = grouped_split([r.label for r in survivors], groups, cfg.test_size, cfg.seed,
+                              train_only=[r.is_human for r in survivors])
+    shingle_rows = (uniq.matrix.matrix[[pos[r.norm] for r in survivors]],
+                    uniq.matrix.sizes[[pos[r.norm] for r in survivors]])
+    test_mask, pair = seal_split(survivors, groups, thresholds, test_mask, cfg,
+                                 shingle_rows=shingle_rows)
+    train = [r for r, t in zip(survivors, test_mask, strict=True) if not t]
+    test = [r for r, t in zip(survivors, test_mask, strict=True) if t]
+    return _Split(train, test, groups, thresholds, pair)
+
+
+def _with_augments(train: list[_Row], cfg: Refine, taken: set[str], next_index: int
+                   ) -> list[_Row]:
+    """``train`` with each punctuation-dropped copy (:func:`_augment`) right after its row."""
+    added = _augment(train, cfg.drop_punctuation_augment, cfg.seed, taken, next_index)
+    if not added:
+        return train
+    after: dict[int, list[_Row]] = {r.index: [] for r in train}
+    for a in added:
+        after[a.augment_of].append(a)
+    return [x for r in train for x in (r, *after[r.index])]
+
+
+def _refine_summary(task: Task, cfg: Refine, funnel: _Funnel, all_rows: list[_Row],
+                    split: _Split, train_out: list[dict], test_out: list[dict],
+                    removed: list[dict], clusters: list[dict],
+                    held_out: tuple[set[str], set[str]]) -> dict[str, Any]:
+    """The refine stage's ``summary.json`` (without the shortcut audit)."""
+    labels = task.label_names
+    train, test, groups, thresholds = split.train, split.test, split.groups, split.thresholds
+    exam_norms, dev_norms = held_out
+    return {
+        "task": task.name,
+        "labels": labels,
+        "config": cfg.model_dump(),
+        "funnel": funnel.steps,
+        "input_rows": len(all_rows),
+        "train_rows": len(train_out),
+        "test_rows": len(test_out),
+        "label_counts": {
+            "train": _label_counts(train_out, labels),
+            "test": _label_counts(test_out, labels),
+        },
+        "balance": cfg.balance,
+        "class_weights": class_weights([r.label for r in train])
+        if cfg.balance == "class_weight" else None,
+        "augmented_rows": sum(1 for r in train if r.augment_of is not None),
+        "data_sha256": hashlib.sha256(jsonl_bytes(train_out)).hexdigest(),
+        "corrections": sum(1 for r in all_rows if r.is_correction),
+        "corrections_kept": sum(1 for r in (*train, *test)
+                                if r.is_correction and r.augment_of is None),
+        # Human corrections the funnel dropped for what they are (too long, an exam text...):
+        # never silent, refine_task warns and the report lists them.
+        "corrections_dropped": [
+            {k: d[k] for k in ("text", "label", "reason", "detail")} for d in removed
+            if d["reason"] in DROPS_ANY_ROW and d["index"] < len(all_rows)
+            and all_rows[d["index"]].is_correction],
+        "exam_texts": len({t for t in exam_norms if t}),
+        "dev_texts": len({t for t in dev_norms if t}),
+        "real_rows": sum(1 for r in all_rows if r.is_real),
+        "real_kept": sum(1 for r in train if r.is_real and r.augment_of is None),
+        "sources": _source_counts(train_out),
+        "removed_by_reason": {s: c for s, c in sorted(Counter(
+            d["reason"] for d in removed).items())},
+        "near_duplicate_clusters": len(clusters),
+        "largest_clusters": [
+            {k: c[k] for k in ("label", "size", "texts", "kept", "kept_source")}
+            | {"members": c["members"][:10]}
+            for c in clusters[:10]
+        ],
+        "split_groups": len(set(groups)),
+        "largest_split_group": max(Counter(groups).values(), default=0),
+        "max_train_test_similarity": split.pair["similarity"],
+        "max_train_test_pair": split.pair,
+        "split_groups_moved_to_train": split.pair["groups_moved"],
+        "split_rows_reclustered": sum(1 for t in thresholds if t > cfg.split_threshold),
+        "split_threshold_max": max(thresholds, default=cfg.split_threshold),
+        "shortcuts": [],
+    }
+
+
+def _outputs(train: list[_Row], test: list[_Row], cfg: Refine
+             ) -> tuple[list[dict], list[dict]]:
+    """The output rows of both splits, with a per-row weight under ``balance: class_weight``."""
+    train_out = [_output(r) for r in train]
+    test_out = [_output(r) for r in test]
+    if cfg.balance == "class_weight":
+        weights = class_weights([r.label for r in train])
+        for row in (*train_out, *test_out):
+            row["weight"] = weights.get(row["label"], 1.0)
+    return train_out, test_out
+
+
 # ----------------------------------------------------------------------------------------
 # The pure entry point
 
@@ -729,128 +916,32 @@ def refine_rows(
     -------
     RefineResult
     """
-    labels = task.label_names
     all_rows = _as_rows(rows, corrections, real)
-    funnel = _Funnel(labels)
+    funnel = _Funnel(task.label_names)
     removed: list[dict] = []
     funnel.record("input", all_rows, rows_in=len(all_rows))
-
     alive = _filter_basic(all_rows, task, cfg, funnel, removed)
-
-    # Unique normalised texts; LSH buckets at the dedup threshold, verified exactly.
-    uniq = _Texts.build(sorted({r.norm for r in alive}), cfg, progress)
-    buckets = mh.lsh_buckets(uniq.minhashes, threshold=cfg.dedup_threshold,
-                             num_perm=cfg.num_perm, storage_config=storage_config,
-                             backend=backend, progress=progress, desc="lsh dedup")
-    edges = mh.verified_edges(buckets, uniq.sets, cfg.dedup_threshold)
-
-    pos = {t: i for i, t in enumerate(uniq.texts)}
+    uniq, edges = _unique_texts(alive, cfg, storage_config, backend, progress)
     kept = _drop_held_out(alive, uniq, exam_texts, cfg, "exam_overlap", "an exam text", removed)
     funnel.record("exam_overlap", kept)
     kept = _drop_held_out(kept, uniq, dev_texts, cfg, "dev_overlap", "a dev text", removed)
     funnel.record("dev_overlap", kept)
-    exam_norms = {normalize(t, COMPARE_SPEC) for t in exam_texts}
-    dev_norms = {normalize(t, COMPARE_SPEC) for t in dev_texts}
-
-    survivors, clusters = _dedupe_and_resolve(kept, uniq, edges, cfg, funnel, removed)
-
-    # Coarse similarity groups for the split (unique texts: survivors are one per text,
-    # except corrections that a human kept under two labels).
-    split_pos = sorted({pos[r.norm] for r in survivors})
-    local = {p: k for k, p in enumerate(split_pos)}
-    comp, used = mh.refined_components(
-        [uniq.sets[p] for p in split_pos], [uniq.minhashes[p] for p in split_pos],
-        threshold=cfg.split_threshold, max_size=max_group_size(survivors, cfg),
-        ceiling=max(cfg.split_threshold, min(cfg.dedup_threshold, 0.95)),
-        num_perm=cfg.num_perm, storage_config=storage_config, backend=backend,
-        progress=progress)
-    at = [local[pos[r.norm]] for r in survivors]
-    groups = [int(comp[k]) for k in at]
-    thresholds = [float(used[k]) for k in at]
-    test_mask = grouped_split([r.label for r in survivors], groups, cfg.test_size, cfg.seed,
-                              train_only=[r.is_human for r in survivors])
-    shingle_rows = (uniq.matrix.matrix[[pos[r.norm] for r in survivors]],
-                    uniq.matrix.sizes[[pos[r.norm] for r in survivors]])
-    test_mask, pair = seal_split(survivors, groups, thresholds, test_mask, cfg,
-                                 shingle_rows=shingle_rows)
-    train = [r for r, t in zip(survivors, test_mask, strict=True) if not t]
-    test = [r for r, t in zip(survivors, test_mask, strict=True) if t]
-
-    taken = {r.norm for r in survivors} | exam_norms | dev_norms
-    added = _augment(train, cfg.drop_punctuation_augment, cfg.seed, taken, len(all_rows))
-    if added:
-        after = {r.index: [] for r in train}
-        for a in added:
-            after[a.augment_of].append(a)
-        train = [x for r in train for x in (r, *after[r.index])]
-    funnel.record("augment", train + test)
-
+    held_out = ({normalize(t, COMPARE_SPEC) for t in exam_texts},
+                {normalize(t, COMPARE_SPEC) for t in dev_texts})
+    survivors, clusters = _dedupe_and_resolve(kept, uniq, edges, funnel, removed)
+    split = _split_survivors(survivors, uniq, cfg, storage_config, backend, progress)
+    taken = {r.norm for r in survivors} | held_out[0] | held_out[1]
+    split.train = _with_augments(split.train, cfg, taken, len(all_rows))
+    funnel.record("augment", split.train + split.test)
     if cfg.balance in ("undersample", "cap"):
-        train = _undersample(train, cfg.seed, removed,
-                             cfg.balance_cap if cfg.balance == "cap" else None)
-    funnel.record("balance", train + test)
-
-    train_out = [_output(r) for r in train]
-    test_out = [_output(r) for r in test]
-    if cfg.balance == "class_weight":
-        weights = class_weights([r.label for r in train])
-        for row in (*train_out, *test_out):
-            row["weight"] = weights.get(row["label"], 1.0)
-
+        split.train = _undersample(split.train, cfg.seed, removed,
+                                   cfg.balance_cap if cfg.balance == "cap" else None)
+    funnel.record("balance", split.train + split.test)
+    train_out, test_out = _outputs(split.train, split.test, cfg)
     removed.sort(key=lambda d: d["index"])
-    train_bytes = jsonl_bytes(train_out)
-    summary = {
-        "task": task.name,
-        "labels": labels,
-        "config": cfg.model_dump(),
-        "funnel": funnel.steps,
-        "input_rows": len(all_rows),
-        "train_rows": len(train_out),
-        "test_rows": len(test_out),
-        "label_counts": {
-            "train": _label_counts(train_out, labels),
-            "test": _label_counts(test_out, labels),
-        },
-        "balance": cfg.balance,
-        "class_weights": class_weights([r.label for r in train])
-        if cfg.balance == "class_weight" else None,
-        "augmented_rows": sum(1 for r in train if r.augment_of is not None),
-        "data_sha256": hashlib.sha256(train_bytes).hexdigest(),
-        "corrections": sum(1 for r in all_rows if r.is_correction),
-        "corrections_kept": sum(1 for r in (*train, *test)
-                                if r.is_correction and r.augment_of is None),
-        # Human corrections the funnel dropped for what they are (too long, an exam text...):
-        # never silent, refine_task warns and the report lists them.
-        "corrections_dropped": [
-            {k: d[k] for k in ("text", "label", "reason", "detail")} for d in removed
-            if d["reason"] in DROPS_ANY_ROW and d["index"] < len(all_rows)
-            and all_rows[d["index"]].is_correction],
-        "exam_texts": len({t for t in exam_norms if t}),
-        "dev_texts": len({t for t in dev_norms if t}),
-        "real_rows": sum(1 for r in all_rows if r.is_real),
-        "real_kept": sum(1 for r in train if r.is_real and r.augment_of is None),
-        "sources": _source_counts(train_out),
-        "removed_by_reason": {s: c for s, c in sorted(Counter(
-            d["reason"] for d in removed).items())},
-        "near_duplicate_clusters": len(clusters),
-        "largest_clusters": [
-            {k: c[k] for k in ("label", "size", "texts", "kept", "kept_source")}
-            | {"members": c["members"][:10]}
-            for c in clusters[:10]
-        ],
-        "split_groups": len(set(groups)),
-        "largest_split_group": max(Counter(groups).values(), default=0),
-        "max_train_test_similarity": None,
-        "max_train_test_pair": None,
-        "split_groups_moved_to_train": pair["groups_moved"],
-        "split_rows_reclustered": sum(1 for t in thresholds if t > cfg.split_threshold),
-        "split_threshold_max": max(thresholds, default=cfg.split_threshold),
-        "shortcuts": [],
-    }
-    summary["max_train_test_similarity"] = pair["similarity"]
-    summary["max_train_test_pair"] = pair
-
-    audit = shortcut_audit(train_out, labels, norms=[r.norm for r in train])
+    summary = _refine_summary(task, cfg, funnel, all_rows, split, train_out, test_out,
+                              removed, clusters, held_out)
+    audit = shortcut_audit(train_out, task.label_names, norms=[r.norm for r in split.train])
     summary["shortcuts"] = [f for f in audit if f["shortcut"]]
     summary["surface_features"] = audit
     return RefineResult(task.name, train_out, test_out, removed, summary, clusters)

@@ -1113,7 +1113,8 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
     automaton = _GramAutomaton(head.packed, spec)
-    root_get, miss, start = automaton.root.get, automaton.miss, automaton.start
+    root, miss, start = automaton.root, automaton.miss, automaton.start
+    root_get = root.get
     padded = spec.word_boundary_padding
     in_vocabulary, packed = head._in_vocabulary, head._packed_item
     correct_repeats, sqrt = head._correct_repeats, math.sqrt
@@ -1121,8 +1122,6 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     calibration = graph.calibration or SigmoidCalibration(1, -1.0, 0.0)  # unused if logistic
     sign, a, b = (1.0 if calibration.column == 1 else -1.0), calibration.a, calibration.b
     label0, label1 = labels
-
-    root = automaton.root
 
     def predict(text: str) -> Prediction:
         """Classify one text."""

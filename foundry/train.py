@@ -55,15 +55,15 @@ from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import TextSpec, normalize
 from foundry.trained import (
     KB,
+    Meter,
     Pruned,
     TrainedModel,
     TrainResult,
-    artifact_size,
-    as_trained,
     clip_proba,
     expected_calibration_error,
     prune_to_budget,
     save_trained,
+    size_meter,
     train_info,
 )
 from foundry.trainers import (
@@ -519,77 +519,86 @@ def text_spec(bp: Blueprint) -> TextSpec:
                     word_boundary_padding=f.word_boundary_padding)
 
 
-def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> TrainResult:
-    """Train, prune and calibrate one task; write ``train/<task>/``."""
-    t_start = time.monotonic()
-    inputs = check_fresh(bp, run_dir, "train", task.name)
-    cfg = bp.spec.train
+def _training_data(bp: Blueprint, task: Task, run_dir: Path
+                   ) -> tuple[dict[str, Any], Split, np.ndarray, DevSet]:
+    """The refine summary, the train split (every label present, no exam text), its sample
+    weights, and the real-text dev split."""
     labels = task.label_names
-    n_classes = len(labels)
     summary = read_json(require_stage_output(run_dir, "refine", task.name, "summary.json"))
     split = load_split(require_stage_output(run_dir, "refine", task.name, "train.jsonl"), labels)
-    missing = [labels[k] for k in range(n_classes) if not (split.y == k).any()]
+    missing = [labels[k] for k in range(len(labels)) if not (split.y == k).any()]
     if missing:
         raise TrainDataError(f"{split.path}: no training rows for label(s) {', '.join(missing)}")
     check_exam_not_in_training(split, bp.path(task.exam))
-    texts, y = split.texts, split.y
-    w = sample_weights(split, str(summary.get("balance", "none")), cfg.source_weights)
-    real = split.real
+    w = sample_weights(split, str(summary.get("balance", "none")), bp.spec.train.source_weights)
     dev_rows = load_real(bp, task, "dev")
     dev = DevSet([r.text for r in dev_rows],
                  np.asarray([labels.index(r.label) for r in dev_rows], dtype=np.int64))
-    trainer = get_trainer(cfg.trainer)
-    recipe = Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
-    candidates = expand_grid(trainer, cfg.grid)
-    if cfg.select_on == "dev":
-        from foundry.train_dev import train_on_dev
+    return summary, split, w, dev
 
-        return train_on_dev(bp, task, run_dir, split=split, w=w, recipe=recipe,
-                            candidates=candidates, inputs=inputs, t_start=t_start, log=log)
+
+@dataclass
+class _Search:
+    """The cross-validated grid search: its table, the chosen parameters and their score."""
+
+    features: FoldFeatures
+    cv_results: pd.DataFrame
+    params: dict[str, Any]
+    cv_f1: float
+    evaluated: int
+    over_budget: bool
+
+
+def _cross_validate(bp: Blueprint, task: Task, recipe: Recipe, candidates: list[dict[str, Any]],
+                    split: Split, w: np.ndarray, log: Log) -> _Search:
+    """Grouped folds over the train split, then every candidate scored on them."""
+    cfg = bp.spec.train
+    texts, y = split.texts, split.y
     groups = split.groups if split.groups is not None else similarity_groups(
         texts, y, bp.spec.refine, cfg.cv_folds)
     folds = make_folds(y, cfg.cv_folds, cfg.seed, groups)
-    log(f"{task.name}: {len(texts)} training rows ({int(real.sum())} real), trainer "
-        f"{trainer.name}, {len(candidates)} candidate(s) x {len(folds)} folds")
-
+    log(f"{task.name}: {len(texts)} training rows ({int(split.real.sum())} real), trainer "
+        f"{recipe.trainer.name}, {len(candidates)} candidate(s) x {len(folds)} folds")
     features = FoldFeatures(recipe, texts, folds)
     t_search = time.monotonic()
     cv_results = search_grid(recipe, candidates, features, y, w, cfg.time_budget_s, log)
     over_budget = time.monotonic() - t_search > cfg.time_budget_s
-    evaluated = int((cv_results["status"] == "done").sum())
-    params = best_candidate(cv_results, candidates)
-    cv_f1 = float(cv_results.loc[cv_results["rank"] == 1, "mean_macro_f1"].iloc[0])
-    spec = spec_for(recipe.spec, params)
-    sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
-    budget = bp.spec.export.size_budget_kb
-    budget_bytes = None if budget is None else int(budget * KB)
-    opset = bp.spec.export.opset
+    return _Search(
+        features, cv_results, best_candidate(cv_results, candidates),
+        float(cv_results.loc[cv_results["rank"] == 1, "mean_macro_f1"].iloc[0]),
+        int((cv_results["status"] == "done").sum()), over_budget)
 
-    data_sha256 = str(summary.get("data_sha256", ""))
-    train_rows = int(summary.get("train_rows", len(texts)))
-    bp_sha256 = bp.content_sha256()
 
-    def measure(pipe: Pipeline) -> tuple[int, int, str]:
-        model = as_trained(pipe, labels, spec, sublinear, trainer.name, task.name,
-                            data_sha256, train_rows)
-        return artifact_size(model, opset, bp.name, bp_sha256)
+@dataclass
+class _Fit:
+    """The shipped fit (pruned to the size budget, calibrated) and what led to it."""
 
-    # Size budget: rank the unpruned model's columns, then refit on the top k.
+    full: Pipeline
+    full_terms: list[str]
+    ranking: np.ndarray
+    pruned: Pruned
+    calibration: str
+    oof: np.ndarray
+    cal_table: pd.DataFrame
+
+
+def _fit_within_budget(recipe: Recipe, params: dict[str, Any], split: Split, w: np.ndarray,
+                       n_classes: int, features: FoldFeatures, dev: DevSet, measure: Meter,
+                       budget_bytes: int | None, cal_mode: str, log: Log) -> _Fit:
+    """Rank the unpruned model's columns, refit on the top k within the size budget, choose
+    the calibration, and re-check the budget when the chosen calibrator adds bytes."""
+    texts, y, real = split.texts, split.y, split.real
     calibration = recipe.default_calibration()
     full = final_fit(recipe, params, calibration, None, texts, y, w)
     full_terms = vocabulary_terms(full)
-    ranking = feature_ranking(full.named_steps["clf"], trainer,
+    ranking = feature_ranking(full.named_steps["clf"], recipe.trainer,
                               full.named_steps["tfidf"].transform(texts), y, n_classes)
 
-    def top_terms(k: int, order: np.ndarray = ranking, terms: list[str] = full_terms) -> list[str]:
-        return sorted(terms[j] for j in order[:k])
-
     def fit_top(k: int, cal: str) -> tuple[Pipeline, list[str]]:
-        vocab = top_terms(k)
+        vocab = sorted(full_terms[j] for j in ranking[:k])
         return final_fit(recipe, params, cal, vocab, texts, y, w), vocab
 
     pruned = prune_to_budget(full, lambda k: fit_top(k, calibration), measure, budget_bytes, log)
-    cal_mode = getattr(cfg, "calibration", "auto")
     chosen, oof, cal_table = choose_calibration(
         recipe, params, pruned.vocabulary, features, y, w, n_classes, cal_mode,
         real=real, dev=dev if len(dev) else None)
@@ -603,45 +612,84 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
             measure, budget_bytes, log, vocabulary=pruned.vocabulary,
         )
         if pruned.vocabulary is not None and len(pruned.vocabulary) != start_k:
-            if chosen == REAL_SIGMOID:  # the map belongs to the scores of this vocabulary
-                scores = out_of_fold_scores(recipe, params, pruned.vocabulary, features, y, w)
-                recipe.real_platt = fit_platt(scores[real], y[real], w[real])
-                oof = _platt_proba(recipe.real_platt, scores)
-                pruned.pipeline = final_fit(recipe, params, chosen, pruned.vocabulary, texts, y, w)
-            else:
-                oof = out_of_fold_proba(recipe, params, chosen, pruned.vocabulary, features, y,
-                                        w, n_classes)
+            oof = _recalibrated_oof(recipe, params, chosen, pruned, features, split, w,
+                                    n_classes)
     by = cal_table["chosen_by"].iloc[0]
     log(f"  calibration: {chosen} ({by.replace('_', ' ')}: "
         + ", ".join(f"{r['calibration']} {r[by]:.4f}" for _, r in cal_table.iterrows()) + ")")
+    return _Fit(full, full_terms, ranking, pruned, chosen, oof, cal_table)
 
-    curve = accuracy_size_curve(
-        recipe, params, chosen, full, ranking, pruned, features, y, w, n_classes, measure)
+
+def _recalibrated_oof(recipe: Recipe, params: dict[str, Any], chosen: str, pruned: Pruned,
+                      features: FoldFeatures, split: Split, w: np.ndarray, n_classes: int
+                      ) -> np.ndarray:
+    """Out-of-fold probabilities after the budget cut the vocabulary again; a real-text
+    Platt map is refitted (it belongs to the scores of this vocabulary), and with it the
+    shipped pipeline."""
+    y, real = split.y, split.real
+    if chosen == REAL_SIGMOID:
+        scores = out_of_fold_scores(recipe, params, pruned.vocabulary, features, y, w)
+        recipe.real_platt = fit_platt(scores[real], y[real], w[real])
+        pruned.pipeline = final_fit(recipe, params, chosen, pruned.vocabulary, split.texts, y, w)
+        return _platt_proba(recipe.real_platt, scores)
+    return out_of_fold_proba(recipe, params, chosen, pruned.vocabulary, features, y, w,
+                             n_classes)
+
+
+def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> TrainResult:
+    """Train, prune and calibrate one task; write ``train/<task>/``."""
+    t_start = time.monotonic()
+    inputs = check_fresh(bp, run_dir, "train", task.name)
+    cfg = bp.spec.train
+    labels = task.label_names
+    summary, split, w, dev = _training_data(bp, task, run_dir)
+    trainer = get_trainer(cfg.trainer)
+    recipe = Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
+    candidates = expand_grid(trainer, cfg.grid)
+    if cfg.select_on == "dev":
+        from foundry.train_dev import train_on_dev
+
+        return train_on_dev(bp, task, run_dir, split=split, w=w, recipe=recipe,
+                            candidates=candidates, inputs=inputs, t_start=t_start, log=log)
+    search = _cross_validate(bp, task, recipe, candidates, split, w, log)
+    params = search.params
+    spec = spec_for(recipe.spec, params)
+    sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
+    budget = bp.spec.export.size_budget_kb
+    budget_bytes = None if budget is None else int(budget * KB)
+    data_sha256 = str(summary.get("data_sha256", ""))
+    train_rows = int(summary.get("train_rows", len(split.texts)))
+    measure = size_meter(labels, spec, sublinear, trainer.name, task.name, data_sha256,
+                         train_rows, bp.spec.export.opset, bp.name, bp.content_sha256())
+    fit = _fit_within_budget(recipe, params, split, w, len(labels), search.features, dev,
+                             measure, budget_bytes, getattr(cfg, "calibration", "auto"), log)
+    curve = accuracy_size_curve(recipe, params, fit.calibration, fit.full, fit.ranking,
+                                fit.pruned, search.features, split.y, w, len(labels), measure)
     unpruned = None
-    if pruned.vocabulary is not None:
-        unpruned = final_fit(recipe, params, chosen, None, texts, y, w)
-
+    if fit.pruned.vocabulary is not None:
+        unpruned = final_fit(recipe, params, fit.calibration, None, split.texts, split.y, w)
     trained = TrainedModel(
-        pipeline=pruned.pipeline, labels=labels, spec=spec, sublinear_tf=sublinear,
+        pipeline=fit.pruned.pipeline, labels=labels, spec=spec, sublinear_tf=sublinear,
         trainer=trainer.name, data_sha256=data_sha256, train_rows=train_rows,
-        cv_results=cv_results,
-        task=task.name, best_params=params, calibration=chosen, size_curve=curve,
-        calibration_table=cal_table, oof_proba=oof, oof_y=y.copy(), oof_real=real,
-        unpruned_pipeline=unpruned,
+        cv_results=search.cv_results,
+        task=task.name, best_params=params, calibration=fit.calibration, size_curve=curve,
+        calibration_table=fit.cal_table, oof_proba=fit.oof, oof_y=split.y.copy(),
+        oof_real=split.real, unpruned_pipeline=unpruned,
     )
     result = TrainResult(
-        task=task.name, trainer=trainer.name, best_params=params, cv_macro_f1=cv_f1,
-        candidates_evaluated=evaluated, candidates_total=len(candidates),
-        budget_hit=over_budget, calibration=chosen,
-        n_features=trained.n_features, n_features_unpruned=len(full_terms),
-        onnx_bytes=pruned.onnx_bytes, bin_bytes=pruned.bin_bytes, size_budget_bytes=budget_bytes,
-        size_source=pruned.source, elapsed_s=round(time.monotonic() - t_start, 2),
+        task=task.name, trainer=trainer.name, best_params=params, cv_macro_f1=search.cv_f1,
+        candidates_evaluated=search.evaluated, candidates_total=len(candidates),
+        budget_hit=search.over_budget, calibration=fit.calibration,
+        n_features=trained.n_features, n_features_unpruned=len(fit.full_terms),
+        onnx_bytes=fit.pruned.onnx_bytes, bin_bytes=fit.pruned.bin_bytes,
+        size_budget_bytes=budget_bytes, size_source=fit.pruned.source,
+        elapsed_s=round(time.monotonic() - t_start, 2),
         out_dir=stage_dir(run_dir, "train", task.name),
     )
     trained.info = train_info(result, trained, cfg.seed)
     save_trained(trained, result.out_dir)
     write_stamp(bp, run_dir, "train", task.name, inputs)
-    log(f"{task.name}: best {describe_params(params)} (CV macro-F1 {cv_f1:.4f}); "
+    log(f"{task.name}: best {describe_params(params)} (CV macro-F1 {search.cv_f1:.4f}); "
         f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "
         f"{result.elapsed_s:.1f}s")
     return result

@@ -32,12 +32,11 @@ from foundry.trained import (
     KB,
     TrainedModel,
     TrainResult,
-    artifact_size,
-    as_trained,
     clip_proba,
     expected_calibration_error,
     prune_to_budget,
     save_trained,
+    size_meter,
     train_info,
 )
 from foundry.trainers import (
@@ -76,24 +75,11 @@ def _f32_bytes(onnx_bytes: int, n_features: int, n_classes: int) -> int:
     return int(onnx_bytes + 3 * n_features * n_classes)
 
 
-def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.ndarray,
-                 recipe: Recipe, candidates: list[dict[str, Any]], inputs: Any, t_start: float,
-                 log: Log = print) -> TrainResult:
-    """Stage 3 for one task with ``train.select_on: dev``; writes ``train/<task>/`` as
-    :func:`foundry.train.train_task` does and returns its :class:`TrainResult`."""
-    cfg = bp.spec.train
-    labels = task.label_names
-    k_classes = len(labels)
-    dev_texts, dev_labels = dev_rows(bp, task)
-    if not dev_texts:
-        raise ConfigError(f"{bp.root / 'blueprint.yaml'}: train.select_on: dev needs dev rows; "
-                          f"task {task.name!r} has no dataset file of role dev")
-    index = {lab: i for i, lab in enumerate(labels)}
-    y_dev = np.array([index[lab] for lab in dev_labels], dtype=np.int64)
-    texts, y = split.texts, split.y
-    log(f"{task.name}: {len(texts)} training rows, {len(dev_texts)} dev rows, trainer "
-        f"{recipe.trainer.name}, {len(candidates)} candidate(s) scored on dev")
-
+def _candidates_on_dev(recipe: Recipe, candidates: list[dict[str, Any]], texts: list[str],
+                       y: np.ndarray, w: np.ndarray, dev_texts: list[str], y_dev: np.ndarray,
+                       log: Log) -> tuple[pd.DataFrame, dict[int, Any]]:
+    """Each candidate fitted once on the training rows and scored on the dev rows: the
+    ``cv_results`` table (ranked by dev macro-F1) and the fitted pipelines."""
     rows, fitted = [], {}
     for c, params in enumerate(candidates):
         t0 = time.monotonic()
@@ -112,7 +98,48 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     order = cv_results.sort_values("mean_macro_f1", ascending=False, kind="stable")
     cv_results["rank"] = pd.NA
     cv_results.loc[order.index, "rank"] = np.arange(1, len(order) + 1)
-    best = int(order["candidate"].iloc[0])
+    return cv_results, fitted
+
+
+def _temperature_table(temperature: float, dev_proba: np.ndarray, y_dev: np.ndarray,
+                       k_classes: int) -> pd.DataFrame:
+    """The calibration table of a dev-selected model: its temperature's scores on dev."""
+    return pd.DataFrame([{
+        "calibration": "temperature", "temperature": temperature,
+        "log_loss": float(log_loss(y_dev, clip_proba(dev_proba),
+                                   labels=list(range(k_classes)))),
+        "brier": float(np.mean(np.sum((dev_proba - np.eye(k_classes)[y_dev]) ** 2, axis=1))),
+        "ece": expected_calibration_error(dev_proba.max(axis=1),
+                                             dev_proba.argmax(axis=1) == y_dev),
+        "accuracy": float((dev_proba.argmax(axis=1) == y_dev).mean()), "chosen": True,
+    }])
+
+
+def _dev_set(bp: Blueprint, task: Task) -> tuple[list[str], np.ndarray]:
+    """The dev texts and their class indices; refused when the task has no dev rows."""
+    dev_texts, dev_labels = dev_rows(bp, task)
+    if not dev_texts:
+        raise ConfigError(f"{bp.root / 'blueprint.yaml'}: train.select_on: dev needs dev rows; "
+                          f"task {task.name!r} has no dataset file of role dev")
+    index = {lab: i for i, lab in enumerate(task.label_names)}
+    return dev_texts, np.array([index[lab] for lab in dev_labels], dtype=np.int64)
+
+
+def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.ndarray,
+                 recipe: Recipe, candidates: list[dict[str, Any]], inputs: Any, t_start: float,
+                 log: Log = print) -> TrainResult:
+    """Stage 3 for one task with ``train.select_on: dev``; writes ``train/<task>/`` as
+    :func:`foundry.train.train_task` does and returns its :class:`TrainResult`."""
+    cfg = bp.spec.train
+    labels = task.label_names
+    k_classes = len(labels)
+    dev_texts, y_dev = _dev_set(bp, task)
+    texts, y = split.texts, split.y
+    log(f"{task.name}: {len(texts)} training rows, {len(dev_texts)} dev rows, trainer "
+        f"{recipe.trainer.name}, {len(candidates)} candidate(s) scored on dev")
+    cv_results, fitted = _candidates_on_dev(recipe, candidates, texts, y, w, dev_texts, y_dev,
+                                            log)
+    best = int(cv_results.loc[cv_results["rank"] == 1, "candidate"].iloc[0])
     params = dict(candidates[best])
     full = fitted[best]
     spec = spec_for(recipe.spec, params)
@@ -123,13 +150,8 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
                                                        "summary.json"))
     data_sha256 = str(summary_sha.get("data_sha256", ""))
     train_rows = int(summary_sha.get("train_rows", len(texts)))
-    bp_sha256 = bp.content_sha256()
-
-    def measure(pipe: Any) -> tuple[int, int, str]:
-        model = as_trained(pipe, labels, spec, sublinear, recipe.trainer.name, task.name,
-                               data_sha256, train_rows)
-        return artifact_size(model, bp.spec.export.opset, bp.name, bp_sha256)
-
+    measure = size_meter(labels, spec, sublinear, recipe.trainer.name, task.name, data_sha256,
+                         train_rows, bp.spec.export.opset, bp.name, bp.content_sha256())
     full_terms = vocabulary_terms(full)
     x_full = full.named_steps["tfidf"].transform(texts)
     ranking = feature_ranking(full.named_steps["clf"], recipe.trainer, x_full, y, k_classes)
@@ -142,15 +164,7 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     temperature = _set_temperature(pruned.pipeline, dev_texts, y_dev)
     log(f"  temperature {temperature:.4f} (fitted on dev by log loss)")
     dev_proba = pruned.pipeline.predict_proba(dev_texts)
-    cal_table = pd.DataFrame([{
-        "calibration": "temperature", "temperature": temperature,
-        "log_loss": float(log_loss(y_dev, clip_proba(dev_proba),
-                                   labels=list(range(k_classes)))),
-        "brier": float(np.mean(np.sum((dev_proba - np.eye(k_classes)[y_dev]) ** 2, axis=1))),
-        "ece": expected_calibration_error(dev_proba.max(axis=1),
-                                             dev_proba.argmax(axis=1) == y_dev),
-        "accuracy": float((dev_proba.argmax(axis=1) == y_dev).mean()), "chosen": True,
-    }])
+    cal_table = _temperature_table(temperature, dev_proba, y_dev, k_classes)
     curve = _size_curve(pruned, full, fit_top, measure, dev_texts, y_dev, k_classes)
     unpruned = None
     if pruned.vocabulary is not None:

@@ -307,3 +307,20 @@ def load_trained(run_dir: Path, task: str) -> TrainedModel:
         unpruned_pipeline=blob.get("unpruned_pipeline"),
         info=info,
     )
+
+
+Meter = Callable[[Pipeline], tuple[int, int, str]]
+
+
+def size_meter(labels: list[str], spec: TextSpec, sublinear_tf: bool, trainer: str, task: str,
+               data_sha256: str, train_rows: int, opset: int, blueprint: str,
+               blueprint_sha256: str) -> Meter:
+    """A function giving a fitted pipeline's exact ``(.onnx bytes, .bin bytes, source)``
+    (:func:`artifact_size`) with everything else the pair records fixed."""
+
+    def measure(pipe: Pipeline) -> tuple[int, int, str]:
+        model = as_trained(pipe, labels, spec, sublinear_tf, trainer, task, data_sha256,
+                           train_rows)
+        return artifact_size(model, opset, blueprint, blueprint_sha256)
+
+    return measure
