@@ -1,7 +1,7 @@
 """The rules a ``<task>_preprocessor.bin`` must satisfy, shared by the writer and every reader.
 
 ``docs/preprocessor-spec.md`` (section 1, "Validation a runtime performs at load time") lists
-them in one table with ids (F1-F2 files, B1-B13 the ``.bin``, P1 the pair, O1-O3 the
+them in one table with ids (F1-F2 files, B1-B14 the ``.bin``, P1 the pair, O1-O3 the
 ``.onnx``); the JavaScript runtime implements the same table, and every rejection names its
 rule, e.g. ``... (spec rule B5)``. This module holds the ``.bin`` part, the file checks and the
 integrity trailer; :mod:`foundry.runtime` applies the pair and ``.onnx`` rules.
@@ -22,12 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from foundry.errors import ArtifactError
+from foundry.reflex import (
+    MAX_RULE_NAME_CHARS,
+    MAX_RULE_WORDS,
+    MAX_RULES,
+    MAX_WORD_CHARS,
+    POSITIVE_LISTS,
+    WORD_LISTS,
+)
 from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE
 
 #: Layout version of the ``.bin`` written now (2: the integrity trailer and these rules;
-#: 3: the unfamiliarity gate, field ``familiarity``).
+#: 3: the unfamiliarity gate, field ``familiarity``; 4: with reflex rules, field ``rules``).
+#: A file without rules is written as format 3, so models without rules keep their bytes.
 FORMAT_VERSION = 3
-SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION,)
+RULES_FORMAT_VERSION = 4
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, RULES_FORMAT_VERSION)
 #: Resource limits (rules F2, B5, B7, B8, B9). A text costs at most MAX_CHARS * MAX_N n-gram
 #: look-ups, however long the input line.
 MAX_BIN_BYTES = 16 << 20
@@ -137,7 +147,7 @@ def _code_points_ok(text: str, low: int, high: int) -> bool:
 
 
 def check_preprocessor(msg: Any, path: Path, task: str) -> None:
-    """Rules B3-B13 on a decoded ``.bin``, in the order of the spec's table."""
+    """Rules B3-B14 on a decoded ``.bin``, in the order of the spec's table."""
     if msg.format_version not in SUPPORTED_FORMAT_VERSIONS:
         raise rule_error(
             path, f"format_version {msg.format_version} is not supported by this runtime "
@@ -204,10 +214,49 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> None:
                                "max_unfamiliar a number in [0, 1], got "
                                f"min_order={gate.min_order}, max_unfamiliar={gate.max_unfamiliar}",
                          "B13")
+    check_rules(msg, path)
+
+
+def format_version_for(rules: Any) -> int:
+    """The layout version a writer records: 4 when the file carries rules, else 3."""
+    return RULES_FORMAT_VERSION if len(rules) else FORMAT_VERSION
+
+
+def check_rules(msg: Any, path: Path) -> None:
+    """Rule B14: the reflex rules (format 4 exactly when there are any) are well formed."""
+    rules = msg.rules
+    if (msg.format_version == RULES_FORMAT_VERSION) != bool(len(rules)):
+        raise rule_error(path, f"format_version {msg.format_version} with {len(rules)} rules: "
+                               f"rules need format {RULES_FORMAT_VERSION}, and format "
+                               f"{RULES_FORMAT_VERSION} needs rules", "B14")
+    if len(rules) > MAX_RULES:
+        raise rule_error(path, f"{len(rules)} rules; at most {MAX_RULES}", "B14")
+    names: set[str] = set()
+    words = 0
+    for i, rule in enumerate(rules):
+        if not 1 <= len(rule.name) <= MAX_RULE_NAME_CHARS or rule.name in names:
+            raise rule_error(path, f"rules[{i}].name {rule.name[:70]!r} is empty, longer than "
+                                   f"{MAX_RULE_NAME_CHARS} code points or repeated", "B14")
+        names.add(rule.name)
+        if rule.label >= len(msg.labels):
+            raise rule_error(path, f"rules[{i}].label {rule.label} is not a label index "
+                                   f"(0..{len(msg.labels) - 1})", "B14")
+        if not any(len(getattr(rule, name)) for name in POSITIVE_LISTS):
+            raise rule_error(path, f"rules[{i}] has no contains, starts_with, ends_with or "
+                                   "equals words", "B14")
+        for name in WORD_LISTS:
+            for word in getattr(rule, name):
+                if not 1 <= len(word) <= MAX_WORD_CHARS:
+                    raise rule_error(path, f"rules[{i}].{name}: the word {word[:40]!r} has "
+                                           f"{len(word)} code points; it needs 1 to "
+                                           f"{MAX_WORD_CHARS}", "B14")
+            words += len(getattr(rule, name))
+    if words > MAX_RULE_WORDS:
+        raise rule_error(path, f"the rules hold {words} words; at most {MAX_RULE_WORDS}", "B14")
 
 
 def load_preprocessor(data: bytes, path: Path, task: str):
-    """Rules B1-B13: check, decode and validate the bytes of a ``.bin``."""
+    """Rules B1-B14: check, decode and validate the bytes of a ``.bin``."""
     check_integrity(data, path)
     msg = decode_preprocessor(data, path)
     check_preprocessor(msg, path, task)

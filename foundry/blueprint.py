@@ -29,6 +29,7 @@ from pydantic import (
 
 from foundry.errors import ConfigError
 from foundry.paths import BLUEPRINTS_DIR
+from foundry.reflex import MAX_RULE_NAME_CHARS, MAX_RULES, MAX_WORD_CHARS, POSITIVE_LISTS
 
 BLUEPRINT_FILE = "blueprint.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -118,6 +119,61 @@ class Dataset(_Strict):
         return [f for f in self.files if f.role == role]
 
 
+def _word_list(description: str) -> Any:
+    return Field(None, description=description)
+
+
+class Rule(_Strict):
+    """A reflex rule (see :mod:`foundry.reflex` and docs/rules.md): word tests on the
+    normalised text; the first rule whose every given list is satisfied answers ``label``
+    before the model runs."""
+
+    name: str | None = Field(
+        None, description=f"the rule's name (letters, digits, _ and -, up to "
+                          f"{MAX_RULE_NAME_CHARS}), reported with every answer it gives; "
+                          "rule<i> (1-based) when omitted")
+    label: str = Field(description="the label the rule answers (one of the task's labels)")
+    contains: list[str] | None = _word_list("matches when the text contains any of these words")
+    starts_with: list[str] | None = _word_list("matches when the text starts with any of these")
+    ends_with: list[str] | None = _word_list("matches when the text ends with any of these")
+    equals: list[str] | None = _word_list("matches when the whole text is one of these")
+    also_contains: list[str] | None = _word_list(
+        "and the text must contain every one of these words too")
+    unless_contains: list[str] | None = _word_list(
+        "but never when the text contains any of these words")
+
+    @field_validator("name")
+    @classmethod
+    def _rule_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(rf"[A-Za-z0-9_\-]{{1,{MAX_RULE_NAME_CHARS}}}", v):
+            raise ValueError(f"rule name {v!r} must be 1 to {MAX_RULE_NAME_CHARS} letters, "
+                             "digits, _ or -")
+        return v
+
+    @field_validator("contains", "starts_with", "ends_with", "equals", "also_contains",
+                     "unless_contains")
+    @classmethod
+    def _words(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("an empty word list; give at least one word or leave the key out")
+        for word in v:
+            if not word.strip():
+                raise ValueError(f"the word {word!r} is empty")
+            if len(word) > MAX_WORD_CHARS:
+                raise ValueError(f"the word {word[:40]!r} has {len(word)} characters; at most "
+                                 f"{MAX_WORD_CHARS}")
+        return v
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> Rule:
+        if not any(getattr(self, name) for name in POSITIVE_LISTS):
+            raise ValueError("a rule needs at least one of contains, starts_with, ends_with, "
+                             "equals")
+        return self
+
+
 class Task(_Strict):
     name: str = Field(description="the task's name; it names the model files, unique across "
                       "blueprints/")
@@ -140,6 +196,10 @@ class Task(_Strict):
     out_of_scope: str | None = Field(
         None, description="the label answered when the model is unsure (e.g. oos); chosen by "
                           "evaluate.out_of_scope_recall on dev data")
+    rules: list[Rule] = Field(
+        default_factory=list, max_length=MAX_RULES,
+        description="reflex rules, tried in order on the normalised text before the model "
+                    "(docs/rules.md); evaluate fails the forge if one contradicts a gold label")
 
     @field_validator("name")
     @classmethod
@@ -170,6 +230,14 @@ class Task(_Strict):
                          if v is not None and v not in names)
             if bad:
                 raise ValueError(f"dataset.label_map maps to unknown labels: {', '.join(bad)}")
+        for i, rule in enumerate(self.rules):
+            if rule.label not in names:
+                raise ValueError(f"rules[{i}].label: {rule.label!r} is not one of the task's "
+                                 f"labels ({', '.join(self.label_names)})")
+        named = [r.name for r in self.rules if r.name is not None]
+        if len(set(named)) != len(named):
+            raise ValueError(f"rules: repeated rule names "
+                             f"{sorted({n for n in named if named.count(n) > 1})}")
         return self
 
     @property

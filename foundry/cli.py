@@ -98,11 +98,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = MicroModel.load(args.task, models_dir=args.models_dir)
     texts = _read_texts(args.text)
     write = sys.stdout.write
+    rules = bool(model.reflex)  # the JSON lines of a model with rules say which one answered
     for text, p in zip(texts, model.predict_many(texts), strict=True):
         if args.json:
-            write(json.dumps(p.to_json(text), ensure_ascii=False) + "\n")
+            write(json.dumps(p.to_json(text, rules), ensure_ascii=False) + "\n")
         else:
-            mark = "" if p.confident else f"  (not sure: {p.score:.2f})"
+            mark = f"  (rule {p.rule})" if p.rule else (
+                "" if p.confident else f"  (not sure: {p.score:.2f})")
             write(f"{p.label}{mark}\n")
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from foundry.reflex import Reflex
 from foundry.textspec import WHITESPACE
 
 #: Assigned (in Unicode 14.0) code points whose Cased / Case_Ignorable properties changed by
@@ -153,3 +154,43 @@ HARD_CASES: list[str] = [
     *_COMPATIBILITY,
     *_CHINESE,
 ]
+
+
+def _full_width(text: str) -> str:
+    """ASCII letters and digits as their full-width forms (NFKC maps them back)."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def rule_cases(reflex: Reflex) -> list[str]:
+    """Texts that hit each reflex rule and texts that nearly do (:mod:`foundry.reflex`).
+
+    Per rule: a text built to satisfy every list, the same in upper case and full-width forms
+    (a hit after normalisation), with a control character inside a word (removed, a hit), then
+    near misses: an exclusion word added, the required words left out, the matched word cut
+    short, a word put before a prefix and after a suffix, and a word appended to an ``equals``
+    text. The vectors record whichever rule (or none) the reference answers.
+    """
+    out: list[str] = []
+    for rule in reflex.rules:
+        if rule.equals:
+            hit = rule.equals[0]
+            out += [hit, hit.upper(), f"{hit} x", f" {hit}\t"]
+        else:
+            parts = [*rule.starts_with[:1], *rule.contains[:1], *rule.also_contains,
+                     *rule.ends_with[:1]]
+            hit = " ".join(parts)
+            out += [hit, hit.upper(), _full_width(hit)]
+            word = (rule.contains or rule.starts_with or rule.ends_with)[0]
+            if len(word) > 1:
+                out.append(hit.replace(word, word[:-1]))
+                out.append(hit.replace(word, f"{word[0]}\u200b{word[1:]}"))
+            if rule.also_contains:
+                out.append(" ".join([*rule.starts_with[:1], *rule.contains[:1],
+                                     *rule.ends_with[:1]]))
+            if rule.starts_with:
+                out.append(f"x{hit}")
+            if rule.ends_with:
+                out.append(f"{hit}x")
+        for word in rule.unless_contains[:2]:
+            out.append(f"{hit} {word}")
+    return out

@@ -30,7 +30,8 @@ defined here are the branches; the leaves live next to the code that raises them
      │    ├── Transient
      │    └── FatalRequestError
      ├── GateError                   a quality gate refused to let a model through
-     │    └── ExamGateError          foundry.evaluate: the exam accuracy is below the minimum
+     │    ├── ExamGateError          foundry.evaluate: the exam accuracy is below the minimum
+     │    └── RuleContradictionError foundry.reflex: a reflex rule contradicts a gold label
      ├── BusyError                   another process holds a lock that could not be waited for
      ├── ForgeError                  foundry.forge: the forge cannot start, or a stage failed
      ├── LabError                    foundry.lab: a lab request cannot be served

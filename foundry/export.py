@@ -35,14 +35,15 @@ from typing import Any
 import numpy as np
 
 from foundry import __version__
-from foundry.artifacts import COMMIT_MARKER, FORMAT_VERSION, PENDING_DIR
+from foundry.artifacts import COMMIT_MARKER, PENDING_DIR, format_version_for
 from foundry.blueprint import Blueprint, Task
-from foundry.conformance_cases import HARD_CASES
+from foundry.conformance_cases import HARD_CASES, rule_cases
 from foundry.familiarity import NO_GATE, Familiarity, unfamiliarity
 from foundry.jsonl import iter_jsonl
 from foundry.locks import exclusive_lock
 from foundry.pair import EXAM_OVERRIDDEN, EXAM_PASSED, Provenance, artifact_bytes
 from foundry.realtext import load_real
+from foundry.reflex import Reflex, task_reflex
 from foundry.runs import atomic_write_bytes, read_json, require_stage_output
 from foundry.stamps import check_fresh
 from foundry.textspec import normalize
@@ -64,12 +65,14 @@ def artifact_paths(task: str, models_dir: Path) -> dict[str, Path]:
 
 
 def conformance_vectors(trained: Any, texts: list[str], threshold: float = 0.5,
-                        familiarity: Familiarity = NO_GATE) -> list[dict]:
+                        familiarity: Familiarity = NO_GATE,
+                        reflex: Reflex | None = None) -> list[dict]:
     """Reference vectors from the scikit-learn side: what every runtime must reproduce.
 
     Besides the features and probabilities, each vector holds the text's ``unfamiliar``
-    share (counted on scikit-learn's analyzer output against its vocabulary) and the answer's
-    ``confident`` flag under ``threshold`` and the ``familiarity`` gate.
+    share (counted on scikit-learn's analyzer output against its vocabulary) and the model's
+    ``confident`` flag under ``threshold`` and the ``familiarity`` gate; with reflex rules,
+    also ``rule``: the name of the first rule matching the text, or None.
     """
     tfidf = trained.pipeline.named_steps["tfidf"]
     features = tfidf.transform(texts).tocsr()
@@ -82,10 +85,11 @@ def conformance_vectors(trained: Any, texts: list[str], threshold: float = 0.5,
         row = features.getrow(i)
         order = np.argsort(row.indices)
         unfamiliar = unfamiliarity(analyze(text), tfidf.vocabulary_, familiarity.min_order)
+        normalized = normalize(text, trained.spec)
         vectors.append(
             {
                 "text": text,
-                "normalized": normalize(text, trained.spec),
+                "normalized": normalized,
                 "features": [
                     [int(row.indices[j]), float(row.data[j])] for j in order
                 ],
@@ -96,6 +100,9 @@ def conformance_vectors(trained: Any, texts: list[str], threshold: float = 0.5,
                                   and familiarity.admits(unfamiliar)),
             }
         )
+        if reflex:
+            hit = reflex.first(normalized)
+            vectors[-1]["rule"] = None if hit is None else reflex.rules[hit].name
     return vectors
 
 
@@ -105,12 +112,15 @@ def _spaced(texts: list[str], n: int) -> list[str]:
 
 
 def conformance_texts(test_texts: list[str], extra: list[str], real_texts: list[str] = (),
-                      n_test: int = 200, n_real: int = 100) -> list[str]:
-    """Hard cases first, then blueprint extras, then evenly spaced samples of the test split
-    and of the real-text dev split (longer, with digits, names and mixed scripts)."""
+                      n_test: int = 200, n_real: int = 100,
+                      reflex: Reflex | None = None) -> list[str]:
+    """Hard cases first, then the reflex rules' hits and near misses, then blueprint extras,
+    then evenly spaced samples of the test split and of the real-text dev split (longer, with
+    digits, names and mixed scripts)."""
     seen: set[str] = set()
     out = []
-    for t in [*HARD_CASES, *extra, *_spaced(test_texts, n_test),
+    for t in [*HARD_CASES, *(rule_cases(reflex) if reflex else ()), *extra,
+              *_spaced(test_texts, n_test),
               *_spaced(list(real_texts), n_real)]:
         if t not in seen:
             seen.add(t)
@@ -129,6 +139,7 @@ def model_files(
     provenance: Provenance | None = None,
     familiarity: Familiarity = NO_GATE,
     out_of_scope: str = "",
+    reflex: Reflex | None = None,
 ) -> dict[str, bytes]:
     """The artifact files of a trained model, as bytes keyed by suffix (see :data:`ARTIFACT_SUFFIXES`).
 
@@ -138,14 +149,15 @@ def model_files(
         trained, threshold, task=task, opset=opset, provenance=provenance,
         familiarity=familiarity,
         out_of_scope=out_of_scope,
+        reflex=reflex,
     )
     conformance = {
         "task": task,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version_for(reflex.rules if reflex else ()),
         # Binds the vectors to this export: `verify` refuses them against another .bin.
         "preprocessor_sha256": hashlib.sha256(bin_bytes).hexdigest(),
         "labels": list(trained.labels),
-        "vectors": conformance_vectors(trained, texts, threshold, familiarity),
+        "vectors": conformance_vectors(trained, texts, threshold, familiarity, reflex),
     }
     return {
         "classifier.onnx": onnx_bytes,
@@ -473,6 +485,7 @@ def export_task(
                                  for k in ("min_order", "max_unfamiliar")
                                  if k in evaluation.get("familiarity", {})})
     dev_texts = [r.text for r in load_real(bp, task, "dev")]
+    reflex = task_reflex(bp, task, trained)
     provenance = Provenance(
         blueprint=bp.name,
         blueprint_sha256=bp.content_sha256(),
@@ -485,8 +498,10 @@ def export_task(
         trained, task=task.name, threshold=threshold, opset=bp.spec.export.opset,
         familiarity=familiarity,
         provenance=provenance,
-        texts=conformance_texts(test_texts, list(bp.spec.export.conformance_extra), dev_texts),
+        texts=conformance_texts(test_texts, list(bp.spec.export.conformance_extra), dev_texts,
+                                reflex=reflex),
         out_of_scope=task.out_of_scope or "",
+        reflex=reflex,
     )
     onnx_size, bin_size = len(files["classifier.onnx"]), len(files["preprocessor.bin"])
     files["card.md"] = model_card(

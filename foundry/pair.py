@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from foundry import __version__
-from foundry.artifacts import FORMAT_VERSION, load_preprocessor, seal_message
+from foundry.artifacts import format_version_for, load_preprocessor, seal_message
 from foundry.familiarity import NO_GATE, Familiarity
+from foundry.reflex import Reflex, rule_messages
 from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE
 from foundry.v1 import preprocessor_pb2 as pb
 
@@ -76,15 +77,18 @@ def preprocessor_message(
     trained: Any, task: str, threshold: float, onnx_sha256: str, provenance: Provenance,
     familiarity: Familiarity = NO_GATE,
     out_of_scope: str = "",
+    reflex: Reflex | None = None,
 ) -> pb.Preprocessor:
-    """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline."""
+    """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline (format 4 when
+    ``reflex`` holds rules, else format 3)."""
     tfidf = trained.pipeline.named_steps["tfidf"]
     spec = trained.spec
     vocab = sorted(tfidf.vocabulary_.items(), key=lambda kv: kv[1])
     if [i for _, i in vocab] != list(range(len(vocab))):
         raise RuntimeError("vectorizer vocabulary indices are not 0..D-1")
+    rules = rule_messages(reflex, pb) if reflex else []
     msg = pb.Preprocessor(
-        format_version=FORMAT_VERSION,
+        format_version=format_version_for(rules),
         task=task,
         labels=list(trained.labels),
         normalizer=pb.Normalizer(
@@ -120,6 +124,7 @@ def preprocessor_message(
         familiarity=pb.Familiarity(min_order=familiarity.min_order,
                                    max_unfamiliar=familiarity.max_unfamiliar),
         out_of_scope=out_of_scope,
+        rules=rules,
     )
     return msg
 
@@ -133,6 +138,7 @@ def artifact_bytes(
     provenance: Provenance | None = None,
     familiarity: Familiarity = NO_GATE,
     out_of_scope: str = "",
+    reflex: Reflex | None = None,
 ) -> tuple[bytes, bytes]:
     """The ``(.onnx, .bin)`` bytes of a trained model, without writing anything.
 
@@ -147,7 +153,7 @@ def artifact_bytes(
     onnx_bytes = classifier_onnx_bytes(trained, task, opset)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     msg = preprocessor_message(trained, task, threshold, digest, provenance, familiarity,
-                               out_of_scope)
+                               out_of_scope, reflex)
     bin_bytes = seal_message(msg)
     # Never write what a runtime would refuse (the rules of docs/preprocessor-spec.md).
     load_preprocessor(bin_bytes, Path(f"{task}_preprocessor.bin (being exported)"), task)

@@ -66,6 +66,7 @@ from foundry.artifacts import (
 )
 from foundry.errors import ArtifactError
 from foundry.familiarity import Familiarity, gram_total, share
+from foundry.reflex import Reflex, reflex_of
 from foundry.textspec import (
     REMOVED_CATEGORIES,
     WHITESPACE,
@@ -105,14 +106,22 @@ class Prediction:
     confident: bool
     #: Probability of ``label`` (the top probability).
     score: float = field(default=0.0)
+    #: The name of the reflex rule that answered (:mod:`foundry.reflex`), or None when the
+    #: model did. A rule's answer has probability 1 for its label, 0 for the others.
+    rule: str | None = field(default=None)
 
-    def to_json(self, text: str) -> dict:
-        return {
+    def to_json(self, text: str, rules: bool = False) -> dict:
+        """The JSON-line answer; ``rules``: the model carries reflex rules, so the line says
+        which one answered (``"rule"``: its name, or null for the model)."""
+        out = {
             "text": text,
             "label": self.label,
             "probabilities": self.probabilities,
             "confident": self.confident,
         }
+        if rules:
+            out["rule"] = self.rule
+        return out
 
 
 _new_object = object.__new__
@@ -121,7 +130,7 @@ _MORE_THAN_ONE = (1).__lt__
 
 
 def _prediction(label: str, probabilities: dict[str, float], confident: bool,
-                score: float) -> Prediction:
+                score: float, rule: str | None = None) -> Prediction:
     """``Prediction(label, probabilities, confident, score)``, without the frozen ``__init__``.
 
     A frozen dataclass sets each field through ``object.__setattr__``; filling the instance
@@ -129,8 +138,11 @@ def _prediction(label: str, probabilities: dict[str, float], confident: bool,
     hundreds of thousands of answers per second.
     """
     prediction = _new_object(Prediction)
-    _set_attribute(prediction, "__dict__", {
-        "label": label, "probabilities": probabilities, "confident": confident, "score": score})
+    fields = {"label": label, "probabilities": probabilities, "confident": confident,
+              "score": score}
+    if rule is not None:
+        fields["rule"] = rule
+    _set_attribute(prediction, "__dict__", fields)
     return prediction
 
 
@@ -315,12 +327,12 @@ def ngram_list(normalized: str, spec: TextSpec = DEFAULT_SPEC) -> tuple[str, ...
 
 
 # -- artifact parsing ----------------------------------------------------------------------
-# The .bin rules (F1-F2, B1-B13) are in foundry.artifacts; the pair (P1) and .onnx rules
+# The .bin rules (F1-F2, B1-B14) are in foundry.artifacts; the pair (P1) and .onnx rules
 # (O1-O3) are applied below, on the graph's declared signature, for every backend.
 
 
 def parse_preprocessor(data: bytes, path: Path, task: str):
-    """Check (integrity) and decode a ``.bin``, and validate it for ``task`` (rules B1-B13)."""
+    """Check (integrity) and decode a ``.bin``, and validate it for ``task`` (rules B1-B14)."""
     return load_preprocessor(data, path, task)
 
 
@@ -1283,6 +1295,8 @@ class MicroModel:
         #: The label answered when the answer is not confident (``.bin`` field
         #: ``out_of_scope``), or None: then the top label is answered either way.
         self.out_of_scope: str | None = preprocessor.out_of_scope or None
+        #: The reflex rules of the ``.bin`` (format 4), tried before the model.
+        self.reflex: Reflex = reflex_of(preprocessor)
         self.preprocessor = preprocessor
         self.paths = paths
         self.spec = TextSpec(
@@ -1323,12 +1337,18 @@ class MicroModel:
                               self._familiar)
             if isinstance(self._head, _NumpyHead) else None
         )
-        if self._fused_predict is not None:
+        if self._fused_predict is not None and not self.reflex:
             # ``model.predict`` is then the fused function itself: one call frame less.
             self.predict = self._fused_predict
         if native is not None:  # the native model's own methods, no Python frame between
+            # (the native model applies the reflex rules itself)
             self.predict, self.predict_many = native.predict, native.predict_many
             self.predict_proba = native.predict_proba
+        #: Per rule: its answer (label, probabilities 1/0, confident, score 1, rule name).
+        self._rule_answers = [
+            _prediction(self.labels[r.label],
+                        {label: float(k == r.label) for k, label in enumerate(self.labels)},
+                        True, 1.0, r.name) for r in self.reflex.rules]
 
     @property
     def backend(self) -> str:
@@ -1488,8 +1508,27 @@ class MicroModel:
             score,
         )
 
+    def rule(self, text: str) -> str | None:
+        """The name of the first reflex rule that answers ``text``, or None."""
+        hit = self.reflex.first(fast_normalize(text, self.spec)) if self.reflex else None
+        return None if hit is None else self.reflex.rules[hit].name
+
+    def _ruled(self, text: str) -> Prediction | None:
+        """The answer of the first reflex rule matching ``text`` (a copy), or None."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        hit = self.reflex.first(fast_normalize(text, self.spec))
+        if hit is None:
+            return None
+        answer = self._rule_answers[hit]
+        return _prediction(answer.label, dict(answer.probabilities), True, 1.0,
+                           answer.rule)
+
     def predict(self, text: str) -> Prediction:
-        """Classify one text (the out-of-scope label when unsure, for a task that has one)."""
+        """Classify one text: the first matching reflex rule answers, else the model (the
+        out-of-scope label when unsure, for a task that has one)."""
+        if self.reflex and (ruled := self._ruled(text)) is not None:
+            return ruled
         p = self._predict(text)
         return p if self.out_of_scope is None or p.confident else self._unsure(p)
 
@@ -1515,11 +1554,25 @@ class MicroModel:
         return [head.finish_one(head.scores(self._ngrams(t))) for t in normalized]
 
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:
-        """Classify many texts in one batch; answers in input order."""
+        """Classify many texts in one batch; answers in input order (reflex rules first)."""
+        if self.reflex:
+            return self._predict_many_ruled(texts)
         answers = self._predict_many(texts)
         if self.out_of_scope is None:
             return answers
         return [p if p.confident else self._unsure(p) for p in answers]
+
+    def _predict_many_ruled(self, texts: Iterable[str]) -> list[Prediction]:
+        """:meth:`predict_many` of a model with reflex rules: the model answers the rest."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("predict_many takes a list of texts; use predict() for one text")
+        texts = list(texts)
+        ruled = [self._ruled(t) for t in texts]
+        rest = [t for t, r in zip(texts, ruled, strict=True) if r is None]
+        answers = iter(self._predict_many(rest))
+        if self.out_of_scope is not None:
+            answers = (p if p.confident else self._unsure(p) for p in answers)
+        return [r if r is not None else next(answers) for r in ruled]
 
     def _predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         if isinstance(texts, (str, bytes)):  # a str is iterable: it would answer per character
@@ -1603,6 +1656,13 @@ def check_conformance(model: MicroModel, path: Path, *, feature_tol: float = 1e-
         if "unfamiliar" in v and model.unfamiliar(v["text"]) != v["unfamiliar"]:
             failures.append(f"{where}: unfamiliar {model.unfamiliar(v['text'])!r} != "
                             f"{v['unfamiliar']!r}")
+        if "rule" in v:  # a reflex rule answers instead of the model (spec section 5)
+            one, many = model.predict(v["text"]).rule, answers[i].rule
+            if not model.rule(v["text"]) == one == many == v["rule"]:
+                failures.append(f"{where}: rule {one!r} (predict), {many!r} (predict_many) "
+                                f"!= {v['rule']!r}")
+            if v["rule"] is not None:
+                continue  # the answer is the rule's; the model's confident is not asked
         # ``confident`` is only meaningful away from the threshold (spec section 5).
         if "confident" in v and abs(float(proba[i].max()) - model.threshold) > proba_tol:
             one, many = model.predict(v["text"]).confident, answers[i].confident

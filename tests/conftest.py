@@ -63,17 +63,62 @@ def fit_tiny(spec=None, C: float = 4.0):
 
 
 def install_model(trained, models_dir: Path, task: str, threshold: float = 0.6, *,
-                  provenance=None, texts: list[str] | None = None, familiarity=None) -> None:
+                  provenance=None, texts: list[str] | None = None, familiarity=None,
+                  reflex=None, out_of_scope: str = "") -> None:
     """Export ``trained`` into ``models_dir`` exactly as the export stage does (same files);
-    ``familiarity`` is the unfamiliarity gate (default: never shut)."""
+    ``familiarity`` is the unfamiliarity gate (default: never shut), ``reflex`` the compiled
+    reflex rules (default: none)."""
     from foundry.export import conformance_texts, install_artifacts, model_files
     from foundry.familiarity import NO_GATE
 
-    texts = conformance_texts(QUESTIONS + STATEMENTS, []) if texts is None else texts
+    if texts is None:
+        texts = conformance_texts(QUESTIONS + STATEMENTS, [], reflex=reflex)
     install_artifacts(task, model_files(trained, task=task, threshold=threshold, texts=texts,
                                         card=f"# {task} (test model)\n", provenance=provenance,
-                                        familiarity=familiarity or NO_GATE),
+                                        familiarity=familiarity or NO_GATE, reflex=reflex,
+                                        out_of_scope=out_of_scope),
                       models_dir)
+
+
+#: Reflex rules of the ruled tiny models (blueprint form): every kind of word list.
+TINY_RULES = [
+    {"name": "delete", "label": "Statement", "contains": ["删除", "delete", "清空"],
+     "unless_contains": ["不要", "don't"]},
+    {"name": "polite-ask", "label": "Question", "starts_with": ["请问"], "also_contains": ["吗"]},
+    {"name": "ack", "label": "Statement", "equals": ["ok", "好的", "收到"]},
+    {"label": "Question", "ends_with": ["？", "吧?"], "contains": ["到底"]},
+]
+#: Texts the ruled tiny models answer by a rule (name) or by the model (None).
+TINY_RULE_TEXTS = {
+    "删除所有提醒": "delete", "DELETE my notes": "delete", "不要删除它": None,
+    "请问明天下雨吗": "polite-ask", "请问明天下雨": None, "OK": "ack", " 好的 ": "ack",
+    "好的吧": None, "你到底在干什么？": "rule4", "到底吧?": "rule4", "到底": None,
+}
+
+
+def tiny_reflex(labels=("Question", "Statement"), spec=None):
+    """:data:`TINY_RULES` compiled for ``labels`` and ``spec``."""
+    from foundry.blueprint import Rule
+    from foundry.reflex import compile_rules
+    from foundry.textspec import TextSpec
+
+    return compile_rules([Rule(**r) for r in TINY_RULES], list(labels), spec or TextSpec())
+
+
+@pytest.fixture(scope="session")
+def ruled_models(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A models dir of tiny models with reflex rules (format 4): ``ruled`` (binary) and
+    ``ruled_oos`` (the same with an out-of-scope label and a threshold that often shuts);
+    returns the dir and its task names."""
+    from foundry.export import conformance_texts
+
+    models_dir = tmp_path_factory.mktemp("ruled-models")
+    reflex = tiny_reflex()
+    texts = conformance_texts(QUESTIONS + STATEMENTS, list(TINY_RULE_TEXTS), reflex=reflex)
+    install_model(fit_tiny(), models_dir, "ruled", 0.55, reflex=reflex, texts=texts)
+    install_model(fit_tiny(), models_dir, "ruled_oos", 0.8, reflex=reflex, texts=texts,
+                  out_of_scope="Statement")
+    return models_dir, ["ruled", "ruled_oos"]
 
 
 def write_tiny_models(models_dir: Path, task: str = "tiny_q", threshold: float = 0.6,

@@ -75,8 +75,28 @@ class Familiarity(_message.Message):
     max_unfamiliar: float
     def __init__(self, min_order: _Optional[int] = ..., max_unfamiliar: _Optional[float] = ...) -> None: ...
 
+class Rule(_message.Message):
+    __slots__ = ("name", "label", "contains", "starts_with", "ends_with", "equals", "also_contains", "unless_contains")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_WITH_FIELD_NUMBER: _ClassVar[int]
+    ENDS_WITH_FIELD_NUMBER: _ClassVar[int]
+    EQUALS_FIELD_NUMBER: _ClassVar[int]
+    ALSO_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    UNLESS_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    label: int
+    contains: _containers.RepeatedScalarFieldContainer[str]
+    starts_with: _containers.RepeatedScalarFieldContainer[str]
+    ends_with: _containers.RepeatedScalarFieldContainer[str]
+    equals: _containers.RepeatedScalarFieldContainer[str]
+    also_contains: _containers.RepeatedScalarFieldContainer[str]
+    unless_contains: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., label: _Optional[int] = ..., contains: _Optional[_Iterable[str]] = ..., starts_with: _Optional[_Iterable[str]] = ..., ends_with: _Optional[_Iterable[str]] = ..., equals: _Optional[_Iterable[str]] = ..., also_contains: _Optional[_Iterable[str]] = ..., unless_contains: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Preprocessor(_message.Message):
-    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256", "familiarity", "out_of_scope")
+    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256", "familiarity", "out_of_scope", "rules")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +112,7 @@ class Preprocessor(_message.Message):
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     FAMILIARITY_FIELD_NUMBER: _ClassVar[int]
     OUT_OF_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     task: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -107,4 +128,5 @@ class Preprocessor(_message.Message):
     content_sha256: bytes
     familiarity: Familiarity
     out_of_scope: str
-    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ..., familiarity: _Optional[_Union[Familiarity, _Mapping]] = ..., out_of_scope: _Optional[str] = ...) -> None: ...
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ..., familiarity: _Optional[_Union[Familiarity, _Mapping]] = ..., out_of_scope: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ...) -> None: ...

@@ -108,8 +108,16 @@ function warnInvalidUtf8(lines) {
 
 async function predictBatch(model, batch) {
   const answers = await model.predictMany(batch);
+  // A model with reflex rules says which one answered ("rule": its name, or null).
+  const withRule = model.rules.length > 0;
   const out = answers.map((p, i) =>
-    pyJsonDumps({ text: batch[i], label: p.label, probabilities: p.probabilities, confident: p.confident }),
+    pyJsonDumps({
+      text: batch[i],
+      label: p.label,
+      probabilities: p.probabilities,
+      confident: p.confident,
+      ...(withRule ? { rule: p.rule } : {}),
+    }),
   );
   await writeOut(`${out.join('\n')}\n`);
 }

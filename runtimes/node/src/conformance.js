@@ -106,6 +106,13 @@ async function checkConformance(model, file) {
     if ('unfamiliar' in v && unfamiliar !== v.unfamiliar) {
       failures.push(`${where}: unfamiliar ${unfamiliar} != ${v.unfamiliar}`);
     }
+    if ('rule' in v) {
+      // A reflex rule answers instead of the model: the same rule, by name.
+      const hit = model.ruleIndex(v.text);
+      const rule = hit < 0 ? null : model.rules[hit].name;
+      if (rule !== v.rule) failures.push(`${where}: rule ${JSON.stringify(rule)} != ${JSON.stringify(v.rule)}`);
+      if (v.rule !== null) return; // the answer is the rule's; the model's confident is not asked
+    }
     if ('confident' in v && Math.abs(score - model.threshold) > PROBABILITY_TOLERANCE && confident !== v.confident) {
       failures.push(`${where}: confident ${confident} != ${v.confident}`);
     }

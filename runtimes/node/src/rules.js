@@ -11,7 +11,19 @@ const { codePointLength } = require('./textspec');
 
 /** Layout version of the `.bin` this runtime reads (3: with the unfamiliarity gate). */
 const FORMAT_VERSION = 3;
-const SUPPORTED_FORMAT_VERSIONS = Object.freeze([FORMAT_VERSION]);
+/** The layout of a `.bin` with reflex rules (rule B14). */
+const RULES_FORMAT_VERSION = 4;
+const SUPPORTED_FORMAT_VERSIONS = Object.freeze([FORMAT_VERSION, RULES_FORMAT_VERSION]);
+/** The word lists of a reflex rule (camelCase, in `.bin` field order); a rule needs one of the first four. */
+const RULE_WORD_LISTS = Object.freeze(['contains', 'startsWith', 'endsWith', 'equals', 'alsoContains', 'unlessContains']);
+const RULE_LIST_NAMES = Object.freeze({
+  contains: 'contains',
+  startsWith: 'starts_with',
+  endsWith: 'ends_with',
+  equals: 'equals',
+  alsoContains: 'also_contains',
+  unlessContains: 'unless_contains',
+});
 /** Resource limits (rules F2, B5, B7, B8, B9). */
 const LIMITS = Object.freeze({
   binBytes: 16 * 1024 * 1024,
@@ -20,6 +32,10 @@ const LIMITS = Object.freeze({
   maxChars: 4096,
   maxN: 8,
   vocabulary: 1 << 18,
+  rules: 256,
+  ruleWords: 4096,
+  wordChars: 64,
+  ruleNameChars: 64,
 });
 /** Tag (field 13, wire type 2) and length byte that open the integrity trailer (rule B1). */
 const INTEGRITY_HEADER = Object.freeze([(13 << 3) | 2, 32]);
@@ -127,7 +143,7 @@ function sameSet(values, expected) {
 }
 
 /**
- * Rules B3-B13 on a decoded `.bin` (protobufjs object, camelCase fields), in table order.
+ * Rules B3-B14 on a decoded `.bin` (protobufjs object, camelCase fields), in table order.
  * @param {object} msg
  * @param {string} file
  * @param {string} task the task the caller asked for
@@ -234,6 +250,81 @@ function checkPreprocessor(msg, file, task) {
       'B13',
     );
   }
+  checkRules(msg, file, formatVersion);
+}
+
+/**
+ * Rule B14: the reflex rules are well formed, and present exactly in format 4.
+ * @param {object} msg decoded `.bin`
+ * @param {string} file
+ * @param {number} formatVersion
+ */
+function checkRules(msg, file, formatVersion) {
+  const rules = msg.rules || [];
+  if ((formatVersion === RULES_FORMAT_VERSION) !== rules.length > 0) {
+    throw ruleError(
+      file,
+      `format_version ${formatVersion} with ${rules.length} rules: rules need format ${RULES_FORMAT_VERSION}, ` +
+        `and format ${RULES_FORMAT_VERSION} needs rules`,
+      'B14',
+    );
+  }
+  if (rules.length > LIMITS.rules) throw ruleError(file, `${rules.length} rules; at most ${LIMITS.rules}`, 'B14');
+  const names = new Set();
+  let words = 0;
+  rules.forEach((rule, i) => {
+    const nameChars = codePointLength(rule.name || '');
+    if (nameChars < 1 || nameChars > LIMITS.ruleNameChars || names.has(rule.name)) {
+      throw ruleError(
+        file,
+        `rules[${i}].name ${JSON.stringify(String(rule.name || '').slice(0, 70))} is empty, longer than ` +
+          `${LIMITS.ruleNameChars} code points or repeated`,
+        'B14',
+      );
+    }
+    names.add(rule.name);
+    const label = Number(rule.label || 0);
+    if (label >= msg.labels.length) {
+      throw ruleError(file, `rules[${i}].label ${label} is not a label index (0..${msg.labels.length - 1})`, 'B14');
+    }
+    if (RULE_WORD_LISTS.slice(0, 4).every((list) => (rule[list] || []).length === 0)) {
+      throw ruleError(file, `rules[${i}] has no contains, starts_with, ends_with or equals words`, 'B14');
+    }
+    for (const list of RULE_WORD_LISTS) {
+      for (const word of rule[list] || []) {
+        const n = codePointLength(word);
+        if (n < 1 || n > LIMITS.wordChars) {
+          throw ruleError(
+            file,
+            `rules[${i}].${RULE_LIST_NAMES[list]}: the word ${JSON.stringify(word.slice(0, 40))} has ${n} code points; ` +
+              `it needs 1 to ${LIMITS.wordChars}`,
+            'B14',
+          );
+        }
+      }
+      words += (rule[list] || []).length;
+    }
+  });
+  if (words > LIMITS.ruleWords) throw ruleError(file, `the rules hold ${words} words; at most ${LIMITS.ruleWords}`, 'B14');
+}
+
+/**
+ * Whether a reflex rule answers a normalised text (spec section 5): every word list it has is
+ * satisfied; plain substring, prefix, suffix and equality tests (no regular expressions).
+ * @param {object} rule decoded foundry.v1.Rule
+ * @param {string} normalized
+ * @returns {boolean}
+ */
+function ruleMatches(rule, normalized) {
+  const has = (list) => (rule[list] || []).length > 0;
+  return (
+    (!has('equals') || rule.equals.includes(normalized)) &&
+    (!has('startsWith') || rule.startsWith.some((w) => normalized.startsWith(w))) &&
+    (!has('endsWith') || rule.endsWith.some((w) => normalized.endsWith(w))) &&
+    (!has('contains') || rule.contains.some((w) => normalized.includes(w))) &&
+    (rule.alsoContains || []).every((w) => normalized.includes(w)) &&
+    !(rule.unlessContains || []).some((w) => normalized.includes(w))
+  );
 }
 
 module.exports = {
@@ -242,6 +333,7 @@ module.exports = {
   INTEGRITY_BYTES,
   INTEGRITY_HEADER,
   LIMITS,
+  RULES_FORMAT_VERSION,
   SUPPORTED_FORMAT_VERSIONS,
   V1_REMOVED_CATEGORIES,
   V1_WHITESPACE,
@@ -249,4 +341,5 @@ module.exports = {
   checkPreprocessor,
   readArtifact,
   ruleError,
+  ruleMatches,
 };

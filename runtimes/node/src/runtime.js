@@ -19,6 +19,7 @@ const {
   checkPreprocessor,
   readArtifact,
   ruleError,
+  ruleMatches,
 } = require('./rules');
 
 /** The `.proto` schema, relative to this file: runtimes/node/src -> repo/proto. */
@@ -222,6 +223,8 @@ async function readPair(task, onnxFile, binFile) {
  * @property {boolean} confident     top probability >= threshold, and the text familiar enough
  *                                   (unfamiliar <= familiarity.maxUnfamiliar, spec section 5)
  * @property {number} score          the top probability
+ * @property {string|null} rule       the name of the reflex rule that answered, or null when the
+ *                                   model did (a rule answers probability 1 for its label, 0 else)
  */
 
 /** A loaded, validated micro-model. Create with {@link MicroModel.load}. */
@@ -242,6 +245,8 @@ class MicroModel {
     this.threshold = Number(pre.threshold);
     /** The label answered when the answer is not confident (`.bin` out_of_scope), or null. */
     this.outOfScope = pre.outOfScope || null;
+    /** The reflex rules of the `.bin` (format 4), tried in order before the model. */
+    this.rules = [...(pre.rules || [])];
     this.paths = paths;
     /** Unicode version of the trainer's normaliser, as recorded in the .bin. */
     this.unicodeVersion = pre.unicodeVersion;
@@ -380,7 +385,34 @@ class MicroModel {
       probabilities,
       confident,
       score: row[best],
+      rule: null,
     };
+  }
+
+  /**
+   * The index of the first reflex rule answering `text` (on its normalised text), or -1.
+   * @param {string} text
+   * @returns {number}
+   */
+  ruleIndex(text) {
+    if (this.rules.length === 0) return -1;
+    const normalized = normalize(text, this.spec);
+    return this.rules.findIndex((rule) => ruleMatches(rule, normalized));
+  }
+
+  /**
+   * The answer of reflex rule `index`: probability 1 for its label, 0 for the others.
+   * @param {number} index
+   * @returns {Prediction}
+   */
+  ruleAnswer(index) {
+    const rule = this.rules[index];
+    const label = Number(rule.label || 0);
+    const probabilities = {};
+    this.labels.forEach((name, j) => {
+      probabilities[name] = j === label ? 1 : 0;
+    });
+    return { label: this.labels[label], probabilities, confident: true, score: 1, rule: rule.name };
   }
 
   /** @param {string} text @returns {Promise<Prediction>} */
@@ -388,10 +420,23 @@ class MicroModel {
     return (await this.predictMany([text]))[0];
   }
 
-  /** @param {string[]} texts @returns {Promise<Prediction[]>} answers in input order */
+  /**
+   * The first matching reflex rule answers a text; the model answers the others.
+   * @param {string[]} texts
+   * @returns {Promise<Prediction[]>} answers in input order
+   */
   async predictMany(texts) {
-    const { proba, unfamiliar } = await this.score(texts);
-    return proba.map((row, i) => this.answer(row, unfamiliar[i]));
+    if (!Array.isArray(texts)) throw new TypeError('predictMany takes an array of texts');
+    const hits = texts.map((text) => this.ruleIndex(text));
+    const rest = texts.filter((_, i) => hits[i] < 0);
+    const { proba, unfamiliar } = await this.score(rest);
+    let next = 0;
+    return hits.map((hit) => {
+      if (hit >= 0) return this.ruleAnswer(hit);
+      const answer = this.answer(proba[next], unfamiliar[next]);
+      next += 1;
+      return answer;
+    });
   }
 }
 

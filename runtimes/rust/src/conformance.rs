@@ -30,6 +30,8 @@ pub struct Vector {
     pub label: String,
     pub unfamiliar: Option<f64>,
     pub confident: Option<bool>,
+    /// With reflex rules: `Some(name)` of the rule that answers the text, `Some(None)`: none.
+    pub rule: Option<Option<String>>,
 }
 
 fn field<'v>(v: &'v Value, key: &str, i: usize) -> Result<&'v Value, String> {
@@ -62,6 +64,14 @@ fn parse_vector(v: &Value, i: usize) -> Result<Vector, String> {
         label: string("label")?,
         unfamiliar: v.get("unfamiliar").map(number).transpose()?,
         confident: v.get("confident").map(|c| c.as_bool().ok_or_else(|| format!("vector {i}: \"confident\" is not a boolean"))).transpose()?,
+        rule: v
+            .get("rule")
+            .map(|r| match r {
+                Value::Null => Ok(None),
+                Value::String(name) => Ok(Some(name.clone())),
+                _ => Err(format!("vector {i}: \"rule\" is neither a string nor null")),
+            })
+            .transpose()?,
     })
 }
 
@@ -121,6 +131,17 @@ pub fn check_vector(model: &MicroModel, v: &Vector) -> Vec<String> {
     }
     if v.unfamiliar.is_some_and(|want| want != unfamiliar) {
         failures.push(format!("unfamiliar {unfamiliar} != {}", v.unfamiliar.unwrap_or_default()));
+    }
+    if let Some(want) = &v.rule {
+        // A reflex rule answers instead of the model: the same rule, by name, in every path.
+        let got = model.rule(&v.text).map(|i| model.rules()[i].name.clone());
+        let answered = model.predict(&v.text).rule.map(|i| model.rules()[i].name.clone());
+        if got != *want || answered != *want {
+            failures.push(format!("rule {got:?} (predict: {answered:?}) != {want:?}"));
+        }
+        if want.is_some() {
+            return failures; // the answer is the rule's; the model's confident is not asked
+        }
     }
     if v.confident.is_some_and(|want| want != confident) && (score - model.threshold()).abs() > PROBABILITY_TOLERANCE {
         failures.push(format!("confident {confident} != {}", !confident));

@@ -58,12 +58,20 @@ fn predict(model: &MicroModel) -> io::Result<()> {
                 eprintln!("foundry (rust): warning: line {number}: invalid UTF-8 replaced by U+FFFD");
             }
         }
-        model
-            .proba_into(text.chars().map(|c| c as u32), &mut scratch, &mut probabilities)
-            .expect("a str holds scalar values");
-        let (label, confident, _) = model.answer(&probabilities, scratch.unfamiliar);
         line.clear();
-        pyjson::prediction_line(&mut line, &text, model.labels(), &probabilities, label, confident);
+        // A reflex rule answers before the model (section 5); the line then says which one.
+        if let Some(index) = model.rule(&text) {
+            let answer = model.rule_prediction(index);
+            let name = Some(Some(model.rules()[index].name.as_str()));
+            pyjson::prediction_line(&mut line, &text, model.labels(), &answer.probabilities, answer.label, true, name);
+        } else {
+            model
+                .proba_into(text.chars().map(|c| c as u32), &mut scratch, &mut probabilities)
+                .expect("a str holds scalar values");
+            let (label, confident, _) = model.answer(&probabilities, scratch.unfamiliar);
+            let rule = if model.rules().is_empty() { None } else { Some(None) };
+            pyjson::prediction_line(&mut line, &text, model.labels(), &probabilities, label, confident, rule);
+        }
         line.push('\n');
         output.write_all(line.as_bytes())?;
     }

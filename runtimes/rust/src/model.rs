@@ -13,8 +13,16 @@ use crate::proto::foundry_v1 as pb;
 use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings};
 use crate::vocabulary::GramIndex;
 
-/// `.bin` layouts this runtime reads (rule B3; 3: with the unfamiliarity gate).
-pub const SUPPORTED_FORMAT_VERSIONS: [u32; 1] = [3];
+/// `.bin` layouts this runtime reads (rule B3; 3: with the unfamiliarity gate, 4: and with
+/// reflex rules).
+pub const SUPPORTED_FORMAT_VERSIONS: [u32; 2] = [3, 4];
+/// The layout of a file with reflex rules (rule B14).
+pub const RULES_FORMAT_VERSION: u32 = 4;
+/// Limits of rule B14: rules, words in all rules, code points per word and per rule name.
+pub const MAX_RULES: usize = 256;
+pub const MAX_RULE_WORDS: usize = 4096;
+pub const MAX_WORD_CHARS: usize = 64;
+pub const MAX_RULE_NAME_CHARS: usize = 64;
 /// Rule F2's size limits.
 pub const MAX_BIN_BYTES: u64 = 16 << 20;
 pub const MAX_ONNX_BYTES: u64 = 256 << 20;
@@ -48,6 +56,75 @@ pub struct Prediction {
     pub score: f64,
     /// The share of the text's counted n-grams the vocabulary does not know (section 5).
     pub unfamiliar: f64,
+    /// Index into [`MicroModel::rules`] of the reflex rule that answered, or `None` when the
+    /// model did (a rule's answer: probability 1 for its label, 0 for the others, confident).
+    pub rule: Option<usize>,
+}
+
+/// Whether reflex rule `r` answers a normalised text (section 5: every word list it has is
+/// satisfied; plain substring, prefix, suffix and equality tests).
+pub fn rule_matches(r: &pb::Rule, normalized: &str) -> bool {
+    (r.equals.is_empty() || r.equals.iter().any(|w| w == normalized))
+        && (r.starts_with.is_empty() || r.starts_with.iter().any(|w| normalized.starts_with(w.as_str())))
+        && (r.ends_with.is_empty() || r.ends_with.iter().any(|w| normalized.ends_with(w.as_str())))
+        && (r.contains.is_empty() || r.contains.iter().any(|w| normalized.contains(w.as_str())))
+        && r.also_contains.iter().all(|w| normalized.contains(w.as_str()))
+        && !r.unless_contains.iter().any(|w| normalized.contains(w.as_str()))
+}
+
+/// Rule B14: the reflex rules are well formed, and present exactly in format 4.
+fn check_rules(msg: &pb::Preprocessor, path: &Path) -> Result<(), ArtifactError> {
+    let n = msg.rules.len();
+    if (msg.format_version == RULES_FORMAT_VERSION) != (n > 0) {
+        return Err(rule(path, format!(
+            "format_version {} with {n} rules: rules need format {RULES_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} needs rules",
+            msg.format_version
+        ), "B14"));
+    }
+    if n > MAX_RULES {
+        return Err(rule(path, format!("{n} rules; at most {MAX_RULES}"), "B14"));
+    }
+    let mut names = HashSet::new();
+    let mut words = 0;
+    for (i, r) in msg.rules.iter().enumerate() {
+        let name_chars = r.name.chars().count();
+        if !(1..=MAX_RULE_NAME_CHARS).contains(&name_chars) || !names.insert(r.name.as_str()) {
+            let head: String = r.name.chars().take(70).collect();
+            return Err(rule(path, format!(
+                "rules[{i}].name {head:?} is empty, longer than {MAX_RULE_NAME_CHARS} code points or repeated"
+            ), "B14"));
+        }
+        if r.label as usize >= msg.labels.len() {
+            return Err(rule(path, format!("rules[{i}].label {} is not a label index (0..{})", r.label, msg.labels.len() - 1), "B14"));
+        }
+        if r.contains.is_empty() && r.starts_with.is_empty() && r.ends_with.is_empty() && r.equals.is_empty() {
+            return Err(rule(path, format!("rules[{i}] has no contains, starts_with, ends_with or equals words"), "B14"));
+        }
+        let lists = [
+            ("contains", &r.contains),
+            ("starts_with", &r.starts_with),
+            ("ends_with", &r.ends_with),
+            ("equals", &r.equals),
+            ("also_contains", &r.also_contains),
+            ("unless_contains", &r.unless_contains),
+        ];
+        for (list, values) in lists {
+            for word in values.iter() {
+                let chars = word.chars().count();
+                if !(1..=MAX_WORD_CHARS).contains(&chars) {
+                    let head: String = word.chars().take(40).collect();
+                    return Err(rule(path, format!(
+                        "rules[{i}].{list}: the word {head:?} has {chars} code points; it needs 1 to {MAX_WORD_CHARS}"
+                    ), "B14"));
+                }
+            }
+            words += values.len();
+        }
+    }
+    if words > MAX_RULE_WORDS {
+        return Err(rule(path, format!("the rules hold {words} words; at most {MAX_RULE_WORDS}"), "B14"));
+    }
+    Ok(())
 }
 
 /// Reusable buffers of one thread's predictions (nothing in them outlives a call).
@@ -250,6 +327,7 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
             "familiarity must be present with 1 <= min_order <= max_n and max_unfamiliar a number in [0, 1], got min_order={min_order}, max_unfamiliar={max_unfamiliar}"
         ), "B13"));
     }
+    check_rules(&msg, path)?;
     Ok(msg)
 }
 
@@ -604,11 +682,45 @@ impl MicroModel {
         (label, confident, score)
     }
 
-    /// Classify one text.
+    /// The reflex rules of the `.bin` (format 4), tried in order before the model.
+    pub fn rules(&self) -> &[pb::Rule] {
+        &self.preprocessor.rules
+    }
+
+    /// Index of the first reflex rule answering a normalised text, or `None`.
+    pub fn rule_for_normalized(&self, normalized: &str) -> Option<usize> {
+        self.preprocessor.rules.iter().position(|r| rule_matches(r, normalized))
+    }
+
+    /// Index of the first reflex rule answering `text`, or `None` (the text is normalised
+    /// only when the model has rules).
+    pub fn rule(&self, text: &str) -> Option<usize> {
+        if self.preprocessor.rules.is_empty() {
+            return None;
+        }
+        self.rule_for_normalized(&self.normalizer.normalize(text))
+    }
+
+    /// The label index of reflex rule `index` (its answer: probability 1 for it, 0 else).
+    pub fn rule_label(&self, index: usize) -> usize {
+        self.preprocessor.rules[index].label as usize
+    }
+
+    /// The answer of reflex rule `index`.
+    pub fn rule_prediction(&self, index: usize) -> Prediction {
+        let label = self.rule_label(index);
+        let probabilities = (0..self.labels.len()).map(|k| if k == label { 1.0 } else { 0.0 }).collect();
+        Prediction { label, probabilities, confident: true, score: 1.0, unfamiliar: 0.0, rule: Some(index) }
+    }
+
+    /// Classify one text: the first matching reflex rule answers, else the model.
     pub fn predict(&self, text: &str) -> Prediction {
+        if let Some(index) = self.rule(text) {
+            return self.rule_prediction(index);
+        }
         let (probabilities, unfamiliar) = self.predict_scored(text);
         let (label, confident, score) = self.answer(&probabilities, unfamiliar);
-        Prediction { label, probabilities, confident, score, unfamiliar }
+        Prediction { label, probabilities, confident, score, unfamiliar, rule: None }
     }
 
     /// Classify many texts; answers in input order.

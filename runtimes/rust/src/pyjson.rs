@@ -98,7 +98,18 @@ pub fn write_str(out: &mut String, s: &str) {
 }
 
 /// One CLI line: `{"text": …, "label": …, "probabilities": {label: p, …}, "confident": …}`.
-pub fn prediction_line(out: &mut String, text: &str, labels: &[String], probabilities: &[f64], label: usize, confident: bool) {
+///
+/// `rule`: `None` for a model without reflex rules (no `"rule"` key); for a model with rules,
+/// `Some(name)` of the rule that answered or `Some(None)` (`"rule": null`) for the model.
+pub fn prediction_line(
+    out: &mut String,
+    text: &str,
+    labels: &[String],
+    probabilities: &[f64],
+    label: usize,
+    confident: bool,
+    rule: Option<Option<&str>>,
+) {
     out.push_str("{\"text\": ");
     write_str(out, text);
     out.push_str(", \"label\": ");
@@ -114,6 +125,14 @@ pub fn prediction_line(out: &mut String, text: &str, labels: &[String], probabil
     }
     out.push_str("}, \"confident\": ");
     out.push_str(if confident { "true" } else { "false" });
+    match rule {
+        None => {}
+        Some(None) => out.push_str(", \"rule\": null"),
+        Some(Some(name)) => {
+            out.push_str(", \"rule\": ");
+            write_str(out, name);
+        }
+    }
     out.push('}');
 }
 

@@ -49,7 +49,9 @@ double foundry_model_unfamiliar(const foundry_model *model, const char *text, si
 double foundry_model_max_unfamiliar(const foundry_model *model);
 
 /*
- * Classify text[0..len): writes K probabilities (label order) to probabilities, sets
+ * Classify text[0..len). When a reflex rule of the .bin answers it (see foundry_model_rule),
+ * writes probability 1 for the rule's label and 0 for the others, sets *confident to 1 and
+ * returns the rule's label. Otherwise the model answers: writes K probabilities (label order) to probabilities, sets
  * *confident (if not NULL) to 1 when the top probability reaches the threshold and the text
  * is familiar enough (its unfamiliarity within the .bin's gate, docs/preprocessor-spec.md
  * section 5), else 0, and returns the index of the top label (the lowest on ties); -1 if an
@@ -57,6 +59,18 @@ double foundry_model_max_unfamiliar(const foundry_model *model);
  */
 int foundry_model_predict(const foundry_model *model, const char *text, size_t len,
                           double *probabilities, int *confident);
+
+/* Number of reflex rules in the .bin (0 for a format-3 file; docs/preprocessor-spec.md, rule B14). */
+size_t foundry_model_num_rules(const foundry_model *model);
+
+/* Name of reflex rule i as a NUL-terminated UTF-8 string owned by the model; NULL if out of range. */
+const char *foundry_model_rule_name(const foundry_model *model, size_t i);
+
+/*
+ * The index of the first reflex rule that answers text[0..len) (tested on its normalised
+ * text, before the model), -1 if none does (the model answers), -2 if an argument is NULL.
+ */
+int foundry_model_rule(const foundry_model *model, const char *text, size_t len);
 
 #ifdef __cplusplus
 }

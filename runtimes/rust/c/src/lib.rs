@@ -10,6 +10,12 @@ use foundry_rt::MicroModel;
 pub struct FoundryModel {
     model: MicroModel,
     labels: Vec<CString>,
+    /// The reflex rules' names (section 5), as C strings.
+    rule_names: Vec<CString>,
+}
+
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "\u{fffd}")).expect("no NUL left")
 }
 
 fn write_error(error: *mut c_char, error_len: usize, message: &str) {
@@ -45,12 +51,9 @@ pub unsafe extern "C" fn foundry_model_load(
     let task = CStr::from_ptr(task).to_string_lossy().into_owned();
     match catch_unwind(|| MicroModel::load(&task, &dir)) {
         Ok(Ok(model)) => {
-            let labels = model
-                .labels()
-                .iter()
-                .map(|l| CString::new(l.replace('\0', "\u{fffd}")).expect("no NUL left"))
-                .collect();
-            Box::into_raw(Box::new(FoundryModel { model, labels }))
+            let labels = model.labels().iter().map(|l| c_string(l)).collect();
+            let rule_names = model.rules().iter().map(|r| c_string(&r.name)).collect();
+            Box::into_raw(Box::new(FoundryModel { model, labels, rule_names }))
         }
         Ok(Err(err)) => {
             write_error(error, error_len, &err.to_string());
@@ -131,6 +134,12 @@ pub unsafe extern "C" fn foundry_model_predict(
     let text = String::from_utf8_lossy(bytes);
     let out = std::slice::from_raw_parts_mut(probabilities, m.labels.len());
     let answered = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(index) = m.model.rule(&text) {
+            // A reflex rule answers before the model (probability 1 for its label, confident).
+            let answer = m.model.rule_prediction(index);
+            out.copy_from_slice(&answer.probabilities);
+            return (answer.label, true, 1.0);
+        }
         let (probabilities, unfamiliar) = m.model.predict_scored(&text);
         out.copy_from_slice(&probabilities);
         m.model.answer(out, unfamiliar)
@@ -143,5 +152,35 @@ pub unsafe extern "C" fn foundry_model_predict(
             label as c_int
         }
         Err(_) => -1,
+    }
+}
+
+/// # Safety
+/// `model` is a live pointer from `foundry_model_load`.
+#[no_mangle]
+pub unsafe extern "C" fn foundry_model_num_rules(model: *const FoundryModel) -> usize {
+    model.as_ref().map_or(0, |m| m.rule_names.len())
+}
+
+/// # Safety
+/// `model` is a live pointer from `foundry_model_load`.
+#[no_mangle]
+pub unsafe extern "C" fn foundry_model_rule_name(model: *const FoundryModel, i: usize) -> *const c_char {
+    model.as_ref().and_then(|m| m.rule_names.get(i)).map_or(std::ptr::null(), |n| n.as_ptr())
+}
+
+/// # Safety
+/// `model` is a live pointer from `foundry_model_load`; `text` holds `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn foundry_model_rule(model: *const FoundryModel, text: *const c_char, len: usize) -> c_int {
+    let (Some(m), false) = (model.as_ref(), text.is_null() && len > 0) else {
+        return -2;
+    };
+    let bytes = if len == 0 { &[][..] } else { std::slice::from_raw_parts(text as *const u8, len) };
+    let text = String::from_utf8_lossy(bytes);
+    match catch_unwind(AssertUnwindSafe(|| m.model.rule(&text))) {
+        Ok(Some(index)) => index as c_int,
+        Ok(None) => -1,
+        Err(_) => -2,
     }
 }

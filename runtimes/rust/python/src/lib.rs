@@ -69,8 +69,10 @@ struct NativeModel {
     model: MicroModel,
     prediction: Py<PyType>,
     labels: Vec<Py<PyString>>,
-    /// `label`, `probabilities`, `confident`, `score`, `__dict__` (interned).
-    keys: [Py<PyString>; 5],
+    /// The reflex rules' names (section 5).
+    rule_names: Vec<Py<PyString>>,
+    /// `label`, `probabilities`, `confident`, `score`, `__dict__`, `rule` (interned).
+    keys: [Py<PyString>; 6],
     frombuffer: PyObject,
     float32: PyObject,
 }
@@ -80,6 +82,35 @@ impl NativeModel {
     /// Built with the C API directly: this is most of the cost of a batch of answers.
     fn prediction(&self, py: Python<'_>, probabilities: &[f64], unfamiliar: f64) -> PyResult<PyObject> {
         let (label, confident, _) = self.model.answer(probabilities, unfamiliar);
+        self.build(py, probabilities, label, confident, None)
+    }
+
+    /// The answer of reflex rule `index`: probability 1 for its label, 0 for the others,
+    /// confident, and `rule` set to its name.
+    fn rule_prediction(&self, py: Python<'_>, index: usize) -> PyResult<PyObject> {
+        let answer = self.model.rule_prediction(index);
+        self.build(py, &answer.probabilities, answer.label, true, Some(index))
+    }
+
+    /// The first reflex rule answering a text, or `None` (the text is normalised only when
+    /// the model has rules).
+    fn rule_of(&self, text: CodePoints<'_>) -> PyResult<Option<usize>> {
+        if self.rule_names.is_empty() {
+            return Ok(None);
+        }
+        let normalizer = self.model.normalizer();
+        let mut chars = Vec::new();
+        match text {
+            CodePoints::One(d) => normalizer.normalize_into(d.iter().map(|&c| c as u32), &mut chars),
+            CodePoints::Two(d) => normalizer.normalize_into(d.iter().map(|&c| c as u32), &mut chars),
+            CodePoints::Four(d) => normalizer.normalize_into(d.iter().copied(), &mut chars),
+        }
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let normalized: String = chars.into_iter().collect();
+        Ok(self.model.rule_for_normalized(&normalized))
+    }
+
+    fn build(&self, py: Python<'_>, probabilities: &[f64], label: usize, confident: bool, rule: Option<usize>) -> PyResult<PyObject> {
         let set = |dict: &PyObject, key: &Py<PyString>, value: *mut ffi::PyObject| -> PyResult<()> {
             // SAFETY: live objects, GIL held; PyDict_SetItem takes its own references.
             match unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value) } {
@@ -100,6 +131,9 @@ impl NativeModel {
             set(&fields, &self.keys[2], if confident { ffi::Py_True() } else { ffi::Py_False() })?;
             // score is the top probability: the same float object.
             set(&fields, &self.keys[3], ffi::PyDict_GetItem(values.as_ptr(), self.labels[label].as_ptr()))?;
+            if let Some(index) = rule {
+                set(&fields, &self.keys[5], self.rule_names[index].as_ptr())?;
+            }
             // tp_alloc is what object.__new__ calls, and PyObject_GenericSetAttr is
             // object.__setattr__ (past the frozen dataclass's own).
             let cls = self.prediction.as_ptr() as *mut ffi::PyTypeObject;
@@ -160,11 +194,13 @@ impl NativeModel {
                 Err(err) => err,
             })?;
         let labels = model.labels().iter().map(|l| PyString::new(py, l).into()).collect();
+        let rule_names = model.rules().iter().map(|r| PyString::new(py, &r.name).into()).collect();
         let key = |s: &str| -> Py<PyString> { PyString::intern(py, s).into() };
         let numpy = py.import("numpy")?;
         Ok(NativeModel {
             labels,
-            keys: [key("label"), key("probabilities"), key("confident"), key("score"), key("__dict__")],
+            rule_names,
+            keys: [key("label"), key("probabilities"), key("confident"), key("score"), key("__dict__"), key("rule")],
             prediction: prediction_class.into(),
             frombuffer: numpy.getattr("frombuffer")?.into(),
             float32: numpy.getattr("float32")?.into(),
@@ -181,6 +217,9 @@ impl NativeModel {
     /// Classify one text: a `foundry.runtime.Prediction`.
     fn predict(&self, py: Python<'_>, text: &PyAny) -> PyResult<PyObject> {
         let view = code_points(text)?;
+        if let Some(index) = self.rule_of(view)? {
+            return self.rule_prediction(py, index);
+        }
         let mut out = [0.0f64; 8];
         let mut heap;
         let row: &mut [f64] = match self.model.labels().len() {
@@ -204,6 +243,10 @@ impl NativeModel {
         if texts.is_instance_of::<PyString>()? || texts.is_instance_of::<PyBytes>()? {
             // a str is iterable: it would answer per character
             return Err(PyTypeError::new_err("predict_many takes a list of texts; use predict() for one text"));
+        }
+        if !self.rule_names.is_empty() {
+            // A model with reflex rules answers text by text: a rule or the model.
+            return texts.iter()?.map(|t| self.predict(py, t?)).collect();
         }
         let (rows, unfamiliar) = self.proba_rows(py, texts)?;
         let k = self.model.labels().len();
