@@ -126,6 +126,18 @@ def _vocab_entry(value: str):
     return mutate
 
 
+def _with_rules(*rules: dict, format_version: int = 4):
+    """Give the .bin reflex rules (``foundry.v1.Rule`` fields; label index 1 by default)."""
+    def mutate(m) -> None:
+        m.format_version = format_version
+        for i, fields in enumerate(rules):
+            m.rules.add(**{"name": f"r{i}", "label": 1, **fields})
+    return mutate
+
+
+_GOOD_RULE = {"contains": ["删除"]}
+
+
 def _rename_input(model) -> None:
     old = model.graph.input[0].name
     model.graph.input[0].name = "x"
@@ -175,7 +187,7 @@ CASES: tuple[Case, ...] = (
     Case("bin: sealed garbage", "B2", lambda d: bin_path(d).write_bytes(seal(b"\xff\xff\xff\x0f"))),
     Case("format_version 2 (no familiarity gate)", "B3",
          _edit(lambda m: setattr(m, "format_version", 2))),
-    Case("format_version 4", "B3", _edit(lambda m: setattr(m, "format_version", 4))),
+    Case("format_version 5", "B3", _edit(lambda m: setattr(m, "format_version", 5))),
     Case("another task", "B4", _edit(lambda m: setattr(m, "task", "other"))),
     Case("duplicate labels", "B5", _edit(_set_label(1, "Question"))),
     Case("one label", "B5", _edit(lambda m: m.labels.pop())),
@@ -210,6 +222,19 @@ CASES: tuple[Case, ...] = (
          _edit(lambda m: setattr(m.familiarity, "max_unfamiliar", math.nan))),
     Case("familiarity max > 1", "B13",
          _edit(lambda m: setattr(m.familiarity, "max_unfamiliar", 1.5))),
+    Case("format 4 without rules", "B14", _edit(lambda m: setattr(m, "format_version", 4))),
+    Case("rules in a format 3 file", "B14", _edit(_with_rules(_GOOD_RULE, format_version=3))),
+    Case("rule label out of range", "B14", _edit(_with_rules({**_GOOD_RULE, "label": 2}))),
+    Case("rule label huge", "B14", _edit(_with_rules({**_GOOD_RULE, "label": 2**32 - 1}))),
+    Case("rule without words", "B14", _edit(_with_rules({"unless_contains": ["不要"]}))),
+    Case("rule word empty", "B14", _edit(_with_rules({"contains": ["删除", ""]}))),
+    Case("rule word too long", "B14", _edit(_with_rules({"ends_with": ["删" * 65]}))),
+    Case("rule name empty", "B14", _edit(_with_rules({**_GOOD_RULE, "name": ""}))),
+    Case("rule names repeated", "B14",
+         _edit(_with_rules({**_GOOD_RULE, "name": "x"}, {**_GOOD_RULE, "name": "x"}))),
+    Case("too many rules", "B14", _edit(_with_rules(*[_GOOD_RULE] * 257))),
+    Case("too many rule words", "B14",
+         _edit(_with_rules(*[{"contains": [f"w{j}" for j in range(100)]}] * 41))),
     Case("onnx missing", "F1", lambda d: onnx_path(d).unlink()),
     Case("onnx is a FIFO", "F1", _replace(onnx_path, lambda p: os.mkfifo(p))),
     Case("onnx larger than the limit", "F2", _replace(onnx_path, _sparse(MAX_ONNX_BYTES + 1))),
