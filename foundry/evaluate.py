@@ -38,12 +38,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from foundry.benchmark import evaluate_heldout, out_of_scope_threshold
+from foundry.benchmark import answers, evaluate_heldout, out_of_scope_threshold
 from foundry.blueprint import Blueprint, Task
+from foundry.datasets import load_dataset
 from foundry.errors import ConfigError, GateError
 from foundry.familiarity import MIN_ORDER, Familiarity, gate_for, unfamiliarity_many
 from foundry.jsonl import iter_jsonl
 from foundry.realtext import load_real
+from foundry.reflex import check_no_contradiction, rule_hits, task_reflex
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
@@ -52,6 +54,7 @@ from foundry.runs import (
     write_json,
 )
 from foundry.stamps import check_fresh, write_stamp
+from foundry.textspec import normalize
 from foundry.train import Split, load_split
 from foundry.trained import TrainedModel, expected_calibration_error, load_trained
 from foundry.trainers import class_weights, vocabulary_terms
@@ -938,10 +941,75 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     result.plots = write_plots(result, labels)
     # The test files of a dataset: scored once, at the threshold chosen above.
     summary["heldout"] = evaluate_heldout(bp, task, run_dir, trained, th.value, log=log)
+    summary["rules"] = rule_report(bp, task, run_dir, trained, th.value, exam, log=log)
     write_json(result.out_dir / SUMMARY_FILE, summary)  # last: its presence means complete
     write_stamp(bp, run_dir, "evaluate", task.name, inputs)
     _log_scores(task, summary, log)
     return result
+
+
+def rule_splits(bp: Blueprint, task: Task, run_dir: Path, exam: pd.DataFrame
+                ) -> dict[str, tuple[list[str], list[str]]]:
+    """The task's labelled splits a reflex rule must never contradict: ``(texts, gold)`` of
+    the refined train and test splits, the real-text dev split, the exam, and a dataset's
+    dev and test files."""
+    splits = {}
+    for name in ("train", "test"):
+        path = require_stage_output(run_dir, "refine", task.name, f"{name}.jsonl")
+        rows = [row for _, row in iter_jsonl(path)]
+        splits[name] = ([r["text"] for r in rows], [r["label"] for r in rows])
+    real_dev = load_real(bp, task, "dev")
+    if real_dev:
+        splits["dev"] = ([r.text for r in real_dev], [r.label for r in real_dev])
+    splits["exam"] = (exam["text"].tolist(), exam["gold"].tolist())
+    for role in ("dev", "test"):
+        rows = load_dataset(bp, task, role)
+        if rows:
+            splits[f"dataset {role}"] = ([r.text for r in rows], [r.label for r in rows])
+    return splits
+
+
+def rule_report(bp: Blueprint, task: Task, run_dir: Path, trained: TrainedModel,
+                threshold: float, exam: pd.DataFrame, *, log: Log = print
+                ) -> dict[str, Any] | None:
+    """What the task's reflex rules do on every labelled split; None without rules.
+
+    Per split: its rows, each rule's hits, and the model's accuracy without and with the
+    rules (the model answers at ``threshold``, with the out-of-scope label when unsure), so
+    the change a rule makes is the model errors it takes over.
+
+    Raises
+    ------
+    foundry.reflex.RuleContradictionError
+        If a rule answers any labelled text with another label than its gold one: a reflex
+        rule answers without the model and must never be wrong on the task's own data.
+    """
+    reflex = task_reflex(bp, task, trained)
+    if not reflex:
+        return None
+    splits = rule_splits(bp, task, run_dir, exam)
+    results = [rule_hits(reflex, name, texts, gold, trained.spec)
+               for name, (texts, gold) in splits.items()]
+    check_no_contradiction(reflex, results, task.name)
+    report: dict[str, Any] = {"rules": [r.name for r in reflex.rules], "splits": {}}
+    for res, (texts, gold) in zip(results, splits.values(), strict=True):
+        model = answers(trained.predict_proba(texts), trained.labels, threshold,
+                        task.out_of_scope) if texts else np.array([], dtype=object)
+        model_right = np.asarray(model == np.asarray(gold, dtype=object), dtype=bool)
+        hit = np.asarray([reflex.first(normalize(t, trained.spec)) is not None for t in texts],
+                         dtype=bool)
+        report["splits"][res.split] = {
+            "rows": res.rows,
+            "hits": dict(zip(report["rules"], res.hits, strict=True)),
+            "model_wrong_on_hits": int((hit & ~model_right).sum()),
+            "accuracy_model": float(model_right.mean()) if texts else None,
+            "accuracy_with_rules": float((model_right | hit).mean()) if texts else None,
+        }
+    log(f"{task.name}: reflex rules: " + "; ".join(
+        f"{name} {sum(v['hits'].values())} hits of {v['rows']} "
+        f"({v['model_wrong_on_hits']} model errors taken over)"
+        for name, v in report["splits"].items()))
+    return report
 
 
 def gate_effect(frame: pd.DataFrame, threshold: float, familiarity: Familiarity
