@@ -541,7 +541,13 @@ def render_answer(model: MicroModel, text: str, prediction: Prediction,
     """The answer block: label, "not sure" badge, probability bars, and the explanation."""
     colour = label_colour(model.labels, prediction.label)
     badge = ""
-    if not prediction.confident:
+    if prediction.rule is not None:  # a reflex rule answered, not the model
+        badge = (f'<span class="foundry-rule" title="answered by the reflex rule '
+                 f'{html.escape(prediction.rule)} (docs/rules.md), not by the model" '
+                 'style="margin-left:10px;padding:1px 8px;border-radius:10px;background:#e0e7ff;'
+                 f'color:#3730a3;border:1px solid #6366f1">rule {html.escape(prediction.rule)}'
+                 '</span>')
+    elif not prediction.confident:
         badge = (f'<span class="foundry-unsure" title="below the confidence threshold '
                  f'{model.threshold:.3f}" style="margin-left:10px;padding:1px 8px;border-radius:'
                  '10px;background:#fef3c7;color:#92400e;border:1px solid #f59e0b">not sure '

@@ -203,14 +203,18 @@ def check_no_contradiction(reflex: Reflex, results: Sequence[RuleHits], task: st
     labelled data (train, dev, exam, test): a rule that is, is too broad.
     """
     problems = []
+    total = 0
     for res in results:
         for rule, wrong in zip(reflex.rules, res.contradictions, strict=True):
+            total += len(wrong)
             for text, gold in wrong[:3]:
                 problems.append(f"rule {rule.name!r} answers {reflex.labels[rule.label]} for "
                                 f"the {res.split} text {text[:60]!r} labelled {gold}")
             if len(wrong) > 3:
                 problems.append(f"rule {rule.name!r}: {len(wrong) - 3} more {res.split} texts")
     if problems:
+        # The first line says it all (the command line shows one line).
         raise RuleContradictionError(
-            f"task {task}: reflex rules contradict gold labels; narrow them (unless_contains, "
-            "also_contains, starts_with) or fix the data:\n  " + "\n  ".join(problems))
+            f"task {task}: reflex {problems[0]} ({total} contradiction(s) in all); narrow the "
+            "rule (unless_contains, also_contains, starts_with), drop it, or fix the data"
+            + "".join(f"\n  {p}" for p in problems[1:]))

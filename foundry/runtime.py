@@ -1186,6 +1186,70 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     return predict
 
 
+def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
+                          slicer: NgramSlicer, familiar: Callable[[str], bool]
+                          ) -> Callable[[str], Prediction] | None:
+    """One-text prediction for a model of any number of labels, fused into one function.
+
+    The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
+    for a graph with one score row per class (not the binary ``(-w, w)`` export, which
+    :func:`_binary_predictor` serves), without the per-class dict look-ups of
+    :meth:`_NumpyHead.scores`: the text's in-vocabulary n-grams become column indices, and
+    one NumPy gather-and-sum over ``[D, K]`` (idf-weighted) rows gives every class score at
+    once; repeated n-grams get their tf by ``np.unique``. The post transform (softmax for
+    the int8 and multinomial exports) runs on the score vector. None for a calibrated or
+    binary model.
+    """
+    graph, spec = head.graph, head.spec
+    if head.antisymmetric or graph.calibration is not None or len(labels) < 3:
+        return None
+    table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
+    column = dict(zip(head.vocabulary, range(len(head.vocabulary)), strict=True))
+    in_vocabulary, column_of = column.__contains__, column.__getitem__
+    weights = np.ascontiguousarray(head.rows.T)  # [D, K]: idf_g * W[k, g]
+    idf2, dtf = head.idf2_array, head.dtf
+    tf_of = dtf + np.arange(len(dtf), dtype=np.float64)  # tf of a count c
+    bias = np.asarray(head.intercepts, dtype=np.float64)
+    l2, softmax = head.l2, graph.post_transform == "SOFTMAX" and not graph.l1_normalize
+    finish, sqrt, exp, argmax = head.finish, math.sqrt, np.exp, np.argmax
+
+    def predict(text: str) -> Prediction:
+        """Classify one text."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        out = text.translate(table)
+        out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
+        cols = list(map(column_of, filter(in_vocabulary, slicer(out))))
+        if not cols:
+            scores = bias.copy()
+        else:
+            if len(set(cols)) == len(cols):  # every tf is 1
+                scores = weights[cols].sum(axis=0)
+                norm2 = float(idf2[cols].sum())
+            else:
+                unique, counts = np.unique(cols, return_counts=True)
+                tf = tf_of[counts]
+                scores = tf @ weights[unique]
+                norm2 = float((tf * tf) @ idf2[unique])
+            if l2 and norm2 > 0.0:
+                scores *= 1.0 / sqrt(norm2)
+            scores += bias
+        if softmax:
+            scores = exp(scores - scores.max())
+            scores /= scores.sum()
+        else:
+            scores = finish(scores[None, :])[0]
+        best = int(argmax(scores))
+        p = scores.tolist()
+        prediction = _new_object(Prediction)
+        _set_attribute(prediction, "__dict__", {
+            "label": labels[best], "probabilities": dict(zip(labels, p, strict=True)),
+            "confident": p[best] >= threshold and familiar(out), "score": p[best]})
+        return prediction
+
+    return predict
+
+
 class _OrtHead:
     """ONNX Runtime session configured for one short text at a time (the reference backend)."""
 
@@ -1335,9 +1399,11 @@ class MicroModel:
         self._fused_predict = (
             _binary_predictor(self._head, self.labels, self.threshold, self._ngrams,
                               self._familiar)
+            or _multiclass_predictor(self._head, self.labels, self.threshold, self._ngrams,
+                                     self._familiar)
             if isinstance(self._head, _NumpyHead) else None
         )
-        if self._fused_predict is not None and not self.reflex:
+        if self._fused_predict is not None and not self.reflex and self.out_of_scope is None:
             # ``model.predict`` is then the fused function itself: one call frame less.
             self.predict = self._fused_predict
         if native is not None:  # the native model's own methods, no Python frame between

@@ -396,6 +396,18 @@ def test_not_sure_badge_below_the_threshold(tmp_path):
     assert 'class="foundry-unsure"' in page and 'data-confident="false"' in page
 
 
+def test_a_rule_answer_gets_a_badge(ruled_models):
+    from foundry.lab import render_answer
+    from foundry.runtime import MicroModel
+
+    models_dir, tasks = ruled_models
+    model = MicroModel.load(tasks[0], models_dir)
+    page = render_answer(model, "删除所有提醒", model.predict("删除所有提醒"))
+    assert 'class="foundry-rule"' in page and "rule delete</span>" in page
+    assert "foundry-unsure" not in page
+    assert 'class="foundry-rule"' not in render_answer(model, "你好吗", model.predict("你好吗"))
+
+
 def test_rendering_escapes_user_text(tiny_lab):
     answer = tiny_lab.ask(TASK, "<script>alert(1)</script>吗")
     page = tiny_lab.render(answer)

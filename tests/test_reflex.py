@@ -238,7 +238,7 @@ def test_rule_hits_and_contradictions():
                      TextSpec())
     assert hits.rows == 4 and hits.hits == (2, 1, 0, 0)
     assert hits.contradictions[0] == (("删除了吗", "Question"),)
-    with pytest.raises(RuleContradictionError, match=r"rule 'delete' answers Statement for the "
+    with pytest.raises(RuleContradictionError, match=r"reflex rule 'delete' answers Statement for the "
                                                      r"dev text '删除了吗' labelled Question") as info:
         check_no_contradiction(reflex, [hits], "tiny")
     assert isinstance(info.value, GateError)

@@ -592,8 +592,24 @@ def test_fused_binary_predict_equals_the_general_path(models_dir, task):
             assert abs(fused.probabilities[label] - general.probabilities[label]) < 1e-12
 
 
-def test_only_binary_linear_models_get_the_fused_path(models_dir):
-    assert MicroModel.load("multiclass", models_dir=models_dir)._fused_predict is None
+def test_fused_multiclass_predict_equals_the_general_path(models_dir):
+    """The many-label fused path (one NumPy gather-and-sum) answers as the per-class sums."""
+    model = MicroModel.load("multiclass", models_dir=models_dir)
+    assert model._fused_predict is not None and len(model.labels) > 2
+    head = model._head
+    texts = [*_texts(), "好好好好好吗吗吗", "打开打开灯灯"]  # repeated n-grams: tf != 1
+    for text in texts:
+        normalized = fast_normalize(text, model.spec)
+        general = model._answer(head.finish_one(head.scores(model._ngrams(normalized))),
+                                normalized)
+        fused = model.predict(text)
+        assert fused.label == general.label and fused.confident == general.confident
+        assert list(fused.probabilities) == model.labels
+        for label in model.labels:
+            assert abs(fused.probabilities[label] - general.probabilities[label]) < 1e-12
+
+
+def test_only_linear_models_get_the_fused_path(models_dir):
     assert MicroModel.load("no_idf_no_norm", models_dir=models_dir)._fused_predict is None
     ort = MicroModel.load("binary", models_dir=models_dir, backend="onnxruntime")
     assert ort._fused_predict is None

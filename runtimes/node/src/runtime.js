@@ -56,7 +56,7 @@ class StrictReader extends protobuf.Reader {
 }
 
 /**
- * Check (integrity), decode and validate a `.bin` for `task`: rules B1-B13.
+ * Check (integrity), decode and validate a `.bin` for `task`: rules B1-B14.
  * @param {Buffer} data
  * @param {string} file  path, for error messages
  * @param {string} task  the task the caller asked for

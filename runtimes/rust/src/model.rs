@@ -220,7 +220,7 @@ fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// Rules B1-B13 on the bytes of a `.bin` (`path` names it in errors, `task` is the task asked for).
+/// Rules B1-B14 on the bytes of a `.bin` (`path` names it in errors, `task` is the task asked for).
 ///
 /// # Errors
 /// The first rule of docs/preprocessor-spec.md, section 1, that the file breaks.
@@ -356,7 +356,7 @@ impl MicroModel {
     }
 
     /// [`MicroModel::load`] from the two files' bytes (the paths only name them in errors):
-    /// rules B1-B13, P1, O1-O3.
+    /// rules B1-B14, P1, O1-O3.
     pub fn from_bytes(
         task: &str,
         bin: &[u8],
