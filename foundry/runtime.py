@@ -1195,10 +1195,10 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     for a graph with one score row per class (not the binary ``(-w, w)`` export, which
     :func:`_binary_predictor` serves), without the per-class dict look-ups of
     :meth:`_NumpyHead.scores`: the text's in-vocabulary n-grams become column indices, and
-    one NumPy gather-and-sum over ``[D, K]`` (idf-weighted) rows gives every class score at
-    once; repeated n-grams get their tf by ``np.unique``. The post transform (softmax for
-    the int8 and multinomial exports) runs on the score vector. None for a calibrated or
-    binary model.
+    one NumPy gather-and-sum over the rows ``[idf_g * W[:, g], idf_g^2]`` gives every class
+    score and the squared norm at once; repeated n-grams get their tf by ``np.unique``. The
+    post transform (softmax for the int8 and multinomial exports) runs on the score vector.
+    None for a calibrated or binary model.
     """
     graph, spec = head.graph, head.spec
     if head.antisymmetric or graph.calibration is not None or len(labels) < 3:
@@ -1206,12 +1206,18 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
     column = dict(zip(head.vocabulary, range(len(head.vocabulary)), strict=True))
     in_vocabulary, column_of = column.__contains__, column.__getitem__
-    weights = np.ascontiguousarray(head.rows.T)  # [D, K]: idf_g * W[k, g]
-    idf2, dtf = head.idf2_array, head.dtf
-    tf_of = dtf + np.arange(len(dtf), dtype=np.float64)  # tf of a count c
+    # [D, K + 1]: idf_g * W[k, g] per class, then idf_g^2 (the squared norm's term).
+    weights = np.ascontiguousarray(np.column_stack((head.rows.T, head.idf2_array)))
+    k = len(labels)
+    idf2, tf_of = head.idf2_array, head.dtf + np.arange(len(head.dtf), dtype=np.float64)
     bias = np.asarray(head.intercepts, dtype=np.float64)
     l2, softmax = head.l2, graph.post_transform == "SOFTMAX" and not graph.l1_normalize
-    finish, sqrt, exp, argmax = head.finish, math.sqrt, np.exp, np.argmax
+    # With L2-normalised non-negative features a class score is at most ||row_k|| + |b_k|:
+    # when that bound cannot overflow exp(), the softmax needs no max subtraction.
+    bound = float(np.max(np.linalg.norm(head.rows / np.sqrt(np.where(idf2 > 0, idf2, 1.0)),
+                                         axis=1) + np.abs(bias))) if l2 else math.inf
+    plain_exp = softmax and bound < 600.0
+    finish, sqrt, exp, add = head.finish, math.sqrt, np.exp, np.add.reduce
 
     def predict(text: str) -> Prediction:
         """Classify one text."""
@@ -1224,27 +1230,32 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
             scores = bias.copy()
         else:
             if len(set(cols)) == len(cols):  # every tf is 1
-                scores = weights[cols].sum(axis=0)
-                norm2 = float(idf2[cols].sum())
+                both = add(weights.take(cols, axis=0), axis=0)
+                norm2 = float(both[k])
             else:
                 unique, counts = np.unique(cols, return_counts=True)
                 tf = tf_of[counts]
-                scores = tf @ weights[unique]
+                both = tf @ weights[unique]
                 norm2 = float((tf * tf) @ idf2[unique])
+            scores = both[:k]
             if l2 and norm2 > 0.0:
                 scores *= 1.0 / sqrt(norm2)
             scores += bias
-        if softmax:
+        if plain_exp:
+            scores = exp(scores)
+            scores /= scores.sum()
+        elif softmax:
             scores = exp(scores - scores.max())
             scores /= scores.sum()
         else:
             scores = finish(scores[None, :])[0]
-        best = int(argmax(scores))
+        best = int(scores.argmax())
         p = scores.tolist()
+        top = p[best]
         prediction = _new_object(Prediction)
         _set_attribute(prediction, "__dict__", {
             "label": labels[best], "probabilities": dict(zip(labels, p, strict=True)),
-            "confident": p[best] >= threshold and familiar(out), "score": p[best]})
+            "confident": top >= threshold and familiar(out), "score": top})
         return prediction
 
     return predict
