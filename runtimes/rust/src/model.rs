@@ -728,3 +728,62 @@ impl MicroModel {
         texts.iter().map(|t| self.predict(t.as_ref())).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(fields: impl FnOnce(&mut pb::Rule)) -> pb::Rule {
+        let mut r = pb::Rule { name: "r".into(), label: 1, ..Default::default() };
+        fields(&mut r);
+        r
+    }
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_word_list_is_a_plain_test_on_the_normalised_text() {
+        let contains = rule(|r| r.contains = words(&["删除", "清空"]));
+        assert!(rule_matches(&contains, "请删除它") && rule_matches(&contains, "清空"));
+        assert!(!rule_matches(&contains, "删掉它") && !rule_matches(&contains, ""));
+        let prefix = rule(|r| r.starts_with = words(&["delete"]));
+        assert!(rule_matches(&prefix, "deleted") && !rule_matches(&prefix, "undelete"));
+        let suffix = rule(|r| r.ends_with = words(&["吗"]));
+        assert!(rule_matches(&suffix, "好吗") && !rule_matches(&suffix, "吗了"));
+        let equals = rule(|r| r.equals = words(&["ok", "好的"]));
+        assert!(rule_matches(&equals, "好的") && !rule_matches(&equals, "好的吧"));
+        let all = rule(|r| {
+            r.contains = words(&["删除"]);
+            r.also_contains = words(&["提醒", "全部"]);
+            r.unless_contains = words(&["不要"]);
+        });
+        assert!(rule_matches(&all, "删除全部提醒"));
+        assert!(!rule_matches(&all, "删除提醒") && !rule_matches(&all, "不要删除全部提醒"));
+    }
+
+    #[test]
+    fn rule_b14_refuses_malformed_rules() {
+        let path = Path::new("x.bin");
+        let mut msg = pb::Preprocessor { format_version: 4, labels: words(&["a", "b"]), ..Default::default() };
+        msg.rules = vec![rule(|r| r.contains = words(&["x"]))];
+        assert!(check_rules(&msg, path).is_ok());
+        let refused = |m: &pb::Preprocessor| check_rules(m, path).unwrap_err().0.ends_with("(spec rule B14)");
+        let mut bad = msg.clone();
+        bad.rules[0].label = 2;
+        assert!(refused(&bad));
+        let mut bad = msg.clone();
+        bad.rules[0].contains.clear();
+        assert!(refused(&bad));
+        let mut bad = msg.clone();
+        bad.rules[0].contains = words(&[""]);
+        assert!(refused(&bad));
+        let mut bad = msg.clone();
+        bad.format_version = 3;
+        assert!(refused(&bad));
+        let mut bad = msg.clone();
+        bad.rules.clear();
+        assert!(refused(&bad));
+    }
+}
