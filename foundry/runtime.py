@@ -793,6 +793,8 @@ def _post_transform(scores: np.ndarray, post: str, l1: bool) -> np.ndarray:
 
 #: From this many texts on, a batch is scored by :class:`_VectorScorer`.
 VECTOR_MIN_BATCH = 24
+#: ``np.add.reduce``, bound once (one attribute look-up less per call).
+_ADD = np.add.reduce
 
 _U21, _U42 = np.uint64(21), np.uint64(42)
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing
@@ -967,9 +969,43 @@ class _NumpyHead:
         self._dtf2 = self.dtf2.tolist().__getitem__
         self._vector: _VectorScorer | None = None
         self._vector_lock = threading.Lock()
+        # Three or more score rows: per-class dict sums cost K look-ups per n-gram; gather
+        # the columns instead (:meth:`class_scores`): [D, K + 1] = idf_g * W[:, g], idf_g^2.
+        self.columns: dict[str, int] | None = None
+        if len(rows) >= 3:
+            self.columns = dict(zip(vocabulary, range(len(vocabulary)), strict=True))
+            self._gather = np.ascontiguousarray(np.column_stack((rows.T, self.idf2_array)))
+            self._tf_of = self.dtf + np.arange(len(self.dtf), dtype=np.float64)
+            self._bias = np.asarray(self.intercepts, dtype=np.float64)
+
+    def class_scores(self, cols: list[int]) -> np.ndarray:
+        """Class scores ``[K]`` (before the post transform) of a text given as the columns of
+        its in-vocabulary n-grams (with repeats), for a head of three or more score rows:
+        one NumPy gather-and-sum of the ``[idf_g * W[:, g], idf_g^2]`` rows, tf by
+        ``np.unique`` for repeated n-grams."""
+        if not cols:
+            return self._bias.copy()
+        k = len(self._bias)
+        if len(set(cols)) == len(cols):  # every tf is 1
+            both = _ADD(self._gather.take(cols, axis=0), axis=0)
+            norm2 = float(both[k])
+        else:
+            unique, counts = np.unique(cols, return_counts=True)
+            tf = self._tf_of[counts]
+            both = tf @ self._gather[unique]
+            norm2 = float((tf * tf) @ self.idf2_array[unique])
+        scores = both[:k]
+        if self.l2 and norm2 > 0.0:
+            scores *= 1.0 / math.sqrt(norm2)
+        scores += self._bias
+        return scores
 
     def scores(self, grams: Sequence[str]) -> list[float]:
         """Class scores (before the post transform) of one text's n-grams (with repeats)."""
+        if self.columns is not None:
+            columns = self.columns
+            return self.class_scores(
+                list(map(columns.__getitem__, filter(columns.__contains__, grams)))).tolist()
         # Every loop runs in C: filter to the in-vocabulary n-grams, then sum(map()) over the
         # tables. That counts an n-gram seen c times c times instead of tf(c) times;
         # repeats (few) are corrected afterwards.
@@ -1189,35 +1225,29 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
 def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                           slicer: NgramSlicer, familiar: Callable[[str], bool]
                           ) -> Callable[[str], Prediction] | None:
-    """One-text prediction for a model of any number of labels, fused into one function.
+    """One-text prediction for a model of three or more labels, fused into one function.
 
     The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
-    for a graph with one score row per class (not the binary ``(-w, w)`` export, which
-    :func:`_binary_predictor` serves), without the per-class dict look-ups of
-    :meth:`_NumpyHead.scores`: the text's in-vocabulary n-grams become column indices, and
-    one NumPy gather-and-sum over the rows ``[idf_g * W[:, g], idf_g^2]`` gives every class
-    score and the squared norm at once; repeated n-grams get their tf by ``np.unique``. The
-    post transform (softmax for the int8 and multinomial exports) runs on the score vector.
-    None for a calibrated or binary model.
+    for a graph with one score row per class: the text's in-vocabulary n-grams become column
+    indices and :meth:`_NumpyHead.class_scores` gives every class score at once; the softmax
+    (the int8 and multinomial exports) runs on the score vector, without the max
+    subtraction when a load-time bound proves that exp cannot overflow. None for a
+    calibrated or binary model.
     """
     graph, spec = head.graph, head.spec
-    if head.antisymmetric or graph.calibration is not None or len(labels) < 3:
+    if head.columns is None or graph.calibration is not None:
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
-    column = dict(zip(head.vocabulary, range(len(head.vocabulary)), strict=True))
-    in_vocabulary, column_of = column.__contains__, column.__getitem__
-    # [D, K + 1]: idf_g * W[k, g] per class, then idf_g^2 (the squared norm's term).
-    weights = np.ascontiguousarray(np.column_stack((head.rows.T, head.idf2_array)))
-    k = len(labels)
-    idf2, tf_of = head.idf2_array, head.dtf + np.arange(len(head.dtf), dtype=np.float64)
-    bias = np.asarray(head.intercepts, dtype=np.float64)
-    l2, softmax = head.l2, graph.post_transform == "SOFTMAX" and not graph.l1_normalize
-    # With L2-normalised non-negative features a class score is at most ||row_k|| + |b_k|:
-    # when that bound cannot overflow exp(), the softmax needs no max subtraction.
-    bound = float(np.max(np.linalg.norm(head.rows / np.sqrt(np.where(idf2 > 0, idf2, 1.0)),
-                                         axis=1) + np.abs(bias))) if l2 else math.inf
+    in_vocabulary, column_of = head.columns.__contains__, head.columns.__getitem__
+    class_scores = head.class_scores
+    softmax = graph.post_transform == "SOFTMAX" and not graph.l1_normalize
+    # With L2-normalised non-negative features a class score is at most ||W_k|| + |b_k|:
+    # when that bound is far from exp's range, the softmax needs no max subtraction.
+    idf = np.sqrt(np.where(head.idf2_array > 0, head.idf2_array, 1.0))
+    bound = float(np.max(np.linalg.norm(head.rows / idf, axis=1) + np.abs(head._bias))) \
+        if head.l2 else math.inf
     plain_exp = softmax and bound < 600.0
-    finish, sqrt, exp, add = head.finish, math.sqrt, np.exp, np.add.reduce
+    finish, exp = head.finish, np.exp
 
     def predict(text: str) -> Prediction:
         """Classify one text."""
@@ -1225,22 +1255,7 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
             raise TypeError(f"text must be str, got {type(text).__name__}")
         out = text.translate(table)
         out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
-        cols = list(map(column_of, filter(in_vocabulary, slicer(out))))
-        if not cols:
-            scores = bias.copy()
-        else:
-            if len(set(cols)) == len(cols):  # every tf is 1
-                both = add(weights.take(cols, axis=0), axis=0)
-                norm2 = float(both[k])
-            else:
-                unique, counts = np.unique(cols, return_counts=True)
-                tf = tf_of[counts]
-                both = tf @ weights[unique]
-                norm2 = float((tf * tf) @ idf2[unique])
-            scores = both[:k]
-            if l2 and norm2 > 0.0:
-                scores *= 1.0 / sqrt(norm2)
-            scores += bias
+        scores = class_scores(list(map(column_of, filter(in_vocabulary, slicer(out)))))
         if plain_exp:
             scores = exp(scores)
             scores /= scores.sum()
