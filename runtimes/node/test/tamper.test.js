@@ -99,9 +99,23 @@ if (task) {
   test('an unsupported format version is rejected', async () => {
     const dir = copyArtifacts(task);
     rewritePreprocessor(bin(dir), (msg) => {
+      msg.formatVersion = 5;
+    });
+    await assertRejected(dir, /format_version 5 is not supported by this runtime \(supported: 3, 4\).*rule B3/, bin(dir));
+  });
+
+  test('format 4 needs reflex rules, and rules need format 4', async () => {
+    const noRules = copyArtifacts(task);
+    rewritePreprocessor(bin(noRules), (msg) => {
       msg.formatVersion = 4;
     });
-    await assertRejected(dir, /format_version 4 is not supported by this runtime \(supported: 3\).*rule B3/, bin(dir));
+    await assertRejected(noRules, /format_version 4 with 0 rules.*rule B14/, bin(noRules));
+    const badLabel = copyArtifacts(task);
+    rewritePreprocessor(bin(badLabel), (msg) => {
+      msg.formatVersion = 4;
+      msg.rules = [{ name: 'r', label: msg.labels.length, contains: ['x'] }];
+    });
+    await assertRejected(badLabel, /rules\[0\]\.label 2 is not a label index.*rule B14/, bin(badLabel));
   });
 
   test('an unsupported text spec version is rejected', async () => {
