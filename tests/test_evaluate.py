@@ -57,13 +57,14 @@ def exam_rows(wrong: int = 0) -> list[dict]:
 
 
 def setup_run(tmp: Path, exam: list[dict], exam_min_accuracy: float = 0.9,
-              question_categories: tuple[str, ...] = ()):
+              question_categories: tuple[str, ...] = (), rules: list[dict] | None = None):
     spec = {
         "name": "tiny",
         "tasks": [{"name": "is_question", "constitution": "c.md", "exam": "exam/q.jsonl",
                    "labels": [{"name": "Question", "definition": "q",
                                "categories": list(question_categories)},
-                              {"name": "Statement", "definition": "s"}]}],
+                              {"name": "Statement", "definition": "s"}],
+                   **({"rules": rules} if rules else {})}],
         "train": {"grid": {"C": [4.0]}, "cv_folds": 3, "seed": 1},
         "evaluate": {"target_precision": 0.95, "exam_min_accuracy": exam_min_accuracy},
         "export": {"size_budget_kb": None},
@@ -281,6 +282,28 @@ def test_exam_categories_the_blueprint_names_but_the_exam_lacks(tmp_path):
 def test_empty_exam_cannot_pass(tmp_path):
     bp, run = setup_run(tmp_path, [])
     with pytest.raises(ExamGateError, match="the exam has no cases"):
+        evaluate_stage(bp, run, log=lambda _: None)
+
+
+def test_reflex_rule_hits_per_split_and_a_contradiction_fails_the_stage(tmp_path):
+    from foundry.reflex import RuleContradictionError
+
+    # Only exam texts hold an exam topic: this rule is right wherever it answers.
+    exact = {"name": "open", "label": "Statement", "starts_with": ["记录一下", "提醒我"],
+             "also_contains": [EXAM_TOPICS[0]]}
+    bp, run = setup_run(tmp_path / "ok", exam_rows(), rules=[exact])
+    rules = evaluate_stage(bp, run, log=lambda _: None)["is_question"].summary["rules"]
+    assert rules["rules"] == ["open"] and set(rules["splits"]) == {"train", "test", "exam"}
+    exam = rules["splits"]["exam"]
+    assert exam["rows"] == 20 and exam["hits"]["open"] >= 1
+    assert rules["splits"]["train"]["hits"] == {"open": 0}
+    assert exam["accuracy_with_rules"] >= exam["accuracy_model"]
+    # The training rows carry 5% label noise: a rule on every "帮我打开…" contradicts one.
+    broad = {"name": "open_all", "label": "Statement", "starts_with": ["帮我打开"]}
+    bp, run = setup_run(tmp_path / "bad", exam_rows(), rules=[broad])
+    with pytest.raises(RuleContradictionError,
+                       match=r"reflex rule 'open_all' answers Statement for the \w+ text "
+                             r"'帮我打开.*' labelled Question"):
         evaluate_stage(bp, run, log=lambda _: None)
 
 
