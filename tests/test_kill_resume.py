@@ -93,8 +93,10 @@ def test_sigkill_mid_run_then_rerun_gives_exact_target_without_duplicates(setup)
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_rerun_continues(setup):
     bp, raw, quarantine = setup
-    target = 120
-    with FakeGemini(Faults(latency_s=(0.1, 0.3)), seed=22) as server:
+    # Slow enough that Ctrl-C, sent once 20 rows are stored, always lands mid-run: on a loaded
+    # machine a faster server (120 rows at 0.1-0.3 s) finished before the signal arrived.
+    target = 200
+    with FakeGemini(Faults(latency_s=(0.3, 0.6)), seed=22) as server:
         proc = start(bp, raw, quarantine, target, server.base_url)
         wait_for_rows(proc, raw, 20)
         proc.send_signal(signal.SIGINT)
