@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from foundry.benchmark import answers, evaluate_heldout, out_of_scope_threshold
@@ -57,7 +58,7 @@ from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import normalize
 from foundry.train import Split, load_split
 from foundry.trained import TrainedModel, expected_calibration_error, load_trained
-from foundry.trainers import class_weights, vocabulary_terms
+from foundry.trainers import class_weights, get_trainer, vocabulary_terms
 
 Log = Callable[[str], None]
 
@@ -437,12 +438,27 @@ def pushing_ngrams(trained: TrainedModel, text: str, towards: str, against: str,
     x = pipe.named_steps["tfidf"].transform([text]).tocsr()
     if x.nnz == 0:
         return []
-    W = class_weights(pipe.named_steps["clf"], len(trained.labels))
     a, b = trained.labels.index(towards), trained.labels.index(against)
-    contrib = x.data * (W[a, x.indices] - W[b, x.indices])
+    if get_trainer(trained.trainer).explained_by == "weights":
+        W = class_weights(pipe.named_steps["clf"], len(trained.labels))
+        contrib = x.data * (W[a, x.indices] - W[b, x.indices])
+    else:
+        contrib = occlusion_pushes(pipe.named_steps["clf"], x, a, b)
     terms = vocabulary_terms(pipe)
     order = np.lexsort((x.indices, -contrib))
     return [(terms[x.indices[i]], float(contrib[i])) for i in order[:k] if contrib[i] > 0]
+
+
+def occlusion_pushes(clf: Any, x: Any, towards: int, against: int) -> np.ndarray:
+    """Per stored n-gram of the one-row feature matrix ``x``: how much it moved the
+    log-odds ``log p[towards] - log p[against]`` of a classifier without weights per n-gram,
+    measured by zeroing that one feature (occlusion; the row is not re-normalised)."""
+    n = x.nnz
+    rows = sp.vstack([x] * (n + 1)).tocsr()
+    rows.data[(np.arange(n) + 1) * n + np.arange(n)] = 0.0  # row i + 1 loses feature i
+    log_p = np.log(np.clip(clf.predict_proba(rows), 1e-12, 1.0))
+    odds = log_p[:, towards] - log_p[:, against]
+    return odds[0] - odds[1:]
 
 
 def format_ngrams(pushes: list[tuple[str, float]]) -> str:

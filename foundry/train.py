@@ -463,7 +463,8 @@ def choose_calibration(
     scikit-learn does.)
     """
     methods = list(recipe.trainer.calibrations) if mode == "auto" else [mode]
-    if mode == "auto" and real_calibration_possible(real, y, n_classes):
+    if mode == "auto" and "sigmoid" in recipe.trainer.calibrations \
+            and real_calibration_possible(real, y, n_classes):
         methods.append(REAL_SIGMOID)
     if REAL_SIGMOID in methods and not real_calibration_possible(real, y, n_classes):
         raise TrainDataError(

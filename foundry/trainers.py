@@ -1,4 +1,4 @@
-"""The trainer registry: TF-IDF character n-grams + one exportable linear classifier.
+"""The trainer registry: TF-IDF character n-grams + one exportable classifier.
 
 Every trainer builds the same two-step scikit-learn pipeline::
 
@@ -12,7 +12,7 @@ to the ONNX contract of the architecture (input ``features`` float32 ``[N, D]``,
 Grid keys of ``train.grid`` in a blueprint (each maps to a list of candidate values):
 
 - classifier keys, per trainer (``C`` for the linear ones, ``alpha`` for naive Bayes,
-  ``class_weight`` for the linear ones);
+  ``class_weight`` for the linear ones, ``hidden`` and ``alpha`` for the perceptron);
 - vectorizer keys ``min_df``, ``max_df``, ``max_features``, ``sublinear_tf``;
 - ``ngram``: ``[min_n, max_n]`` pairs, overriding ``train.features.min_n/max_n``.
 """
@@ -78,7 +78,16 @@ class Trainer:
     prune_by : {"coef", "chi2"}
         How the size budget ranks features: by the spread of the per-class weights, or by
         the chi-squared statistic (for naive Bayes, whose log-probabilities are not
-        comparable weights).
+        comparable weights, and for a non-linear classifier, which has no such weights).
+    linear : bool
+        Capability: the fitted classifier is a linear model over the vocabulary
+        (:func:`class_weights` gives its ``(K, D)`` weights). Explanations then read the
+        weights and the runtimes may use their fused fast paths; otherwise explanations
+        occlude one n-gram at a time and the runtimes score the graph with ONNX Runtime
+        (the Rust runtime, which reads only linear graphs, refuses it).
+    prunable : bool
+        Capability: the size budget may cut the vocabulary (ranked by ``prune_by``) and
+        refit; every trainer here is.
     """
 
     name: str
@@ -89,6 +98,19 @@ class Trainer:
     prune_by: Literal["coef", "chi2"] = "coef"
     #: Calibrations it allows, when not the default set (see :attr:`calibrations`).
     only_calibrations: tuple[str, ...] | None = None
+    linear: bool = True
+    prunable: bool = True
+    #: Vectorizer grid values used when a candidate does not set them, as ``(key, value)``.
+    vectorizer_defaults: tuple[tuple[str, Any], ...] = ()
+
+    def with_defaults(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` with :attr:`vectorizer_defaults` filled in where it sets nothing."""
+        return {**dict(self.vectorizer_defaults), **params}
+
+    @property
+    def explained_by(self) -> Literal["weights", "occlusion"]:
+        """How a decision is explained: by the per-class weights, or by occluding n-grams."""
+        return "weights" if self.linear else "occlusion"
 
     @property
     def grid_keys(self) -> tuple[str, ...]:
@@ -139,6 +161,16 @@ def _complement_nb(params: Mapping[str, Any], seed: int) -> ComplementNB:
     return ComplementNB(alpha=float(params.get("alpha", 1.0)), norm=bool(params.get("norm", False)))
 
 
+def _mlp(params: Mapping[str, Any], seed: int) -> BaseEstimator:
+    from sklearn.neural_network import MLPClassifier
+
+    # One small hidden layer: its D x hidden weights are what the size budget pays for.
+    # adam with a fixed seed and no early stopping (which would hold rows out at random).
+    return MLPClassifier(hidden_layer_sizes=(int(params.get("hidden", 16)),),
+                         alpha=float(params.get("alpha", 1e-4)), max_iter=300,
+                         random_state=seed)
+
+
 TRAINERS: dict[str, Trainer] = {}
 
 
@@ -170,6 +202,19 @@ register(Trainer(
     build=_svm_int8,
     classifier_keys=("C", "class_weight"),
     only_calibrations=("none",),  # its probabilities are softmax(scores / T), T fitted on dev
+))
+register(Trainer(
+    name="tfidf_mlp",
+    description="TF-IDF char n-grams + a one-hidden-layer perceptron (ReLU), scored by ONNX "
+                "Runtime",
+    build=_mlp,
+    classifier_keys=("hidden", "alpha"),
+    prune_by="chi2",  # no weights per class and n-gram to rank by
+    only_calibrations=("none",),  # its softmax/logistic output is the probability
+    linear=False,
+    # The D x hidden weights cost 4 bytes each: the vocabulary is capped by frequency before
+    # the fit (fits over ~50,000 n-grams take a minute each), then ranked by chi2 to the budget.
+    vectorizer_defaults=(("max_features", 4000),),
 ))
 register(Trainer(
     name="tfidf_complement_nb",
@@ -209,6 +254,9 @@ def _value_problem(key: str, value: Any) -> str | None:
             return f"{value!r} must be a positive int (rows) or float (share)"
         if isinstance(value, float) and value > 1.0:
             return f"{value!r}: a float is a share of rows and must be <= 1.0"
+    elif key == "hidden":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"{value!r} must be a positive int (units of the hidden layer)"
     elif key == "max_features":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             return f"{value!r} must be a positive int or null"
@@ -355,6 +403,7 @@ def make_pipeline(
     """An unfitted ``tfidf -> clf`` pipeline for one grid candidate."""
     from sklearn.pipeline import Pipeline
 
+    params = trainer.with_defaults(params)
     return Pipeline([
         ("tfidf", make_vectorizer(spec_for(spec, params), sublinear_tf, params,
                                   vocabulary=vocabulary, analyzer=analyzer)),
@@ -426,10 +475,32 @@ def class_weights(clf: BaseEstimator, n_classes: int) -> np.ndarray:
     base = base_classifier(clf)
     if isinstance(base, ComplementNB):
         return np.asarray(base.feature_log_prob_, dtype=np.float64)
+    if not hasattr(base, "coef_"):
+        raise ValueError(f"{type(base).__name__} has no weights per class and n-gram (its "
+                         "trainer is not linear); explain it by occlusion instead")
     coef = np.asarray(base.coef_, dtype=np.float64)
     if coef.shape[0] == 1 and n_classes == 2:
         return np.vstack([np.zeros_like(coef[0]), coef[0]])
     return coef
+
+
+def label_ngrams(pipeline: Pipeline, trainer: Trainer, labels: list[str], k: int = 15
+                 ) -> dict[str, list[str]] | None:
+    """Per label, the ``k`` n-grams whose weight pushes most towards it rather than the best
+    other label (``'吗 ' +1.23``); None for a trainer without weights per n-gram
+    (``linear=False``), whose decisions are explained by occlusion instead."""
+    import numpy as np
+
+    if not trainer.linear:
+        return None
+    W = class_weights(pipeline.named_steps["clf"], len(labels))
+    terms = vocabulary_terms(pipeline)
+    table = {}
+    for c, label in enumerate(labels):
+        push = W[c] - np.delete(W, c, axis=0).max(axis=0)  # towards this label vs the best other
+        top = np.argsort(-push, kind="stable")[:k]
+        table[label] = [f"{terms[j]!r} {push[j]:+.2f}" for j in top]
+    return table
 
 
 def feature_ranking(
@@ -531,6 +602,7 @@ class Recipe:
 
     def vectorizer(self, params: dict[str, Any], vocabulary: list[str] | None = None,
                    norm: str | None = "l2") -> TfidfVectorizer:
+        params = self.trainer.with_defaults(params)
         vec = make_vectorizer(spec_for(self.spec, params), self.sublinear_tf, params,
                               vocabulary=vocabulary, analyzer=self.analyzer(params))
         return vec.set_params(norm=norm)

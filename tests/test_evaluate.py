@@ -25,6 +25,7 @@ from foundry.evaluate import (
     cross_fitted_confidence,
     evaluate_stage,
     load_exam,
+    occlusion_pushes,
     pushing_ngrams,
     reliability_table,
     risk_coverage_curve,
@@ -349,11 +350,36 @@ def test_baseline_bench_prints_one_table(passing, capsys):
     assert bench.fasttext_tokens("Hi 你好", bench.TextSpec()) == "h i _ 你 好"
     rows = bench.bench_task(bp, run, bp.task("is_question"), run / "no-models", queries=20)
     assert [r["model"].split(" ")[0] for r in rows] == ["ours:", "fastText", "fastText",
-                                                        "original"]
+                                                        "tfidf_mlp,", "original"]
     ours = rows[0]
     assert ours["exam_acc"] == pytest.approx(res.summary["exam_accuracy"])
     assert ours["test_macro_f1"] == pytest.approx(res.summary["test_macro_f1"])
     assert all(r["size_kib"] > 0 and r["latency_median_us"] > 0 for r in rows)
     table = bench.format_table(rows)
-    assert table.count("\n") == 5 and "| is_question | fastText .ftz (quantised) | n/a |" in table
+    assert table.count("\n") == 6 and "| is_question | fastText .ftz (quantised) | n/a |" in table
     assert bench.wilson_interval(90, 100) == pytest.approx((0.8256, 0.9448), abs=1e-4)
+
+
+def test_occlusion_pushes_name_the_deciding_ngram_of_a_nonlinear_model():
+    from foundry.textspec import TextSpec
+    from foundry.trained import as_trained
+    from foundry.trainers import get_trainer, make_pipeline
+
+    texts = [f"甲{i}" for i in range(20)] + [f"乙{i}" for i in range(20)]
+    y = np.array([0] * 20 + [1] * 20)
+    spec = TextSpec(min_n=1, max_n=1, word_boundary_padding=False)
+    pipe = make_pipeline(get_trainer("tfidf_mlp"), spec, False, {"hidden": 4}, seed=0)
+    pipe.fit(texts, y)
+    x = pipe.named_steps["tfidf"].transform(["甲7"]).tocsr()
+    pushes = occlusion_pushes(pipe.named_steps["clf"], x, 0, 1)
+    assert pushes.shape == (x.nnz,)
+    # Occluding one feature gives the model's log-odds without it: check one by hand.
+    i = int(np.argmax(pushes))
+    without = x.copy()
+    without.data[i] = 0.0
+    p, q = pipe.named_steps["clf"].predict_proba(x)[0], \
+        pipe.named_steps["clf"].predict_proba(without)[0]
+    assert pushes[i] == pytest.approx(np.log(p[0] / p[1]) - np.log(q[0] / q[1]), rel=1e-6)
+    trained = as_trained(pipe, ["A", "B"], spec, False, "tfidf_mlp", "t")
+    names = [gram for gram, _ in pushing_ngrams(trained, "甲7", "A", "B")]
+    assert "甲" in names and "乙" not in names

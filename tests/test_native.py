@@ -169,7 +169,7 @@ def test_a_graph_native_refuses_falls_back_unless_required(tiny_models, tmp_path
     onnx_path.write_bytes(model.SerializeToString())
     _rehash(tmp_path, "tiny_q")
     assert MicroModel.load("tiny_q", tmp_path).backend == "onnxruntime"
-    with pytest.raises(ArtifactError, match="not a classifier graph that Model Foundry exports"):
+    with pytest.raises(ArtifactError, match="not a classifier graph this runtime reads"):
         MicroModel.load("tiny_q", tmp_path, backend="native")
     monkeypatch.setenv(native.ENV_VAR, "native")
     with pytest.raises(ArtifactError, match=str(onnx_path)):

@@ -335,7 +335,7 @@ def test_a_graph_the_exporter_does_not_write_is_refused(two_task_models: Path,
         run = rust_cli(tmp_path, "tiny_q", b"x\n")
         assert run.returncode == 1 and run.stdout == b""
         err = run.stderr.decode()
-        assert f"{onnx_path}: not a classifier graph that Model Foundry exports" in err, err
+        assert f"{onnx_path}: not a classifier graph this runtime reads" in err, err
         assert message in err and err.rstrip().endswith("(spec rule O1)"), err
 
 

@@ -18,6 +18,7 @@ from foundry.trainers import (
     expand_grid,
     feature_ranking,
     get_trainer,
+    label_ngrams,
     make_pipeline,
     vocabulary_terms,
 )
@@ -61,6 +62,8 @@ def test_grid_is_expanded_in_a_stable_order():
         ("tfidf_logreg", {"ngram": [2]}, r"train\.grid\.ngram: 2 is not"),
         ("tfidf_logreg", {"min_df": [1.5]}, r"train\.grid\.min_df: 1\.5: a float is a share"),
         ("tfidf_complement_nb", {"C": [1.0]}, r"train\.grid\.C: not a parameter"),
+        ("tfidf_mlp", {"C": [1.0]}, r"train\.grid\.C: not a parameter of trainer 'tfidf_mlp'"),
+        ("tfidf_mlp", {"hidden": [0]}, r"train\.grid\.hidden: 0 must be a positive int"),
     ],
 )
 def test_bad_grid_errors_name_key_and_value(trainer, grid, message):
@@ -149,3 +152,36 @@ def test_feature_ranking_puts_the_deciding_ngram_first(name):
     terms = vocabulary_terms(pipe)
     assert {terms[order[0]], terms[order[1]]} == {"甲", "乙"}
     assert sorted(order.tolist()) == list(range(len(terms)))
+
+
+def test_capabilities_say_how_a_trainer_is_explained_and_run():
+    assert all(TRAINERS[n].linear for n in ("tfidf_logreg", "tfidf_linear_svm",
+                                            "tfidf_complement_nb", "tfidf_svm_int8"))
+    mlp = get_trainer("tfidf_mlp")
+    assert not mlp.linear and mlp.prunable and mlp.explained_by == "occlusion"
+    assert mlp.calibrations == ("none",) and mlp.prune_by == "chi2"
+    pipe = make_pipeline(mlp, TextSpec(), True, {"hidden": 4}, seed=0)
+    assert pipe.named_steps["tfidf"].max_features == 4000  # the trainer's vectorizer default
+    assert make_pipeline(mlp, TextSpec(), True, {"max_features": 50}, seed=0) \
+        .named_steps["tfidf"].max_features == 50
+    pipe.fit(TEXTS, Y)
+    assert label_ngrams(pipe, mlp, ["q", "s"]) is None
+    with pytest.raises(ValueError, match="MLPClassifier has no weights per class and n-gram"):
+        class_weights(pipe.named_steps["clf"], 2)
+    linear = make_pipeline(get_trainer("tfidf_logreg"), TextSpec(), True, {}, seed=0).fit(TEXTS, Y)
+    table = label_ngrams(linear, get_trainer("tfidf_logreg"), ["q", "s"], k=3)
+    assert list(table) == ["q", "s"] and all(len(v) == 3 for v in table.values())
+
+
+def test_mlp_pairs_are_byte_identical_for_the_same_seed():
+    from foundry.pair import artifact_bytes
+    from foundry.trained import as_trained
+
+    def pair(seed: int) -> tuple[bytes, bytes]:
+        pipe = make_pipeline(get_trainer("tfidf_mlp"), TextSpec(), True, {"hidden": 4},
+                             seed=seed).fit(TEXTS, Y)
+        return artifact_bytes(as_trained(pipe, ["q", "s"], TextSpec(), True, "tfidf_mlp", "t"),
+                              0.5, task="t")
+
+    assert pair(0) == pair(0)
+    assert pair(0)[0] != pair(1)[0]

@@ -109,11 +109,9 @@ pub fn read_onnx(data: &[u8], d: usize, k: usize, bin_name: &str) -> Result<Line
     if !graph.sparse_initializer.is_empty() {
         return Err(("O1", "sparse initializers are not read by this runtime".into()));
     }
-    let reader = Reader::new(&graph.node, &graph.initializer)
-        .map_err(|e| ("O1", format!("not a classifier graph that Model Foundry exports ({e}); see docs/preprocessor-spec.md, section 5")))?;
-    let linear = reader.probabilities().map_err(|e| {
-        ("O1", format!("not a classifier graph that Model Foundry exports ({e}); see docs/preprocessor-spec.md, section 5"))
-    })?;
+    let refused = |e: String| ("O1", not_linear(graph.name(), &graph.node, &e));
+    let reader = Reader::new(&graph.node, &graph.initializer).map_err(refused)?;
+    let linear = reader.probabilities().map_err(refused)?;
     if linear.n_features != d {
         return Err(("O2", format!("its weights expect {} features but {bin_name} has a vocabulary of {d}", linear.n_features)));
     }
@@ -121,6 +119,23 @@ pub fn read_onnx(data: &[u8], d: usize, k: usize, bin_name: &str) -> Result<Line
         return Err(("O3", format!("its weights have {} classes but {bin_name} lists {k} labels", linear.n_classes)));
     }
     Ok(linear)
+}
+
+/// The O1 message for a graph this runtime does not read: the graph's name, where it differs,
+/// and what this runtime reads (a non-linear model, e.g. trainer `tfidf_mlp`, runs in the
+/// runtimes with ONNX Runtime).
+fn not_linear(name: &str, nodes: &[NodeProto], detail: &str) -> String {
+    let mut ops: Vec<&str> = nodes.iter().map(|n| n.op_type()).collect();
+    ops.sort_unstable();
+    ops.dedup();
+    format!(
+        "not a classifier graph this runtime reads: graph {name:?} (operators {}): {detail}; the \
+         Rust runtime reads only the linear graphs Model Foundry exports (a LinearClassifier, \
+         naive Bayes or int8 MatMul over the features, optionally sigmoid or isotonic \
+         calibrated); a non-linear model (e.g. trainer tfidf_mlp) runs in the Python or Node \
+         runtime through ONNX Runtime; see docs/preprocessor-spec.md, section 5",
+        ops.join(", ")
+    )
 }
 
 /// The declared element type and dimensions (None: symbolic) of a graph input or output.
