@@ -66,7 +66,11 @@ if (task) {
   test('a sealed .bin cut inside a field says so', async () => {
     const dir = copyArtifacts(task);
     const body = unseal(fs.readFileSync(bin(dir)));
-    fs.writeFileSync(bin(dir), seal(body.subarray(0, body.length - 1)));
+    // Cut inside the packed idf (field 8, tens of KB; the fields after it take a few hundred
+    // bytes): its length then runs past the end of the file whatever the trailer's hash bytes
+    // are. A cut inside a short last field (body.length - 1) let the field take its missing
+    // bytes from the trailer, and the error depended on the hash (an open gate's 1.0 hit it).
+    fs.writeFileSync(bin(dir), seal(body.subarray(0, body.length - 1000)));
     await assertRejected(dir, /truncated or corrupt\): it ends in the middle of a field.*rule B2/, bin(dir));
   });
 
