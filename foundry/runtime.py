@@ -1600,16 +1600,20 @@ class MicroModel:
             score,
         )
 
+    def _rule_hit(self, text: str) -> int | None:
+        """Index of the first reflex rule matching ``text``, or None (also without rules)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        return self.reflex.first(fast_normalize(text, self.spec)) if self.reflex else None
+
     def rule(self, text: str) -> str | None:
         """The name of the first reflex rule that answers ``text``, or None."""
-        hit = self.reflex.first(fast_normalize(text, self.spec)) if self.reflex else None
+        hit = self._rule_hit(text)
         return None if hit is None else self.reflex.rules[hit].name
 
     def _ruled(self, text: str) -> Prediction | None:
         """The answer of the first reflex rule matching ``text`` (a copy), or None."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
-        hit = self.reflex.first(fast_normalize(text, self.spec))
+        hit = self._rule_hit(text)
         if hit is None:
             return None
         answer = self._rule_answers[hit]
