@@ -8,8 +8,8 @@ ONNX Runtime can still run. The environment variable ``FOUNDRY_RUNTIME`` forces 
 
 The native model validates the artifact pair again (the same rules, in Rust), answers with the
 same :class:`foundry.runtime.Prediction` objects (probabilities in float64, like the numpy
-backend), reads each ``str``'s code points in place, and computes batches of 16 texts or more
-with the GIL released. The text spec it implements is docs/preprocessor-spec.md; its Unicode
+backend: a :class:`foundry.runtime.Probabilities` over the scores' bytes), reads each ``str``'s
+code points in place, and computes batches of 16 texts or more with the GIL released. The text spec it implements is docs/preprocessor-spec.md; its Unicode
 data versions are in section 7 there.
 """
 
@@ -61,12 +61,13 @@ def available() -> bool:
 
 
 def load(backend: str, task: str, preprocessor: Any, onnx_data: bytes, bin_path: Path,
-         onnx_path: Path, prediction_type: type) -> Any | None:
+         onnx_path: Path, prediction_type: type, probabilities_type: type) -> Any | None:
     """The native model of a pair the Python side has validated (``preprocessor``, the decoded
     ``.bin``, and the ``.onnx`` bytes) for ``MicroModel.load(backend=...)``, or None when the
     pure-Python path should answer. The native side checks every rule again and builds its
-    answers as ``prediction_type`` (``foundry.runtime.Prediction``, passed in so that this
-    module does not import the runtime that imports it).
+    answers as ``prediction_type`` (``foundry.runtime.Prediction``) holding a
+    ``probabilities_type`` (``foundry.runtime.Probabilities`` over the float64 bytes of the
+    scores), both passed in so that this module does not import the runtime that imports it.
 
     Raises
     ------
@@ -89,7 +90,8 @@ def load(backend: str, task: str, preprocessor: Any, onnx_data: bytes, bin_path:
     sealed.CopyFrom(preprocessor)  # the very message validated, as file bytes (no re-read)
     try:
         return module.NativeModel(task, seal_message(sealed), onnx_data, str(bin_path),
-                                  str(onnx_path), prediction_type, ArtifactError)
+                                  str(onnx_path), prediction_type, probabilities_type,
+                                  ArtifactError)
     except ArtifactError:
         if required:
             raise

@@ -47,7 +47,7 @@ import operator
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from pathlib import Path
@@ -76,7 +76,7 @@ from foundry.textspec import (
 )
 
 __all__ = ["SUPPORTED_FORMAT_VERSIONS", "ArtifactError", "GraphSignature", "LinearGraph",
-           "MicroModel", "NgramSlicer", "Prediction", "check_conformance", "fast_normalize",
+           "MicroModel", "NgramSlicer", "Prediction", "Probabilities", "check_conformance", "fast_normalize",
            "graph_signature", "ngram_list", "normalize_many", "read_linear_graph",
            "verify_conformance"]
 
@@ -92,6 +92,113 @@ BACKENDS = ("auto", "numpy", "onnxruntime", "native")
 POST_TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX")
 
 
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_MORE_THAN_ONE = (1).__lt__
+
+
+def _float_list(scores: Any) -> list[float]:
+    """A score vector as a list of Python floats: a list as it is, the float64 bytes of the
+    native path, or anything NumPy reads as a vector."""
+    if type(scores) is list:
+        return scores
+    if type(scores) is bytes:
+        return memoryview(scores).cast("d").tolist()
+    return np.asarray(scores, dtype=np.float64).tolist()
+
+
+class Probabilities(Mapping[str, float]):
+    """Every label's probability: a read-only mapping ``label -> float`` in label order.
+
+    It holds the score vector an answer was computed from (a list of floats, a float64 NumPy
+    vector, or the native path's float64 bytes) and the model's label tuple; the
+    ``label -> float`` dict is built on first use only. Building a dict of 151 Python floats
+    cost more than scoring the text on the native path, and most callers read the label and
+    ``confident`` only.
+
+    It behaves like the dict it replaces when read: equal to a dict (or any mapping) with the
+    same items, iterates in label order, ``repr`` is the dict's, ``keys()``, ``values()``,
+    ``items()`` are the dict's views, ``len``, ``in``, ``get``; it pickles and copies. It is
+    not a ``dict``: ``json.dumps`` needs ``dict(probabilities)`` (or
+    :meth:`Prediction.to_json`), and it cannot be changed.
+    """
+
+    __slots__ = ("_labels", "_scores", "_items")
+
+    def __init__(self, labels: Sequence[str], scores: Any) -> None:
+        """``labels`` in the scores' order; ``scores`` one float per label (a list, a NumPy
+        vector, or float64 bytes)."""
+        labels = tuple(labels)
+        values = list(_float_list(scores))  # a copy: the caller's list may change
+        if len(values) != len(labels):
+            raise ValueError(f"{len(labels)} labels but {len(values)} scores")
+        _set_attribute(self, "_labels", labels)
+        _set_attribute(self, "_scores", values)
+        _set_attribute(self, "_items", None)
+
+    def _dict(self) -> dict[str, float]:
+        """The ``label -> float`` dict, built once."""
+        items = self._items
+        if items is None:
+            items = dict(zip(self._labels, _float_list(self._scores), strict=True))
+            _set_attribute(self, "_items", items)
+        return items
+
+    def __getitem__(self, label: str) -> float:
+        return self._dict()[label]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._dict()
+
+    def get(self, label: str, default: Any = None) -> Any:
+        return self._dict().get(label, default)
+
+    def keys(self):  # noqa: ANN201 - the dict's view
+        return self._dict().keys()
+
+    def values(self):  # noqa: ANN201
+        return self._dict().values()
+
+    def items(self):  # noqa: ANN201
+        return self._dict().items()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Probabilities):
+            return self._dict() == other._dict()
+        if isinstance(other, dict):
+            return self._dict() == other
+        if isinstance(other, Mapping):
+            return self._dict() == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a dict, so unhashable like one
+
+    def __repr__(self) -> str:
+        return repr(self._dict())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Probabilities is read-only; dict(probabilities) is a copy to change")
+
+    def __reduce__(self) -> tuple:
+        return Probabilities, (self._labels, _float_list(self._scores))
+
+
+def _probabilities(labels: tuple[str, ...], scores: Any) -> Probabilities:
+    """``Probabilities(labels, scores)`` without the checks of ``__init__``: for the answering
+    paths, whose ``labels`` are the model's tuple and ``scores`` one float per label."""
+    probabilities = _new_object(Probabilities)
+    _set_attribute(probabilities, "_labels", labels)
+    _set_attribute(probabilities, "_scores", scores)
+    _set_attribute(probabilities, "_items", None)
+    return probabilities
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One answer: the label, every label's probability, and whether to trust it.
@@ -102,7 +209,8 @@ class Prediction:
     """
 
     label: str
-    probabilities: dict[str, float]
+    #: Every label's probability, in label order (:class:`Probabilities`, read-only).
+    probabilities: Mapping[str, float]
     confident: bool
     #: Probability of ``label`` (the top probability).
     score: float = field(default=0.0)
@@ -116,7 +224,7 @@ class Prediction:
         out = {
             "text": text,
             "label": self.label,
-            "probabilities": self.probabilities,
+            "probabilities": dict(self.probabilities.items()),
             "confident": self.confident,
         }
         if rules:
@@ -124,12 +232,7 @@ class Prediction:
         return out
 
 
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-_MORE_THAN_ONE = (1).__lt__
-
-
-def _prediction(label: str, probabilities: dict[str, float], confident: bool,
+def _prediction(label: str, probabilities: Mapping[str, float], confident: bool,
                 score: float, rule: str | None = None) -> Prediction:
     """``Prediction(label, probabilities, confident, score)``, without the frozen ``__init__``.
 
@@ -1169,7 +1272,7 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     bias = head.intercepts[1]
     calibration = graph.calibration or SigmoidCalibration(1, -1.0, 0.0)  # unused if logistic
     sign, a, b = (1.0 if calibration.column == 1 else -1.0), calibration.a, calibration.b
-    label0, label1 = labels
+    label0, label1 = names = tuple(labels)
 
     def predict(text: str) -> Prediction:
         """Classify one text."""
@@ -1208,15 +1311,11 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         else:
             p1 = _logistic(-(a * sign * z + b))
             p0 = 1.0 - p1
+        label, top = (label1, p1) if p1 > p0 else (label0, p0)
         prediction = _new_object(Prediction)
-        if p1 > p0:
-            _set_attribute(prediction, "__dict__", {
-                "label": label1, "probabilities": {label0: p0, label1: p1},
-                "confident": p1 >= threshold and familiar(out), "score": p1})
-        else:
-            _set_attribute(prediction, "__dict__", {
-                "label": label0, "probabilities": {label0: p0, label1: p1},
-                "confident": p0 >= threshold and familiar(out), "score": p0})
+        _set_attribute(prediction, "__dict__", {
+            "label": label, "probabilities": _probabilities(names, [p0, p1]),
+            "confident": top >= threshold and familiar(out), "score": top})
         return prediction
 
     return predict
@@ -1248,6 +1347,7 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         if head.l2 else math.inf
     plain_exp = softmax and bound < 600.0
     finish, exp = head.finish, np.exp
+    names = tuple(labels)
 
     def predict(text: str) -> Prediction:
         """Classify one text."""
@@ -1265,11 +1365,10 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         else:
             scores = finish(scores[None, :])[0]
         best = int(scores.argmax())
-        p = scores.tolist()
-        top = p[best]
+        top = scores.item(best)
         prediction = _new_object(Prediction)
         _set_attribute(prediction, "__dict__", {
-            "label": labels[best], "probabilities": dict(zip(labels, p, strict=True)),
+            "label": labels[best], "probabilities": _probabilities(names, scores),
             "confident": top >= threshold and familiar(out), "score": top})
         return prediction
 
@@ -1381,6 +1480,7 @@ class MicroModel:
         #: SHA-256 (hex) of the ``.bin`` file loaded (set by :meth:`load`).
         self.preprocessor_sha256 = ""
         self.labels: list[str] = list(preprocessor.labels)
+        self._names = tuple(self.labels)  # the labels of every answer's Probabilities
         self.threshold: float = float(preprocessor.threshold)
         #: The label answered when the answer is not confident (``.bin`` field
         #: ``out_of_scope``), or None: then the top label is answered either way.
@@ -1439,7 +1539,8 @@ class MicroModel:
         #: Per rule: its answer (label, probabilities 1/0, confident, score 1, rule name).
         self._rule_answers = [
             _prediction(self.labels[r.label],
-                        {label: float(k == r.label) for k, label in enumerate(self.labels)},
+                        _probabilities(self._names,
+                                       [float(k == r.label) for k in range(len(self.labels))]),
                         True, 1.0, r.name) for r in self.reflex.rules]
 
     @property
@@ -1485,7 +1586,7 @@ class MicroModel:
         from foundry import native
 
         native_model = native.load(backend, task, pre, onnx_data, bin_path, onnx_path,
-                                   Prediction)
+                                   Prediction, Probabilities)
         model: MicroModel
         if native_model is not None:
             model = cls(task, pre, None, paths, native=native_model)
@@ -1595,10 +1696,21 @@ class MicroModel:
         score = max(probabilities)
         return _prediction(
             self.labels[probabilities.index(score)],
-            dict(zip(self.labels, probabilities, strict=True)),
+            _probabilities(self._names, probabilities),
             score >= self.threshold and self._familiar(normalized),
             score,
         )
+
+    def _answers(self, proba: np.ndarray, normalized: list[str]) -> list[Prediction]:
+        """The answers of a batch's probabilities ``[N, K]``: each holds its row of ``proba``
+        (no list of K floats per text until one is read)."""
+        best = proba.argmax(axis=1)
+        top = proba[np.arange(len(best)), best].tolist()
+        labels, names, threshold, familiar = self.labels, self._names, self.threshold, \
+            self._familiar
+        return [_prediction(labels[k], _probabilities(names, row), p >= threshold
+                            and familiar(text), p)
+                for k, row, p, text in zip(best.tolist(), proba, top, normalized, strict=True)]
 
     def _rule_hit(self, text: str) -> int | None:
         """Index of the first reflex rule matching ``text``, or None (also without rules)."""
@@ -1617,8 +1729,8 @@ class MicroModel:
         if hit is None:
             return None
         answer = self._rule_answers[hit]
-        return _prediction(answer.label, dict(answer.probabilities), True, 1.0,
-                           answer.rule)
+        # A fresh Prediction; its Probabilities is read-only, so it is shared.
+        return _prediction(answer.label, answer.probabilities, True, 1.0, answer.rule)
 
     def predict(self, text: str) -> Prediction:
         """Classify one text: the first matching reflex rule answers, else the model (the
@@ -1679,7 +1791,7 @@ class MicroModel:
         if self._fused_predict is not None and len(texts) < VECTOR_MIN_BATCH:
             return list(map(self._fused_predict, texts))
         normalized = normalize_many(texts, self.spec)
-        return list(map(self._answer, self._proba_rows(normalized).tolist(), normalized))
+        return self._answers(self._proba_rows(normalized), normalized)
 
     def __repr__(self) -> str:
         return (

@@ -69,6 +69,9 @@ def test_unsure_answers_are_out_of_scope(oos_models: Path, backend: str) -> None
     assert unsure and sure
     assert all(a.label == "oos" for a in unsure)
     assert all(a.label == max(a.probabilities, key=a.probabilities.get) for a in sure)
+    # score is the top probability, also when the answer is the out-of-scope label
+    assert all(a.score == max(a.probabilities.values()) for a in answers)
+    assert [a.score for a in answers] == [model.predict(t).score for t in PROBES]
 
 
 def test_other_runtimes_agree(oos_models: Path) -> None:

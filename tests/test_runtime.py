@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from foundry.runtime import ArtifactError, MicroModel, check_conformance
+from foundry.runtime import ArtifactError, MicroModel, Probabilities, check_conformance
 
 
 def _extra_strings(n: int = 300, seed: int = 7) -> list[str]:
@@ -61,6 +61,58 @@ def test_predict_api(tiny_models):
     many = model.predict_many(["打开客厅的灯", "今天天气怎么样？"])
     assert [m.label for m in many] == ["Statement", "Question"]
     assert model.predict_many([]) == []
+
+
+@pytest.mark.parametrize("scores", [[0.25, 0.5, 0.25], np.array([0.25, 0.5, 0.25]),
+                                    np.array([0.25, 0.5, 0.25]).tobytes()],
+                         ids=["list", "ndarray", "float64 bytes"])
+def test_probabilities_read_like_the_dict_they_replace(scores):
+    import copy
+    import pickle
+
+    want = {"b": 0.25, "a": 0.5, "c": 0.25}
+    p = Probabilities(("b", "a", "c"), scores)
+    assert p == want and want == p and p == Probabilities(["b", "a", "c"], [0.25, 0.5, 0.25])
+    assert p != {"b": 0.25, "a": 0.5} and p != {"b": 0.25, "a": 0.5, "c": 0.3} and p != [0.25]
+    assert list(p) == ["b", "a", "c"] and len(p) == 3 and "a" in p and "z" not in p
+    assert repr(p) == repr(want) and str(p) == str(want)
+    assert list(p.items()) == list(want.items()) and list(p.values()) == [0.25, 0.5, 0.25]
+    assert p["a"] == 0.5 and p.get("z") is None and p.get("z", 1.0) == 1.0
+    assert max(p, key=p.get) == "a" and type(p["a"]) is float
+    with pytest.raises(KeyError):
+        p["z"]
+    assert dict(p) == want and list(dict(p)) == list(want) and dict(p.items()) == want
+    for again in (pickle.loads(pickle.dumps(p)), copy.copy(p), copy.deepcopy(p)):
+        assert type(again) is Probabilities and again == want and list(again) == list(want)
+    with pytest.raises(TypeError):
+        p["a"] = 1.0  # read-only
+    with pytest.raises(AttributeError, match="read-only"):
+        p._items = {}
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(p)
+    with pytest.raises(ValueError, match="3 labels but 2 scores"):
+        Probabilities("bac", [0.5, 0.5])
+
+
+def test_answers_hold_probabilities_that_print_as_before(tiny_models):
+    """Every backend's answers (one text, a small and a vectorised batch) carry a
+    Probabilities in label order, equal to the predict_proba row; the JSON line is a dict."""
+    from foundry.runtime import BACKENDS
+
+    models_dir, _ = tiny_models
+    texts = ["今天天气怎么样？", "打开客厅的灯"] * 40
+    for backend in BACKENDS[1:]:
+        model = MicroModel.load("tiny_q", models_dir=models_dir, backend=backend)
+        proba = model.predict_proba(texts)
+        for answers in ([model.predict(t) for t in texts[:2]], model.predict_many(texts[:2]),
+                        model.predict_many(texts)):
+            for p, row in zip(answers, proba, strict=False):
+                assert type(p.probabilities) is Probabilities, backend
+                assert list(p.probabilities) == model.labels
+                assert np.allclose(list(p.probabilities.values()), row, atol=1e-6)
+                assert p.score == max(p.probabilities.values())
+                line = json.dumps(p.to_json("x"))
+                assert json.loads(line)["probabilities"] == p.probabilities
 
 
 @pytest.mark.parametrize("one_text", ["你好吗", b"ni hao"])

@@ -2,8 +2,9 @@
 //! (loaded by `foundry/native.py`; build with `make native`).
 //!
 //! Texts are read straight from the Python `str` objects' code points (no UTF-8 copy), answers
-//! are `foundry.runtime.Prediction` objects built directly, and batch calls compute with the
-//! GIL released.
+//! are `foundry.runtime.Prediction` objects built directly (their `probabilities` a
+//! `foundry.runtime.Probabilities` over the scores' float64 bytes: no Python float per label
+//! until one is read), and batch calls compute with the GIL released.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::path::Path;
 use foundry_rt::{MicroModel, Scratch};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyType};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 use pyo3::{ffi, AsPyPointer};
 
 thread_local! {
@@ -68,11 +69,16 @@ fn proba(model: &MicroModel, text: CodePoints<'_>, scratch: &mut Scratch, out: &
 struct NativeModel {
     model: MicroModel,
     prediction: Py<PyType>,
+    /// `foundry.runtime.Probabilities`, filled through its slots.
+    probabilities: Py<PyType>,
     labels: Vec<Py<PyString>>,
+    /// The labels as one tuple, shared by every answer's `Probabilities`.
+    names: Py<PyTuple>,
     /// The reflex rules' names (section 5).
     rule_names: Vec<Py<PyString>>,
-    /// `label`, `probabilities`, `confident`, `score`, `__dict__`, `rule` (interned).
-    keys: [Py<PyString>; 6],
+    /// `label`, `probabilities`, `confident`, `score`, `__dict__`, `rule`, and the slots of
+    /// `Probabilities`: `_labels`, `_scores`, `_items` (interned).
+    keys: [Py<PyString>; 9],
     frombuffer: PyObject,
     float32: PyObject,
 }
@@ -81,15 +87,15 @@ impl NativeModel {
     /// `object.__new__(Prediction)` with its `__dict__` filled, as `foundry.runtime` does.
     /// Built with the C API directly: this is most of the cost of a batch of answers.
     fn prediction(&self, py: Python<'_>, probabilities: &[f64], unfamiliar: f64) -> PyResult<PyObject> {
-        let (label, confident, _) = self.model.answer(probabilities, unfamiliar);
-        self.build(py, probabilities, label, confident, None)
+        let (label, confident, score) = self.model.answer(probabilities, unfamiliar);
+        self.build(py, probabilities, label, confident, score, None)
     }
 
     /// The answer of reflex rule `index`: probability 1 for its label, 0 for the others,
     /// confident, and `rule` set to its name.
     fn rule_prediction(&self, py: Python<'_>, index: usize) -> PyResult<PyObject> {
         let answer = self.model.rule_prediction(index);
-        self.build(py, &answer.probabilities, answer.label, true, Some(index))
+        self.build(py, &answer.probabilities, answer.label, true, 1.0, Some(index))
     }
 
     /// The first reflex rule answering a text, or `None` (the text is normalised only when
@@ -110,7 +116,10 @@ impl NativeModel {
         Ok(self.model.rule_for_normalized(&normalized))
     }
 
-    fn build(&self, py: Python<'_>, probabilities: &[f64], label: usize, confident: bool, rule: Option<usize>) -> PyResult<PyObject> {
+    /// A `Prediction`; `score` is the top probability (also when the label is the
+    /// out-of-scope label answered for an unsure text, as in `foundry.runtime`).
+    #[allow(clippy::too_many_arguments)]
+    fn build(&self, py: Python<'_>, probabilities: &[f64], label: usize, confident: bool, score: f64, rule: Option<usize>) -> PyResult<PyObject> {
         let set = |dict: &PyObject, key: &Py<PyString>, value: *mut ffi::PyObject| -> PyResult<()> {
             // SAFETY: live objects, GIL held; PyDict_SetItem takes its own references.
             match unsafe { ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value) } {
@@ -120,29 +129,52 @@ impl NativeModel {
         };
         // SAFETY: the GIL is held; every owned pointer is wrapped (released on error paths).
         unsafe {
-            let values = PyObject::from_owned_ptr_or_err(py, ffi::PyDict_New())?;
-            for (name, p) in self.labels.iter().zip(probabilities) {
-                let p = PyObject::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(*p))?;
-                set(&values, name, p.as_ptr())?;
-            }
+            // The scores as float64 bytes (native byte order, read back by a memoryview).
+            let scores = PyObject::from_owned_ptr_or_err(
+                py,
+                ffi::PyBytes_FromStringAndSize(
+                    probabilities.as_ptr() as *const std::os::raw::c_char,
+                    std::mem::size_of_val(probabilities) as ffi::Py_ssize_t,
+                ),
+            )?;
+            let values = self.new_object(py, &self.probabilities)?;
+            self.set_attribute(py, &values, &self.keys[6], self.names.as_ptr())?;
+            self.set_attribute(py, &values, &self.keys[7], scores.as_ptr())?;
+            self.set_attribute(py, &values, &self.keys[8], ffi::Py_None())?;
+            let score = PyObject::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(score))?;
             let fields = PyObject::from_owned_ptr_or_err(py, ffi::PyDict_New())?;
             set(&fields, &self.keys[0], self.labels[label].as_ptr())?;
             set(&fields, &self.keys[1], values.as_ptr())?;
             set(&fields, &self.keys[2], if confident { ffi::Py_True() } else { ffi::Py_False() })?;
-            // score is the top probability: the same float object.
-            set(&fields, &self.keys[3], ffi::PyDict_GetItem(values.as_ptr(), self.labels[label].as_ptr()))?;
+            set(&fields, &self.keys[3], score.as_ptr())?;
             if let Some(index) = rule {
                 set(&fields, &self.keys[5], self.rule_names[index].as_ptr())?;
             }
-            // tp_alloc is what object.__new__ calls, and PyObject_GenericSetAttr is
-            // object.__setattr__ (past the frozen dataclass's own).
-            let cls = self.prediction.as_ptr() as *mut ffi::PyTypeObject;
-            let alloc = (*cls).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-            let obj = PyObject::from_owned_ptr_or_err(py, alloc(cls, 0))?;
-            if ffi::PyObject_GenericSetAttr(obj.as_ptr(), self.keys[4].as_ptr(), fields.as_ptr()) != 0 {
-                return Err(PyErr::fetch(py));
-            }
+            let obj = self.new_object(py, &self.prediction)?;
+            self.set_attribute(py, &obj, &self.keys[4], fields.as_ptr())?;
             Ok(obj)
+        }
+    }
+
+    /// `object.__new__(cls)`: tp_alloc is what it calls (no `__init__` runs).
+    ///
+    /// # Safety
+    /// The GIL is held and `cls` is a class whose instances need no other initialisation.
+    unsafe fn new_object(&self, py: Python<'_>, cls: &Py<PyType>) -> PyResult<PyObject> {
+        let cls = cls.as_ptr() as *mut ffi::PyTypeObject;
+        let alloc = (*cls).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+        PyObject::from_owned_ptr_or_err(py, alloc(cls, 0))
+    }
+
+    /// `object.__setattr__(obj, name, value)`: past a frozen dataclass's or a read-only
+    /// class's own `__setattr__`, through the slot descriptors.
+    ///
+    /// # Safety
+    /// The GIL is held and `value` is a live object (the call takes its own reference).
+    unsafe fn set_attribute(&self, py: Python<'_>, obj: &PyObject, name: &Py<PyString>, value: *mut ffi::PyObject) -> PyResult<()> {
+        match ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value) {
+            0 => Ok(()),
+            _ => Err(PyErr::fetch(py)),
         }
     }
 
@@ -174,8 +206,8 @@ impl NativeModel {
 #[pymethods]
 impl NativeModel {
     /// `NativeModel(task, bin_data, onnx_data, bin_path, onnx_path, prediction_class,
-    /// artifact_error_class)`: validates the pair like the Python runtime; raises
-    /// `artifact_error_class(message)` when it is not usable.
+    /// probabilities_class, artifact_error_class)`: validates the pair like the Python
+    /// runtime; raises `artifact_error_class(message)` when it is not usable.
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -186,6 +218,7 @@ impl NativeModel {
         bin_path: &str,
         onnx_path: &str,
         prediction_class: &PyType,
+        probabilities_class: &PyType,
         artifact_error_class: &PyType,
     ) -> PyResult<Self> {
         let model = MicroModel::from_bytes(task, bin_data, onnx_data, Path::new(bin_path), Path::new(onnx_path))
@@ -193,15 +226,28 @@ impl NativeModel {
                 Ok(error) => PyErr::from_value(error),
                 Err(err) => err,
             })?;
-        let labels = model.labels().iter().map(|l| PyString::new(py, l).into()).collect();
+        let labels: Vec<Py<PyString>> = model.labels().iter().map(|l| PyString::new(py, l).into()).collect();
+        let names = PyTuple::new(py, labels.iter().map(|l| l.clone_ref(py))).into();
         let rule_names = model.rules().iter().map(|r| PyString::new(py, &r.name).into()).collect();
         let key = |s: &str| -> Py<PyString> { PyString::intern(py, s).into() };
         let numpy = py.import("numpy")?;
         Ok(NativeModel {
             labels,
+            names,
             rule_names,
-            keys: [key("label"), key("probabilities"), key("confident"), key("score"), key("__dict__"), key("rule")],
+            keys: [
+                key("label"),
+                key("probabilities"),
+                key("confident"),
+                key("score"),
+                key("__dict__"),
+                key("rule"),
+                key("_labels"),
+                key("_scores"),
+                key("_items"),
+            ],
             prediction: prediction_class.into(),
+            probabilities: probabilities_class.into(),
             frombuffer: numpy.getattr("frombuffer")?.into(),
             float32: numpy.getattr("float32")?.into(),
             model,
