@@ -58,7 +58,7 @@ from foundry.stamps import check_fresh, write_stamp
 from foundry.textspec import normalize
 from foundry.train import Split, load_split
 from foundry.trained import TrainedModel, expected_calibration_error, load_trained
-from foundry.trainers import class_weights, get_trainer, vocabulary_terms
+from foundry.trainers import class_weights, get_trainer, log_odds_weights, vocabulary_terms
 
 Log = Callable[[str], None]
 
@@ -82,6 +82,11 @@ THRESHOLD_MARGIN = 1e-6
 #: ``pushing_ngrams`` of an error whose n-grams are all unknown or push the other way: the
 #: intercept (the class prior) decided.
 NO_PUSH = "(no n-gram pushed it: unknown n-grams, the intercept decided)"
+#: Columns an error table gains for a model of three or more labels whose weights give
+#: log-odds (:func:`foundry.trainers.log_odds_weights`): the model's top label (``predicted``
+#: unless the answer was the out-of-scope label), the runner-up, ``log(p_top / p_runner_up)``
+#: and the n-grams' shares of it (:func:`runner_up_ngrams`).
+RUNNER_UP_COLUMNS = ("top", "runner_up", "log_odds", "vs_runner_up")
 
 
 class ExamGateError(GateError):
@@ -432,7 +437,9 @@ def pushing_ngrams(trained: TrainedModel, text: str, towards: str, against: str,
     first, positive contributions only.
 
     For a calibrated model the weights are those of the linear model inside the calibrator
-    (calibration is monotone in its score, so the direction of each push is the same).
+    (calibration is monotone in its score, so the direction of each push is the same). For a
+    model of three or more labels with log-odds weights (:func:`log_odds_weights`: the int8
+    SVM with its temperature, a multinomial logistic regression) the pushes are log-odds.
     """
     pipe = trained.pipeline
     x = pipe.named_steps["tfidf"].transform([text]).tocsr()
@@ -440,7 +447,9 @@ def pushing_ngrams(trained: TrainedModel, text: str, towards: str, against: str,
         return []
     a, b = trained.labels.index(towards), trained.labels.index(against)
     if get_trainer(trained.trainer).explained_by == "weights":
-        W = class_weights(pipe.named_steps["clf"], len(trained.labels))
+        clf, n = pipe.named_steps["clf"], len(trained.labels)
+        odds = log_odds_weights(clf, n) if n >= 3 else None
+        W = odds[0] if odds is not None else class_weights(clf, n)
         contrib = x.data * (W[a, x.indices] - W[b, x.indices])
     else:
         contrib = occlusion_pushes(pipe.named_steps["clf"], x, a, b)
@@ -466,8 +475,49 @@ def format_ngrams(pushes: list[tuple[str, float]]) -> str:
     return "; ".join(f"{gram!r} {value:+.3f}" for gram, value in pushes)
 
 
+def runner_up_ngrams(x: Any, W: np.ndarray, b: np.ndarray, labels: list[str],
+                     terms: list[str], k: int = 6) -> dict[str, Any]:
+    """Why the model's top label beat the runner-up, for one feature row ``x`` (``1 x D``
+    sparse) of a model with log-odds weights ``W [K, D]``, ``b [K]``
+    (:func:`foundry.trainers.log_odds_weights`).
+
+    Returns the :data:`RUNNER_UP_COLUMNS`: ``top`` and ``runner_up`` (the two highest scores,
+    the first of equals first), ``log_odds`` = ``log(p_top / p_runner_up)``, and
+    ``vs_runner_up``: the ``k`` n-grams with the largest ``|x_j * (W[top, j] -
+    W[runner_up, j])|``, signed (+ pushes the top label); the rest of ``log_odds`` is the
+    other n-grams and the intercept difference.
+    """
+    scores = np.asarray(x @ W.T).ravel() + b
+    top, second = np.argsort(-scores, kind="stable")[:2]
+    contrib = x.data * (W[top, x.indices] - W[second, x.indices])
+    order = np.lexsort((x.indices, -np.abs(contrib)))[:k]
+    return {"top": labels[top], "runner_up": labels[second],
+            "log_odds": round(float(scores[top] - scores[second]), 6),
+            "vs_runner_up": format_ngrams([(terms[x.indices[i]], float(contrib[i]))
+                                           for i in order])}
+
+
+def _runner_up_explainer(trained: TrainedModel) -> Callable[[str], dict[str, Any]] | None:
+    """:func:`runner_up_ngrams` of a text, for a model of three or more labels with
+    log-odds weights; None otherwise (a binary model's runner-up is the other label: its
+    error rows keep ``pushing_ngrams`` alone)."""
+    if len(trained.labels) < 3:
+        return None
+    pipe = trained.pipeline
+    weights = log_odds_weights(pipe.named_steps["clf"], len(trained.labels))
+    if weights is None:
+        return None
+    W, b = weights
+    tfidf, terms = pipe.named_steps["tfidf"], vocabulary_terms(pipe)
+    return lambda text: runner_up_ngrams(tfidf.transform([text]).tocsr(), W, b,
+                                         trained.labels, terms)
+
+
 def error_table(trained: TrainedModel, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every misclassified case of each named frame, with the n-grams that pushed it."""
+    """Every misclassified case of each named frame, with the n-grams that pushed it
+    (towards the predicted label rather than the gold one) and, for a model of three or more
+    labels with log-odds weights, the :data:`RUNNER_UP_COLUMNS`."""
+    explain_top = _runner_up_explainer(trained)
     rows = []
     for split, frame in frames.items():
         for case in frame[~frame["correct"]].itertuples(index=False):
@@ -485,9 +535,9 @@ def error_table(trained: TrainedModel, frames: dict[str, pd.DataFrame]) -> pd.Da
                 "pushing_ngrams": format_ngrams(
                     pushing_ngrams(trained, case.text, case.predicted, case.gold))
                 or NO_PUSH,
-            })
+            } | (explain_top(case.text) if explain_top else {}))
     columns = ["split", "text", "gold", "predicted", "p", "p_gold", "confident", "category",
-               "hard", "note", "pushing_ngrams"]
+               "hard", "note", "pushing_ngrams", *(RUNNER_UP_COLUMNS if explain_top else ())]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -990,9 +1040,10 @@ def rule_report(bp: Blueprint, task: Task, run_dir: Path, trained: TrainedModel,
                 ) -> dict[str, Any] | None:
     """What the task's reflex rules do on every labelled split; None without rules.
 
-    Per split: its rows, each rule's hits, and the model's accuracy without and with the
-    rules (the model answers at ``threshold``, with the out-of-scope label when unsure), so
-    the change a rule makes is the model errors it takes over.
+    Per split: its rows, each rule's hits, the model errors each rule takes over
+    (``taken_over``: hits the model alone answers wrongly; ``model_wrong_on_hits`` is their
+    sum), and the model's accuracy without and with the rules (the model answers at
+    ``threshold``, with the out-of-scope label when unsure).
 
     Raises
     ------
@@ -1012,11 +1063,14 @@ def rule_report(bp: Blueprint, task: Task, run_dir: Path, trained: TrainedModel,
         model = answers(trained.predict_proba(texts), trained.labels, threshold,
                         task.out_of_scope) if texts else np.array([], dtype=object)
         model_right = np.asarray(model == np.asarray(gold, dtype=object), dtype=bool)
-        hit = np.asarray([reflex.first(normalize(t, trained.spec)) is not None for t in texts],
-                         dtype=bool)
+        first = np.asarray([-1 if (i := reflex.first(normalize(t, trained.spec))) is None
+                            else i for t in texts], dtype=np.int64)
+        hit = first >= 0
         report["splits"][res.split] = {
             "rows": res.rows,
             "hits": dict(zip(report["rules"], res.hits, strict=True)),
+            "taken_over": {name: int(((first == i) & ~model_right).sum())
+                           for i, name in enumerate(report["rules"])},
             "model_wrong_on_hits": int((hit & ~model_right).sum()),
             "accuracy_model": float(model_right.mean()) if texts else None,
             "accuracy_with_rules": float((model_right | hit).mean()) if texts else None,

@@ -243,6 +243,7 @@ def model_card(
         *_card_labels(task, trained, blueprint),
         *_card_funnel(refine_summary, trained),
         *_card_metrics(evaluation, threshold, exam_gate),
+        *_card_rules(task, evaluation.get("rules")),
         *_card_size(task, trained, onnx_size, bin_size),
         *_card_usage(task),
     ])
@@ -313,6 +314,49 @@ def _card_metrics(evaluation: dict, threshold: float, exam_gate: str) -> list[st
         "",
         *_dev_section(evaluation),
     ]
+
+
+#: How the card names the splits of the evaluate stage's rule report.
+RULE_SPLIT_NAMES = {"train": "train (refined)", "test": "test (refined)",
+                    "dev": "real-text dev", "exam": "exam", "dataset dev": "dataset dev",
+                    "dataset test": "dataset test"}
+
+
+def _card_rules(task: Task, report: dict | None) -> list[str]:
+    """The card's "Reflex rules" section from the evaluate stage's rule report
+    (``summary.json["rules"]``): each rule's label and hits per labelled split, the model
+    errors it took over, and the accuracy without and with the rules. Nothing without rules."""
+    if not report:
+        return []
+    splits = report["splits"]
+    labels = {r.name or f"rule{i + 1}": r.label for i, r in enumerate(task.rules)}
+    lines = [
+        "## Reflex rules",
+        "",
+        f"{len(report['rules'])} rules, tried in order before the model (docs/rules.md): the "
+        "first that matches answers its label, confidently, without the model. Hits per "
+        "labelled split; in brackets the model errors a rule took over (texts the model alone "
+        "answers wrongly). No rule contradicts a gold label of these splits (the evaluate "
+        "stage refuses one that does).",
+        "",
+        "| rule | label | " + " | ".join(RULE_SPLIT_NAMES.get(s, s) for s in splits) + " |",
+        "|---|---|" + "---:|" * len(splits),
+    ]
+    for name in report["rules"]:
+        cells = [f"{v['hits'][name]}" + (f" (+{v['taken_over'][name]})"
+                                         if v.get("taken_over", {}).get(name) else "")
+                 for v in splits.values()]
+        lines.append(f"| `{name}` | `{labels.get(name, '?')}` | " + " | ".join(cells) + " |")
+    lines += [
+        "| all rules | | " + " | ".join(f"{sum(v['hits'].values())} of {v['rows']}"
+                                          for v in splits.values()) + " |",
+        "| accuracy: model → with rules | | " + " | ".join(
+            f"{_num(100 * v['accuracy_model'], 2)}% → {_num(100 * v['accuracy_with_rules'], 2)}%"
+            if v["rows"] else "n/a"
+            for v in splits.values()) + " |",
+        "",
+    ]
+    return lines
 
 
 def _card_size(task: Task, trained: Any, onnx_size: int, bin_size: int) -> list[str]:

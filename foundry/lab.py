@@ -4,12 +4,14 @@ A person talks to the forged models, sees *why* they answer, and feeds correctio
 
 - :func:`discover_tasks` lists the tasks of a models dir; answers come from
   :class:`foundry.runtime.MicroModel`, i.e. exactly the files that ship;
-- :func:`explain` lists the n-grams that pushed a decision with signed contributions. For a
-  linear ONNX graph (one ``LinearClassifier`` node) a contribution is the feature value times
-  the coefficient difference between the predicted label and the runner-up, in log-odds for
-  logistic, softmax and sigmoid-calibrated graphs; for any other graph it falls back to
-  occlusion (how much the predicted label's probability drops when that n-gram's feature is
-  zeroed);
+- :func:`explain` lists the n-grams that pushed a decision with signed contributions: the
+  decision between the model's top label and its runner-up (with many labels, the label it
+  nearly answered; for an out-of-scope answer or a reflex rule's, the model's own top two).
+  For a linear graph (one ``LinearClassifier`` node, or the int8 ``MatMul`` graph) a
+  contribution is the feature value times the coefficient difference between the two, in
+  log-odds for logistic, softmax, int8 and sigmoid-calibrated graphs (they add up, with the
+  bias, to ``log(p_top / p_runner_up)``); for any other graph it falls back to occlusion (how
+  much the top label's probability drops when that n-gram's feature is zeroed);
 - :func:`batch_predict` classifies many lines into a table with the uncertain rows first;
 - :func:`append_correction` appends ``{"text", "label", ...}`` to
   ``blueprints/<blueprint>/corrections/<task>.jsonl``: append-only, fsynced, and de-duplicated
@@ -210,7 +212,8 @@ class Explanation:
     Attributes
     ----------
     label, versus : str
-        The predicted label and the runner-up it was weighed against.
+        The model's top label and the runner-up it was weighed against (the top label is the
+        answer unless the answer was the out-of-scope label or a reflex rule's).
     method : str
         ``"linear"`` (feature value x coefficient difference) or ``"occlusion"``.
     units : str
@@ -232,10 +235,25 @@ class Explanation:
         """The ``n`` strongest contributions."""
         return self.contributions[:n]
 
+    @property
+    def log_odds(self) -> float | None:
+        """``log(p_label / p_versus)`` (the bias plus every contribution) when the units are
+        log-odds, else None."""
+        if self.units != "log-odds" or self.bias is None:
+            return None
+        return self.bias + sum(c.contribution for c in self.contributions)
 
-def _runner_up(labels: Sequence[str], probabilities: dict[str, float], label: str) -> str:
-    others = [lab for lab in labels if lab != label]
-    return max(others, key=lambda lab: probabilities[lab])
+
+def top_two(model: MicroModel, text: str, prediction: Prediction) -> tuple[str, str]:
+    """The model's top label and runner-up for ``text`` (the first of equals in label
+    order): from the answer's probabilities, which are the model's also when the answer is
+    the out-of-scope label; from the model itself when a reflex rule answered."""
+    if prediction.rule is not None:
+        p = dict(zip(model.labels, model.predict_proba([text])[0].tolist(), strict=True))
+    else:
+        p = prediction.probabilities
+    label = max(model.labels, key=p.__getitem__)
+    return label, max((lab for lab in model.labels if lab != label), key=p.__getitem__)
 
 
 def _ordered(contribs: Iterable[Contribution]) -> tuple[Contribution, ...]:
@@ -245,19 +263,20 @@ def _ordered(contribs: Iterable[Contribution]) -> tuple[Contribution, ...]:
 
 def explain_linear(model: MicroModel, text: str, prediction: Prediction,
                    weights: LinearWeights) -> Explanation:
-    """Contributions ``value * (W[label] - W[versus]) * scale`` of the text's n-grams."""
-    versus = _runner_up(model.labels, prediction.probabilities, prediction.label)
-    k, r = model.labels.index(prediction.label), model.labels.index(versus)
+    """Contributions ``value * (W[label] - W[versus]) * scale`` of the text's n-grams, for the
+    model's top label and runner-up (:func:`top_two`)."""
+    label, versus = top_two(model, text, prediction)
+    k, r = model.labels.index(label), model.labels.index(versus)
     idx, values = model.featurize(text)
     diff = (weights.coefficients[k] - weights.coefficients[r]) * weights.scale
     vocab = model.preprocessor.vocabulary
     contribs = (
         Contribution(vocab[i], int(i), float(v), float(v * diff[i]),
-                     prediction.label if v * diff[i] >= 0 else versus)
+                     label if v * diff[i] >= 0 else versus)
         for i, v in zip(idx.tolist(), values.tolist(), strict=True)
     )
     bias = float((weights.intercepts[k] - weights.intercepts[r]) * weights.scale)
-    return Explanation(prediction.label, versus, "linear", weights.units, _ordered(contribs), bias)
+    return Explanation(label, versus, "linear", weights.units, _ordered(contribs), bias)
 
 
 def open_session(model: MicroModel):
@@ -270,16 +289,16 @@ def open_session(model: MicroModel):
 
 def explain_occlusion(model: MicroModel, text: str, prediction: Prediction,
                       session=None) -> Explanation:
-    """Contribution = drop of the predicted label's probability when one feature is zeroed.
+    """Contribution = drop of the model's top label's probability when one feature is zeroed.
 
     The other features are not re-normalised: the question asked is "what does this column
     add", not "what if the text lacked this n-gram".
     """
-    versus = _runner_up(model.labels, prediction.probabilities, prediction.label)
-    k = model.labels.index(prediction.label)
+    label, versus = top_two(model, text, prediction)
+    k = model.labels.index(label)
     idx, values = model.featurize(text)
     if len(idx) == 0:
-        return Explanation(prediction.label, versus, "occlusion", "probability", ())
+        return Explanation(label, versus, "occlusion", "probability", ())
     session = session or open_session(model)
     full = np.zeros((1, model.n_features), dtype=np.float32)
     full[0, idx] = values
@@ -294,7 +313,7 @@ def explain_occlusion(model: MicroModel, text: str, prediction: Prediction,
         gain = base - without[row]  # how much this feature raised each label's probability
         contribs.append(Contribution(vocab[i], int(i), float(v), float(gain[k]),
                                      model.labels[int(np.argmax(gain))]))
-    return Explanation(prediction.label, versus, "occlusion", "probability", _ordered(contribs))
+    return Explanation(label, versus, "occlusion", "probability", _ordered(contribs))
 
 
 def explain(model: MicroModel, text: str, prediction: Prediction | None = None, *,
@@ -526,7 +545,11 @@ def render_explanation(labels: Sequence[str], explanation: Explanation, top: int
             f'border:1px solid {colour};color:{colour};font-family:monospace">'
             f"{_show_ngram(c.ngram)} {c.contribution:+.3f}</span>"
         )
-    if explanation.method == "linear":
+    if explanation.log_odds is not None and len(labels) > 2:  # many labels: which two, how far
+        how = (f"log(P({explanation.label}) / P({explanation.versus})) = "
+               f"{explanation.log_odds:+.3f}: bias {explanation.bias:+.3f} + per n-gram "
+               f"feature value × weight difference {explanation.label} − {explanation.versus}")
+    elif explanation.method == "linear":
         how = (f"feature value × weight difference {explanation.label} − {explanation.versus} "
                f"({explanation.units})")
     else:

@@ -484,6 +484,37 @@ def class_weights(clf: BaseEstimator, n_classes: int) -> np.ndarray:
     return coef
 
 
+def log_odds_weights(clf: BaseEstimator, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weights ``W [K, D]`` and intercepts ``b [K]`` (float64) of a fitted classifier whose
+    probabilities are ``softmax(x @ W.T + b)``, so that for any two classes
+    ``log(p[a] / p[b]) = x @ (W[a] - W[b]) + b[a] - b[b]`` exactly, per n-gram a sum of
+    ``x_j * (W[a, j] - W[b, j])``.
+
+    That holds for a logistic regression (multinomial for three classes or more, the lbfgs
+    default; one row ``[0, coef]`` for two) and for the int8 SVM (its temperature folded in:
+    the exported constants). None for any other model: one-vs-rest or calibrated scores,
+    naive Bayes, a hidden layer; their weight differences (:func:`class_weights`) still rank
+    n-grams, but do not add up to log-odds.
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from foundry.quantized import QuantizedLinearSVC, folded
+
+    if isinstance(clf, QuantizedLinearSVC):
+        w_q, scale, b = folded(clf)
+        return ((w_q.astype(np.float64) * scale.astype(np.float64)).T,
+                b.astype(np.float64))
+    if (isinstance(clf, LogisticRegression) and clf.solver != "liblinear"
+            and getattr(clf, "multi_class", "auto") != "ovr"):
+        W = np.asarray(clf.coef_, dtype=np.float64)
+        b = np.asarray(clf.intercept_, dtype=np.float64)
+        if W.shape[0] == 1 and n_classes == 2:
+            return np.vstack([np.zeros_like(W[0]), W[0]]), np.array([0.0, b[0]])
+        return W, b
+    return None
+
+
 def label_ngrams(pipeline: Pipeline, trainer: Trainer, labels: list[str], k: int = 15
                  ) -> dict[str, list[str]] | None:
     """Per label, the ``k`` n-grams whose weight pushes most towards it rather than the best

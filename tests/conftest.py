@@ -62,6 +62,29 @@ def fit_tiny(spec=None, C: float = 4.0):
     )
 
 
+def fit_int8(texts: list[str], y, labels: list[str], task: str, temperature: float):
+    """A fitted int8 SVM (the intent benchmarks' trainer) on ``texts``, as the train stage
+    hands it to the export (``labels[y[i]]`` is the label of ``texts[i]``)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+
+    from foundry.quantized import QuantizedLinearSVC
+    from foundry.textspec import Analyzer, TextSpec
+
+    spec = TextSpec()
+    pipe = Pipeline([("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), lowercase=False,
+                                               sublinear_tf=True, dtype=np.float64)),
+                     ("clf", QuantizedLinearSVC(C=1.0, random_state=0,
+                                                temperature=temperature))])
+    pipe.fit(texts, y)
+    return SimpleNamespace(pipeline=pipe, labels=labels, spec=spec, sublinear_tf=True,
+                           trainer="tfidf_svm_int8", data_sha256="0" * 64,
+                           train_rows=len(texts), task=task)
+
+
 def install_model(trained, models_dir: Path, task: str, threshold: float = 0.6, *,
                   provenance=None, texts: list[str] | None = None, familiarity=None,
                   reflex=None, out_of_scope: str = "") -> None:

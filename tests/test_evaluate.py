@@ -18,17 +18,21 @@ from foundry.blueprint import load_blueprint
 from foundry.evaluate import (
     NO_PUSH,
     PLOTS,
+    RUNNER_UP_COLUMNS,
     ExamDataError,
     ExamGateError,
     choose_threshold,
     confident_stats,
     cross_fitted_confidence,
+    error_table,
     evaluate_stage,
     load_exam,
     occlusion_pushes,
+    predict_frame,
     pushing_ngrams,
     reliability_table,
     risk_coverage_curve,
+    runner_up_ngrams,
 )
 from foundry.train import train_stage
 from foundry.trained import expected_calibration_error, load_trained
@@ -225,6 +229,70 @@ def test_errors_list_every_misclassified_case_with_pushing_ngrams(passing):
         assert pushing_ngrams(tm, text, pred, gold) == []
 
 
+def test_a_binary_error_table_keeps_its_columns(passing):
+    _, run, _ = passing
+    errors = pd.read_csv(run / "evaluate/is_question/errors.csv", keep_default_na=False)
+    assert list(errors.columns)[-1] == "pushing_ngrams"
+    assert not set(RUNNER_UP_COLUMNS) & set(errors.columns)
+
+
+def many_label_model(trainer: str):
+    """A four-label model (alarm, music, weather, lights) that makes some errors."""
+    from foundry.textspec import TextSpec
+    from foundry.trained import as_trained
+    from foundry.trainers import get_trainer, make_pipeline
+
+    words = {"alarm": ["闹钟", "叫醒", "起床"], "music": ["歌", "音乐", "播放"],
+             "weather": ["天气", "下雨", "温度"], "lights": ["灯", "开灯", "关灯"]}
+    texts, y = [], []
+    for k, ws in enumerate(words.values()):
+        for i, w in enumerate(ws * 4):
+            texts.append(f"{['帮我', '请', '我想', '能不能'][i % 4]}{w}{i}")
+            y.append(k)
+    pipe = make_pipeline(get_trainer(trainer), TextSpec(), True, {}, seed=0)
+    pipe.fit(texts, np.array(y))
+    if trainer == "tfidf_svm_int8":
+        pipe.named_steps["clf"].set_temperature(0.5)
+    return as_trained(pipe, list(words), TextSpec(), True, trainer, "intent")
+
+
+@pytest.mark.parametrize("trainer", ["tfidf_svm_int8", "tfidf_logreg"])
+def test_many_label_errors_explain_the_top_label_against_the_runner_up(trainer):
+    tm = many_label_model(trainer)
+    texts = ["播放天气预报的歌", "开灯叫醒我", "明天下雨吗", "音乐闹钟", "关灯", "起床温度"]
+    gold = ["weather", "alarm", "weather", "alarm", "lights", "weather"]
+    frame, proba = predict_frame(tm, texts, gold, threshold=0.0)
+    errors = error_table(tm, {"test": frame})
+    assert len(errors) == int((~frame["correct"]).sum()) > 0
+    assert list(errors.columns)[-len(RUNNER_UP_COLUMNS):] == list(RUNNER_UP_COLUMNS)
+    tfidf, clf = tm.pipeline.named_steps["tfidf"], tm.pipeline.named_steps["clf"]
+    for row in errors.itertuples(index=False):
+        p = proba[texts.index(row.text)]
+        first, second = np.argsort(-p, kind="stable")[:2]
+        assert (row.top, row.runner_up) == (tm.labels[first], tm.labels[second])
+        assert row.top == row.predicted  # no out-of-scope label here
+        assert row.log_odds == pytest.approx(np.log(p[first] / p[second]), abs=1e-6)
+        assert row.vs_runner_up.startswith("'")
+    # The n-grams' shares and the intercept difference add up to the log-odds.
+    from foundry.trainers import log_odds_weights, vocabulary_terms
+
+    W, b = log_odds_weights(clf, 4)
+    x = tfidf.transform(["开灯叫醒我"]).tocsr()
+    whole = runner_up_ngrams(x, W, b, tm.labels, vocabulary_terms(tm.pipeline), k=1000)
+    shares = [float(part.rsplit(" ", 1)[1]) for part in whole["vs_runner_up"].split("; ")]
+    top, second = tm.labels.index(whole["top"]), tm.labels.index(whole["runner_up"])
+    assert sum(shares) + b[top] - b[second] == pytest.approx(  # shares printed to 0.001
+        whole["log_odds"], abs=0.0005 * len(shares) + 1e-6)
+    assert [abs(v) for v in shares] == sorted((abs(v) for v in shares), reverse=True)
+    # pushing_ngrams (predicted vs gold) is in the same log-odds units
+    log_p = np.log(clf.predict_proba(x)[0])
+    pushes = pushing_ngrams(tm, "开灯叫醒我", "lights", "alarm", k=1000)
+    against = pushing_ngrams(tm, "开灯叫醒我", "alarm", "lights", k=1000)
+    i, j = tm.labels.index("lights"), tm.labels.index("alarm")
+    assert sum(v for _, v in pushes) - sum(v for _, v in against) + b[i] - b[j] == \
+        pytest.approx(log_p[i] - log_p[j], abs=1e-6)
+
+
 def test_pushing_ngrams_sum_to_the_decision_margin(passing):
     _, run, _ = passing
     tm = load_trained(run, "is_question")
@@ -299,6 +367,10 @@ def test_reflex_rule_hits_per_split_and_a_contradiction_fails_the_stage(tmp_path
     assert exam["rows"] == 20 and exam["hits"]["open"] >= 1
     assert rules["splits"]["train"]["hits"] == {"open": 0}
     assert exam["accuracy_with_rules"] >= exam["accuracy_model"]
+    for split in rules["splits"].values():  # per rule, the model errors it took over
+        assert set(split["taken_over"]) == {"open"}
+        assert sum(split["taken_over"].values()) == split["model_wrong_on_hits"]
+        assert split["taken_over"]["open"] <= split["hits"]["open"]
     # The training rows carry 5% label noise: a rule on every "帮我打开…" contradicts one.
     broad = {"name": "open_all", "label": "Statement", "starts_with": ["帮我打开"]}
     bp, run = setup_run(tmp_path / "bad", exam_rows(), rules=[broad])

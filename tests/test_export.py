@@ -139,6 +139,41 @@ def test_the_override_is_recorded_in_the_bin_and_the_card(tiny_fit):
     assert "Exam gate: passed (minimum exam accuracy 90.0%)." in passed
 
 
+def test_the_card_shows_each_reflex_rule_per_split(tiny_fit):
+    from foundry.blueprint import Label, Rule, Task
+    from foundry.export import model_card
+
+    trained = tiny_fit()
+    task = Task(name="t", constitution="c.md", exam="e.jsonl",
+                labels=[Label(name="Question", definition="q"),
+                        Label(name="Statement", definition="s")],
+                rules=[Rule(name="delete", label="Statement", contains=["删除"]),
+                       Rule(label="Question", starts_with=["请问"])])
+    report = {"rules": ["delete", "rule2"], "splits": {
+        "train": {"rows": 200, "hits": {"delete": 12, "rule2": 3},
+                  "taken_over": {"delete": 0, "rule2": 0}, "model_wrong_on_hits": 0,
+                  "accuracy_model": 0.99, "accuracy_with_rules": 0.99},
+        "exam": {"rows": 20, "hits": {"delete": 2, "rule2": 0},
+                 "taken_over": {"delete": 1, "rule2": 0}, "model_wrong_on_hits": 1,
+                 "accuracy_model": 0.9, "accuracy_with_rules": 0.95},
+        "dataset test": {"rows": 0, "hits": {"delete": 0, "rule2": 0},
+                         "taken_over": {"delete": 0, "rule2": 0}, "model_wrong_on_hits": 0,
+                         "accuracy_model": None, "accuracy_with_rules": None}}}
+    card = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
+                      evaluation={"rules": report}, refine_summary={})
+    lines = card.splitlines()
+    assert "## Reflex rules" in lines
+    assert "| rule | label | train (refined) | exam | dataset test |" in lines
+    assert "| `delete` | `Statement` | 12 | 2 (+1) | 0 |" in lines
+    assert "| `rule2` | `Question` | 3 | 0 | 0 |" in lines
+    assert "| all rules | | 15 of 200 | 2 of 20 | 0 of 0 |" in lines
+    assert "| accuracy: model → with rules | | 99.00% → 99.00% | 90.00% → 95.00% | n/a |" in lines
+    assert card.index("## Reflex rules") < card.index("## Size")
+    plain = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
+                       evaluation={}, refine_summary={})
+    assert "Reflex rules" not in plain and plain.count("## Size") == 1
+
+
 # -- concurrent exports -----------------------------------------------------------------------
 
 _WRITER = """

@@ -493,91 +493,40 @@ def test_refine_learns_what_the_lab_records(tmp_path):
 
 
 def test_multiclass_contributions_weigh_the_label_against_the_runner_up(tmp_path):
-    from types import SimpleNamespace
+    from conftest import fit_int8, install_model
 
-    from conftest import install_model
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
+    from foundry.blueprint import Rule
+    from foundry.reflex import compile_rules
 
-    from foundry.textspec import Analyzer, TextSpec
-
-    texts = ["几点了？", "你叫什么名字", "明天会下雨吗", "打开灯", "关掉空调", "播放音乐",
-             "你好", "早上好", "晚安啊"]
-    y = np.repeat([0, 1, 2], 3)
-    spec = TextSpec()
-    pipeline = Pipeline([
-        ("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), lowercase=False, sublinear_tf=True)),
-        ("clf", LogisticRegression(C=10.0, max_iter=2000)),
-    ]).fit(texts, y)
-    trained = SimpleNamespace(pipeline=pipeline, labels=["Question", "Command", "Greeting"],
-                              spec=spec, sublinear_tf=True, trainer="tfidf_logreg",
-                              data_sha256="0" * 64, train_rows=len(texts), task="three")
-    install_model(trained, tmp_path, "three", 0.5)
-    answer = Lab(tmp_path).ask("three", "你好吗")
-    e, p = answer.explanation, answer.prediction.probabilities
-    assert e.method == "linear" and e.units == "log-odds"
-    assert e.versus == max((lab_ for lab_ in p if lab_ != e.label), key=p.get)
-    total = sum(c.contribution for c in e.contributions) + e.bias
-    assert total == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-4)
-    assert {c.favours for c in e.contributions} <= {e.label, e.versus}
-
-
-def test_calibrated_model_contributions_add_up_to_the_log_odds(tmp_path):
-    """skl2onnx's sigmoid-calibration graph (the default trainer's export) is linear too."""
-    from conftest import QUESTIONS, STATEMENTS, fit_tiny, install_model
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
-    trained = fit_tiny()
-    clf = CalibratedClassifierCV(LogisticRegression(C=4.0, max_iter=1000), method="sigmoid",
-                                 cv=StratifiedKFold(3, shuffle=True, random_state=0),
-                                 ensemble=False)
-    trained.pipeline.steps[-1] = ("clf", clf)
-    trained.pipeline.fit(QUESTIONS + STATEMENTS, [0] * len(QUESTIONS) + [1] * len(STATEMENTS))
-    install_model(trained, tmp_path, "calibrated", 0.6)
+    words = {"alarm": ["闹钟", "叫醒", "起床"], "music": ["歌", "音乐", "播放"],
+             "weather": ["天气", "下雨", "温度"], "oos": ["你好", "谢谢", "讲个笑话"]}
+    texts = [f"{p}{w}" for ws in words.values() for w in ws for p in ("帮我", "请", "我想")]
+    labels = list(words)
+    trained = fit_int8(texts, np.repeat(np.arange(4), 9), labels, "intents", temperature=0.4)
+    spec = trained.spec
+    reflex = compile_rules([Rule(name="stop", label="alarm", contains=["关掉闹钟"])], labels,
+                           spec)
+    install_model(trained, tmp_path, "intents", 0.6, reflex=reflex, out_of_scope="oos",
+                  texts=texts[:6] + ["关掉闹钟吧"])
     tester = Lab(tmp_path)
-    model = tester.model("calibrated")
-    weights = lab.linear_weights(model.paths["onnx"], 2, model.n_features)
-    assert weights is not None and weights.units == "log-odds"
-    for text in ["今天天气怎么样？", "打开客厅的灯", "你好吗"]:
-        answer = tester.ask("calibrated", text)
-        e, p = answer.explanation, answer.prediction.probabilities
-        assert e.method == "linear"
-        total = sum(c.contribution for c in e.contributions) + e.bias
-        assert total == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-4)
-    top = tester.ask("calibrated", "你好吗").explanation.contributions[0]
-    assert "吗" in top.ngram and top.favours == "Question"
-
-
-def test_non_linear_model_is_explained_by_occlusion(tmp_path):
-    """Complement naive Bayes exports as a non-linear graph: the lab falls back to occlusion."""
-    from conftest import QUESTIONS, STATEMENTS, fit_tiny, install_model
-    from sklearn.naive_bayes import ComplementNB
-
-    trained = fit_tiny()
-    trained.pipeline.steps[-1] = ("clf", ComplementNB(alpha=0.5))
-    trained.pipeline.fit(QUESTIONS + STATEMENTS, [0] * len(QUESTIONS) + [1] * len(STATEMENTS))
-    install_model(trained, tmp_path, "nb", 0.6)
-    tester = Lab(tmp_path)
-    model = tester.model("nb")
-    assert lab.linear_weights(model.paths["onnx"], 2, model.n_features) is None
-    e = tester.ask("nb", "你好吗").explanation
-    assert (e.method, e.units, e.bias) == ("occlusion", "probability", None)
-    top = e.contributions[0]
-    assert "吗" in top.ngram and top.favours == "Question" and top.contribution > 0
-    assert "drop of P(Question)" in tester.render(tester.ask("nb", "你好吗"))
-
-
-def test_notebook_task_picker_remembers_the_last_task(tmp_path):
-    from conftest import write_tiny_models
-
-    models = tmp_path / "models"
-    for task in ("confirmation", "is_question"):
-        write_tiny_models(models, task=task)
-    ns = run_tester_notebook(models)
-    assert ns["task_picker"].options == ("is_question", "confirmation")
-    assert ns["task_picker"].value == "is_question"
-    ns["task_picker"].value = "confirmation"
-    assert run_tester_notebook(models)["task_picker"].value == "confirmation"
+    model = tester.model("intents")
+    seen = set()
+    for text in ["帮我播放歌", "明天下雨吗", "叫醒我听音乐", "天气歌", "关掉闹钟吧"]:
+        answer = tester.ask("intents", text)
+        e, pred = answer.explanation, answer.prediction
+        p = dict(zip(labels, model.predict_proba([text])[0].astype(float).tolist(), strict=True))
+        assert e.method == "linear" and e.units == "log-odds"
+        assert e.label == max(labels, key=p.get)  # the model's top label, whatever answered
+        assert e.versus == max((lab_ for lab_ in labels if lab_ != e.label), key=p.get)
+        assert e.log_odds == pytest.approx(math.log(p[e.label] / p[e.versus]), abs=1e-4)
+        assert {c.favours for c in e.contributions} <= {e.label, e.versus}
+        html = lab.render_explanation(labels, e)
+        assert f"log(P({e.label}) / P({e.versus})) = {e.log_odds:+.3f}" in html
+        seen.add("rule" if pred.rule else "oos" if pred.label != e.label else "model")
+    assert seen == {"rule", "oos", "model"}, seen
+    # binary models keep their explanation header
+    binary = lab.Explanation("Question", "Statement", "linear", "log-odds",
+                             (lab.Contribution("吗", 0, 0.5, 1.0, "Question"),), -0.2)
+    assert binary.log_odds == pytest.approx(0.8)
+    assert "weight difference Question − Statement (log-odds)" in \
+        lab.render_explanation(["Question", "Statement"], binary)

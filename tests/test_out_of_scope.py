@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,24 +29,15 @@ PROBES = ["set an alarm for nine", "will it rain in rome", "banana bread recipe"
 
 @pytest.fixture(scope="module")
 def oos_models(tmp_path_factory) -> Path:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import Pipeline
+    from conftest import fit_int8
 
     from foundry.export import conformance_texts, install_artifacts, model_files
-    from foundry.quantized import QuantizedLinearSVC
-    from foundry.textspec import Analyzer, TextSpec
 
     labels = list(TRAIN)
     texts = [t for lab in labels for t in TRAIN[lab]]
     y = np.array([i for i, lab in enumerate(labels) for _ in TRAIN[lab]])
-    spec = TextSpec()
-    pipe = Pipeline([("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), lowercase=False,
-                                               sublinear_tf=True, dtype=np.float64)),
-                     ("clf", QuantizedLinearSVC(C=1.0, random_state=0, temperature=0.3))])
-    pipe.fit(texts, y)
-    trained = SimpleNamespace(pipeline=pipe, labels=labels, spec=spec, sublinear_tf=True,
-                              trainer="tfidf_svm_int8", data_sha256="0" * 64,
-                              train_rows=len(texts), task="tiny_oos")
+    trained = fit_int8(texts, y, labels, "tiny_oos", temperature=0.3)
+    pipe = trained.pipeline
     models = tmp_path_factory.mktemp("oos-models")
     # The threshold sits between the probes' top probabilities: some sure, some not.
     top = np.sort(pipe.predict_proba(PROBES).max(axis=1))

@@ -19,6 +19,7 @@ from foundry.trainers import (
     feature_ranking,
     get_trainer,
     label_ngrams,
+    log_odds_weights,
     make_pipeline,
     vocabulary_terms,
 )
@@ -138,6 +139,38 @@ def test_class_weights_of_calibrated_and_nb_models_rank_like_the_model():
         margin = scores[:, 0] - scores[:, 1]
         p0 = pipe.predict_proba(QUESTIONS + STATEMENTS)[:, 0]
         assert np.corrcoef(margin, p0)[0, 1] > 0.8
+
+
+#: Four labels: questions, statements, and two topics cut across them.
+MANY_TEXTS = QUESTIONS + STATEMENTS + ["设个闹钟", "闹钟几点响", "取消明天的闹钟",
+                                       "放首歌", "这首歌叫什么", "下一首歌"]
+MANY_Y = np.array([0] * 10 + [1] * 10 + [2] * 3 + [3] * 3)
+
+
+@pytest.mark.parametrize(("name", "labels"), [("tfidf_svm_int8", 4), ("tfidf_logreg", 4),
+                                              ("tfidf_logreg", 2), ("tfidf_svm_int8", 2)])
+def test_log_odds_weights_add_up_to_the_log_odds_of_the_probabilities(name, labels):
+    texts, y = (MANY_TEXTS, MANY_Y) if labels == 4 else (TEXTS, Y)
+    pipe = make_pipeline(get_trainer(name), TextSpec(), True, {}, seed=0).fit(texts, y)
+    clf = pipe.named_steps["clf"]
+    if name == "tfidf_svm_int8":
+        clf.set_temperature(0.37)  # folded into the weights, as the export folds it
+    W, b = log_odds_weights(clf, labels)
+    x = pipe.named_steps["tfidf"].transform(MANY_TEXTS + ["完全没见过的话"])
+    assert W.shape == (labels, x.shape[1]) and b.shape == (labels,)
+    log_p = np.log(clf.predict_proba(x))
+    scores = np.asarray(x @ W.T) + b
+    for a, c in ((0, 1), (labels - 1, 0)):
+        np.testing.assert_allclose(scores[:, a] - scores[:, c], log_p[:, a] - log_p[:, c],
+                                   rtol=1e-9, atol=1e-9)
+
+
+def test_models_without_log_odds_weights_say_so():
+    for name, cal in (("tfidf_linear_svm", "sigmoid"), ("tfidf_complement_nb", "none"),
+                      ("tfidf_logreg", "sigmoid")):
+        pipe = make_pipeline(get_trainer(name), TextSpec(), True, {}, seed=0,
+                             calibration=cal).fit(TEXTS, Y)
+        assert log_odds_weights(pipe.named_steps["clf"], 2) is None, name
 
 
 @pytest.mark.parametrize("name", ["tfidf_logreg", "tfidf_complement_nb"])
