@@ -32,12 +32,14 @@ from foundry.reflex import (
 )
 from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE
 
-#: Layout version of the ``.bin`` written now (2: the integrity trailer and these rules;
-#: 3: the unfamiliarity gate, field ``familiarity``; 4: with reflex rules, field ``rules``).
-#: A file without rules is written as format 3, so models without rules keep their bytes.
+#: Layout versions of the ``.bin`` (2: the integrity trailer and these rules; 3: the
+#: unfamiliarity gate, field ``familiarity``; 4: format 3 with reflex rules, field ``rules``;
+#: 5: the vocabulary front-coded and the idf as an index into a table of its distinct values,
+#: rules optional). Writers write format 5; readers still read 3 and 4.
 FORMAT_VERSION = 3
 RULES_FORMAT_VERSION = 4
-SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, RULES_FORMAT_VERSION)
+COMPACT_FORMAT_VERSION = 5
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, RULES_FORMAT_VERSION, COMPACT_FORMAT_VERSION)
 #: Resource limits (rules F2, B5, B7, B8, B9). A text costs at most MAX_CHARS * MAX_N n-gram
 #: look-ups, however long the input line.
 MAX_BIN_BYTES = 16 << 20
@@ -146,8 +148,9 @@ def _code_points_ok(text: str, low: int, high: int) -> bool:
     return low <= len(text) <= high
 
 
-def check_preprocessor(msg: Any, path: Path, task: str) -> None:
-    """Rules B3-B14 on a decoded ``.bin``, in the order of the spec's table."""
+def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list[float]]:
+    """Rules B3-B14 on a decoded ``.bin``, in the order of the spec's table; the vocabulary
+    and idf (per column) it holds, in either layout."""
     if msg.format_version not in SUPPORTED_FORMAT_VERSIONS:
         raise rule_error(
             path, f"format_version {msg.format_version} is not supported by this runtime "
@@ -180,7 +183,7 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> None:
     if not 1 <= ana.min_n <= ana.max_n <= MAX_N:
         raise rule_error(path, f"analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n="
                                f"{ana.min_n}, max_n={ana.max_n}", "B8")
-    vocabulary = msg.vocabulary
+    vocabulary = vocabulary_of(msg, path, ana.max_n)
     if not 1 <= len(vocabulary) <= MAX_VOCABULARY:
         raise rule_error(path, f"the vocabulary has {len(vocabulary)} entries; it needs 1 to "
                                f"{MAX_VOCABULARY}", "B9")
@@ -194,14 +197,16 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> None:
     if weighting.norm not in (0, 1):
         raise rule_error(path, f"weighting.norm = {weighting.norm} is neither NORM_NONE (0) "
                                "nor NORM_L2 (1)", "B10")
+    idf = idf_of(msg, path, len(vocabulary)) if weighting.use_idf else msg.idf
     if weighting.use_idf:
-        if len(msg.idf) != len(vocabulary):
-            raise rule_error(path, f"idf has {len(msg.idf)} values but the vocabulary has "
+        if len(idf) != len(vocabulary):
+            raise rule_error(path, f"idf has {len(idf)} values but the vocabulary has "
                                    f"{len(vocabulary)} entries; the file is corrupt", "B10")
-        if not all(math.isfinite(x) and x > 0 for x in msg.idf):
+        if not all(math.isfinite(x) and x > 0 for x in [*msg.idf_table, *idf]):
             raise rule_error(path, "idf holds a value that is not a finite number > 0", "B10")
-    elif len(msg.idf):
-        raise rule_error(path, f"use_idf is false but idf has {len(msg.idf)} values", "B10")
+    elif len(msg.idf) or len(msg.idf_table) or len(msg.idf_index):
+        raise rule_error(path, f"use_idf is false but idf has {len(msg.idf)} values, idf_table "
+                               f"{len(msg.idf_table)}, idf_index {len(msg.idf_index)}", "B10")
     if not (math.isfinite(msg.threshold) and 0.0 <= msg.threshold <= 1.0):
         raise rule_error(path, f"threshold {msg.threshold} is not a number in [0, 1]", "B11")
     if len(msg.onnx_sha256) != 64 or not set(msg.onnx_sha256) <= _HEX:
@@ -215,20 +220,138 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> None:
                                f"min_order={gate.min_order}, max_unfamiliar={gate.max_unfamiliar}",
                          "B13")
     check_rules(msg, path)
+    return vocabulary, list(idf)
 
 
 def format_version_for(rules: Any) -> int:
-    """The layout version a writer records: 4 when the file carries rules, else 3."""
-    return RULES_FORMAT_VERSION if len(rules) else FORMAT_VERSION
+    """The layout version a writer records: 5, with or without rules."""
+    return COMPACT_FORMAT_VERSION
+
+
+def front_code(grams: list[str]) -> tuple[list[int], list[int], bytes]:
+    """``(vocab_prefix, vocab_suffix_len, vocab_suffixes)`` of format 5: each entry's UTF-8
+    bytes as the length of the prefix it shares with the entry before, and the rest."""
+    prefix, suffix_len, blob, prev = [], [], bytearray(), b""
+    for gram in grams:
+        data = gram.encode("utf-8")
+        shared = 0
+        limit = min(len(data), len(prev))
+        while shared < limit and data[shared] == prev[shared]:
+            shared += 1
+        prefix.append(shared)
+        suffix_len.append(len(data) - shared)
+        blob += data[shared:]
+        prev = data
+    return prefix, suffix_len, bytes(blob)
+
+
+def idf_table(idf: list[float]) -> tuple[list[float], list[int]]:
+    """``(idf_table, idf_index)`` of format 5: the distinct values, most used first (ties by
+    value, so the order is deterministic), and each column's index into them."""
+    from collections import Counter
+
+    counts = Counter(idf)
+    table = sorted(counts, key=lambda v: (-counts[v], v))
+    where = {v: i for i, v in enumerate(table)}
+    return table, [where[v] for v in idf]
+
+
+def compact(msg: Any) -> Any:
+    """Rewrite a message holding fields 7 and 8 (``vocabulary``, ``idf``) in place as format 5
+    (fields 17-21; 7 and 8 emptied) and return it."""
+    prefix, suffix_len, blob = front_code(list(msg.vocabulary))
+    table, index = idf_table(list(msg.idf))
+    msg.format_version = COMPACT_FORMAT_VERSION
+    msg.ClearField("vocabulary")
+    msg.ClearField("idf")
+    msg.vocab_prefix[:] = prefix
+    msg.vocab_suffix_len[:] = suffix_len
+    msg.vocab_suffixes = blob
+    msg.idf_table[:] = table
+    msg.idf_index[:] = index
+    return msg
+
+
+def as_stored(msg: Any) -> Any:
+    """A copy of a message returned by :func:`load_preprocessor` as its file holds it: a
+    format 5 message without the fields 7 and 8 the reader filled in."""
+    stored = type(msg)()
+    stored.CopyFrom(msg)
+    if stored.format_version == COMPACT_FORMAT_VERSION:
+        stored.ClearField("vocabulary")
+        stored.ClearField("idf")
+    return stored
+
+
+def vocabulary_of(msg: Any, path: Path, max_n: int) -> list[str]:
+    """Rule B9's layout part: the vocabulary of fields 7 (formats 3-4) or 17-19 (format 5,
+    front-coded: every entry at most ``4 * max_n`` bytes, valid UTF-8, strictly ascending)."""
+    compact_fields = len(msg.vocab_prefix) or len(msg.vocab_suffix_len) or msg.vocab_suffixes
+    if msg.format_version != COMPACT_FORMAT_VERSION:
+        if compact_fields:
+            raise rule_error(path, f"format {msg.format_version} holds the front-coded "
+                                   "vocabulary of format 5 (fields 17-19)", "B9")
+        return list(msg.vocabulary)
+    if len(msg.vocabulary):
+        raise rule_error(path, "format 5 holds field 7 (vocabulary); its vocabulary is "
+                               "front-coded in fields 17-19", "B9")
+    d = len(msg.vocab_prefix)
+    if not 1 <= d <= MAX_VOCABULARY or len(msg.vocab_suffix_len) != d:
+        raise rule_error(path, f"vocab_prefix has {d} values and vocab_suffix_len "
+                               f"{len(msg.vocab_suffix_len)}; they need the same length, 1 to "
+                               f"{MAX_VOCABULARY}", "B9")
+    blob, at, prev, grams = msg.vocab_suffixes, 0, b"", []
+    for i, (shared, rest) in enumerate(zip(msg.vocab_prefix, msg.vocab_suffix_len, strict=True)):
+        if shared > len(prev) or shared + rest > 4 * max_n or at + rest > len(blob):
+            raise rule_error(path, f"vocabulary entry {i}: prefix {shared} + suffix {rest} bytes "
+                                   f"do not fit (entry {i - 1} has {len(prev)} bytes, at most "
+                                   f"{4 * max_n} bytes an entry, {len(blob) - at} suffix bytes "
+                                   "left)", "B9")
+        data = prev[:shared] + blob[at:at + rest]
+        at += rest
+        if i and data <= prev:
+            raise rule_error(path, f"vocabulary entry {i} does not come after entry {i - 1} "
+                                   "in byte order; the file is corrupt", "B9")
+        try:
+            grams.append(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise rule_error(path, f"vocabulary entry {i} is not valid UTF-8", "B9") from None
+        prev = data
+    if at != len(blob):
+        raise rule_error(path, f"vocab_suffixes has {len(blob) - at} bytes more than "
+                               "vocab_suffix_len uses", "B9")
+    return grams
+
+
+def idf_of(msg: Any, path: Path, d: int) -> list[float]:
+    """Rule B10's layout part (with ``use_idf``): the idf of field 8 (formats 3-4) or of
+    fields 20-21 (format 5: ``idf_table[idf_index[i]]``, 1 to ``d`` table values)."""
+    if msg.format_version != COMPACT_FORMAT_VERSION:
+        if len(msg.idf_table) or len(msg.idf_index):
+            raise rule_error(path, f"format {msg.format_version} holds the idf table of "
+                                   "format 5 (fields 20-21)", "B10")
+        return list(msg.idf)
+    table, index = msg.idf_table, msg.idf_index
+    if len(msg.idf) or not 1 <= len(table) <= d or len(index) != d:
+        raise rule_error(path, f"format 5 needs idf empty, 1 to {d} idf_table values and one "
+                               f"idf_index per vocabulary entry ({d}); got {len(msg.idf)}, "
+                               f"{len(table)} and {len(index)}", "B10")
+    bad = next((i for i, j in enumerate(index) if j >= len(table)), None)
+    if bad is not None:
+        raise rule_error(path, f"idf_index[{bad}] = {index[bad]} is outside the idf_table "
+                               f"(0..{len(table) - 1})", "B10")
+    return [table[j] for j in index]
 
 
 def check_rules(msg: Any, path: Path) -> None:
-    """Rule B14: the reflex rules (format 4 exactly when there are any) are well formed."""
+    """Rule B14: the reflex rules are well formed; format 3 has none, format 4 has some."""
     rules = msg.rules
-    if (msg.format_version == RULES_FORMAT_VERSION) != bool(len(rules)):
+    if len(rules) and msg.format_version == FORMAT_VERSION or (
+            msg.format_version == RULES_FORMAT_VERSION and not len(rules)):
         raise rule_error(path, f"format_version {msg.format_version} with {len(rules)} rules: "
-                               f"rules need format {RULES_FORMAT_VERSION}, and format "
-                               f"{RULES_FORMAT_VERSION} needs rules", "B14")
+                               f"rules need format {RULES_FORMAT_VERSION} or "
+                               f"{COMPACT_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} "
+                               "needs rules", "B14")
     if len(rules) > MAX_RULES:
         raise rule_error(path, f"{len(rules)} rules; at most {MAX_RULES}", "B14")
     names: set[str] = set()
@@ -256,8 +379,12 @@ def check_rules(msg: Any, path: Path) -> None:
 
 
 def load_preprocessor(data: bytes, path: Path, task: str):
-    """Rules B1-B14: check, decode and validate the bytes of a ``.bin``."""
+    """Rules B1-B14: check, decode and validate the bytes of a ``.bin``; a format 5 message
+    is returned with its vocabulary and idf also in fields 7 and 8."""
     check_integrity(data, path)
     msg = decode_preprocessor(data, path)
-    check_preprocessor(msg, path, task)
+    vocabulary, idf = check_preprocessor(msg, path, task)
+    if msg.format_version == COMPACT_FORMAT_VERSION:  # readers find fields 7 and 8 filled
+        msg.vocabulary.extend(vocabulary)
+        msg.idf.extend(idf)
     return msg

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from foundry.artifacts import seal_message
+from foundry.artifacts import as_stored, seal_message
 from foundry.errors import ArtifactError, ConfigError
 
 #: Environment variable that forces the runtime's side: ``python`` or ``native``.
@@ -86,8 +86,7 @@ def load(backend: str, task: str, preprocessor: Any, onnx_data: bytes, bin_path:
         if required:
             raise ConfigError(f"the native runtime is not available ({_import_error}); {BUILD_HINT}")
         return None
-    sealed = type(preprocessor)()
-    sealed.CopyFrom(preprocessor)  # the very message validated, as file bytes (no re-read)
+    sealed = as_stored(preprocessor)  # the very message validated, as file bytes (no re-read)
     try:
         return module.NativeModel(task, seal_message(sealed), onnx_data, str(bin_path),
                                   str(onnx_path), prediction_type, probabilities_type,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry import __version__
-from foundry.artifacts import format_version_for, load_preprocessor, seal_message
+from foundry.artifacts import compact, format_version_for, load_preprocessor, seal_message
 from foundry.familiarity import NO_GATE, Familiarity
 from foundry.reflex import Reflex, rule_messages
 from foundry.textspec import REMOVED_CATEGORIES, UNICODE_VERSION, WHITESPACE
@@ -79,8 +79,8 @@ def preprocessor_message(
     out_of_scope: str = "",
     reflex: Reflex | None = None,
 ) -> pb.Preprocessor:
-    """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline (format 4 when
-    ``reflex`` holds rules, else format 3)."""
+    """Build the ``foundry.v1.Preprocessor`` message for a trained pipeline (format 5: the
+    vocabulary front-coded, the idf as an index into a table of its distinct values)."""
     tfidf = trained.pipeline.named_steps["tfidf"]
     spec = trained.spec
     vocab = sorted(tfidf.vocabulary_.items(), key=lambda kv: kv[1])
@@ -126,7 +126,7 @@ def preprocessor_message(
         out_of_scope=out_of_scope,
         rules=rules,
     )
-    return msg
+    return compact(msg)
 
 
 def artifact_bytes(

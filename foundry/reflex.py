@@ -22,7 +22,7 @@ JavaScript and Rust (``docs/preprocessor-spec.md`` section 5, rule B14; ``docs/r
 
 :func:`compile_rules` turns a blueprint's rules into :class:`Reflex` (words normalised with
 the task's text spec, labels as indices); the exporter writes them into the ``.bin``
-(``Preprocessor.rules``, format 4), :func:`reflex_of` reads them back, and the evaluate stage
+(``Preprocessor.rules``, field 15), :func:`reflex_of` reads them back, and the evaluate stage
 counts each rule's hits (:func:`rule_hits`).
 """
 

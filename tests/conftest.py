@@ -130,7 +130,7 @@ def tiny_reflex(labels=("Question", "Statement"), spec=None):
 
 @pytest.fixture(scope="session")
 def ruled_models(tmp_path_factory) -> tuple[Path, list[str]]:
-    """A models dir of tiny models with reflex rules (format 4): ``ruled`` (binary) and
+    """A models dir of tiny models with reflex rules (format 5, field 15): ``ruled`` (binary) and
     ``ruled_oos`` (the same with an out-of-scope label and a threshold that often shuts);
     returns the dir and its task names."""
     from foundry.export import conformance_texts

@@ -1,8 +1,10 @@
 import hashlib
+from pathlib import Path
 
 import onnx
 import pytest
 
+from foundry.artifacts import load_preprocessor
 from foundry.export import (
     COMMIT_MARKER,
     PENDING_DIR,
@@ -22,9 +24,8 @@ def test_artifacts_are_byte_identical_for_identical_inputs(tiny_fit):
 def test_bin_describes_the_onnx(tiny_fit):
     trained = tiny_fit()
     onnx_bytes, bin_bytes = artifact_bytes(trained, 0.75, task="t")
-    msg = pb.Preprocessor()
-    msg.ParseFromString(bin_bytes)
-    assert msg.format_version == 3 and msg.task == "t"
+    msg = load_preprocessor(bin_bytes, Path("t_preprocessor.bin"), "t")
+    assert msg.format_version == 5 and msg.task == "t"
     assert list(msg.labels) == ["Question", "Statement"]
     assert msg.onnx_sha256 == hashlib.sha256(onnx_bytes).hexdigest()
     assert len(msg.vocabulary) == len(msg.idf) == len(trained.pipeline.named_steps["tfidf"].vocabulary_)

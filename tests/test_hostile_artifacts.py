@@ -99,3 +99,31 @@ def test_every_cli_rejects_it_the_same_way(case: Case, good, node, tmp_path):
         assert f"{TASK}_{_named_file(case)}" in lines[0], f"{name}: {lines[0]}"
         assert "Traceback" not in done.stderr and not re.search(r"\n\s+at ", done.stderr)
         assert done.max_rss_mb < MAX_RSS_MB, f"{name} peaked at {done.max_rss_mb:.0f} MB"
+
+
+@pytest.mark.parametrize("format_version", [3, 4])
+def test_every_cli_still_reads_formats_3_and_4(format_version: int, good, node, tmp_path):
+    """The good pair rewritten in the layout of format 3 (fields 7 and 8) or 4 (the same with
+    a reflex rule): every runtime answers it exactly as the format 5 original."""
+    from fakes.tamper import rewrite_bin
+
+    if not RUST_CLI.is_file():
+        pytest.fail(f"{RUST_CLI} is not built: run `make rust`")
+
+    def legacy(m) -> None:
+        m.format_version = format_version
+        if format_version == 4:
+            m.rules.add(name="never", label=1, equals=["\u4e00" * 64])
+
+    models = make_case(good, Case("legacy", "-", lambda d: None), tmp_path / "m")
+    rewrite_bin(models / f"{TASK}_preprocessor.bin", legacy)
+    import json
+
+    texts = "你好吗\n今天天气不错\nwhy not\n".encode()
+    for cmd in ([sys.executable, "-m", "foundry", "predict", TASK, "--json"],
+                [node, str(NODE_CLI), "--task", TASK], [str(RUST_CLI), "--task", TASK]):
+        runs = [run_measured([*cmd, "--models-dir", str(d)], stdin=texts) for d in (good, models)]
+        assert [r.returncode for r in runs] == [0, 0], runs[1].stderr
+        new, old = ([json.loads(line) for line in r.stdout.splitlines()] for r in runs)
+        assert [a.pop("rule", None) for a in old] == [None] * 3
+        assert new == old, cmd[0]

@@ -4,7 +4,7 @@
   unless_contains) on the normalised text, and the words normalised at compile time;
 - the blueprint schema rejects unknown labels, empty lists and unknown keys with the file
   and field path;
-- a model with rules is written as format 4 and one without as format 3;
+- models are written as format 5 with or without rules (formats 3 and 4 still load);
 - the Python runtime (numpy, ONNX Runtime, native), the Node CLI, the Rust CLI and the C ABI
   answer the same rule for the same text, and their JSON lines say which rule answered;
 - rule hits and contradictions on labelled splits (:class:`RuleContradictionError`).
@@ -120,14 +120,14 @@ def test_a_good_rule_loads(tmp_path):
     assert task.rules[0].ends_with == ["吗", "?"] and task.rules[0].name is None
 
 
-def test_rules_make_format_4_and_no_rules_keep_format_3(ruled_models, tiny_models):
+def test_models_with_and_without_rules_are_format_5(ruled_models, tiny_models):
     ruled_dir, tasks = ruled_models
     tiny_dir, _ = tiny_models
-    assert MicroModel.load(tasks[0], ruled_dir).preprocessor.format_version == 4
+    assert MicroModel.load(tasks[0], ruled_dir).preprocessor.format_version == 5
     plain = MicroModel.load("tiny_q", tiny_dir)
-    assert plain.preprocessor.format_version == 3 and not plain.reflex
+    assert plain.preprocessor.format_version == 5 and not plain.reflex
     doc = json.loads((tiny_dir / "tiny_q_conformance.json").read_text(encoding="utf-8"))
-    assert doc["format_version"] == 3 and all("rule" not in v for v in doc["vectors"])
+    assert doc["format_version"] == 5 and all("rule" not in v for v in doc["vectors"])
     assert "rule" not in plain.predict("你好吗").to_json("你好吗", bool(plain.reflex))
 
 

@@ -207,7 +207,7 @@ def test_unsupported_format_version(models_copy):
 
 def test_vocab_idf_length_mismatch(models_copy):
     _rewrite_bin(models_copy / "tiny_q_preprocessor.bin", lambda m: m.idf.pop())
-    with pytest.raises(ArtifactError, match=r"idf has.*rule B10"):
+    with pytest.raises(ArtifactError, match=r"one idf_index per vocabulary entry.*rule B10"):
         MicroModel.load("tiny_q", models_dir=models_copy)
 
 

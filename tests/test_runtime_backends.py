@@ -357,17 +357,11 @@ def test_read_linear_graph_rejects_extra_nodes(models_dir):
 
 
 def test_numpy_backend_checks_dimensions(models_dir, tmp_path):
-    from foundry.artifacts import seal_message
-    from foundry.v1 import preprocessor_pb2 as pb
+    from fakes.tamper import rewrite_bin
 
     for f in models_dir.glob("binary_*"):
         (tmp_path / f.name).write_bytes(f.read_bytes())
-    path = tmp_path / "binary_preprocessor.bin"
-    msg = pb.Preprocessor()
-    msg.ParseFromString(path.read_bytes())
-    msg.vocabulary.pop()
-    msg.idf.pop()
-    path.write_bytes(seal_message(msg))
+    rewrite_bin(tmp_path / "binary_preprocessor.bin", lambda m: (m.vocabulary.pop(), m.idf.pop()))
     for backend in ("numpy", "onnxruntime"):
         with pytest.raises(ArtifactError, match="features but binary_preprocessor.bin has a vocab"):
             MicroModel.load("binary", models_dir=tmp_path, backend=backend)

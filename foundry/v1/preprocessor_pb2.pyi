@@ -96,7 +96,7 @@ class Rule(_message.Message):
     def __init__(self, name: _Optional[str] = ..., label: _Optional[int] = ..., contains: _Optional[_Iterable[str]] = ..., starts_with: _Optional[_Iterable[str]] = ..., ends_with: _Optional[_Iterable[str]] = ..., equals: _Optional[_Iterable[str]] = ..., also_contains: _Optional[_Iterable[str]] = ..., unless_contains: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Preprocessor(_message.Message):
-    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256", "familiarity", "out_of_scope", "rules")
+    __slots__ = ("format_version", "task", "labels", "normalizer", "analyzer", "weighting", "vocabulary", "idf", "threshold", "onnx_sha256", "unicode_version", "provenance", "content_sha256", "familiarity", "out_of_scope", "rules", "vocab_prefix", "vocab_suffix_len", "vocab_suffixes", "idf_table", "idf_index")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,11 @@ class Preprocessor(_message.Message):
     FAMILIARITY_FIELD_NUMBER: _ClassVar[int]
     OUT_OF_SCOPE_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SUFFIX_LEN_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    IDF_TABLE_FIELD_NUMBER: _ClassVar[int]
+    IDF_INDEX_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     task: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -129,4 +134,9 @@ class Preprocessor(_message.Message):
     familiarity: Familiarity
     out_of_scope: str
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
-    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ..., familiarity: _Optional[_Union[Familiarity, _Mapping]] = ..., out_of_scope: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ...) -> None: ...
+    vocab_prefix: _containers.RepeatedScalarFieldContainer[int]
+    vocab_suffix_len: _containers.RepeatedScalarFieldContainer[int]
+    vocab_suffixes: bytes
+    idf_table: _containers.RepeatedScalarFieldContainer[float]
+    idf_index: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, format_version: _Optional[int] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., normalizer: _Optional[_Union[Normalizer, _Mapping]] = ..., analyzer: _Optional[_Union[Analyzer, _Mapping]] = ..., weighting: _Optional[_Union[Weighting, _Mapping]] = ..., vocabulary: _Optional[_Iterable[str]] = ..., idf: _Optional[_Iterable[float]] = ..., threshold: _Optional[float] = ..., onnx_sha256: _Optional[str] = ..., unicode_version: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., content_sha256: _Optional[bytes] = ..., familiarity: _Optional[_Union[Familiarity, _Mapping]] = ..., out_of_scope: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vocab_prefix: _Optional[_Iterable[int]] = ..., vocab_suffix_len: _Optional[_Iterable[int]] = ..., vocab_suffixes: _Optional[bytes] = ..., idf_table: _Optional[_Iterable[float]] = ..., idf_index: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -37,7 +37,32 @@ def onnx_path(d: Path) -> Path:
 
 
 def _edit(mutate) -> Callable[[Path], None]:
+    """Change the .bin's content (a format 5 file stays front-coded, fields 17-21)."""
     return lambda d: rewrite_bin(bin_path(d), mutate)
+
+
+def _edit_raw(mutate) -> Callable[[Path], None]:
+    """Change the .bin's fields as stored (format 5: fields 17-21 themselves)."""
+    return lambda d: rewrite_bin(bin_path(d), mutate, raw=True)
+
+
+def _set(field: str, index: int, value) -> Callable:
+    def mutate(m) -> None:
+        getattr(m, field)[index] = value
+    return mutate
+
+
+def _legacy(format_version: int, field: str, value) -> Callable:
+    """The file as format 3 (fields 7 and 8) that also holds one value of a format 5 field."""
+    def mutate(m) -> None:
+        m.format_version = format_version
+        getattr(m, field).append(value)
+    return mutate
+
+
+def _swap_first_entries(m) -> None:
+    m.vocabulary[0], m.vocabulary[1] = m.vocabulary[1], m.vocabulary[0]
+    m.idf[0], m.idf[1] = m.idf[1], m.idf[0]
 
 
 def _flip(*bits_from_middle: int) -> Callable[[Path], None]:
@@ -91,21 +116,16 @@ def _v1_file(d: Path) -> None:
 
 
 def _huge_vocabulary(d: Path) -> None:
-    msg = read_bin(bin_path(d))
-    extra = MAX_VOCABULARY + 1 - len(msg.vocabulary)
-    msg.vocabulary.extend(_gram(i) for i in range(extra))
-    msg.idf.extend([1.0] * extra)
-    bin_path(d).write_bytes(_seal(msg))
+    def mutate(msg) -> None:
+        extra = MAX_VOCABULARY + 1 - len(msg.vocabulary)
+        msg.vocabulary.extend(_gram(i) for i in range(extra))
+        msg.idf.extend([1.0] * extra)
+    rewrite_bin(bin_path(d), mutate)
 
 
 def _gram(i: int) -> str:
     # Distinct 3-code-point strings from a private-use plane (never real n-grams).
     return chr(0xF0000 + i % 65536) + chr(0xF0000 + i // 65536) + "\u3000"
-
-
-def _seal(msg) -> bytes:
-    msg.ClearField("content_sha256")
-    return seal(msg.SerializeToString(deterministic=True))
 
 
 def _swap_whitespace(m) -> None:
@@ -187,7 +207,7 @@ CASES: tuple[Case, ...] = (
     Case("bin: sealed garbage", "B2", lambda d: bin_path(d).write_bytes(seal(b"\xff\xff\xff\x0f"))),
     Case("format_version 2 (no familiarity gate)", "B3",
          _edit(lambda m: setattr(m, "format_version", 2))),
-    Case("format_version 5", "B3", _edit(lambda m: setattr(m, "format_version", 5))),
+    Case("format_version 6", "B3", _edit(lambda m: setattr(m, "format_version", 6))),
     Case("another task", "B4", _edit(lambda m: setattr(m, "task", "other"))),
     Case("duplicate labels", "B5", _edit(_set_label(1, "Question"))),
     Case("one label", "B5", _edit(lambda m: m.labels.pop())),
@@ -205,11 +225,41 @@ CASES: tuple[Case, ...] = (
     Case("vocabulary entry too long", "B9", _edit(_vocab_entry("abcd"))),
     Case("vocabulary entry repeated", "B9", _edit(lambda m: _vocab_entry(m.vocabulary[0])(m))),
     Case("vocabulary over the limit", "B9", _huge_vocabulary),
+    Case("vocabulary out of order", "B9", _edit(_swap_first_entries)),
+    Case("format 5 with field 7", "B9", _edit_raw(lambda m: m.vocabulary.append("吗"))),
+    Case("front-coded fields in format 3", "B9", _edit(_legacy(3, "vocab_prefix", 0))),
+    Case("vocab_prefix longer than the entry before", "B9", _edit_raw(_set("vocab_prefix", 1, 40))),
+    Case("vocab_prefix huge", "B9", _edit_raw(_set("vocab_prefix", 1, 2**32 - 1))),
+    Case("vocab_prefix and vocab_suffix_len lengths differ", "B9",
+         _edit_raw(lambda m: m.vocab_suffix_len.pop())),
+    Case("vocab_prefix empty", "B9",
+         _edit_raw(lambda m: (m.ClearField("vocab_prefix"), m.ClearField("vocab_suffix_len"),
+                              m.ClearField("vocab_suffixes")))),
+    Case("vocab_suffix_len past the suffixes", "B9",
+         _edit_raw(lambda m: setattr(m, "vocab_suffixes", m.vocab_suffixes[:-1]))),
+    Case("vocab_suffixes with bytes left over", "B9",
+         _edit_raw(lambda m: setattr(m, "vocab_suffixes", m.vocab_suffixes + b"x"))),
+    Case("vocab entry longer than 4 * max_n bytes", "B9",
+         _edit_raw(_set("vocab_suffix_len", 0, 2**32 - 1))),
+    Case("vocab entry invalid UTF-8", "B9",
+         _edit_raw(lambda m: setattr(m, "vocab_suffixes", m.vocab_suffixes[:-1] + b"\xff"))),
     Case("unknown norm", "B10", _edit(lambda m: setattr(m.weighting, "norm", 7))),
     Case("idf shorter", "B10", _edit(lambda m: m.idf.pop())),
     Case("idf NaN", "B10", _edit(lambda m: m.idf.__setitem__(0, math.nan))),
     Case("idf negative", "B10", _edit(lambda m: m.idf.__setitem__(0, -1.0))),
     Case("idf without use_idf", "B10", _edit(lambda m: setattr(m.weighting, "use_idf", False))),
+    Case("format 5 with field 8", "B10", _edit_raw(lambda m: m.idf.append(1.0))),
+    Case("idf table in format 3", "B10", _edit(_legacy(3, "idf_table", 1.0))),
+    Case("idf_index out of range", "B10",
+         _edit_raw(lambda m: _set("idf_index", 0, len(m.idf_table))(m))),
+    Case("idf_index huge", "B10", _edit_raw(_set("idf_index", -1, 2**32 - 1))),
+    Case("idf_index shorter", "B10", _edit_raw(lambda m: m.idf_index.pop())),
+    Case("idf_table empty", "B10", _edit_raw(lambda m: m.ClearField("idf_table"))),
+    Case("idf_table longer than the vocabulary", "B10",
+         _edit_raw(lambda m: m.idf_table.extend([1.0] * len(m.idf_index)))),
+    Case("idf_table NaN", "B10", _edit_raw(_set("idf_table", 0, math.nan))),
+    Case("idf_table infinite", "B10", _edit_raw(_set("idf_table", -1, math.inf))),
+    Case("idf_table zero", "B10", _edit_raw(_set("idf_table", 0, 0.0))),
     Case("threshold NaN", "B11", _edit(lambda m: setattr(m, "threshold", math.nan))),
     Case("threshold < 0", "B11", _edit(lambda m: setattr(m, "threshold", -0.1))),
     Case("threshold > 1", "B11", _edit(lambda m: setattr(m, "threshold", 1.5))),

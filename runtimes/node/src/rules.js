@@ -9,11 +9,15 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const { codePointLength } = require('./textspec');
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 /** Layout version of the `.bin` this runtime reads (3: with the unfamiliarity gate). */
 const FORMAT_VERSION = 3;
 /** The layout of a `.bin` with reflex rules (rule B14). */
 const RULES_FORMAT_VERSION = 4;
-const SUPPORTED_FORMAT_VERSIONS = Object.freeze([FORMAT_VERSION, RULES_FORMAT_VERSION]);
+/** The layout written now: vocabulary front-coded, idf as a table index; rules optional. */
+const COMPACT_FORMAT_VERSION = 5;
+const SUPPORTED_FORMAT_VERSIONS = Object.freeze([FORMAT_VERSION, RULES_FORMAT_VERSION, COMPACT_FORMAT_VERSION]);
 /** The word lists of a reflex rule (camelCase, in `.bin` field order); a rule needs one of the first four. */
 const RULE_WORD_LISTS = Object.freeze(['contains', 'startsWith', 'endsWith', 'equals', 'alsoContains', 'unlessContains']);
 const RULE_LIST_NAMES = Object.freeze({
@@ -196,7 +200,7 @@ function checkPreprocessor(msg, file, task) {
   if (!(minN >= 1 && minN <= maxN && maxN <= LIMITS.maxN)) {
     throw ruleError(file, `analyzer needs 1 <= min_n <= max_n <= ${LIMITS.maxN}, got min_n=${minN}, max_n=${maxN}`, 'B8');
   }
-  const { vocabulary } = msg;
+  const vocabulary = vocabularyOf(msg, file, maxN, formatVersion);
   if (vocabulary.length < 1 || vocabulary.length > LIMITS.vocabulary) {
     throw ruleError(file, `the vocabulary has ${vocabulary.length} entries; it needs 1 to ${LIMITS.vocabulary}`, 'B9');
   }
@@ -218,19 +222,26 @@ function checkPreprocessor(msg, file, task) {
   if (normKind !== 0 && normKind !== 1) {
     throw ruleError(file, `weighting.norm = ${normKind} is neither NORM_NONE (0) nor NORM_L2 (1)`, 'B10');
   }
+  const idfTable = msg.idfTable || [];
+  const idfIndex = msg.idfIndex || [];
+  const idf = weighting.useIdf ? idfOf(msg, file, vocabulary.length, formatVersion) : msg.idf;
   if (weighting.useIdf) {
-    if (msg.idf.length !== vocabulary.length) {
+    if (idf.length !== vocabulary.length) {
       throw ruleError(
         file,
-        `idf has ${msg.idf.length} values but the vocabulary has ${vocabulary.length} entries; the file is corrupt`,
+        `idf has ${idf.length} values but the vocabulary has ${vocabulary.length} entries; the file is corrupt`,
         'B10',
       );
     }
-    if (!msg.idf.every((x) => Number.isFinite(x) && x > 0)) {
+    if (![...idfTable, ...idf].every((x) => Number.isFinite(x) && x > 0)) {
       throw ruleError(file, 'idf holds a value that is not a finite number > 0', 'B10');
     }
-  } else if (msg.idf.length !== 0) {
-    throw ruleError(file, `use_idf is false but idf has ${msg.idf.length} values`, 'B10');
+  } else if (msg.idf.length !== 0 || idfTable.length !== 0 || idfIndex.length !== 0) {
+    throw ruleError(
+      file,
+      `use_idf is false but idf has ${msg.idf.length} values, idf_table ${idfTable.length}, idf_index ${idfIndex.length}`,
+      'B10',
+    );
   }
   const threshold = Number(msg.threshold);
   if (!(Number.isFinite(threshold) && threshold >= 0 && threshold <= 1)) {
@@ -251,21 +262,123 @@ function checkPreprocessor(msg, file, task) {
     );
   }
   checkRules(msg, file, formatVersion);
+  if (formatVersion === COMPACT_FORMAT_VERSION) {
+    // Readers find the vocabulary and idf per column in fields 7 and 8, whatever the layout.
+    msg.vocabulary = vocabulary;
+    msg.idf = idf;
+  }
 }
 
 /**
- * Rule B14: the reflex rules are well formed, and present exactly in format 4.
+ * Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (format 5,
+ * front-coded: every entry at most 4 * max_n bytes, valid UTF-8, strictly ascending in bytes).
+ * @param {object} msg decoded `.bin`
+ * @param {string} file
+ * @param {number} maxN analyzer.max_n
+ * @param {number} formatVersion
+ * @returns {string[]}
+ */
+function vocabularyOf(msg, file, maxN, formatVersion) {
+  const prefix = msg.vocabPrefix || [];
+  const suffixLen = msg.vocabSuffixLen || [];
+  const blob = msg.vocabSuffixes && msg.vocabSuffixes.length ? Uint8Array.from(msg.vocabSuffixes) : new Uint8Array(0);
+  if (formatVersion !== COMPACT_FORMAT_VERSION) {
+    if (prefix.length || suffixLen.length || blob.length) {
+      throw ruleError(file, `format ${formatVersion} holds the front-coded vocabulary of format 5 (fields 17-19)`, 'B9');
+    }
+    return msg.vocabulary;
+  }
+  if (msg.vocabulary.length) {
+    throw ruleError(file, 'format 5 holds field 7 (vocabulary); its vocabulary is front-coded in fields 17-19', 'B9');
+  }
+  const d = prefix.length;
+  if (d < 1 || d > LIMITS.vocabulary || suffixLen.length !== d) {
+    throw ruleError(
+      file,
+      `vocab_prefix has ${d} values and vocab_suffix_len ${suffixLen.length}; they need the same length, 1 to ${LIMITS.vocabulary}`,
+      'B9',
+    );
+  }
+  const grams = new Array(d);
+  let at = 0;
+  let prev = new Uint8Array(0);
+  for (let i = 0; i < d; i += 1) {
+    const shared = Number(prefix[i]);
+    const rest = Number(suffixLen[i]);
+    if (shared > prev.length || shared + rest > 4 * maxN || at + rest > blob.length) {
+      throw ruleError(
+        file,
+        `vocabulary entry ${i}: prefix ${shared} + suffix ${rest} bytes do not fit (entry ${i - 1} has ${prev.length} bytes, ` +
+          `at most ${4 * maxN} bytes an entry, ${blob.length - at} suffix bytes left)`,
+        'B9',
+      );
+    }
+    const data = new Uint8Array(shared + rest);
+    data.set(prev.subarray(0, shared), 0);
+    data.set(blob.subarray(at, at + rest), shared);
+    at += rest;
+    if (i > 0 && Buffer.compare(data, prev) <= 0) {
+      throw ruleError(file, `vocabulary entry ${i} does not come after entry ${i - 1} in byte order; the file is corrupt`, 'B9');
+    }
+    try {
+      grams[i] = strictUtf8.decode(data);
+    } catch {
+      throw ruleError(file, `vocabulary entry ${i} is not valid UTF-8`, 'B9');
+    }
+    prev = data;
+  }
+  if (at !== blob.length) {
+    throw ruleError(file, `vocab_suffixes has ${blob.length - at} bytes more than vocab_suffix_len uses`, 'B9');
+  }
+  return grams;
+}
+
+/**
+ * Rule B10's layout part (with use_idf): the idf of field 8 (formats 3-4) or of fields 20-21
+ * (format 5: idf_table[idf_index[i]], 1 to d table values).
+ * @param {object} msg decoded `.bin`
+ * @param {string} file
+ * @param {number} d vocabulary size
+ * @param {number} formatVersion
+ * @returns {number[]}
+ */
+function idfOf(msg, file, d, formatVersion) {
+  const table = msg.idfTable || [];
+  const index = msg.idfIndex || [];
+  if (formatVersion !== COMPACT_FORMAT_VERSION) {
+    if (table.length || index.length) {
+      throw ruleError(file, `format ${formatVersion} holds the idf table of format 5 (fields 20-21)`, 'B10');
+    }
+    return msg.idf;
+  }
+  if (msg.idf.length || table.length < 1 || table.length > d || index.length !== d) {
+    throw ruleError(
+      file,
+      `format 5 needs idf empty, 1 to ${d} idf_table values and one idf_index per vocabulary entry (${d}); ` +
+        `got ${msg.idf.length}, ${table.length} and ${index.length}`,
+      'B10',
+    );
+  }
+  const bad = index.findIndex((j) => j >= table.length);
+  if (bad >= 0) {
+    throw ruleError(file, `idf_index[${bad}] = ${index[bad]} is outside the idf_table (0..${table.length - 1})`, 'B10');
+  }
+  return index.map((j) => table[j]);
+}
+
+/**
+ * Rule B14: the reflex rules are well formed; format 3 has none, format 4 has some.
  * @param {object} msg decoded `.bin`
  * @param {string} file
  * @param {number} formatVersion
  */
 function checkRules(msg, file, formatVersion) {
   const rules = msg.rules || [];
-  if ((formatVersion === RULES_FORMAT_VERSION) !== rules.length > 0) {
+  if ((rules.length > 0 && formatVersion === FORMAT_VERSION) || (formatVersion === RULES_FORMAT_VERSION && rules.length === 0)) {
     throw ruleError(
       file,
-      `format_version ${formatVersion} with ${rules.length} rules: rules need format ${RULES_FORMAT_VERSION}, ` +
-        `and format ${RULES_FORMAT_VERSION} needs rules`,
+      `format_version ${formatVersion} with ${rules.length} rules: rules need format ${RULES_FORMAT_VERSION} or ` +
+        `${COMPACT_FORMAT_VERSION}, and format ${RULES_FORMAT_VERSION} needs rules`,
       'B14',
     );
   }
@@ -329,6 +442,7 @@ function ruleMatches(rule, normalized) {
 
 module.exports = {
   ArtifactError,
+  COMPACT_FORMAT_VERSION,
   FORMAT_VERSION,
   INTEGRITY_BYTES,
   INTEGRITY_HEADER,

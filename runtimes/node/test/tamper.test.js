@@ -66,10 +66,10 @@ if (task) {
   test('a sealed .bin cut inside a field says so', async () => {
     const dir = copyArtifacts(task);
     const body = unseal(fs.readFileSync(bin(dir)));
-    // Cut inside the packed idf (field 8, tens of KB; the fields after it take a few hundred
-    // bytes): its length then runs past the end of the file whatever the trailer's hash bytes
-    // are. A cut inside a short last field (body.length - 1) let the field take its missing
-    // bytes from the trailer, and the error depended on the hash (an open gate's 1.0 hit it).
+    // Cut inside the packed idf_index (field 21, the last field of a format 5 body, one byte
+    // or two per n-gram): its length then runs past the end of the file whatever the trailer's
+    // hash bytes are. A cut inside a short last field (body.length - 1) let the field take its
+    // missing bytes from the trailer, and the error depended on the hash.
     fs.writeFileSync(bin(dir), seal(body.subarray(0, body.length - 1000)));
     await assertRejected(dir, /truncated or corrupt\): it ends in the middle of a field.*rule B2/, bin(dir));
   });
@@ -88,35 +88,60 @@ if (task) {
     await assertRejected(dir, /not a valid preprocessor file.*rule B2/, bin(dir));
   });
 
-  test('a sealed .bin with invalid UTF-8 inside the vocabulary is rejected', async () => {
+  test('a sealed .bin with invalid UTF-8 inside a string field is rejected', async () => {
     const dir = copyArtifacts(task);
     const body = Buffer.from(unseal(fs.readFileSync(bin(dir))));
     const model = await MicroModel.load(task, dir);
-    const gram = model.preprocessor.vocabulary.find((g) => Buffer.byteLength(g) >= 3);
-    const at = body.indexOf(Buffer.from(gram, 'utf8'));
+    const label = Buffer.from(model.labels[0], 'utf8');
+    const at = body.indexOf(Buffer.concat([Buffer.from([(3 << 3) | 2, label.length]), label]));
     assert.ok(at > 0);
-    body[at] = 0xff;
+    body[at + 2] = 0xff;
     fs.writeFileSync(bin(dir), seal(body));
     await assertRejected(dir, /not a valid preprocessor file.*UTF-8.*rule B2/, bin(dir));
+  });
+
+  test('invalid UTF-8 inside the front-coded vocabulary is rejected', async () => {
+    const dir = copyArtifacts(task);
+    rewritePreprocessor(bin(dir), (msg) => {
+      msg.vocabSuffixes = Buffer.concat([msg.vocabSuffixes.subarray(0, -1), Buffer.from([0xff])]);
+    });
+    await assertRejected(dir, /vocabulary entry \d+ is not valid UTF-8.*rule B9/, bin(dir));
   });
 
   test('an unsupported format version is rejected', async () => {
     const dir = copyArtifacts(task);
     rewritePreprocessor(bin(dir), (msg) => {
-      msg.formatVersion = 5;
+      msg.formatVersion = 6;
     });
-    await assertRejected(dir, /format_version 5 is not supported by this runtime \(supported: 3, 4\).*rule B3/, bin(dir));
+    await assertRejected(dir, /format_version 6 is not supported by this runtime \(supported: 3, 4, 5\).*rule B3/, bin(dir));
   });
 
-  test('format 4 needs reflex rules, and rules need format 4', async () => {
+  test('format 4 needs reflex rules, and rules need format 4 or 5', async () => {
+    const { preprocessor } = await MicroModel.load(task, copyArtifacts(task));
+    /** The message in the layout of formats 3-4 (fields 7 and 8). */
+    const legacy = (msg, formatVersion) => {
+      Object.assign(msg, {
+        formatVersion,
+        vocabulary: preprocessor.vocabulary,
+        idf: preprocessor.idf,
+        vocabPrefix: [],
+        vocabSuffixLen: [],
+        vocabSuffixes: Buffer.alloc(0),
+        idfTable: [],
+        idfIndex: [],
+      });
+    };
     const noRules = copyArtifacts(task);
-    rewritePreprocessor(bin(noRules), (msg) => {
-      msg.formatVersion = 4;
-    });
+    rewritePreprocessor(bin(noRules), (msg) => legacy(msg, 4));
     await assertRejected(noRules, /format_version 4 with 0 rules.*rule B14/, bin(noRules));
+    const plain = copyArtifacts(task);
+    rewritePreprocessor(bin(plain), (msg) => {
+      legacy(msg, 3);
+      msg.rules = [{ name: 'r', label: 0, contains: ['x'] }];
+    });
+    await assertRejected(plain, /format_version 3 with 1 rules.*rule B14/, bin(plain));
     const badLabel = copyArtifacts(task);
     rewritePreprocessor(bin(badLabel), (msg) => {
-      msg.formatVersion = 4;
       msg.rules = [{ name: 'r', label: msg.labels.length, contains: ['x'] }];
     });
     await assertRejected(badLabel, /rules\[0\]\.label 2 is not a label index.*rule B14/, bin(badLabel));
@@ -142,19 +167,23 @@ if (task) {
     const dir = copyArtifacts(task);
     let n = 0;
     rewritePreprocessor(bin(dir), (msg) => {
-      msg.idf.pop();
-      n = msg.vocabulary.length;
+      msg.idfIndex.pop();
+      n = msg.vocabPrefix.length;
     });
-    await assertRejected(dir, new RegExp(`idf has ${n - 1} values but the vocabulary has ${n} entries`), bin(dir));
+    await assertRejected(dir, new RegExp(`one idf_index per vocabulary entry \\(${n}\\); got 0, \\d+ and ${n - 1}`), bin(dir));
   });
 
   test('a vocabulary longer than the ONNX input is rejected', async () => {
     const dir = copyArtifacts(task);
     let n = 0;
     rewritePreprocessor(bin(dir), (msg) => {
-      msg.vocabulary.push('\u0000x');
-      msg.idf.push(1.0);
-      n = msg.vocabulary.length;
+      // One more front-coded entry, after every other in byte order: U+10FFFF.
+      const last = Buffer.from('\u{10FFFF}', 'utf8');
+      msg.vocabPrefix.push(0);
+      msg.vocabSuffixLen.push(last.length);
+      msg.vocabSuffixes = Buffer.concat([msg.vocabSuffixes, last]);
+      msg.idfIndex.push(0);
+      n = msg.vocabPrefix.length;
     });
     await assertRejected(dir, new RegExp(`expects ${n - 1} features but .* vocabulary of ${n}.*rule O2`), onnx(dir));
   });
@@ -197,7 +226,7 @@ if (task) {
   test('the CLI reports a tampered pair on stderr with exit code 1, no stack trace', () => {
     const dir = copyArtifacts(task);
     rewritePreprocessor(bin(dir), (msg) => {
-      msg.idf.pop();
+      msg.idfIndex.pop();
     });
     const run = spawnSync(process.execPath, [CLI, '--models-dir', dir, '--task', task], {
       input: '你好\n',
@@ -205,7 +234,7 @@ if (task) {
     });
     assert.equal(run.status, 1);
     assert.equal(run.stdout, '');
-    assert.match(run.stderr, /^foundry \(node\): .*idf has/);
+    assert.match(run.stderr, /^foundry \(node\): .*idf_index per vocabulary entry/);
     assert.doesNotMatch(run.stderr, /\n\s+at /);
   });
 }

@@ -14,10 +14,14 @@ use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings
 use crate::vocabulary::GramIndex;
 
 /// `.bin` layouts this runtime reads (rule B3; 3: with the unfamiliarity gate, 4: and with
-/// reflex rules).
-pub const SUPPORTED_FORMAT_VERSIONS: [u32; 2] = [3, 4];
-/// The layout of a file with reflex rules (rule B14).
+/// reflex rules, 5: the vocabulary front-coded and the idf as a table index, rules optional).
+pub const SUPPORTED_FORMAT_VERSIONS: [u32; 3] = [3, 4, 5];
+/// The layout of a file without reflex rules before format 5 (rule B14).
+pub const PLAIN_FORMAT_VERSION: u32 = 3;
+/// The layout of a file with reflex rules before format 5 (rule B14).
 pub const RULES_FORMAT_VERSION: u32 = 4;
+/// The layout written now (rules B9, B10).
+pub const COMPACT_FORMAT_VERSION: u32 = 5;
 /// Limits of rule B14: rules, words in all rules, code points per word and per rule name.
 pub const MAX_RULES: usize = 256;
 pub const MAX_RULE_WORDS: usize = 4096;
@@ -72,12 +76,12 @@ pub fn rule_matches(r: &pb::Rule, normalized: &str) -> bool {
         && !r.unless_contains.iter().any(|w| normalized.contains(w.as_str()))
 }
 
-/// Rule B14: the reflex rules are well formed, and present exactly in format 4.
+/// Rule B14: the reflex rules are well formed; format 3 has none, format 4 has some.
 fn check_rules(msg: &pb::Preprocessor, path: &Path) -> Result<(), ArtifactError> {
     let n = msg.rules.len();
-    if (msg.format_version == RULES_FORMAT_VERSION) != (n > 0) {
+    if (n > 0 && msg.format_version == PLAIN_FORMAT_VERSION) || (n == 0 && msg.format_version == RULES_FORMAT_VERSION) {
         return Err(rule(path, format!(
-            "format_version {} with {n} rules: rules need format {RULES_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} needs rules",
+            "format_version {} with {n} rules: rules need format {RULES_FORMAT_VERSION} or {COMPACT_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} needs rules",
             msg.format_version
         ), "B14"));
     }
@@ -232,7 +236,7 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
     if Sha256::digest(&data[..n - INTEGRITY_BYTES])[..] != data[n - 32..] {
         return Err(rule(path, "the file is damaged: its content does not match its integrity check (content_sha256); re-export the model or restore a copy", "B1"));
     }
-    let msg = pb::Preprocessor::decode(data).map_err(|err| {
+    let mut msg = pb::Preprocessor::decode(data).map_err(|err| {
         let reason = err.to_string();
         let reason = if reason.contains("buffer underflow") || reason.contains("length exceeded") {
             format!("it ends in the middle of a field ({reason})")
@@ -283,34 +287,39 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
     if !(1 <= ana.min_n && ana.min_n <= ana.max_n && ana.max_n <= MAX_N) {
         return Err(rule(path, format!("analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n={}, max_n={}", ana.min_n, ana.max_n), "B8"));
     }
-    let d = msg.vocabulary.len();
+    let vocabulary = vocabulary_of(&msg, path, ana.max_n as usize)?;
+    let d = vocabulary.len();
     if !(1..=MAX_VOCABULARY).contains(&d) {
         return Err(rule(path, format!("the vocabulary has {d} entries; it needs 1 to {MAX_VOCABULARY}"), "B9"));
     }
     let (min_n, max_n) = (ana.min_n as usize, ana.max_n as usize);
-    if let Some(bad) = msg.vocabulary.iter().find(|g| !(min_n..=max_n).contains(&g.chars().count())) {
+    if let Some(bad) = vocabulary.iter().find(|g| !(min_n..=max_n).contains(&g.chars().count())) {
         let head: String = bad.chars().take(40).collect();
         return Err(rule(path, format!(
             "vocabulary entry {head:?} has {} code points, outside min_n..max_n = {min_n}..{max_n}",
             bad.chars().count()
         ), "B9"));
     }
-    if msg.vocabulary.iter().collect::<HashSet<_>>().len() != d {
+    if vocabulary.iter().collect::<HashSet<_>>().len() != d {
         return Err(rule(path, "the vocabulary has repeated entries; the file is corrupt", "B9"));
     }
     let weighting = msg.weighting.clone().unwrap_or_default();
     if !matches!(weighting.norm, 0 | 1) {
         return Err(rule(path, format!("weighting.norm = {} is neither NORM_NONE (0) nor NORM_L2 (1)", weighting.norm), "B10"));
     }
+    let idf = if weighting.use_idf { idf_of(&msg, path, d)? } else { Vec::new() };
     if weighting.use_idf {
-        if msg.idf.len() != d {
-            return Err(rule(path, format!("idf has {} values but the vocabulary has {d} entries; the file is corrupt", msg.idf.len()), "B10"));
+        if idf.len() != d {
+            return Err(rule(path, format!("idf has {} values but the vocabulary has {d} entries; the file is corrupt", idf.len()), "B10"));
         }
-        if !msg.idf.iter().all(|v| v.is_finite() && *v > 0.0) {
+        if !msg.idf_table.iter().chain(idf.iter()).all(|v| v.is_finite() && *v > 0.0) {
             return Err(rule(path, "idf holds a value that is not a finite number > 0", "B10"));
         }
-    } else if !msg.idf.is_empty() {
-        return Err(rule(path, format!("use_idf is false but idf has {} values", msg.idf.len()), "B10"));
+    } else if !msg.idf.is_empty() || !msg.idf_table.is_empty() || !msg.idf_index.is_empty() {
+        return Err(rule(path, format!(
+            "use_idf is false but idf has {} values, idf_table {}, idf_index {}",
+            msg.idf.len(), msg.idf_table.len(), msg.idf_index.len()
+        ), "B10"));
     }
     if !(msg.threshold.is_finite() && (0.0..=1.0).contains(&msg.threshold)) {
         return Err(rule(path, format!("threshold {} is not a number in [0, 1]", msg.threshold), "B11"));
@@ -328,7 +337,91 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
         ), "B13"));
     }
     check_rules(&msg, path)?;
+    if msg.format_version == COMPACT_FORMAT_VERSION {
+        // Readers find the vocabulary and idf per column in fields 7 and 8, whatever the layout.
+        msg.vocabulary = vocabulary;
+        msg.idf = idf;
+    }
     Ok(msg)
+}
+
+/// Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (format
+/// 5, front-coded: every entry at most `4 * max_n` bytes, valid UTF-8, strictly ascending).
+fn vocabulary_of(msg: &pb::Preprocessor, path: &Path, max_n: usize) -> Result<Vec<String>, ArtifactError> {
+    let (prefix, suffix_len, blob) = (&msg.vocab_prefix, &msg.vocab_suffix_len, &msg.vocab_suffixes);
+    if msg.format_version != COMPACT_FORMAT_VERSION {
+        if !prefix.is_empty() || !suffix_len.is_empty() || !blob.is_empty() {
+            return Err(rule(path, format!(
+                "format {} holds the front-coded vocabulary of format 5 (fields 17-19)", msg.format_version
+            ), "B9"));
+        }
+        return Ok(msg.vocabulary.clone());
+    }
+    if !msg.vocabulary.is_empty() {
+        return Err(rule(path, "format 5 holds field 7 (vocabulary); its vocabulary is front-coded in fields 17-19", "B9"));
+    }
+    let d = prefix.len();
+    if !(1..=MAX_VOCABULARY).contains(&d) || suffix_len.len() != d {
+        return Err(rule(path, format!(
+            "vocab_prefix has {d} values and vocab_suffix_len {}; they need the same length, 1 to {MAX_VOCABULARY}",
+            suffix_len.len()
+        ), "B9"));
+    }
+    let mut grams = Vec::with_capacity(d);
+    let mut at = 0usize;
+    let mut prev: Vec<u8> = Vec::new();
+    for i in 0..d {
+        let (shared, rest) = (prefix[i] as usize, suffix_len[i] as usize);
+        if shared > prev.len() || shared + rest > 4 * max_n || rest > blob.len() - at {
+            return Err(rule(path, format!(
+                "vocabulary entry {i}: prefix {shared} + suffix {rest} bytes do not fit (entry {} has {} bytes, at most {} bytes an entry, {} suffix bytes left)",
+                i as i64 - 1, prev.len(), 4 * max_n, blob.len() - at
+            ), "B9"));
+        }
+        let mut data = prev[..shared].to_vec();
+        data.extend_from_slice(&blob[at..at + rest]);
+        at += rest;
+        if i > 0 && data <= prev {
+            return Err(rule(path, format!(
+                "vocabulary entry {i} does not come after entry {} in byte order; the file is corrupt", i - 1
+            ), "B9"));
+        }
+        match std::str::from_utf8(&data) {
+            Ok(gram) => grams.push(gram.to_owned()),
+            Err(_) => return Err(rule(path, format!("vocabulary entry {i} is not valid UTF-8"), "B9")),
+        }
+        prev = data;
+    }
+    if at != blob.len() {
+        return Err(rule(path, format!("vocab_suffixes has {} bytes more than vocab_suffix_len uses", blob.len() - at), "B9"));
+    }
+    Ok(grams)
+}
+
+/// Rule B10's layout part (with `use_idf`): the idf of field 8 (formats 3-4) or of fields
+/// 20-21 (format 5: `idf_table[idf_index[i]]`, 1 to `d` table values).
+fn idf_of(msg: &pb::Preprocessor, path: &Path, d: usize) -> Result<Vec<f64>, ArtifactError> {
+    let (table, index) = (&msg.idf_table, &msg.idf_index);
+    if msg.format_version != COMPACT_FORMAT_VERSION {
+        if !table.is_empty() || !index.is_empty() {
+            return Err(rule(path, format!(
+                "format {} holds the idf table of format 5 (fields 20-21)", msg.format_version
+            ), "B10"));
+        }
+        return Ok(msg.idf.clone());
+    }
+    if !msg.idf.is_empty() || !(1..=d).contains(&table.len()) || index.len() != d {
+        return Err(rule(path, format!(
+            "format 5 needs idf empty, 1 to {d} idf_table values and one idf_index per vocabulary entry ({d}); got {}, {} and {}",
+            msg.idf.len(), table.len(), index.len()
+        ), "B10"));
+    }
+    if let Some(bad) = index.iter().position(|&j| j as usize >= table.len()) {
+        return Err(rule(path, format!(
+            "idf_index[{bad}] = {} is outside the idf_table (0..{})", index[bad], table.len() - 1
+        ), "B10"));
+    }
+    Ok(index.iter().map(|&j| table[j as usize]).collect())
 }
 
 impl MicroModel {
