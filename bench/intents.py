@@ -74,8 +74,9 @@ def report(blueprint: str, folder: Path, models_dir: Path, wall: float, log: str
 
 
 def latency(models_dir: Path, rounds: int = 7) -> None:
-    """p50 single-query latency per task and backend on the same texts (MASSIVE zh-CN
-    validation + CLINC150 val: both languages for every model)."""
+    """p50 single-query latency per task and backend on the same texts, per text set (MASSIVE
+    zh-CN validation, CLINC150 val: every model answers both languages; a model does the
+    most work on its own language, the least on the other) and over both."""
     import csv
     import statistics
 
@@ -83,37 +84,49 @@ def latency(models_dir: Path, rounds: int = 7) -> None:
     from foundry.runtime import MicroModel
 
     with open(ROOT / "blueprints/assistant_intents_zh/data/validation.csv", encoding="utf-8") as fh:
-        texts = [r["text"] for r in csv.DictReader(fh)][:500]
-    texts += [json.loads(line)["text"] for line in (
+        zh = [r["text"] for r in csv.DictReader(fh)][:500]
+    en = [json.loads(line)["text"] for line in (
         ROOT / "blueprints/clinc150/data/val.jsonl").read_text(encoding="utf-8").splitlines()][:500]
+    sets = {"MASSIVE zh val": zh, "CLINC val": en, "both": zh + en}
     tasks = {"is_question": ROOT / "models", "confirmation": ROOT / "models",
              "intent_zh": models_dir, "intent_clinc": models_dir}
     backends = ["numpy"] + (["native"] if native.available() else [])
     models = {(t, b): MicroModel.load(t, models_dir=d, backend=b)
               for t, d in tasks.items() for b in backends
               if (Path(d) / f"{t}_preprocessor.bin").is_file()}
-    samples: dict[tuple[str, str], list[float]] = {key: [] for key in models}
+    samples: dict[tuple[str, str], list[list[float]]] = {key: [] for key in models}
     for _ in range(rounds):
         for key, model in models.items():
             predict, times = model.predict, []
-            for text in texts:
+            for text in zh + en:
                 t0 = time.perf_counter_ns()
                 predict(text)
                 times.append(time.perf_counter_ns() - t0)
-            samples[key].append(statistics.median(times) / 1000)
+            samples[key].append(times)
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"## Single-query latency, p50 over {len(texts)} texts, median of {rounds} rounds "
-          f"(load average {load})\n")
-    print("| task | labels | backend | p50 µs | vs the binary models' mean |\n|---|---:|---|---:|---:|")
+    print(f"## Single-query latency (`MicroModel.predict`), p50 µs per text set, median of "
+          f"{rounds} rounds (load average {load})\n")
+    print("| task | labels | backend | " + " | ".join(f"{name} ({len(t)})" for name, t in
+                                                        sets.items())
+          + " | ratio to the binary models' mean, per set |")
+    print("|---|---:|---|" + "---:|" * len(sets) + "---|")
+
+    def p50(key: tuple[str, str], lo: int, hi: int) -> float:
+        return statistics.median(statistics.median(r[lo:hi]) for r in samples[key]) / 1000
+
+    bounds = {"MASSIVE zh val": (0, len(zh)), "CLINC val": (len(zh), len(zh) + len(en)),
+              "both": (0, len(zh) + len(en))}
     for b in backends:
-        binary = [statistics.median(samples[(t, b)]) for t in ("is_question", "confirmation")
-                  if (t, b) in samples]
-        base = statistics.mean(binary) if binary else float("nan")
+        base = {s: statistics.mean(p50((t, b), *bounds[s]) for t in ("is_question",
+                                                                      "confirmation")
+                                   if (t, b) in samples) for s in sets}
         for t in tasks:
-            if (t, b) in samples:
-                p50 = statistics.median(samples[(t, b)])
-                print(f"| {t} | {len(models[(t, b)].labels)} | {b} ({models[(t, b)].backend}) | "
-                      f"{p50:.1f} | {p50 / base:.2f}x |")
+            if (t, b) not in samples:
+                continue
+            cells = [p50((t, b), *bounds[s]) for s in sets]
+            ratios = " / ".join(f"{c / base[s]:.2f}x" for c, s in zip(cells, sets, strict=True))
+            print(f"| {t} | {len(models[(t, b)].labels)} | {b} | "
+                  + " | ".join(f"{c:.2f}" for c in cells) + f" | {ratios} |")
     print()
 
 
