@@ -354,6 +354,12 @@ class Train(_Strict):
         "cv", description="cv: candidates cross-validated on the training rows; dev: each "
                           "candidate fitted once and scored on the task's dev split (dataset "
                           "files of role dev), which also fits the temperature and the threshold")
+    refit_on_dev: bool = Field(
+        False, description="with select_on: dev, the shipped model is refitted on the training "
+                           "and dev rows once the candidate, vocabulary and size are chosen; its "
+                           "temperature and the threshold come from dev rows scored by models "
+                           "fitted on the training rows and the other half of dev (dev rows "
+                           "equal or near an exam or test text never join training)")
     time_budget_s: float = Field(
         120.0, gt=0,
         description="seconds the grid search should take; longer searches are reported, never "
@@ -371,6 +377,14 @@ class Train(_Strict):
             close = difflib.get_close_matches(v, list(TRAINERS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown trainer {v!r} (known: {', '.join(sorted(TRAINERS))}){hint}")
+        return v
+
+    @field_validator("refit_on_dev")
+    @classmethod
+    def _refit_needs_dev(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("select_on") != "dev":
+            raise ValueError("refit_on_dev: true needs select_on: dev (the dev rows choose the "
+                             "candidate, the temperature and the threshold first)")
         return v
 
     @field_validator("calibration")

@@ -296,6 +296,17 @@ def held_out_overlap(uniq: _Texts, held_out: Sequence[str], cfg: Refine
     return hits
 
 
+def near_held_out(texts: Sequence[str], held_out: Sequence[str], cfg: Refine) -> set[int]:
+    """Positions of ``texts`` equal or near (exact shingle Jaccard >= ``dedup_threshold``) to
+    a held-out text, by the funnel's own test (:func:`held_out_overlap`): for rows that join
+    training after the refinery (the dev rows of ``train.refit_on_dev``)."""
+    norms = [normalize(t, COMPARE_SPEC) for t in texts]
+    uniq = sorted(set(norms))
+    hits = held_out_overlap(_Texts.build(uniq, cfg, progress=False), held_out, cfg)
+    near = {uniq[i] for i in hits}
+    return {i for i, norm in enumerate(norms) if norm in near}
+
+
 #: Funnel steps that drop a row for what it is, whoever wrote it: a human correction too.
 DROPS_ANY_ROW = ("invalid_label", "empty", "length", "exam_overlap")
 

@@ -10,6 +10,17 @@ The dev split also fits the temperature of :class:`foundry.quantized.QuantizedLi
 (its probabilities), and its probabilities are what the evaluate stage chooses the threshold
 on (``oof_proba`` of the :class:`foundry.trained.TrainedModel`). The accuracy-against-size table
 is scored on dev too, with the float32 size of the same vocabulary beside the int8 size.
+
+With ``train.refit_on_dev: true`` the shipped model is then refitted on the training rows plus
+the dev rows (the same parameters and vocabulary), except dev rows equal or near an exam or
+test text. Its temperature and the threshold must still come from texts the scoring model
+never saw: the dev rows are cut in two halves, each half is scored by a model fitted on the
+training rows and the other half, the temperature is fitted on those cross-fitted scores, and
+the same cross-fitted probabilities are the ``oof_proba`` the threshold is chosen on. The
+shipped model saw slightly more data than either half-model, so it may be slightly more
+confident than they were: the operating point on test can move a little from the one chosen
+on dev. The candidate choice, the size table and the unpruned model stay those of the
+training rows alone.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from foundry.blueprint import Blueprint, Task
 from foundry.datasets import load_dataset
 from foundry.errors import ConfigError
+from foundry.refine import load_exam, near_held_out
 from foundry.runs import read_json, require_stage_output, stage_dir
 from foundry.stamps import write_stamp
 from foundry.trained import (
@@ -161,11 +173,17 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         return final_fit(recipe, params, recipe.default_calibration(), vocab, texts, y, w), vocab
 
     pruned = prune_to_budget(full, fit_top, measure, budget_bytes, log)
-    temperature = _set_temperature(pruned.pipeline, dev_texts, y_dev)
-    log(f"  temperature {temperature:.4f} (fitted on dev by log loss)")
-    dev_proba = pruned.pipeline.predict_proba(dev_texts)
-    cal_table = _temperature_table(temperature, dev_proba, y_dev, k_classes)
+    # the size table is of models fitted on the training rows alone (dev scores them)
     curve = _size_curve(pruned, full, fit_top, measure, dev_texts, y_dev, k_classes)
+    if cfg.refit_on_dev:
+        final, temperature, dev_proba = _refit_with_dev(
+            bp, task, recipe, params, pruned.vocabulary, (texts, y, w), (dev_texts, y_dev), log)
+        pruned = _measured(final, pruned.vocabulary, measure, budget_bytes)
+    else:
+        temperature = _set_temperature(pruned.pipeline, dev_texts, y_dev)
+        dev_proba = pruned.pipeline.predict_proba(dev_texts)
+    log(f"  temperature {temperature:.4f} (fitted on dev by log loss)")
+    cal_table = _temperature_table(temperature, dev_proba, y_dev, k_classes)
     unpruned = None
     if pruned.vocabulary is not None:
         unpruned = full
@@ -189,12 +207,75 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         out_dir=stage_dir(run_dir, "train", task.name),
     )
     trained.info = {**train_info(result, trained, cfg.seed), "selected_on": "dev",
-                    "dev_rows": len(dev_texts), "temperature": temperature}
+                    "dev_rows": len(dev_texts), "temperature": temperature,
+                    "refit_on_dev": cfg.refit_on_dev}
     save_trained(trained, result.out_dir)
     write_stamp(bp, run_dir, "train", task.name, inputs)
     log(f"{task.name}: best {describe_params(params)} (dev macro-F1 {dev_f1:.4f}); "
         f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "
         f"{result.elapsed_s:.1f}s")
+    return result
+
+
+def dev_rows_near_held_out(bp: Blueprint, task: Task, dev_texts: list[str]) -> set[int]:
+    """Positions of the dev rows that ``train.refit_on_dev`` never trains on: equal or near
+    (the refinery's test) an exam text or a text of the task's test files."""
+    held_out = [r["text"] for r in load_exam(bp, task)] + \
+        [r.text for r in load_dataset(bp, task, "test")]
+    return near_held_out(dev_texts, held_out, bp.spec.refine)
+
+
+def _refit_with_dev(bp: Blueprint, task: Task, recipe: Recipe, params: dict[str, Any],
+                    vocabulary: list[str] | None, train: tuple[list[str], np.ndarray, np.ndarray],
+                    dev: tuple[list[str], np.ndarray], log: Log) -> tuple[Any, float, np.ndarray]:
+    """``train.refit_on_dev``: the model refitted on the training and dev rows, its
+    temperature, and the dev probabilities to choose the threshold on, cross-fitted (each
+    dev row scored by a model fitted on the training rows and the other half of dev; the
+    temperature fitted on those scores). Dev rows equal or near an exam or test text are
+    scored but never trained on."""
+    from foundry.quantized import QuantizedLinearSVC, fit_temperature
+
+    (texts, y, w), (dev_texts, y_dev) = train, dev
+    excluded = dev_rows_near_held_out(bp, task, dev_texts)
+    halves = np.array_split(np.random.default_rng(bp.spec.train.seed).permutation(len(y_dev)), 2)
+
+    def fit(rows: np.ndarray) -> Any:
+        rows = np.array([i for i in rows.tolist() if i not in excluded], dtype=np.int64)
+        return final_fit(recipe, params, recipe.default_calibration(), vocabulary,
+                         texts + [dev_texts[i] for i in rows], np.concatenate([y, y_dev[rows]]),
+                         np.concatenate([w, np.ones(len(rows))]))
+
+    models = [(fit(other), held) for held, other in (halves, halves[::-1])]
+    scores = np.zeros((len(y_dev), len(task.label_names)))
+    for pipe, held in models:
+        scores[held] = _scores(pipe, [dev_texts[i] for i in held])
+    quantized = isinstance(models[0][0].named_steps["clf"], QuantizedLinearSVC)
+    temperature = fit_temperature(scores, y_dev) if quantized else 1.0
+    dev_proba = np.zeros_like(scores)
+    for pipe, held in models:
+        if quantized:
+            pipe.named_steps["clf"].set_temperature(temperature)
+        dev_proba[held] = pipe.predict_proba([dev_texts[i] for i in held])
+    final = fit(np.arange(len(y_dev)))
+    if quantized:
+        final.named_steps["clf"].set_temperature(temperature)
+    log(f"  refitted on {len(texts)} training + {len(y_dev) - len(excluded)} dev rows "
+        f"({len(excluded)} dev rows near an exam or test text left out); temperature and "
+        f"threshold from dev scores cross-fitted over two halves")
+    return final, temperature, dev_proba
+
+
+def _measured(pipe: Any, vocabulary: list[str] | None,
+              measure: Callable[[Any], tuple[int, int, str]], budget_bytes: int | None) -> Any:
+    """``pipe`` with its artifact sizes (a :class:`foundry.trained.Pruned`); refused above
+    the budget (the refit keeps the vocabulary, so its size barely moves)."""
+    from foundry.trained import Pruned
+
+    onnx_len, bin_len, source = measure(pipe)
+    result = Pruned(pipe, vocabulary, onnx_len, bin_len, source)
+    if budget_bytes is not None and result.size > budget_bytes:
+        raise ValueError(f"train.refit_on_dev: the refitted model takes {result.size} bytes, "
+                         f"over export.size_budget_kb ({budget_bytes} bytes)")
     return result
 
 

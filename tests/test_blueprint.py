@@ -49,6 +49,12 @@ def test_unknown_field_and_bad_value(tmp_path):
     assert "generation.temperature" in text and "refine.dedupe" in text
 
 
+def test_refit_on_dev_needs_dev_selection(tmp_path):
+    path = _copy(tmp_path, lambda d: d["train"].__setitem__("refit_on_dev", True))
+    with pytest.raises(BlueprintError, match=r"train\.refit_on_dev: .*needs select_on: dev"):
+        load_blueprint(path)
+
+
 def test_missing_file_is_named(tmp_path):
     path = _copy(tmp_path)
     (path / "exam" / "confirmation.jsonl").unlink()
