@@ -328,7 +328,10 @@ def _card_rules(task: Task, report: dict | None) -> list[str]:
     errors it took over, and the accuracy without and with the rules. Nothing without rules."""
     if not report:
         return []
-    splits = report["splits"]
+    # summary.json is written with sorted keys: show the splits in pipeline order
+    splits = {s: report["splits"][s] for s in sorted(
+        report["splits"], key=lambda s: (list(RULE_SPLIT_NAMES).index(s)
+                                         if s in RULE_SPLIT_NAMES else len(RULE_SPLIT_NAMES), s))}
     labels = {r.name or f"rule{i + 1}": r.label for i, r in enumerate(task.rules)}
     lines = [
         "## Reflex rules",

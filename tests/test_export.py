@@ -150,16 +150,16 @@ def test_the_card_shows_each_reflex_rule_per_split(tiny_fit):
                         Label(name="Statement", definition="s")],
                 rules=[Rule(name="delete", label="Statement", contains=["删除"]),
                        Rule(label="Question", starts_with=["请问"])])
-    report = {"rules": ["delete", "rule2"], "splits": {
+    report = {"rules": ["delete", "rule2"], "splits": {  # any order: summary.json sorts keys
+        "dataset test": {"rows": 0, "hits": {"delete": 0, "rule2": 0},
+                         "taken_over": {"delete": 0, "rule2": 0}, "model_wrong_on_hits": 0,
+                         "accuracy_model": None, "accuracy_with_rules": None},
         "train": {"rows": 200, "hits": {"delete": 12, "rule2": 3},
                   "taken_over": {"delete": 0, "rule2": 0}, "model_wrong_on_hits": 0,
                   "accuracy_model": 0.99, "accuracy_with_rules": 0.99},
         "exam": {"rows": 20, "hits": {"delete": 2, "rule2": 0},
                  "taken_over": {"delete": 1, "rule2": 0}, "model_wrong_on_hits": 1,
-                 "accuracy_model": 0.9, "accuracy_with_rules": 0.95},
-        "dataset test": {"rows": 0, "hits": {"delete": 0, "rule2": 0},
-                         "taken_over": {"delete": 0, "rule2": 0}, "model_wrong_on_hits": 0,
-                         "accuracy_model": None, "accuracy_with_rules": None}}}
+                 "accuracy_model": 0.9, "accuracy_with_rules": 0.95}}}
     card = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
                       evaluation={"rules": report}, refine_summary={})
     lines = card.splitlines()
