@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from foundry.generate.rawstore import RawStore
 
 def main(argv: list[str]) -> int:
     bp_dir, raw, quarantine, target = argv
+    # A process started in the background of a non-interactive shell inherits SIGINT as
+    # ignored, and Python then installs no KeyboardInterrupt handler: the test's Ctrl-C would
+    # be lost and the run would finish. A user at a terminal has the default handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     bp = load_blueprint(Path(bp_dir))
     store = RawStore(Path(raw))
     tuning = Tuning(backoff_base_s=0.05, backoff_max_s=0.3, progress=False)
