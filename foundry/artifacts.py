@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import os
 import stat
 from pathlib import Path
@@ -202,7 +203,8 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list
         if len(idf) != len(vocabulary):
             raise rule_error(path, f"idf has {len(idf)} values but the vocabulary has "
                                    f"{len(vocabulary)} entries; the file is corrupt", "B10")
-        if not all(math.isfinite(x) and x > 0 for x in [*msg.idf_table, *idf]):
+        values = msg.idf_table if msg.format_version == COMPACT_FORMAT_VERSION else idf
+        if not all(math.isfinite(x) and x > 0 for x in values):  # format 5: idf from the table
             raise rule_error(path, "idf holds a value that is not a finite number > 0", "B10")
     elif len(msg.idf) or len(msg.idf_table) or len(msg.idf_index):
         raise rule_error(path, f"use_idf is false but idf has {len(msg.idf)} values, idf_table "
@@ -300,27 +302,58 @@ def vocabulary_of(msg: Any, path: Path, max_n: int) -> list[str]:
         raise rule_error(path, f"vocab_prefix has {d} values and vocab_suffix_len "
                                f"{len(msg.vocab_suffix_len)}; they need the same length, 1 to "
                                f"{MAX_VOCABULARY}", "B9")
-    blob, at, prev, grams = msg.vocab_suffixes, 0, b"", []
-    for i, (shared, rest) in enumerate(zip(msg.vocab_prefix, msg.vocab_suffix_len, strict=True)):
-        if shared > len(prev) or shared + rest > 4 * max_n or at + rest > len(blob):
-            raise rule_error(path, f"vocabulary entry {i}: prefix {shared} + suffix {rest} bytes "
-                                   f"do not fit (entry {i - 1} has {len(prev)} bytes, at most "
-                                   f"{4 * max_n} bytes an entry, {len(blob) - at} suffix bytes "
-                                   "left)", "B9")
-        data = prev[:shared] + blob[at:at + rest]
-        at += rest
-        if i and data <= prev:
-            raise rule_error(path, f"vocabulary entry {i} does not come after entry {i - 1} "
-                                   "in byte order; the file is corrupt", "B9")
-        try:
-            grams.append(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise rule_error(path, f"vocabulary entry {i} is not valid UTF-8", "B9") from None
-        prev = data
-    if at != len(blob):
-        raise rule_error(path, f"vocab_suffixes has {len(blob) - at} bytes more than "
-                               "vocab_suffix_len uses", "B9")
+    blob = msg.vocab_suffixes
+    entries = _front_decoded(msg.vocab_prefix, msg.vocab_suffix_len, blob, 4 * max_n, path)
+    if not all(map(operator.lt, entries, entries[1:])):
+        i = next(i for i in range(1, d) if entries[i] <= entries[i - 1])
+        raise rule_error(path, f"vocabulary entry {i} does not come after entry {i - 1} in "
+                               "byte order; the file is corrupt", "B9")
+    try:  # "\n" is ASCII: the joined bytes are valid UTF-8 exactly when every entry is
+        grams = b"\n".join(entries).decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        grams = []
+    if len(grams) != d:  # an entry is not valid UTF-8, or holds a "\n"
+        bad = next((i for i, e in enumerate(entries) if not _utf8(e)), None)
+        if bad is not None:
+            raise rule_error(path, f"vocabulary entry {bad} is not valid UTF-8", "B9")
+        grams = [e.decode("utf-8") for e in entries]
     return grams
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _front_decoded(prefix: Any, suffix_len: Any, blob: bytes, max_bytes: int, path: Path
+                   ) -> list[bytes]:
+    """The entries of a front-coded vocabulary as bytes, each checked to fit (rule B9)."""
+    import numpy as np
+
+    shared = np.asarray(prefix, dtype=np.int64)
+    rest = np.asarray(suffix_len, dtype=np.int64)
+    size = shared + rest
+    ends = np.cumsum(rest)
+    before = np.concatenate([[0], size[:-1]])
+    bad = np.flatnonzero((shared > before) | (size > max_bytes) | (ends > len(blob)))
+    if len(bad):
+        i = int(bad[0])
+        raise rule_error(path, f"vocabulary entry {i}: prefix {shared[i]} + suffix {rest[i]} "
+                               f"bytes do not fit (entry {i - 1} has {before[i]} bytes, at most "
+                               f"{max_bytes} bytes an entry, {len(blob) - (ends[i] - rest[i])} "
+                               "suffix bytes left)", "B9")
+    if ends[-1] != len(blob):
+        raise rule_error(path, f"vocab_suffixes has {len(blob) - int(ends[-1])} bytes more "
+                               "than vocab_suffix_len uses", "B9")
+    entries, prev, at = [], b"", 0
+    for k, n in zip(shared.tolist(), rest.tolist(), strict=True):
+        prev = prev[:k] + blob[at:at + n]
+        at += n
+        entries.append(prev)
+    return entries
 
 
 def idf_of(msg: Any, path: Path, d: int) -> list[float]:
@@ -336,11 +369,14 @@ def idf_of(msg: Any, path: Path, d: int) -> list[float]:
         raise rule_error(path, f"format 5 needs idf empty, 1 to {d} idf_table values and one "
                                f"idf_index per vocabulary entry ({d}); got {len(msg.idf)}, "
                                f"{len(table)} and {len(index)}", "B10")
-    bad = next((i for i, j in enumerate(index) if j >= len(table)), None)
-    if bad is not None:
+    import numpy as np
+
+    at = np.asarray(index, dtype=np.int64)
+    if int(at.max()) >= len(table):
+        bad = int(np.argmax(at >= len(table)))
         raise rule_error(path, f"idf_index[{bad}] = {index[bad]} is outside the idf_table "
                                f"(0..{len(table) - 1})", "B10")
-    return [table[j] for j in index]
+    return np.asarray(table, dtype=np.float64)[at].tolist()
 
 
 def check_rules(msg: Any, path: Path) -> None:

@@ -370,7 +370,20 @@ def _card_size(task: Task, trained: Any, onnx_size: int, bin_size: int) -> list[
         f"- `{task.name}_preprocessor.bin`: {bin_size / 1024:.1f} KiB",
         f"- vocabulary: {len(trained.pipeline.named_steps['tfidf'].vocabulary_)} character n-grams "
         f"(n = {trained.spec.min_n}..{trained.spec.max_n})",
+        f"- weights: {_weights_kind(trained.pipeline.named_steps['clf'])}",
     ]
+
+
+def _weights_kind(clf: Any) -> str:
+    """How the ``.onnx`` stores the classifier's weights, for the card."""
+    from foundry.quantized import Int8Linear, Int8Logistic
+
+    if isinstance(clf, Int8Logistic):
+        return ("int8, two columns (the logistic score, its calibration folded in; "
+                "`bench/int8.py` measures the rounding)")
+    if isinstance(clf, Int8Linear):
+        return "int8, one column per label"
+    return "float32"
 
 
 def _card_usage(task: Task) -> list[str]:

@@ -46,11 +46,11 @@ def classifier_onnx_bytes(trained: Any, task: str, opset: int = 15) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     from foundry.onnx_isotonic import faithful_isotonic
-    from foundry.quantized import QuantizedLinearSVC, quantized_onnx
+    from foundry.quantized import Int8Linear, quantized_onnx
 
     clf = trained.pipeline.named_steps["clf"]
     n_features = len(trained.pipeline.named_steps["tfidf"].vocabulary_)
-    if isinstance(clf, QuantizedLinearSVC):  # int8 weights: a graph of standard operators
+    if isinstance(clf, Int8Linear):  # int8 weights: a graph of standard operators
         return quantized_onnx(clf, n_features, task, opset)
     with faithful_isotonic():  # skl2onnx's own isotonic graph is a nearest-threshold lookup
         model = convert_sklearn(

@@ -16,6 +16,12 @@ The exported graph (:func:`quantized_onnx`) is standard ONNX (opset >= 13), no M
 
 with ``1 / T`` folded into ``scale`` and ``b``. Every runtime reads it (the Python and Rust
 readers dequantise once at load; Node runs it through onnxruntime-node).
+
+The same graph carries binary logistic models of the other linear trainers
+(:class:`Int8Logistic`): ``softmax([-s/2, s/2]) = sigmoid(s)``, so a logistic regression, or a
+linear model under a Platt map, with the map folded into its weights, ships as two int8
+columns, 2 bytes an n-gram instead of 8 (the train stage does it for every model it can fold,
+:func:`int8_pipeline`; an isotonic map cannot be folded and keeps its float graph).
 """
 
 from __future__ import annotations
@@ -59,13 +65,60 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
-class QuantizedLinearSVC(ClassifierMixin, BaseEstimator):
+class Int8Linear(ClassifierMixin, BaseEstimator):
+    """Linear class scores with int8 weights (``w_q_`` ``[K, D]``, ``scale_`` ``[K]``, ``b_``
+    ``[K]``) and probabilities ``softmax(scores / temperature)``: the state of the graph of
+    :func:`quantized_onnx`. ``coef_`` and ``intercept_`` are the dequantised values, so
+    everything reading a linear model (feature ranking, explanations, the fused runtime path)
+    sees exactly what the exported graph holds."""
+
+    temperature: float = 1.0
+
+    def _set_weights(self, W: np.ndarray, b: np.ndarray, classes: np.ndarray) -> None:
+        """Quantise float weights ``W`` ``[K, D]`` (K = 1 for a binary model: class 1 against
+        class 0, split into the two halves ``-W/2``, ``W/2``) and intercepts ``b``."""
+        self.classes_ = classes
+        W = np.asarray(W, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        if len(classes) == 2:  # one row (class 1 vs 0): split it into two halves
+            W = np.vstack([-W[0] / 2, W[0] / 2])
+            b = np.array([-b[0] / 2, b[0] / 2])
+        self.w_q_, self.scale_ = quantize_rows(W)
+        self.b_ = b.astype(np.float32)
+        self.n_features_in_ = W.shape[1]
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Dequantised weights ``[K, D]`` (float64 of the stored float32 products)."""
+        return (self.w_q_.astype(np.float32) * self.scale_[:, None]).astype(np.float64)
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        return self.b_.astype(np.float64)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        return np.asarray(X @ self.coef_.T) + self.intercept_
+
+    def set_temperature(self, temperature: float) -> Int8Linear:
+        self.temperature = float(temperature)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``softmax(scores / T)``, computed from the exported (folded, float32) constants so
+        that every runtime reproduces it to float32 precision."""
+        w_q, scale, b = folded(self)
+        logits = np.asarray(X @ (w_q.astype(np.float64) * scale.astype(np.float64)))
+        return softmax(logits + b.astype(np.float64))
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+
+class QuantizedLinearSVC(Int8Linear):
     """``LinearSVC`` (one-vs-rest) whose weights are rounded to int8 per class after fitting.
 
     ``predict_proba`` is ``softmax(decision_function / temperature)``; ``temperature`` is
-    1 until :meth:`set_temperature` (the train stage fits it on the dev split). ``coef_`` and
-    ``intercept_`` are the dequantised values, so everything reading a linear model (feature
-    ranking, explanations, the fused runtime path) sees exactly what the exported graph holds.
+    1 until :meth:`set_temperature` (the train stage fits it on the dev split).
     """
 
     def __init__(self, C: float = 1.0, class_weight: Any = None, max_iter: int = 20000,
@@ -83,45 +136,78 @@ class QuantizedLinearSVC(ClassifierMixin, BaseEstimator):
         svm = LinearSVC(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
                         random_state=self.random_state)
         svm.fit(X, y, sample_weight=sample_weight)
-        self.classes_ = svm.classes_
-        W = np.asarray(svm.coef_, dtype=np.float64)
-        b = np.asarray(svm.intercept_, dtype=np.float64)
-        if len(self.classes_) == 2:  # one row (class 1 vs 0): split it into two halves
-            W = np.vstack([-W[0] / 2, W[0] / 2])
-            b = np.array([-b[0] / 2, b[0] / 2])
-        self.w_q_, self.scale_ = quantize_rows(W)
-        self.b_ = b.astype(np.float32)
-        self.n_features_in_ = W.shape[1]
+        self._set_weights(svm.coef_, svm.intercept_, svm.classes_)
         return self
 
-    @property
-    def coef_(self) -> np.ndarray:
-        """Dequantised weights ``[K, D]`` (float64 of the stored float32 products)."""
-        return (self.w_q_.astype(np.float32) * self.scale_[:, None]).astype(np.float64)
 
-    @property
-    def intercept_(self) -> np.ndarray:
-        return self.b_.astype(np.float64)
+class Int8Logistic(Int8Linear):
+    """A fitted binary logistic model ``p1 = sigmoid(a * (w.x + b) + c)`` (a logistic
+    regression, or a linear model under a Platt map) as two int8 columns.
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        return np.asarray(X @ self.coef_.T) + self.intercept_
+    ``softmax([-s/2, s/2]) = [1 - sigmoid(s), sigmoid(s)]``, so the score
+    ``s = a * (w.x + b) + c`` with the calibration folded in is stored as the rows ``-a w / 2``
+    and ``a w / 2`` of :class:`Int8Linear` (one scale: the rows are exact negatives) and read
+    by every runtime through the graph of :func:`quantized_onnx`: 2 bytes an n-gram instead of
+    the 8 of a float32 ``LinearClassifier`` (which stores ``w`` and ``-w``). Build it with
+    :func:`int8_logistic`.
+    """
 
-    def set_temperature(self, temperature: float) -> QuantizedLinearSVC:
-        self.temperature = float(temperature)
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """``softmax(scores / T)``, computed from the exported (folded, float32) constants so
-        that every runtime reproduces it to float32 precision."""
-        w_q, scale, b = folded(self)
-        logits = np.asarray(X @ (w_q.astype(np.float64) * scale.astype(np.float64)))
-        return softmax(logits + b.astype(np.float64))
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+    def fit(self, X: Any, y: np.ndarray) -> Int8Logistic:
+        raise TypeError("Int8Logistic is built from a fitted model by int8_logistic(), "
+                        "not fitted")
 
 
-def folded(clf: QuantizedLinearSVC) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def binary_score_map(clf: Any) -> tuple[Any, float, float] | None:
+    """``(linear model, a, c)`` with ``p1 = sigmoid(a * linear.decision_function(x) + c)`` for
+    a fitted binary logistic regression or a sigmoid-calibrated (non-ensemble) linear model;
+    None for anything else (an isotonic map, more classes, no linear scores)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+
+    if len(getattr(clf, "classes_", ())) != 2:
+        return None
+    if type(clf) is LogisticRegression:
+        return clf, 1.0, 0.0
+    if not isinstance(clf, CalibratedClassifierCV) or clf.method != "sigmoid":
+        return None
+    if len(clf.calibrated_classifiers_) != 1:
+        return None
+    inner = clf.calibrated_classifiers_[0]
+    linear = inner.estimator
+    if not (hasattr(linear, "decision_function") and hasattr(linear, "coef_")) or isinstance(
+            linear, Int8Linear):
+        return None
+    platt = inner.calibrators[0]  # p1 = 1 / (1 + exp(a_ * f + b_)) = sigmoid(-a_ f - b_)
+    return linear, -float(platt.a_), -float(platt.b_)
+
+
+def int8_logistic(clf: Any) -> Int8Logistic | None:
+    """``clf`` (fitted) as an :class:`Int8Logistic`, or None when its probabilities are not
+    a sigmoid of a linear score (see :func:`binary_score_map`)."""
+    found = binary_score_map(clf)
+    if found is None:
+        return None
+    linear, a, c = found
+    w = np.asarray(linear.coef_, dtype=np.float64).reshape(1, -1)
+    b = float(np.asarray(linear.intercept_, dtype=np.float64).ravel()[0])
+    model = Int8Logistic()
+    model._set_weights(a * w, np.array([a * b + c]), np.asarray(clf.classes_))
+    model.source_ = clf  # the float model, for measuring what the rounding costs
+    return model
+
+
+def int8_pipeline(pipe: Any) -> Any:
+    """``pipe`` (``tfidf -> clf``, fitted) with its classifier as an :class:`Int8Logistic`
+    when :func:`int8_logistic` can fold it (the vectorizer is shared), else ``pipe``."""
+    from sklearn.pipeline import Pipeline
+
+    folded_clf = int8_logistic(pipe.named_steps["clf"])
+    if folded_clf is None:
+        return pipe
+    return Pipeline([("tfidf", pipe.named_steps["tfidf"]), ("clf", folded_clf)])
+
+
+def folded(clf: Int8Linear) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(W_q [D, K] int8, scale [K] float32, b [K] float32)`` with ``1 / T`` folded in."""
     inv_t = 1.0 / clf.temperature
     scale = (clf.scale_.astype(np.float64) * inv_t).astype(np.float32)
@@ -129,7 +215,7 @@ def folded(clf: QuantizedLinearSVC) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.ascontiguousarray(clf.w_q_.T), scale, b
 
 
-def quantized_onnx(clf: QuantizedLinearSVC, n_features: int, task: str, opset: int = 15) -> bytes:
+def quantized_onnx(clf: Int8Linear, n_features: int, task: str, opset: int = 15) -> bytes:
     """The ONNX bytes of ``clf`` (see the module docstring); deterministic for equal models."""
     from onnx import TensorProto, helper, numpy_helper
 

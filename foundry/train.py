@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.errors import InputDataError
 from foundry.jsonl import iter_jsonl
+from foundry.quantized import int8_pipeline
 from foundry.realtext import REAL_SOURCE, load_real
 from foundry.runs import (
     read_json,
@@ -670,7 +671,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     if fit.pruned.vocabulary is not None:
         unpruned = final_fit(recipe, params, fit.calibration, None, split.texts, split.y, w)
     trained = TrainedModel(
-        pipeline=fit.pruned.pipeline, labels=labels, spec=spec, sublinear_tf=sublinear,
+        pipeline=int8_pipeline(fit.pruned.pipeline), labels=labels, spec=spec,
+        sublinear_tf=sublinear,
         trainer=trainer.name, data_sha256=data_sha256, train_rows=train_rows,
         cv_results=search.cv_results,
         task=task.name, best_params=params, calibration=fit.calibration, size_curve=curve,

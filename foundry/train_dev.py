@@ -37,6 +37,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from foundry.blueprint import Blueprint, Task
 from foundry.datasets import load_dataset
 from foundry.errors import ConfigError
+from foundry.quantized import int8_pipeline
 from foundry.refine import load_exam, near_held_out
 from foundry.runs import read_json, require_stage_output, stage_dir
 from foundry.stamps import write_stamp
@@ -173,12 +174,13 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         return final_fit(recipe, params, recipe.default_calibration(), vocab, texts, y, w), vocab
 
     pruned = prune_to_budget(full, fit_top, measure, budget_bytes, log)
+    pruned.pipeline = int8_pipeline(pruned.pipeline)  # as measured and shipped
     # the size table is of models fitted on the training rows alone (dev scores them)
     curve = _size_curve(pruned, full, fit_top, measure, dev_texts, y_dev, k_classes)
     if cfg.refit_on_dev:
         final, temperature, dev_proba = _refit_with_dev(
             bp, task, recipe, params, pruned.vocabulary, (texts, y, w), (dev_texts, y_dev), log)
-        pruned = _measured(final, pruned.vocabulary, measure, budget_bytes)
+        pruned = _measured(int8_pipeline(final), pruned.vocabulary, measure, budget_bytes)
     else:
         temperature = _set_temperature(pruned.pipeline, dev_texts, y_dev)
         dev_proba = pruned.pipeline.predict_proba(dev_texts)

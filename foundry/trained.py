@@ -316,11 +316,13 @@ def size_meter(labels: list[str], spec: TextSpec, sublinear_tf: bool, trainer: s
                data_sha256: str, train_rows: int, opset: int, blueprint: str,
                blueprint_sha256: str) -> Meter:
     """A function giving a fitted pipeline's exact ``(.onnx bytes, .bin bytes, source)``
-    (:func:`artifact_size`) with everything else the pair records fixed."""
+    (:func:`artifact_size`) with everything else the pair records fixed, as it ships: a
+    binary logistic model with int8 weights (:func:`foundry.quantized.int8_pipeline`)."""
+    from foundry.quantized import int8_pipeline
 
     def measure(pipe: Pipeline) -> tuple[int, int, str]:
-        model = as_trained(pipe, labels, spec, sublinear_tf, trainer, task, data_sha256,
-                           train_rows)
+        model = as_trained(int8_pipeline(pipe), labels, spec, sublinear_tf, trainer, task,
+                           data_sha256, train_rows)
         return artifact_size(model, opset, blueprint, blueprint_sha256)
 
     return measure

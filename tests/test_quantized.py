@@ -14,7 +14,16 @@ from foundry.benchmark import (
     oos_metrics,
     out_of_scope_threshold,
 )
-from foundry.quantized import QuantizedLinearSVC, fit_temperature, quantize_rows, quantized_onnx
+from foundry.quantized import (
+    Int8Logistic,
+    QuantizedLinearSVC,
+    binary_score_map,
+    fit_temperature,
+    int8_logistic,
+    int8_pipeline,
+    quantize_rows,
+    quantized_onnx,
+)
 from foundry.runtime import read_linear_graph
 
 
@@ -67,6 +76,52 @@ def test_binary_int8_model() -> None:
     clf = QuantizedLinearSVC(random_state=0).fit(x, y)
     assert clf.coef_.shape == (2, x.shape[1])
     assert (clf.predict_proba(x).argmax(axis=1) == clf.predict(x)).all()
+
+
+def _calibrated(method: str, x, y):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import LinearSVC
+
+    return CalibratedClassifierCV(LinearSVC(random_state=0, max_iter=20000), method=method,
+                                  ensemble=False, cv=3).fit(x, y)
+
+
+def test_int8_logistic_folds_the_sigmoid_into_two_int8_columns() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _data(k=2)
+    x32 = x.astype(np.float32).astype(np.float64)
+    for fitted in (LogisticRegression(C=10.0, max_iter=1000).fit(x, y),
+                   _calibrated("sigmoid", x, y)):
+        clf = int8_logistic(fitted)
+        assert isinstance(clf, Int8Logistic) and clf.temperature == 1.0
+        assert (clf.w_q_[0] == -clf.w_q_[1]).all() and clf.scale_[0] == clf.scale_[1]
+        # Without the rounding the folded score is the model's exactly: sigmoid(a f + c).
+        linear, a, c = binary_score_map(fitted)
+        p1 = 1.0 / (1.0 + np.exp(-(a * linear.decision_function(x32) + c)))
+        assert np.abs(p1 - fitted.predict_proba(x32)[:, 1]).max() < 1e-9
+        # With it, probabilities move by a fraction of a rounding step per weight.
+        assert np.abs(clf.predict_proba(x32) - fitted.predict_proba(x32)).max() < 0.02
+        assert (clf.predict(x32) == fitted.predict(x32)).mean() > 0.98
+        onnx_bytes = quantized_onnx(clf, x.shape[1], "toy")
+        label, proba = ort.InferenceSession(onnx_bytes).run(
+            None, {"features": x.toarray().astype(np.float32)})
+        assert np.abs(proba - clf.predict_proba(x32)).max() < 1e-5
+        assert (label == clf.predict_proba(x32).argmax(axis=1)).all()
+        assert len(onnx_bytes) < 2 * x.shape[1] + 1000  # two int8 columns
+
+
+def test_int8_logistic_leaves_what_it_cannot_fold() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    x2, y2 = _data(k=2)
+    x3, y3 = _data(k=3)
+    assert int8_logistic(_calibrated("isotonic", x2, y2)) is None  # not a sigmoid of a score
+    assert int8_logistic(LogisticRegression(max_iter=1000).fit(x3, y3)) is None  # 3 classes
+    assert int8_logistic(QuantizedLinearSVC(random_state=0).fit(x2, y2)) is None
+    pipe = Pipeline([("tfidf", None), ("clf", _calibrated("isotonic", x2, y2))])
+    assert int8_pipeline(pipe) is pipe
 
 
 def test_temperature_recovers_the_generating_one() -> None:

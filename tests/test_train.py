@@ -338,3 +338,20 @@ def test_training_refuses_exam_sentences(tmp_path):
     with pytest.raises(TrainDataError, match=r"train\.jsonl: \d+ training row\(s\) are exam "
                                              r"sentences"):
         train_stage(bp, tmp_path / "run", log=lambda _: None)
+
+
+def test_the_size_budget_measures_binary_logistic_models_as_int8(tiny_fit):
+    """A binary logistic model ships as two int8 columns: the meter counts those bytes."""
+    from foundry.pair import artifact_bytes
+    from foundry.quantized import Int8Logistic, int8_pipeline
+    from foundry.textspec import TextSpec
+    from foundry.trained import size_meter
+
+    trained = tiny_fit()
+    d = len(trained.pipeline.named_steps["tfidf"].vocabulary_)
+    measure = size_meter(trained.labels, TextSpec(), True, "tfidf_logreg", "t", "0" * 64, 1, 15,
+                         "b", "0" * 64)
+    onnx_len, _, _ = measure(trained.pipeline)
+    float_onnx, _ = artifact_bytes(trained, 0.5, task="t")
+    assert isinstance(int8_pipeline(trained.pipeline).named_steps["clf"], Int8Logistic)
+    assert onnx_len < 2 * d + 1000 < len(float_onnx)  # 2 bytes an n-gram instead of 8
