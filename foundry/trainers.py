@@ -491,17 +491,18 @@ def log_odds_weights(clf: BaseEstimator, n_classes: int) -> tuple[np.ndarray, np
     ``x_j * (W[a, j] - W[b, j])``.
 
     That holds for a logistic regression (multinomial for three classes or more, the lbfgs
-    default; one row ``[0, coef]`` for two) and for the int8 SVM (its temperature folded in:
-    the exported constants). None for any other model: one-vs-rest or calibrated scores,
+    default; one row ``[0, coef]`` for two) and for int8 models (the int8 SVM with its
+    temperature folded in, a binary logistic model with its calibration folded in: the
+    exported constants). None for any other model: one-vs-rest or calibrated scores,
     naive Bayes, a hidden layer; their weight differences (:func:`class_weights`) still rank
     n-grams, but do not add up to log-odds.
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from foundry.quantized import QuantizedLinearSVC, folded
+    from foundry.quantized import Int8Linear, folded
 
-    if isinstance(clf, QuantizedLinearSVC):
+    if isinstance(clf, Int8Linear):
         w_q, scale, b = folded(clf)
         return ((w_q.astype(np.float64) * scale.astype(np.float64)).T,
                 b.astype(np.float64))
