@@ -150,11 +150,44 @@ class Int8Logistic(Int8Linear):
     by every runtime through the graph of :func:`quantized_onnx`: 2 bytes an n-gram instead of
     the 8 of a float32 ``LinearClassifier`` (which stores ``w`` and ``-w``). Build it with
     :func:`int8_logistic`.
+
+    Like the binary model it replaces, it shows scikit-learn's binary convention: ``coef_``
+    is one row ``[1, D]`` and ``intercept_`` one value, the exported score of class 1 against
+    class 0 (the difference of the two stored columns: ``log(p1 / p0)`` as every runtime
+    computes it), and ``decision_function`` returns that score, one per row. Code reading
+    a binary linear model (explanations as ``[0, coef]``, margins, feature ranking) so gets
+    the log-odds of the shipped model; the half-columns stay in ``w_q_``, ``scale_`` and
+    ``b_`` (the graph's constants, :func:`folded`). Its temperature is always 1: the
+    calibration is folded into the weights.
     """
 
     def fit(self, X: Any, y: np.ndarray) -> Int8Logistic:
         raise TypeError("Int8Logistic is built from a fitted model by int8_logistic(), "
                         "not fitted")
+
+    def set_temperature(self, temperature: float) -> Int8Logistic:
+        raise TypeError("Int8Logistic has its calibration folded into its weights; "
+                        "it has no temperature to set")
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """``[1, D]``: the exported class-1 column minus the class-0 column (float64)."""
+        w_q, scale, _ = folded(self)
+        W = w_q.astype(np.float64) * scale.astype(np.float64)  # [D, 2]
+        return (W[:, 1] - W[:, 0])[None, :]
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        """``[1]``: the exported class-1 intercept minus the class-0 one."""
+        _, _, b = folded(self)
+        return np.array([float(b[1]) - float(b[0])])
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``log(p1 / p0)`` of each row, ``[n]`` (positive: class 1)."""
+        return np.asarray(X @ self.coef_.T).ravel() + self.intercept_[0]
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 
 def binary_score_map(clf: Any) -> tuple[Any, float, float] | None:

@@ -309,6 +309,34 @@ def test_pushing_ngrams_sum_to_the_decision_margin(passing):
     assert [v for _, v in pushes] == sorted((v for _, v in pushes), reverse=True)
 
 
+def test_binary_int8_pushes_and_bias_are_the_exported_logit(passing):
+    """The default trainer ships an int8 logistic model (two half-columns in the .onnx):
+    its pushes plus the intercept difference are the log-odds ONNX Runtime computes from the
+    exported graph, both ways round and for every text."""
+    import onnxruntime as ort
+
+    from foundry.pair import classifier_onnx_bytes
+    from foundry.quantized import Int8Logistic
+
+    _, run, _ = passing
+    tm = load_trained(run, "is_question")
+    clf = tm.pipeline.named_steps["clf"]
+    assert isinstance(clf, Int8Logistic)
+    session = ort.InferenceSession(classifier_onnx_bytes(tm, "is_question"))
+    q, s = tm.labels.index("Question"), tm.labels.index("Statement")
+    texts = ["今天天气怎么样", "帮我打开音乐", "记录一下闹钟吗", "为什么快递这么贵"]
+    x = tm.pipeline.named_steps["tfidf"].transform(texts)
+    _, proba = session.run(None, {"features": x.toarray().astype(np.float32)})
+    logit = np.log(proba[:, q].astype(np.float64) / proba[:, s].astype(np.float64))
+    bias_q = float(clf.intercept_[0]) * (1 if q == 1 else -1)  # intercept_: class 1 vs 0
+    for text, want in zip(texts, logit, strict=True):
+        towards = pushing_ngrams(tm, text, "Question", "Statement", k=1000)
+        against = pushing_ngrams(tm, text, "Statement", "Question", k=1000)
+        got = sum(v for _, v in towards) - sum(v for _, v in against) + bias_q
+        assert got == pytest.approx(want, abs=1e-4)
+    assert (logit > 0).any() and (logit < 0).any()  # both answers among the texts
+
+
 def test_pushing_ngrams_point_to_the_question_words(passing):
     _, run, _ = passing
     tm = load_trained(run, "is_question")

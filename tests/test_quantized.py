@@ -109,6 +109,13 @@ def test_int8_logistic_folds_the_sigmoid_into_two_int8_columns() -> None:
         assert np.abs(proba - clf.predict_proba(x32)).max() < 1e-5
         assert (label == clf.predict_proba(x32).argmax(axis=1)).all()
         assert len(onnx_bytes) < 2 * x.shape[1] + 1000  # two int8 columns
+        # scikit-learn's binary convention, in the exported log-odds: one row, one score.
+        assert clf.coef_.shape == (1, x.shape[1]) and clf.intercept_.shape == (1,)
+        odds = np.log(proba[:, 1].astype(np.float64) / proba[:, 0].astype(np.float64))
+        assert np.abs(clf.decision_function(x32) - odds).max() < 1e-4
+        assert (clf.predict(x32) == clf.classes_[clf.predict_proba(x32).argmax(axis=1)]).all()
+        with pytest.raises(TypeError, match="folded"):
+            clf.set_temperature(2.0)
 
 
 def test_int8_logistic_leaves_what_it_cannot_fold() -> None:
