@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +15,43 @@ import pytest
 FORGED_DIR = Path(os.environ.get("FOUNDRY_FORGED_MODELS_DIR",
                                  Path(__file__).resolve().parents[1] / "models"))
 FORGED_TASKS = ("is_question", "confirmation")
+
+
+#: Rows per task of the shared end-to-end forge (:func:`e2e_forge`): small, so it is quick.
+E2E_TARGET = 300
+
+
+def forge_cli(blueprint: str | Path, runs: Path, models: Path, run_id: str, *extra: str
+              ) -> subprocess.CompletedProcess:
+    """``python -m foundry forge BLUEPRINT --run-id RUN_ID --models-dir MODELS *EXTRA`` with
+    its runs under ``runs``, offline whatever keys the environment holds."""
+    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(runs)}
+    env.pop("GEMINI_API_KEYS", None)
+    env.pop("OPENAI_BASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "foundry", "forge", str(blueprint), "--run-id", run_id,
+         "--models-dir", str(models), *extra],
+        env=env, capture_output=True, text=True, timeout=900)
+
+
+def forge_default(base: Path, run_id: str) -> tuple[Path, Path]:
+    """Forge the default blueprint from scratch under ``base`` at :data:`E2E_TARGET` rows per
+    task (exam failures allowed: a tiny forge may miss the exam); returns (run folder, models
+    dir)."""
+    runs, models = base / "runs", base / "models"
+    proc = forge_cli("text_classification", runs, models, run_id, "--target", str(E2E_TARGET),
+                     "--allow-exam-failures")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return runs / "text_classification" / run_id, models
+
+
+@pytest.fixture(scope="session")
+def e2e_forge(tmp_path_factory) -> tuple[Path, Path]:
+    """The default blueprint forged end to end once per session (run ``e2e``): (run folder,
+    models dir). ``tests/test_e2e.py`` checks it; ``tests/test_trainer_mlp.py`` trains its
+    second kind of trainer on the data this run generated and refined. Tests may add runs
+    beside it; none changes its folder or its models."""
+    return forge_default(tmp_path_factory.mktemp("e2e"), "e2e")
 
 
 def forged_models_or_skip() -> Path:

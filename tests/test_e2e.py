@@ -7,45 +7,24 @@ another folder, must give byte-identical `.onnx` and `.bin` files.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
+from conftest import forge_cli, forge_default
 
 pytestmark = pytest.mark.slow
 
-TARGET = 300
 TASKS = ("is_question", "confirmation")
 SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
 NOTEBOOKS = ("01_generate", "02_refine", "03_train", "04_evaluate", "05_export")
 
 
-def _forge(base: Path, run_id: str) -> tuple[Path, Path]:
-    runs, models = base / "runs", base / "models"
-    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(runs)}
-    env.pop("GEMINI_API_KEYS", None)
-    env.pop("OPENAI_BASE_URL", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "foundry", "forge", "text_classification", "--target", str(TARGET),
-         "--run-id", run_id, "--models-dir", str(models), "--allow-exam-failures"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return runs / "text_classification" / run_id, models
-
-
-@pytest.fixture(scope="module")
-def forged(tmp_path_factory):
-    return _forge(tmp_path_factory.mktemp("first"), "e2e")
-
-
-def test_forge_leaves_four_files_per_task(forged):
-    _, models = forged
+def test_forge_leaves_four_files_per_task(e2e_forge):
+    _, models = e2e_forge
     for task in TASKS:
         for suffix in SUFFIXES:
             path = models / f"{task}_{suffix}"
@@ -53,8 +32,8 @@ def test_forge_leaves_four_files_per_task(forged):
     assert not (models / ".pending").exists()
 
 
-def test_model_card_carries_the_evaluation(forged):
-    _, models = forged
+def test_model_card_carries_the_evaluation(e2e_forge):
+    _, models = e2e_forge
     for task in TASKS:
         card = (models / f"{task}_card.md").read_text(encoding="utf-8")
         for metric in ("exam accuracy", "exam answered confidently", "coverage at threshold (test)",
@@ -66,8 +45,8 @@ def test_model_card_carries_the_evaluation(forged):
         assert re.search(rf"`{task}_classifier.onnx`: \d+\.\d KiB", card), card
 
 
-def test_executed_notebooks_are_kept_with_outputs_and_html(forged):
-    run, _ = forged
+def test_executed_notebooks_are_kept_with_outputs_and_html(e2e_forge):
+    run, _ = e2e_forge
     for name in NOTEBOOKS:
         executed = run / "notebooks" / f"{name}.ipynb"
         nb = nbformat.read(executed, as_version=4)
@@ -79,19 +58,19 @@ def test_executed_notebooks_are_kept_with_outputs_and_html(forged):
     assert (run.parent / "LATEST").read_text().strip() == run.name
 
 
-def test_verify_replays_the_forged_conformance_vectors(forged):
-    _, models = forged
+def test_verify_replays_the_forged_conformance_vectors(e2e_forge):
+    _, models = e2e_forge
     proc = subprocess.run([sys.executable, "-m", "foundry", "verify", "--models-dir", str(models)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("conformance vectors reproduced") == 2
 
 
-def test_runtime_reproduces_the_trained_pipeline(forged):
+def test_runtime_reproduces_the_trained_pipeline(e2e_forge):
     from foundry.runtime import MicroModel
     from foundry.trained import load_trained
 
-    run, models = forged
+    run, models = e2e_forge
     for task in TASKS:
         trained = load_trained(run, task)
         model = MicroModel.load(task, models_dir=models, backend="onnxruntime")
@@ -102,23 +81,19 @@ def test_runtime_reproduces_the_trained_pipeline(forged):
                                    rtol=0, atol=1e-6)
 
 
-def test_rerun_with_steps_reuses_earlier_outputs(forged, tmp_path):
-    run, models = forged
-    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(run.parent.parent)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "foundry", "forge", "text_classification", "--steps", "export",
-         "--run-id", "export-only", "--models-dir", str(tmp_path), "--allow-exam-failures"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+def test_rerun_with_steps_reuses_earlier_outputs(e2e_forge, tmp_path):
+    run, models = e2e_forge
+    proc = forge_cli("text_classification", run.parent.parent, tmp_path, "export-only",
+                     "--steps", "export", "--allow-exam-failures")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for task in TASKS:
         assert (tmp_path / f"{task}_preprocessor.bin").read_bytes() == (
             models / f"{task}_preprocessor.bin").read_bytes()
 
 
-def test_same_blueprint_and_seed_give_byte_identical_artifacts(forged, tmp_path):
-    _, models = forged
-    _, again = _forge(tmp_path, "e2e-again")
+def test_same_blueprint_and_seed_give_byte_identical_artifacts(e2e_forge, tmp_path):
+    _, models = e2e_forge
+    _, again = forge_default(tmp_path, "e2e-again")
     for task in TASKS:
         for suffix in ("classifier.onnx", "preprocessor.bin", "conformance.json"):
             assert (again / f"{task}_{suffix}").read_bytes() == (

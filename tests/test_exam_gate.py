@@ -8,12 +8,11 @@ Real forges through papermill, of a copy of the default blueprint whose exam can
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import forge_cli
 from fakes.blueprint_copy import copy_blueprint
 
 from foundry.v1 import preprocessor_pb2 as pb
@@ -24,10 +23,7 @@ TASKS = ("is_question", "confirmation")
 
 
 def _forge(bp: Path, runs: Path, models: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(runs)}
-    return subprocess.run(
-        [sys.executable, "-m", "foundry", "forge", str(bp), "--run-id", "gate", "--models-dir",
-         str(models), *extra], env=env, capture_output=True, text=True, timeout=900)
+    return forge_cli(bp, runs, models, "gate", *extra)
 
 
 def test_a_failed_exam_exports_nothing_also_through_steps_export(tmp_path):

@@ -3,13 +3,16 @@ same TF-IDF n-grams) forges the default blueprint, passes ``foundry verify`` and
 conformance replay, is scored through ONNX Runtime by the Python runtime, and is refused by the
 Rust runtime (which reads only linear graphs) with a message naming the graph.
 
-A small target, two folds and one candidate keep it to about a minute.
+The forge runs the train, evaluate and export notebooks on the rows that the shared end-to-end
+forge (``e2e_forge``, :data:`conftest.E2E_TARGET` rows per task) generated and refined: stages
+1-2 read no ``train`` setting, and their stamps (``foundry/stamps.py``) hold that they are the
+rows this blueprint makes, or the forge would refuse them as stale. Two folds and one candidate
+keep it short.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FORGED_TASKS
+from conftest import FORGED_TASKS, forge_cli
 from test_node_runtime import run_node_suite, summary_count
 from test_rust_runtime import require_rust_cli
 
@@ -26,7 +29,6 @@ from foundry.runtime import MicroModel, read_linear_graph
 from foundry.trainers import get_trainer
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET = 100
 
 
 def _mlp_blueprint(folder: Path) -> Path:
@@ -42,17 +44,17 @@ def _mlp_blueprint(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mlp_models(tmp_path_factory) -> tuple[Path, Path]:
+def mlp_models(e2e_forge, tmp_path_factory) -> tuple[Path, Path]:
+    """The MLP blueprint forged with ``--steps train,evaluate,export`` in a runs folder holding
+    a copy of the end-to-end run: (its run folder, its models dir)."""
+    e2e_run, _ = e2e_forge
     base = tmp_path_factory.mktemp("mlp")
     bp, runs, models = _mlp_blueprint(base), base / "runs", base / "models"
-    env = {**os.environ, "FOUNDRY_RUNS_DIR": str(runs)}
-    env.pop("GEMINI_API_KEYS", None)
-    env.pop("OPENAI_BASE_URL", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "foundry", "forge", str(bp), "--target", str(TARGET),
-         "--run-id", "mlp", "--models-dir", str(models), "--allow-exam-failures"],
-        env=env, capture_output=True, text=True, timeout=900)
+    shutil.copytree(e2e_run, runs / "text_classification" / e2e_run.name)
+    proc = forge_cli(bp, runs, models, "mlp", "--steps", "train,evaluate,export",
+                     "--allow-exam-failures")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"reusing generate,refine of run {e2e_run.name}" in proc.stdout, proc.stdout
     return runs / "text_classification" / "mlp", models
 
 
