@@ -49,10 +49,10 @@ from foundry.paths import MODELS_DIR  # noqa: E402
 from foundry.realtext import load_real  # noqa: E402
 from foundry.runs import (  # noqa: E402
     latest_run_dir,
-    read_json,
     require_stage_output,
     resolve_run_dir,
 )
+from foundry.summaries import RefineSummary  # noqa: E402
 from foundry.textspec import TextSpec, normalize  # noqa: E402
 from foundry.train import load_split  # noqa: E402
 from foundry.trained import load_trained  # noqa: E402
@@ -169,7 +169,7 @@ def our_predictor(run: Path, task: Task, models_dir: Path) -> tuple[str, Callabl
         return "MicroModel (.onnx+.bin)", lambda t: model.predict(t).label, \
             onnx.stat().st_size + binf.stat().st_size
     trained = load_trained(run, task.name)
-    size = int(trained.info.get("size_bytes") or 0)
+    size = trained.summary.size_bytes
     pipe = trained.pipeline
     return "sklearn pipeline (not exported)", \
         lambda t: trained.labels[int(pipe.predict_proba([t])[0].argmax())], size
@@ -268,9 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for task in tasks:
         rows += bench_task(bp, run, task, Path(args.models_dir), args.latency_queries)
-    summary = read_json(run / "refine" / tasks[0].name / "summary.json") \
-        if (run / "refine" / tasks[0].name / "summary.json").is_file() else {}
-    print(f"run: {run}   (train rows of {tasks[0].name}: {summary.get('train_rows', '?')})")
+    refined = RefineSummary.load(run, tasks[0].name)
+    print(f"run: {run}   (train rows of {tasks[0].name}: {refined.train_rows})")
     print(f"fastText: {json.dumps(FASTTEXT_PARAMS)}")
     print(format_table(rows))
     if args.json:

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from foundry.summaries import EvalSummary, TrainSummary
+
 ROOT = Path(__file__).resolve().parent.parent
 BLUEPRINTS = ("assistant_intents_zh", "clinc150")
 
@@ -51,13 +53,13 @@ def report(blueprint: str, folder: Path, models_dir: Path, wall: float, log: str
     print(f"| **total (wall)** | **{wall:.1f}** |\n")
     for task_dir in sorted((folder / "evaluate").iterdir()):
         task = task_dir.name
-        summary = json.loads((task_dir / "summary.json").read_text(encoding="utf-8"))
-        held = summary.get("heldout") or {}
+        summary = EvalSummary.read(task_dir / EvalSummary.file_name)
+        held = summary.heldout or {}
         sizes = {p.suffix: p.stat().st_size for p in models_dir.glob(f"{task}_*")
                  if p.suffix in (".onnx", ".bin")}
-        train = json.loads((folder / "train" / task / "train.json").read_text(encoding="utf-8"))
-        print(f"- `{task}`: {len(summary['labels'])} labels, {train['n_features']} n-grams, "
-              f"best {train['best_params']} on dev; artifacts {sizes.get('.onnx', 0):,} B .onnx + "
+        train = TrainSummary.load(folder, task)
+        print(f"- `{task}`: {len(summary.labels)} labels, {train.n_features} n-grams, "
+              f"best {train.best_params} on dev; artifacts {sizes.get('.onnx', 0):,} B .onnx + "
               f"{sizes.get('.bin', 0):,} B .bin = {sum(sizes.values()) / 1e6:.3f} MB")
         if held:
             line = f"  test files: {held['rows']} rows, accuracy {held['accuracy']:.4f}"
@@ -65,7 +67,7 @@ def report(blueprint: str, folder: Path, models_dir: Path, wall: float, log: str
                 o = held["out_of_scope"]
                 line += (f", in-scope accuracy {o['in_scope_accuracy']:.4f}, out-of-scope recall "
                          f"{o['oos_recall']:.4f} at threshold {held['threshold']:.4f} (chosen on "
-                         f"dev for recall >= {summary['out_of_scope']['target_recall']})")
+                         f"dev for recall >= {summary.out_of_scope['target_recall']})")
             print(line)
         table = task_dir / "baselines.csv"
         if table.is_file():

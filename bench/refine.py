@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from foundry.blueprint import Label, Refine, Task  # noqa: E402
 from foundry.refine import refine_rows  # noqa: E402
+from foundry.summaries import RefineSummary  # noqa: E402
 
 TASK = Task(
     name="is_question",
@@ -76,7 +77,7 @@ def synthetic_rows(n: int, seed: int = 0) -> tuple[list[dict], list[str]]:
     return rows, exam
 
 
-def run_once(rows: list[dict], exam: list[str], cfg: Refine) -> tuple[float, dict]:
+def run_once(rows: list[dict], exam: list[str], cfg: Refine) -> tuple[float, RefineSummary]:
     start = time.perf_counter()
     result = refine_rows(rows, TASK, cfg, exam_texts=exam, progress=False)
     return time.perf_counter() - start, result.summary
@@ -108,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     previous = None
     for n, k in zip(args.sizes, repeats, strict=True):
         rows, exam = synthetic_rows(n)
-        times, summary = [], {}
+        times, summary = [], None
         for _ in range(k):
             t, summary = run_once(rows, exam, cfg)
             times.append(t)
         med = statistics.median(times)
-        removed = summary["removed_by_reason"]
+        removed = summary.removed_by_reason
         print(f"{n:>8} {k:>2} {med:>9.2f} {n / med:>9.0f} {med / n * 1e5:>7.2f} "
-              f"{summary['train_rows']:>7} {summary['test_rows']:>6} "
+              f"{summary.train_rows:>7} {summary.test_rows:>6} "
               f"{removed.get('near_duplicate', 0):>8} {removed.get('exam_overlap', 0):>5}",
               flush=True)
         if previous:

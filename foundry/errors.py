@@ -17,6 +17,7 @@ defined here are the branches; the leaves live next to the code that raises them
      │    └── ScaffoldError          foundry.scaffold: `blueprint new` cannot create it
      ├── InputDataError              data a stage reads is missing, malformed or out of date
      │    ├── StaleInputError        an earlier stage's outputs no longer match their inputs
+     │    ├── StageOutputError       foundry.summaries: a stage summary lacks or renames a field
      │    ├── TrainDataError         foundry.train: a refined split file is unusable
      │    └── ParseError             foundry.generate.validate: an LLM answer holds no rows
      ├── ArtifactError               a model file is missing, corrupt, or does not match its pair

@@ -52,9 +52,9 @@ from foundry.runs import (
     atomic_write_text,
     require_stage_output,
     stage_dir,
-    write_json,
 )
 from foundry.stamps import check_fresh, write_stamp
+from foundry.summaries import EvalSummary
 from foundry.textspec import normalize
 from foundry.train import Split, load_split
 from foundry.trained import TrainedModel, expected_calibration_error, load_trained
@@ -62,7 +62,7 @@ from foundry.trainers import class_weights, get_trainer, log_odds_weights, vocab
 
 Log = Callable[[str], None]
 
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = EvalSummary.file_name
 ERRORS_FILE = "errors.csv"
 EXAM_FILE = "exam.csv"
 DEV_FILE = "dev.csv"
@@ -95,7 +95,7 @@ class ExamGateError(GateError):
     ``failures`` maps each failing task to its evaluation summary.
     """
 
-    def __init__(self, message: str, failures: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, message: str, failures: dict[str, EvalSummary]) -> None:
         super().__init__(message)
         self.failures = failures
 
@@ -106,10 +106,10 @@ class ExamDataError(ConfigError):
 
 @dataclass
 class EvalResult:
-    """Evaluation of one task: the ``summary.json`` content plus the per-case tables."""
+    """Evaluation of one task: its summary (``summary.json``) plus the per-case tables."""
 
     task: str
-    summary: dict[str, Any]
+    summary: EvalSummary
     test: pd.DataFrame
     exam: pd.DataFrame
     errors: pd.DataFrame
@@ -125,11 +125,11 @@ class EvalResult:
 
     @property
     def threshold(self) -> float:
-        return float(self.summary["threshold"])
+        return self.summary.threshold
 
     @property
     def exam_passed(self) -> bool:
-        return bool(self.summary["exam_passed"])
+        return self.summary.exam_passed
 
 
 # --------------------------------------------------------------------------- measures
@@ -638,7 +638,7 @@ def _reliability_figure(plt: Any, result: EvalResult, labels: list[str]) -> Any:
     ax.set_ylim(1 / len(labels) - 0.02, 1.01)
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{result.task}: reliability, ECE {result.summary['ece']:.3f}")
+    ax.set_title(f"{result.task}: reliability, ECE {result.summary.ece:.3f}")
     ax.legend(loc="lower right")
     return fig
 
@@ -658,17 +658,17 @@ def _risk_coverage_figure(plt: Any, result: EvalResult) -> Any:
     if len(dev_rc):
         ax.plot(dev_rc["coverage"], dev_rc["precision"], color="tab:green",
                 label="real-text dev split")
-    if s.get("coverage_at_threshold") is not None and s["confident_precision"] is not None:
-        ax.scatter([s["coverage_at_threshold"]], [s["confident_precision"]], color="red",
-                   zorder=3, label=f"threshold {s['threshold']:.3f}")
-    if s.get("dev_coverage") is not None and s.get("dev_confident_precision") is not None:
-        ax.scatter([s["dev_coverage"]], [s["dev_confident_precision"]], color="darkgreen",
+    if s.confident_precision is not None:
+        ax.scatter([s.coverage_at_threshold], [s.confident_precision], color="red",
+                   zorder=3, label=f"threshold {s.threshold:.3f}")
+    if s.dev_coverage is not None and s.dev_confident_precision is not None:
+        ax.scatter([s.dev_coverage], [s.dev_confident_precision], color="darkgreen",
                    marker="s", zorder=3, label="threshold on dev")
-    ax.axhline(s["target_precision"], ls="--", color="grey", lw=1, label="target precision")
+    ax.axhline(s.target_precision, ls="--", color="grey", lw=1, label="target precision")
     ax.set_xlabel("coverage (share answered confidently)")
     ax.set_ylabel("precision of confident answers")
     ax.set_title(f"{result.task}: risk-coverage")
-    lowest = min([rc["precision"].min(), s["target_precision"]]
+    lowest = min([rc["precision"].min(), s.target_precision]
                  + ([oof["precision"].min()] if len(oof) else [])
                  + ([dev_rc["precision"].min()] if len(dev_rc) else []))
     ax.set_ylim(max(0.0, lowest - 0.02), 1.005)
@@ -683,14 +683,14 @@ def _exam_figure(plt: Any, result: EvalResult) -> Any:
     fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(cats), 3) + 1))
     if len(cats):
         names = [f"{g} / {c}" for g, c in zip(cats["gold"], cats["category"], strict=True)]
-        ax.barh(names, cats["accuracy"], color=["tab:green" if a >= s["exam_min_accuracy"]
+        ax.barh(names, cats["accuracy"], color=["tab:green" if a >= s.exam_min_accuracy
                                                  else "tab:red" for a in cats["accuracy"]])
-        ax.axvline(s["exam_min_accuracy"], ls="--", color="grey", lw=1)
+        ax.axvline(s.exam_min_accuracy, ls="--", color="grey", lw=1)
         ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("exam accuracy")
     ax.set_title(f"{result.task}: exam per category "
-                 f"({'passed' if s['exam_passed'] else 'FAILED'})")
+                 f"({'passed' if s.exam_passed else 'FAILED'})")
     return fig
 
 
@@ -871,7 +871,7 @@ def _test_summary(bp: Blueprint, task: Task, trained: TrainedModel, cases: _Case
         "trainer": trained.trainer,
         "calibration": trained.calibration,
         "n_features": trained.n_features,
-        "size_bytes": trained.info.get("size_bytes"),
+        "size_bytes": trained.summary.size_bytes,
         "threshold": th.value,
         "threshold_source": th.source,
         "oof_threshold": th.oof,
@@ -935,34 +935,32 @@ def _write_tables(result: EvalResult) -> None:
     atomic_write_text(out / "reliability.csv", result.reliability.to_csv(index=False))
 
 
-def _warn(task: Task, summary: dict[str, Any], log: Log) -> None:
+def _warn(task: Task, summary: EvalSummary, log: Log) -> None:
     """Warn about a model that is never confident and about exam categories without a case."""
-    if summary["coverage_at_threshold"] == 0.0:
+    if summary.coverage_at_threshold == 0.0:
         log(f"{task.name}: warning: no test answer reaches the threshold "
-            f"{summary['threshold']:.4f}; the model can never be confident at target "
-            f"precision {summary['target_precision']}")
-    if summary["exam_missing_categories"]:
+            f"{summary.threshold:.4f}; the model can never be confident at target "
+            f"precision {summary.target_precision}")
+    if summary.exam_missing_categories:
         log(f"{task.name}: warning: the exam has no case for "
-            + ", ".join(summary["exam_missing_categories"]))
+            + ", ".join(summary.exam_missing_categories))
 
 
-def _log_scores(task: Task, summary: dict[str, Any], log: Log) -> None:
+def _log_scores(task: Task, s: EvalSummary, log: Log) -> None:
     """One line on the dev split (when there is one) and one on the test split and exam."""
-    if summary.get("dev_cases"):
-        log(f"{task.name}: real-text dev: accuracy {summary['dev_accuracy']:.4f}, coverage "
-            f"{summary['dev_coverage']:.1%} at precision "
-            f"{_fmt(summary['dev_confident_precision'])} (lower bound "
-            f"{_fmt(summary['dev_precision_lower95'])}, {summary['dev_confident']} confident "
-            f"of {summary['dev_cases']})")
-    exam_cases, exam_accuracy = summary["exam_cases"], summary["exam_accuracy"]
+    if s.dev_cases:
+        log(f"{task.name}: real-text dev: accuracy {s.dev_accuracy:.4f}, coverage "
+            f"{s.dev_coverage:.1%} at precision {_fmt(s.dev_confident_precision)} (lower "
+            f"bound {_fmt(s.dev_precision_lower95)}, {s.dev_confident} confident "
+            f"of {s.dev_cases})")
     log(
-        f"{task.name}: test acc {summary['test_accuracy']:.4f}, macro-F1 "
-        f"{summary['test_macro_f1']:.4f}, ECE {summary['ece']:.4f}; threshold "
-        f"{summary['threshold']:.4f} -> coverage {summary['coverage_at_threshold']:.1%} at "
-        f"precision {_nan_if_none(summary['confident_precision']):.4f}; exam "
-        + (f"{exam_accuracy:.1%} of {exam_cases} "
-           f"({'passed' if summary['exam_passed'] else 'FAILED'}, "
-           f"{summary['exam_confident_share']:.0%} confident)" if exam_cases else "has no cases")
+        f"{task.name}: test acc {s.test_accuracy:.4f}, macro-F1 "
+        f"{s.test_macro_f1:.4f}, ECE {s.ece:.4f}; threshold "
+        f"{s.threshold:.4f} -> coverage {s.coverage_at_threshold:.1%} at "
+        f"precision {_nan_if_none(s.confident_precision):.4f}; exam "
+        + (f"{s.exam_accuracy:.1%} of {s.exam_cases} "
+           f"({'passed' if s.exam_passed else 'FAILED'}, "
+           f"{s.exam_confident_share:.0%} confident)" if s.exam_cases else "has no cases")
     )
 
 
@@ -980,17 +978,18 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
                             cases.familiarity, task.out_of_scope)
     test["category"] = split.categories
     exam = _exam_frame(bp, task, trained, th.value, cases.familiarity)
-    summary = _test_summary(bp, task, trained, cases, th, test)
-    summary.update(_exam_summary(task, exam, cfg.exam_min_accuracy))
+    fields = {**_test_summary(bp, task, trained, cases, th, test),
+              **_exam_summary(task, exam, cfg.exam_min_accuracy)}
     dev = _dev_frame(trained, cases.dev_rows, th.value, cases.familiarity)
     if len(dev):
-        summary.update(dev_summary(
+        fields.update(dev_summary(
             dev, cases.dev_proba, cases.dev_y, labels, cfg.target_precision,
             max(th.oof, th.test) if task.threshold_on_dev else None, bp.spec.train.seed))
-    summary["familiarity"]["effect"] = gate_effect(dev if len(dev) else test, th.value,
-                                                   cases.familiarity)
-    summary.update(_unpruned_summary(trained, {"test": test, "exam": exam, "dev": dev},
-                                     th.value))
+    fields["familiarity"]["effect"] = gate_effect(dev if len(dev) else test, th.value,
+                                                  cases.familiarity)
+    fields.update(_unpruned_summary(trained, {"test": test, "exam": exam, "dev": dev},
+                                    th.value))
+    summary = EvalSummary(**fields)
     _warn(task, summary, log)
     result = EvalResult(
         task=task.name, summary=summary, test=test, exam=exam,
@@ -1006,9 +1005,9 @@ def evaluate_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print)
     _write_tables(result)
     result.plots = write_plots(result, labels)
     # The test files of a dataset: scored once, at the threshold chosen above.
-    summary["heldout"] = evaluate_heldout(bp, task, run_dir, trained, th.value, log=log)
-    summary["rules"] = rule_report(bp, task, run_dir, trained, th.value, exam, log=log)
-    write_json(result.out_dir / SUMMARY_FILE, summary)  # last: its presence means complete
+    summary.heldout = evaluate_heldout(bp, task, run_dir, trained, th.value, log=log)
+    summary.rules = rule_report(bp, task, run_dir, trained, th.value, exam, log=log)
+    summary.write(result.out_dir)  # last: its presence means complete
     write_stamp(bp, run_dir, "evaluate", task.name, inputs)
     _log_scores(task, summary, log)
     return result
@@ -1146,22 +1145,22 @@ def dev_summary(dev: pd.DataFrame, proba: np.ndarray, y: np.ndarray, labels: lis
     }
 
 
-def exam_gate_message(failures: dict[str, dict[str, Any]]) -> str:
+def exam_gate_message(failures: dict[str, EvalSummary]) -> str:
     """The :class:`ExamGateError` text: per failing task, its score and failed cases."""
     lines = []
     for task, s in failures.items():
-        if not s["exam_cases"]:
+        if not s.exam_cases:
             lines.append(f"task {task!r}: the exam has no cases, so it cannot pass "
-                         f"(evaluate.exam_min_accuracy = {s['exam_min_accuracy']:.1%})")
+                         f"(evaluate.exam_min_accuracy = {s.exam_min_accuracy:.1%})")
             continue
-        n_failed = len(s["failed_exam_cases"])
+        n_failed = len(s.failed_exam_cases)
         lines.append(
-            f"task {task!r}: exam accuracy {s['exam_accuracy']:.1%} "
-            f"({s['exam_cases'] - n_failed}/{s['exam_cases']}) is below "
-            f"evaluate.exam_min_accuracy {s['exam_min_accuracy']:.1%}; failed cases "
+            f"task {task!r}: exam accuracy {s.exam_accuracy:.1%} "
+            f"({s.exam_cases - n_failed}/{s.exam_cases}) is below "
+            f"evaluate.exam_min_accuracy {s.exam_min_accuracy:.1%}; failed cases "
             "(text | gold -> predicted, p):"
         )
-        for case in s["failed_exam_cases"][:MAX_LISTED_FAILURES]:
+        for case in s.failed_exam_cases[:MAX_LISTED_FAILURES]:
             lines.append(f"  {case['text']!r} | {case['gold']} -> {case['predicted']}, "
                          f"p={case['p']:.3f} [{case['category']}]")
         if n_failed > MAX_LISTED_FAILURES:

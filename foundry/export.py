@@ -44,8 +44,9 @@ from foundry.locks import exclusive_lock
 from foundry.pair import EXAM_OVERRIDDEN, EXAM_PASSED, Provenance, artifact_bytes
 from foundry.realtext import load_real
 from foundry.reflex import Reflex, task_reflex
-from foundry.runs import atomic_write_bytes, read_json, require_stage_output
+from foundry.runs import atomic_write_bytes, require_stage_output
 from foundry.stamps import check_fresh
+from foundry.summaries import EvalSummary, RefineSummary
 from foundry.textspec import normalize
 
 #: In the order they are switched into place: the pair first, back to back.
@@ -175,51 +176,50 @@ def _num(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "n/a"
 
 
-def _exam_gate_line(exam_gate: str, evaluation: dict) -> str:
-    minimum = _pct(evaluation.get("exam_min_accuracy"))
+def _exam_gate_line(exam_gate: str, evaluation: EvalSummary) -> str:
+    minimum = _pct(evaluation.exam_min_accuracy)
     if exam_gate == EXAM_OVERRIDDEN:
         return (
             f"**Exam gate: OVERRIDDEN.** The exam accuracy "
-            f"{_pct(evaluation.get('exam_accuracy'))} is below the blueprint's minimum "
+            f"{_pct(evaluation.exam_accuracy)} is below the blueprint's minimum "
             f"{minimum}; this model was exported only because the forge was given "
             "`--allow-exam-failures`. It did not pass its exam."
         )
     return f"Exam gate: passed (minimum exam accuracy {minimum})."
 
 
-def _dev_section(evaluation: dict) -> list[str]:
+def _dev_section(e: EvalSummary) -> list[str]:
     """The card's "Real-text dev split" section (nothing when the task has no dev split)."""
-    if not evaluation.get("dev_cases"):
+    if not e.dev_cases:
         return []
-    e = evaluation
     lines = [
         "## Real-text dev split",
         "",
-        f"{e['dev_cases']} real, human-written utterances labelled by hand (the blueprint's "
+        f"{e.dev_cases} real, human-written utterances labelled by hand (the blueprint's "
         "`dev` file), never trained on; they chose the calibration"
-        + (" and take part in the threshold." if e.get("dev_in_threshold", True) else
+        + (" and take part in the threshold." if e.dev_in_threshold else
            "; they do not take part in the threshold (`threshold_on_dev: false`), so the "
            "numbers below are out of sample."),
         "",
         "| metric | value |",
         "|---|---:|",
-        f"| accuracy | {_pct(e.get('dev_accuracy'))} |",
-        f"| macro-F1 | {_pct(e.get('dev_macro_f1'))} |",
-        f"| coverage (answered confidently) | {_pct(e.get('dev_coverage'))} "
-        f"({e.get('dev_confident')} of {e['dev_cases']}) |",
-        f"| precision of confident answers | {_pct(e.get('dev_confident_precision'))} "
-        f"({e.get('dev_confident_correct')} of {e.get('dev_confident')}) |",
+        f"| accuracy | {_pct(e.dev_accuracy)} |",
+        f"| macro-F1 | {_pct(e.dev_macro_f1)} |",
+        f"| coverage (answered confidently) | {_pct(e.dev_coverage)} "
+        f"({e.dev_confident} of {e.dev_cases}) |",
+        f"| precision of confident answers | {_pct(e.dev_confident_precision)} "
+        f"({e.dev_confident_correct} of {e.dev_confident}) |",
         f"| 95% lower bound of that precision (one-sided Clopper–Pearson) "
-        f"| {_pct(e.get('dev_precision_lower95'))} |",
+        f"| {_pct(e.dev_precision_lower95)} |",
         f"| cross-fitted coverage / precision (threshold chosen on the other half) "
-        f"| {_pct(e.get('dev_crossfit_coverage'))} / "
-        f"{_pct(e.get('dev_crossfit_confident_precision'))} |",
-        f"| expected calibration error | {_num(e.get('dev_ece'))} |",
+        f"| {_pct(e.dev_crossfit_coverage)} / "
+        f"{_pct(e.dev_crossfit_confident_precision)} |",
+        f"| expected calibration error | {_num(e.dev_ece)} |",
         "",
         "| label / category | cases | accuracy | confident | precision of confident |",
         "|---|---:|---:|---:|---:|",
     ]
-    for row in e.get("dev_by_category", []):
+    for row in e.dev_by_category or []:
         lines.append(f"| {row['gold']} / {row['category']} | {row['cases']} "
                      f"| {_pct(row['accuracy'])} | {_pct(row['confident_share'])} "
                      f"| {_pct(row['confident_precision'])} |")
@@ -234,14 +234,14 @@ def model_card(
     threshold: float,
     onnx_size: int,
     bin_size: int,
-    evaluation: dict,
-    refine_summary: dict,
+    evaluation: EvalSummary,
+    refine_summary: RefineSummary,
     exam_gate: str = EXAM_PASSED,
 ) -> str:
     """The model card (Markdown) of one task; ``exam_gate`` as in :class:`Provenance`."""
     return "\n".join([
         *_card_labels(task, trained, blueprint),
-        *_card_funnel(refine_summary, trained),
+        *_card_funnel(refine_summary),
         *_card_metrics(evaluation, threshold, exam_gate),
         *_card_rules(task, evaluation.get("rules")),
         *_card_size(task, trained, onnx_size, bin_size),
@@ -268,9 +268,9 @@ def _card_labels(task: Task, trained: Any, blueprint: str) -> list[str]:
     return lines
 
 
-def _card_funnel(refine_summary: dict, trained: Any) -> list[str]:
+def _card_funnel(refine_summary: RefineSummary) -> list[str]:
     lines = ["", "## Data funnel", ""]
-    funnel = refine_summary.get("funnel") or []
+    funnel = refine_summary.funnel
     if funnel:
         lines += ["| step | rows in | rows out | removed |", "|---|---:|---:|---:|"]
         for step in funnel:
@@ -280,39 +280,35 @@ def _card_funnel(refine_summary: dict, trained: Any) -> list[str]:
             )
     return lines + [
         "",
-        f"Training rows: {refine_summary.get('train_rows', getattr(trained, 'train_rows', '?'))}, "
-        f"test rows: {refine_summary.get('test_rows', '?')}.",
+        f"Training rows: {refine_summary.train_rows}, test rows: {refine_summary.test_rows}.",
     ]
 
 
-def _card_metrics(evaluation: dict, threshold: float, exam_gate: str) -> list[str]:
+def _card_metrics(e: EvalSummary, threshold: float, exam_gate: str) -> list[str]:
     return [
         "",
         "## Metrics",
         "",
         "| metric | value |",
         "|---|---:|",
-        f"| exam accuracy ({evaluation.get('exam_cases', '?')} hand-written cases) "
-        f"| {_pct(evaluation.get('exam_accuracy'))} |",
-        f"| exam answered confidently | {_pct(evaluation.get('exam_confident_share'))} |",
-        f"| test accuracy | {_pct(evaluation.get('test_accuracy'))} |",
-        f"| test macro-F1 | {_pct(evaluation.get('test_macro_f1'))} |",
-        f"| coverage at threshold (test) | {_pct(evaluation.get('coverage_at_threshold'))} |",
+        f"| exam accuracy ({e.exam_cases} hand-written cases) | {_pct(e.exam_accuracy)} |",
+        f"| exam answered confidently | {_pct(e.exam_confident_share)} |",
+        f"| test accuracy | {_pct(e.test_accuracy)} |",
+        f"| test macro-F1 | {_pct(e.test_macro_f1)} |",
+        f"| coverage at threshold (test) | {_pct(e.coverage_at_threshold)} |",
         f"| precision of confident answers (test split, where the threshold was chosen) "
-        f"| {_pct(evaluation.get('confident_precision'))} |",
+        f"| {_pct(e.confident_precision)} |",
         f"| precision of confident answers (cross-fitted, out of sample) "
-        f"| {_pct(evaluation.get('crossfit_confident_precision'))} |",
-        f"| precision of confident answers (exam) "
-        f"| {_pct(evaluation.get('exam_confident_precision'))} |",
-        f"| expected calibration error (test) | {_num(evaluation.get('ece'))} |",
+        f"| {_pct(e.crossfit_confident_precision)} |",
+        f"| precision of confident answers (exam) | {_pct(e.exam_confident_precision)} |",
+        f"| expected calibration error (test) | {_num(e.ece)} |",
         "",
-        _exam_gate_line(exam_gate, evaluation),
+        _exam_gate_line(exam_gate, e),
         "",
         f"Confidence threshold: **{threshold:.4f}** (top probability below it → `confident=False`; "
-        f"chosen for a target precision of {evaluation.get('target_precision', 'n/a')}: "
-        f"{evaluation.get('threshold_source', '')}).",
+        f"chosen for a target precision of {e.target_precision}: {e.threshold_source}).",
         "",
-        *_dev_section(evaluation),
+        *_dev_section(e),
     ]
 
 
@@ -489,7 +485,7 @@ class ExportResult:
     threshold: float
 
 
-def exam_verdicts(bp: Blueprint, run_dir: Path) -> dict[str, dict]:
+def exam_verdicts(bp: Blueprint, run_dir: Path) -> dict[str, EvalSummary]:
     """Each task's evaluation summary, with ``exam_passed`` judged against the blueprint now.
 
     The verdict is recomputed from the recorded accuracy and the blueprint's current
@@ -498,13 +494,11 @@ def exam_verdicts(bp: Blueprint, run_dir: Path) -> dict[str, dict]:
     minimum = bp.spec.evaluate.exam_min_accuracy
     verdicts = {}
     for task in bp.tasks:
-        summary = read_json(require_stage_output(run_dir, "evaluate", task.name, "summary.json"))
-        accuracy = summary.get("exam_accuracy")
-        passed = (bool(summary.get("exam_passed")) and isinstance(accuracy, (int, float))
-                  and accuracy >= minimum)
-        verdicts[task.name] = {**summary, "exam_passed": passed,
-                               "exam_min_accuracy": max(minimum,
-                                                        summary.get("exam_min_accuracy", 0.0))}
+        summary = EvalSummary.load(run_dir, task.name)
+        accuracy = summary.exam_accuracy
+        passed = summary.exam_passed and accuracy is not None and accuracy >= minimum
+        verdicts[task.name] = summary.model_copy(update={
+            "exam_passed": passed, "exam_min_accuracy": max(minimum, summary.exam_min_accuracy)})
     return verdicts
 
 
@@ -519,7 +513,7 @@ def check_export_gate(bp: Blueprint, run_dir: Path, *, allow_exam_failures: bool
     from foundry.evaluate import ExamGateError, exam_gate_message
 
     verdicts = exam_verdicts(bp, run_dir)
-    failures = {name: s for name, s in verdicts.items() if not s["exam_passed"]}
+    failures = {name: s for name, s in verdicts.items() if not s.exam_passed}
     if failures and not allow_exam_failures:
         raise ExamGateError(
             f"{run_dir}: nothing exported.\n" + exam_gate_message(failures), failures)
@@ -536,20 +530,19 @@ def export_task(
     from foundry.trained import load_trained
 
     trained = load_trained(run_dir, task.name)
-    evaluation = read_json(require_stage_output(run_dir, "evaluate", task.name, "summary.json"))
-    refine_summary = read_json(require_stage_output(run_dir, "refine", task.name, "summary.json"))
+    evaluation = EvalSummary.load(run_dir, task.name)
+    refine_summary = RefineSummary.load(run_dir, task.name)
     test_path = require_stage_output(run_dir, "refine", task.name, "test.jsonl")
     test_texts = [row["text"] for _, row in iter_jsonl(test_path)]
-    threshold = float(evaluation["threshold"])
-    familiarity = Familiarity(**{k: evaluation.get("familiarity", {})[k]
-                                 for k in ("min_order", "max_unfamiliar")
-                                 if k in evaluation.get("familiarity", {})})
+    threshold = evaluation.threshold
+    familiarity = Familiarity(evaluation.familiarity.min_order,
+                              evaluation.familiarity.max_unfamiliar)
     dev_texts = [r.text for r in load_real(bp, task, "dev")]
     reflex = task_reflex(bp, task, trained)
     provenance = Provenance(
         blueprint=bp.name,
         blueprint_sha256=bp.content_sha256(),
-        data_sha256=refine_summary.get("data_sha256", getattr(trained, "data_sha256", "")),
+        data_sha256=refine_summary.data_sha256,
         trainer=trained.trainer,
         train_rows=int(trained.train_rows),
         exam_gate=exam_gate,

@@ -53,11 +53,13 @@ import numpy as np
 from foundry import minhash as mh
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.datasets import DATASET_SOURCE, load_dataset
+from foundry.generate import GenerateSummary
 from foundry.generate.rawstore import dump_line, read_jsonl
 from foundry.realtext import load_real
 from foundry.refine_report import exam_probe, shortcut_audit, write_report
-from foundry.runs import atomic_write_text, read_json, require_stage_output, stage_dir, write_json
+from foundry.runs import atomic_write_text, stage_dir
 from foundry.stamps import check_fresh, write_stamp
+from foundry.summaries import RefineSummary
 from foundry.textspec import TextSpec, normalize
 
 #: Normaliser settings for comparing texts: the text spec without truncation, so that the
@@ -115,8 +117,8 @@ class RefineResult:
         ``balance: class_weight``, + ``"augment"`` on rows added by augmentation).
     removed : list of dict
         Every removed input row with ``reason`` (a funnel step) and ``detail``.
-    summary : dict
-        The JSON-serialisable summary written to ``summary.json``.
+    summary : RefineSummary
+        What the next stages and the notebook read, written to ``summary.json``.
     clusters : list of dict
         Near-duplicate clusters, largest first (``size`` rows, ``texts``, ``kept``).
     """
@@ -125,7 +127,7 @@ class RefineResult:
     train: list[dict]
     test: list[dict]
     removed: list[dict]
-    summary: dict
+    summary: RefineSummary
     clusters: list[dict] = field(default_factory=list)
 
     def train_bytes(self) -> bytes:
@@ -811,15 +813,15 @@ def _with_augments(train: list[_Row], cfg: Refine, taken: set[str], next_index: 
 def _refine_summary(task: Task, cfg: Refine, funnel: _Funnel, all_rows: list[_Row],
                     split: _Split, train_out: list[dict], test_out: list[dict],
                     removed: list[dict], clusters: list[dict],
-                    held_out: tuple[set[str], set[str]]) -> dict[str, Any]:
-    """The refine stage's ``summary.json`` (without the shortcut audit)."""
+                    held_out: tuple[set[str], set[str]], audit: list[dict]) -> RefineSummary:
+    """The refine stage's summary (``audit``: :func:`shortcut_audit` of the train split)."""
     labels = task.label_names
     train, test, groups, thresholds = split.train, split.test, split.groups, split.thresholds
     exam_norms, dev_norms = held_out
-    return {
+    return RefineSummary(**{
         "task": task.name,
         "labels": labels,
-        "config": cfg.model_dump(),
+        "config": cfg,
         "funnel": funnel.steps,
         "input_rows": len(all_rows),
         "train_rows": len(train_out),
@@ -862,8 +864,9 @@ def _refine_summary(task: Task, cfg: Refine, funnel: _Funnel, all_rows: list[_Ro
         "split_groups_moved_to_train": split.pair["groups_moved"],
         "split_rows_reclustered": sum(1 for t in thresholds if t > cfg.split_threshold),
         "split_threshold_max": max(thresholds, default=cfg.split_threshold),
-        "shortcuts": [],
-    }
+        "shortcuts": [f for f in audit if f["shortcut"]],
+        "surface_features": audit,
+    })
 
 
 def _outputs(train: list[_Row], test: list[_Row], cfg: Refine
@@ -950,11 +953,9 @@ def refine_rows(
     funnel.record("balance", split.train + split.test)
     train_out, test_out = _outputs(split.train, split.test, cfg)
     removed.sort(key=lambda d: d["index"])
-    summary = _refine_summary(task, cfg, funnel, all_rows, split, train_out, test_out,
-                              removed, clusters, held_out)
     audit = shortcut_audit(train_out, task.label_names, norms=[r.norm for r in split.train])
-    summary["shortcuts"] = [f for f in audit if f["shortcut"]]
-    summary["surface_features"] = audit
+    summary = _refine_summary(task, cfg, funnel, all_rows, split, train_out, test_out,
+                              removed, clusters, held_out, audit)
     return RefineResult(task.name, train_out, test_out, removed, summary, clusters)
 
 
@@ -999,16 +1000,14 @@ def lsh_storage_from_env(env: dict[str, str] | None = None) -> dict | None:
 
 def load_generated_rows(run_dir: Path, task: Task) -> list[dict]:
     """Rows of every raw file named by ``generate/<task>/manifest.json``, in order."""
-    manifest_path = require_stage_output(run_dir, "generate", task.name, "manifest.json")
-    manifest = read_json(manifest_path)
-    files = manifest.get("raw_files") if isinstance(manifest, dict) else None
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        raise ValueError(f"{manifest_path}: raw_files: expected a list of paths, got {files!r}")
+    manifest = GenerateSummary.load(run_dir, task.name)
     rows: list[dict] = []
-    for f in files:
+    for f in manifest.raw_files:
         path = Path(f) if Path(f).is_absolute() else Path(run_dir) / f
         if not path.is_file():
-            raise FileNotFoundError(f"{manifest_path}: raw_files: {path} does not exist")
+            raise FileNotFoundError(
+                f"{Path(run_dir) / 'generate' / task.name / GenerateSummary.file_name}: "
+                f"raw_files: {path} does not exist")
         rows.extend(read_jsonl(path))
     return rows
 
@@ -1054,7 +1053,7 @@ def write_outputs(result: RefineResult, out_dir: Path) -> None:
     atomic_write_text(out_dir / "train.jsonl", result.train_bytes().decode("utf-8"))
     atomic_write_text(out_dir / "test.jsonl", result.test_bytes().decode("utf-8"))
     atomic_write_text(out_dir / "removed.jsonl", jsonl_bytes(result.removed).decode("utf-8"))
-    write_json(out_dir / "summary.json", result.summary)
+    result.summary.write(out_dir)
 
 
 def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str], None] = print,
@@ -1074,21 +1073,21 @@ def refine_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Callable[[str]
                          corrections=corrections, real=real, dev_texts=[r.text for r in dev],
                          storage_config=storage_config, progress=progress)
     if probe:
-        result.summary["exam_probe"] = exam_probe(result.train, exam, task.label_names)
+        result.summary.exam_probe = exam_probe(result.train, exam, task.label_names)
     out = stage_dir(run_dir, "refine", task.name)
     write_outputs(result, out)
     write_report(result, out)
     write_stamp(bp, run_dir, "refine", task.name, inputs)
     s = result.summary
-    for d in s["corrections_dropped"]:
+    for d in s.corrections_dropped:
         log(f"WARNING {task.name}: the lab correction {d['text'][:60]!r} -> {d['label']} was NOT "
             f"learned: {d['reason']}: {d['detail']}; fix or remove it in "
             f"{corrections_path(bp, task)}")
-    log(f"{task.name}: {s['input_rows']} rows ({s['real_rows']} real) -> "
-        f"train {s['train_rows']}, test {s['test_rows']} "
-        f"(removed {json.dumps(s['removed_by_reason'], ensure_ascii=False)}; "
-        f"max train/test similarity {s['max_train_test_similarity']}; "
-        f"{len(s['shortcuts'])} shortcut(s))")
+    log(f"{task.name}: {s.input_rows} rows ({s.real_rows} real) -> "
+        f"train {s.train_rows}, test {s.test_rows} "
+        f"(removed {json.dumps(s.removed_by_reason, ensure_ascii=False)}; "
+        f"max train/test similarity {s.max_train_test_similarity}; "
+        f"{len(s.shortcuts)} shortcut(s))")
     return result
 
 
@@ -1140,9 +1139,9 @@ def refine_study(
             out.append({
                 "balance": balance,
                 "drop_punctuation_augment": augment,
-                "train_rows": res.summary["train_rows"],
+                "train_rows": res.summary.train_rows,
                 "exam_accuracy": probe["accuracy"],
                 "exam_accuracy_no_trailing_punctuation": probe["accuracy_no_trailing_punctuation"],
-                "shortcuts": len(res.summary["shortcuts"]),
+                "shortcuts": len(res.summary.shortcuts),
             })
     return out

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from foundry.runs import atomic_write_bytes, atomic_write_text
+from foundry.summaries import RefineSummary
 from foundry.textspec import Analyzer, TextSpec, normalize
 
 #: A surface feature is a shortcut when at least this share of its rows has one label ...
@@ -213,11 +214,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def funnel_table(summary: dict) -> list[str]:
-    labels = summary["labels"]
+def funnel_table(summary: RefineSummary) -> list[str]:
+    labels = summary.labels
     lines = ["| step | rows in | rows out | removed | added | " + " | ".join(labels) + " |",
              "|---|---:|---:|---:|---:|" + "---:|" * len(labels)]
-    for s in summary["funnel"]:
+    for s in summary.funnel:
         per = " | ".join(str(s["by_label"].get(lab, 0)) for lab in labels)
         lines.append(f"| {s['step']} | {s['rows_in']} | {s['rows_out']} | {s['removed']} "
                      f"| {s.get('added', 0)} | {per} |")
@@ -235,19 +236,19 @@ def render_markdown(result) -> str:
 
 def _overview_section(result) -> list[str]:
     s = result.summary
-    return [f"# Refine report: `{s['task']}`", "",
-            f"{s['input_rows']} input rows ({s['corrections']} corrections, "
-            f"{s.get('real_rows', 0)} real utterances of which {s.get('real_kept', 0)} train; "
-            f"{s.get('dev_texts', 0)} dev texts held out) -> "
-            f"**{s['train_rows']} train**, **{s['test_rows']} test**. "
-            f"Balance: `{s['balance']}`; punctuation-drop augmentation: "
-            f"{s['config']['drop_punctuation_augment']:g} ({s['augmented_rows']} rows added). "
-            f"Train data sha256 `{s['data_sha256'][:16]}…`.", "",
+    return [f"# Refine report: `{s.task}`", "",
+            f"{s.input_rows} input rows ({s.corrections} corrections, "
+            f"{s.real_rows} real utterances of which {s.real_kept} train; "
+            f"{s.dev_texts} dev texts held out) -> "
+            f"**{s.train_rows} train**, **{s.test_rows} test**. "
+            f"Balance: `{s.balance}`; punctuation-drop augmentation: "
+            f"{s.config.drop_punctuation_augment:g} ({s.augmented_rows} rows added). "
+            f"Train data sha256 `{s.data_sha256[:16]}…`.", "",
             "## Funnel", "", *funnel_table(s), ""]
 
 
 def _probe_section(result) -> list[str]:
-    probe = result.summary.get("exam_probe")
+    probe = result.summary.exam_probe
     if not (probe and probe.get("accuracy") is not None):
         return []
     return ["## Exam probe", "",
@@ -264,7 +265,7 @@ def _shortcut_section(result) -> list[str]:
              f">= {SHORTCUT_PURITY:.0%} and coverage >= {SHORTCUT_COVERAGE:.0%}: a model can "
              "lean on it and then fail on users who write differently (e.g. omit `？`). "
              "Counter-measure: `refine.drop_punctuation_augment`.", ""]
-    audit = result.summary.get("surface_features", [])
+    audit = result.summary.surface_features
     if not audit:
         return [*lines, "No surface feature has enough support."]
     lines += ["| feature | label | rows | coverage | purity | shortcut |",
@@ -278,16 +279,16 @@ def _shortcut_section(result) -> list[str]:
 
 def _split_section(result) -> list[str]:
     s = result.summary
-    labels = s["labels"]
-    pair = s.get("max_train_test_pair") or {}
+    labels = s.labels
+    pair = s.max_train_test_pair
     lines = ["", "## Split", "",
              f"Stratified by label, grouped by similarity clusters at shingle Jaccard >= "
-             f"{s['config']['split_threshold']} ({s['split_groups']} groups, largest "
-             f"{s['largest_split_group']} rows); no group is on both sides.", "",
+             f"{s.config.split_threshold} ({s.split_groups} groups, largest "
+             f"{s.largest_split_group} rows); no group is on both sides.", "",
              "| split | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     for split in ("train", "test"):
         lines.append(f"| {split} | " + " | ".join(
-            str(s["label_counts"][split].get(lab, 0)) for lab in labels) + " |")
+            str(s.label_counts[split].get(lab, 0)) for lab in labels) + " |")
     if pair.get("similarity") is not None:
         lines += ["", f"Highest remaining train/test similarity: **{pair['similarity']:.3f}** "
                   f"(exact shingle Jaccard, {pair['test_rows_checked']} test rows checked): "
@@ -313,7 +314,7 @@ def _diversity_section(result) -> list[str]:
              "distinct-n = unique character n-grams / all character n-grams.", "",
              "| label | rows | distinct-1 | distinct-2 | distinct-3 | top bigrams |",
              "|---|---:|---:|---:|---:|---|"]
-    for lab in result.summary["labels"]:
+    for lab in result.summary.labels:
         texts = [r["text"] for r in result.train if r["label"] == lab]
         d = distinct_ratios(texts)
         top = ", ".join(f"{g} ({c})" for g, c in top_ngrams(texts, 2, 8))
@@ -329,7 +330,7 @@ def _removed_section(result) -> list[str]:
         by_reason[r["reason"]].append(r)
     if not by_reason:
         lines.append("Nothing was removed.")
-    steps = [f["step"] for f in result.summary["funnel"]]
+    steps = [f["step"] for f in result.summary.funnel]
     for reason in sorted(by_reason, key=lambda x: steps.index(x) if x in steps else len(steps)):
         rows = by_reason[reason]
         lines += [f"### {reason} ({len(rows)})", "", "| text | label | source | detail |",
@@ -363,17 +364,17 @@ def plot_figures(result) -> dict:
 
     _cjk_font()
     s = result.summary
-    labels = s["labels"]
+    labels = s.labels
     figs = {}
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     x = np.arange(len(labels))
     for k, split in enumerate(("train", "test")):
-        ax.bar(x + (k - 0.5) * 0.4, [s["label_counts"][split][lab] for lab in labels], 0.4,
+        ax.bar(x + (k - 0.5) * 0.4, [s.label_counts[split][lab] for lab in labels], 0.4,
                label=split)
     ax.set_xticks(x, labels)
     ax.set_ylabel("rows")
-    ax.set_title(f"{s['task']}: label distribution")
+    ax.set_title(f"{s.task}: label distribution")
     ax.legend()
     fig.tight_layout()
     figs["labels.png"] = fig
@@ -388,7 +389,7 @@ def plot_figures(result) -> dict:
             ax.hist(lengths[lab], bins=bins, alpha=0.55, label=lab)
     ax.set_xlabel("normalised length (characters)")
     ax.set_ylabel("train rows")
-    ax.set_title(f"{s['task']}: length per label")
+    ax.set_title(f"{s.task}: length per label")
     ax.legend()
     fig.tight_layout()
     figs["lengths.png"] = fig
@@ -401,7 +402,7 @@ def plot_figures(result) -> dict:
     ax.set_xticks(np.arange(3) + 0.4 - 0.4 / len(labels), ["distinct-1", "distinct-2",
                                                            "distinct-3"])
     ax.set_ylim(0, 1)
-    ax.set_title(f"{s['task']}: diversity per label")
+    ax.set_title(f"{s.task}: diversity per label")
     ax.legend()
     fig.tight_layout()
     figs["diversity.png"] = fig

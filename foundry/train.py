@@ -47,25 +47,21 @@ from foundry.errors import InputDataError
 from foundry.jsonl import iter_jsonl
 from foundry.quantized import int8_pipeline
 from foundry.realtext import REAL_SOURCE, load_real
-from foundry.runs import (
-    read_json,
-    require_stage_output,
-    stage_dir,
-)
+from foundry.runs import require_stage_output, stage_dir
 from foundry.stamps import check_fresh, write_stamp
+from foundry.summaries import RefineSummary, TrainSummary
 from foundry.textspec import TextSpec, normalize
 from foundry.trained import (
     KB,
     Meter,
     Pruned,
     TrainedModel,
-    TrainResult,
     clip_proba,
     expected_calibration_error,
     prune_to_budget,
     save_trained,
     size_meter,
-    train_info,
+    train_summary,
 )
 from foundry.trainers import (
     NGRAM_KEY,
@@ -522,17 +518,17 @@ def text_spec(bp: Blueprint) -> TextSpec:
 
 
 def _training_data(bp: Blueprint, task: Task, run_dir: Path
-                   ) -> tuple[dict[str, Any], Split, np.ndarray, DevSet]:
+                   ) -> tuple[RefineSummary, Split, np.ndarray, DevSet]:
     """The refine summary, the train split (every label present, no exam text), its sample
     weights, and the real-text dev split."""
     labels = task.label_names
-    summary = read_json(require_stage_output(run_dir, "refine", task.name, "summary.json"))
+    summary = RefineSummary.load(run_dir, task.name)
     split = load_split(require_stage_output(run_dir, "refine", task.name, "train.jsonl"), labels)
     missing = [labels[k] for k in range(len(labels)) if not (split.y == k).any()]
     if missing:
         raise TrainDataError(f"{split.path}: no training rows for label(s) {', '.join(missing)}")
     check_exam_not_in_training(split, bp.path(task.exam))
-    w = sample_weights(split, str(summary.get("balance", "none")), bp.spec.train.source_weights)
+    w = sample_weights(split, summary.balance, bp.spec.train.source_weights)
     dev_rows = load_real(bp, task, "dev")
     dev = DevSet([r.text for r in dev_rows],
                  np.asarray([labels.index(r.label) for r in dev_rows], dtype=np.int64))
@@ -638,7 +634,7 @@ def _recalibrated_oof(recipe: Recipe, params: dict[str, Any], chosen: str, prune
                              n_classes)
 
 
-def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> TrainResult:
+def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) -> TrainSummary:
     """Train, prune and calibrate one task; write ``train/<task>/``."""
     t_start = time.monotonic()
     inputs = check_fresh(bp, run_dir, "train", task.name)
@@ -659,8 +655,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
     budget = bp.spec.export.size_budget_kb
     budget_bytes = None if budget is None else int(budget * KB)
-    data_sha256 = str(summary.get("data_sha256", ""))
-    train_rows = int(summary.get("train_rows", len(split.texts)))
+    data_sha256, train_rows = summary.data_sha256, summary.train_rows
     measure = size_meter(labels, spec, sublinear, trainer.name, task.name, data_sha256,
                          train_rows, bp.spec.export.opset, bp.name, bp.content_sha256())
     fit = _fit_within_budget(recipe, params, split, w, len(labels), search.features, dev,
@@ -679,18 +674,12 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
         calibration_table=fit.cal_table, oof_proba=fit.oof, oof_y=split.y.copy(),
         oof_real=split.real, unpruned_pipeline=unpruned,
     )
-    result = TrainResult(
-        task=task.name, trainer=trainer.name, best_params=params, cv_macro_f1=search.cv_f1,
-        candidates_evaluated=search.evaluated, candidates_total=len(candidates),
-        budget_hit=search.over_budget, calibration=fit.calibration,
-        n_features=trained.n_features, n_features_unpruned=len(fit.full_terms),
-        onnx_bytes=fit.pruned.onnx_bytes, bin_bytes=fit.pruned.bin_bytes,
-        size_budget_bytes=budget_bytes, size_source=fit.pruned.source,
-        elapsed_s=round(time.monotonic() - t_start, 2),
-        out_dir=stage_dir(run_dir, "train", task.name),
-    )
-    trained.info = train_info(result, trained, cfg.seed)
-    save_trained(trained, result.out_dir)
+    result = trained.summary = train_summary(
+        trained, fit.pruned, seed=cfg.seed, cv_macro_f1=search.cv_f1,
+        candidates=(search.evaluated, len(candidates)), budget_hit=search.over_budget,
+        n_features_unpruned=len(fit.full_terms), size_budget_bytes=budget_bytes,
+        elapsed_s=round(time.monotonic() - t_start, 2))
+    save_trained(trained, stage_dir(run_dir, "train", task.name))
     write_stamp(bp, run_dir, "train", task.name, inputs)
     log(f"{task.name}: best {describe_params(params)} (CV macro-F1 {search.cv_f1:.4f}); "
         f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "
@@ -745,7 +734,7 @@ def accuracy_size_curve(
     return pd.DataFrame(rows)
 
 
-def train_stage(bp: Blueprint, run_dir: Path, *, log: Log = print) -> dict[str, TrainResult]:
+def train_stage(bp: Blueprint, run_dir: Path, *, log: Log = print) -> dict[str, TrainSummary]:
     """Train every task of ``bp`` in ``run_dir``; see the module docstring.
 
     Native thread pools (OpenMP, BLAS) are limited to one thread: the fits are small, and

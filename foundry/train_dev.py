@@ -39,18 +39,18 @@ from foundry.datasets import load_dataset
 from foundry.errors import ConfigError
 from foundry.quantized import int8_pipeline
 from foundry.refine import load_exam, near_held_out
-from foundry.runs import read_json, require_stage_output, stage_dir
+from foundry.runs import stage_dir
 from foundry.stamps import write_stamp
+from foundry.summaries import RefineSummary, TrainSummary
 from foundry.trained import (
     KB,
     TrainedModel,
-    TrainResult,
     clip_proba,
     expected_calibration_error,
     prune_to_budget,
     save_trained,
     size_meter,
-    train_info,
+    train_summary,
 )
 from foundry.trainers import (
     Recipe,
@@ -140,9 +140,9 @@ def _dev_set(bp: Blueprint, task: Task) -> tuple[list[str], np.ndarray]:
 
 def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.ndarray,
                  recipe: Recipe, candidates: list[dict[str, Any]], inputs: Any, t_start: float,
-                 log: Log = print) -> TrainResult:
+                 log: Log = print) -> TrainSummary:
     """Stage 3 for one task with ``train.select_on: dev``; writes ``train/<task>/`` as
-    :func:`foundry.train.train_task` does and returns its :class:`TrainResult`."""
+    :func:`foundry.train.train_task` does and returns its :class:`TrainSummary`."""
     cfg = bp.spec.train
     labels = task.label_names
     k_classes = len(labels)
@@ -159,10 +159,8 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
     budget = bp.spec.export.size_budget_kb
     budget_bytes = None if budget is None else int(budget * KB)
-    summary_sha = read_json(require_stage_output(run_dir, "refine", task.name,
-                                                       "summary.json"))
-    data_sha256 = str(summary_sha.get("data_sha256", ""))
-    train_rows = int(summary_sha.get("train_rows", len(texts)))
+    refined = RefineSummary.load(run_dir, task.name)
+    data_sha256, train_rows = refined.data_sha256, refined.train_rows
     measure = size_meter(labels, spec, sublinear, recipe.trainer.name, task.name, data_sha256,
                          train_rows, bp.spec.export.opset, bp.name, bp.content_sha256())
     full_terms = vocabulary_terms(full)
@@ -199,19 +197,14 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         unpruned_pipeline=unpruned,
     )
     dev_f1 = float(cv_results.loc[cv_results["candidate"] == best, "mean_macro_f1"].iloc[0])
-    result = TrainResult(
-        task=task.name, trainer=recipe.trainer.name, best_params=params, cv_macro_f1=dev_f1,
-        candidates_evaluated=len(candidates), candidates_total=len(candidates),
-        budget_hit=False, calibration="temperature", n_features=trained.n_features,
-        n_features_unpruned=len(full_terms), onnx_bytes=pruned.onnx_bytes,
-        bin_bytes=pruned.bin_bytes, size_budget_bytes=budget_bytes, size_source=pruned.source,
-        elapsed_s=round(time.monotonic() - t_start, 2),
-        out_dir=stage_dir(run_dir, "train", task.name),
-    )
-    trained.info = {**train_info(result, trained, cfg.seed), "selected_on": "dev",
-                    "dev_rows": len(dev_texts), "temperature": temperature,
-                    "refit_on_dev": cfg.refit_on_dev}
-    save_trained(trained, result.out_dir)
+    result = trained.summary = train_summary(
+        trained, pruned, seed=cfg.seed, cv_macro_f1=dev_f1,
+        candidates=(len(candidates), len(candidates)), budget_hit=False,
+        n_features_unpruned=len(full_terms), size_budget_bytes=budget_bytes,
+        elapsed_s=round(time.monotonic() - t_start, 2), selected_on="dev",
+        dev_rows=len(dev_texts), temperature=temperature,
+        refit_on_dev=cfg.refit_on_dev)
+    save_trained(trained, stage_dir(run_dir, "train", task.name))
     write_stamp(bp, run_dir, "train", task.name, inputs)
     log(f"{task.name}: best {describe_params(params)} (dev macro-F1 {dev_f1:.4f}); "
         f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "

@@ -2,8 +2,9 @@
 
 :func:`foundry.train.train_task` (cross-validated) and :func:`foundry.train_dev.train_on_dev`
 (selected on a dev split) both build a :class:`TrainedModel`, shrink it to the size budget
-with :func:`prune_to_budget`, report a :class:`TrainResult` and write ``train/<task>/`` with
-:func:`save_trained`; evaluate and export read it back with :func:`load_trained`.
+with :func:`prune_to_budget`, summarise it in a :class:`foundry.summaries.TrainSummary`
+(:func:`train_summary`) and write ``train/<task>/`` with :func:`save_trained`; evaluate and
+export read it back with :func:`load_trained`.
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ from foundry.pair import Provenance, artifact_bytes
 from foundry.runs import (
     atomic_write_bytes,
     atomic_write_text,
-    read_json,
     require_stage_output,
-    write_json,
 )
+from foundry.summaries import TrainSummary
 from foundry.textspec import TextSpec
 from foundry.trainers import MIN_VOCABULARY
 
 MODEL_FILE = "model.joblib"
-TRAIN_JSON = "train.json"
+TRAIN_JSON = TrainSummary.file_name
 CV_RESULTS_FILE = "cv_results.csv"
 SIZE_CURVE_FILE = "size_curve.csv"
 CALIBRATION_FILE = "calibration.csv"
@@ -75,7 +75,8 @@ class TrainedModel:
     oof_real: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: The best candidate before size pruning (None when no pruning was needed).
     unpruned_pipeline: Pipeline | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    #: What ``train.json`` holds (set by the train stage and by :func:`load_trained`).
+    summary: TrainSummary | None = None
 
     @property
     def n_features(self) -> int:
@@ -87,32 +88,6 @@ class TrainedModel:
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train_stage` reports per task (also in ``train.json``)."""
-
-    task: str
-    trainer: str
-    best_params: dict[str, Any]
-    cv_macro_f1: float
-    candidates_evaluated: int
-    candidates_total: int
-    budget_hit: bool  # the search took longer than train.time_budget_s (a warning only)
-    calibration: str
-    n_features: int
-    n_features_unpruned: int
-    onnx_bytes: int
-    bin_bytes: int
-    size_budget_bytes: int | None
-    size_source: str
-    elapsed_s: float
-    out_dir: Path
-
-    @property
-    def size_bytes(self) -> int:
-        return self.onnx_bytes + self.bin_bytes
 
 
 def as_trained(pipe: Pipeline, labels: list[str], spec: TextSpec, sublinear_tf: bool,
@@ -213,33 +188,25 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(ece)
 
 
-def train_info(result: TrainResult, trained: TrainedModel, seed: int) -> dict[str, Any]:
-    """The ``train.json`` record."""
-    return {
-        "task": result.task,
-        "trainer": result.trainer,
-        "labels": trained.labels,
-        "spec": trained.spec.to_dict(),
-        "sublinear_tf": trained.sublinear_tf,
-        "best_params": result.best_params,
-        "cv_macro_f1": result.cv_macro_f1,
-        "candidates_evaluated": result.candidates_evaluated,
-        "candidates_total": result.candidates_total,
-        "budget_hit": result.budget_hit,
-        "calibration": result.calibration,
-        "n_features": result.n_features,
-        "n_features_unpruned": result.n_features_unpruned,
-        "onnx_bytes": result.onnx_bytes,
-        "bin_bytes": result.bin_bytes,
-        "size_bytes": result.size_bytes,
-        "size_budget_bytes": result.size_budget_bytes,
-        "size_source": result.size_source,
-        "data_sha256": trained.data_sha256,
-        "train_rows": trained.train_rows,
-        "seed": seed,
-        "elapsed_s": result.elapsed_s,
-        "model_format": MODEL_FORMAT,
-    }
+def train_summary(trained: TrainedModel, pruned: Pruned, *, seed: int, cv_macro_f1: float,
+                  candidates: tuple[int, int], budget_hit: bool, n_features_unpruned: int,
+                  size_budget_bytes: int | None, elapsed_s: float, **dev: Any) -> TrainSummary:
+    """The train stage's summary of ``trained`` (what ``train.json`` holds): the facts of the
+    model itself are read from it, the search's from the arguments. ``candidates`` is
+    (evaluated, total); ``dev`` holds the dev-selected trainer's ``selected_on``, ``dev_rows``,
+    ``temperature`` and ``refit_on_dev``."""
+    return TrainSummary(
+        task=trained.task, trainer=trained.trainer, labels=trained.labels,
+        spec=trained.spec.to_dict(), sublinear_tf=trained.sublinear_tf,
+        best_params=trained.best_params, cv_macro_f1=cv_macro_f1,
+        candidates_evaluated=candidates[0], candidates_total=candidates[1],
+        budget_hit=budget_hit, calibration=trained.calibration, n_features=trained.n_features,
+        n_features_unpruned=n_features_unpruned, onnx_bytes=pruned.onnx_bytes,
+        bin_bytes=pruned.bin_bytes, size_bytes=pruned.size, size_budget_bytes=size_budget_bytes,
+        size_source=pruned.source, data_sha256=trained.data_sha256,
+        train_rows=trained.train_rows, seed=seed, elapsed_s=elapsed_s,
+        model_format=MODEL_FORMAT, **dev,
+    )
 
 
 def save_trained(trained: TrainedModel, out_dir: Path) -> None:
@@ -259,7 +226,7 @@ def save_trained(trained: TrainedModel, out_dir: Path) -> None:
     oof.insert(1, "real", trained.oof_real.astype(int) if len(trained.oof_real) == len(oof)
                else 0)
     atomic_write_text(out_dir / OOF_FILE, oof.to_csv(index=False))  # round-trip floats
-    write_json(out_dir / TRAIN_JSON, {**trained.info, "best_params": trained.best_params})
+    trained.summary.write(out_dir)
 
 
 def load_trained(run_dir: Path, task: str) -> TrainedModel:
@@ -272,40 +239,40 @@ def load_trained(run_dir: Path, task: str) -> TrainedModel:
     ValueError
         If ``model.joblib`` has an unknown format or disagrees with ``train.json``.
     """
-    info = read_json(require_stage_output(run_dir, "train", task, TRAIN_JSON))
+    info = TrainSummary.load(run_dir, task)
     model_path = require_stage_output(run_dir, "train", task, MODEL_FILE)
     blob = joblib.load(model_path)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{model_path}: unknown model format; re-run the train stage")
     pipeline = blob["pipeline"]
     n = len(pipeline.named_steps["tfidf"].vocabulary_)
-    if n != info["n_features"]:
+    if n != info.n_features:
         raise ValueError(
-            f"{model_path}: has {n} features but train.json says {info['n_features']}; "
+            f"{model_path}: has {n} features but train.json says {info.n_features}; "
             "the train folder is inconsistent, re-run the train stage"
         )
     folder = Path(run_dir) / "train" / task
     oof = pd.read_csv(folder / OOF_FILE)
     return TrainedModel(
         pipeline=pipeline,
-        labels=list(info["labels"]),
-        spec=TextSpec(**info["spec"]),
-        sublinear_tf=bool(info["sublinear_tf"]),
-        trainer=info["trainer"],
-        data_sha256=info["data_sha256"],
-        train_rows=int(info["train_rows"]),
+        labels=list(info.labels),
+        spec=TextSpec(**info.spec),
+        sublinear_tf=info.sublinear_tf,
+        trainer=info.trainer,
+        data_sha256=info.data_sha256,
+        train_rows=info.train_rows,
         cv_results=pd.read_csv(folder / CV_RESULTS_FILE),
         task=task,
-        best_params=dict(info["best_params"]),
-        calibration=info["calibration"],
+        best_params=dict(info.best_params),
+        calibration=info.calibration,
         size_curve=pd.read_csv(folder / SIZE_CURVE_FILE),
         calibration_table=pd.read_csv(folder / CALIBRATION_FILE),
-        oof_proba=oof[[f"p_{lab}" for lab in info["labels"]]].to_numpy(dtype=np.float64),
+        oof_proba=oof[[f"p_{lab}" for lab in info.labels]].to_numpy(dtype=np.float64),
         oof_y=oof["y"].to_numpy(dtype=np.int64),
         oof_real=oof["real"].to_numpy(dtype=bool) if "real" in oof
         else np.zeros(len(oof), dtype=bool),
         unpruned_pipeline=blob.get("unpruned_pipeline"),
-        info=info,
+        summary=info,
     )
 
 

@@ -183,7 +183,7 @@ def test_balance_cap_keeps_most_rows() -> None:
                                             dedup_threshold=0.99), progress=False)
     under = refine_rows(rows, task, Refine(balance="undersample", test_size=0.1,
                                            dedup_threshold=0.99), progress=False)
-    counts = capped.summary["label_counts"]["train"]
+    counts = capped.summary.label_counts["train"]
     assert counts["a"] < 200 and counts["b"] > 40 and counts["d"] >= 4
-    assert capped.summary["train_rows"] > 2 * under.summary["train_rows"]
-    assert max(under.summary["label_counts"]["train"].values()) <= 5
+    assert capped.summary.train_rows > 2 * under.summary.train_rows
+    assert max(under.summary.label_counts["train"].values()) <= 5

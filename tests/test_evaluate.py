@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from fakes import synthetic
+from fakes.summaries import write_refine_summary
 from fakes.synthetic import EXAM_TOPICS, write_jsonl
 
 from foundry.blueprint import load_blueprint
@@ -82,9 +82,7 @@ def setup_run(tmp: Path, exam: list[dict], exam_min_accuracy: float = 0.9,
     run = tmp / "run"
     write_jsonl(run / "refine/is_question/train.jsonl", make_rows(200, 1, noise=0.05))
     write_jsonl(run / "refine/is_question/test.jsonl", make_rows(100, 2, noise=0.05))
-    (run / "refine/is_question/summary.json").write_text(json.dumps(
-        {"balance": "undersample", "data_sha256": hashlib.sha256(b"x").hexdigest(),
-         "train_rows": 200}))
+    write_refine_summary(run, train_rows=200, data=b"x")
     train_stage(bp, run, log=lambda _: None)
     return bp, run
 
@@ -180,15 +178,15 @@ def test_threshold_meets_the_target_on_both_held_out_sets(passing):
     gold = (test["gold"] == "Statement").astype(int).to_numpy()
     proba = tm.predict_proba(test["text"].tolist())
     s = res.summary
-    assert s["oof_threshold"] == choose_threshold(tm.oof_proba, tm.oof_y, 0.95)
-    assert s["test_threshold"] == choose_threshold(proba, gold, 0.95)
-    assert res.threshold == max(s["oof_threshold"], s["test_threshold"])
+    assert s.oof_threshold == choose_threshold(tm.oof_proba, tm.oof_y, 0.95)
+    assert s.test_threshold == choose_threshold(proba, gold, 0.95)
+    assert res.threshold == max(s.oof_threshold, s.test_threshold)
     for p, y in ((tm.oof_proba, tm.oof_y), (proba, gold)):
         coverage, precision = confident_stats(p, y, res.threshold)
         assert precision >= 0.95 and coverage > 0
-    assert s["oof_coverage_at_threshold"] == confident_stats(tm.oof_proba, tm.oof_y,
+    assert s.oof_coverage_at_threshold == confident_stats(tm.oof_proba, tm.oof_y,
                                                              res.threshold)[0]
-    assert 0.0 < s["crossfit_coverage"] <= 1.0 and s["crossfit_confident_precision"] > 0.8
+    assert 0.0 < s.crossfit_coverage <= 1.0 and s.crossfit_confident_precision > 0.8
 
 
 def test_cross_fitting_measures_the_rule_out_of_sample():
@@ -208,11 +206,11 @@ def test_cross_fitting_measures_the_rule_out_of_sample():
 def test_test_metrics_match_the_case_table(passing):
     _, _, res = passing
     t, s = res.test, res.summary
-    assert s["test_cases"] == len(t) == 100
-    assert s["test_accuracy"] == pytest.approx(t["correct"].mean())
-    assert s["coverage_at_threshold"] == pytest.approx((t["p"] >= s["threshold"]).mean())
-    confident = t[t["p"] >= s["threshold"]]
-    assert s["confident_precision"] == pytest.approx(confident["correct"].mean())
+    assert s.test_cases == len(t) == 100
+    assert s.test_accuracy == pytest.approx(t["correct"].mean())
+    assert s.coverage_at_threshold == pytest.approx((t["p"] >= s.threshold).mean())
+    confident = t[t["p"] >= s.threshold]
+    assert s.confident_precision == pytest.approx(confident["correct"].mean())
 
 
 def test_errors_list_every_misclassified_case_with_pushing_ngrams(passing):
@@ -364,7 +362,7 @@ def test_allow_exam_failures_logs_instead_of_raising(tmp_path):
     bp, run = setup_run(tmp_path, exam_rows(wrong=4))
     logs: list[str] = []
     res = evaluate_stage(bp, run, allow_exam_failures=True, log=logs.append)["is_question"]
-    assert not res.exam_passed and res.summary["exam_accuracy"] == pytest.approx(0.8)
+    assert not res.exam_passed and res.summary.exam_accuracy == pytest.approx(0.8)
     assert any("overridden" in m for m in logs)
 
 
@@ -372,7 +370,7 @@ def test_exam_categories_the_blueprint_names_but_the_exam_lacks(tmp_path):
     bp, run = setup_run(tmp_path, exam_rows(), question_categories=("c0", "c9"))
     logs: list[str] = []
     res = evaluate_stage(bp, run, log=logs.append)["is_question"]
-    assert res.summary["exam_missing_categories"] == ["Question/c9"]
+    assert res.summary.exam_missing_categories == ["Question/c9"]
     assert any("no case for Question/c9" in m for m in logs)
 
 
@@ -389,7 +387,7 @@ def test_reflex_rule_hits_per_split_and_a_contradiction_fails_the_stage(tmp_path
     exact = {"name": "open", "label": "Statement", "starts_with": ["记录一下", "提醒我"],
              "also_contains": [EXAM_TOPICS[0]]}
     bp, run = setup_run(tmp_path / "ok", exam_rows(), rules=[exact])
-    rules = evaluate_stage(bp, run, log=lambda _: None)["is_question"].summary["rules"]
+    rules = evaluate_stage(bp, run, log=lambda _: None)["is_question"].summary.rules
     assert rules["rules"] == ["open"] and set(rules["splits"]) == {"train", "test", "exam"}
     exam = rules["splits"]["exam"]
     assert exam["rows"] == 20 and exam["hits"]["open"] >= 1
@@ -452,8 +450,8 @@ def test_baseline_bench_prints_one_table(passing, capsys):
     assert [r["model"].split(" ")[0] for r in rows] == ["ours:", "fastText", "fastText",
                                                         "tfidf_mlp,", "original"]
     ours = rows[0]
-    assert ours["exam_acc"] == pytest.approx(res.summary["exam_accuracy"])
-    assert ours["test_macro_f1"] == pytest.approx(res.summary["test_macro_f1"])
+    assert ours["exam_acc"] == pytest.approx(res.summary.exam_accuracy)
+    assert ours["test_macro_f1"] == pytest.approx(res.summary.test_macro_f1)
     assert all(r["size_kib"] > 0 and r["latency_median_us"] > 0 for r in rows)
     table = bench.format_table(rows)
     assert table.count("\n") == 6 and "| is_question | fastText .ftz (quantised) | n/a |" in table

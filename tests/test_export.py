@@ -72,19 +72,19 @@ def test_uncommitted_pending_export_is_dropped(tmp_path):
 
 def _blocked_run(tmp_path, exam_accuracy: float):
     """A blueprint (exam minimum 90%) and a run folder whose evaluation scored ``exam_accuracy``."""
+    from fakes.summaries import write_eval_summary
     from fakes.tiny_blueprint import write_tiny_blueprint
 
     from foundry.blueprint import load_blueprint
-    from foundry.runs import write_json
 
     bp = load_blueprint(write_tiny_blueprint(tmp_path / "bp", sections={
         "evaluate": {"exam_min_accuracy": 0.9}}))
     run = tmp_path / "run"
-    write_json(run / "evaluate" / "is_question" / "summary.json", {
-        "exam_accuracy": exam_accuracy, "exam_cases": 10, "exam_min_accuracy": 0.9,
-        "exam_passed": exam_accuracy >= 0.9, "threshold": 0.7,
-        "failed_exam_cases": [{"text": "几点了", "gold": "Question", "predicted": "Statement",
-                               "p": 0.8, "category": "wh_question"}]})
+    write_eval_summary(
+        run, exam_accuracy=exam_accuracy, exam_cases=10, exam_min_accuracy=0.9,
+        exam_passed=exam_accuracy >= 0.9, threshold=0.7,
+        failed_exam_cases=[{"text": "几点了", "gold": "Question", "predicted": "Statement",
+                            "p": 0.8, "category": "wh_question"}])
     return bp, run
 
 
@@ -117,7 +117,9 @@ def test_export_gate_uses_the_blueprints_current_minimum(tmp_path):
     assert "exam gate overridden" in logs[0]
 
 
-def test_the_override_is_recorded_in_the_bin_and_the_card(tiny_fit):
+def test_the_override_is_recorded_in_the_bin_and_the_card(tiny_fit, tmp_path):
+    from fakes.summaries import write_eval_summary, write_refine_summary
+
     from foundry.blueprint import Label, Task
     from foundry.export import EXAM_OVERRIDDEN, Provenance, model_card
 
@@ -130,13 +132,14 @@ def test_the_override_is_recorded_in_the_bin_and_the_card(tiny_fit):
     task = Task(name="t", constitution="c.md", exam="e.jsonl",
                 labels=[Label(name="Question", definition="q"),
                         Label(name="Statement", definition="s")])
-    evaluation = {"exam_accuracy": 0.5, "exam_min_accuracy": 0.9}
+    evaluation = write_eval_summary(tmp_path, exam_accuracy=0.5, exam_min_accuracy=0.9)
+    refined = write_refine_summary(tmp_path, train_rows=30)
     card = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
-                      evaluation=evaluation, refine_summary={}, exam_gate=EXAM_OVERRIDDEN)
+                      evaluation=evaluation, refine_summary=refined, exam_gate=EXAM_OVERRIDDEN)
     assert "**Exam gate: OVERRIDDEN.** The exam accuracy 50.0% is below" in card
     assert "`--allow-exam-failures`" in card
     passed = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
-                        evaluation=evaluation, refine_summary={})
+                        evaluation=evaluation, refine_summary=refined)
     assert "Exam gate: passed (minimum exam accuracy 90.0%)." in passed
 
 

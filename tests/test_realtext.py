@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from fakes import synthetic
+from fakes.summaries import write_refine_summary
 from fakes.synthetic import EXAM_TOPICS, write_jsonl
 
 from foundry.blueprint import Label, Refine, Task, load_blueprint
@@ -26,6 +25,7 @@ from foundry.export import model_card
 from foundry.realtext import RealDataError, load_real, load_real_file
 from foundry.refine import refine_rows
 from foundry.runtime import MicroModel
+from foundry.summaries import RefineSummary
 from foundry.train import load_split, sample_weights, train_stage
 from foundry.trained import load_trained
 from foundry.trainers import REAL_SIGMOID
@@ -168,14 +168,14 @@ def test_real_rows_win_clusters_and_conflicts_and_stay_in_train():
     assert kept["明天下雨吗"]["label"] == "Statement" and kept["明天下雨吗"]["source"] == "real"
     # Real rows always train, and undersampling never drops them.
     assert {r["text"] for r in res.train if r["source"] == "real"} == {r["text"] for r in real}
-    assert res.summary["real_rows"] == 3 and res.summary["real_kept"] == 3
-    assert res.summary["sources"]["real"] == 3
+    assert res.summary.real_rows == 3 and res.summary.real_kept == 3
+    assert res.summary.sources["real"] == 3
 
 
 def test_generated_rows_cannot_claim_to_be_real():
     res = refine_rows([row(LONG, source="real"), row(LONG[:-1] + "呢", source="grammar")],
                       TASK, Refine(balance="none", test_size=0.5))
-    cluster = res.summary["largest_clusters"][0]
+    cluster = res.summary.largest_clusters[0]
     assert cluster["kept"] == LONG[:-1] + "呢"  # the self-declared "real" row ranks last
 
 
@@ -190,11 +190,11 @@ def test_dev_texts_and_their_near_duplicates_never_train():
     assert {r["text"] for r in removed} == {LONG[:-1] + "呢", "今天几号"}
     assert sum(1 for r in removed if r["source"] == "real") == 1  # real rows are not exempt
     assert {r["dev"] for r in removed} == {LONG, "今天几号"}
-    steps = [s["step"] for s in res.summary["funnel"]]
+    steps = [s["step"] for s in res.summary.funnel]
     assert steps.index("dev_overlap") == steps.index("exam_overlap") + 1
-    assert {s["step"]: s["removed"] for s in res.summary["funnel"]}["dev_overlap"] == 3
+    assert {s["step"]: s["removed"] for s in res.summary.funnel}["dev_overlap"] == 3
     assert "今天几号呀" in {r["text"] for r in res.train + res.test}  # 0.5 apart: kept
-    assert res.summary["dev_texts"] == 2
+    assert res.summary.dev_texts == 2
 
 
 # ---------------------------------------------------------------------------- train, evaluate
@@ -231,9 +231,7 @@ def forge_real_run(tmp: Path, **train):
     real = [{**r, "source": "real"} for r in make_real(200, 3, noise=0.05)]
     write_jsonl(run / "refine/is_question/train.jsonl", make_rows(200, 1, noise=0.02) + real)
     write_jsonl(run / "refine/is_question/test.jsonl", make_rows(80, 2))
-    (run / "refine/is_question/summary.json").write_text(json.dumps(
-        {"balance": "undersample", "data_sha256": hashlib.sha256(b"x").hexdigest(),
-         "train_rows": 400}))
+    write_refine_summary(run, train_rows=400, data=b"x")
     train_stage(bp, run, log=lambda _: None)
     return bp, run, evaluate_stage(bp, run, log=lambda _: None)["is_question"]
 
@@ -295,21 +293,21 @@ def test_prefit_sigmoid_wraps_the_fitted_classifier(real_run):
 def test_dev_split_takes_part_in_the_threshold_and_is_reported(real_run):
     _, _, result = real_run
     s = result.summary
-    assert s["dev_cases"] == len(result.dev) > 50
-    assert s["threshold"] == max(s["oof_threshold"], s["test_threshold"], s["dev_threshold"])
-    confident = result.dev[result.dev["p"] >= s["threshold"]]
-    assert s["dev_confident"] == len(confident)
-    assert s["dev_confident_correct"] == int(confident["correct"].sum())
-    assert s["dev_confident_precision"] >= s["target_precision"]  # the threshold saw dev
-    assert s["dev_precision_lower95"] == pytest.approx(
-        clopper_pearson_lower(s["dev_confident_correct"], s["dev_confident"]))
-    assert s["dev_precision_lower95"] < s["dev_confident_precision"]
-    assert {c["gold"] for c in s["dev_by_category"]} == {"Question", "Statement"}
-    assert sum(b["cases"] for b in s["dev_by_length"]) == s["dev_cases"]
-    errors = s["dev_most_confident_errors"]
+    assert s.dev_cases == len(result.dev) > 50
+    assert s.threshold == max(s.oof_threshold, s.test_threshold, s.dev_threshold)
+    confident = result.dev[result.dev["p"] >= s.threshold]
+    assert s.dev_confident == len(confident)
+    assert s.dev_confident_correct == int(confident["correct"].sum())
+    assert s.dev_confident_precision >= s.target_precision  # the threshold saw dev
+    assert s.dev_precision_lower95 == pytest.approx(
+        clopper_pearson_lower(s.dev_confident_correct, s.dev_confident))
+    assert s.dev_precision_lower95 < s.dev_confident_precision
+    assert {c["gold"] for c in s.dev_by_category} == {"Question", "Statement"}
+    assert sum(b["cases"] for b in s.dev_by_length) == s.dev_cases
+    errors = s.dev_most_confident_errors
     assert [e["p"] for e in errors] == sorted((e["p"] for e in errors), reverse=True)
     assert (result.out_dir / "dev.csv").is_file() and result.plots["dev_length"].is_file()
-    assert "dev" in set(result.errors["split"]) or s["dev_accuracy"] == 1.0
+    assert "dev" in set(result.errors["split"]) or s.dev_accuracy == 1.0
 
 
 def test_a_dev_split_can_be_reported_without_setting_the_threshold(tmp_path):
@@ -320,10 +318,10 @@ def test_a_dev_split_can_be_reported_without_setting_the_threshold(tmp_path):
     changed = load_blueprint(bp.root)
     train_stage(changed, run, log=lambda _: None)  # the stamps refuse a stage of other settings
     s = evaluate_stage(changed, run, log=lambda _: None)["is_question"].summary
-    assert s["threshold"] == max(s["oof_threshold"], s["test_threshold"])
-    assert s["dev_in_threshold"] is False and s["dev_crossfit_coverage"] is None
-    assert s["dev_cases"] == result.summary["dev_cases"]
-    assert "real-text dev split" not in s["threshold_source"]
+    assert s.threshold == max(s.oof_threshold, s.test_threshold)
+    assert s.dev_in_threshold is False and s.dev_crossfit_coverage is None
+    assert s.dev_cases == result.summary.dev_cases
+    assert "real-text dev split" not in s.threshold_source
 
 
 def test_card_reports_the_dev_split_with_its_bound(real_run):
@@ -331,11 +329,11 @@ def test_card_reports_the_dev_split_with_its_bound(real_run):
     trained = load_trained(run, "is_question")
     card = model_card(bp.tasks[0], trained, blueprint="tiny", threshold=result.threshold,
                       onnx_size=1000, bin_size=1000, evaluation=result.summary,
-                      refine_summary={})
+                      refine_summary=RefineSummary.load(run, "is_question"))
     s = result.summary
     assert "## Real-text dev split" in card
-    assert f"({s['dev_confident_correct']} of {s['dev_confident']})" in card
-    assert "95% lower bound" in card and f"{100 * s['dev_precision_lower95']:.1f}%" in card
+    assert f"({s.dev_confident_correct} of {s.dev_confident})" in card
+    assert "95% lower bound" in card and f"{100 * s.dev_precision_lower95:.1f}%" in card
     assert "decided by the" in card
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from foundry import minhash as mh
 from foundry.blueprint import Label, Refine, Task, load_blueprint
+from foundry.generate import GenerateSummary
 from foundry.refine import (
     grouped_split,
     lsh_storage_from_env,
@@ -17,6 +18,7 @@ from foundry.refine import (
     refine_stage,
 )
 from foundry.refine_report import shortcut_audit, strip_trailing_punctuation, surface_features
+from foundry.summaries import StageOutputError
 
 TASK = Task(
     name="is_question",
@@ -44,7 +46,7 @@ def kept_texts(result) -> list[str]:
 
 
 def funnel(result) -> dict[str, dict]:
-    return {s["step"]: s for s in result.summary["funnel"]}
+    return {s["step"]: s for s in result.summary.funnel}
 
 
 CFG = Refine(balance="none", test_size=0.25)
@@ -157,7 +159,7 @@ def test_near_duplicates_one_character_apart_form_a_cluster():
     assert variants[1] in kept_texts(res)
     assert sorted(reasons["near_duplicate"]) == sorted([variants[0], variants[2]])
     assert res.clusters[0]["size"] == 3 and res.clusters[0]["kept"] == variants[1]
-    assert res.summary["largest_clusters"][0]["size"] == 3
+    assert res.summary.largest_clusters[0]["size"] == 3
 
 
 def test_short_chinese_near_duplicate_with_a_lower_threshold():
@@ -189,7 +191,7 @@ def test_corrections_override_same_and_near_same_generated_rows():
     assert ("好的", "Statement", "correction") in out and (LONG, "Question", "correction") in out
     # Corrections always train.
     assert all(r["source"] == "correction" for r in res.train if r["text"] in ("好的", LONG))
-    assert res.summary["corrections"] == 2 and res.summary["corrections_kept"] == 2
+    assert res.summary.corrections == 2 and res.summary.corrections_kept == 2
 
 
 def test_only_the_corrections_file_speaks_for_humans():
@@ -197,7 +199,7 @@ def test_only_the_corrections_file_speaks_for_humans():
             row("帮我开灯", "Statement")]
     res = refine_rows(rows, TASK, CFG)
     assert [r["source"] for r in res.train + res.test if r["text"] == "你好吗"] == ["seed"]
-    assert res.summary["corrections"] == 0
+    assert res.summary.corrections == 0
 
 
 def test_later_correction_supersedes_an_earlier_one():
@@ -267,19 +269,19 @@ def test_grouped_split_never_puts_a_cluster_on_both_sides():
     train_groups = {r["category"] for r in res.train}
     test_groups = {r["category"] for r in res.test}
     assert test_groups and not train_groups & test_groups
-    assert res.summary["max_train_test_similarity"] < 0.5
-    assert res.summary["split_rows_reclustered"] == 0
-    counts = res.summary["label_counts"]["test"]
+    assert res.summary.max_train_test_similarity < 0.5
+    assert res.summary.split_rows_reclustered == 0
+    counts = res.summary.label_counts["test"]
     assert counts == {"Question": 24, "Statement": 24}  # 30% of 80 rows per label
 
 
 def test_template_chains_are_reclustered_so_every_label_reaches_test():
     res = refine_rows(paraphrase_rows(), TASK, Refine(balance="none", test_size=0.3))
     s = res.summary
-    assert s["split_rows_reclustered"] > 0 and s["split_threshold_max"] > 0.5
-    assert all(n > 0 for n in s["label_counts"]["test"].values())
+    assert s.split_rows_reclustered > 0 and s.split_threshold_max > 0.5
+    assert all(n > 0 for n in s.label_counts["test"].values())
     # Whatever straddles is below the threshold its group was formed at.
-    assert s["max_train_test_similarity"] < s["split_threshold_max"]
+    assert s.max_train_test_similarity < s.split_threshold_max
 
 
 def test_grouped_split_function_respects_groups_and_targets():
@@ -319,7 +321,7 @@ def unbalanced_rows() -> list[dict]:
 
 def test_undersample_equalises_train_and_keeps_seeds_first():
     res = refine_rows(unbalanced_rows(), TASK, Refine(balance="undersample", split_threshold=0.9))
-    train = res.summary["label_counts"]["train"]
+    train = res.summary.label_counts["train"]
     assert train["Question"] == train["Statement"]
     assert "这是一颗种子陈述" in [r["text"] for r in res.train]
     assert funnel(res)["balance"]["removed"] == len(removed_reasons(res)["balance"]) > 0
@@ -329,8 +331,8 @@ def test_undersample_equalises_train_and_keeps_seeds_first():
 def test_class_weight_keeps_everything_and_weights_rows():
     res = refine_rows(unbalanced_rows(), TASK, Refine(balance="class_weight", split_threshold=0.9))
     assert "balance" not in removed_reasons(res)
-    w = res.summary["class_weights"]
-    n = res.summary["label_counts"]["train"]
+    w = res.summary.class_weights
+    n = res.summary.label_counts["train"]
     assert w["Question"] > 1 > w["Statement"]
     assert abs(w["Question"] * n["Question"] - w["Statement"] * n["Statement"]) < 1e-3
     assert all(r["weight"] == w[r["label"]] for r in res.train + res.test)
@@ -343,7 +345,7 @@ def test_punctuation_augmentation_adds_unpunctuated_copies_in_train_only():
                                          drop_punctuation_augment=0.5))
     added = [r for r in res.train if r.get("augment")]
     eligible = sum(1 for r in base.train if r["text"][-1] in "？。")
-    assert len(added) == round(0.5 * eligible) == res.summary["augmented_rows"]
+    assert len(added) == round(0.5 * eligible) == res.summary.augmented_rows
     assert all(r["text"][-1] not in "？。" for r in added)
     assert funnel(res)["augment"]["added"] == len(added)
     # Copies never duplicate a test text.
@@ -445,10 +447,15 @@ def make_run(tmp_path: Path) -> tuple[Path, Path]:
     rows = paraphrase_rows() + unbalanced_rows() + [row("今天天气怎么样?"), row("", "Question")]
     raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                    encoding="utf-8")
-    (run / "generate" / "is_question").mkdir(parents=True)
-    (run / "generate" / "is_question" / "manifest.json").write_text(
-        json.dumps({"raw_files": [str(raw)]}), encoding="utf-8")
+    write_manifest(run, [str(raw)])
     return bp_dir, run
+
+
+def write_manifest(run: Path, raw_files: list[str]) -> None:
+    """What the generate stage leaves for the refinery: a manifest naming ``raw_files``."""
+    GenerateSummary(task="is_question", provider="offline", stream="s", raw_files=raw_files,
+                    rows=0, added=0, target=0, sufficiency=None, details={}
+                    ).write(run / "generate" / "is_question")
 
 
 def test_refine_stage_writes_every_output_deterministically(tmp_path):
@@ -482,11 +489,16 @@ def test_refine_stage_writes_every_output_deterministically(tmp_path):
 def test_refine_stage_names_missing_inputs(tmp_path):
     bp_dir, run = make_run(tmp_path)
     bp = load_blueprint(bp_dir)
-    (run / "generate" / "is_question" / "manifest.json").write_text(
-        json.dumps({"raw_files": ["missing.jsonl"]}), encoding="utf-8")
+    write_manifest(run, ["missing.jsonl"])
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         refine_stage(bp, run, log=lambda _m: None)
-    (run / "generate" / "is_question" / "manifest.json").unlink()
+    manifest = run / "generate" / "is_question" / "manifest.json"
+    renamed = json.loads(manifest.read_text(encoding="utf-8"))
+    renamed["raw_paths"] = renamed.pop("raw_files")  # a renamed field fails loudly
+    manifest.write_text(json.dumps(renamed), encoding="utf-8")
+    with pytest.raises(StageOutputError, match=r"manifest.json: field 'raw_files'"):
+        refine_stage(bp, run, log=lambda _m: None)
+    manifest.unlink()
     with pytest.raises(FileNotFoundError, match="generate"):
         refine_stage(bp, run, log=lambda _m: None)
 
@@ -505,7 +517,7 @@ def test_corrections_the_funnel_drops_are_reported_not_silent():
     generated = [row(t, y) for t, y in [("几点了", "Question"), ("帮我开灯", "Statement"),
                                         ("谁发明了电话", "Question"), ("关掉空调", "Statement")]]
     result = refine_rows(generated, TASK, cfg, exam_texts=exam, corrections=corrections)
-    dropped = {d["text"]: d["reason"] for d in result.summary["corrections_dropped"]}
+    dropped = {d["text"]: d["reason"] for d in result.summary.corrections_dropped}
     assert dropped == {"今天天气怎么样": "exam_overlap", corrections[1]["text"]: "length"}
     assert "打开灯吗" in kept_texts(result)
     for c in corrections:

@@ -84,6 +84,6 @@ def test_refine_rows_with_redis_matches_in_memory(redis_config):
     assert with_redis.train_bytes() == in_memory.train_bytes()
     assert with_redis.test_bytes() == in_memory.test_bytes()
     assert with_redis.summary == in_memory.summary
-    removed = with_redis.summary["removed_by_reason"]
+    removed = with_redis.summary.removed_by_reason
     assert removed["near_duplicate"] >= 1 and removed["conflict"] >= 2
     assert client.dbsize() == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from fakes import synthetic
+from fakes.summaries import write_refine_summary
 from fakes.synthetic import EXAM_TOPICS, write_jsonl
 
 from foundry.blueprint import load_blueprint
@@ -34,10 +34,7 @@ def write_refined(run: Path, task: str = "is_question", n_train: int = 240, n_te
     train = make_rows(n_train, 1, noise)
     write_jsonl(run / "refine" / task / "train.jsonl", train)
     write_jsonl(run / "refine" / task / "test.jsonl", make_rows(n_test, 2, noise))
-    (run / "refine" / task / "summary.json").write_text(json.dumps({
-        "balance": balance, "data_sha256": hashlib.sha256(b"synthetic").hexdigest(),
-        "train_rows": len(train),
-    }))
+    write_refine_summary(run, task, train_rows=len(train), balance=balance)
 
 
 def make_blueprint(root: Path, *, labels: tuple[str, str] = ("Question", "Statement"),
@@ -125,9 +122,8 @@ def test_training_is_deterministic(tmp_path, trained_run):
     texts = [r["text"] for r in probe]
     np.testing.assert_array_equal(a.predict_proba(texts), b.predict_proba(texts))
     np.testing.assert_array_equal(a.oof_proba, b.oof_proba)
-    drop = {"elapsed_s"}
-    assert {k: v for k, v in a.info.items() if k not in drop} == \
-        {k: v for k, v in b.info.items() if k not in drop}
+    assert a.summary.model_dump(exclude={"elapsed_s"}) == \
+        b.summary.model_dump(exclude={"elapsed_s"})
 
 
 def test_size_budget_prunes_until_the_pair_fits(tmp_path):

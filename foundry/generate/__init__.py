@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import ValidationInfo, field_serializer, field_validator
 
 from foundry.blueprint import Blueprint, Task
 from foundry.generate.rawstore import RawStore
@@ -25,8 +27,9 @@ from foundry.generate.sufficiency import (
     check_sufficiency,
     measure,
 )
-from foundry.runs import stage_dir, write_json
+from foundry.runs import stage_dir
 from foundry.stamps import write_stamp
+from foundry.summaries import StageSummary
 
 __all__ = ["GenerateSummary", "InsufficientDataError", "check_data_sufficiency",
            "generate_stage", "generate_task", "provider_configured", "resolve_provider"]
@@ -43,16 +46,44 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass
-class GenerateSummary:
+class GenerateSummary(StageSummary):
+    """Stage 1 for one task: the raw stream that feeds the run and how full it is
+    (``generate/<task>/manifest.json``, see :mod:`foundry.summaries`)."""
+
+    stage: ClassVar[str] = "generate"
+    file_name: ClassVar[str] = "manifest.json"
+
     task: str
     provider: str
     stream: str
-    raw_file: Path
+    #: Absolute paths of the raw JSONL files the refinery reads, in order.
+    raw_files: list[str]
     rows: int
+    #: Rows this call stored (0 when the stream already held the target).
     added: int
-    details: dict = field(default_factory=dict)
-    sufficiency: Sufficiency | None = None
+    target: int
+    #: Rows against target per label and sub-category (None for a dataset, which holds
+    #: what it holds); in the file as :meth:`Sufficiency.to_dict`.
+    sufficiency: Sufficiency | None
+    #: What the provider reports: the offline capacity and statistics, the LLM engine's
+    #: report, a dataset's label counts.
+    details: dict[str, Any]
+
+    @field_validator("sufficiency", mode="before")
+    @classmethod
+    def _sufficiency_from_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict):
+            return Sufficiency.from_dict(info.data.get("task", ""), value)
+        return value
+
+    @field_serializer("sufficiency")
+    def _sufficiency_to_file(self, value: Sufficiency | None) -> dict[str, Any] | None:
+        return None if value is None else value.to_dict()
+
+    @property
+    def raw_file(self) -> Path:
+        """The raw stream's file (the first of :attr:`raw_files`)."""
+        return Path(self.raw_files[0])
 
 
 def resolve_provider(bp: Blueprint, override: str | None, log: Callable[[str], None]) -> str:
@@ -200,23 +231,11 @@ def generate_task(
     sufficiency = None if provider == "dataset" else measure(
         task, store.rows, target, bp.spec.generation.min_label_share, _offline_quotas(details))
     summary = GenerateSummary(
-        task=task.name, provider=provider, stream=stream, raw_file=raw_file,
-        rows=len(store), added=len(store) - before, details=details, sufficiency=sufficiency,
+        task=task.name, provider=provider, stream=stream, raw_files=[str(raw_file.resolve())],
+        rows=len(store), added=len(store) - before, target=target, sufficiency=sufficiency,
+        details=details,
     )
-    write_json(
-        stage_dir(run_dir, "generate", task.name) / "manifest.json",
-        {
-            "task": task.name,
-            "provider": provider,
-            "stream": stream,
-            "raw_files": [str(raw_file.resolve())],
-            "rows": summary.rows,
-            "added": summary.added,
-            "target": target,
-            "sufficiency": sufficiency.to_dict() if sufficiency is not None else None,
-            "details": details,
-        },
-    )
+    summary.write(stage_dir(run_dir, "generate", task.name))
     write_stamp(bp, run_dir, "generate", task.name)
     log(f"{task.name}: {summary.rows} raw rows in {raw_file} ({summary.added} new, {provider})")
     if sufficiency is not None:

@@ -97,6 +97,23 @@ class Sufficiency:
         return {"target": self.target, "min_share": self.min_share, "passed": self.passed,
                 "rows": self.table.to_dict(orient="records")}
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """In a pydantic model (:class:`foundry.generate.GenerateSummary`) it is taken as it
+        is: an instance of this class (the model converts the file's dict with
+        :meth:`from_dict`)."""
+        from pydantic_core import core_schema
+
+        return core_schema.is_instance_schema(cls)
+
+    @classmethod
+    def from_dict(cls, task: str, data: Mapping[str, Any]) -> Sufficiency:
+        """The inverse of :meth:`to_dict` (``passed`` is recomputed from the rows)."""
+        import pandas as pd
+
+        return cls(task, int(data["target"]), float(data["min_share"]),
+                   pd.DataFrame(list(data["rows"]), columns=COLUMNS))
+
 
 def measure(task: Task, rows: Iterable[Mapping[str, Any]], target: int, min_share: float,
             category_quota: Mapping[tuple[str, str], int] | None = None) -> Sufficiency:
