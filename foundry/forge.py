@@ -17,6 +17,7 @@ from pathlib import Path
 from foundry.blueprint import load_blueprint
 from foundry.errors import ConfigError, FoundryError
 from foundry.locks import exclusive_lock
+from foundry.params import NotebookParams
 from foundry.paths import MODELS_DIR, NOTEBOOKS_DIR, ROOT, RUNS_DIR
 from foundry.runs import (
     STAGE_NOTEBOOKS,
@@ -221,14 +222,14 @@ def forge(
             inherit_stage_outputs(state.run_dir, source.run_dir, needed)
             log(f"reusing {','.join(needed)} of run {source.run_id}")
         models = Path(models_dir or MODELS_DIR).resolve()
-        parameters = {
+        parameters = NotebookParams.from_namespace({
             "blueprint": str(bp.root),
             "run_dir": str(state.run_dir.resolve()),
             "models_dir": str(models),
             "provider": provider or "",
             "target_per_task": int(target_per_task or 0),
             "allow_exam_failures": bool(allow_exam_failures),
-        }
+        }).papermill()
         result = ForgeResult(bp.name, state.run_dir, models, chosen, added)
         (state.run_dir / "notebooks").mkdir(exist_ok=True)
         log(f"forging {bp.name!r} -> {state.run_dir} (steps: {','.join(chosen)})")

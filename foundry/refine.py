@@ -56,7 +56,7 @@ from foundry.datasets import DATASET_SOURCE, load_dataset
 from foundry.generate import GenerateSummary
 from foundry.generate.rawstore import dump_line, read_jsonl
 from foundry.realtext import load_real
-from foundry.refine_report import exam_probe, shortcut_audit, write_report
+from foundry.refine_report import MANY_LABELS, exam_probe, shortcut_audit, write_report
 from foundry.runs import atomic_write_text, stage_dir
 from foundry.stamps import check_fresh, write_stamp
 from foundry.summaries import RefineSummary
@@ -1145,3 +1145,21 @@ def refine_study(
                 "shortcuts": len(res.summary.shortcuts),
             })
     return out
+
+
+#: :func:`study_task` skips a task with more generated rows than this: the study re-runs the
+#: refinery six times, which past this size takes minutes.
+STUDY_MAX_ROWS = 20_000
+
+
+def study_task(bp: Blueprint, run_dir: Path, task: Task) -> list[dict] | None:
+    """:func:`refine_study` of a task of a run: its generated rows, exam and corrections under
+    the blueprint's ``refine`` settings. None (skipped) for a task with more than
+    :data:`STUDY_MAX_ROWS` generated rows or more than
+    :data:`foundry.refine_report.MANY_LABELS` labels (the probe's logistic regression over
+    dozens of classes takes minutes)."""
+    rows = load_generated_rows(run_dir, task)
+    if len(rows) > STUDY_MAX_ROWS or len(task.labels) > MANY_LABELS:
+        return None
+    return refine_study(rows, task, bp.spec.refine, load_exam(bp, task),
+                        corrections=load_corrections(bp, task))

@@ -225,12 +225,14 @@ def funnel_table(summary: RefineSummary) -> list[str]:
     return lines
 
 
-def render_markdown(result) -> str:
-    """The report of one :class:`foundry.refine.RefineResult` as markdown."""
+def render_markdown(result, *, plots: bool = True) -> str:
+    """The report of one :class:`foundry.refine.RefineResult` as markdown; ``plots=False``
+    leaves out the section linking the PNG files (the notebook shows the images itself)."""
     sections = (_overview_section, _probe_section, _shortcut_section, _split_section,
                 _clusters_section, _diversity_section, _removed_section)
     lines = [line for section in sections for line in section(result)]
-    lines += ["## Plots", "", *(f"![{p}]({p})" for p in PLOT_FILES), ""]
+    if plots:
+        lines += ["## Plots", "", *(f"![{p}]({p})" for p in PLOT_FILES), ""]
     return "\n".join(lines)
 
 

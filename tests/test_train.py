@@ -300,33 +300,6 @@ def test_refined_group_ids_are_used_when_every_row_has_one(tmp_path):
     assert load_split(path, ["Question", "Statement"]).groups is None
 
 
-def _parameters_cell(path: Path) -> str:
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1, path
-    return tagged[0].source
-
-
-@pytest.mark.parametrize("name", ["03_train.ipynb", "04_evaluate.ipynb"])
-def test_stage_notebooks_have_the_parameters_cell_and_no_outputs(name):
-    import nbformat
-
-    from foundry.paths import NOTEBOOKS_DIR
-
-    nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-    source = _parameters_cell(NOTEBOOKS_DIR / name)
-    # `foundry forge` passes the same parameters to every stage notebook.
-    assert source == _parameters_cell(NOTEBOOKS_DIR / "05_export.ipynb")
-    names = [line.split("=")[0].strip() for line in source.splitlines()]
-    assert names == ["blueprint", "run_dir", "models_dir", "provider", "target_per_task",
-                     "allow_exam_failures"]
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Stage")
-    assert all(not c.get("outputs") and c.get("execution_count") is None
-               for c in nb.cells if c.cell_type == "code")
-
-
 def test_training_refuses_exam_sentences(tmp_path):
     exam = [{**r, "hard": False, "note": ""} for r in make_rows(10, 1)[:3]]
     bp = make_blueprint(tmp_path / "bp", exam=exam)
