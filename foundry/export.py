@@ -243,7 +243,7 @@ def model_card(
         *_card_labels(task, trained, blueprint),
         *_card_funnel(refine_summary),
         *_card_metrics(evaluation, threshold, exam_gate),
-        *_card_rules(task, evaluation.get("rules")),
+        *_card_rules(task, evaluation.rules),
         *_card_size(task, trained, onnx_size, bin_size),
         *_card_usage(task),
     ])

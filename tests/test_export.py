@@ -143,7 +143,9 @@ def test_the_override_is_recorded_in_the_bin_and_the_card(tiny_fit, tmp_path):
     assert "Exam gate: passed (minimum exam accuracy 90.0%)." in passed
 
 
-def test_the_card_shows_each_reflex_rule_per_split(tiny_fit):
+def test_the_card_shows_each_reflex_rule_per_split(tiny_fit, tmp_path):
+    from fakes.summaries import write_eval_summary, write_refine_summary
+
     from foundry.blueprint import Label, Rule, Task
     from foundry.export import model_card
 
@@ -163,8 +165,10 @@ def test_the_card_shows_each_reflex_rule_per_split(tiny_fit):
         "exam": {"rows": 20, "hits": {"delete": 2, "rule2": 0},
                  "taken_over": {"delete": 1, "rule2": 0}, "model_wrong_on_hits": 1,
                  "accuracy_model": 0.9, "accuracy_with_rules": 0.95}}}
+    refined = write_refine_summary(tmp_path, train_rows=200)
     card = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
-                      evaluation={"rules": report}, refine_summary={})
+                      evaluation=write_eval_summary(tmp_path, rules=report),
+                      refine_summary=refined)
     lines = card.splitlines()
     assert "## Reflex rules" in lines
     assert "| rule | label | train (refined) | exam | dataset test |" in lines
@@ -174,7 +178,7 @@ def test_the_card_shows_each_reflex_rule_per_split(tiny_fit):
     assert "| accuracy: model → with rules | | 99.00% → 99.00% | 90.00% → 95.00% | n/a |" in lines
     assert card.index("## Reflex rules") < card.index("## Size")
     plain = model_card(task, trained, blueprint="b", threshold=0.7, onnx_size=1, bin_size=1,
-                       evaluation={}, refine_summary={})
+                       evaluation=write_eval_summary(tmp_path), refine_summary=refined)
     assert "Reflex rules" not in plain and plain.count("## Size") == 1
 
 
