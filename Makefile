@@ -88,5 +88,7 @@ bench: install-dev
 	$(PY) bench/seeds.py
 	$(PY) bench/generation.py
 
+# Deletes the run folders, never raw generated data: that lives in data/raw/ (and a store still
+# in its old place, runs/<blueprint>/raw/, stays until the next forge moves it to data/raw/).
 clean-runs:
-	rm -rf runs/*/ && touch runs/.gitkeep
+	find runs -mindepth 2 -maxdepth 2 ! -name raw -exec rm -rf {} + && touch runs/.gitkeep

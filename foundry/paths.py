@@ -2,7 +2,8 @@
 
 ``FOUNDRY_RUNS_DIR``, ``FOUNDRY_MODELS_DIR`` and ``FOUNDRY_BLUEPRINTS_DIR`` relocate the run
 folders, the default models dir and the blueprints (tests and benchmarks use them to keep the
-repository's own folders untouched).
+repository's own folders untouched); ``FOUNDRY_DATA_DIR`` relocates the data that outlives run
+folders (default: ``data/`` beside the runs folder).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ BLUEPRINTS_DIR = Path(os.environ.get("FOUNDRY_BLUEPRINTS_DIR", ROOT / "blueprint
 NOTEBOOKS_DIR = ROOT / "notebooks"
 MODELS_DIR = Path(os.environ.get("FOUNDRY_MODELS_DIR", ROOT / "models"))
 RUNS_DIR = Path(os.environ.get("FOUNDRY_RUNS_DIR", ROOT / "runs"))
+#: Data that outlives the run folders (``make clean-runs`` never deletes it): the raw generated
+#: rows, ``data/raw/<blueprint>/<stream>/``, paid for when an LLM wrote them.
+DATA_DIR = Path(os.environ.get("FOUNDRY_DATA_DIR", RUNS_DIR.parent / "data"))
 
 
 def project_path(value: str | Path) -> Path:

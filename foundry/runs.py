@@ -2,7 +2,9 @@
 
 Layout of a run (each stage reads the folders of the stages before it)::
 
-    runs/<blueprint>/raw/<stream>/<task>.jsonl   append-only raw data, shared by runs
+    data/raw/<blueprint>/<stream>/<task>.jsonl   append-only raw data, shared by runs; outside
+                                                 runs/, so `make clean-runs` never deletes it
+                                                 (:func:`raw_dir`, :func:`migrate_raw_store`)
     runs/<blueprint>/CURRENT                     the run most recently started
     runs/<blueprint>/LATEST                      the latest run in which every stage completed
     runs/<blueprint>/<run_id>/
@@ -17,6 +19,7 @@ Layout of a run (each stage reads the folders of the stages before it)::
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import re
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry.errors import ConfigError, FoundryError
-from foundry.paths import MODELS_DIR, ROOT, RUNS_DIR, project_path
+from foundry.paths import DATA_DIR, MODELS_DIR, ROOT, RUNS_DIR, project_path
 
 STAGES = ("generate", "refine", "train", "evaluate", "export")
 #: ``runs/<blueprint>/LATEST`` names the latest *complete* run (every stage complete).
@@ -38,7 +41,8 @@ LATEST_FILE = "LATEST"
 CURRENT_FILE = "CURRENT"
 #: ``<run_dir>/run.json``: who started the run and the status of every stage.
 RUN_FILE = "run.json"
-#: Folder of the raw data beside the run folders (``runs/<blueprint>/raw/``).
+#: Folder of the raw data: ``data/raw/<blueprint>/``; before, ``runs/<blueprint>/raw/`` (the
+#: name stays reserved there: :func:`migrate_raw_store` leaves a link to the new place).
 RAW_DIR = "raw"
 #: A run id is one plain folder name: no separators, no leading dot, so a run folder always
 #: stays inside ``runs/<blueprint>/``.
@@ -64,6 +68,74 @@ class RunStateError(FoundryError):
 
 def blueprint_runs_dir(blueprint_name: str, runs_root: Path | None = None) -> Path:
     return Path(runs_root or RUNS_DIR) / blueprint_name
+
+
+def raw_dir(blueprint_name: str, run_dir: Path, *, runs_root: Path | None = None,
+            data_dir: Path | None = None) -> Path:
+    """The folder of a blueprint's raw streams, shared by all its runs.
+
+    For a run in the runs folder (``runs/<blueprint>/<run_id>``) it is
+    ``data/raw/<blueprint>/`` (:data:`foundry.paths.DATA_DIR`), which ``make clean-runs``
+    never deletes; a run folder made anywhere else keeps its raw data beside it
+    (``<run folder>/../raw/``), as every run did before.
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir.parent == blueprint_runs_dir(blueprint_name, runs_root).resolve():
+        return Path(data_dir or DATA_DIR).resolve() / RAW_DIR / blueprint_name
+    return run_dir.parent / RAW_DIR
+
+
+def migrate_raw_store(blueprint_name: str, *, runs_root: Path | None = None,
+                      data_dir: Path | None = None, log: Callable[[str], None] = print
+                      ) -> list[Path]:
+    """Move a blueprint's raw streams from ``runs/<blueprint>/raw/`` (where they lived before)
+    to ``data/raw/<blueprint>/`` and leave ``runs/<blueprint>/raw`` as a link to it, so the
+    manifests of older runs, which name raw files by absolute path, still read them. Returns
+    the new stream folders. Idempotent; nothing is ever deleted before it is in its new place.
+
+    Each stream folder moves in one rename (on another file system: copied beside its
+    destination, renamed into place, then the old one removed).
+
+    Raises
+    ------
+    RunStateError
+        If a stream exists in both places (nothing is moved then): the message names both
+        folders; keep the rows you want in the new one and remove the other.
+    """
+    old = blueprint_runs_dir(blueprint_name, runs_root) / RAW_DIR
+    new = Path(data_dir or DATA_DIR) / RAW_DIR / blueprint_name
+    if old.is_symlink() or not old.is_dir():
+        return []
+    streams = sorted(p for p in old.iterdir() if p.is_dir())
+    both = [s.name for s in streams if (new / s.name).exists()]
+    if both:
+        raise RunStateError(
+            f"raw stream(s) {', '.join(both)} of {blueprint_name!r} exist both in {old} (the "
+            f"old place) and in {new}: keep the rows you want in {new} and remove the other "
+            "folder (nothing was moved)")
+    moved = [_move_folder(s, new / s.name) for s in streams]
+    if not any(old.iterdir()):
+        old.rmdir()
+        old.symlink_to(new.resolve(), target_is_directory=True)
+    if moved:
+        log(f"moved {len(moved)} raw stream(s) of {blueprint_name!r} from {old} to {new} "
+            f"(outside runs/, so `make clean-runs` keeps them; {old} now links there)")
+    return moved
+
+
+def _move_folder(src: Path, dest: Path) -> Path:
+    """Move ``src`` to ``dest`` so that it is whole in one place or the other at any moment."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        src.rename(dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dest.with_name(f".{dest.name}.moving-{os.getpid()}")
+        shutil.copytree(src, tmp)
+        tmp.rename(dest)
+        shutil.rmtree(src)
+    return dest
 
 
 def new_run_id() -> str:

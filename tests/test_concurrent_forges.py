@@ -44,7 +44,10 @@ def test_two_concurrent_forges_of_one_blueprint(tmp_path):
         assert RunState.load(run).is_complete(), RunState.load(run).describe()
         assert len(list((run / "notebooks").glob("0*.ipynb"))) == 5
 
-    raw_files = [p for p in (runs / "twin" / "raw").glob("*/*.jsonl") if p.name.count(".") == 1]
+    # The raw store is outside runs/ (data/ beside it), where `make clean-runs` never goes.
+    assert not (runs / "twin" / "raw").exists()
+    raw_files = [p for p in (tmp_path / "data" / "raw" / "twin").glob("*/*.jsonl")
+                 if p.name.count(".") == 1]
     assert sorted(p.stem for p in raw_files) == sorted(TASKS)
     for raw in raw_files:
         lines = raw.read_text(encoding="utf-8").splitlines()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,88 @@ def test_a_run_folder_outside_runs_is_used_as_given(runs_root, tmp_path):
     assert stage.run_dir == elsewhere.resolve()
     assert RunState.load(elsewhere).status("generate") == "running"
     assert current_run_dir(BP) is None  # the markers of runs/<blueprint>/ are not touched
+
+
+# -- raw data outside runs/ ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_root(tmp_path, runs_root, monkeypatch) -> Path:
+    root = tmp_path / "data"
+    monkeypatch.setattr(runs_mod, "DATA_DIR", root)
+    return root
+
+
+def test_raw_data_of_runs_in_the_runs_folder_lives_in_data(runs_root, data_root, tmp_path):
+    assert runs_mod.raw_dir(BP, runs_root / BP / "r1") == data_root.resolve() / "raw" / BP
+    # A run folder made elsewhere (by hand, by a test) keeps its raw data beside it.
+    assert runs_mod.raw_dir(BP, tmp_path / "x" / "r1") == (tmp_path / "x" / "raw").resolve()
+
+
+def _legacy_store(runs_root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """An old run and its raw store in the old place, ``runs/<bp>/raw/``: generated beside a
+    run folder outside the runs folder, then moved in (as earlier versions left them)."""
+    from foundry.blueprint import load_blueprint
+    from foundry.generate import GenerateSummary, generate_task
+
+    bp = load_blueprint(BP)
+    made = generate_task(bp, bp.task("is_question"), tmp_path / "old" / BP / "r0",
+                         provider="offline", target=120, log=lambda _: None)
+    (runs_root / BP).mkdir(parents=True)
+    (tmp_path / "old" / BP / "raw").rename(runs_root / BP / "raw")
+    (tmp_path / "old" / BP / "r0").rename(runs_root / BP / "r0")
+    old_file = runs_root / BP / "raw" / made.stream / "is_question.jsonl"
+    made.model_copy(update={"raw_files": [str(old_file)]}).write(
+        runs_root / BP / "r0" / "generate" / "is_question")
+    GenerateSummary.load(runs_root / BP / "r0", "is_question")
+    return old_file, runs_root / BP / "r0"
+
+
+def test_the_next_forge_moves_an_old_raw_store_and_old_runs_still_read_it(runs_root, data_root,
+                                                                          tmp_path):
+    from foundry.blueprint import load_blueprint
+    from foundry.generate import generate_task
+    from foundry.refine import load_generated_rows
+
+    old_file, old_run = _legacy_store(runs_root, tmp_path)
+    rows = old_file.read_bytes()
+    bp = load_blueprint(BP)
+    logs: list[str] = []
+    again = generate_task(bp, bp.task("is_question"), runs_root / BP / "r1", provider="offline",
+                          target=120, log=logs.append)
+    new_file = data_root.resolve() / "raw" / BP / old_file.parent.name / "is_question.jsonl"
+    assert again.raw_file == new_file and again.added == 0  # resumed, nothing regenerated
+    assert new_file.read_bytes() == rows
+    assert any("moved 1 raw stream(s)" in line for line in logs)
+    assert (runs_root / BP / "raw").is_symlink()
+    assert len(load_generated_rows(old_run, bp.task("is_question"))) == 120  # via the link
+    # Idempotent, and `make clean-runs` (everything under runs/<bp>/ but an old raw store)
+    # cannot touch the rows any more.
+    assert runs_mod.migrate_raw_store(BP) == []
+    shutil.rmtree(runs_root)
+    assert new_file.read_bytes() == rows
+
+
+def test_a_stream_in_both_places_is_not_moved(runs_root, data_root, tmp_path):
+    old_file, _ = _legacy_store(runs_root, tmp_path)
+    clash = data_root / "raw" / BP / old_file.parent.name
+    clash.mkdir(parents=True)
+    with pytest.raises(RunStateError, match=r"exist both in .*raw.*nothing was moved"):
+        runs_mod.migrate_raw_store(BP)
+    assert old_file.is_file() and not (runs_root / BP / "raw").is_symlink()
+
+
+def test_clean_runs_keeps_raw_data(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "runs" / BP / "r1" / "train").mkdir(parents=True)
+    (tmp_path / "runs" / BP / "LATEST").write_text("r1\n")
+    (tmp_path / "runs" / BP / "raw" / "s").mkdir(parents=True)  # an old store, not yet moved
+    (tmp_path / "runs" / BP / "raw" / "s" / "t.jsonl").write_text("{}\n")
+    (tmp_path / "data" / "raw" / BP / "s").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / BP / "s" / "t.jsonl").write_text("{}\n")
+    subprocess.run(["make", "-s", "-f", str(repo / "Makefile"), "clean-runs"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    assert sorted(p.name for p in (tmp_path / "runs" / BP).iterdir()) == ["raw"]
+    assert (tmp_path / "runs" / BP / "raw" / "s" / "t.jsonl").is_file()
+    assert (tmp_path / "data" / "raw" / BP / "s" / "t.jsonl").is_file()
+    assert (tmp_path / "runs" / ".gitkeep").is_file()

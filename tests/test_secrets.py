@@ -148,8 +148,8 @@ def test_all_keys_disabled_error_has_no_key(tmp_path):
 def test_full_forges_against_echoing_servers_leak_nothing(tmp_path, provider):
     """Must-show of issue 15: forges (all five stages) against servers that echo the key, the
     request URL (with its query) and the Authorization header in every error, with
-    credentials in the base URL; no key or URL secret anywhere under runs/ or models/ or in
-    the console."""
+    credentials in the base URL; no key or URL secret anywhere under runs/, data/ (the raw
+    rows and the requests log) or models/ or in the console."""
     from fakes import FakeOpenAI
 
     bp_dir = write_tiny_blueprint(tmp_path / "echo_bp", name="echo_bp", target_per_task=80,
@@ -185,6 +185,9 @@ def test_full_forges_against_echoing_servers_leak_nothing(tmp_path, provider):
     assert not [n for n in needles if n in console]
     assert list(runs.rglob("*.ipynb")) and list(runs.rglob("*.html"))
     assert not files_containing(runs, needles)
+    data = tmp_path / "data"  # beside runs/: the raw rows, quarantine and requests log
+    assert list(data.rglob("*.requests.jsonl")) and list(data.rglob("is_question.jsonl"))
+    assert not files_containing(data, needles)
     assert (models / "is_question_preprocessor.bin").is_file()
     assert not files_containing(models, needles)
     generate = (runs / "echo_bp" / "echo" / "notebooks" / "01_generate.ipynb").read_text("utf-8")

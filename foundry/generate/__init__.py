@@ -2,9 +2,10 @@
 
 Providers: ``offline`` (template grammar + hand-written seeds shipped in the blueprint; no
 network, no key), ``gemini`` and ``openai`` (see :mod:`foundry.generate.engine`). Raw rows
-are appended to ``runs/<blueprint>/raw/<stream>/<task>.jsonl``, where the stream names the
-provider and model (or, offline, a hash of the grammar), so re-running resumes a stream
-instead of starting over. The run folder gets a manifest per task naming the raw file.
+are appended to ``data/raw/<blueprint>/<stream>/<task>.jsonl`` (outside ``runs/``, so
+``make clean-runs`` never deletes them; see :func:`foundry.runs.raw_dir`), where the stream
+names the provider and model (or, offline, a hash of the grammar), so re-running resumes a
+stream instead of starting over. The run folder gets a manifest per task naming the raw file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from foundry.generate.sufficiency import (
     check_sufficiency,
     measure,
 )
-from foundry.runs import stage_dir
+from foundry.runs import blueprint_runs_dir, migrate_raw_store, raw_dir, stage_dir
 from foundry.stamps import write_stamp
 from foundry.summaries import StageSummary
 
@@ -199,11 +200,15 @@ def generate_task(
 ) -> GenerateSummary:
     """Fill the task's raw stream up to ``target`` rows and write the run's manifest.
 
-    Raw streams live beside the run folders (``<run_dir>/../raw/<stream>/``) so that every
-    run of the blueprint shares, and resumes, the same raw data.
+    Raw streams live in ``data/raw/<blueprint>/<stream>/`` (:func:`foundry.runs.raw_dir`) so
+    that every run of the blueprint shares, and resumes, the same raw data; a store still in
+    its old place, ``runs/<blueprint>/raw/``, is moved there first
+    (:func:`foundry.runs.migrate_raw_store`).
     """
     stream = stream_for(bp, task, provider, target)
-    raw_file = Path(run_dir).resolve().parent / "raw" / stream / f"{task.name}.jsonl"
+    if Path(run_dir).resolve().parent == blueprint_runs_dir(bp.name).resolve():
+        migrate_raw_store(bp.name, log=log)
+    raw_file = raw_dir(bp.name, run_dir) / stream / f"{task.name}.jsonl"
     # The store's lock is taken before the file is read: a concurrent forge of this stream
     # waits here, then finds the rows the other one stored and generates only what is missing.
     with RawStore(raw_file, log=log) as store:
