@@ -124,6 +124,9 @@ def test_clinc_slice_forges_with_out_of_scope(tmp_path: Path) -> None:
     assert trained.oof_proba.shape == in_sample.shape
     assert (trained.oof_proba.max(axis=1) < in_sample.max(axis=1)).mean() > 0.6
     assert train["size_bytes"] <= 40 * 1000
+    from fakes.summaries import rewritten_differently
+
+    assert rewritten_differently(folder, "intent_clinc", tmp_path / "again") == []
     for name in ("oos_curve.png", "confusion_heldout.png", "confused_pairs.csv"):
         assert (folder / "evaluate" / "intent_clinc" / name).is_file()
     notebook = (folder / "notebooks" / "04_evaluate.ipynb").read_text(encoding="utf-8")

@@ -58,6 +58,14 @@ def test_executed_notebooks_are_kept_with_outputs_and_html(e2e_forge):
     assert (run.parent / "LATEST").read_text().strip() == run.name
 
 
+def test_every_stage_summary_reads_back_through_its_model(e2e_forge, tmp_path):
+    from fakes.summaries import rewritten_differently
+
+    run, _ = e2e_forge
+    for task in TASKS:
+        assert rewritten_differently(run, task, tmp_path) == []
+
+
 def test_verify_replays_the_forged_conformance_vectors(e2e_forge):
     _, models = e2e_forge
     proc = subprocess.run([sys.executable, "-m", "foundry", "verify", "--models-dir", str(models)],

@@ -51,3 +51,19 @@ def write_eval_summary(run: Path, task: str = "is_question", **fields: Any) -> E
     summary = EvalSummary(**(values | fields))
     summary.write(Path(run) / "evaluate" / task)
     return summary
+
+
+def rewritten_differently(run: Path, task: str, folder: Path) -> list[str]:
+    """The stage summaries of ``task`` in ``run`` (a run folder a forge made) that do not
+    come back byte for byte when read through their model and written again into ``folder``:
+    a field the model lost, renamed or reformatted. Empty when every file round-trips."""
+    from foundry.generate import GenerateSummary
+    from foundry.summaries import TrainSummary
+
+    differ = []
+    for model in (GenerateSummary, RefineSummary, TrainSummary, EvalSummary):
+        path = Path(run) / model.stage / task / model.file_name
+        again = model.read(path).write(Path(folder) / model.stage / task)
+        if again.read_bytes() != path.read_bytes():
+            differ.append(str(path))
+    return differ
