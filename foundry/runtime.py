@@ -1078,7 +1078,7 @@ class _NumpyHead:
         if len(rows) >= 3:
             self.columns = dict(zip(vocabulary, range(len(vocabulary)), strict=True))
             self._gather = np.ascontiguousarray(np.column_stack((rows.T, self.idf2_array)))
-            self._tf_of = self.dtf + np.arange(len(self.dtf), dtype=np.float64)
+            self._tf_item = (self.dtf + np.arange(len(self.dtf))).tolist().__getitem__
             self._bias = np.asarray(self.intercepts, dtype=np.float64)
 
     def class_scores(self, cols: list[int]) -> np.ndarray:
@@ -1089,14 +1089,16 @@ class _NumpyHead:
         if not cols:
             return self._bias.copy()
         k = len(self._bias)
-        if len(set(cols)) == len(cols):  # every tf is 1
+        counts: dict[int, int] = {}
+        _count_elements(counts, cols)
+        if len(counts) == len(cols):  # every tf is 1
             both = _ADD(self._gather.take(cols, axis=0), axis=0)
             norm2 = float(both[k])
-        else:
-            unique, counts = np.unique(cols, return_counts=True)
-            tf = self._tf_of[counts]
-            both = tf @ self._gather[unique]
-            norm2 = float((tf * tf) @ self.idf2_array[unique])
+        else:  # a dict counts faster than np.unique sorts, and take() beats fancy indexing
+            unique = list(counts)
+            tf = np.array(list(map(self._tf_item, counts.values())))
+            both = tf @ self._gather.take(unique, axis=0)
+            norm2 = float((tf * tf) @ self.idf2_array.take(unique))
         scores = both[:k]
         if self.l2 and norm2 > 0.0:
             scores *= 1.0 / math.sqrt(norm2)
@@ -1209,23 +1211,25 @@ class _GramAutomaton:
     sum of the values of the vocabulary n-grams ending at that character)``; a character
     missing from a state's dict behaves as from the empty state (:attr:`root`), which is
     exact because a state's dict holds every transition whose result differs from the root's.
-    So no n-gram string is built: one dict look-up and one addition per character.
+    So no n-gram string is built: one dict look-up and one addition per character. The values
+    are anything ``+`` adds, with ``zero`` its identity: complex numbers (the binary path), or
+    tuples of column indices, whose "sum" lists the columns of the n-grams ending there.
     """
 
-    def __init__(self, values: dict[str, complex], spec: TextSpec) -> None:
+    def __init__(self, values: dict[str, Any], spec: TextSpec, zero: Any = 0j) -> None:
         grams = {g: v for g, v in values.items()
                  if spec.min_n <= len(g) <= spec.max_n and g != " "}
         prefixes = {g[:k] for g in grams for k in range(1, len(g))}
         nodes: dict[str, dict] = {s: {} for s in prefixes}
         root: dict = {}
         self.root = root
-        self.miss = (root, 0j)
+        self.miss = (root, zero)
         follow: dict[str, set[str]] = {}
         for q in (*grams, *prefixes):
             if len(q) > 1:
                 follow.setdefault(q[:-1], set()).add(q[-1])
         for c in {q for q in (*grams, *prefixes) if len(q) == 1}:
-            root[c] = (nodes.get(c, root), grams.get(c, 0j))
+            root[c] = (nodes.get(c, root), grams.get(c, zero))
         for s in sorted(prefixes, key=len):
             node = nodes[s]
             # The longest proper suffix of s that is a state: the rest of s cannot matter.
@@ -1235,7 +1239,7 @@ class _GramAutomaton:
             for c in follow.get(s, ()):
                 t = s + c
                 base = (parent.get(c) if parent else None) or root.get(c, self.miss)
-                node[c] = (nodes.get(t, base[0]), base[1] + grams.get(t, 0j))
+                node[c] = (nodes.get(t, base[0]), base[1] + grams.get(t, zero))
         self.start = root.get(" ", self.miss) if spec.word_boundary_padding else None
 
 
@@ -1327,8 +1331,11 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     """One-text prediction for a model of three or more labels, fused into one function.
 
     The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
-    for a graph with one score row per class: the text's in-vocabulary n-grams become column
-    indices and :meth:`_NumpyHead.class_scores` gives every class score at once; the softmax
+    for a graph with one score row per class: a :class:`_GramAutomaton` whose values are
+    1-tuples of columns lists the columns of the text's in-vocabulary n-grams (repeats
+    included) in one pass over its characters, without building an n-gram string (a third of
+    the time of an English text's slicing and look-ups), and :meth:`_NumpyHead.class_scores`
+    gives every class score at once; the softmax
     (the int8 and multinomial exports) runs on the score vector, without the max
     subtraction when a load-time bound proves that exp cannot overflow. None for a
     calibrated or binary model.
@@ -1337,7 +1344,9 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     if head.columns is None or graph.calibration is not None:
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
-    in_vocabulary, column_of = head.columns.__contains__, head.columns.__getitem__
+    automaton = _GramAutomaton({g: (c,) for g, c in head.columns.items()}, spec, ())
+    root_get, miss, start = automaton.root.get, automaton.miss, automaton.start
+    padded = spec.word_boundary_padding
     class_scores = head.class_scores
     softmax = graph.post_transform == "SOFTMAX" and not graph.l1_normalize
     # With L2-normalised non-negative features a class score is at most ||W_k|| + |b_k|:
@@ -1355,7 +1364,16 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
             raise TypeError(f"text must be str, got {type(text).__name__}")
         out = text.translate(table)
         out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
-        scores = class_scores(list(map(column_of, filter(in_vocabulary, slicer(out)))))
+        cols: list[int] = []
+        for unit in (out.split(" ") if padded else (out,)) if out else ():
+            node, found = start or miss
+            cols += found
+            for c in unit:
+                node, found = node.get(c) or root_get(c, miss)
+                cols += found
+            if padded:
+                cols += (node.get(" ") or root_get(" ", miss))[1]
+        scores = class_scores(cols)
         if plain_exp:
             scores = exp(scores)
             scores /= scores.sum()

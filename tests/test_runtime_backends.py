@@ -591,7 +591,9 @@ def test_fused_multiclass_predict_equals_the_general_path(models_dir):
     model = MicroModel.load("multiclass", models_dir=models_dir)
     assert model._fused_predict is not None and len(model.labels) > 2
     head = model._head
-    texts = [*_texts(), "好好好好好吗吗吗", "打开打开灯灯"]  # repeated n-grams: tf != 1
+    texts = [*_texts(), "好好好好好吗吗吗", "打开打开灯灯",  # repeated n-grams: tf != 1
+             "what is the balance of the checking account i opened at the bank last year",
+             "", " ", *HARD_CASES, *random_texts(500, seed=13)]
     for text in texts:
         normalized = fast_normalize(text, model.spec)
         general = model._answer(head.finish_one(head.scores(model._ngrams(normalized))),
@@ -630,9 +632,9 @@ def test_character_table_is_bounded(monkeypatch):
     assert text.translate(table) == text.lower().replace("\u3000", " ")  # uncached entries
 
 
-def _automaton_sum(automaton, normalized: str, spec: TextSpec) -> complex:
-    """Drive a ``_GramAutomaton`` over a normalised text as the fused predictor does."""
-    total = 0j
+def _automaton_sum(automaton, normalized: str, spec: TextSpec, zero=0j):
+    """Drive a ``_GramAutomaton`` over a normalised text as the fused predictors do."""
+    total = zero
     units = normalized.split(" ") if spec.word_boundary_padding else [normalized]
     for unit in units if normalized else []:
         node = automaton.root
@@ -663,3 +665,19 @@ def test_gram_automaton_sums_every_occurrence(spec):
         want = sum((values[g] for g in char_ngrams(text, spec) if g in values), 0j)
         got = _automaton_sum(automaton, text, spec)
         assert abs(got - want) < 1e-9, repr(text)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_gram_automaton_of_columns_lists_every_occurrence(spec):
+    """With 1-tuples of columns as values (the many-label fused path), the automaton's "sum"
+    lists the column of every in-vocabulary n-gram occurrence, repeats included."""
+    from foundry.runtime import _GramAutomaton
+
+    texts = [fast_normalize(t, spec) for t in [*QUESTIONS, *STATEMENTS, *random_texts(400, 7)]]
+    counts = Counter(g for t in texts for g in char_ngrams(t, spec))
+    vocabulary = [g for g, _ in counts.most_common(400)] + [" ", "x" * (spec.max_n + 1)]
+    columns = {g: (k,) for k, g in enumerate(vocabulary)}
+    automaton = _GramAutomaton(columns, spec, ())
+    for text in texts:
+        want = Counter(columns[g][0] for g in char_ngrams(text, spec) if g in columns)
+        assert Counter(_automaton_sum(automaton, text, spec, ())) == want, repr(text)
