@@ -98,6 +98,35 @@ def test_native_equals_python_on_forged_default_models() -> None:
         assert report.ok, report.failures[:5]
 
 
+def test_native_equals_python_on_a_100_label_model(tmp_path: Path) -> None:
+    """A many-label int8 model: the native class sums run in blocks of classes (64, 32, 16, 8
+    wide, by instruction set) over float32 weights; they answer like the numpy path."""
+    from conftest import fit_int8, install_model
+
+    rng = np.random.default_rng(3)
+    syllables = [a + b for a in "bcdfghklmnprstvz" for b in "aeiou"]
+    labels = [f"intent_{k:03d}" for k in range(100)]
+    keys = [rng.choice(syllables, 3) for _ in labels]  # each label's own syllables
+    texts, y = [], []
+    for k in range(len(labels)):
+        for _ in range(6):
+            words = [*rng.choice(keys[k], 2), *rng.choice(syllables, 3)]
+            texts.append(" ".join("".join(rng.choice(words, 2)) for _ in range(4)))
+            y.append(k)
+    trained = fit_int8(texts, np.array(y), labels, "many", temperature=0.3)
+    install_model(trained, tmp_path, "many", threshold=0.2, texts=texts[::3],
+                  out_of_scope="intent_000")
+    fast = MicroModel.load("many", tmp_path, backend="native")
+    slow = MicroModel.load("many", tmp_path, backend="numpy")
+    check = texts + fuzz_texts(texts[:50], 1000, seed=31)
+    want = slow.predict_many(check)
+    assert len({p.label for p in want}) > 50 and sum(not p.confident for p in want) > 20
+    assert_same_predictions(fast.predict_many(check), want, check)
+    assert_same_predictions([fast.predict(t) for t in check[::9]], want[::9], check[::9])
+    report = check_conformance(fast, tmp_path / "many_conformance.json")
+    assert report.ok, report.failures[:5]
+
+
 def test_native_applies_the_unfamiliarity_gate_like_python(gated_models) -> None:
     from conftest import UNFAMILIAR_TEXTS
 

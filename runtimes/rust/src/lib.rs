@@ -13,12 +13,14 @@
 //! ```
 //!
 //! The text spec is docs/preprocessor-spec.md; the ONNX graphs it reads are listed in
-//! [`graph`]. No ONNX Runtime: the classifier's weights are read from the `.onnx` and fused
-//! with the idf per vocabulary n-gram.
+//! [`graph`]. No ONNX Runtime: the classifier's weights are read from the `.onnx` (kept as
+//! its float32 values, one row of every class's weight per vocabulary n-gram) and summed per
+//! text in float64 ([`kernel`]).
 
 pub mod conformance;
 pub mod error;
 pub mod graph;
+pub mod kernel;
 pub mod model;
 pub mod proto;
 pub mod pyjson;

@@ -12,6 +12,7 @@ use crate::graph::{self, LinearGraph, Transform};
 use crate::proto::foundry_v1 as pb;
 use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings};
 use crate::vocabulary::GramIndex;
+use crate::kernel;
 
 /// `.bin` layouts this runtime reads (rule B3; 3: with the unfamiliarity gate, 4: and with
 /// reflex rules, 5: the vocabulary front-coded and the idf as a table index, rules optional).
@@ -139,6 +140,8 @@ pub struct Scratch {
     hits: Vec<u32>,
     counts: Vec<u32>,
     distinct: Vec<u32>,
+    /// `(column, tf * idf)` of the distinct in-vocabulary n-grams, in first-seen order.
+    terms: Vec<(u32, f64)>,
     sums: Vec<f64>,
     raw: Vec<f64>,
     /// Unfamiliarity of the last text given to [`MicroModel::proba_into`].
@@ -168,8 +171,11 @@ pub struct MicroModel {
     l2: bool,
     /// Score rows kept in `weights`: 1 for a binary model exported as rows `(-w, w)`.
     rows: usize,
-    /// `D x rows`: `idf[j] * W[k][j]` at `j * rows + k`.
-    weights: Vec<f64>,
+    /// `D x stride`: `W[k][j]` at `j * stride + k`, the graph's float32 values as they are
+    /// (the idf is applied per text, in float64), zeros past `rows` (see [`kernel`]).
+    weights: Vec<f32>,
+    /// Row length of `weights`: `rows` rounded up to a multiple of 16 when more than 8.
+    stride: usize,
     intercepts: Vec<f64>,
     transform: Transform,
     /// The unfamiliarity gate (section 5): n-grams of at least `min_order` code points count.
@@ -498,10 +504,11 @@ impl MicroModel {
         let antisymmetric = k == 2 && b[0] == -b[1] && (0..d).all(|j| w[j] == -w[d + j]);
         let first_row = if antisymmetric { 1 } else { 0 };
         let rows = k - first_row;
-        let mut weights = vec![0.0; d * rows];
+        let stride = if rows > 8 { rows.next_multiple_of(16) } else { rows };
+        let mut weights = vec![0.0f32; d * stride];
         for r in 0..rows {
             for j in 0..d {
-                weights[j * rows + r] = idf[j] * w[(first_row + r) * d + j] as f64;
+                weights[j * stride + r] = w[(first_row + r) * d + j];
             }
         }
         let gate = pre.familiarity.clone().unwrap_or_default();
@@ -524,6 +531,7 @@ impl MicroModel {
             l2: weighting.norm == 1,
             rows,
             weights,
+            stride,
             intercepts: b.iter().map(|&v| v as f64).collect(),
             transform: graph.transform,
             bin_path: bin_path.to_owned(),
@@ -688,7 +696,7 @@ impl MicroModel {
     {
         self.collect_hits(cps, scratch)?;
         scratch.unfamiliar = self.unfamiliarity(&scratch.chars, &scratch.hits);
-        let Scratch { hits, counts, distinct, sums, raw, .. } = scratch;
+        let Scratch { hits, counts, distinct, terms, sums, raw, .. } = scratch;
         if counts.len() < self.n_features {
             counts.resize(self.n_features, 0);
         }
@@ -701,20 +709,18 @@ impl MicroModel {
             *count += 1;
         }
         // With x = tf * idf / ||tf * idf||, the score of class k is b_k + sum_j x_j W[k][j]:
-        // sums of tf * (idf_j W[k][j]) and of (tf idf_j)^2, then one division.
+        // sums of (tf idf_j) W[k][j] and of (tf idf_j)^2, then one division.
         let rows = self.rows;
-        sums.clear();
-        sums.resize(rows, 0.0);
         let mut norm2 = 0.0;
+        terms.clear();
         for &col in distinct.iter() {
-            let col = col as usize;
-            let tf = self.tf(std::mem::take(&mut counts[col]));
-            norm2 += tf * tf * self.idf2[col];
-            let w = &self.weights[col * rows..(col + 1) * rows];
-            for (s, w) in sums.iter_mut().zip(w) {
-                *s += tf * w;
-            }
+            let tf = self.tf(std::mem::take(&mut counts[col as usize]));
+            norm2 += tf * tf * self.idf2[col as usize];
+            terms.push((col, tf * self.idf[col as usize]));
         }
+        sums.clear();
+        sums.resize(self.stride, 0.0);
+        kernel::accumulate(sums, &self.weights, terms);
         let scale = if self.l2 && norm2 > 0.0 { 1.0 / norm2.sqrt() } else { 1.0 };
         let k = self.labels.len();
         raw.clear();
