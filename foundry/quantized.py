@@ -140,6 +140,103 @@ class QuantizedLinearSVC(Int8Linear):
         return self
 
 
+def _score_columns(scores: np.ndarray) -> np.ndarray:
+    """Scores as ``[N, K]`` columns: a binary model's one score ``s`` per row becomes the
+    columns ``[-s/2, s/2]`` (``softmax`` of them is ``[1 - sigmoid(s), sigmoid(s)]``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:
+        return np.column_stack([-scores / 2, scores / 2])
+    return scores
+
+
+class QuantizedLinearBlend(Int8Linear):
+    """The mean of a linear SVM's and a multinomial logistic regression's logits, each
+    divided by its own temperature, as one linear model with int8 weights.
+
+    Both parts are fitted on the same features; averaging the logits of two linear models
+    over the same features is one linear model, ``W = (W_svm / T_svm + W_lr / T_lr) / 2``
+    (the intercepts likewise), so the blend ships through the graph of
+    :func:`quantized_onnx` and every runtime path of :class:`Int8Linear` unchanged. Only the
+    blended weights are kept (the parts are not stored).
+
+    The part temperatures put the two kinds of score on one scale (an SVM margin of 1 and a
+    logit of 1 mean different confidences). Each is the ``T`` minimising the log loss of
+    ``softmax(part scores / T)`` on out-of-fold scores of the training rows
+    (``part_folds``-fold stratified cross-fitting: the rows a part is scored on were not
+    among those it was fitted on); they are stored as ``part_temperatures_``. Like the int8
+    SVM, the blend's own ``temperature`` is 1 until :meth:`set_temperature` (the train stage
+    fits it on dev scores).
+    """
+
+    def __init__(self, C: float = 1.0, lr_C: float = 30.0, class_weight: Any = None,
+                 part_folds: int = 3, max_iter: int = 20000, random_state: int | None = None,
+                 temperature: float = 1.0) -> None:
+        self.C = C
+        self.lr_C = lr_C
+        self.class_weight = class_weight
+        self.part_folds = part_folds
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.temperature = temperature
+
+    def parts(self) -> tuple[Any, Any]:
+        """The two unfitted parts: ``(LinearSVC, LogisticRegression)``."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
+        svm = LinearSVC(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
+                        random_state=self.random_state)
+        # lbfgs (multinomial for three classes or more) is deterministic.
+        lr = LogisticRegression(C=self.lr_C, class_weight=self.class_weight,
+                                max_iter=self.max_iter, random_state=self.random_state)
+        return svm, lr
+
+    def fit_part_temperatures(self, X: Any, y: np.ndarray,
+                              sample_weight: np.ndarray | None = None) -> tuple[float, float]:
+        """``(T_svm, T_lr)`` fitted on the parts' out-of-fold scores of ``X`` (see the class
+        docstring)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y = np.asarray(y)
+        classes = np.unique(y)
+        target = np.searchsorted(classes, y)
+        # A label absent from a fold's fitting rows gets no score (-inf, probability 0); its
+        # held-out rows then do not count (a label with fewer rows than folds), nor do the
+        # rows of a fold whose fitting rows hold a single label.
+        oof = [np.full((len(y), len(classes)), -np.inf) for _ in range(2)]
+        scored = np.zeros(len(y), dtype=bool)
+        n_splits = min(self.part_folds, max(2, np.bincount(target).max()))
+        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        for fit_rows, held in folds.split(np.zeros(len(y)), y):
+            seen = np.unique(target[fit_rows])
+            if len(seen) < 2:
+                continue
+            w = None if sample_weight is None else np.asarray(sample_weight)[fit_rows]
+            for k, part in enumerate(self.parts()):
+                fitted = part.fit(X[fit_rows], y[fit_rows], sample_weight=w)
+                cols = _score_columns(fitted.decision_function(X[held]))
+                oof[k][np.ix_(held, seen)] = cols
+            scored[held] = np.isin(target[held], seen)
+        if not scored.any():
+            return 1.0, 1.0
+        t_svm, t_lr = (fit_temperature(s[scored], target[scored]) for s in oof)
+        return t_svm, t_lr
+
+    def fit(self, X: Any, y: np.ndarray, sample_weight: np.ndarray | None = None
+            ) -> QuantizedLinearBlend:
+        t_svm, t_lr = self.fit_part_temperatures(X, y, sample_weight)
+        svm, lr = self.parts()
+        svm.fit(X, y, sample_weight=sample_weight)
+        lr.fit(X, y, sample_weight=sample_weight)
+        W = (np.asarray(svm.coef_, dtype=np.float64) / t_svm
+             + np.asarray(lr.coef_, dtype=np.float64) / t_lr) / 2
+        b = (np.asarray(svm.intercept_, dtype=np.float64) / t_svm
+             + np.asarray(lr.intercept_, dtype=np.float64) / t_lr) / 2
+        self.part_temperatures_ = (t_svm, t_lr)
+        self._set_weights(W, b, svm.classes_)
+        return self
+
+
 class Int8Logistic(Int8Linear):
     """A fitted binary logistic model ``p1 = sigmoid(a * (w.x + b) + c)`` (a logistic
     regression, or a linear model under a Platt map) as two int8 columns.
@@ -188,6 +285,13 @@ class Int8Logistic(Int8Linear):
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+
+def takes_temperature(clf: Any) -> bool:
+    """Whether ``clf``'s probabilities are ``softmax(scores / T)`` with a temperature still to
+    fit on held-out scores (:class:`QuantizedLinearSVC`, :class:`QuantizedLinearBlend`); not an
+    :class:`Int8Logistic`, whose calibration is folded into its weights."""
+    return isinstance(clf, Int8Linear) and not isinstance(clf, Int8Logistic)
 
 
 def binary_score_map(clf: Any) -> tuple[Any, float, float] | None:

@@ -7,7 +7,7 @@ on test) and it is ``cv_folds`` times cheaper, which matters with 60-150 labels:
 on 15,000 CLINC150 rows takes tens of seconds per fit on two cores.
 
 The dev split also fits the temperature of :class:`foundry.quantized.QuantizedLinearSVC`
-(its probabilities), and its probabilities are what the evaluate stage chooses the threshold
+and :class:`foundry.quantized.QuantizedLinearBlend` (their probabilities), and its probabilities are what the evaluate stage chooses the threshold
 on (``oof_proba`` of the :class:`foundry.trained.TrainedModel`). The accuracy-against-size table
 is scored on dev too, with the float32 size of the same vocabulary beside the int8 size.
 
@@ -228,7 +228,7 @@ def _refit_with_dev(bp: Blueprint, task: Task, recipe: Recipe, params: dict[str,
     dev row scored by a model fitted on the training rows and the other half of dev; the
     temperature fitted on those scores). Dev rows equal or near an exam or test text are
     scored but never trained on."""
-    from foundry.quantized import QuantizedLinearSVC, fit_temperature
+    from foundry.quantized import fit_temperature, takes_temperature
 
     (texts, y, w), (dev_texts, y_dev) = train, dev
     excluded = dev_rows_near_held_out(bp, task, dev_texts)
@@ -244,7 +244,7 @@ def _refit_with_dev(bp: Blueprint, task: Task, recipe: Recipe, params: dict[str,
     scores = np.zeros((len(y_dev), len(task.label_names)))
     for pipe, held in models:
         scores[held] = _scores(pipe, [dev_texts[i] for i in held])
-    quantized = isinstance(models[0][0].named_steps["clf"], QuantizedLinearSVC)
+    quantized = takes_temperature(models[0][0].named_steps["clf"])
     temperature = fit_temperature(scores, y_dev) if quantized else 1.0
     dev_proba = np.zeros_like(scores)
     for pipe, held in models:
@@ -276,10 +276,10 @@ def _measured(pipe: Any, vocabulary: list[str] | None,
 
 def _set_temperature(pipe: Any, texts: list[str], y: np.ndarray) -> float:
     """Fit the temperature of ``pipe``'s classifier on ``texts`` (1 for other classifiers)."""
-    from foundry.quantized import QuantizedLinearSVC, fit_temperature
+    from foundry.quantized import fit_temperature, takes_temperature
 
     clf = pipe.named_steps["clf"]
-    if not isinstance(clf, QuantizedLinearSVC):
+    if not takes_temperature(clf):
         return 1.0
     t = fit_temperature(_scores(pipe, texts), y)
     clf.set_temperature(t)
@@ -291,9 +291,9 @@ def _size_curve(pruned: Any, full: Any, fit_top: Callable[[int], tuple[Any, list
                 y_dev: np.ndarray, k_classes: int) -> pd.DataFrame:
     """Dev macro-F1 / accuracy and artifact bytes (int8 as shipped, float32 for comparison)
     for a few vocabulary sizes, each refitted on the top-ranked n-grams."""
-    from foundry.quantized import QuantizedLinearSVC
+    from foundry.quantized import Int8Linear
 
-    quantized = isinstance(full.named_steps["clf"], QuantizedLinearSVC)
+    quantized = isinstance(full.named_steps["clf"], Int8Linear)
     n_full = len(full.named_steps["tfidf"].vocabulary_)
     n_final = len(pruned.vocabulary) if pruned.vocabulary is not None else n_full
     ladder = size_ladder(n_full, n_final)

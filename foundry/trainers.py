@@ -12,7 +12,8 @@ to the ONNX contract of the architecture (input ``features`` float32 ``[N, D]``,
 Grid keys of ``train.grid`` in a blueprint (each maps to a list of candidate values):
 
 - classifier keys, per trainer (``C`` for the linear ones, ``alpha`` for naive Bayes,
-  ``class_weight`` for the linear ones, ``hidden`` and ``alpha`` for the perceptron);
+  ``class_weight`` for the linear ones, ``hidden`` and ``alpha`` for the perceptron,
+  ``lr_C`` for the logistic part of ``tfidf_linear_blend_int8``, whose ``C`` is its SVM's);
 - vectorizer keys ``min_df``, ``max_df``, ``max_features``, ``sublinear_tf``;
 - ``ngram``: ``[min_n, max_n]`` pairs, overriding ``train.features.min_n/max_n``.
 """
@@ -154,6 +155,14 @@ def _svm_int8(params: Mapping[str, Any], seed: int) -> BaseEstimator:
                               class_weight=params.get("class_weight"), random_state=seed)
 
 
+def _linear_blend_int8(params: Mapping[str, Any], seed: int) -> BaseEstimator:
+    from foundry.quantized import QuantizedLinearBlend
+
+    return QuantizedLinearBlend(C=float(params.get("C", 1.0)),
+                                lr_C=float(params.get("lr_C", 30.0)),
+                                class_weight=params.get("class_weight"), random_state=seed)
+
+
 def _complement_nb(params: Mapping[str, Any], seed: int) -> ComplementNB:
     from sklearn.naive_bayes import ComplementNB
 
@@ -204,6 +213,15 @@ register(Trainer(
     only_calibrations=("none",),  # its probabilities are softmax(scores / T), T fitted on dev
 ))
 register(Trainer(
+    name="tfidf_linear_blend_int8",
+    description="TF-IDF char n-grams + the mean of a linear SVM's and a multinomial logistic "
+                "regression's logits (each over its own temperature) as one linear model with "
+                "int8 weights, softmax with a temperature",
+    build=_linear_blend_int8,
+    classifier_keys=("C", "lr_C", "class_weight"),  # C: the SVM's; lr_C: the regression's
+    only_calibrations=("none",),  # as tfidf_svm_int8: softmax(scores / T), T fitted on dev
+))
+register(Trainer(
     name="tfidf_mlp",
     description="TF-IDF char n-grams + a one-hidden-layer perceptron (ReLU), scored by ONNX "
                 "Runtime",
@@ -246,7 +264,7 @@ def _value_problem(key: str, value: Any) -> str | None:
         )
         if not ok:
             return f"{value!r} is not a [min_n, max_n] pair with 1 <= min_n <= max_n"
-    elif key in ("C", "alpha"):
+    elif key in ("C", "lr_C", "alpha"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             return f"{value!r} must be a positive number"
     elif key in ("min_df", "max_df"):

@@ -180,3 +180,16 @@ def test_confused_pairs_table() -> None:
     pairs = confused_pairs(gold, pred)
     assert pairs.iloc[0].tolist() == ["a", "b", 2, pytest.approx(2 / 3, abs=1e-4)]
     assert len(pairs) == 2
+
+
+def test_only_models_with_a_temperature_to_fit_take_one() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from foundry.quantized import QuantizedLinearBlend, takes_temperature
+
+    x, y = _data(n=300, k=3)
+    x2, y2 = _data(n=300, k=2)
+    assert takes_temperature(QuantizedLinearSVC(random_state=0).fit(x, y))
+    assert takes_temperature(QuantizedLinearBlend(random_state=0).fit(x, y))
+    assert not takes_temperature(int8_logistic(LogisticRegression(max_iter=1000).fit(x2, y2)))
+    assert not takes_temperature(LogisticRegression(max_iter=1000).fit(x, y))

@@ -30,6 +30,8 @@ STATEMENTS = ["帮我记一下明天开会", "打开客厅的灯", "好的", "�
               "播放周杰伦的歌", "设个七点的闹钟", "提醒我交报告", "关掉空调", "嗯嗯知道了"]
 TEXTS = QUESTIONS * 3 + STATEMENTS * 3
 Y = np.array([0] * 30 + [1] * 30)
+#: Trainers whose classifier is an int8 linear model with a temperature (foundry/quantized.py).
+INT8_TRAINERS = ("tfidf_svm_int8", "tfidf_linear_blend_int8")
 
 
 def test_registry_has_the_three_trainers():
@@ -97,7 +99,7 @@ def test_every_trainer_converts_to_the_onnx_contract(name, calibration):
     pipe.fit(TEXTS, Y)
     clf = pipe.named_steps["clf"]
     d = len(pipe.named_steps["tfidf"].vocabulary_)
-    if name == "tfidf_svm_int8":  # not an skl2onnx model: the exporter builds its graph
+    if name in INT8_TRAINERS:  # not an skl2onnx model: the exporter builds its graph
         from types import SimpleNamespace
 
         import onnx
@@ -148,13 +150,18 @@ MANY_Y = np.array([0] * 10 + [1] * 10 + [2] * 3 + [3] * 3)
 
 
 @pytest.mark.parametrize(("name", "labels"), [("tfidf_svm_int8", 4), ("tfidf_logreg", 4),
-                                              ("tfidf_logreg", 2), ("tfidf_svm_int8", 2)])
+                                              ("tfidf_logreg", 2), ("tfidf_svm_int8", 2),
+                                              ("tfidf_linear_blend_int8", 4),
+                                              ("tfidf_linear_blend_int8", 2)])
 def test_log_odds_weights_add_up_to_the_log_odds_of_the_probabilities(name, labels):
     texts, y = (MANY_TEXTS, MANY_Y) if labels == 4 else (TEXTS, Y)
     pipe = make_pipeline(get_trainer(name), TextSpec(), True, {}, seed=0).fit(texts, y)
     clf = pipe.named_steps["clf"]
-    if name == "tfidf_svm_int8":
-        clf.set_temperature(0.37)  # folded into the weights, as the export folds it
+    if name in INT8_TRAINERS:  # folded into the weights, as the export folds it
+        # (the 2-label rows repeat each text three times: the blend's out-of-fold part scores
+        # separate them, its part temperatures hit their lower bound and its scores reach
+        # ~300; a large temperature keeps its probabilities above 0)
+        clf.set_temperature(0.37 if name == "tfidf_svm_int8" else 100.0)
     W, b = log_odds_weights(clf, labels)
     x = pipe.named_steps["tfidf"].transform(MANY_TEXTS + ["完全没见过的话"])
     assert W.shape == (labels, x.shape[1]) and b.shape == (labels,)
@@ -189,7 +196,11 @@ def test_feature_ranking_puts_the_deciding_ngram_first(name):
 
 def test_capabilities_say_how_a_trainer_is_explained_and_run():
     assert all(TRAINERS[n].linear for n in ("tfidf_logreg", "tfidf_linear_svm",
-                                            "tfidf_complement_nb", "tfidf_svm_int8"))
+                                            "tfidf_complement_nb", *INT8_TRAINERS))
+    for name in INT8_TRAINERS:  # explained by their weights, prunable, softmax(scores / T)
+        trainer = get_trainer(name)
+        assert trainer.explained_by == "weights" and trainer.prunable
+        assert trainer.prune_by == "coef" and trainer.calibrations == ("none",)
     mlp = get_trainer("tfidf_mlp")
     assert not mlp.linear and mlp.prunable and mlp.explained_by == "occlusion"
     assert mlp.calibrations == ("none",) and mlp.prune_by == "chi2"
@@ -218,3 +229,110 @@ def test_mlp_pairs_are_byte_identical_for_the_same_seed():
 
     assert pair(0) == pair(0)
     assert pair(0)[0] != pair(1)[0]
+
+
+def _blend_and_parts(params, texts, y):
+    """A fitted blend pipeline, its features of ``texts``, and its two parts fitted by
+    scikit-learn directly on the same features with the same parameters."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    pipe = make_pipeline(get_trainer("tfidf_linear_blend_int8"), TextSpec(), True, params,
+                         seed=0).fit(texts, y)
+    x = pipe.named_steps["tfidf"].transform(texts)
+    clf = pipe.named_steps["clf"]
+    svm = LinearSVC(C=clf.C, max_iter=20000, random_state=0).fit(x, y)
+    lr = LogisticRegression(C=clf.lr_C, max_iter=20000, random_state=0).fit(x, y)
+    return pipe, x, svm, lr
+
+
+@pytest.mark.parametrize("labels", [4, 2])
+def test_blend_decision_is_the_mean_of_its_parts_logits(labels):
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from foundry.quantized import fit_temperature
+
+    texts, y = (MANY_TEXTS, MANY_Y) if labels == 4 else (TEXTS, Y)
+    pipe, x, svm, lr = _blend_and_parts({"C": 2.0, "lr_C": 10.0}, texts, y)
+    clf = pipe.named_steps["clf"]
+    assert (clf.C, clf.lr_C) == (2.0, 10.0)  # the grid keys reach the parts
+    t_svm, t_lr = clf.part_temperatures_
+    # Each part's temperature is fitted on its out-of-fold scores of the training rows.
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    for part, t in ((svm, t_svm), (lr, t_lr)):
+        oof = cross_val_predict(clone(part), x, y, cv=folds, method="decision_function")
+        if labels == 2:
+            oof = np.column_stack([-oof / 2, oof / 2])
+        assert t == pytest.approx(fit_temperature(oof, y), rel=1e-9)
+    probe = pipe.named_steps["tfidf"].transform(MANY_TEXTS + TEXTS + ["完全没见过的话"])
+    mean = (svm.decision_function(probe) / t_svm + lr.decision_function(probe) / t_lr) / 2
+    if labels == 2:  # one score per row: class 1 against class 0, the half-columns apart
+        decision = clf.decision_function(probe)
+        decision = decision[:, 1] - decision[:, 0]
+    else:
+        decision = clf.decision_function(probe)
+    # int8: each weight within half a rounding step of the float mean, so each score within
+    # half a step times the row's L1 norm (TF-IDF rows are L2-normalised, a few dozen terms).
+    W = (svm.coef_ / t_svm + lr.coef_ / t_lr) / 2
+    step = np.abs(W).max(axis=1) / 127
+    l1 = np.asarray(abs(probe).sum(axis=1)).ravel()
+    # (binary: the half-columns -W/2, W/2 round with half the step, exact negatives, so
+    # their difference is within the same bound)
+    bound = 0.5 * (l1 if labels == 2 else l1[:, None]) * (step[0] if labels == 2 else step) + 1e-6
+    assert (np.abs(decision - mean) <= bound).all()
+    assert (decision.argmax(axis=1) if labels > 2 else decision > 0).tolist() == (
+        mean.argmax(axis=1) if labels > 2 else mean > 0).tolist()
+
+
+@pytest.mark.parametrize("labels", [4, 2])
+def test_blend_exports_through_the_int8_graph(labels):
+    from types import SimpleNamespace
+
+    import onnx
+
+    from foundry.pair import classifier_onnx_bytes
+    from foundry.quantized import Int8Linear, quantized_onnx
+    from foundry.runtime import read_linear_graph
+
+    texts, y = (MANY_TEXTS, MANY_Y) if labels == 4 else (TEXTS, Y)
+    pipe = make_pipeline(get_trainer("tfidf_linear_blend_int8"), TextSpec(), True, {},
+                         seed=0).fit(texts, y)
+    clf = pipe.named_steps["clf"].set_temperature(0.6)
+    assert isinstance(clf, Int8Linear)
+    onnx_bytes = classifier_onnx_bytes(SimpleNamespace(pipeline=pipe), "t")
+    d = len(pipe.named_steps["tfidf"].vocabulary_)
+    assert onnx_bytes == quantized_onnx(clf, d, "t", 15)  # the int8 SVM's graph, unchanged
+    assert {i.name for i in onnx.load_from_string(onnx_bytes).graph.initializer} == {
+        "W_q", "W_scale", "b"}
+    x = pipe.named_steps["tfidf"].transform(MANY_TEXTS + TEXTS + ["完全没见过的话"])
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    label, proba = sess.run(None, {"features": x.astype(np.float32).toarray()})
+    expected = clf.predict_proba(x.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    np.testing.assert_array_equal(label, expected.argmax(axis=1))
+    graph = read_linear_graph(onnx_bytes)  # what the fused numpy and native paths read
+    assert graph is not None and graph.coefficients.shape == (labels, d)
+
+
+def test_blend_grid_keys_are_checked():
+    trainer = get_trainer("tfidf_linear_blend_int8")
+    assert set(trainer.classifier_keys) == {"C", "lr_C", "class_weight"}
+    assert expand_grid(trainer, {"C": [1.0, 2.0], "lr_C": [30.0]}) == [
+        {"C": 1.0, "lr_C": 30.0}, {"C": 2.0, "lr_C": 30.0}]
+    with pytest.raises(GridError, match=r"train\.grid\.lr_C: 0 must be a positive number"):
+        expand_grid(trainer, {"lr_C": [0]})
+    with pytest.raises(GridError, match=r"train\.grid\.lr_C: not a parameter of trainer "
+                                        r"'tfidf_svm_int8'"):
+        expand_grid(get_trainer("tfidf_svm_int8"), {"lr_C": [30.0]})
+
+
+def test_blend_fits_labels_rarer_than_its_folds():
+    """A label with fewer rows than the part folds: its held-out rows are left out of the
+    part temperatures, the blend still fits every label."""
+    texts = MANY_TEXTS + ["关掉闹钟"]
+    y = np.append(MANY_Y, 4)  # label 4: one row
+    pipe = make_pipeline(get_trainer("tfidf_linear_blend_int8"), TextSpec(), True, {},
+                         seed=0).fit(texts, y)
+    clf = pipe.named_steps["clf"]
+    assert clf.coef_.shape[0] == 5 and all(np.isfinite(clf.part_temperatures_))
