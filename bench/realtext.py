@@ -171,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", default="", help="run folder or id; default: the latest run")
     ap.add_argument("--tasks", nargs="*", help="default: every task with a real pool")
     ap.add_argument("--weights", nargs="*", type=float, default=None,
-                    help="weights of real rows to compare (default: train.source_weights)")
+                    help="weights of real rows to compare, for every task (default: each "
+                         "task's own, tasks[].source_weights over train.source_weights)")
     args = ap.parse_args(argv)
     bp = load_blueprint(args.blueprint)
     run = resolve_run_dir(bp.name, args.run_dir or latest_run_dir(bp.name))
     tasks = [bp.task(t) for t in args.tasks] if args.tasks else bp.tasks
-    weights = args.weights or [bp.spec.train.source_weights.get(REAL_SOURCE, 1.0)]
     quantile = bp.spec.evaluate.familiarity_quantile
     print(f"run: {run}; unfamiliarity gate at the {quantile:g} quantile of the other corpora's "
           "dev rows; thresholds for target precision "
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
           "| left-out acc | confident: coverage / precision (errors) | with the gate |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for task in tasks:
-        for w in weights:
+        for w in args.weights or [bp.source_weights(task).get(REAL_SOURCE, 1.0)]:
             print("\n".join(bench_task(bp, task, run, w, quantile)), flush=True)
     return 0
 

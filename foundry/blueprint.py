@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -43,6 +44,15 @@ def is_blueprint_name(name: str) -> bool:
 
 class BlueprintError(ConfigError):
     """A blueprint is missing, malformed or inconsistent; the message says where and why."""
+
+
+def positive_weights(weights: dict[str, float]) -> dict[str, float]:
+    """``weights`` (source -> weight of its training rows) if every weight is a positive
+    number; else a ValueError listing the others."""
+    bad = {k: w for k, w in weights.items() if not (w > 0 and math.isfinite(w))}
+    if bad:
+        raise ValueError(f"weights must be positive finite numbers, got {bad}")
+    return weights
 
 
 class _Strict(BaseModel):
@@ -191,6 +201,10 @@ class Task(_Strict):
     threshold_on_dev: bool = Field(
         True, description="whether the dev split takes part in the confidence threshold (it "
                           "is reported either way); false when it is not the task's traffic")
+    source_weights: dict[str, float] | None = Field(
+        None, description="this task's weight of a training row by its source (e.g. {real: "
+                          "3.0}); a source named here overrides train.source_weights for this "
+                          "task only, the others keep the blueprint-wide weight")
     dataset: Dataset | None = Field(
         None, description="labelled files with roles train/dev/test (the dataset provider)")
     out_of_scope: str | None = Field(
@@ -207,6 +221,11 @@ class Task(_Strict):
         if not _NAME.match(v):
             raise ValueError(f"task name {v!r} must match {_NAME.pattern} (it names files)")
         return v
+
+    @field_validator("source_weights")
+    @classmethod
+    def _positive_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        return v if v is None else positive_weights(v)
 
     @field_validator("labels")
     @classmethod
@@ -345,7 +364,7 @@ class Train(_Strict):
                                description="the text spec (docs/preprocessor-spec.md)")
     source_weights: dict[str, float] = Field(
         default_factory=dict, description="weight of a training row by its source (e.g. "
-        "{real: 2.0}); sources not named weigh 1")
+        "{real: 2.0}); sources not named weigh 1; tasks[].source_weights overrides it per task")
     grid: dict[str, list[Any]] = Field(
         default_factory=lambda: {"C": [1.0, 4.0, 16.0]},
         description="candidate values per parameter of the trainer, cross-validated")
@@ -420,10 +439,7 @@ class Train(_Strict):
     @field_validator("source_weights")
     @classmethod
     def _positive_weights(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: w for k, w in v.items() if not w > 0}
-        if bad:
-            raise ValueError(f"weights must be positive numbers, got {bad}")
-        return v
+        return positive_weights(v)
 
 
 class Evaluate(_Strict):
@@ -541,6 +557,11 @@ class Blueprint:
                 return t
         known = ", ".join(t.name for t in self.spec.tasks)
         raise BlueprintError(f"{self.root / BLUEPRINT_FILE}: no task {name!r} (tasks: {known})")
+
+    def source_weights(self, task: Task) -> dict[str, float]:
+        """Weight of ``task``'s training rows by source: ``train.source_weights`` with the
+        task's own ``source_weights`` on top (sources named in neither weigh 1)."""
+        return {**self.spec.train.source_weights, **(task.source_weights or {})}
 
     def path(self, relative: str) -> Path:
         """Absolute path of a file named in the blueprint."""

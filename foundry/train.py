@@ -170,8 +170,9 @@ def sample_weights(split: Split, balance: str,
     With ``refine.balance: class_weight`` the refine stage already wrote each row's
     inverse-class-frequency ``weight`` (``n / (k * n_label)``); rows without one weigh 1.
     Applying ``compute_sample_weight("balanced")`` on top would square the correction.
-    ``source_weights`` (``train.source_weights``) multiplies the weight of each row by the
-    weight of its source (e.g. ``{"real": 2.0}``).
+    ``source_weights`` (``train.source_weights`` with the task's ``source_weights`` on top,
+    :meth:`Blueprint.source_weights`) multiplies the weight of each row by the weight of its
+    source (e.g. ``{"real": 2.0}``).
     """
     if balance == "class_weight" and np.all(split.weight == 1.0):
         # A hand-made split without weights: balance it here instead.
@@ -528,7 +529,7 @@ def _training_data(bp: Blueprint, task: Task, run_dir: Path
     if missing:
         raise TrainDataError(f"{split.path}: no training rows for label(s) {', '.join(missing)}")
     check_exam_not_in_training(split, bp.path(task.exam))
-    w = sample_weights(split, summary.balance, bp.spec.train.source_weights)
+    w = sample_weights(split, summary.balance, bp.source_weights(task))
     dev_rows = load_real(bp, task, "dev")
     dev = DevSet([r.text for r in dev_rows],
                  np.asarray([labels.index(r.label) for r in dev_rows], dtype=np.int64))

@@ -55,6 +55,27 @@ def test_refit_on_dev_needs_dev_selection(tmp_path):
         load_blueprint(path)
 
 
+def test_a_task_overrides_source_weights_for_itself_only(tmp_path):
+    def mutate(d):
+        d["train"]["source_weights"] = {"real": 2.0, "seed": 0.5}
+        d["tasks"][1]["source_weights"] = {"real": 4.0}
+
+    bp = load_blueprint(_copy(tmp_path, mutate))
+    assert bp.source_weights(bp.task("is_question")) == {"real": 2.0, "seed": 0.5}
+    assert bp.source_weights(bp.task("confirmation")) == {"real": 4.0, "seed": 0.5}
+    assert load_blueprint("text_classification").source_weights(bp.task("is_question")) == {}
+
+
+@pytest.mark.parametrize("weight", [0, -1.0, float("nan"), float("inf"), "heavy"])
+def test_a_bad_task_source_weight_names_the_task_and_field(tmp_path, weight):
+    path = _copy(tmp_path, lambda d: d["tasks"][1].__setitem__("source_weights", {"real": weight}))
+    with pytest.raises(BlueprintError, match=r"blueprint\.yaml: tasks\[1\]\.source_weights"):
+        load_blueprint(path)
+    report = check_blueprint(path)
+    assert not report.ok
+    assert "tasks[1].source_weights" in report.format()
+
+
 def test_missing_file_is_named(tmp_path):
     path = _copy(tmp_path)
     (path / "exam" / "confirmation.jsonl").unlink()

@@ -200,13 +200,15 @@ def test_dev_texts_and_their_near_duplicates_never_train():
 # ---------------------------------------------------------------------------- train, evaluate
 
 
-def write_blueprint(root: Path, *, dev: list[dict], train: dict | None = None) -> None:
+def write_blueprint(root: Path, *, dev: list[dict], train: dict | None = None,
+                    task: dict | None = None) -> None:
     spec = {
         "name": "tiny",
         "tasks": [{"name": "is_question", "constitution": "c.md", "exam": "exam/q.jsonl",
                    "real": "real/q.jsonl", "dev": "dev/q.jsonl",
                    "labels": [{"name": "Question", "definition": "q", "categories": ["c0"]},
-                              {"name": "Statement", "definition": "s", "categories": ["c0"]}]}],
+                              {"name": "Statement", "definition": "s", "categories": ["c0"]}],
+                   **(task or {})}],
         "train": {"grid": {"C": [4.0]}, "cv_folds": 3, "seed": 1, **(train or {})},
         "evaluate": {"target_precision": 0.95, "exam_min_accuracy": 0.5},
         "export": {"size_budget_kb": None},
@@ -247,6 +249,23 @@ def test_source_weights_multiply_the_row_weights(real_run):
     w = sample_weights(split, "undersample", {"real": 3.0})
     assert set(w[split.real].tolist()) == {3.0} and set(w[~split.real].tolist()) == {1.0}
     assert split.real.sum() == 200
+
+
+def test_the_train_stage_weighs_rows_by_the_tasks_own_source_weights(tmp_path):
+    from foundry.train import _training_data
+
+    write_blueprint(tmp_path / "bp", dev=make_real(20, 9),
+                    train={"source_weights": {"real": 3.0, "seed": 2.0}},
+                    task={"source_weights": {"real": 1.5}})
+    bp = load_blueprint(tmp_path / "bp")
+    run = tmp_path / "run"
+    seeds = [{**r, "source": "seed"} for r in make_rows(10, 4)]
+    real = [{**r, "source": "real"} for r in make_real(30, 3)]
+    write_jsonl(run / "refine/is_question/train.jsonl", make_rows(40, 1) + seeds + real)
+    write_refine_summary(run, train_rows=80, data=b"x")
+    _, split, w, _ = _training_data(bp, bp.tasks[0], run)
+    by_source = {s: set(w[[x == s for x in split.sources]].tolist()) for s in set(split.sources)}
+    assert by_source == {"real": {1.5}, "seed": {2.0}, "synthetic": {1.0}}
 
 
 def test_calibration_is_chosen_on_the_dev_split(real_run):
