@@ -336,3 +336,17 @@ def test_blend_fits_labels_rarer_than_its_folds():
                          seed=0).fit(texts, y)
     clf = pipe.named_steps["clf"]
     assert clf.coef_.shape[0] == 5 and all(np.isfinite(clf.part_temperatures_))
+
+
+def test_the_scaffold_names_every_registered_trainer():
+    """`foundry blueprint new` writes a blueprint whose trainer comment lists the choices."""
+    import re
+    from pathlib import Path
+
+    import foundry.scaffold
+    from foundry.trainers import TRAINERS
+
+    template = Path(foundry.scaffold.__file__).parent / "template" / "blueprint.yaml"
+    line = next(ln for ln in template.read_text(encoding="utf-8").splitlines()
+                if re.match(r"\s+trainer:", ln))
+    assert sorted(line.split("#", 1)[1].replace("|", " ").split()) == sorted(TRAINERS)
