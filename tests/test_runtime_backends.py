@@ -24,22 +24,19 @@ from conftest import QUESTIONS, STATEMENTS, install_model
 from foundry.conformance_cases import HARD_CASES
 from foundry.familiarity import Familiarity
 from foundry.runtime import (
-    _CAPITAL_SIGMA,
-    _JOIN,
-    _UNSAFE,
     VECTOR_MIN_BATCH,
     ArtifactError,
     MicroModel,
     NgramSlicer,
     Prediction,
-    _logistic,
-    _post_transform,
-    _prediction,
     check_conformance,
     fast_normalize,
     normalize_many,
     read_linear_graph,
 )
+from foundry.runtime.heads import _logistic, _post_transform
+from foundry.runtime.normalize import _CAPITAL_SIGMA, _JOIN, _UNSAFE
+from foundry.runtime.prediction import _prediction
 from foundry.textspec import WHITESPACE, TextSpec, char_ngrams, normalize
 
 GREETINGS = ["你好", "早上好", "晚安", "hello", "hi there", "嗨", "下午好呀", "大家好", "您好啊", "good night"]
@@ -543,7 +540,7 @@ def test_vectorised_batch_scores_equal_per_text_scores(models_dir, task):
 
 
 def test_vector_hash_table_finds_every_vocabulary_entry(models_dir):
-    from foundry.runtime import _gram_keys, _VectorScorer
+    from foundry.runtime.heads import _gram_keys, _VectorScorer
 
     model = MicroModel.load("multiclass", models_dir=models_dir)
     scorer = _VectorScorer(model._head)
@@ -622,7 +619,7 @@ def test_predict_rejects_non_strings(models_dir, task, backend):
 
 
 def test_character_table_is_bounded(monkeypatch):
-    from foundry.runtime import _CharTable
+    from foundry.runtime.normalize import _CharTable
 
     table = _CharTable(lowercase=True)
     monkeypatch.setattr(_CharTable, "limit", 10)
@@ -651,7 +648,7 @@ def _automaton_sum(automaton, normalized: str, spec: TextSpec, zero=0j):
 @pytest.mark.parametrize("spec", SPECS, ids=str)
 def test_gram_automaton_sums_every_occurrence(spec):
     """The automaton's sum equals the sum over every n-gram occurrence (repeats included)."""
-    from foundry.runtime import _GramAutomaton
+    from foundry.runtime.fused import _GramAutomaton
 
     texts = [fast_normalize(t, spec) for t in [*QUESTIONS, *STATEMENTS, *random_texts(400, 3)]]
     counts = Counter(g for t in texts for g in char_ngrams(t, spec))
@@ -671,7 +668,7 @@ def test_gram_automaton_sums_every_occurrence(spec):
 def test_gram_automaton_of_columns_lists_every_occurrence(spec):
     """With 1-tuples of columns as values (the many-label fused path), the automaton's "sum"
     lists the column of every in-vocabulary n-gram occurrence, repeats included."""
-    from foundry.runtime import _GramAutomaton
+    from foundry.runtime.fused import _GramAutomaton
 
     texts = [fast_normalize(t, spec) for t in [*QUESTIONS, *STATEMENTS, *random_texts(400, 7)]]
     counts = Counter(g for t in texts for g in char_ngrams(t, spec))
