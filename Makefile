@@ -64,12 +64,16 @@ lint: install-dev
 # The suite checks the forged default models too (conformance in Python, JavaScript and Rust,
 # differential fuzzing), so forge them first when they are missing. It runs the pure-Python
 # runtime (FOUNDRY_RUNTIME=python); tests/test_native.py holds the native path to it.
+# pytest runs on TEST_WORKERS processes (pytest-xdist), a test file per worker at a time, the slow
+# files first (tests/conftest.py orders them; xdist would otherwise sort files by test count): most
+# of the time goes to single-threaded forges, so two workers use both cores of a small machine.
+TEST_WORKERS ?= 2
 test: install-dev node rust native c
 	$(VENV)/bin/ruff check .
 	test -f models/is_question_preprocessor.bin -a -f models/confirmation_preprocessor.bin \
 		|| $(VENV)/bin/foundry forge $(BLUEPRINT)
 	cd $(RUST_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models $(CARGO) test --release --offline
-	FOUNDRY_REQUIRE_FORGED=1 FOUNDRY_RUNTIME=python $(VENV)/bin/pytest
+	FOUNDRY_REQUIRE_FORGED=1 FOUNDRY_RUNTIME=python $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	cd $(NODE_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models node --test
 
 lab: install

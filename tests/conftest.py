@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,13 +46,42 @@ def forge_default(base: Path, run_id: str) -> tuple[Path, Path]:
     return runs / "text_classification" / run_id, models
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests (forges, browsers, servers) first, each group in its file order: the
+    pytest-xdist workers of ``make test`` then share out the many quick files at the end
+    instead of one worker finishing a long forge alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def shared_tmp_root(tmp_path_factory) -> Path:
+    """The temporary folder every pytest-xdist worker of this session shares (the session's
+    own base folder when the tests run in one process)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def e2e_forge(tmp_path_factory) -> tuple[Path, Path]:
     """The default blueprint forged end to end once per session (run ``e2e``): (run folder,
     models dir). ``tests/test_e2e.py`` checks it; ``tests/test_trainer_mlp.py`` trains its
     second kind of trainer on the data this run generated and refined. Tests may add runs
-    beside it; none changes its folder or its models."""
-    return forge_default(tmp_path_factory.mktemp("e2e"), "e2e")
+    beside it; none changes its folder or its models.
+
+    Once per session, not per worker: ``make test`` runs the suite on two pytest-xdist
+    workers, and the first to need the forge makes it under a lock while the other waits.
+    """
+    from foundry.locks import exclusive_lock
+
+    root = shared_tmp_root(tmp_path_factory)
+    base, done = root / "e2e", root / "e2e.done"
+    with exclusive_lock(root / "e2e.lock", doing="forging the shared end-to-end run"):
+        if not done.exists():
+            shutil.rmtree(base, ignore_errors=True)  # a forge that failed in another worker
+            base.mkdir()
+            result = forge_default(base, "e2e")
+            done.touch()
+            return result
+    return base / "runs" / "text_classification" / "e2e", base / "models"
 
 
 def forged_models_or_skip() -> Path:

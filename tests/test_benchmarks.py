@@ -91,6 +91,7 @@ def task_exam(src: Path) -> str:
     return yaml.safe_load((src / "blueprint.yaml").read_text(encoding="utf-8"))["tasks"][0]["exam"]
 
 
+@pytest.mark.slow
 def test_clinc_slice_forges_with_out_of_scope(tmp_path: Path) -> None:
     root = _slice(tmp_path)
     models = tmp_path / "models"

@@ -28,6 +28,8 @@ from foundry.blueprint import load_blueprint
 from foundry.runtime import MicroModel, read_linear_graph
 from foundry.trainers import get_trainer
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 
 
