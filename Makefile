@@ -14,7 +14,7 @@ RUST_DIR := runtimes/rust
 # rustup's cargo when it is not on PATH; the crates come from Debian (see .ci/run), offline.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: forge test install install-dev node rust native c lint bench proto clean-runs lab
+.PHONY: forge test install install-dev node rust native c forged-default lint bench proto clean-runs lab
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,14 +67,19 @@ lint: install-dev
 # pytest runs on TEST_WORKERS processes (pytest-xdist), a test file per worker at a time, the slow
 # files first (tests/conftest.py orders them; xdist would otherwise sort files by test count): most
 # of the time goes to single-threaded forges, so two workers use both cores of a small machine.
+# The forge (one core) runs beside the JavaScript install and the Rust builds.
 TEST_WORKERS ?= 2
-test: install-dev node rust native c
+test: install-dev
 	$(VENV)/bin/ruff check .
-	test -f models/is_question_preprocessor.bin -a -f models/confirmation_preprocessor.bin \
-		|| $(VENV)/bin/foundry forge $(BLUEPRINT)
+	$(MAKE) --no-print-directory -j2 node rust native c forged-default
 	cd $(RUST_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models $(CARGO) test --release --offline
 	FOUNDRY_REQUIRE_FORGED=1 FOUNDRY_RUNTIME=python $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	cd $(NODE_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models node --test
+
+# The default models the suite checks, forged when they are missing.
+forged-default: install
+	test -f models/is_question_preprocessor.bin -a -f models/confirmation_preprocessor.bin \
+		|| $(VENV)/bin/foundry forge $(BLUEPRINT)
 
 lab: install
 	$(VENV)/bin/foundry lab
