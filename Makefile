@@ -71,7 +71,7 @@ lint: install-dev
 TEST_WORKERS ?= 2
 test: install-dev
 	$(VENV)/bin/ruff check .
-	$(MAKE) --no-print-directory -j2 node rust native c forged-default
+	$(MAKE) --no-print-directory -j2 forged-default node rust native c
 	cd $(RUST_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models $(CARGO) test --release --offline
 	FOUNDRY_REQUIRE_FORGED=1 FOUNDRY_RUNTIME=python $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	cd $(NODE_DIR) && FOUNDRY_MODELS_DIR=$(CURDIR)/models node --test
