@@ -286,7 +286,8 @@ class Generation(_Strict):
                                      description="rows asked of the LLM per request")
     concurrency: int = Field(4, ge=1, le=256, description="LLM requests in flight at once")
     temperature: float = Field(0.9, ge=0.0, le=2.0, description="LLM sampling temperature")
-    seed: int = Field(42, description="seed of generation (offline sampling, request seeds)")
+    seed: int = Field(42, description="seed of generation (offline sampling, request seeds); "
+                                      "default: the blueprint's seed")
     requests_per_minute: float | None = Field(None, gt=0, description="per key")
     max_retries: int = Field(6, ge=0, description="retries of a failed request before it is "
                                                   "given up (and planned again)")
@@ -325,11 +326,14 @@ class Refine(_Strict):
                                                              "the test split")
     split_threshold: float = Field(0.5, gt=0.0, le=1.0, description="shingle Jaccard from "
                                    "which rows stay on one side of the split")
-    min_chars: int = Field(1, ge=1, description="shorter rows are removed")
-    max_chars: int = Field(120, ge=1, description="longer rows are removed (code points)")
+    min_chars: int = Field(1, ge=1, description="shorter rows are removed, whatever their "
+                           "source; default: generation.min_chars")
+    max_chars: int = Field(120, ge=1, description="longer rows are removed (code points), "
+                           "whatever their source; default: generation.max_chars")
     drop_punctuation_augment: float = Field(0.0, ge=0.0, le=1.0, description="share of train "
                                             "rows added again without trailing punctuation")
-    seed: int = Field(42, description="seed of balancing, splitting and augmentation")
+    seed: int = Field(42, description="seed of balancing, splitting and augmentation; "
+                                      "default: the blueprint's seed")
 
     @model_validator(mode="after")
     def _length_bounds(self) -> Refine:
@@ -341,7 +345,8 @@ class Features(_Strict):
 
     # The bounds a runtime accepts (docs/preprocessor-spec.md, rules B7 and B8).
     max_chars: int = Field(256, ge=1, le=4096, description="texts are truncated to this many "
-                           "code points before n-grams are taken (model and every runtime)")
+                           "code points before n-grams are taken (model and every runtime; "
+                           "the .bin carries it); not a row filter: that is refine.max_chars")
     min_n: int = Field(1, ge=1, description="shortest character n-gram")
     max_n: int = Field(3, ge=1, le=8, description="longest character n-gram")
     word_boundary_padding: bool = Field(True, description="pad words with a space at both "
@@ -383,7 +388,8 @@ class Train(_Strict):
         120.0, gt=0,
         description="seconds the grid search should take; longer searches are reported, never "
                     "cut short (a cut would make the chosen model depend on machine speed)")
-    seed: int = Field(42, description="seed of folds and estimators")
+    seed: int = Field(42, description="seed of folds and estimators; default: the blueprint's "
+                                      "seed")
 
     # The trainer registry is the authority on names, grid keys and values; checking them here
     # means a typo fails when the blueprint is loaded, not after stage 2.
@@ -477,12 +483,36 @@ def _ordered_bounds(section: Any) -> Any:
 class BlueprintSpec(_Strict):
     name: str = Field(description="the blueprint's name ([a-z][a-z0-9_]*)")
     description: str = Field("", description="what the blueprint's tasks are for")
+    seed: int = Field(42, description="the seed of every stage: generation.seed, refine.seed "
+                                      "and train.seed default to it")
     tasks: list[Task] = Field(min_length=1, description="the tasks; one micro-model each")
     generation: Generation = Field(default_factory=Generation, description="stage 1")
     refine: Refine = Field(default_factory=Refine, description="stage 2")
     train: Train = Field(default_factory=Train, description="stage 3")
     evaluate: Evaluate = Field(default_factory=Evaluate, description="stage 4")
     export: Export = Field(default_factory=Export, description="stage 5")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_settings(cls, data: Any) -> Any:
+        """Fill what a section leaves unset from the one place it is decided: every stage's
+        seed from ``seed``; the refinery's row-length bounds from ``generation`` (one bound for
+        a row's length, whatever its source; ``train.features.max_chars`` is another thing,
+        the truncation every runtime applies before taking n-grams)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        seed = data.get("seed", cls.model_fields["seed"].default)
+        sections = {name: data.get(name, {}) for name in ("generation", "refine", "train")}
+        if not all(isinstance(section, dict) for section in sections.values()):
+            return data  # the field validation names the section that is not a mapping
+        for name, section in sections.items():
+            data[name] = {"seed": seed, **section}
+        generation = sections["generation"]
+        for bound in ("min_chars", "max_chars"):
+            default = generation.get(bound, Generation.model_fields[bound].default)
+            data["refine"] = {bound: default, **data["refine"]}
+        return data
 
     @field_validator("name")
     @classmethod

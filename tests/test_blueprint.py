@@ -76,6 +76,46 @@ def test_a_bad_task_source_weight_names_the_task_and_field(tmp_path, weight):
     assert "tasks[1].source_weights" in report.format()
 
 
+def test_the_blueprint_seed_is_every_stage_seed_a_section_may_override(tmp_path):
+    def mutate(d):
+        d["seed"] = 7
+        for section in ("generation", "refine", "train"):
+            d[section].pop("seed", None)
+        d["train"]["seed"] = 3
+
+    spec = load_blueprint(_copy(tmp_path, mutate)).spec
+    assert (spec.seed, spec.generation.seed, spec.refine.seed, spec.train.seed) == (7, 7, 7, 3)
+
+
+def test_refine_takes_the_row_length_bounds_of_generation_unless_it_sets_its_own(tmp_path):
+    def mutate(d):
+        d["generation"].update(min_chars=2, max_chars=90)
+        d["refine"].pop("min_chars", None)
+        d["refine"].pop("max_chars", None)
+
+    spec = load_blueprint(_copy(tmp_path, mutate)).spec
+    assert (spec.refine.min_chars, spec.refine.max_chars) == (2, 90)
+    assert spec.train.features.max_chars == 256  # the runtime truncation is not a row bound
+
+    def own(d):
+        mutate(d)
+        d["refine"]["max_chars"] = 60
+
+    assert load_blueprint(_copy(tmp_path / "own", own)).spec.refine.max_chars == 60
+
+    def crossed(d):
+        mutate(d)
+        d["refine"]["min_chars"] = 100  # above the inherited max_chars
+
+    with pytest.raises(BlueprintError, match=r"refine: .*min_chars \(100\) must be <= max_chars \(90\)"):
+        load_blueprint(_copy(tmp_path / "crossed", crossed))
+
+
+def test_a_section_that_is_not_a_mapping_is_named(tmp_path):
+    with pytest.raises(BlueprintError, match=r"refine"):
+        load_blueprint(_copy(tmp_path, lambda d: d.__setitem__("refine", "fast")))
+
+
 def test_missing_file_is_named(tmp_path):
     path = _copy(tmp_path)
     (path / "exam" / "confirmation.jsonl").unlink()
