@@ -507,7 +507,8 @@ class BlueprintSpec(_Strict):
         if not all(isinstance(section, dict) for section in sections.values()):
             return data  # the field validation names the section that is not a mapping
         for name, section in sections.items():
-            data[name] = {"seed": seed, **section}
+            # A seed that is not a number is reported once, at ``seed``, not in every section.
+            data[name] = {"seed": seed, **section} if isinstance(seed, int) else section
         generation = sections["generation"]
         for bound in ("min_chars", "max_chars"):
             default = generation.get(bound, Generation.model_fields[bound].default)

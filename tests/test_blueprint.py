@@ -111,6 +111,14 @@ def test_refine_takes_the_row_length_bounds_of_generation_unless_it_sets_its_own
         load_blueprint(_copy(tmp_path / "crossed", crossed))
 
 
+def test_a_seed_that_is_not_a_number_is_reported_once(tmp_path):
+    with pytest.raises(BlueprintError) as info:
+        load_blueprint(_copy(tmp_path, lambda d: d.__setitem__("seed", "abc")))
+    text = str(info.value)
+    assert "blueprint.yaml: seed: Input should be a valid integer" in text, text
+    assert not any(f"{section}.seed" in text for section in ("generation", "refine", "train"))
+
+
 def test_a_section_that_is_not_a_mapping_is_named(tmp_path):
     with pytest.raises(BlueprintError, match=r"refine"):
         load_blueprint(_copy(tmp_path, lambda d: d.__setitem__("refine", "fast")))
