@@ -112,10 +112,14 @@ def test_refine_takes_the_row_length_bounds_of_generation_unless_it_sets_its_own
 
 
 def test_a_seed_that_is_not_a_number_is_reported_once(tmp_path):
-    with pytest.raises(BlueprintError) as info:
-        load_blueprint(_copy(tmp_path, lambda d: d.__setitem__("seed", "abc")))
-    text = str(info.value)
-    assert "blueprint.yaml: seed: Input should be a valid integer" in text, text
+    def mutate(d):
+        d["seed"] = "abc"
+        for section in ("generation", "refine", "train"):
+            d[section].pop("seed", None)  # so that each would take it
+
+    report = check_blueprint(_copy(tmp_path, mutate))
+    text = report.format()
+    assert not report.ok and "seed: Input should be a valid integer" in text, text
     assert not any(f"{section}.seed" in text for section in ("generation", "refine", "train"))
 
 
