@@ -5,8 +5,10 @@ An entry says everything the rest of the package needs to know about a provider:
 configure it, the ``generation`` field that names its model, how to read its keys, and the
 factory that builds its client. The engine, the stage, the blueprint check and the command
 line read these entries and nothing else, so a new LLM provider is one module (a
-:class:`~foundry.generate.providers.Provider` subclass) plus one entry in :data:`ENTRIES`
-and its test.
+:class:`~foundry.generate.providers.Provider` subclass), one entry in :data:`ENTRIES` and its
+test; the blueprint schema (``foundry/blueprint.py``) lists the name in ``generation.provider``
+and holds the model field, so that a typo fails when the blueprint loads
+(``tests/test_registry.py`` keeps the two in step).
 """
 
 from __future__ import annotations
