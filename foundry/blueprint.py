@@ -35,6 +35,9 @@ from foundry.reflex import MAX_RULE_NAME_CHARS, MAX_RULES, MAX_WORD_CHARS, POSIT
 BLUEPRINT_FILE = "blueprint.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+#: A row's length bounds (code points) unless ``generation`` sets them; ``refine`` takes
+#: generation's, so a standalone :class:`Refine` starts from the same ones.
+ROW_CHARS = {"min_chars": 1, "max_chars": 120}
 
 
 def is_blueprint_name(name: str) -> bool:
@@ -295,9 +298,10 @@ class Generation(_Strict):
                                                              "times out")
     max_requests: int | None = Field(None, ge=1, description="budget per task: stop after this many requests")
     max_tokens: int | None = Field(None, ge=1, description="budget per task: stop after this many tokens (in+out)")
-    min_chars: int = Field(1, ge=1, description="generated rows shorter than this are rejected")
-    max_chars: int = Field(120, ge=1, description="generated rows longer than this are "
-                                                  "rejected (code points)")
+    min_chars: int = Field(ROW_CHARS["min_chars"], ge=1,
+                           description="generated rows shorter than this are rejected")
+    max_chars: int = Field(ROW_CHARS["max_chars"], ge=1,
+                           description="generated rows longer than this are rejected (code points)")
     min_label_share: float = Field(
         0.5, ge=0.0, le=1.0,
         description="the data-sufficiency gate: the forge stops after stage 1 if a label ends "
@@ -326,10 +330,10 @@ class Refine(_Strict):
                                                              "the test split")
     split_threshold: float = Field(0.5, gt=0.0, le=1.0, description="shingle Jaccard from "
                                    "which rows stay on one side of the split")
-    min_chars: int = Field(1, ge=1, description="shorter rows are removed, whatever their "
-                           "source; default: generation.min_chars")
-    max_chars: int = Field(120, ge=1, description="longer rows are removed (code points), "
-                           "whatever their source; default: generation.max_chars")
+    min_chars: int = Field(ROW_CHARS["min_chars"], ge=1, description="shorter rows are removed, "
+                           "whatever their source; default: generation.min_chars")
+    max_chars: int = Field(ROW_CHARS["max_chars"], ge=1, description="longer rows are removed "
+                           "(code points), whatever their source; default: generation.max_chars")
     drop_punctuation_augment: float = Field(0.0, ge=0.0, le=1.0, description="share of train "
                                             "rows added again without trailing punctuation")
     seed: int = Field(42, description="seed of balancing, splitting and augmentation; "
@@ -510,9 +514,8 @@ class BlueprintSpec(_Strict):
             # A seed that is not a number is reported once, at ``seed``, not in every section.
             data[name] = {"seed": seed, **section} if isinstance(seed, int) else section
         generation = sections["generation"]
-        for bound in ("min_chars", "max_chars"):
-            default = generation.get(bound, Generation.model_fields[bound].default)
-            data["refine"] = {bound: default, **data["refine"]}
+        bounds = {bound: generation.get(bound, default) for bound, default in ROW_CHARS.items()}
+        data["refine"] = {**bounds, **data["refine"]}
         return data
 
     @field_validator("name")

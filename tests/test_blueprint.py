@@ -124,7 +124,8 @@ def test_a_seed_that_is_not_a_number_is_reported_once(tmp_path):
 
 
 def test_a_section_that_is_not_a_mapping_is_named(tmp_path):
-    with pytest.raises(BlueprintError, match=r"refine"):
+    with pytest.raises(BlueprintError,
+                       match=r"blueprint\.yaml: refine: Input should be a valid dictionary"):
         load_blueprint(_copy(tmp_path, lambda d: d.__setitem__("refine", "fast")))
 
 
