@@ -31,7 +31,7 @@ from foundry.reflex import (
     POSITIVE_LISTS,
     WORD_LISTS,
 )
-from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE
+from foundry.textspec import MAX_WORD_N, REMOVED_CATEGORIES, WHITESPACE, WORD_MARK
 
 #: Layout versions of the ``.bin`` (2: the integrity trailer and these rules; 3: the
 #: unfamiliarity gate, field ``familiarity``; 4: format 3 with reflex rules, field ``rules``;
@@ -40,7 +40,12 @@ from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE
 FORMAT_VERSION = 3
 RULES_FORMAT_VERSION = 4
 COMPACT_FORMAT_VERSION = 5
-SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, RULES_FORMAT_VERSION, COMPACT_FORMAT_VERSION)
+#: Format 5's layout plus word n-grams (text spec step 6b, ``analyzer.word_max_n``).
+WORDS_FORMAT_VERSION = 6
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, RULES_FORMAT_VERSION, COMPACT_FORMAT_VERSION,
+                             WORDS_FORMAT_VERSION)
+#: The formats whose vocabulary and idf are front-coded and tabled (fields 17-21).
+COMPACT_LAYOUTS = (COMPACT_FORMAT_VERSION, WORDS_FORMAT_VERSION)
 #: Resource limits (rules F2, B5, B7, B8, B9). A text costs at most MAX_CHARS * MAX_N n-gram
 #: look-ups, however long the input line.
 MAX_BIN_BYTES = 16 << 20
@@ -184,14 +189,20 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list
     if not 1 <= ana.min_n <= ana.max_n <= MAX_N:
         raise rule_error(path, f"analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n="
                                f"{ana.min_n}, max_n={ana.max_n}", "B8")
-    vocabulary = vocabulary_of(msg, path, ana.max_n)
+    words_allowed = MAX_WORD_N if msg.format_version == WORDS_FORMAT_VERSION else 0
+    if not 0 <= ana.word_max_n <= words_allowed:
+        raise rule_error(path, f"analyzer.word_max_n = {ana.word_max_n} is outside "
+                               f"0..{words_allowed} (word n-grams need format "
+                               f"{WORDS_FORMAT_VERSION}, at most {MAX_WORD_N} words)", "B8")
+    vocabulary = vocabulary_of(msg, path, entry_bytes(ana.max_n, ana.word_max_n, norm.max_chars))
     if not 1 <= len(vocabulary) <= MAX_VOCABULARY:
         raise rule_error(path, f"the vocabulary has {len(vocabulary)} entries; it needs 1 to "
                                f"{MAX_VOCABULARY}", "B9")
-    bad = next((g for g in vocabulary if not ana.min_n <= len(g) <= ana.max_n), None)
+    bad = next((g for g in vocabulary if not _valid_term(g, ana, norm.max_chars)), None)
     if bad is not None:
-        raise rule_error(path, f"vocabulary entry {bad[:40]!r} has {len(bad)} code points, "
-                               f"outside min_n..max_n = {ana.min_n}..{ana.max_n}", "B9")
+        raise rule_error(path, f"vocabulary entry {bad[:40]!r} is neither a character n-gram "
+                               f"of min_n..max_n = {ana.min_n}..{ana.max_n} code points nor a "
+                               f"word n-gram of 1..word_max_n = {ana.word_max_n} words", "B9")
     if len(set(vocabulary)) != len(vocabulary):
         raise rule_error(path, "the vocabulary has repeated entries; the file is corrupt", "B9")
     weighting = msg.weighting
@@ -203,7 +214,7 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list
         if len(idf) != len(vocabulary):
             raise rule_error(path, f"idf has {len(idf)} values but the vocabulary has "
                                    f"{len(vocabulary)} entries; the file is corrupt", "B10")
-        values = msg.idf_table if msg.format_version == COMPACT_FORMAT_VERSION else idf
+        values = msg.idf_table if msg.format_version in COMPACT_LAYOUTS else idf
         if not all(math.isfinite(x) and x > 0 for x in values):  # format 5: idf from the table
             raise rule_error(path, "idf holds a value that is not a finite number > 0", "B10")
     elif len(msg.idf) or len(msg.idf_table) or len(msg.idf_index):
@@ -225,9 +236,27 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list
     return vocabulary, list(idf)
 
 
-def format_version_for(rules: Any) -> int:
-    """The layout version a writer records: 5, with or without rules."""
-    return COMPACT_FORMAT_VERSION
+def entry_bytes(max_n: int, word_max_n: int, max_chars: int) -> int:
+    """The most UTF-8 bytes a vocabulary entry may have (rule B9): ``4 * max_n``, or with
+    word n-grams the mark and a whole normalised text, ``1 + 4 * max_chars``, if larger."""
+    return max(4 * max_n, 1 + 4 * max_chars) if word_max_n else 4 * max_n
+
+
+def _valid_term(term: str, ana: Any, max_chars: int) -> bool:
+    """Rule B9 for one entry: a character n-gram of ``min_n..max_n`` code points without the
+    word mark, or (``word_max_n > 0``) the mark and 1..word_max_n non-empty words joined by
+    single spaces, at most ``max_chars`` code points after the mark."""
+    if not term.startswith(WORD_MARK):
+        return ana.min_n <= len(term) <= ana.max_n
+    words = term[1:].split(" ")
+    return (1 <= len(words) <= ana.word_max_n and len(term) <= 1 + max_chars
+            and all(w and WORD_MARK not in w for w in words))
+
+
+def format_version_for(rules: Any, word_max_n: int = 0) -> int:
+    """The layout version a writer records: 5, with or without rules; 6 when the analyzer
+    takes word n-grams (so that a runtime without step 6b refuses the file)."""
+    return WORDS_FORMAT_VERSION if word_max_n else COMPACT_FORMAT_VERSION
 
 
 def front_code(grams: list[str]) -> tuple[list[int], list[int], bytes]:
@@ -263,7 +292,8 @@ def compact(msg: Any) -> Any:
     (fields 17-21; 7 and 8 emptied) and return it."""
     prefix, suffix_len, blob = front_code(list(msg.vocabulary))
     table, index = idf_table(list(msg.idf))
-    msg.format_version = COMPACT_FORMAT_VERSION
+    if msg.format_version not in COMPACT_LAYOUTS:
+        msg.format_version = COMPACT_FORMAT_VERSION
     msg.ClearField("vocabulary")
     msg.ClearField("idf")
     msg.vocab_prefix[:] = prefix
@@ -279,17 +309,18 @@ def as_stored(msg: Any) -> Any:
     format 5 message without the fields 7 and 8 the reader filled in."""
     stored = type(msg)()
     stored.CopyFrom(msg)
-    if stored.format_version == COMPACT_FORMAT_VERSION:
+    if stored.format_version in COMPACT_LAYOUTS:
         stored.ClearField("vocabulary")
         stored.ClearField("idf")
     return stored
 
 
-def vocabulary_of(msg: Any, path: Path, max_n: int) -> list[str]:
-    """Rule B9's layout part: the vocabulary of fields 7 (formats 3-4) or 17-19 (format 5,
-    front-coded: every entry at most ``4 * max_n`` bytes, valid UTF-8, strictly ascending)."""
+def vocabulary_of(msg: Any, path: Path, max_bytes: int) -> list[str]:
+    """Rule B9's layout part: the vocabulary of fields 7 (formats 3-4) or 17-19 (formats 5-6,
+    front-coded: every entry at most ``max_bytes`` bytes (:func:`entry_bytes`), valid UTF-8,
+    strictly ascending)."""
     compact_fields = len(msg.vocab_prefix) or len(msg.vocab_suffix_len) or msg.vocab_suffixes
-    if msg.format_version != COMPACT_FORMAT_VERSION:
+    if msg.format_version not in COMPACT_LAYOUTS:
         if compact_fields:
             raise rule_error(path, f"format {msg.format_version} holds the front-coded "
                                    "vocabulary of format 5 (fields 17-19)", "B9")
@@ -303,7 +334,7 @@ def vocabulary_of(msg: Any, path: Path, max_n: int) -> list[str]:
                                f"{len(msg.vocab_suffix_len)}; they need the same length, 1 to "
                                f"{MAX_VOCABULARY}", "B9")
     blob = msg.vocab_suffixes
-    entries = _front_decoded(msg.vocab_prefix, msg.vocab_suffix_len, blob, 4 * max_n, path)
+    entries = _front_decoded(msg.vocab_prefix, msg.vocab_suffix_len, blob, max_bytes, path)
     if not all(map(operator.lt, entries, entries[1:])):
         i = next(i for i in range(1, d) if entries[i] <= entries[i - 1])
         raise rule_error(path, f"vocabulary entry {i} does not come after entry {i - 1} in "
@@ -358,8 +389,8 @@ def _front_decoded(prefix: Any, suffix_len: Any, blob: bytes, max_bytes: int, pa
 
 def idf_of(msg: Any, path: Path, d: int) -> list[float]:
     """Rule B10's layout part (with ``use_idf``): the idf of field 8 (formats 3-4) or of
-    fields 20-21 (format 5: ``idf_table[idf_index[i]]``, 1 to ``d`` table values)."""
-    if msg.format_version != COMPACT_FORMAT_VERSION:
+    fields 20-21 (formats 5-6: ``idf_table[idf_index[i]]``, 1 to ``d`` table values)."""
+    if msg.format_version not in COMPACT_LAYOUTS:
         if len(msg.idf_table) or len(msg.idf_index):
             raise rule_error(path, f"format {msg.format_version} holds the idf table of "
                                    "format 5 (fields 20-21)", "B10")
@@ -386,7 +417,7 @@ def check_rules(msg: Any, path: Path) -> None:
             msg.format_version == RULES_FORMAT_VERSION and not len(rules)):
         raise rule_error(path, f"format_version {msg.format_version} with {len(rules)} rules: "
                                f"rules need format {RULES_FORMAT_VERSION} or "
-                               f"{COMPACT_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} "
+                               f"{COMPACT_FORMAT_VERSION}-{WORDS_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} "
                                "needs rules", "B14")
     if len(rules) > MAX_RULES:
         raise rule_error(path, f"{len(rules)} rules; at most {MAX_RULES}", "B14")
@@ -420,7 +451,7 @@ def load_preprocessor(data: bytes, path: Path, task: str):
     check_integrity(data, path)
     msg = decode_preprocessor(data, path)
     vocabulary, idf = check_preprocessor(msg, path, task)
-    if msg.format_version == COMPACT_FORMAT_VERSION:  # readers find fields 7 and 8 filled
+    if msg.format_version in COMPACT_LAYOUTS:  # readers find fields 7 and 8 filled
         msg.vocabulary.extend(vocabulary)
         msg.idf.extend(idf)
     return msg

@@ -355,6 +355,9 @@ class Features(_Strict):
     max_n: int = Field(3, ge=1, le=8, description="longest character n-gram")
     word_boundary_padding: bool = Field(True, description="pad words with a space at both "
                                         "ends before taking n-grams")
+    word_max_n: int = Field(0, ge=0, le=3, description="add word n-grams of orders "
+                            "1..word_max_n (words: the space-separated pieces of the "
+                            "normalised text; for English, not Chinese); 0: none")
     sublinear_tf: bool = Field(True, description="weight counts as 1 + ln(count)")
 
     @model_validator(mode="after")

@@ -154,7 +154,8 @@ def model_files(
     )
     conformance = {
         "task": task,
-        "format_version": format_version_for(reflex.rules if reflex else ()),
+        "format_version": format_version_for(reflex.rules if reflex else (),
+                                             trained.spec.word_max_n),
         # Binds the vectors to this export: `verify` refuses them against another .bin.
         "preprocessor_sha256": hashlib.sha256(bin_bytes).hexdigest(),
         "labels": list(trained.labels),

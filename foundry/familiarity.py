@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from foundry.textspec import WORD_MARK
+
 #: Default smallest n-gram length that counts.
 MIN_ORDER = 2
 #: ``max_unfamiliar`` of a gate that never closes.
@@ -54,11 +56,11 @@ NO_GATE = Familiarity()
 
 def counts(grams: Iterable[str], vocabulary: Container[str],
            min_order: int = MIN_ORDER) -> tuple[int, int]:
-    """``(total, known)``: n-grams of at least ``min_order`` code points, and those of them
-    in ``vocabulary`` (with repeats)."""
+    """``(total, known)``: character n-grams of at least ``min_order`` code points, and those
+    of them in ``vocabulary`` (with repeats). Word n-grams (step 6b) do not count."""
     total = known = 0
     for gram in grams:
-        if len(gram) >= min_order:
+        if len(gram) >= min_order and not gram.startswith(WORD_MARK):
             total += 1
             known += gram in vocabulary
     return total, known

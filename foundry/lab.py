@@ -41,7 +41,7 @@ from foundry.jsonl import iter_jsonl
 from foundry.paths import MODELS_DIR, RUNS_DIR, project_path
 from foundry.runs import write_json
 from foundry.runtime import MicroModel, Prediction, read_linear_graph
-from foundry.textspec import normalize
+from foundry.textspec import display_term, normalize
 
 try:  # POSIX advisory lock: two kernels correcting the same task must not interleave.
     import fcntl
@@ -187,7 +187,8 @@ class Contribution:
     Attributes
     ----------
     ngram : str
-        The n-gram as in the vocabulary (a space marks a word boundary).
+        The n-gram as in the vocabulary (a space marks a word boundary); a word n-gram
+        (text spec step 6b) as ``⟨play music⟩``.
     index : int
         Its feature column.
     value : float
@@ -271,7 +272,7 @@ def explain_linear(model: MicroModel, text: str, prediction: Prediction,
     diff = (weights.coefficients[k] - weights.coefficients[r]) * weights.scale
     vocab = model.preprocessor.vocabulary
     contribs = (
-        Contribution(vocab[i], int(i), float(v), float(v * diff[i]),
+        Contribution(display_term(vocab[i]), int(i), float(v), float(v * diff[i]),
                      label if v * diff[i] >= 0 else versus)
         for i, v in zip(idx.tolist(), values.tolist(), strict=True)
     )

@@ -88,7 +88,7 @@ def preprocessor_message(
         raise RuntimeError("vectorizer vocabulary indices are not 0..D-1")
     rules = rule_messages(reflex, pb) if reflex else []
     msg = pb.Preprocessor(
-        format_version=format_version_for(rules),
+        format_version=format_version_for(rules, spec.word_max_n),
         task=task,
         labels=list(trained.labels),
         normalizer=pb.Normalizer(
@@ -100,7 +100,8 @@ def preprocessor_message(
             max_chars=spec.max_chars,
         ),
         analyzer=pb.Analyzer(
-            min_n=spec.min_n, max_n=spec.max_n, word_boundary_padding=spec.word_boundary_padding
+            min_n=spec.min_n, max_n=spec.max_n, word_boundary_padding=spec.word_boundary_padding,
+            word_max_n=spec.word_max_n,
         ),
         weighting=pb.Weighting(
             sublinear_tf=bool(tfidf.sublinear_tf),

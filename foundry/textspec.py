@@ -34,6 +34,13 @@ WHITESPACE: frozenset[str] = frozenset(
     )
 )
 
+#: The first code point of every word n-gram (step 6b). Step 3 removes it from every text, so
+#: a word n-gram can never equal a character n-gram.
+WORD_MARK = "\x01"
+
+#: The largest word n-gram order a runtime accepts.
+MAX_WORD_N = 3
+
 #: General categories removed in step 3 (after the whitespace code points are spared).
 REMOVED_CATEGORIES: frozenset[str] = frozenset({"Cc", "Cf", "Cs"})
 
@@ -56,6 +63,10 @@ class TextSpec:
         each side (so ``吗 `` marks a sentence-final ``吗``); otherwise over the whole text.
     lowercase : bool
         Apply full Unicode default lowercasing (step 2).
+    word_max_n : int
+        Word n-grams of orders 1..word_max_n are added to the character n-grams (step 6b);
+        0 (the default) adds none. Words are the space-separated pieces of the normalised
+        text, so this helps languages written with spaces (English), not Chinese.
     """
 
     max_chars: int = 256
@@ -63,6 +74,7 @@ class TextSpec:
     max_n: int = 3
     word_boundary_padding: bool = True
     lowercase: bool = True
+    word_max_n: int = 0
 
     def __post_init__(self) -> None:
         if self.max_chars < 1:
@@ -71,6 +83,8 @@ class TextSpec:
             raise ValueError(
                 f"need 1 <= min_n <= max_n, got min_n={self.min_n}, max_n={self.max_n}"
             )
+        if not 0 <= self.word_max_n <= MAX_WORD_N:
+            raise ValueError(f"word_max_n must be in 0..{MAX_WORD_N}, got {self.word_max_n}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +163,36 @@ def char_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
                     yield gram
 
 
+def word_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
+    """Yield the word n-grams of an already normalised text (step 6b), in order.
+
+    The words are the non-empty pieces of the text split on U+0020; for n = 1..word_max_n,
+    each run of n consecutive words yields :data:`WORD_MARK` followed by the words joined by
+    one U+0020 (``"\\x01play music"``).
+    """
+    if spec.word_max_n == 0 or not normalized:
+        return
+    words = [w for w in normalized.split(" ") if w]
+    for n in range(1, min(spec.word_max_n, len(words)) + 1):
+        for i in range(len(words) - n + 1):
+            yield WORD_MARK + " ".join(words[i : i + n])
+
+
+def is_word_gram(term: str) -> bool:
+    """True for a word n-gram (step 6b), False for a character n-gram (step 6)."""
+    return term.startswith(WORD_MARK)
+
+
+def display_term(term: str) -> str:
+    """A term as a person reads it: a word n-gram shows as ``⟨play music⟩``."""
+    return f"⟨{term[1:]}⟩" if is_word_gram(term) else term
+
+
+def ngrams(normalized: str, spec: TextSpec = TextSpec()) -> list[str]:
+    """Every term of step 6: the character n-grams, then the word n-grams."""
+    return [*char_ngrams(normalized, spec), *word_ngrams(normalized, spec)]
+
+
 class Analyzer:
     """Picklable ``analyzer`` callable for scikit-learn vectorizers: text -> n-gram list."""
 
@@ -156,7 +200,7 @@ class Analyzer:
         self.spec = spec
 
     def __call__(self, text: str) -> list[str]:
-        return list(char_ngrams(normalize(text, self.spec), self.spec))
+        return ngrams(normalize(text, self.spec), self.spec)
 
     def __repr__(self) -> str:
         return f"Analyzer({self.spec!r})"

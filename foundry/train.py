@@ -515,7 +515,7 @@ def choose_calibration(
 def text_spec(bp: Blueprint) -> TextSpec:
     f = bp.spec.train.features
     return TextSpec(max_chars=f.max_chars, min_n=f.min_n, max_n=f.max_n,
-                    word_boundary_padding=f.word_boundary_padding)
+                    word_boundary_padding=f.word_boundary_padding, word_max_n=f.word_max_n)
 
 
 def _training_data(bp: Blueprint, task: Task, run_dir: Path

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from foundry.errors import ConfigError
-from foundry.textspec import Analyzer, TextSpec
+from foundry.textspec import Analyzer, TextSpec, display_term
 
 if TYPE_CHECKING:
     import numpy as np
@@ -537,7 +537,7 @@ def log_odds_weights(clf: BaseEstimator, n_classes: int) -> tuple[np.ndarray, np
 def label_ngrams(pipeline: Pipeline, trainer: Trainer, labels: list[str], k: int = 15
                  ) -> dict[str, list[str]] | None:
     """Per label, the ``k`` n-grams whose weight pushes most towards it rather than the best
-    other label (``'吗 ' +1.23``); None for a trainer without weights per n-gram
+    other label (``'吗 ' +1.23``; a word n-gram shows as ``'⟨play music⟩'``); None for a trainer without weights per n-gram
     (``linear=False``), whose decisions are explained by occlusion instead."""
     import numpy as np
 
@@ -549,7 +549,7 @@ def label_ngrams(pipeline: Pipeline, trainer: Trainer, labels: list[str], k: int
     for c, label in enumerate(labels):
         push = W[c] - np.delete(W, c, axis=0).max(axis=0)  # towards this label vs the best other
         top = np.argsort(-push, kind="stable")[:k]
-        table[label] = [f"{terms[j]!r} {push[j]:+.2f}" for j in top]
+        table[label] = [f"{display_term(terms[j])!r} {push[j]:+.2f}" for j in top]
     return table
 
 

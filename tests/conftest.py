@@ -131,9 +131,10 @@ def fit_tiny(spec=None, C: float = 4.0):
     )
 
 
-def fit_int8(texts: list[str], y, labels: list[str], task: str, temperature: float):
+def fit_int8(texts: list[str], y, labels: list[str], task: str, temperature: float, spec=None):
     """A fitted int8 SVM (the intent benchmarks' trainer) on ``texts``, as the train stage
-    hands it to the export (``labels[y[i]]`` is the label of ``texts[i]``)."""
+    hands it to the export (``labels[y[i]]`` is the label of ``texts[i]``); ``spec``: the
+    text spec (default :class:`TextSpec()`)."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -143,7 +144,7 @@ def fit_int8(texts: list[str], y, labels: list[str], task: str, temperature: flo
     from foundry.quantized import QuantizedLinearSVC
     from foundry.textspec import Analyzer, TextSpec
 
-    spec = TextSpec()
+    spec = spec or TextSpec()
     pipe = Pipeline([("tfidf", TfidfVectorizer(analyzer=Analyzer(spec), lowercase=False,
                                                sublinear_tf=True, dtype=np.float64)),
                      ("clf", QuantizedLinearSVC(C=1.0, random_state=0,
@@ -241,7 +242,9 @@ def gated_models(tmp_path_factory) -> tuple[Path, list[str]]:
     models_dir = tmp_path_factory.mktemp("gated-models")
     variants = {"gated_2": (TextSpec(), Familiarity(2, 0.5)),
                 "gated_1_unpadded": (TextSpec(word_boundary_padding=False), Familiarity(1, 0.4)),
-                "gated_3": (TextSpec(min_n=1, max_n=3), Familiarity(3, 0.6))}
+                "gated_3": (TextSpec(min_n=1, max_n=3), Familiarity(3, 0.6)),
+                # word n-grams (step 6b, format 6): they never count towards unfamiliarity
+                "gated_words": (TextSpec(word_max_n=2), Familiarity(2, 0.5))}
     for task, (spec, gate) in variants.items():
         install_model(fit_tiny(spec), models_dir, task, 0.55, familiarity=gate,
                       texts=conformance_texts(QUESTIONS + STATEMENTS, UNFAMILIAR_TEXTS))

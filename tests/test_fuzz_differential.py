@@ -33,7 +33,7 @@ from foundry.conformance_cases import (
     VERSION_SENSITIVE_EXAMPLES,
     is_version_sensitive,
 )
-from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, char_ngrams, normalize
+from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, ngrams, normalize
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "runtimes" / "node"
@@ -221,6 +221,7 @@ def spec_settings(spec: TextSpec) -> dict:
             "minN": spec.min_n,
             "maxN": spec.max_n,
             "wordBoundaryPadding": spec.word_boundary_padding,
+            "wordMaxN": spec.word_max_n,
         },
     }
 
@@ -249,7 +250,7 @@ def assert_same_textspec(texts: list[str], spec: TextSpec, work: Path) -> int:
     explained = 0
     for i, (text, batched) in enumerate(zip(texts, batch, strict=True)):
         py_norm = normalize(text, spec)
-        py_grams = list(char_ngrams(py_norm, spec))
+        py_grams = ngrams(py_norm, spec)
         fast = fast_normalize(text, spec)
         assert fast == batched == py_norm, (
             f"Python runtime fast paths disagree on {text!r} ({describe(text)}) with {spec}: "
@@ -273,10 +274,11 @@ SPECS = [
     TextSpec(),
     TextSpec(max_chars=7, min_n=2, max_n=4, word_boundary_padding=True),
     TextSpec(max_chars=64, min_n=1, max_n=2, word_boundary_padding=False, lowercase=False),
+    TextSpec(max_chars=40, min_n=1, max_n=3, word_max_n=3),
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=["default", "short-2-4", "nopad-nolower"])
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "short-2-4", "nopad-nolower", "words-3"])
 def test_textspec_python_equals_js_and_rust_on_random_texts(spec: TextSpec,
                                                             tmp_path: Path) -> None:
     texts = random_texts(seed=20261129, count=5000)
@@ -450,20 +452,29 @@ FUZZ_SPECS = {
     "fuzz_default": TextSpec(),
     "fuzz_nopad_2_4": TextSpec(max_chars=24, min_n=2, max_n=4, word_boundary_padding=False),
     "fuzz_short_1_2": TextSpec(max_chars=9, min_n=1, max_n=2, lowercase=False),
+    "fuzz_words": TextSpec(max_chars=48, min_n=1, max_n=3, word_max_n=2),
+}
+#: Many-label int8 models (the intent benchmarks' trainer; the fused multiclass path).
+MANY_LABEL_SPECS = {
+    "fuzz_words_many": TextSpec(max_chars=48, min_n=1, max_n=3, word_max_n=2),
 }
 
 
 @pytest.fixture(scope="module")
 def fuzz_models(tmp_path_factory) -> tuple[Path, dict]:
     """Exported models (one per text-spec variant) and their scikit-learn pipelines."""
-    from conftest import QUESTIONS, STATEMENTS, fit_tiny
+    from conftest import QUESTIONS, STATEMENTS, fit_int8, fit_tiny
 
     from foundry.export import artifact_bytes
 
     models_dir = tmp_path_factory.mktemp("fuzz-models")
     pipelines = {}
-    for task, spec in FUZZ_SPECS.items():
-        trained = fit_tiny(spec)
+    texts = QUESTIONS + STATEMENTS
+    three = np.arange(len(texts)) % 3  # three arbitrary labels: the runtimes must agree anyway
+    fitted = {task: fit_tiny(spec) for task, spec in FUZZ_SPECS.items()} | {
+        task: fit_int8(texts, three, ["a", "b", "c"], task, temperature=0.3, spec=spec)
+        for task, spec in MANY_LABEL_SPECS.items()}
+    for task, trained in fitted.items():
         onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task=task)
         (models_dir / f"{task}_classifier.onnx").write_bytes(onnx_bytes)
         (models_dir / f"{task}_preprocessor.bin").write_bytes(bin_bytes)
@@ -487,7 +498,7 @@ def single_text_disagreements(model, texts: list[str],
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
-@pytest.mark.parametrize("task", sorted(FUZZ_SPECS))
+@pytest.mark.parametrize("task", sorted(FUZZ_SPECS | MANY_LABEL_SPECS))
 def test_python_runtime_equals_other_runtime_equals_sklearn(
     task: str, backend: str, runtime: str, fuzz_models: tuple[Path, dict], tmp_path: Path
 ) -> None:

@@ -2,7 +2,17 @@ import pickle
 
 import pytest
 
-from foundry.textspec import WHITESPACE, Analyzer, TextSpec, char_ngrams, normalize
+from foundry.textspec import (
+    WHITESPACE,
+    WORD_MARK,
+    Analyzer,
+    TextSpec,
+    char_ngrams,
+    display_term,
+    is_word_gram,
+    normalize,
+    word_ngrams,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +57,42 @@ def test_ngrams_unpadded_whole_text():
 
 def test_short_word_skips_longer_orders():
     assert list(char_ngrams("a", TextSpec(min_n=1, max_n=5))) == ["a", " a", "a ", " a "]
+
+
+def test_word_ngrams_follow_the_spec_examples():
+    spec = TextSpec(word_max_n=2)
+    assert list(word_ngrams("play some jazz", spec)) == [
+        "\x01play", "\x01some", "\x01jazz", "\x01play some", "\x01some jazz"]
+    assert list(word_ngrams("打开 客厅的灯", spec)) == ["\x01打开", "\x01客厅的灯", "\x01打开 客厅的灯"]
+    assert list(word_ngrams("吗", spec)) == ["\x01吗"]
+    # a truncated text's empty last piece is not a word; no words without word_max_n
+    assert list(word_ngrams("ab ", spec)) == ["\x01ab"]
+    assert list(word_ngrams("ab cd", TextSpec())) == []
+    assert list(word_ngrams("", spec)) == []
+
+
+def test_analyzer_takes_characters_then_words():
+    spec = TextSpec(min_n=1, max_n=2, word_max_n=1)
+    assert Analyzer(spec)("AB c") == [*char_ngrams("ab c", spec), "\x01ab", "\x01c"]
+    assert Analyzer(TextSpec(max_n=2))("AB c") == list(char_ngrams("ab c", TextSpec(max_n=2)))
+
+
+def test_a_word_ngram_never_equals_a_character_ngram():
+    # the mark is a control character: normalisation removes it from every text
+    spec = TextSpec(min_n=1, max_n=8, word_max_n=3)
+    text = normalize(f"{WORD_MARK}ab {WORD_MARK}cd", spec)
+    assert WORD_MARK not in text
+    chars, words = set(char_ngrams(text, spec)), set(word_ngrams(text, spec))
+    assert words and not chars & words
+    assert all(is_word_gram(w) for w in words) and not any(map(is_word_gram, chars))
+    assert display_term("\x01play music") == "⟨play music⟩" and display_term("ab") == "ab"
+
+
+def test_word_max_n_is_bounded():
+    with pytest.raises(ValueError, match="word_max_n"):
+        TextSpec(word_max_n=4)
+    with pytest.raises(ValueError, match="word_max_n"):
+        TextSpec(word_max_n=-1)
 
 
 def test_analyzer_is_picklable_and_equal():

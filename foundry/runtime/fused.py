@@ -15,7 +15,7 @@ from foundry.runtime.graph import SigmoidCalibration
 from foundry.runtime.heads import _logistic, _NumpyHead
 from foundry.runtime.normalize import _CHAR_TABLES, _UNSAFE, NgramSlicer, _collapse
 from foundry.runtime.prediction import Prediction, _new_object, _probabilities, _set_attribute
-from foundry.textspec import TextSpec, normalize
+from foundry.textspec import TextSpec, is_word_gram, normalize, word_ngrams
 
 
 class _GramAutomaton:
@@ -34,7 +34,7 @@ class _GramAutomaton:
 
     def __init__(self, values: dict[str, Any], spec: TextSpec, zero: Any = 0j) -> None:
         grams = {g: v for g, v in values.items()
-                 if spec.min_n <= len(g) <= spec.max_n and g != " "}
+                 if spec.min_n <= len(g) <= spec.max_n and g != " " and not is_word_gram(g)}
         prefixes = {g[:k] for g in grams for k in range(1, len(g))}
         nodes: dict[str, dict] = {s: {} for s in prefixes}
         root: dict = {}
@@ -75,11 +75,12 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     no n-gram does (every tf is 1) and the sums come from a :class:`_GramAutomaton`: one
     dict look-up per character instead of building, hashing and looking up every n-gram
     string (about half the time of a short text). Otherwise the n-grams are sliced, looked
-    up and their repeats corrected as in :meth:`_NumpyHead.scores`. None for any other model.
+    up and their repeats corrected as in :meth:`_NumpyHead.scores`. None for any other model,
+    and for one with word n-grams (step 6b), which the general path answers.
     """
     graph, spec = head.graph, head.spec
     logistic = graph.post_transform == "LOGISTIC" and graph.calibration is None
-    if not (head.antisymmetric and head.l2 and not graph.l1_normalize
+    if spec.word_max_n or not (head.antisymmetric and head.l2 and not graph.l1_normalize
             and (logistic or graph.calibration is not None)):
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
@@ -151,7 +152,8 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     1-tuples of columns lists the columns of the text's in-vocabulary n-grams (repeats
     included) in one pass over its characters, without building an n-gram string (a third of
     the time of an English text's slicing and look-ups), and :meth:`_NumpyHead.class_scores`
-    gives every class score at once; the softmax
+    gives every class score at once (word n-grams of step 6b, if any, are looked up whole and
+    added to the list); the softmax
     (the int8 and multinomial exports) runs on the score vector, without the max
     subtraction when a load-time bound proves that exp cannot overflow. None for a
     calibrated or binary model.
@@ -163,6 +165,8 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     automaton = _GramAutomaton({g: (c,) for g, c in head.columns.items()}, spec, ())
     root_get, miss, start = automaton.root.get, automaton.miss, automaton.start
     padded = spec.word_boundary_padding
+    columns_get = head.columns.get
+    words = spec.word_max_n
     class_scores = head.class_scores
     softmax = graph.post_transform == "SOFTMAX" and not graph.l1_normalize
     # With L2-normalised non-negative features a class score is at most ||W_k|| + |b_k|:
@@ -189,6 +193,8 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                 cols += found
             if padded:
                 cols += (node.get(" ") or root_get(" ", miss))[1]
+        if words and out:  # step 6b: word n-grams, looked up whole
+            cols += [c for c in map(columns_get, word_ngrams(out, spec)) if c is not None]
         scores = class_scores(cols)
         if plain_exp:
             scores = exp(scores)

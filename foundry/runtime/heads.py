@@ -307,7 +307,9 @@ class _NumpyHead:
 
     def scores_many(self, normalized: list[str], slicer: NgramSlicer) -> np.ndarray:
         """Class scores ``[N, K]`` of normalised texts; vectorised for larger batches."""
-        if len(normalized) < VECTOR_MIN_BATCH or self.spec.max_n > _VectorScorer.max_n:
+        # The vectorised scorer keys character n-grams of n <= 3 only (no word n-grams).
+        if (len(normalized) < VECTOR_MIN_BATCH or self.spec.max_n > _VectorScorer.max_n
+                or self.spec.word_max_n):
             return np.array(list(map(self.scores, map(slicer, normalized))), dtype=np.float64)
         sums, norm2 = self._vector_scorer().sums(normalized)
         if self.l2:

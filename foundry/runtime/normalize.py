@@ -10,7 +10,14 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from foundry.textspec import REMOVED_CATEGORIES, WHITESPACE, TextSpec, collapse_spaces, normalize
+from foundry.textspec import (
+    REMOVED_CATEGORIES,
+    WHITESPACE,
+    TextSpec,
+    collapse_spaces,
+    normalize,
+    word_ngrams,
+)
 
 try:  # the C helper behind Counter.update, without Counter's per-call overhead
     from collections import _count_elements
@@ -145,8 +152,9 @@ class NgramSlicer:
 
     The n-grams of a unit of length ``L`` are taken by one ``operator.itemgetter`` over
     precomputed slices (one C call instead of a comprehension per order), cached per ``L``.
-    The result has the multiset of :func:`foundry.textspec.char_ngrams`, grouped
-    differently, which no consumer depends on: the features are counts.
+    The result has the multiset of :func:`foundry.textspec.ngrams` (character n-grams, then
+    any word n-grams), grouped differently, which no consumer depends on: the features are
+    counts.
     """
 
     def __init__(self, spec: TextSpec) -> None:
@@ -172,6 +180,13 @@ class NgramSlicer:
         return getter
 
     def __call__(self, normalized: str) -> tuple[str, ...] | list[str]:
+        grams = self.char_grams(normalized)
+        if self.spec.word_max_n and normalized:
+            return [*grams, *word_ngrams(normalized, self.spec)]
+        return grams
+
+    def char_grams(self, normalized: str) -> tuple[str, ...] | list[str]:
+        """The character n-grams of step 6 alone (no word n-grams of step 6b)."""
         if not normalized:
             return ()
         getters = self._getters
@@ -195,6 +210,6 @@ _SLICERS: dict[TextSpec, NgramSlicer] = {}
 
 
 def ngram_list(normalized: str, spec: TextSpec = DEFAULT_SPEC) -> tuple[str, ...] | list[str]:
-    """The n-grams of a normalised text: the multiset of :func:`textspec.char_ngrams`."""
+    """The terms of a normalised text: the multiset of :func:`textspec.ngrams`."""
     slicer = _SLICERS.get(spec) or _SLICERS.setdefault(spec, NgramSlicer(spec))
     return slicer(normalized)

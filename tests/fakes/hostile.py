@@ -146,6 +146,17 @@ def _vocab_entry(value: str):
     return mutate
 
 
+def _words(format_version: int, word_max_n: int, first_entry: str | None = None):
+    """Set the format and ``analyzer.word_max_n``; optionally replace the first vocabulary
+    entry (a word n-gram, starting with U+0001, sorts first)."""
+    def mutate(m) -> None:
+        m.format_version = format_version
+        m.analyzer.word_max_n = word_max_n
+        if first_entry is not None:
+            m.vocabulary[0] = first_entry
+    return mutate
+
+
 def _with_rules(*rules: dict, format_version: int = 4):
     """Give the .bin reflex rules (``foundry.v1.Rule`` fields; label index 1 by default)."""
     def mutate(m) -> None:
@@ -207,7 +218,7 @@ CASES: tuple[Case, ...] = (
     Case("bin: sealed garbage", "B2", lambda d: bin_path(d).write_bytes(seal(b"\xff\xff\xff\x0f"))),
     Case("format_version 2 (no familiarity gate)", "B3",
          _edit(lambda m: setattr(m, "format_version", 2))),
-    Case("format_version 6", "B3", _edit(lambda m: setattr(m, "format_version", 6))),
+    Case("format_version 7", "B3", _edit(lambda m: setattr(m, "format_version", 7))),
     Case("another task", "B4", _edit(lambda m: setattr(m, "task", "other"))),
     Case("duplicate labels", "B5", _edit(_set_label(1, "Question"))),
     Case("one label", "B5", _edit(lambda m: m.labels.pop())),
@@ -221,6 +232,11 @@ CASES: tuple[Case, ...] = (
     Case("max_n huge", "B8", _edit(lambda m: setattr(m.analyzer, "max_n", 2**32 - 1))),
     Case("min_n 0", "B8", _edit(lambda m: setattr(m.analyzer, "min_n", 0))),
     Case("min_n > max_n", "B8", _edit(lambda m: setattr(m.analyzer, "min_n", 5))),
+    Case("word n-grams in format 5", "B8", _edit(_words(5, 2))),
+    Case("word_max_n 4", "B8", _edit(_words(6, 4))),
+    Case("a word n-gram without word_max_n", "B9", _edit(_words(5, 0, "\x01ab"))),
+    Case("a word n-gram of 3 words, word_max_n 2", "B9", _edit(_words(6, 2, "\x01a b c"))),
+    Case("a word n-gram with an empty word", "B9", _edit(_words(6, 2, "\x01a "))),
     Case("vocabulary entry empty", "B9", _edit(_vocab_entry(""))),
     Case("vocabulary entry too long", "B9", _edit(_vocab_entry("abcd"))),
     Case("vocabulary entry repeated", "B9", _edit(lambda m: _vocab_entry(m.vocabulary[0])(m))),

@@ -11,15 +11,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from foundry.artifacts import COMPACT_FORMAT_VERSION, compact, idf_of, seal_message, vocabulary_of
+from foundry.artifacts import (
+    COMPACT_LAYOUTS,
+    compact,
+    entry_bytes,
+    idf_of,
+    seal_message,
+    vocabulary_of,
+)
 from foundry.v1 import preprocessor_pb2 as pb
 
 
 def read_bin(path: Path, raw: bool = False) -> pb.Preprocessor:
     msg = pb.Preprocessor()
     msg.ParseFromString(Path(path).read_bytes())
-    if not raw and msg.format_version == COMPACT_FORMAT_VERSION:
-        vocabulary = vocabulary_of(msg, path, msg.analyzer.max_n)
+    if not raw and msg.format_version in COMPACT_LAYOUTS:
+        vocabulary = vocabulary_of(msg, path, entry_bytes(msg.analyzer.max_n, msg.analyzer.word_max_n,
+                                                      msg.normalizer.max_chars))
         idf = idf_of(msg, path, len(vocabulary)) if msg.weighting.use_idf else []
         for name in ("vocab_prefix", "vocab_suffix_len", "vocab_suffixes", "idf_table",
                      "idf_index"):
@@ -34,6 +42,6 @@ def rewrite_bin(path: Path, mutate: Callable[[pb.Preprocessor], object],
     """Decode ``path``, let ``mutate`` change the message, write it back with a valid seal."""
     msg = read_bin(path, raw)
     mutate(msg)
-    if not raw and msg.format_version == COMPACT_FORMAT_VERSION:
+    if not raw and msg.format_version in COMPACT_LAYOUTS:
         compact(msg)
     Path(path).write_bytes(seal_message(msg))

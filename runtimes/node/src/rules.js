@@ -7,7 +7,7 @@
  */
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const { codePointLength } = require('./textspec');
+const { MAX_WORD_N, WORD_MARK, codePointLength } = require('./textspec');
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -17,7 +17,16 @@ const FORMAT_VERSION = 3;
 const RULES_FORMAT_VERSION = 4;
 /** The layout written now: vocabulary front-coded, idf as a table index; rules optional. */
 const COMPACT_FORMAT_VERSION = 5;
-const SUPPORTED_FORMAT_VERSIONS = Object.freeze([FORMAT_VERSION, RULES_FORMAT_VERSION, COMPACT_FORMAT_VERSION]);
+/** Format 5's layout plus word n-grams (text spec step 6b, analyzer.word_max_n). */
+const WORDS_FORMAT_VERSION = 6;
+const SUPPORTED_FORMAT_VERSIONS = Object.freeze([
+  FORMAT_VERSION,
+  RULES_FORMAT_VERSION,
+  COMPACT_FORMAT_VERSION,
+  WORDS_FORMAT_VERSION,
+]);
+/** The formats whose vocabulary and idf are front-coded and tabled (fields 17-21). */
+const COMPACT_LAYOUTS = Object.freeze([COMPACT_FORMAT_VERSION, WORDS_FORMAT_VERSION]);
 /** The word lists of a reflex rule (camelCase, in `.bin` field order); a rule needs one of the first four. */
 const RULE_WORD_LISTS = Object.freeze(['contains', 'startsWith', 'endsWith', 'equals', 'alsoContains', 'unlessContains']);
 const RULE_LIST_NAMES = Object.freeze({
@@ -200,16 +209,26 @@ function checkPreprocessor(msg, file, task) {
   if (!(minN >= 1 && minN <= maxN && maxN <= LIMITS.maxN)) {
     throw ruleError(file, `analyzer needs 1 <= min_n <= max_n <= ${LIMITS.maxN}, got min_n=${minN}, max_n=${maxN}`, 'B8');
   }
-  const vocabulary = vocabularyOf(msg, file, maxN, formatVersion);
+  const wordMaxN = Number(analyzer.wordMaxN || 0);
+  const wordsAllowed = formatVersion === WORDS_FORMAT_VERSION ? MAX_WORD_N : 0;
+  if (!(wordMaxN >= 0 && wordMaxN <= wordsAllowed)) {
+    throw ruleError(
+      file,
+      `analyzer.word_max_n = ${wordMaxN} is outside 0..${wordsAllowed} ` +
+        `(word n-grams need format ${WORDS_FORMAT_VERSION}, at most ${MAX_WORD_N} words)`,
+      'B8',
+    );
+  }
+  const vocabulary = vocabularyOf(msg, file, entryBytes(maxN, wordMaxN, maxChars), formatVersion);
   if (vocabulary.length < 1 || vocabulary.length > LIMITS.vocabulary) {
     throw ruleError(file, `the vocabulary has ${vocabulary.length} entries; it needs 1 to ${LIMITS.vocabulary}`, 'B9');
   }
   for (const gram of vocabulary) {
-    const n = codePointLength(gram);
-    if (n < minN || n > maxN) {
+    if (!validTerm(gram, minN, maxN, wordMaxN, maxChars)) {
       throw ruleError(
         file,
-        `vocabulary entry ${JSON.stringify(gram.slice(0, 40))} has ${n} code points, outside min_n..max_n = ${minN}..${maxN}`,
+        `vocabulary entry ${JSON.stringify(gram.slice(0, 40))} is neither a character n-gram of ` +
+          `min_n..max_n = ${minN}..${maxN} code points nor a word n-gram of 1..word_max_n = ${wordMaxN} words`,
         'B9',
       );
     }
@@ -262,7 +281,7 @@ function checkPreprocessor(msg, file, task) {
     );
   }
   checkRules(msg, file, formatVersion);
-  if (formatVersion === COMPACT_FORMAT_VERSION) {
+  if (COMPACT_LAYOUTS.includes(formatVersion)) {
     // Readers find the vocabulary and idf per column in fields 7 and 8, whatever the layout.
     msg.vocabulary = vocabulary;
     msg.idf = idf;
@@ -270,19 +289,52 @@ function checkPreprocessor(msg, file, task) {
 }
 
 /**
- * Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (format 5,
- * front-coded: every entry at most 4 * max_n bytes, valid UTF-8, strictly ascending in bytes).
+ * The most UTF-8 bytes a vocabulary entry may have (rule B9): 4 * max_n, or with word n-grams
+ * the mark and a whole normalised text, 1 + 4 * max_chars, if larger.
+ * @param {number} maxN
+ * @param {number} wordMaxN
+ * @param {number} maxChars
+ * @returns {number}
+ */
+function entryBytes(maxN, wordMaxN, maxChars) {
+  return wordMaxN ? Math.max(4 * maxN, 1 + 4 * maxChars) : 4 * maxN;
+}
+
+/**
+ * Rule B9 for one entry: a character n-gram of min_n..max_n code points without the word
+ * mark, or (word_max_n > 0) the mark and 1..word_max_n non-empty words joined by single
+ * spaces, at most max_chars code points after the mark.
+ * @returns {boolean}
+ */
+function validTerm(gram, minN, maxN, wordMaxN, maxChars) {
+  if (gram[0] !== WORD_MARK) {
+    const n = codePointLength(gram);
+    return n >= minN && n <= maxN;
+  }
+  const words = gram.slice(1).split(' ');
+  return (
+    words.length >= 1 &&
+    words.length <= wordMaxN &&
+    codePointLength(gram) <= 1 + maxChars &&
+    words.every((w) => w.length > 0 && !w.includes(WORD_MARK))
+  );
+}
+
+/**
+ * Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (formats
+ * 5-6, front-coded: every entry at most `maxBytes` bytes (entryBytes), valid UTF-8, strictly
+ * ascending in bytes).
  * @param {object} msg decoded `.bin`
  * @param {string} file
- * @param {number} maxN analyzer.max_n
+ * @param {number} maxBytes the largest entry, in bytes
  * @param {number} formatVersion
  * @returns {string[]}
  */
-function vocabularyOf(msg, file, maxN, formatVersion) {
+function vocabularyOf(msg, file, maxBytes, formatVersion) {
   const prefix = msg.vocabPrefix || [];
   const suffixLen = msg.vocabSuffixLen || [];
   const blob = msg.vocabSuffixes && msg.vocabSuffixes.length ? Uint8Array.from(msg.vocabSuffixes) : new Uint8Array(0);
-  if (formatVersion !== COMPACT_FORMAT_VERSION) {
+  if (!COMPACT_LAYOUTS.includes(formatVersion)) {
     if (prefix.length || suffixLen.length || blob.length) {
       throw ruleError(file, `format ${formatVersion} holds the front-coded vocabulary of format 5 (fields 17-19)`, 'B9');
     }
@@ -305,11 +357,11 @@ function vocabularyOf(msg, file, maxN, formatVersion) {
   for (let i = 0; i < d; i += 1) {
     const shared = Number(prefix[i]);
     const rest = Number(suffixLen[i]);
-    if (shared > prev.length || shared + rest > 4 * maxN || at + rest > blob.length) {
+    if (shared > prev.length || shared + rest > maxBytes || at + rest > blob.length) {
       throw ruleError(
         file,
         `vocabulary entry ${i}: prefix ${shared} + suffix ${rest} bytes do not fit (entry ${i - 1} has ${prev.length} bytes, ` +
-          `at most ${4 * maxN} bytes an entry, ${blob.length - at} suffix bytes left)`,
+          `at most ${maxBytes} bytes an entry, ${blob.length - at} suffix bytes left)`,
         'B9',
       );
     }
@@ -345,7 +397,7 @@ function vocabularyOf(msg, file, maxN, formatVersion) {
 function idfOf(msg, file, d, formatVersion) {
   const table = msg.idfTable || [];
   const index = msg.idfIndex || [];
-  if (formatVersion !== COMPACT_FORMAT_VERSION) {
+  if (!COMPACT_LAYOUTS.includes(formatVersion)) {
     if (table.length || index.length) {
       throw ruleError(file, `format ${formatVersion} holds the idf table of format 5 (fields 20-21)`, 'B10');
     }
@@ -378,7 +430,7 @@ function checkRules(msg, file, formatVersion) {
     throw ruleError(
       file,
       `format_version ${formatVersion} with ${rules.length} rules: rules need format ${RULES_FORMAT_VERSION} or ` +
-        `${COMPACT_FORMAT_VERSION}, and format ${RULES_FORMAT_VERSION} needs rules`,
+        `${COMPACT_FORMAT_VERSION}-${WORDS_FORMAT_VERSION}, and format ${RULES_FORMAT_VERSION} needs rules`,
       'B14',
     );
   }
@@ -449,6 +501,7 @@ module.exports = {
   LIMITS,
   RULES_FORMAT_VERSION,
   SUPPORTED_FORMAT_VERSIONS,
+  WORDS_FORMAT_VERSION,
   V1_REMOVED_CATEGORIES,
   V1_WHITESPACE,
   checkIntegrity,

@@ -10,7 +10,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const protobuf = require('protobufjs');
 const ort = require('onnxruntime-node');
-const { compileSpec, normalize, charNgrams, unfamiliarity, weigh } = require('./textspec');
+const { compileSpec, normalize, ngrams, unfamiliarity, weigh } = require('./textspec');
 const {
   ArtifactError,
   LIMITS,
@@ -319,7 +319,7 @@ class MicroModel {
    */
   featurize(text) {
     const normalized = normalize(text, this.spec);
-    const grams = charNgrams(normalized, this.spec);
+    const grams = ngrams(normalized, this.spec);
     return {
       normalized,
       features: weigh(grams, this.weighting),

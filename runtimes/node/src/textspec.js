@@ -10,6 +10,10 @@
 
 /** Text spec versions this implementation understands. */
 const SUPPORTED_SPEC_VERSIONS = Object.freeze([1]);
+/** The first code point of every word n-gram (step 6b); step 3 removes it from every text. */
+const WORD_MARK = '\u0001';
+/** The largest word n-gram order a runtime accepts. */
+const MAX_WORD_N = 3;
 
 /** The 30 two-letter Unicode general categories (the only accepted removed_categories). */
 const GENERAL_CATEGORIES = Object.freeze([
@@ -31,6 +35,7 @@ const GENERAL_CATEGORIES = Object.freeze([
  * @property {number} minN
  * @property {number} maxN
  * @property {boolean} wordBoundaryPadding
+ * @property {number} wordMaxN   word n-gram orders 1..wordMaxN (step 6b); 0: none
  */
 
 /**
@@ -80,6 +85,10 @@ function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
       `${where}: analyzer needs 1 <= min_n <= max_n, got min_n=${minN}, max_n=${maxN}`,
     );
   }
+  const wordMaxN = Number(analyzer.wordMaxN || 0);
+  if (!(Number.isInteger(wordMaxN) && wordMaxN >= 0 && wordMaxN <= MAX_WORD_N)) {
+    throw new Error(`${where}: analyzer.word_max_n must be in 0..${MAX_WORD_N}, got ${wordMaxN}`);
+  }
   const removed = removedCategories.length
     ? new RegExp(`^[${removedCategories.map((c) => `\\p{gc=${c}}`).join('')}]$`, 'u')
     : null;
@@ -105,6 +114,7 @@ function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
     minN,
     maxN,
     wordBoundaryPadding: Boolean(analyzer.wordBoundaryPadding),
+    wordMaxN,
   };
 }
 
@@ -228,6 +238,38 @@ function charNgrams(normalized, spec) {
 }
 
 /**
+ * The word n-grams of an already normalised text (step 6b), in order of emission: the words
+ * are the non-empty pieces of the text split on U+0020; for n = 1..wordMaxN every run of n
+ * consecutive words gives WORD_MARK followed by the words joined by one U+0020.
+ * @param {string} normalized
+ * @param {CompiledSpec} spec
+ * @returns {string[]}
+ */
+function wordNgrams(normalized, spec) {
+  const grams = [];
+  if (!spec.wordMaxN || normalized.length === 0) return grams;
+  const words = normalized.split(' ').filter((w) => w.length > 0);
+  const top = Math.min(spec.wordMaxN, words.length);
+  for (let n = 1; n <= top; n += 1) {
+    for (let i = 0; i + n <= words.length; i += 1) {
+      grams.push(WORD_MARK + words.slice(i, i + n).join(' '));
+    }
+  }
+  return grams;
+}
+
+/**
+ * Every term of step 6: the character n-grams, then the word n-grams (step 6b).
+ * @param {string} normalized
+ * @param {CompiledSpec} spec
+ * @returns {string[]}
+ */
+function ngrams(normalized, spec) {
+  const grams = charNgrams(normalized, spec);
+  return spec.wordMaxN ? grams.concat(wordNgrams(normalized, spec)) : grams;
+}
+
+/**
  * @typedef {object} Weighting
  * @property {Map<string, number>} index  n-gram -> column
  * @property {Float64Array} idf
@@ -271,7 +313,7 @@ function weigh(grams, w) {
 }
 
 /**
- * Unfamiliarity of a text (docs/preprocessor-spec.md, section 5): the share of its n-grams of
+ * Unfamiliarity of a text (docs/preprocessor-spec.md, section 5): the share of its character n-grams of
  * at least `minOrder` code points (with repeats) that are not in the vocabulary, as one
  * division of two integers; 0 when there is none.
  * @param {string[]} grams n-grams of the normalised text (step 6)
@@ -283,8 +325,9 @@ function unfamiliarity(grams, index, minOrder) {
   let total = 0;
   let known = 0;
   for (const gram of grams) {
-    // Code points, not UTF-16 units: stop counting once the gram is long enough.
-    if (walkCodePoints(gram, minOrder).count >= minOrder) {
+    // Word n-grams (step 6b) do not count. Code points, not UTF-16 units: stop counting
+    // once the gram is long enough.
+    if (gram[0] !== WORD_MARK && walkCodePoints(gram, minOrder).count >= minOrder) {
       total += 1;
       if (index.has(gram)) known += 1;
     }
@@ -293,12 +336,16 @@ function unfamiliarity(grams, index, minOrder) {
 }
 
 module.exports = {
+  MAX_WORD_N,
   SUPPORTED_SPEC_VERSIONS,
+  WORD_MARK,
   codePointLength,
   unfamiliarity,
   GENERAL_CATEGORIES,
   compileSpec,
   normalize,
   charNgrams,
+  ngrams,
   weigh,
+  wordNgrams,
 };

@@ -111,12 +111,12 @@ if (task) {
   test('an unsupported format version is rejected', async () => {
     const dir = copyArtifacts(task);
     rewritePreprocessor(bin(dir), (msg) => {
-      msg.formatVersion = 6;
+      msg.formatVersion = 7;
     });
-    await assertRejected(dir, /format_version 6 is not supported by this runtime \(supported: 3, 4, 5\).*rule B3/, bin(dir));
+    await assertRejected(dir, /format_version 7 is not supported by this runtime \(supported: 3, 4, 5, 6\).*rule B3/, bin(dir));
   });
 
-  test('format 4 needs reflex rules, and rules need format 4 or 5', async () => {
+  test('format 4 needs reflex rules, and rules need format 4, 5 or 6', async () => {
     const { preprocessor } = await MicroModel.load(task, copyArtifacts(task));
     /** The message in the layout of formats 3-4 (fields 7 and 8). */
     const legacy = (msg, formatVersion) => {

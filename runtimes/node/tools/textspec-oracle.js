@@ -12,7 +12,7 @@
  * Writes to OUTPUT.jsonl one JSON object per input line: {"normalized": str, "ngrams": [str, ...]}.
  */
 const fs = require('node:fs');
-const { compileSpec, normalize, charNgrams } = require('../src/textspec');
+const { compileSpec, normalize, ngrams: terms } = require('../src/textspec');
 
 function main(argv) {
   if (argv.length !== 3) {
@@ -27,7 +27,7 @@ function main(argv) {
   for (const line of lines) {
     if (line.length === 0) continue;
     const normalized = normalize(JSON.parse(line), spec);
-    const ngrams = settings.normalizeOnly ? [] : charNgrams(normalized, spec);
+    const ngrams = settings.normalizeOnly ? [] : terms(normalized, spec);
     out.push(JSON.stringify({ normalized, ngrams }));
   }
   fs.writeFileSync(outputPath, out.join('\n') + (out.length ? '\n' : ''), 'utf8');

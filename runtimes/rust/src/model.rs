@@ -1,7 +1,7 @@
 //! [`MicroModel`]: load and validate an artifact pair, then answer.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -10,19 +10,28 @@ use sha2::{Digest, Sha256};
 use crate::error::ArtifactError;
 use crate::graph::{self, LinearGraph, Transform};
 use crate::proto::foundry_v1 as pb;
-use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings};
+use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings, WORD_MARK};
 use crate::vocabulary::GramIndex;
 use crate::kernel;
 
 /// `.bin` layouts this runtime reads (rule B3; 3: with the unfamiliarity gate, 4: and with
 /// reflex rules, 5: the vocabulary front-coded and the idf as a table index, rules optional).
-pub const SUPPORTED_FORMAT_VERSIONS: [u32; 3] = [3, 4, 5];
+pub const SUPPORTED_FORMAT_VERSIONS: [u32; 4] = [3, 4, 5, 6];
 /// The layout of a file without reflex rules before format 5 (rule B14).
 pub const PLAIN_FORMAT_VERSION: u32 = 3;
 /// The layout of a file with reflex rules before format 5 (rule B14).
 pub const RULES_FORMAT_VERSION: u32 = 4;
 /// The layout written now (rules B9, B10).
 pub const COMPACT_FORMAT_VERSION: u32 = 5;
+/// Format 5's layout plus word n-grams (text spec step 6b, `analyzer.word_max_n`).
+pub const WORDS_FORMAT_VERSION: u32 = 6;
+/// The largest word n-gram order a runtime accepts.
+pub const MAX_WORD_N: u32 = 3;
+
+/// Whether a format front-codes its vocabulary and tables its idf (fields 17-21).
+fn compact_layout(format_version: u32) -> bool {
+    format_version == COMPACT_FORMAT_VERSION || format_version == WORDS_FORMAT_VERSION
+}
 /// Limits of rule B14: rules, words in all rules, code points per word and per rule name.
 pub const MAX_RULES: usize = 256;
 pub const MAX_RULE_WORDS: usize = 4096;
@@ -82,7 +91,7 @@ fn check_rules(msg: &pb::Preprocessor, path: &Path) -> Result<(), ArtifactError>
     let n = msg.rules.len();
     if (n > 0 && msg.format_version == PLAIN_FORMAT_VERSION) || (n == 0 && msg.format_version == RULES_FORMAT_VERSION) {
         return Err(rule(path, format!(
-            "format_version {} with {n} rules: rules need format {RULES_FORMAT_VERSION} or {COMPACT_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} needs rules",
+            "format_version {} with {n} rules: rules need format {RULES_FORMAT_VERSION} or {COMPACT_FORMAT_VERSION}-{WORDS_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} needs rules",
             msg.format_version
         ), "B14"));
     }
@@ -137,6 +146,8 @@ fn check_rules(msg: &pb::Preprocessor, path: &Path) -> Result<(), ArtifactError>
 pub struct Scratch {
     chars: Vec<char>,
     units: Vec<char>,
+    /// The word n-gram being looked up (step 6b).
+    word: String,
     hits: Vec<u32>,
     counts: Vec<u32>,
     distinct: Vec<u32>,
@@ -164,6 +175,9 @@ pub struct MicroModel {
     normalizer: Normalizer,
     analyzer: Analyzer,
     index: GramIndex,
+    /// The word n-grams of the vocabulary (step 6b, entries starting with [`WORD_MARK`]) and
+    /// their columns; empty without word n-grams.
+    words: HashMap<String, u32>,
     n_features: usize,
     idf: Vec<f64>,
     idf2: Vec<f64>,
@@ -181,7 +195,8 @@ pub struct MicroModel {
     /// The unfamiliarity gate (section 5): n-grams of at least `min_order` code points count.
     min_order: usize,
     max_unfamiliar: f64,
-    /// Per column: is its n-gram long enough to count (`>= min_order` code points)?
+    /// Per column: is its character n-gram long enough to count (`>= min_order` code points)?
+    /// Word n-grams never count.
     counted: Vec<bool>,
     bin_path: PathBuf,
     onnx_path: PathBuf,
@@ -293,17 +308,24 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
     if !(1 <= ana.min_n && ana.min_n <= ana.max_n && ana.max_n <= MAX_N) {
         return Err(rule(path, format!("analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n={}, max_n={}", ana.min_n, ana.max_n), "B8"));
     }
-    let vocabulary = vocabulary_of(&msg, path, ana.max_n as usize)?;
+    let words_allowed = if msg.format_version == WORDS_FORMAT_VERSION { MAX_WORD_N } else { 0 };
+    if ana.word_max_n > words_allowed {
+        return Err(rule(path, format!(
+            "analyzer.word_max_n = {} is outside 0..{words_allowed} (word n-grams need format {WORDS_FORMAT_VERSION}, at most {MAX_WORD_N} words)",
+            ana.word_max_n
+        ), "B8"));
+    }
+    let (min_n, max_n, word_max_n) = (ana.min_n as usize, ana.max_n as usize, ana.word_max_n as usize);
+    let max_chars = norm.max_chars as usize;
+    let vocabulary = vocabulary_of(&msg, path, entry_bytes(max_n, word_max_n, max_chars))?;
     let d = vocabulary.len();
     if !(1..=MAX_VOCABULARY).contains(&d) {
         return Err(rule(path, format!("the vocabulary has {d} entries; it needs 1 to {MAX_VOCABULARY}"), "B9"));
     }
-    let (min_n, max_n) = (ana.min_n as usize, ana.max_n as usize);
-    if let Some(bad) = vocabulary.iter().find(|g| !(min_n..=max_n).contains(&g.chars().count())) {
+    if let Some(bad) = vocabulary.iter().find(|g| !valid_term(g, min_n, max_n, word_max_n, max_chars)) {
         let head: String = bad.chars().take(40).collect();
         return Err(rule(path, format!(
-            "vocabulary entry {head:?} has {} code points, outside min_n..max_n = {min_n}..{max_n}",
-            bad.chars().count()
+            "vocabulary entry {head:?} is neither a character n-gram of min_n..max_n = {min_n}..{max_n} code points nor a word n-gram of 1..word_max_n = {word_max_n} words"
         ), "B9"));
     }
     if vocabulary.iter().collect::<HashSet<_>>().len() != d {
@@ -343,7 +365,7 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
         ), "B13"));
     }
     check_rules(&msg, path)?;
-    if msg.format_version == COMPACT_FORMAT_VERSION {
+    if compact_layout(msg.format_version) {
         // Readers find the vocabulary and idf per column in fields 7 and 8, whatever the layout.
         msg.vocabulary = vocabulary;
         msg.idf = idf;
@@ -351,11 +373,33 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
     Ok(msg)
 }
 
-/// Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (format
-/// 5, front-coded: every entry at most `4 * max_n` bytes, valid UTF-8, strictly ascending).
-fn vocabulary_of(msg: &pb::Preprocessor, path: &Path, max_n: usize) -> Result<Vec<String>, ArtifactError> {
+/// The most UTF-8 bytes a vocabulary entry may have (rule B9): `4 * max_n`, or with word
+/// n-grams the mark and a whole normalised text, `1 + 4 * max_chars`, if larger.
+fn entry_bytes(max_n: usize, word_max_n: usize, max_chars: usize) -> usize {
+    if word_max_n > 0 { (4 * max_n).max(1 + 4 * max_chars) } else { 4 * max_n }
+}
+
+/// Rule B9 for one entry: a character n-gram of `min_n..=max_n` code points without the word
+/// mark, or (`word_max_n > 0`) the mark and 1..=word_max_n non-empty words joined by single
+/// spaces, at most `max_chars` code points after the mark.
+fn valid_term(term: &str, min_n: usize, max_n: usize, word_max_n: usize, max_chars: usize) -> bool {
+    match term.strip_prefix(WORD_MARK) {
+        None => (min_n..=max_n).contains(&term.chars().count()),
+        Some(words) => {
+            let n = words.split(' ').count();
+            (1..=word_max_n).contains(&n)
+                && words.chars().count() <= max_chars
+                && words.split(' ').all(|w| !w.is_empty() && !w.contains(WORD_MARK))
+        }
+    }
+}
+
+/// Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (formats
+/// 5-6, front-coded: every entry at most `max_bytes` bytes ([`entry_bytes`]), valid UTF-8,
+/// strictly ascending).
+fn vocabulary_of(msg: &pb::Preprocessor, path: &Path, max_bytes: usize) -> Result<Vec<String>, ArtifactError> {
     let (prefix, suffix_len, blob) = (&msg.vocab_prefix, &msg.vocab_suffix_len, &msg.vocab_suffixes);
-    if msg.format_version != COMPACT_FORMAT_VERSION {
+    if !compact_layout(msg.format_version) {
         if !prefix.is_empty() || !suffix_len.is_empty() || !blob.is_empty() {
             return Err(rule(path, format!(
                 "format {} holds the front-coded vocabulary of format 5 (fields 17-19)", msg.format_version
@@ -378,10 +422,10 @@ fn vocabulary_of(msg: &pb::Preprocessor, path: &Path, max_n: usize) -> Result<Ve
     let mut prev: Vec<u8> = Vec::new();
     for i in 0..d {
         let (shared, rest) = (prefix[i] as usize, suffix_len[i] as usize);
-        if shared > prev.len() || shared + rest > 4 * max_n || rest > blob.len() - at {
+        if shared > prev.len() || shared + rest > max_bytes || rest > blob.len() - at {
             return Err(rule(path, format!(
                 "vocabulary entry {i}: prefix {shared} + suffix {rest} bytes do not fit (entry {} has {} bytes, at most {} bytes an entry, {} suffix bytes left)",
-                i as i64 - 1, prev.len(), 4 * max_n, blob.len() - at
+                i as i64 - 1, prev.len(), max_bytes, blob.len() - at
             ), "B9"));
         }
         let mut data = prev[..shared].to_vec();
@@ -408,7 +452,7 @@ fn vocabulary_of(msg: &pb::Preprocessor, path: &Path, max_n: usize) -> Result<Ve
 /// 20-21 (format 5: `idf_table[idf_index[i]]`, 1 to `d` table values).
 fn idf_of(msg: &pb::Preprocessor, path: &Path, d: usize) -> Result<Vec<f64>, ArtifactError> {
     let (table, index) = (&msg.idf_table, &msg.idf_index);
-    if msg.format_version != COMPACT_FORMAT_VERSION {
+    if !compact_layout(msg.format_version) {
         if !table.is_empty() || !index.is_empty() {
             return Err(rule(path, format!(
                 "format {} holds the idf table of format 5 (fields 20-21)", msg.format_version
@@ -516,13 +560,19 @@ impl MicroModel {
         MicroModel {
             min_order,
             max_unfamiliar: gate.max_unfamiliar,
-            counted: pre.vocabulary.iter().map(|g| g.chars().count() >= min_order).collect(),
+            counted: pre.vocabulary.iter()
+                .map(|g| !g.starts_with(WORD_MARK) && g.chars().count() >= min_order)
+                .collect(),
             task: task.to_owned(),
             labels: pre.labels.clone(),
             threshold: pre.threshold,
             out_of_scope: pre.labels.iter().position(|l| !pre.out_of_scope.is_empty() && *l == pre.out_of_scope),
             normalizer: Normalizer::new(&settings),
             index: GramIndex::new(&pre.vocabulary, analyzer.max_n),
+            words: pre.vocabulary.iter().zip(0u32..)
+                .filter(|(g, _)| g.starts_with(WORD_MARK))
+                .map(|(g, col)| (g.clone(), col))
+                .collect(),
             analyzer,
             n_features: d,
             idf2: idf.iter().map(|v| v * v).collect(),
@@ -677,9 +727,11 @@ impl MicroModel {
     {
         self.normalizer.normalize_into(cps, &mut scratch.chars)?;
         scratch.hits.clear();
-        let Scratch { chars, units, hits, .. } = scratch;
+        let Scratch { chars, units, word, hits, .. } = scratch;
         let (index, analyzer) = (&self.index, &self.analyzer);
         analyzer.for_each_unit(chars, units, |unit| index.hits(unit, analyzer, hits));
+        let words = &self.words;
+        analyzer.for_each_word_gram(chars, word, |gram| hits.extend(words.get(gram)));
         Ok(())
     }
 

@@ -24,6 +24,9 @@ use crate::unicode::CategorySet;
 pub const SUPPORTED_SPEC_VERSIONS: [u32; 1] = [1];
 
 const SPACE: char = ' ';
+/// The first code point of every word n-gram (step 6b). Step 3 removes it from every text, so
+/// a word n-gram never equals a character n-gram.
+pub const WORD_MARK: char = '\u{1}';
 const CAPITAL_SIGMA: char = '\u{3A3}';
 
 /// The input held a code point the normaliser cannot take: an unpaired surrogate while the
@@ -56,6 +59,8 @@ pub struct Analyzer {
     pub min_n: usize,
     pub max_n: usize,
     pub word_boundary_padding: bool,
+    /// Word n-grams of orders `1..=word_max_n` (step 6b); 0: none.
+    pub word_max_n: usize,
 }
 
 impl NormalizerSettings {
@@ -127,7 +132,32 @@ impl Analyzer {
             min_n: msg.min_n as usize,
             max_n: msg.max_n as usize,
             word_boundary_padding: msg.word_boundary_padding,
+            word_max_n: msg.word_max_n as usize,
         })
+    }
+
+    /// Call `f` with every word n-gram of a normalised text (step 6b), in the spec's order
+    /// (per order `n`, per position), built in `buf`: [`WORD_MARK`] and `n` consecutive
+    /// non-empty space-separated words joined by one space.
+    #[inline]
+    pub fn for_each_word_gram(&self, normalized: &[char], buf: &mut String, mut f: impl FnMut(&str)) {
+        if self.word_max_n == 0 || normalized.is_empty() {
+            return;
+        }
+        let words: Vec<&[char]> = normalized.split(|&c| c == SPACE).filter(|w| !w.is_empty()).collect();
+        for n in 1..=self.word_max_n.min(words.len()) {
+            for run in words.windows(n) {
+                buf.clear();
+                buf.push(WORD_MARK);
+                for (k, word) in run.iter().enumerate() {
+                    if k > 0 {
+                        buf.push(SPACE);
+                    }
+                    buf.extend(word.iter());
+                }
+                f(buf);
+            }
+        }
     }
 
     /// Call `f` with every unit of a normalised text (section 3): each word padded with one
@@ -155,8 +185,9 @@ impl Analyzer {
         }
     }
 
-    /// The n-grams of a normalised text, in the order of the spec's reference (per unit, per
-    /// order `n`, per position). The runtime itself never builds these strings.
+    /// The terms of a normalised text, in the order of the spec's reference: the character
+    /// n-grams (per unit, per order `n`, per position), then the word n-grams (step 6b). The
+    /// runtime itself never builds the character n-gram strings.
     pub fn ngrams(&self, normalized: &str) -> Vec<String> {
         let chars: Vec<char> = normalized.chars().collect();
         let mut grams = Vec::new();
@@ -170,6 +201,8 @@ impl Analyzer {
                 }
             }
         });
+        let mut word = String::new();
+        self.for_each_word_gram(&chars, &mut word, |g| grams.push(g.to_owned()));
         grams
     }
 }
@@ -482,7 +515,7 @@ mod tests {
 
     #[test]
     fn ngrams_follow_the_spec_examples() {
-        let a = Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true };
+        let a = Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true, word_max_n: 0 };
         assert_eq!(a.ngrams("吗"), ["吗", " 吗", "吗 ", " 吗 "]);
         assert_eq!(
             a.ngrams("ab c"),
@@ -490,8 +523,26 @@ mod tests {
         );
         assert!(a.ngrams("ab ").contains(&"  ".to_string()));
         assert!(a.ngrams("").is_empty());
-        let whole = Analyzer { min_n: 1, max_n: 2, word_boundary_padding: false };
+        let whole = Analyzer { min_n: 1, max_n: 2, word_boundary_padding: false, word_max_n: 0 };
         assert_eq!(whole.ngrams("a b"), ["a", "b", "a ", " b"]);
+    }
+
+    #[test]
+    fn word_ngrams_follow_the_spec_examples() {
+        let words = |text: &str| {
+            let a = Analyzer { min_n: 1, max_n: 1, word_boundary_padding: true, word_max_n: 2 };
+            let chars: Vec<char> = text.chars().collect();
+            let (mut grams, mut buf) = (Vec::new(), String::new());
+            a.for_each_word_gram(&chars, &mut buf, |g| grams.push(g.to_owned()));
+            grams
+        };
+        assert_eq!(words("play some jazz"), ["\u{1}play", "\u{1}some", "\u{1}jazz", "\u{1}play some", "\u{1}some jazz"]);
+        assert_eq!(words("打开 客厅的灯"), ["\u{1}打开", "\u{1}客厅的灯", "\u{1}打开 客厅的灯"]);
+        assert_eq!(words("吗"), ["\u{1}吗"]);
+        assert_eq!(words("ab "), ["\u{1}ab"]); // a truncated text's empty last piece is no word
+        assert!(words("").is_empty());
+        let a = Analyzer { min_n: 1, max_n: 1, word_boundary_padding: true, word_max_n: 1 };
+        assert_eq!(a.ngrams("a b"), ["a", "b", "\u{1}a", "\u{1}b"]); // characters, then words
     }
 
     #[test]
