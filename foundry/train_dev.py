@@ -12,8 +12,8 @@ on (``oof_proba`` of the :class:`foundry.trained.TrainedModel`). The accuracy-ag
 is scored on dev too, with the float32 size of the same vocabulary beside the int8 size.
 
 With ``train.refit_on_dev: true`` the shipped model is then refitted on the training rows plus
-the dev rows (the same parameters and vocabulary), except dev rows equal or near an exam or
-test text. Its temperature and the threshold must still come from texts the scoring model
+the dev rows (the same parameters and vocabulary, cut to its best-ranked n-grams if the refit
+outgrows the size budget), except dev rows equal or near an exam or test text. Its temperature and the threshold must still come from texts the scoring model
 never saw: the dev rows are cut in two halves, each half is scored by a model fitted on the
 training rows and the other half, the temperature is fitted on those cross-fitted scores, and
 the same cross-fitted probabilities are the ``oof_proba`` the threshold is chosen on. The
@@ -176,9 +176,14 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     # the size table is of models fitted on the training rows alone (dev scores them)
     curve = _size_curve(pruned, full, fit_top, measure, dev_texts, y_dev, k_classes)
     if cfg.refit_on_dev:
-        final, temperature, dev_proba = _refit_with_dev(
-            bp, task, recipe, params, pruned.vocabulary, (texts, y, w), (dev_texts, y_dev), log)
-        pruned = _measured(int8_pipeline(final), pruned.vocabulary, measure, budget_bytes)
+        def refit(vocab: list[str] | None) -> tuple[Any, float, np.ndarray]:
+            final, temperature, dev_proba = _refit_with_dev(
+                bp, task, recipe, params, vocab, (texts, y, w), (dev_texts, y_dev), log)
+            return int8_pipeline(final), temperature, dev_proba  # as measured and shipped
+
+        pruned, temperature, dev_proba = refit_within_budget(
+            refit, pruned.vocabulary, [full_terms[j] for j in ranking], measure,
+            budget_bytes, log)
     else:
         temperature = _set_temperature(pruned.pipeline, dev_texts, y_dev)
         dev_proba = pruned.pipeline.predict_proba(dev_texts)
@@ -260,18 +265,42 @@ def _refit_with_dev(bp: Blueprint, task: Task, recipe: Recipe, params: dict[str,
     return final, temperature, dev_proba
 
 
-def _measured(pipe: Any, vocabulary: list[str] | None,
-              measure: Callable[[Any], tuple[int, int, str]], budget_bytes: int | None) -> Any:
-    """``pipe`` with its artifact sizes (a :class:`foundry.trained.Pruned`); refused above
-    the budget (the refit keeps the vocabulary, so its size barely moves)."""
+def refit_within_budget(
+    refit: Callable[[list[str] | None], tuple[Any, float, np.ndarray]],
+    vocabulary: list[str] | None,
+    ranked_terms: list[str],
+    measure: Callable[[Any], tuple[int, int, str]],
+    budget_bytes: int | None,
+    log: Log = print,
+    max_rounds: int = 6,
+) -> tuple[Any, float, np.ndarray]:
+    """The refitted model (a :class:`foundry.trained.Pruned`), its temperature and dev
+    probabilities, shrunk until it fits ``budget_bytes``.
+
+    ``refit(vocab)`` fits on the training and dev rows with that vocabulary (``None``: learn
+    it) and returns the shipped pipeline, its temperature and dev probabilities. The pruned vocabulary fitted the budget on the training rows alone, but the refit
+    moves the sizes a little (the weights and idf values the artifacts store change), and a
+    learnt vocabulary grows with the dev rows' n-grams. So an oversize refit is refitted on
+    fewer of ``ranked_terms`` (the training model's columns, best first), rescaled by
+    ``budget / size`` with a 0.5% margin, as :func:`foundry.trained.prune_to_budget` does.
+    """
     from foundry.trained import Pruned
 
-    onnx_len, bin_len, source = measure(pipe)
-    result = Pruned(pipe, vocabulary, onnx_len, bin_len, source)
-    if budget_bytes is not None and result.size > budget_bytes:
-        raise ValueError(f"train.refit_on_dev: the refitted model takes {result.size} bytes, "
-                         f"over export.size_budget_kb ({budget_bytes} bytes)")
-    return result
+    vocab = vocabulary
+    for _ in range(max_rounds):
+        pipe, temperature, dev_proba = refit(vocab)
+        onnx_len, bin_len, source = measure(pipe)
+        result = Pruned(pipe, vocab, onnx_len, bin_len, source)
+        if budget_bytes is None or result.size <= budget_bytes:
+            return result, temperature, dev_proba
+        k = len(vocab) if vocab is not None else len(ranked_terms)
+        k = max(1, min(k - 1, int(k * budget_bytes / result.size * 0.995)))
+        log(f"  refit takes {result.size} bytes, over the {budget_bytes}-byte budget: "
+            f"refitting on the best {k} n-grams")
+        vocab = sorted(ranked_terms[:k])
+    raise ValueError(f"train.refit_on_dev: the refitted model still takes {result.size} bytes "
+                     f"after {max_rounds} rounds, over export.size_budget_kb "
+                     f"({budget_bytes} bytes); raise the budget or set refit_on_dev: false")
 
 
 def _set_temperature(pipe: Any, texts: list[str], y: np.ndarray) -> float:
