@@ -37,7 +37,7 @@ from foundry import minhash as mh  # noqa: E402
 from foundry.blueprint import Task, load_blueprint  # noqa: E402
 from foundry.evaluate import choose_threshold  # noqa: E402
 from foundry.familiarity import MIN_ORDER, gate_for, unfamiliarity_many  # noqa: E402
-from foundry.realtext import REAL_SOURCE, RealRow, load_real  # noqa: E402
+from foundry.realtext import REAL_SOURCE, RealRow, corpus_family, load_real  # noqa: E402
 from foundry.runs import (  # noqa: E402
     latest_run_dir,
     read_json,
@@ -50,11 +50,6 @@ from foundry.trainers import get_trainer, make_pipeline  # noqa: E402
 
 #: Near-duplicate threshold (character-bigram Jaccard) that keeps variants in one fold.
 GROUP_THRESHOLD = 0.5
-
-
-def family(corpus: str) -> str:
-    """``massive_zh_cn/train`` -> ``massive_zh_cn``."""
-    return corpus.split("/")[0]
 
 
 def pool_groups(rows: list[RealRow]) -> np.ndarray:
@@ -135,8 +130,8 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> lis
     cv_acc = float((oof.argmax(1) == pool_y).mean())
     lines.append(f"| {task.name} | w={weight:g} {params} | all | {len(pool)} | {grammar_acc:.4f} "
                  f"| {cv_acc:.4f} | | | | |")
-    fams = np.asarray([family(r.corpus) for r in pool])
-    dev_fams = np.asarray([family(r.corpus) for r in dev])
+    fams = np.asarray([corpus_family(r.corpus) for r in pool])
+    dev_fams = np.asarray([corpus_family(r.corpus) for r in dev])
     target = bp.spec.evaluate.target_precision
     for fam in sorted(set(fams)):
         held = np.flatnonzero(fams == fam)

@@ -45,7 +45,7 @@ from foundry.datasets import load_dataset
 from foundry.errors import ConfigError, GateError
 from foundry.familiarity import MIN_ORDER, Familiarity, gate_for, unfamiliarity_many
 from foundry.jsonl import iter_jsonl
-from foundry.realtext import load_real
+from foundry.realtext import corpus_family, load_real
 from foundry.reflex import check_no_contradiction, rule_hits, task_reflex
 from foundry.runs import (
     atomic_write_bytes,
@@ -306,6 +306,26 @@ def category_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["gold", "category", "cases", "accuracy",
                                        "confident_share", "confident_precision",
                                        "confident_errors", "precision_lower95"])
+
+
+def corpus_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per source corpus of a real-text case table (its ``corpus`` column, file part dropped:
+    ``kdconv/film_dev`` -> ``kdconv``): cases, accuracy, confident share, and the precision of
+    the confident answers with its Clopper-Pearson lower bound. Each corpus is one kind of
+    text (replies to an assistant, chit-chat between friends, ...), so the table shows which
+    kinds the model holds up on, which one overall figure hides."""
+    rows = []
+    for corpus, part in frame.groupby(frame["corpus"].map(corpus_family), sort=True):
+        answers = ConfidentAnswers.of(part)
+        rows.append({"corpus": corpus, "cases": len(part),
+                     "accuracy": float(part["correct"].mean()),
+                     "confident_share": answers.coverage,
+                     "confident_precision": answers.precision,
+                     "confident_errors": answers.confident - answers.correct,
+                     "precision_lower95": answers.precision_lower_bound})
+    return pd.DataFrame(rows, columns=["corpus", "cases", "accuracy", "confident_share",
+                                       "confident_precision", "confident_errors",
+                                       "precision_lower95"])
 
 
 def length_table(frame: pd.DataFrame, edges: tuple[int, ...] = LENGTH_EDGES) -> pd.DataFrame:
@@ -1137,6 +1157,7 @@ def dev_summary(dev: pd.DataFrame, proba: np.ndarray, y: np.ndarray, labels: lis
         "dev_ece": expected_calibration_error(dev["p"].to_numpy(), dev["correct"].to_numpy()),
         "dev_confusion": confusion_matrix(dev["gold"], dev["predicted"], labels=labels).tolist(),
         "dev_by_category": json.loads(category_table(dev).to_json(orient="records")),
+        "dev_by_corpus": json.loads(corpus_table(dev).to_json(orient="records")),
         "dev_by_length": json.loads(length_table(dev).to_json(orient="records")),
         "dev_most_confident_errors": [
             {"text": r.text, "gold": r.gold, "predicted": r.predicted,

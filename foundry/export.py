@@ -224,6 +224,13 @@ def _dev_section(e: EvalSummary) -> list[str]:
         lines.append(f"| {row['gold']} / {row['category']} | {row['cases']} "
                      f"| {_pct(row['accuracy'])} | {_pct(row['confident_share'])} "
                      f"| {_pct(row['confident_precision'])} |")
+    if e.dev_by_corpus:
+        lines += ["", "| source corpus | cases | accuracy | confident | precision of confident |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in e.dev_by_corpus:
+            lines.append(f"| {row['corpus']} | {row['cases']} | {_pct(row['accuracy'])} "
+                         f"| {_pct(row['confident_share'])} "
+                         f"| {_pct(row['confident_precision'])} |")
     return [*lines, ""]
 
 

@@ -39,6 +39,12 @@ class RealDataError(ConfigError):
     """A real-text file of a blueprint is unusable; the message names the file and line."""
 
 
+def corpus_family(corpus: str) -> str:
+    """The corpus a real row's ``corpus`` field names, without its file part:
+    ``"kdconv/film_dev"`` -> ``"kdconv"`` (one kind of text: assistant commands, chit-chat, ...)."""
+    return corpus.split("/", 1)[0]
+
+
 @dataclass(frozen=True)
 class RealRow:
     """One hand-labelled real utterance."""

@@ -242,6 +242,7 @@ class EvalSummary(StageSummary):
     dev_ece: float | None = None
     dev_confusion: list[list[int]] | None = None
     dev_by_category: list[Json] | None = None
+    dev_by_corpus: list[Json] | None = None
     dev_by_length: list[Json] | None = None
     dev_most_confident_errors: list[Json] | None = None
     # What the size budget cost: the unpruned model on the same cases (absent when unpruned).

@@ -18,11 +18,12 @@ from foundry.evaluate import (
     ConfidentAnswers,
     category_table,
     clopper_pearson_lower,
+    corpus_table,
     evaluate_stage,
     length_table,
 )
 from foundry.export import model_card
-from foundry.realtext import RealDataError, load_real, load_real_file
+from foundry.realtext import RealDataError, corpus_family, load_real, load_real_file
 from foundry.refine import refine_rows
 from foundry.runtime import MicroModel
 from foundry.summaries import RefineSummary
@@ -322,6 +323,11 @@ def test_dev_split_takes_part_in_the_threshold_and_is_reported(real_run):
         clopper_pearson_lower(s.dev_confident_correct, s.dev_confident))
     assert s.dev_precision_lower95 < s.dev_confident_precision
     assert {c["gold"] for c in s.dev_by_category} == {"Question", "Statement"}
+    by_corpus = {c["corpus"]: c for c in s.dev_by_corpus}
+    assert set(by_corpus) == {corpus_family(c) for c in result.dev["corpus"]}
+    assert sum(c["cases"] for c in by_corpus.values()) == s.dev_cases
+    assert sum(c["confident_errors"] for c in by_corpus.values()) == \
+        s.dev_confident - s.dev_confident_correct
     assert sum(b["cases"] for b in s.dev_by_length) == s.dev_cases
     errors = s.dev_most_confident_errors
     assert [e["p"] for e in errors] == sorted((e["p"] for e in errors), reverse=True)
@@ -354,6 +360,9 @@ def test_card_reports_the_dev_split_with_its_bound(real_run):
     assert f"({s.dev_confident_correct} of {s.dev_confident})" in card
     assert "95% lower bound" in card and f"{100 * s.dev_precision_lower95:.1f}%" in card
     assert "decided by the" in card
+    assert "| source corpus | cases |" in card
+    for c in s.dev_by_corpus:
+        assert f"| {c['corpus']} | {c['cases']} | {100 * c['accuracy']:.1f}%" in card
 
 
 # ---------------------------------------------------------------------------------- measures
@@ -386,3 +395,21 @@ def test_category_and_length_tables():
     assert cats.loc["cmd", "confident_errors"] == 1 and cats.loc["cmd", "cases"] == 2
     lengths = length_table(frame).set_index("length")
     assert lengths.loc["0-5", "cases"] == 2 and lengths.loc["21-40", "accuracy"] == 0.0
+
+
+def test_corpus_table_groups_rows_by_the_corpus_without_its_file_part():
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "corpus": ["kdconv/film_dev", "kdconv/travel_test", "lccc_base/train", "kdconv/music_dev"],
+        "p": [0.99, 0.98, 0.97, 0.6], "confident": [True, True, True, False],
+        "correct": [True, False, True, True]})
+    assert corpus_family("kdconv/film_dev") == "kdconv" and corpus_family("crsa") == "crsa"
+    table = corpus_table(frame).set_index("corpus")
+    assert table.index.tolist() == ["kdconv", "lccc_base"]
+    kd = table.loc["kdconv"]
+    assert (kd["cases"], kd["confident_errors"]) == (3, 1)
+    assert kd["accuracy"] == pytest.approx(2 / 3) and kd["confident_share"] == pytest.approx(2 / 3)
+    assert kd["confident_precision"] == 0.5
+    assert kd["precision_lower95"] == pytest.approx(clopper_pearson_lower(1, 2))
+    assert table.loc["lccc_base", "confident_precision"] == 1.0
