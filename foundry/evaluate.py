@@ -291,41 +291,36 @@ class ConfidentAnswers:
         return cls(len(frame), int(confident.sum()), int((confident & correct).sum()))
 
 
+#: The columns of :func:`category_table` and :func:`corpus_table` after their group keys.
+ANSWER_COLUMNS = ("cases", "accuracy", "confident_share", "confident_precision",
+                  "confident_errors", "precision_lower95")
+
+
+def _answer_columns(part: pd.DataFrame) -> dict[str, Any]:
+    """:data:`ANSWER_COLUMNS` of one group of a case table."""
+    answers = ConfidentAnswers.of(part)
+    return {"cases": len(part), "accuracy": float(part["correct"].mean()),
+            "confident_share": answers.coverage, "confident_precision": answers.precision,
+            "confident_errors": answers.confident - answers.correct,
+            "precision_lower95": answers.precision_lower_bound}
+
+
 def category_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (gold label, category) of a case table: cases, accuracy, confident share, and
     the precision of the confident answers with its Clopper-Pearson lower bound."""
-    rows = []
-    for (gold, category), part in frame.groupby(["gold", "category"], sort=True):
-        answers = ConfidentAnswers.of(part)
-        rows.append({"gold": gold, "category": category, "cases": len(part),
-                     "accuracy": float(part["correct"].mean()),
-                     "confident_share": answers.coverage,
-                     "confident_precision": answers.precision,
-                     "confident_errors": answers.confident - answers.correct,
-                     "precision_lower95": answers.precision_lower_bound})
-    return pd.DataFrame(rows, columns=["gold", "category", "cases", "accuracy",
-                                       "confident_share", "confident_precision",
-                                       "confident_errors", "precision_lower95"])
+    rows = [{"gold": gold, "category": category, **_answer_columns(part)}
+            for (gold, category), part in frame.groupby(["gold", "category"], sort=True)]
+    return pd.DataFrame(rows, columns=["gold", "category", *ANSWER_COLUMNS])
 
 
 def corpus_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per source corpus of a real-text case table (its ``corpus`` column, file part dropped:
-    ``kdconv/film_dev`` -> ``kdconv``): cases, accuracy, confident share, and the precision of
-    the confident answers with its Clopper-Pearson lower bound. Each corpus is one kind of
-    text (replies to an assistant, chit-chat between friends, ...), so the table shows which
-    kinds the model holds up on, which one overall figure hides."""
-    rows = []
-    for corpus, part in frame.groupby(frame["corpus"].map(corpus_family), sort=True):
-        answers = ConfidentAnswers.of(part)
-        rows.append({"corpus": corpus, "cases": len(part),
-                     "accuracy": float(part["correct"].mean()),
-                     "confident_share": answers.coverage,
-                     "confident_precision": answers.precision,
-                     "confident_errors": answers.confident - answers.correct,
-                     "precision_lower95": answers.precision_lower_bound})
-    return pd.DataFrame(rows, columns=["corpus", "cases", "accuracy", "confident_share",
-                                       "confident_precision", "confident_errors",
-                                       "precision_lower95"])
+    ``kdconv/film_dev`` -> ``kdconv``): the columns of :func:`category_table`. Each corpus is
+    one kind of text (replies to an assistant, chit-chat between friends, ...), so the table
+    shows which kinds the model holds up on, which one overall figure hides."""
+    rows = [{"corpus": corpus, **_answer_columns(part)}
+            for corpus, part in frame.groupby(frame["corpus"].map(corpus_family), sort=True)]
+    return pd.DataFrame(rows, columns=["corpus", *ANSWER_COLUMNS])
 
 
 def length_table(frame: pd.DataFrame, edges: tuple[int, ...] = LENGTH_EDGES) -> pd.DataFrame:
