@@ -542,22 +542,27 @@ def test_forged_default_models_agree_on_random_texts(runtime: str, tmp_path: Pat
 
 
 def _forged_pipeline(task: str, model):
-    """The scikit-learn pipeline of the latest run of ``model``'s blueprint, if it made ``model``."""
-    from foundry.runs import latest_run_dir
+    """The scikit-learn pipeline of the run that made ``model``: the newest run of its
+    blueprint trained on the same data (``data_sha256``) with the same vocabulary. Not simply
+    the latest run: a working copy's latest run may be an experiment forged into another
+    models folder."""
+    from foundry.runs import read_json, runs_of
     from foundry.trained import load_trained
 
-    run_dir = latest_run_dir(model.preprocessor.provenance.blueprint)
-    if run_dir is None:
-        return None
-    try:
-        pipeline = load_trained(run_dir, task).pipeline
-    except (FileNotFoundError, ValueError):
-        return None
-    vocab = pipeline.named_steps["tfidf"].vocabulary_
-    same = len(vocab) == model.n_features and all(
-        vocab.get(g) == i for g, i in model.vocabulary.items()
-    )
-    return pipeline if same else None
+    for state in reversed(runs_of(model.preprocessor.provenance.blueprint)):
+        chosen = state.run_dir / "train" / task / "train.json"
+        if not chosen.is_file() or \
+                read_json(chosen).get("data_sha256") != model.preprocessor.provenance.data_sha256:
+            continue
+        try:
+            pipeline = load_trained(state.run_dir, task).pipeline
+        except (FileNotFoundError, ValueError):
+            continue
+        vocab = pipeline.named_steps["tfidf"].vocabulary_
+        if len(vocab) == model.n_features and all(
+                vocab.get(g) == i for g, i in model.vocabulary.items()):
+            return pipeline
+    return None
 
 
 # --- the hard cases themselves ---------------------------------------------------------------
