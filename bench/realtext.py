@@ -19,13 +19,26 @@ real rows in it are dropped and taken from the blueprint's ``real`` file instead
 Every model is the blueprint's recipe with the parameters the run's train stage chose
 (``train/<task>/train.json``; else the first grid point), unpruned and uncalibrated; ``--weights`` lists the weights of real rows to
 compare. The dev split only sets the thresholds; nothing here reads the exam.
+
+A grammar change redraws every generated row, and one draw moves the left-out mean by about
+a point, so compare grammars over several draws:
+
+    .venv/bin/python bench/realtext.py --seeds 42,7,1 --tasks confirmation
+
+forges a copy of the blueprint per seed (every seed set to it, as ``bench/seeds.py`` does;
+stages generate, refine and train, in a temporary folder) and prints, after each seed's
+table, one row per task and seed and the mean over the seeds: grammar → real, grouped CV,
+the left-out mean (weighted by corpus size) and the confident errors of the left-out runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -96,15 +109,40 @@ def confident(proba: np.ndarray, y: np.ndarray, threshold: float, admitted: np.n
     return float(c.mean()), float(ok[c].mean()) if c.any() else float("nan"), int((c & ~ok).sum())
 
 
-def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> list[str]:
+@dataclass
+class TaskBench:
+    """One task's measures at one real-row weight, and its table rows."""
+
+    lines: list[str]
+    grammar_real: float = float("nan")
+    grouped_cv: float = float("nan")
+    #: (corpus family, rows, accuracy, confident errors without the gate) per left-out run
+    left_out: list[tuple[str, int, float, int]] = field(default_factory=list)
+
+    @property
+    def left_out_mean(self) -> float:
+        """The left-out accuracy over all left-out rows (each run weighted by its size)."""
+        n = sum(rows for _, rows, _, _ in self.left_out)
+        return sum(rows * acc for _, rows, acc, _ in self.left_out) / n if n else float("nan")
+
+    @property
+    def left_out_errors(self) -> int:
+        return sum(errors for _, _, _, errors in self.left_out)
+
+
+def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> TaskBench:
     labels = task.label_names
     split = load_split(require_stage_output(run, "refine", task.name, "train.jsonl"), labels)
     keep = [s != REAL_SOURCE for s in split.sources] if split.sources else [True] * len(split)
     gen_texts = [t for t, k in zip(split.texts, keep, strict=True) if k]
     gen_y = split.y[np.asarray(keep)]
+    if len(set(gen_y.tolist())) < 2:
+        raise SystemExit(f"{run}: the generated training rows of {task.name} hold one label "
+                         "only; a model of the generated rows needs both (forge more rows: "
+                         "--target)")
     pool, dev = load_real(bp, task, "real"), load_real(bp, task, "dev")
     if not pool:
-        return [f"| {task.name} | (no real pool: tasks[].real) |"]
+        return TaskBench([f"| {task.name} | (no real pool: tasks[].real) |"])
     pool_y = np.asarray([labels.index(r.label) for r in pool])
     dev_y = np.asarray([labels.index(r.label) for r in dev])
     chosen = run / "train" / task.name / "train.json"
@@ -112,6 +150,7 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> lis
         k: v[0] for k, v in bp.spec.train.grid.items()}
     recipe = Recipe(bp, weight, params)
     lines = []
+    left_out = []
 
     def fit(pool_idx: np.ndarray):
         texts = gen_texts + [pool[i].text for i in pool_idx]
@@ -152,12 +191,48 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> lis
         plain = confident(p, y, plain_t, np.ones(len(y), bool))
         gated = confident(p, y, gated_t, u <= gate.max_unfamiliar)
         acc = float((p.argmax(1) == y).mean())
+        left_out.append((fam, len(held), acc, plain[2]))
         lines.append(
             f"| {task.name} | w={weight:g} | left out: {fam} | {len(held)} | | | {acc:.4f} "
             f"| {plain[0]:.1%} / {plain[1]:.4f} ({plain[2]}) "
             f"| {gated[0]:.1%} / {gated[1]:.4f} ({gated[2]}) |")
     lines[-1] += f"  <!-- {time.perf_counter() - t0:.0f}s -->"
-    return lines
+    return TaskBench(lines, grammar_acc, cv_acc, left_out)
+
+
+def seeded_runs(blueprint: str, seeds: list[int], folder: Path, target: int | None):
+    """Yield ``(seed, blueprint, run folder)``: a copy of ``blueprint`` with every seed set to
+    ``seed``, forged offline through train into ``folder``."""
+    from seeds import seeded_copy
+
+    from foundry.forge import forge
+
+    for seed in seeds:
+        seed_folder = folder / f"seed-{seed}"
+        seed_folder.mkdir()
+        bp_dir = seeded_copy(blueprint, seed, seed_folder)
+        result = forge(bp_dir, steps="generate,refine,train", provider="offline",
+                       runs_root=seed_folder / "runs", models_dir=seed_folder / "models",
+                       target_per_task=target, html=False, log=lambda _: None)
+        yield seed, load_blueprint(bp_dir), result.run_dir
+
+
+def seed_table(rows: list[tuple[str, float, int, TaskBench]]) -> list[str]:
+    """Rows ``(task, weight, seed, bench)`` as one table, then the mean per task and weight."""
+    out = ["| task | real weight | seed | grammar → real | grouped CV | left-out (weighted) "
+           "| confident errors, left-out runs |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, weight, seed, b in rows:
+        out.append(f"| {name} | {weight:g} | {seed} | {b.grammar_real:.4f} | {b.grouped_cv:.4f} "
+                   f"| {b.left_out_mean:.4f} | {b.left_out_errors} |")
+    for name, weight in dict.fromkeys((n, w) for n, w, _, _ in rows):
+        group = [b for n, w, _, b in rows if (n, w) == (name, weight)]
+        out.append(
+            f"| {name} | {weight:g} | mean of {len(group)} "
+            f"| {statistics.fmean(b.grammar_real for b in group):.4f} "
+            f"| {statistics.fmean(b.grouped_cv for b in group):.4f} "
+            f"| {statistics.fmean(b.left_out_mean for b in group):.4f} "
+            f"| {statistics.fmean(b.left_out_errors for b in group):.1f} |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,25 +240,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("blueprint", nargs="?", default="text_classification")
     ap.add_argument("--run-dir", default="", help="run folder or id; default: the latest run")
     ap.add_argument("--tasks", nargs="*", help="default: every task with a real pool")
+    ap.add_argument("--seeds", default="",
+                    help="comma list: forge a seeded copy per seed (generate, refine, train) "
+                         "and measure each; default: measure the run")
+    ap.add_argument("--target", type=int, default=None,
+                    help="with --seeds: generated rows per task (default: the blueprint's)")
     ap.add_argument("--weights", nargs="*", type=float, default=None,
                     help="weights of real rows to compare, for every task (default: each "
                          "task's own, tasks[].source_weights over train.source_weights)")
     args = ap.parse_args(argv)
     bp = load_blueprint(args.blueprint)
+    if args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        with tempfile.TemporaryDirectory(prefix="realtext-seeds-") as tmp:
+            runs = ((f"seed {seed}", seed_bp, run)
+                    for seed, seed_bp, run in seeded_runs(args.blueprint, seeds, Path(tmp),
+                                                          args.target))
+            measured = measure(runs, args.tasks, args.weights)
+        rows = [(name, w, seeds[index], bench) for name, w, index, bench in measured]
+        print("\n" + "\n".join(seed_table(rows)))
+        return 0
     run = resolve_run_dir(bp.name, args.run_dir or latest_run_dir(bp.name))
-    tasks = [bp.task(t) for t in args.tasks] if args.tasks else bp.tasks
-    quantile = bp.spec.evaluate.familiarity_quantile
-    print(f"run: {run}; unfamiliarity gate at the {quantile:g} quantile of the other corpora's "
-          "dev rows; thresholds for target precision "
-          f"{bp.spec.evaluate.target_precision} on those dev rows")
-    print("| task | real weight | rows | n | grammar → real acc | grouped CV acc "
-          "| left-out acc | confident: coverage / precision (errors) | with the gate |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for task in tasks:
-        for w in args.weights or [bp.source_weights(task).get(REAL_SOURCE, 1.0)]:
-            print("\n".join(bench_task(bp, task, run, w, quantile)), flush=True)
+    measure([(f"run: {run}", bp, run)], args.tasks, args.weights)
     return 0
 
+
+def measure(runs, task_names: list[str] | None, weights: list[float] | None
+            ) -> list[tuple[str, float, int, TaskBench]]:
+    """Print the table of every ``(title, blueprint, run)``; return ``(task, weight, index of
+    the run, bench)`` rows. ``runs`` may be a generator: each run is measured as it comes."""
+    rows = []
+    for index, (title, bp, run) in enumerate(runs):
+        tasks = [bp.task(t) for t in task_names] if task_names else bp.tasks
+        quantile = bp.spec.evaluate.familiarity_quantile
+        print(f"{title}; unfamiliarity gate at the {quantile:g} quantile of the other corpora's "
+              "dev rows; thresholds for target precision "
+              f"{bp.spec.evaluate.target_precision} on those dev rows")
+        print("| task | real weight | rows | n | grammar → real acc | grouped CV acc "
+              "| left-out acc | confident: coverage / precision (errors) | with the gate |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for task in tasks:
+            for w in weights or [bp.source_weights(task).get(REAL_SOURCE, 1.0)]:
+                bench = bench_task(bp, task, run, w, quantile)
+                print("\n".join(bench.lines), flush=True)
+                rows.append((task.name, w, index, bench))
+    return rows
 
 if __name__ == "__main__":
     raise SystemExit(main())
