@@ -545,18 +545,22 @@ def grouped_split(labels: Sequence[str], groups: Sequence[int], test_size: float
     """Boolean test mask: stratified by label, never splitting a group.
 
     Groups are visited in a seeded random order; a group goes to test when, for each
-    label it holds, the test count stays within ``round(test_size * n_label)``. Groups
-    marked ``train_only`` (any member) always go to train.
+    label it holds, the test count stays within ``round(test_size * n_label)``, where
+    ``n_label`` counts the label's rows that may go to test. Groups marked ``train_only``
+    (any member) always go to train, and their rows do not count: a large real pool must
+    not make the test split draw more than ``test_size`` of the other rows.
     """
     labels = np.asarray(labels)
     groups = np.asarray(groups)
     n = len(labels)
-    target = {lab: int(round(test_size * c)) for lab, c in Counter(labels.tolist()).items()}
-    taken = Counter()
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups.tolist()):
         members[g].append(i)
     forced = {int(groups[i]) for i, flag in enumerate(train_only) if flag}
+    eligible = [lab for lab, g in zip(labels.tolist(), groups.tolist(), strict=True)
+                if g not in forced]
+    target = {lab: int(round(test_size * c)) for lab, c in Counter(eligible).items()}
+    taken = Counter()
     order = sorted(members)
     rng = np.random.default_rng(seed)
     rng.shuffle(order)

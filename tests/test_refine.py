@@ -295,6 +295,17 @@ def test_grouped_split_function_respects_groups_and_targets():
     assert not forced[:5].any()
 
 
+def test_train_only_rows_do_not_count_toward_the_test_quota():
+    # 100 generated rows and 400 train-only (real) rows per label: the test split takes 20%
+    # of the generated rows, not 20% of all 500 (which would be every generated row).
+    labels = (["A"] * 100 + ["B"] * 100) + (["A"] * 400 + ["B"] * 400)
+    groups = list(range(1000))
+    human = [False] * 200 + [True] * 800
+    mask = grouped_split(labels, groups, 0.2, seed=3, train_only=human)
+    assert not mask[200:].any()
+    assert mask[:100].sum() == 20 and mask[100:200].sum() == 20
+
+
 def test_seal_split_moves_groups_that_lsh_missed():
     # Near-paraphrases just above the split threshold but split into different groups by hand.
     from foundry.refine import _Row, seal_split
