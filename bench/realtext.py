@@ -201,23 +201,38 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> Tas
 
 
 def seeded_runs(blueprint: str, seeds: list[int], folder: Path, target: int | None):
-    """Yield ``(seed, blueprint, run folder)``: a copy of ``blueprint`` with every seed set to
-    ``seed``, forged offline through train into ``folder``."""
-    from seeds import seeded_copy
-
-    from foundry.forge import forge
+    """Yield ``(seed, blueprint, run folder)``: ``bench/seeds.py``'s seeded copy of
+    ``blueprint`` per seed, forged through train in ``folder``."""
+    from seeds import forge_seeded
 
     for seed in seeds:
-        seed_folder = folder / f"seed-{seed}"
-        seed_folder.mkdir()
-        bp_dir = seeded_copy(blueprint, seed, seed_folder)
-        result = forge(bp_dir, steps="generate,refine,train", provider="offline",
-                       runs_root=seed_folder / "runs", models_dir=seed_folder / "models",
-                       target_per_task=target, html=False, log=lambda _: None)
+        bp_dir, result = forge_seeded(blueprint, seed, folder, steps="generate,refine,train",
+                                      target=target)
         yield seed, load_blueprint(bp_dir), result.run_dir
 
 
-def seed_table(rows: list[tuple[str, float, int, TaskBench]]) -> list[str]:
+def measure(runs, task_names: list[str] | None, weights: list[float] | None
+            ) -> list[tuple[str, float, object, TaskBench]]:
+    """Print the table of every ``(key, blueprint, run)`` (``runs`` may be a generator: each
+    run is measured as it comes); return ``(task, weight, key, bench)`` rows."""
+    rows = []
+    for key, bp, run in runs:
+        quantile = bp.spec.evaluate.familiarity_quantile
+        print(f"{key}: {run}; unfamiliarity gate at the {quantile:g} quantile of the other "
+              "corpora's dev rows; thresholds for target precision "
+              f"{bp.spec.evaluate.target_precision} on those dev rows")
+        print("| task | real weight | rows | n | grammar → real acc | grouped CV acc "
+              "| left-out acc | confident: coverage / precision (errors) | with the gate |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for task in [bp.task(t) for t in task_names] if task_names else bp.tasks:
+            for w in weights or [bp.source_weights(task).get(REAL_SOURCE, 1.0)]:
+                bench = bench_task(bp, task, run, w, quantile)
+                print("\n".join(bench.lines), flush=True)
+                rows.append((task.name, w, key, bench))
+    return rows
+
+
+def seed_table(rows: list[tuple[str, float, object, TaskBench]]) -> list[str]:
     """Rows ``(task, weight, seed, bench)`` as one table, then the mean per task and weight."""
     out = ["| task | real weight | seed | grammar → real | grouped CV | left-out (weighted) "
            "| confident errors, left-out runs |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -253,38 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",")]
         with tempfile.TemporaryDirectory(prefix="realtext-seeds-") as tmp:
-            runs = ((f"seed {seed}", seed_bp, run)
-                    for seed, seed_bp, run in seeded_runs(args.blueprint, seeds, Path(tmp),
-                                                          args.target))
-            measured = measure(runs, args.tasks, args.weights)
-        rows = [(name, w, seeds[index], bench) for name, w, index, bench in measured]
+            rows = measure(seeded_runs(args.blueprint, seeds, Path(tmp), args.target),
+                           args.tasks, args.weights)
         print("\n" + "\n".join(seed_table(rows)))
         return 0
     run = resolve_run_dir(bp.name, args.run_dir or latest_run_dir(bp.name))
-    measure([(f"run: {run}", bp, run)], args.tasks, args.weights)
+    measure([("run", bp, run)], args.tasks, args.weights)
     return 0
 
-
-def measure(runs, task_names: list[str] | None, weights: list[float] | None
-            ) -> list[tuple[str, float, int, TaskBench]]:
-    """Print the table of every ``(title, blueprint, run)``; return ``(task, weight, index of
-    the run, bench)`` rows. ``runs`` may be a generator: each run is measured as it comes."""
-    rows = []
-    for index, (title, bp, run) in enumerate(runs):
-        tasks = [bp.task(t) for t in task_names] if task_names else bp.tasks
-        quantile = bp.spec.evaluate.familiarity_quantile
-        print(f"{title}; unfamiliarity gate at the {quantile:g} quantile of the other corpora's "
-              "dev rows; thresholds for target precision "
-              f"{bp.spec.evaluate.target_precision} on those dev rows")
-        print("| task | real weight | rows | n | grammar → real acc | grouped CV acc "
-              "| left-out acc | confident: coverage / precision (errors) | with the gate |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-        for task in tasks:
-            for w in weights or [bp.source_weights(task).get(REAL_SOURCE, 1.0)]:
-                bench = bench_task(bp, task, run, w, quantile)
-                print("\n".join(bench.lines), flush=True)
-                rows.append((task.name, w, index, bench))
-    return rows
 
 if __name__ == "__main__":
     raise SystemExit(main())

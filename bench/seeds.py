@@ -59,18 +59,26 @@ def seeded_copy(blueprint: str, seed: int, folder: Path) -> Path:
     return target
 
 
-def forge_seed(blueprint: str, seed: int, tmp: Path) -> tuple[dict[str, dict], float]:
-    """Forge one seed; return ``{task: evaluate summary}`` and the forge's wall seconds."""
+def forge_seeded(blueprint: str, seed: int, tmp: Path, *, steps: str | None = None,
+                 target: int | None = None):
+    """Forge ``seeded_copy(blueprint, seed)`` offline in ``tmp/seed-<seed>`` (its own runs and
+    models folders; ``steps`` and ``target`` as ``foundry forge``); return the copy's folder
+    and the forge result."""
     folder = tmp / f"seed-{seed}"
     folder.mkdir()
     bp_dir = seeded_copy(blueprint, seed, folder)
+    return bp_dir, forge(bp_dir, steps=steps, provider="offline", runs_root=folder / "runs",
+                         models_dir=folder / "models", target_per_task=target, html=False,
+                         allow_exam_failures=True, log=lambda _: None)
+
+
+def forge_seed(blueprint: str, seed: int, tmp: Path) -> tuple[dict[str, dict], float]:
+    """Forge one seed; return ``{task: evaluate summary}`` and the forge's wall seconds."""
     start = time.perf_counter()
-    result = forge(bp_dir, provider="offline", runs_root=folder / "runs",
-                   models_dir=folder / "models", html=False, allow_exam_failures=True,
-                   log=lambda _: None)
+    _, result = forge_seeded(blueprint, seed, tmp)
     seconds = time.perf_counter() - start
     summaries = {}
-    for task in load_blueprint(bp_dir).tasks:
+    for task in load_blueprint(blueprint).tasks:  # a seeded copy keeps the task names
         path = result.run_dir / "evaluate" / task.name / "summary.json"
         summaries[task.name] = json.loads(path.read_text(encoding="utf-8"))
     return summaries, seconds

@@ -220,18 +220,19 @@ def _dev_section(e: EvalSummary) -> list[str]:
         "| label / category | cases | accuracy | confident | precision of confident |",
         "|---|---:|---:|---:|---:|",
     ]
-    for row in e.dev_by_category or []:
-        lines.append(f"| {row['gold']} / {row['category']} | {row['cases']} "
-                     f"| {_pct(row['accuracy'])} | {_pct(row['confident_share'])} "
-                     f"| {_pct(row['confident_precision'])} |")
+    lines += [_dev_row(f"{row['gold']} / {row['category']}", row)
+              for row in e.dev_by_category or []]
     if e.dev_by_corpus:
         lines += ["", "| source corpus | cases | accuracy | confident | precision of confident |",
-                  "|---|---:|---:|---:|---:|"]
-        for row in e.dev_by_corpus:
-            lines.append(f"| {row['corpus']} | {row['cases']} | {_pct(row['accuracy'])} "
-                         f"| {_pct(row['confident_share'])} "
-                         f"| {_pct(row['confident_precision'])} |")
+                  "|---|---:|---:|---:|---:|", *(_dev_row(row["corpus"], row)
+                                                  for row in e.dev_by_corpus)]
     return [*lines, ""]
+
+
+def _dev_row(name: str, row: dict[str, Any]) -> str:
+    """One row of the card's per-category and per-corpus tables of the dev split."""
+    return (f"| {name} | {row['cases']} | {_pct(row['accuracy'])} "
+            f"| {_pct(row['confident_share'])} | {_pct(row['confident_precision'])} |")
 
 
 def model_card(
