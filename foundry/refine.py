@@ -675,8 +675,14 @@ MIN_GROUP_CAP = 8
 
 
 def max_group_size(rows: Sequence[_Row], cfg: Refine) -> int:
-    """Largest similarity group the split places whole; larger ones are re-clustered."""
-    counts = Counter(r.label for r in rows)
+    """Largest similarity group the split places whole; larger ones are re-clustered.
+
+    The smallest label is counted as :func:`grouped_split` counts its test quota: only rows
+    that may go to test. Human rows (corrections, real utterances) always train, so with a
+    large real pool counting them would let a group outgrow the share of the test split it
+    is meant to be capped at.
+    """
+    counts = Counter(r.label for r in rows if not r.is_human)
     smallest = min(counts.values(), default=0)
     return max(MIN_GROUP_CAP, int(MAX_GROUP_SHARE_OF_TEST * cfg.test_size * smallest))
 

@@ -306,6 +306,24 @@ def test_train_only_rows_do_not_count_toward_the_test_quota():
     assert mask[:100].sum() == 20 and mask[100:200].sum() == 20
 
 
+def test_group_size_cap_counts_only_rows_that_may_go_to_test():
+    # 1,000 generated rows per label: the cap is 2% of the 20% test quota = 4 -> the floor
+    # MIN_GROUP_CAP. With 2,000 real rows added per label the cap must not grow (it would be
+    # 2% of 20% of 3,000 = 12 if real rows counted, though none of them can go to test).
+    from foundry.refine import MIN_GROUP_CAP, _Row, max_group_size
+
+    cfg = Refine(test_size=0.2)
+    gen = [_Row(i, f"t{i}", lab, "", "llm", f"t{i}") for i, lab in
+           enumerate(["A"] * 1000 + ["B"] * 1000)]
+    real = [_Row(2000 + i, f"r{i}", lab, "", "real", f"r{i}", is_real=True) for i, lab in
+            enumerate(["A"] * 2000 + ["B"] * 2000)]
+    assert max_group_size(gen, cfg) == MIN_GROUP_CAP
+    assert max_group_size(gen + real, cfg) == MIN_GROUP_CAP
+    big = [_Row(i, f"t{i}", lab, "", "llm", f"t{i}") for i, lab in
+           enumerate(["A"] * 5000 + ["B"] * 6000)]
+    assert max_group_size(big + real, cfg) == 20  # 0.02 * 0.2 * 5000
+
+
 def test_seal_split_moves_groups_that_lsh_missed():
     # Near-paraphrases just above the split threshold but split into different groups by hand.
     from foundry.refine import _Row, seal_split
