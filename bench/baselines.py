@@ -3,6 +3,7 @@
     .venv/bin/python bench/baselines.py                          # default blueprint, latest run
     .venv/bin/python bench/baselines.py text_classification --run-dir runs/text_classification/<id>
     .venv/bin/python bench/baselines.py --models-dir models --latency-queries 2000
+    .venv/bin/python bench/baselines.py --seeds 42,7,1,3        # one forge per seed, then pooled
 
 For every task it compares, as one printed table:
 
@@ -25,12 +26,20 @@ Columns: real-text dev accuracy (the blueprint's ``dev`` split: real, human-writ
 trained on; with a 95% Wilson interval), exam accuracy (hand-written, never trained on), test
 accuracy and macro-F1 (the run's test split), size on disk, and single-query latency (median
 and p99 over one-text calls, after a warm-up), each on the same texts.
+
+One forge is one draw (the grammar, the split and the CV folds follow the seed): on the ~700-840
+dev texts two models a few cases apart trade places from seed to seed. ``--seeds`` forges a
+seeded copy of the blueprint per seed (``bench/seeds.py``'s ``forge_seeded``: offline, in a
+temporary folder), prints each seed's table, then per task and model the dev accuracy at every
+seed and pooled over the seeds (correct / cases, with a Wilson interval), the pooled exam
+accuracy, and at how many seeds the model's dev accuracy is at least ours.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -260,21 +269,109 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="*", help="default: every task of the blueprint")
     ap.add_argument("--latency-queries", type=int, default=1000)
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    ap.add_argument("--seeds", default="",
+                    help="comma list: forge a seeded copy per seed, measure each, then pool the "
+                         "dev accuracy over the seeds (--run-dir and --models-dir do not apply)")
     args = ap.parse_args(argv)
 
     bp = load_blueprint(args.blueprint)
+    if args.seeds:
+        if args.run_dir:
+            ap.error("--seeds forges its own runs: leave out --run-dir")
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+        by_seed = seeded_rows(args.blueprint, seeds, args.tasks, args.latency_queries)
+        print("\n" + "\n".join(pooled_table(by_seed)))
+        if args.json:
+            print(json.dumps(by_seed, ensure_ascii=False, default=_jsonable))
+        return 0
     run = resolve_run_dir(bp.name, args.run_dir or latest_run_dir(bp.name))
-    tasks = [bp.task(t) for t in args.tasks] if args.tasks else bp.tasks
+    rows = run_rows(bp, run, args.tasks, Path(args.models_dir), args.latency_queries)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, default=_jsonable))
+    return 0
+
+
+def _jsonable(x):
+    return float(np.asarray(x))
+
+
+def run_rows(bp, run: Path, task_names: list[str] | None, models_dir: Path,
+             latency_queries: int) -> list[dict]:
+    """Every task's rows for one run, printed as one table."""
+    tasks = [bp.task(t) for t in task_names] if task_names else bp.tasks
     rows = []
     for task in tasks:
-        rows += bench_task(bp, run, task, Path(args.models_dir), args.latency_queries)
+        rows += bench_task(bp, run, task, models_dir, latency_queries)
     refined = RefineSummary.load(run, tasks[0].name)
     print(f"run: {run}   (train rows of {tasks[0].name}: {refined.train_rows})")
     print(f"fastText: {json.dumps(FASTTEXT_PARAMS)}")
-    print(format_table(rows))
-    if args.json:
-        print(json.dumps(rows, ensure_ascii=False, default=lambda x: float(np.asarray(x))))
-    return 0
+    print(format_table(rows), flush=True)
+    return rows
+
+
+def seeded_rows(blueprint: str, seeds: list[int], task_names: list[str] | None,
+                latency_queries: int) -> dict[int, list[dict]]:
+    """Forge a seeded copy of ``blueprint`` per seed and measure it: ``{seed: rows}``."""
+    from bench.scratch import scratch_dir
+    from bench.seeds import forge_seeded
+
+    out = {}
+    with scratch_dir("bench-baselines-") as tmp:
+        for seed in seeds:
+            bp_dir, result = forge_seeded(blueprint, seed, tmp)
+            print(f"\n## seed {seed}")
+            out[seed] = run_rows(load_blueprint(bp_dir), result.run_dir, task_names,
+                                 tmp / f"seed-{seed}" / "models", latency_queries)
+    return out
+
+
+def model_key(name: str) -> str:
+    """A row's model name without its fit time: ``"fastText .bin (fit 1.7s)"`` → ``"fastText .bin"``."""
+    return re.sub(r"\s*\(fit [^)]*\)", "", name)
+
+
+def pooled_table(by_seed: dict[int, list[dict]]) -> list[str]:
+    """Dev accuracy per seed and pooled over the seeds, per task and model (markdown).
+
+    Pooled accuracy is correct answers over cases across the seeds (every seed scores the same
+    dev texts, so this is the mean); ``>= ours`` counts the seeds at which the model's dev
+    accuracy is at least the first row's (ours) of the same task and seed ("—" on ours).
+    """
+    seeds = list(by_seed)
+    out = ["| task | model | " + " | ".join(f"dev, seed {s}" for s in seeds)
+           + " | dev pooled [95% CI] | exam pooled | seeds >= ours |",
+           "|---|---|" + "---:|" * (len(seeds) + 3)]
+    keys = list(dict.fromkeys((r["task"], model_key(r["model"])) for s in seeds
+                              for r in by_seed[s]))
+    for task, model in keys:
+        per_seed = {s: next((r for r in by_seed[s]
+                             if (r["task"], model_key(r["model"])) == (task, model)), None)
+                    for s in seeds}
+        ours = {s: next(r for r in by_seed[s] if r["task"] == task) for s in seeds}
+        cells, dev_k, dev_n, exam_k, exam_n, at_least = [], 0, 0, 0, 0, 0
+        for s, r in per_seed.items():
+            if r is None or not r["dev_n"]:
+                cells.append("n/a")
+                continue
+            cells.append(f"{r['dev_acc']:.1%}")
+            dev_k += round(r["dev_acc"] * r["dev_n"])
+            dev_n += r["dev_n"]
+            if r["exam_n"]:
+                exam_k += round(r["exam_acc"] * r["exam_n"])
+                exam_n += r["exam_n"]
+            at_least += round(r["dev_acc"] * r["dev_n"]) >= round(
+                ours[s]["dev_acc"] * ours[s]["dev_n"])
+        low, high = wilson_interval(dev_k, dev_n)
+        pooled = f"{dev_k / dev_n:.1%} [{low:.1%}, {high:.1%}]" if dev_n else "n/a"
+        exam = f"{exam_k / exam_n:.1%}" if exam_n else "n/a"
+        is_ours = all(r is ours[s] for s, r in per_seed.items())
+        versus = "—" if is_ours else f"{at_least} of {len(seeds)}"
+        out.append(f"| {task} | {model} | " + " | ".join(cells)
+                   + f" | {pooled} | {exam} | {versus} |")
+    return out
 
 
 if __name__ == "__main__":
