@@ -20,6 +20,12 @@ Every model is the blueprint's recipe with the parameters the run's train stage 
 (``train/<task>/train.json``; else the first grid point), unpruned and uncalibrated; ``--weights`` lists the weights of real rows to
 compare. The dev split only sets the thresholds; nothing here reads the exam.
 
+``--param C=64`` overrides a chosen parameter and ``--feature max_n=4`` a text-spec field
+(``foundry.textspec.TextSpec``) for every model of the bench, so a recipe change is measured
+on the same generated rows:
+
+    .venv/bin/python bench/realtext.py --param C=64 --run-dir <run>
+
 A grammar change redraws every generated row, and one draw moves the left-out mean by about
 a point, so compare grammars over several draws:
 
@@ -38,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -87,10 +93,10 @@ def pool_groups(rows: list[RealRow]) -> np.ndarray:
 class Recipe:
     """The blueprint's trainer with the run's chosen parameters, fitted from texts."""
 
-    def __init__(self, bp, weight: float, params: dict) -> None:
+    def __init__(self, bp, weight: float, params: dict, features: dict | None = None) -> None:
         cfg = bp.spec.train
         self.trainer = get_trainer(cfg.trainer)
-        self.spec = text_spec(bp)
+        self.spec = replace(text_spec(bp), **(features or {}))
         self.sublinear = cfg.features.sublinear_tf
         self.params = params
         self.seed = cfg.seed
@@ -130,7 +136,44 @@ class TaskBench:
         return sum(errors for _, _, _, errors in self.left_out)
 
 
-def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> TaskBench:
+def parse_overrides(pairs: list[str] | None, what: str, allowed: set[str] | None = None
+                    ) -> dict[str, int | float | bool]:
+    """``["C=64", "sublinear_tf=false"]`` → ``{"C": 64, "sublinear_tf": False}``.
+
+    Values are read as int, then float, then ``true`` / ``false``; ``allowed`` (when given)
+    lists the keys that may be set. Raises ``SystemExit`` naming ``what`` and the pair.
+    """
+    out: dict[str, int | float | bool] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SystemExit(f"--{what} {pair!r}: expected KEY=VALUE, e.g. C=64")
+        if allowed is not None and key not in allowed:
+            raise SystemExit(f"--{what} {key!r}: not one of {', '.join(sorted(allowed))}")
+        value: int | float | bool
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            if raw.lower() not in ("true", "false"):
+                raise SystemExit(f"--{what} {pair!r}: the value must be a number, true or false")
+            value = raw.lower() == "true"
+        out[key] = value
+    return out
+
+
+#: The text-spec fields ``--feature`` may set.
+FEATURE_FIELDS = {f.name for f in fields(TextSpec)}
+
+
+def bench_task(bp, task: Task, run: Path, weight: float, quantile: float,
+               params: dict | None = None, features: dict | None = None) -> TaskBench:
+    """One task's grammar → real, grouped CV and left-out runs; ``params`` and ``features``
+    override the run's chosen parameters and the blueprint's text spec."""
     labels = task.label_names
     split = load_split(require_stage_output(run, "refine", task.name, "train.jsonl"), labels)
     keep = [s != REAL_SOURCE for s in split.sources] if split.sources else [True] * len(split)
@@ -146,9 +189,9 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float) -> Tas
     pool_y = np.asarray([labels.index(r.label) for r in pool])
     dev_y = np.asarray([labels.index(r.label) for r in dev])
     chosen = run / "train" / task.name / "train.json"
-    params = read_json(chosen)["best_params"] if chosen.is_file() else {
-        k: v[0] for k, v in bp.spec.train.grid.items()}
-    recipe = Recipe(bp, weight, params)
+    params = {**(read_json(chosen)["best_params"] if chosen.is_file() else {
+        k: v[0] for k, v in bp.spec.train.grid.items()}), **(params or {})}
+    recipe = Recipe(bp, weight, params, features)
     lines = []
     left_out = []
 
@@ -211,7 +254,8 @@ def seeded_runs(blueprint: str, seeds: list[int], folder: Path, target: int | No
         yield seed, load_blueprint(bp_dir), result.run_dir
 
 
-def measure(runs, task_names: list[str] | None, weights: list[float] | None
+def measure(runs, task_names: list[str] | None, weights: list[float] | None,
+            params: dict | None = None, features: dict | None = None
             ) -> list[tuple[str, float, object, TaskBench]]:
     """Print the table of every ``(key, blueprint, run)`` (``runs`` may be a generator: each
     run is measured as it comes); return ``(task, weight, key, bench)`` rows."""
@@ -220,13 +264,14 @@ def measure(runs, task_names: list[str] | None, weights: list[float] | None
         quantile = bp.spec.evaluate.familiarity_quantile
         print(f"{key}: {run}; unfamiliarity gate at the {quantile:g} quantile of the other "
               "corpora's dev rows; thresholds for target precision "
-              f"{bp.spec.evaluate.target_precision} on those dev rows")
+              f"{bp.spec.evaluate.target_precision} on those dev rows"
+              + (f"; overrides {params or {}} {features or {}}" if params or features else ""))
         print("| task | real weight | rows | n | grammar → real acc | grouped CV acc "
               "| left-out acc | confident: coverage / precision (errors) | with the gate |")
         print("|---|---|---|---:|---:|---:|---:|---:|---:|")
         for task in [bp.task(t) for t in task_names] if task_names else bp.tasks:
             for w in weights or [bp.source_weights(task).get(REAL_SOURCE, 1.0)]:
-                bench = bench_task(bp, task, run, w, quantile)
+                bench = bench_task(bp, task, run, w, quantile, params, features)
                 print("\n".join(bench.lines), flush=True)
                 rows.append((task.name, w, key, bench))
     return rows
@@ -263,17 +308,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", nargs="*", type=float, default=None,
                     help="weights of real rows to compare, for every task (default: each "
                          "task's own, tasks[].source_weights over train.source_weights)")
+    ap.add_argument("--param", action="append", metavar="KEY=VALUE",
+                    help="override a chosen trainer parameter for every model, e.g. C=64")
+    ap.add_argument("--feature", action="append", metavar="KEY=VALUE",
+                    help="override a text-spec field for every model, e.g. max_n=4")
     args = ap.parse_args(argv)
+    params = parse_overrides(args.param, "param")
+    features = parse_overrides(args.feature, "feature", FEATURE_FIELDS)
     bp = load_blueprint(args.blueprint)
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",")]
         with tempfile.TemporaryDirectory(prefix="realtext-seeds-") as tmp:
             rows = measure(seeded_runs(args.blueprint, seeds, Path(tmp), args.target),
-                           args.tasks, args.weights)
+                           args.tasks, args.weights, params, features)
         print("\n" + "\n".join(seed_table(rows)))
         return 0
     run = resolve_run_dir(bp.name, args.run_dir or latest_run_dir(bp.name))
-    measure([("run", bp, run)], args.tasks, args.weights)
+    measure([("run", bp, run)], args.tasks, args.weights, params, features)
     return 0
 
 

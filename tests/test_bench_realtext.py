@@ -40,3 +40,25 @@ def test_seed_table_has_a_row_per_seed_and_a_mean_per_task_and_weight(bench):
     assert "| confirmation | 1 | mean of 2 | 0.8200 | 0.8900 | 0.8500 | 1.5 |" in table
     assert "| is_question | 2 | mean of 1 | 0.8700 | 0.9400 | 0.8800 | 4.0 |" in table
     assert len(table) == 2 + 3 + 2
+
+
+def test_parse_overrides_reads_numbers_and_booleans(bench):
+    assert bench.parse_overrides(["C=64", "max_n=4", "sublinear_tf=false", "C2=0.5"], "param") \
+        == {"C": 64, "max_n": 4, "sublinear_tf": False, "C2": 0.5}
+    assert bench.parse_overrides(None, "param") == {}
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("C", "expected KEY=VALUE"),
+    ("=3", "expected KEY=VALUE"),
+    ("C=big", "must be a number, true or false"),
+])
+def test_parse_overrides_names_the_bad_pair(bench, pair, message):
+    with pytest.raises(SystemExit, match=message):
+        bench.parse_overrides([pair], "param")
+
+
+def test_feature_overrides_must_be_text_spec_fields(bench):
+    assert bench.parse_overrides(["max_n=4"], "feature", bench.FEATURE_FIELDS) == {"max_n": 4}
+    with pytest.raises(SystemExit, match="--feature 'max_ngram': not one of"):
+        bench.parse_overrides(["max_ngram=4"], "feature", bench.FEATURE_FIELDS)
