@@ -540,6 +540,12 @@ def _dedupe_and_resolve(
 # Split, augmentation, balance
 
 
+def split_quota(labels: Iterable[str], test_size: float) -> dict[str, int]:
+    """Test rows per label: ``round(test_size * n_label)`` over ``labels``, the labels of the
+    rows that may go to test (train-only rows left out by the caller)."""
+    return {lab: int(round(test_size * c)) for lab, c in Counter(labels).items()}
+
+
 def grouped_split(labels: Sequence[str], groups: Sequence[int], test_size: float, seed: int,
                   *, train_only: Sequence[bool] = ()) -> np.ndarray:
     """Boolean test mask: stratified by label, never splitting a group.
@@ -557,9 +563,8 @@ def grouped_split(labels: Sequence[str], groups: Sequence[int], test_size: float
     for i, g in enumerate(groups.tolist()):
         members[g].append(i)
     forced = {int(groups[i]) for i, flag in enumerate(train_only) if flag}
-    eligible = [lab for lab, g in zip(labels.tolist(), groups.tolist(), strict=True)
-                if g not in forced]
-    target = {lab: int(round(test_size * c)) for lab, c in Counter(eligible).items()}
+    target = split_quota((lab for lab, g in zip(labels.tolist(), groups.tolist(), strict=True)
+                         if g not in forced), test_size)
     taken = Counter()
     order = sorted(members)
     rng = np.random.default_rng(seed)
@@ -677,14 +682,12 @@ MIN_GROUP_CAP = 8
 def max_group_size(rows: Sequence[_Row], cfg: Refine) -> int:
     """Largest similarity group the split places whole; larger ones are re-clustered.
 
-    The smallest label is counted as :func:`grouped_split` counts its test quota: only rows
-    that may go to test. Human rows (corrections, real utterances) always train, so with a
-    large real pool counting them would let a group outgrow the share of the test split it
-    is meant to be capped at.
+    The cap is a share of the smallest :func:`split_quota` of the rows that may go to test:
+    human rows (corrections, real utterances) always train, so with a large real pool
+    counting them would let a group outgrow the share of the test split it is capped at.
     """
-    counts = Counter(r.label for r in rows if not r.is_human)
-    smallest = min(counts.values(), default=0)
-    return max(MIN_GROUP_CAP, int(MAX_GROUP_SHARE_OF_TEST * cfg.test_size * smallest))
+    quota = split_quota((r.label for r in rows if not r.is_human), cfg.test_size)
+    return max(MIN_GROUP_CAP, int(MAX_GROUP_SHARE_OF_TEST * min(quota.values(), default=0)))
 
 
 def _similarity_sample(test: list[_Row], seed: int) -> list[int]:
