@@ -52,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 
+from bench.scratch import scratch_dir  # noqa: E402
+from bench.seeds import forge_seeded, parse_seeds  # noqa: E402
 from foundry.blueprint import Task, load_blueprint  # noqa: E402
 from foundry.evaluate import load_exam  # noqa: E402
 from foundry.paths import MODELS_DIR  # noqa: E402
@@ -236,10 +238,13 @@ def _row(task, name, predict, size, exam, test, test_gold, labels, probe, querie
     dev_acc, _ = score(predict, [r.text for r in dev], [r.label for r in dev], labels) \
         if dev else (float("nan"), float("nan"))
     median, p99 = latency_us(predict, probe, queries)
+    dev_correct = round(dev_acc * len(dev)) if dev else 0
     return {"task": task, "model": name, "dev_acc": dev_acc, "dev_n": len(dev),
-            "dev_acc_ci": wilson_interval(round(dev_acc * len(dev)), len(dev)) if dev
+            "dev_correct": dev_correct,
+            "dev_acc_ci": wilson_interval(dev_correct, len(dev)) if dev
             else (float("nan"), float("nan")),
             "exam_acc": exam_acc, "exam_n": len(exam),
+            "exam_correct": round(exam_acc * len(exam)) if len(exam) else 0,
             "test_acc": test_acc, "test_macro_f1": test_f1, "size_kib": size / 1024,
             "latency_median_us": median, "latency_p99_us": p99}
 
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="*", help="default: every task of the blueprint")
     ap.add_argument("--latency-queries", type=int, default=1000)
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
-    ap.add_argument("--seeds", default="",
+    ap.add_argument("--seeds", type=parse_seeds, default="",
                     help="comma list: forge a seeded copy per seed, measure each, then pool the "
                          "dev accuracy over the seeds (--run-dir and --models-dir do not apply)")
     args = ap.parse_args(argv)
@@ -278,11 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds:
         if args.run_dir:
             ap.error("--seeds forges its own runs: leave out --run-dir")
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
-        by_seed = seeded_rows(args.blueprint, seeds, args.tasks, args.latency_queries)
+        by_seed = seeded_rows(args.blueprint, args.seeds, args.tasks, args.latency_queries)
         print("\n" + "\n".join(pooled_table(by_seed)))
         if args.json:
             print(json.dumps(by_seed, ensure_ascii=False, default=_jsonable))
@@ -315,9 +316,6 @@ def run_rows(bp, run: Path, task_names: list[str] | None, models_dir: Path,
 def seeded_rows(blueprint: str, seeds: list[int], task_names: list[str] | None,
                 latency_queries: int) -> dict[int, list[dict]]:
     """Forge a seeded copy of ``blueprint`` per seed and measure it: ``{seed: rows}``."""
-    from bench.scratch import scratch_dir
-    from bench.seeds import forge_seeded
-
     out = {}
     with scratch_dir("bench-baselines-") as tmp:
         for seed in seeds:
@@ -357,13 +355,9 @@ def pooled_table(by_seed: dict[int, list[dict]]) -> list[str]:
                 cells.append("n/a")
                 continue
             cells.append(f"{r['dev_acc']:.1%}")
-            dev_k += round(r["dev_acc"] * r["dev_n"])
-            dev_n += r["dev_n"]
-            if r["exam_n"]:
-                exam_k += round(r["exam_acc"] * r["exam_n"])
-                exam_n += r["exam_n"]
-            at_least += round(r["dev_acc"] * r["dev_n"]) >= round(
-                ours[s]["dev_acc"] * ours[s]["dev_n"])
+            dev_k, dev_n = dev_k + r["dev_correct"], dev_n + r["dev_n"]
+            exam_k, exam_n = exam_k + r["exam_correct"], exam_n + r["exam_n"]
+            at_least += r["dev_correct"] >= ours[s]["dev_correct"]
         low, high = wilson_interval(dev_k, dev_n)
         pooled = f"{dev_k / dev_n:.1%} [{low:.1%}, {high:.1%}]" if dev_n else "n/a"
         exam = f"{exam_k / exam_n:.1%}" if exam_n else "n/a"

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -50,8 +49,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 
+from bench.scratch import scratch_dir  # noqa: E402
+from bench.seeds import forge_seeded, parse_seeds  # noqa: E402
 from foundry import minhash as mh  # noqa: E402
 from foundry.blueprint import Task, load_blueprint  # noqa: E402
 from foundry.evaluate import choose_threshold  # noqa: E402
@@ -140,8 +142,8 @@ def parse_overrides(pairs: list[str] | None, what: str, allowed: set[str] | None
                     ) -> dict[str, int | float | bool]:
     """``["C=64", "sublinear_tf=false"]`` → ``{"C": 64, "sublinear_tf": False}``.
 
-    Values are read as int, then float, then ``true`` / ``false``; ``allowed`` (when given)
-    lists the keys that may be set. Raises ``SystemExit`` naming ``what`` and the pair.
+    Values are read as YAML scalars, as in ``blueprint.yaml``; ``allowed`` (when given) lists
+    the keys that may be set. Raises ``SystemExit`` naming ``what`` and the pair.
     """
     out: dict[str, int | float | bool] = {}
     for pair in pairs or []:
@@ -151,17 +153,9 @@ def parse_overrides(pairs: list[str] | None, what: str, allowed: set[str] | None
             raise SystemExit(f"--{what} {pair!r}: expected KEY=VALUE, e.g. C=64")
         if allowed is not None and key not in allowed:
             raise SystemExit(f"--{what} {key!r}: not one of {', '.join(sorted(allowed))}")
-        value: int | float | bool
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            if raw.lower() not in ("true", "false"):
-                raise SystemExit(f"--{what} {pair!r}: the value must be a number, true or false")
-            value = raw.lower() == "true"
+        value = yaml.safe_load(raw)
+        if not isinstance(value, (int, float, bool)):
+            raise SystemExit(f"--{what} {pair!r}: the value must be a number, true or false")
         out[key] = value
     return out
 
@@ -246,8 +240,6 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float,
 def seeded_runs(blueprint: str, seeds: list[int], folder: Path, target: int | None):
     """Yield ``(seed, blueprint, run folder)``: ``bench/seeds.py``'s seeded copy of
     ``blueprint`` per seed, forged through train in ``folder``."""
-    from seeds import forge_seeded
-
     for seed in seeds:
         bp_dir, result = forge_seeded(blueprint, seed, folder, steps="generate,refine,train",
                                       target=target)
@@ -300,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("blueprint", nargs="?", default="text_classification")
     ap.add_argument("--run-dir", default="", help="run folder or id; default: the latest run")
     ap.add_argument("--tasks", nargs="*", help="default: every task with a real pool")
-    ap.add_argument("--seeds", default="",
+    ap.add_argument("--seeds", type=parse_seeds, default="",
                     help="comma list: forge a seeded copy per seed (generate, refine, train) "
                          "and measure each; default: measure the run")
     ap.add_argument("--target", type=int, default=None,
@@ -317,9 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     features = parse_overrides(args.feature, "feature", FEATURE_FIELDS)
     bp = load_blueprint(args.blueprint)
     if args.seeds:
-        seeds = [int(s) for s in args.seeds.split(",")]
-        with tempfile.TemporaryDirectory(prefix="realtext-seeds-") as tmp:
-            rows = measure(seeded_runs(args.blueprint, seeds, Path(tmp), args.target),
+        with scratch_dir("realtext-seeds-") as tmp:
+            rows = measure(seeded_runs(args.blueprint, args.seeds, tmp, args.target),
                            args.tasks, args.weights, params, features)
         print("\n" + "\n".join(seed_table(rows)))
         return 0

@@ -46,6 +46,15 @@ COLUMNS = [
 ]
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"42,7,1"`` → ``[42, 7, 1]`` (an argparse ``type``: a bad list is a usage error)."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+
+
 def seeded_copy(blueprint: str, seed: int, folder: Path) -> Path:
     """Copy the blueprint folder into ``folder`` with every seed set to ``seed``."""
     source = load_blueprint(blueprint).root
@@ -113,14 +122,11 @@ def format_tables(results: dict[int, dict[str, dict]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("blueprint", nargs="?", default="text_classification")
-    ap.add_argument("--seeds", default="42,7,1,3",
+    ap.add_argument("--seeds", type=parse_seeds, default="42,7,1,3",
                     help="comma-separated seeds (default: 42,7,1,3)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary runs and models")
     args = ap.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        ap.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    seeds = args.seeds
     if not seeds:
         ap.error("--seeds: give at least one seed")
 

@@ -22,7 +22,8 @@ def bench():
 
 def row(task: str, model: str, dev_k: int, dev_n: int, exam_k: int = 9, exam_n: int = 10):
     return {"task": task, "model": model, "dev_acc": dev_k / dev_n, "dev_n": dev_n,
-            "exam_acc": exam_k / exam_n, "exam_n": exam_n}
+            "dev_correct": dev_k, "exam_acc": exam_k / exam_n, "exam_n": exam_n,
+            "exam_correct": exam_k}
 
 
 def test_model_key_drops_the_fit_time(bench):

@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "bench"))  # realtext imports bench/seeds.py for --seeds
     spec = importlib.util.spec_from_file_location("bench_realtext", ROOT / "bench" / "realtext.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks its module up there
@@ -52,6 +51,8 @@ def test_parse_overrides_reads_numbers_and_booleans(bench):
     ("C", "expected KEY=VALUE"),
     ("=3", "expected KEY=VALUE"),
     ("C=big", "must be a number, true or false"),
+    ("C=", "must be a number, true or false"),
+    ("C=[1, 2]", "must be a number, true or false"),
 ])
 def test_parse_overrides_names_the_bad_pair(bench, pair, message):
     with pytest.raises(SystemExit, match=message):

@@ -50,3 +50,12 @@ def test_tables_list_every_seed_then_min_median_max(bench):
     assert "| a | median | 98.0% | 93.0% |" in table
     assert "| a | max | 99.0% | 96.0% |" in table
     assert table.count("n/a") == 3 + 3  # no cross-fitted precision in any row
+
+
+def test_parse_seeds_reads_a_comma_list_and_refuses_anything_else(bench):
+    import argparse
+
+    assert bench.parse_seeds("42,7, 1,") == [42, 7, 1]
+    assert bench.parse_seeds("") == []
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated integers, got '4x'"):
+        bench.parse_seeds("4x")
