@@ -17,6 +17,24 @@ The exported graph (:func:`quantized_onnx`) is standard ONNX (opset >= 13), no M
 with ``1 / T`` folded into ``scale`` and ``b``. Every runtime reads it (the Python and Rust
 readers dequantise once at load; Node runs it through onnxruntime-node).
 
+**Sparse weights.** With many labels most of ``W_q`` carries nothing: an n-gram speaks for a
+few labels, and the SVM's small weights for the others round to a few int8 steps that move no
+decision. :meth:`Int8Linear.sparsify` keeps the ``m`` largest weights (by dequantised
+magnitude, over all labels) and zeroes the rest; the train stage chooses ``m`` to fit the size
+budget (:func:`foundry.trained.sparsify_to_budget`). When it is smaller, the graph then stores
+``W_q`` as its non-zero entries in row-major ``[D, K]`` order, 2 bytes each: ``W_values``
+int8 and ``W_gaps`` uint8, the distance of each entry's flat position from the previous one
+(the first: from 0); a gap over 255 is bridged by entries of value 0 (:func:`sparse_entries`).
+Standard operators rebuild the dense int8 matrix, which ONNX Runtime folds at load::
+
+    W_q = Reshape(ScatterElements(ConstantOfShape(W_size = [D * K], value=int8 0),
+                                  CumSum(Cast(W_gaps, to=INT64), W_axis = 0),
+                                  W_values, axis=0), W_shape = [D, K])
+
+On CLINC150 the full vocabulary's model keeps its validation accuracy with 4% of its weights,
+where the dense int8 matrix fits the 1 MB budget with one n-gram in eight
+(``docs/training.md``).
+
 The same graph carries binary logistic models of the other linear trainers
 (:class:`Int8Logistic`): ``softmax([-s/2, s/2]) = sigmoid(s)``, so a logistic regression, or a
 linear model under a Platt map, with the map folded into its weights, ships as two int8
@@ -98,6 +116,30 @@ class Int8Linear(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Any) -> np.ndarray:
         return np.asarray(X @ self.coef_.T) + self.intercept_
+
+    @property
+    def n_weights_(self) -> int:
+        """How many int8 weights are non-zero."""
+        return int(np.count_nonzero(self.w_q_))
+
+    def sparsify(self, max_weights: int) -> Int8Linear:
+        """Keep the ``max_weights`` weights of largest dequantised magnitude (over all
+        labels) and set the others to zero; the scales and intercepts are unchanged.
+
+        Magnitude rather than int8 steps, because the labels' scales differ: a weight's
+        effect on the logits is ``|w_q| * scale``. Ties at the cut are broken by position
+        (row-major ``[K, D]``), so equal models give equal results.
+        """
+        if max_weights < 0:
+            raise ValueError(f"max_weights must be >= 0, got {max_weights}")
+        if max_weights >= self.n_weights_:
+            return self
+        magnitude = (np.abs(self.w_q_.astype(np.float32)) * self.scale_[:, None]).ravel()
+        keep = np.argsort(-magnitude, kind="stable")[:max_weights]
+        mask = np.zeros(magnitude.size, dtype=bool)
+        mask[keep] = True
+        self.w_q_ = np.where(mask.reshape(self.w_q_.shape), self.w_q_, 0).astype(np.int8)
+        return self
 
     def set_temperature(self, temperature: float) -> Int8Linear:
         self.temperature = float(temperature)
@@ -352,6 +394,60 @@ def folded(clf: Int8Linear) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(clf.w_q_.T), scale, b
 
 
+#: The largest gap between two stored positions of the sparse layout (a uint8).
+MAX_GAP = 255
+
+
+def sparse_entries(w_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(gaps uint8, values int8)``: the non-zero entries of ``w_q`` in row-major order.
+
+    ``gaps[i]`` is the distance of entry ``i``'s flat position from entry ``i - 1``'s (entry
+    0's from position 0), so ``cumsum(gaps)`` are the positions. A distance over
+    :data:`MAX_GAP` is bridged by entries of value 0 every 255 positions; every gap after the
+    first is at least 1 (positions strictly increase).
+    """
+    flat = np.ascontiguousarray(w_q).ravel()
+    positions = np.flatnonzero(flat)
+    steps = np.diff(positions, prepend=0)
+    # An entry whose step is s > 255 is preceded by ceil(s / 255) - 1 zero entries of 255.
+    fillers = np.maximum(0, (steps - 1) // MAX_GAP)
+    count = len(positions) + int(fillers.sum())
+    gaps = np.full(count, MAX_GAP, dtype=np.uint8)
+    values = np.zeros(count, dtype=np.int8)
+    at = np.arange(len(positions)) + np.cumsum(fillers)  # where each real entry lands
+    gaps[at] = steps - fillers * MAX_GAP
+    values[at] = flat[positions]
+    return gaps, values
+
+
+def _weights_nodes(w_q: np.ndarray) -> tuple[list[Any], list[Any]]:
+    """``(initializers, nodes)`` producing the int8 ``W_q`` ``[D, K]``: the matrix itself, or
+    its sparse entries when they take fewer bytes (see the module docstring)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    gaps, values = sparse_entries(w_q)
+    if 2 * len(gaps) + 64 >= w_q.size:  # 64: the sparse layout's extra constants and nodes
+        return [numpy_helper.from_array(w_q, "W_q")], []
+    d, k = w_q.shape
+    inits = [
+        numpy_helper.from_array(gaps, "W_gaps"),
+        numpy_helper.from_array(values, "W_values"),
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "W_axis"),
+        numpy_helper.from_array(np.array([d * k], dtype=np.int64), "W_size"),
+        numpy_helper.from_array(np.array([d, k], dtype=np.int64), "W_shape"),
+    ]
+    zero = numpy_helper.from_array(np.zeros(1, dtype=np.int8), "zero")
+    nodes = [
+        helper.make_node("Cast", ["W_gaps"], ["W_steps"], to=TensorProto.INT64),
+        helper.make_node("CumSum", ["W_steps", "W_axis"], ["W_positions"]),
+        helper.make_node("ConstantOfShape", ["W_size"], ["W_zeros"], value=zero),
+        helper.make_node("ScatterElements", ["W_zeros", "W_positions", "W_values"], ["W_flat"],
+                         axis=0),
+        helper.make_node("Reshape", ["W_flat", "W_shape"], ["W_q"]),
+    ]
+    return inits, nodes
+
+
 def quantized_onnx(clf: Int8Linear, n_features: int, task: str, opset: int = 15) -> bytes:
     """The ONNX bytes of ``clf`` (see the module docstring); deterministic for equal models."""
     from onnx import TensorProto, helper, numpy_helper
@@ -360,8 +456,9 @@ def quantized_onnx(clf: Int8Linear, n_features: int, task: str, opset: int = 15)
         raise ValueError(f"export.opset {opset}: int8 weights need opset 13 or later")
     w_q, scale, b = folded(clf)
     k = w_q.shape[1]
+    weight_inits, weight_nodes = _weights_nodes(w_q)
     inits = [
-        numpy_helper.from_array(w_q, "W_q"),
+        *weight_inits,
         numpy_helper.from_array(scale.reshape(1, k), "W_scale"),
         numpy_helper.from_array(b, "b"),
     ]
@@ -369,6 +466,7 @@ def quantized_onnx(clf: Int8Linear, n_features: int, task: str, opset: int = 15)
     # into an integer matmul that also quantises the features (probabilities then move by
     # ~1e-4); the plain float product is what every runtime computes.
     nodes = [
+        *weight_nodes,
         helper.make_node("Cast", ["W_q"], ["W_f"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["W_f", "W_scale"], ["W"]),
         helper.make_node("MatMul", ["features", "W"], ["scores"]),
