@@ -420,13 +420,26 @@ def sparse_entries(w_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gaps, values
 
 
+def stored_weight_bytes(clf: Int8Linear) -> int:
+    """Bytes the ``.onnx`` spends on ``clf``'s int8 weights: ``D * K`` as a matrix, or 2 an
+    entry of the sparse layout when that is smaller (the choice :func:`quantized_onnx`
+    makes)."""
+    size = clf.w_q_.size
+    entries = len(sparse_entries(clf.w_q_.T)[0])
+    return 2 * entries if _sparse_is_smaller(entries, size) else size
+
+
+def _sparse_is_smaller(entries: int, size: int) -> bool:
+    return 2 * entries + 64 < size  # 64: the sparse layout's extra constants and nodes
+
+
 def _weights_nodes(w_q: np.ndarray) -> tuple[list[Any], list[Any]]:
     """``(initializers, nodes)`` producing the int8 ``W_q`` ``[D, K]``: the matrix itself, or
     its sparse entries when they take fewer bytes (see the module docstring)."""
     from onnx import TensorProto, helper, numpy_helper
 
     gaps, values = sparse_entries(w_q)
-    if 2 * len(gaps) + 64 >= w_q.size:  # 64: the sparse layout's extra constants and nodes
+    if not _sparse_is_smaller(len(gaps), w_q.size):
         return [numpy_helper.from_array(w_q, "W_q")], []
     d, k = w_q.shape
     inits = [

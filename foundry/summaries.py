@@ -150,6 +150,10 @@ class TrainSummary(StageSummary):
     calibration: str
     n_features: int
     n_features_unpruned: int
+    #: Non-zero int8 weights of the shipped model when the budget thinned them (sparse
+    #: weights, ``foundry.trained.sparsify_to_budget``), and of how many (n-grams x labels).
+    n_weights: int | None = None
+    n_weights_dense: int | None = None
     onnx_bytes: int
     bin_bytes: int
     size_bytes: int

@@ -13,7 +13,7 @@ is scored on dev too, with the float32 size of the same vocabulary beside the in
 
 With ``train.refit_on_dev: true`` the shipped model is then refitted on the training rows plus
 the dev rows (the same parameters and vocabulary, cut to its best-ranked n-grams if the refit
-outgrows the size budget), except dev rows equal or near an exam or test text. Its temperature and the threshold must still come from texts the scoring model
+outgrows the size budget, or with fewer of its weights kept when the budget thinned them), except dev rows equal or near an exam or test text. Its temperature and the threshold must still come from texts the scoring model
 never saw: the dev rows are cut in two halves, each half is scored by a model fitted on the
 training rows and the other half, the temperature is fitted on those cross-fitted scores, and
 the same cross-fitted probabilities are the ``oof_proba`` the threshold is chosen on. The
@@ -21,6 +21,10 @@ shipped model saw slightly more data than either half-model, so it may be slight
 confident than they were: the operating point on test can move a little from the one chosen
 on dev. The candidate choice, the size table and the unpruned model stay those of the
 training rows alone.
+
+With many labels the size budget first thins the weights rather than the vocabulary
+(:func:`foundry.trained.fit_to_budget`): sparse int8 weights, the same count in the shipped
+model and in both cross-fitted models.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from foundry.trained import (
     TrainedModel,
     clip_proba,
     expected_calibration_error,
-    prune_to_budget,
+    fit_to_budget,
     save_trained,
     size_meter,
     train_summary,
@@ -81,11 +85,6 @@ def _scores(pipe: Any, texts: list[str]) -> np.ndarray:
 def _dev_metrics(pipe: Any, texts: list[str], y: np.ndarray) -> tuple[float, float]:
     pred = _scores(pipe, texts).argmax(axis=1)
     return float(f1_score(y, pred, average="macro")), float(accuracy_score(y, pred))
-
-
-def _f32_bytes(onnx_bytes: int, n_features: int, n_classes: int) -> int:
-    """The size of the same pair with float32 weights: 3 more bytes per int8 weight."""
-    return int(onnx_bytes + 3 * n_features * n_classes)
 
 
 def _candidates_on_dev(recipe: Recipe, candidates: list[dict[str, Any]], texts: list[str],
@@ -171,26 +170,34 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         vocab = sorted(full_terms[j] for j in ranking[:k])
         return final_fit(recipe, params, recipe.default_calibration(), vocab, texts, y, w), vocab
 
-    pruned = prune_to_budget(full, fit_top, measure, budget_bytes, log)
+    pruned = fit_to_budget(full, fit_top, measure, budget_bytes, log)
     pruned.pipeline = int8_pipeline(pruned.pipeline)  # as measured and shipped
     # the size table is of models fitted on the training rows alone (dev scores them)
     curve = _size_curve(pruned, full, fit_top, measure, dev_texts, y_dev, k_classes)
     if cfg.refit_on_dev:
-        def refit(vocab: list[str] | None) -> tuple[Any, float, np.ndarray]:
-            final, temperature, dev_proba = _refit_with_dev(
-                bp, task, recipe, params, vocab, (texts, y, w), (dev_texts, y_dev), log)
+        fits: dict[tuple[str, ...] | None, Any] = {}  # fewer weights: the same fits, thinned
+
+        def refit(vocab: list[str] | None, max_weights: int | None
+                  ) -> tuple[Any, float, np.ndarray]:
+            key = None if vocab is None else tuple(vocab)
+            if key not in fits:
+                fits.clear()
+                fits[key] = _refit_with_dev(bp, task, recipe, params, vocab, (texts, y, w),
+                                            (dev_texts, y_dev), log)
+            final, temperature, dev_proba = _calibrated_refit(
+                *fits[key], (dev_texts, y_dev), k_classes, max_weights)
             return int8_pipeline(final), temperature, dev_proba  # as measured and shipped
 
         pruned, temperature, dev_proba = refit_within_budget(
             refit, pruned.vocabulary, [full_terms[j] for j in ranking], measure,
-            budget_bytes, log)
+            budget_bytes, log, max_weights=pruned.max_weights)
     else:
         temperature = _set_temperature(pruned.pipeline, dev_texts, y_dev)
         dev_proba = pruned.pipeline.predict_proba(dev_texts)
     log(f"  temperature {temperature:.4f} (fitted on dev by log loss)")
     cal_table = _temperature_table(temperature, dev_proba, y_dev, k_classes)
     unpruned = None
-    if pruned.vocabulary is not None:
+    if pruned.vocabulary is not None or pruned.max_weights is not None:
         unpruned = full
         _set_temperature(unpruned, dev_texts, y_dev)
 
@@ -227,14 +234,13 @@ def dev_rows_near_held_out(bp: Blueprint, task: Task, dev_texts: list[str]) -> s
 
 def _refit_with_dev(bp: Blueprint, task: Task, recipe: Recipe, params: dict[str, Any],
                     vocabulary: list[str] | None, train: tuple[list[str], np.ndarray, np.ndarray],
-                    dev: tuple[list[str], np.ndarray], log: Log) -> tuple[Any, float, np.ndarray]:
-    """``train.refit_on_dev``: the model refitted on the training and dev rows, its
-    temperature, and the dev probabilities to choose the threshold on, cross-fitted (each
-    dev row scored by a model fitted on the training rows and the other half of dev; the
-    temperature fitted on those scores). Dev rows equal or near an exam or test text are
-    scored but never trained on."""
-    from foundry.quantized import fit_temperature, takes_temperature
-
+                    dev: tuple[list[str], np.ndarray], log: Log
+                    ) -> tuple[Any, list[tuple[Any, np.ndarray]]]:
+    """``train.refit_on_dev``: the model refitted on the training and dev rows, and the two
+    models that score the dev rows for the temperature and the threshold, cross-fitted
+    (each fitted on the training rows and one half of dev, scoring the other half:
+    ``(pipeline, held-out dev positions)``). Dev rows equal or near an exam or test text are
+    scored but never trained on. :func:`_calibrated_refit` finishes them."""
     (texts, y, w), (dev_texts, y_dev) = train, dev
     excluded = dev_rows_near_held_out(bp, task, dev_texts)
     halves = np.array_split(np.random.default_rng(bp.spec.train.seed).permutation(len(y_dev)), 2)
@@ -245,34 +251,52 @@ def _refit_with_dev(bp: Blueprint, task: Task, recipe: Recipe, params: dict[str,
                          texts + [dev_texts[i] for i in rows], np.concatenate([y, y_dev[rows]]),
                          np.concatenate([w, np.ones(len(rows))]))
 
-    models = [(fit(other), held) for held, other in (halves, halves[::-1])]
-    scores = np.zeros((len(y_dev), len(task.label_names)))
-    for pipe, held in models:
-        scores[held] = _scores(pipe, [dev_texts[i] for i in held])
-    quantized = takes_temperature(models[0][0].named_steps["clf"])
-    temperature = fit_temperature(scores, y_dev) if quantized else 1.0
-    dev_proba = np.zeros_like(scores)
-    for pipe, held in models:
-        if quantized:
-            pipe.named_steps["clf"].set_temperature(temperature)
-        dev_proba[held] = pipe.predict_proba([dev_texts[i] for i in held])
+    crossfit = [(fit(other), held) for held, other in (halves, halves[::-1])]
     final = fit(np.arange(len(y_dev)))
-    if quantized:
-        final.named_steps["clf"].set_temperature(temperature)
     log(f"  refitted on {len(texts)} training + {len(y_dev) - len(excluded)} dev rows "
         f"({len(excluded)} dev rows near an exam or test text left out); temperature and "
         f"threshold from dev scores cross-fitted over two halves")
+    return final, crossfit
+
+
+def _calibrated_refit(final: Any, crossfit: list[tuple[Any, np.ndarray]],
+                      dev: tuple[list[str], np.ndarray], k_classes: int,
+                      max_weights: int | None = None) -> tuple[Any, float, np.ndarray]:
+    """The shipped refit (:func:`_refit_with_dev`), its temperature and the cross-fitted dev
+    probabilities. With ``max_weights`` every model keeps that many of its int8 weights
+    (sparse weights, as shipped), so the temperature and the threshold are those of the
+    shipped kind of model; copies are thinned, the fitted models stay as they were."""
+    from foundry.quantized import fit_temperature, takes_temperature
+    from foundry.trained import with_sparse_weights
+
+    dev_texts, y_dev = dev
+    if max_weights is not None:
+        final = with_sparse_weights(final, max_weights)
+        crossfit = [(with_sparse_weights(pipe, max_weights), held) for pipe, held in crossfit]
+    scores = np.zeros((len(y_dev), k_classes))
+    for pipe, held in crossfit:
+        scores[held] = _scores(pipe, [dev_texts[i] for i in held])
+    quantized = takes_temperature(final.named_steps["clf"])
+    temperature = fit_temperature(scores, y_dev) if quantized else 1.0
+    dev_proba = np.zeros_like(scores)
+    for pipe, held in crossfit:
+        if quantized:
+            pipe.named_steps["clf"].set_temperature(temperature)
+        dev_proba[held] = pipe.predict_proba([dev_texts[i] for i in held])
+    if quantized:
+        final.named_steps["clf"].set_temperature(temperature)
     return final, temperature, dev_proba
 
 
 def refit_within_budget(
-    refit: Callable[[list[str] | None], tuple[Any, float, np.ndarray]],
+    refit: Callable[[list[str] | None, int | None], tuple[Any, float, np.ndarray]],
     vocabulary: list[str] | None,
     ranked_terms: list[str],
     measure: Callable[[Any], tuple[int, int, str]],
     budget_bytes: int | None,
     log: Log = print,
     max_rounds: int = 6,
+    max_weights: int | None = None,
 ) -> tuple[Any, float, np.ndarray]:
     """The refitted model (a :class:`foundry.trained.Pruned`), its temperature and dev
     probabilities, shrunk until it fits ``budget_bytes``.
@@ -283,16 +307,26 @@ def refit_within_budget(
     learnt vocabulary grows with the dev rows' n-grams. So an oversize refit is refitted on
     fewer of ``ranked_terms`` (the training model's columns, best first), rescaled by
     ``budget / size`` with a 0.5% margin, as :func:`foundry.trained.prune_to_budget` does.
+    A model with sparse weights (``max_weights``, :func:`foundry.trained.fit_to_budget`)
+    keeps its vocabulary and keeps fewer weights instead (the entries' bytes vary a little
+    with where the kept weights fall).
     """
     from foundry.trained import Pruned
 
     vocab = vocabulary
     for _ in range(max_rounds):
-        pipe, temperature, dev_proba = refit(vocab)
+        pipe, temperature, dev_proba = refit(vocab, max_weights)
         onnx_len, bin_len, source = measure(pipe)
-        result = Pruned(pipe, vocab, onnx_len, bin_len, source)
+        result = Pruned(pipe, vocab, onnx_len, bin_len, source, max_weights)
         if budget_bytes is None or result.size <= budget_bytes:
             return result, temperature, dev_proba
+        if max_weights is not None:
+            room = budget_bytes - bin_len
+            max_weights = max(1, min(max_weights - 1,
+                                     int(max_weights * room / onnx_len * 0.995)))
+            log(f"  refit takes {result.size} bytes, over the {budget_bytes}-byte budget: "
+                f"refitting with {max_weights} weights")
+            continue
         k = len(vocab) if vocab is not None else len(ranked_terms)
         k = max(1, min(k - 1, int(k * budget_bytes / result.size * 0.995)))
         log(f"  refit takes {result.size} bytes, over the {budget_bytes}-byte budget: "
@@ -319,8 +353,10 @@ def _size_curve(pruned: Any, full: Any, fit_top: Callable[[int], tuple[Any, list
                 measure: Callable[[Any], tuple[int, int, str]], dev_texts: list[str],
                 y_dev: np.ndarray, k_classes: int) -> pd.DataFrame:
     """Dev macro-F1 / accuracy and artifact bytes (int8 as shipped, float32 for comparison)
-    for a few vocabulary sizes, each refitted on the top-ranked n-grams."""
-    from foundry.quantized import Int8Linear
+    for a few vocabulary sizes, each refitted on the top-ranked n-grams, all weights kept;
+    with sparse weights also the shipped vocabulary at half and twice the weights kept."""
+    from foundry.quantized import Int8Linear, stored_weight_bytes
+    from foundry.trained import with_sparse_weights
 
     quantized = isinstance(full.named_steps["clf"], Int8Linear)
     n_full = len(full.named_steps["tfidf"].vocabulary_)
@@ -329,17 +365,31 @@ def _size_curve(pruned: Any, full: Any, fit_top: Callable[[int], tuple[Any, list
     keep = {n_full, n_final}
     ladder = sorted(keep | set([k for k in ladder if k not in keep][: MAX_LADDER - len(keep)]),
                     reverse=True)
-    rows = []
+    models: list[tuple[Any, tuple[int, int] | None, bool]] = []  # (pipeline, sizes, chosen)
+    sparse = pruned.max_weights is not None
     for k in ladder:
-        if k == n_final:
-            pipe, onnx_len, bin_len = pruned.pipeline, pruned.onnx_bytes, pruned.bin_bytes
+        if k == n_final and not sparse:
+            models.append((pruned.pipeline, (pruned.onnx_bytes, pruned.bin_bytes), True))
         else:
-            pipe = full if k == n_full else fit_top(k)[0]
-            onnx_len, bin_len, _ = measure(pipe)
+            models.append((full if k == n_full else fit_top(k)[0], None, False))
+    if sparse:
+        total = pruned.dense.named_steps["clf"].w_q_.size
+        for m in (2 * pruned.max_weights, pruned.max_weights // 2):
+            if 0 < m < total:
+                models.append((with_sparse_weights(pruned.dense, m), None, False))
+        models.append((pruned.pipeline, (pruned.onnx_bytes, pruned.bin_bytes), True))
+    rows = []
+    for pipe, sizes, chosen in models:
+        onnx_len, bin_len = sizes if sizes is not None else measure(pipe)[:2]
+        clf = pipe.named_steps["clf"]
+        k = len(pipe.named_steps["tfidf"].vocabulary_)
         f1, acc = _dev_metrics(pipe, dev_texts, y_dev)
         size = onnx_len + bin_len
-        f32 = _f32_bytes(onnx_len, k, k_classes) + bin_len if quantized else size
-        rows.append({"n_features": k, "size_bytes": int(size), "size_kib": round(size / 1024, 1),
-                     "size_f32_bytes": f32,
-                     "cv_macro_f1": f1, "cv_accuracy": acc, "chosen": k == n_final})
-    return pd.DataFrame(rows)
+        weights = clf.n_weights_ if quantized else k * k_classes
+        # float32: 4 bytes for each of the k x K weights instead of the bytes stored
+        f32 = (size - stored_weight_bytes(clf) + 4 * k * k_classes) if quantized else size
+        rows.append({"n_features": k, "n_weights": weights, "size_bytes": int(size),
+                     "size_kib": round(size / 1024, 1), "size_f32_bytes": int(f32),
+                     "cv_macro_f1": f1, "cv_accuracy": acc, "chosen": chosen})
+    return pd.DataFrame(rows).sort_values(["n_features", "n_weights"], ascending=False,
+                                           kind="stable", ignore_index=True)

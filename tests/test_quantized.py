@@ -15,6 +15,7 @@ from foundry.benchmark import (
     out_of_scope_threshold,
 )
 from foundry.quantized import (
+    MAX_GAP,
     Int8Logistic,
     QuantizedLinearSVC,
     binary_score_map,
@@ -23,6 +24,8 @@ from foundry.quantized import (
     int8_pipeline,
     quantize_rows,
     quantized_onnx,
+    sparse_entries,
+    stored_weight_bytes,
 )
 from foundry.runtime import read_linear_graph
 
@@ -193,3 +196,57 @@ def test_only_models_with_a_temperature_to_fit_take_one() -> None:
     assert takes_temperature(QuantizedLinearBlend(random_state=0).fit(x, y))
     assert not takes_temperature(int8_logistic(LogisticRegression(max_iter=1000).fit(x2, y2)))
     assert not takes_temperature(LogisticRegression(max_iter=1000).fit(x, y))
+
+
+def _positions(gaps: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    flat = np.zeros(size, dtype=np.int8)
+    flat[np.cumsum(gaps.astype(np.int64))] = values
+    return flat
+
+
+@pytest.mark.parametrize("density", [0.0, 0.0005, 0.02, 0.5, 1.0])
+def test_sparse_entries_rebuild_the_matrix_and_bridge_long_gaps(density: float) -> None:
+    rng = np.random.default_rng(3)
+    w_q = np.where(rng.random((900, 4)) < density, rng.integers(-127, 128, (900, 4)), 0)
+    w_q = w_q.astype(np.int8)
+    gaps, values = sparse_entries(w_q)
+    assert gaps.dtype == np.uint8 and values.dtype == np.int8 and len(gaps) == len(values)
+    assert (gaps[1:] >= 1).all()  # positions strictly increase: no entry written twice
+    assert (_positions(gaps, values, w_q.size).reshape(w_q.shape) == w_q).all()
+    # a filler is a zero entry of gap 255; there are only as many as the long gaps need
+    real = np.count_nonzero(w_q)
+    assert len(gaps) - real == np.count_nonzero((values == 0) & (gaps == MAX_GAP))
+
+
+def test_sparsify_keeps_the_largest_dequantised_weights() -> None:
+    x, y = _data()
+    clf = QuantizedLinearSVC(C=1.0, random_state=0).fit(x, y)
+    before = clf.coef_.copy()
+    clf.sparsify(200)
+    assert clf.n_weights_ == 200
+    kept = np.abs(before)[clf.w_q_ != 0]
+    dropped = np.abs(before)[(clf.w_q_ == 0) & (before != 0)]
+    assert kept.min() >= dropped.max()
+    assert (clf.coef_[clf.w_q_ != 0] == before[clf.w_q_ != 0]).all()  # scales unchanged
+    assert clf.sparsify(10_000).n_weights_ == 200  # asking for more keeps what is there
+    with pytest.raises(ValueError, match="max_weights"):
+        clf.sparsify(-1)
+
+
+def test_a_sparse_model_exports_its_entries_and_every_reader_agrees() -> None:
+    x, y = _data(d=800)
+    dense = QuantizedLinearSVC(C=1.0, random_state=0).fit(x, y)
+    dense.set_temperature(0.5)
+    dense_onnx = quantized_onnx(dense, x.shape[1], "toy")
+    sparse = QuantizedLinearSVC(C=1.0, random_state=0).fit(x, y).sparsify(300)
+    sparse.set_temperature(0.5)
+    onnx_bytes = quantized_onnx(sparse, x.shape[1], "toy")
+    assert onnx_bytes == quantized_onnx(sparse, x.shape[1], "toy")  # deterministic
+    assert b"W_gaps" in onnx_bytes and b"W_gaps" not in dense_onnx
+    assert len(onnx_bytes) < len(dense_onnx) / 4
+    assert stored_weight_bytes(sparse) == 2 * len(sparse_entries(sparse.w_q_.T)[0])
+    assert stored_weight_bytes(dense) == dense.w_q_.size
+    _, proba = ort.InferenceSession(onnx_bytes).run(
+        None, {"features": x.toarray().astype(np.float32)})
+    expected = sparse.predict_proba(x)
+    assert np.abs(proba - expected).max() < 1e-5

@@ -15,7 +15,14 @@ from fakes.synthetic import EXAM_TOPICS, write_jsonl
 
 from foundry.blueprint import load_blueprint
 from foundry.train import TrainDataError, load_split, sample_weights, train_stage
-from foundry.trained import MODEL_FILE, TRAIN_JSON, artifact_size, load_trained, prune_to_budget
+from foundry.trained import (
+    MODEL_FILE,
+    TRAIN_JSON,
+    artifact_size,
+    load_trained,
+    prune_to_budget,
+    takes_sparse_weights,
+)
 from foundry.trainers import get_trainer, size_ladder
 
 TOPICS = ["天气", "日程", "音乐", "电影", "火车票", "会议", "闹钟", "外卖", "快递", "作业",
@@ -324,3 +331,70 @@ def test_the_size_budget_measures_binary_logistic_models_as_int8(tiny_fit):
     float_onnx, _ = artifact_bytes(trained, 0.5, task="t")
     assert isinstance(int8_pipeline(trained.pipeline).named_steps["clf"], Int8Logistic)
     assert onnx_len < 2 * d + 1000 < len(float_onnx)  # 2 bytes an n-gram instead of 8
+
+
+def _int8_pipeline(n_labels: int):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+
+    from foundry.quantized import QuantizedLinearSVC
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(400)]
+    y = rng.integers(0, n_labels, 600)
+    texts = [" ".join(rng.choice(words[lab * 40:(lab + 1) * 40 + 60], 6)) for lab in y]
+    return Pipeline([("tfidf", TfidfVectorizer()),
+                     ("clf", QuantizedLinearSVC(C=1.0, random_state=0))]).fit(texts, y)
+
+
+def _onnx_meter(bin_bytes: int):
+    from foundry.quantized import quantized_onnx
+
+    def measure(pipe):
+        clf = pipe.named_steps["clf"]
+        return len(quantized_onnx(clf, clf.w_q_.shape[1], "t")), bin_bytes, "fake"
+
+    return measure
+
+
+def test_sparsify_to_budget_thins_the_weights_and_keeps_the_vocabulary():
+    from foundry.trained import Pruned, sparsify_to_budget
+
+    pipe = _int8_pipeline(6)
+    measure = _onnx_meter(1000)
+    dense_onnx = measure(pipe)[0]
+    before = pipe.named_steps["clf"].w_q_.copy()
+    budget = 1000 + dense_onnx // 2
+    out = sparsify_to_budget(Pruned(pipe, None, 0, 0, "fake"), measure, budget, log=print)
+    assert out.size <= budget and out.vocabulary is None and out.dense is pipe
+    assert out.max_weights == out.pipeline.named_steps["clf"].n_weights_
+    assert out.size > budget * 0.95  # rescaled to the budget, not far under it
+    assert (pipe.named_steps["clf"].w_q_ == before).all()  # the dense model is left whole
+    fits = sparsify_to_budget(Pruned(pipe, None, 0, 0, "fake"), measure, 10**6, log=print)
+    assert fits.max_weights is None and fits.pipeline is pipe
+    with pytest.raises(ValueError, match=r"size_budget_kb: .*the vocabulary alone"):
+        sparsify_to_budget(Pruned(pipe, None, 0, 0, "fake"), measure, 900, log=print)
+
+
+def test_fit_to_budget_gives_the_vocabulary_half_then_thins_many_label_weights():
+    from foundry.trained import fit_to_budget
+
+    pipe = _int8_pipeline(6)
+    n_terms = len(pipe.named_steps["tfidf"].vocabulary_)
+    bin_per_term = 2
+
+    def measure(p):
+        clf = p.named_steps["clf"]
+        from foundry.quantized import quantized_onnx
+        return (len(quantized_onnx(clf, clf.w_q_.shape[1], "t")),
+                bin_per_term * len(p.named_steps["tfidf"].vocabulary_), "fake")
+
+    def fit_top(k):
+        raise AssertionError("the vocabulary fits half the budget: no n-gram is cut")
+
+    budget = bin_per_term * n_terms + measure(pipe)[0] // 2
+    assert bin_per_term * n_terms <= budget // 2
+    out = fit_to_budget(pipe, fit_top, measure, budget, log=print)
+    assert out.size <= budget and out.vocabulary is None and out.max_weights is not None
+    binary = _int8_pipeline(2)  # two labels: the vocabulary is cut instead
+    assert not takes_sparse_weights(binary) and takes_sparse_weights(pipe)

@@ -15,7 +15,8 @@ def _refit_and_measure(bytes_per_term: int, learnt_terms: int):
     terms when the vocabulary is learnt), and the meter of those sizes."""
     calls: list[list[str] | None] = []
 
-    def refit(vocab):
+    def refit(vocab, max_weights):
+        assert max_weights is None
         calls.append(vocab)
         return {"terms": learnt_terms if vocab is None else len(vocab)}, 1.5, np.zeros((2, 2))
 
@@ -57,3 +58,24 @@ def test_an_unreachable_budget_names_the_setting():
     with pytest.raises(ValueError, match=r"refit_on_dev: .*export\.size_budget_kb .*raise the"):
         refit_within_budget(refit, sorted(RANKED[:10]), RANKED, measure, 50, log=print,
                             max_rounds=2)
+
+
+def test_an_oversize_sparse_refit_keeps_its_vocabulary_and_fewer_weights():
+    # sparse weights: the .onnx takes 2 bytes a kept weight, the vocabulary stays
+    calls: list[tuple[list[str] | None, int | None]] = []
+
+    def refit(vocab, max_weights):
+        calls.append((vocab, max_weights))
+        return {"weights": max_weights + 3}, 1.5, np.zeros((2, 2))  # the refit lands 3 over
+
+    def measure(pipe):
+        return 2 * pipe["weights"], 100, "source"
+
+    vocab = sorted(RANKED[:50])
+    logged: list[str] = []
+    result, _, _ = refit_within_budget(refit, vocab, RANKED, measure, 300, log=logged.append,
+                                       max_weights=100)
+    assert result.size <= 300 and result.vocabulary == vocab
+    assert [c[0] for c in calls] == [vocab] * len(calls) and len(calls) == 2
+    assert result.max_weights == calls[-1][1] < 100
+    assert "refitting with" in logged[0]
