@@ -8,18 +8,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import subprocess
 import sys
 import threading
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import QUESTIONS, STATEMENTS, install_model
+from conftest import QUESTIONS, STATEMENTS, fit_int8, install_model
 
 from foundry.conformance_cases import HARD_CASES
 from foundry.familiarity import Familiarity
@@ -524,6 +526,264 @@ def test_linear_graph_reader_rejects_truncated_bytes(models_dir, cut):
     data = (models_dir / "binary_classifier.onnx").read_bytes()
     with pytest.raises(ValueError):
         read_linear_graph(data[:-cut])
+
+
+# --- the sparse layout of the int8 graph (foundry.quantized.sparse_entries) -----------------
+
+#: The features and classes of :func:`_sparse_int8`.
+SPARSE_D, SPARSE_K = 700, 5
+
+
+@pytest.fixture(scope="module")
+def sparse_int8():
+    """``(clf, onnx bytes, features)``: an int8 SVM cut to 25 weights, whose export stores
+    ``W_q`` as sparse entries (gaps over 255 bridged by zero entries)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from foundry.quantized import QuantizedLinearSVC, quantized_onnx
+
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(300, SPARSE_D))) * (rng.random((300, SPARSE_D)) < 0.1)
+    y = rng.integers(0, SPARSE_K, 300)
+    clf = QuantizedLinearSVC(random_state=0).fit(x, y).set_temperature(0.5).sparsify(25)
+    data = quantized_onnx(clf, SPARSE_D, "sparse")
+    model = onnx.load_from_string(data)
+    assert "ScatterElements" in [n.op_type for n in model.graph.node]
+    values = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "W_values")
+    assert (values == 0).any(), "the fixture needs filler entries"
+    return clf, data, x.astype(np.float32)
+
+
+def _softmax_of(graph, x: np.ndarray) -> np.ndarray:
+    scores = x.astype(np.float64) @ graph.coefficients.T.astype(np.float64) + graph.intercepts
+    z = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def test_the_sparse_int8_layout_reads_as_its_dense_matrix(sparse_int8):
+    import onnxruntime as ort
+
+    from foundry.quantized import folded
+
+    clf, data, x = sparse_int8
+    graph = read_linear_graph(data)
+    assert graph is not None and graph.post_transform == "SOFTMAX"
+    w_q, scale, b = folded(clf)
+    np.testing.assert_array_equal(graph.coefficients, (w_q.astype(np.float32) * scale).T)
+    np.testing.assert_array_equal(graph.intercepts, b)
+    _, proba = ort.InferenceSession(data).run(None, {"features": x})
+    assert np.abs(_softmax_of(graph, x) - proba).max() < 1e-6
+
+
+def test_the_numpy_backend_runs_a_sparse_int8_model_like_onnxruntime(tmp_path):
+    import onnx
+
+    texts = QUESTIONS + STATEMENTS + GREETINGS
+    trained = fit_int8(texts, np.arange(len(texts)) % 4, ["a", "b", "c", "d"], "sparse",
+                       temperature=0.3)
+    trained.pipeline.named_steps["clf"].sparsify(120)
+    _install(tmp_path, "sparse", trained)
+    nodes = onnx.load(tmp_path / "sparse_classifier.onnx").graph.node
+    assert "ScatterElements" in [n.op_type for n in nodes]
+    fast = MicroModel.load("sparse", tmp_path, backend="numpy")
+    slow = MicroModel.load("sparse", tmp_path, backend="onnxruntime")
+    check = texts + random_texts(300, 11)
+    got = np.array([list(p.probabilities.values()) for p in fast.predict_many(check)])
+    want = np.array([list(p.probabilities.values()) for p in slow.predict_many(check)])
+    assert np.abs(got - want).max() < 1e-5
+    assert check_conformance(fast, tmp_path / "sparse_conformance.json").ok
+
+
+def _initializer(model, name: str):
+    return next(t for t in model.graph.initializer if t.name == name)
+
+
+def _set_constant(name: str, make) -> Callable:
+    """An edit replacing the initializer ``name`` by ``make(its values)``."""
+    from onnx import numpy_helper
+
+    def edit(model) -> None:
+        tensor = _initializer(model, name)
+        tensor.CopyFrom(numpy_helper.from_array(make(numpy_helper.to_array(tensor).copy()), name))
+    return edit
+
+
+def _set_entry(index: int, gap: int) -> Callable:
+    def make(gaps: np.ndarray) -> np.ndarray:
+        gaps[index] = gap
+        return gaps
+    return _set_constant("W_gaps", make)
+
+
+def _past_the_end(model) -> None:
+    """Entries of value 0 appended until the last position is D * K."""
+    from onnx import numpy_helper
+
+    gaps = numpy_helper.to_array(_initializer(model, "W_gaps")).astype(np.int64)
+    extra = -(-(SPARSE_D * SPARSE_K - int(gaps.sum())) // 255)
+    _set_constant("W_gaps", lambda g: np.concatenate([g, np.full(extra, 255, np.uint8)]))(model)
+    _set_constant("W_values", lambda v: np.concatenate([v, np.zeros(extra, np.int8)]))(model)
+
+
+def _matrix(d: int, k: int) -> Callable:
+    def edit(model) -> None:
+        _set_constant("W_shape", lambda _: np.array([d, k], dtype=np.int64))(model)
+        _set_constant("W_size", lambda _: np.array([d * k], dtype=np.int64))(model)
+    return edit
+
+
+def _declared_features(d) -> Callable:
+    def edit(model) -> None:
+        dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+        if isinstance(d, str):
+            dim.dim_param = d
+        else:
+            dim.dim_value = d
+    return edit
+
+
+def _node_of(model, output: str):
+    return next(n for n in model.graph.node if n.output[0] == output)
+
+
+def _attribute(output: str, name: str, value) -> Callable:
+    """An edit setting (or adding) attribute ``name`` of the node computing ``output``."""
+    from onnx import helper
+
+    def edit(model) -> None:
+        node = _node_of(model, output)
+        kept = [a for a in node.attribute if a.name != name]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute(name, value)])
+    return edit
+
+
+def _identity(source: str, output: str):
+    from onnx import helper
+
+    return helper.make_node("Identity", [source], [output])
+
+
+def _zeros_named(name: str):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.zeros((SPARSE_D, SPARSE_K), np.int8), name)
+
+
+def _zero(array: np.ndarray) -> Callable:
+    from onnx import numpy_helper
+
+    return _attribute("W_zeros", "value", numpy_helper.from_array(array, "zero"))
+
+
+#: Constants that are not a valid sparse matrix: ValueError (the load's rule O1).
+SPARSE_DATA_CASES = {
+    "a value too few": (_set_constant("W_values", lambda v: v[:-1]), "gaps but"),
+    "a repeated position": (_set_entry(3, 0), r"gap 3 is 0 \(a repeated position\)"),
+    "a position past the matrix": (_past_the_end, "past the 700 x 5 matrix"),
+    "W_size not D * K": (_set_constant("W_size", lambda s: s + 1), "W_size 3501 is not"),
+    "W_size a scalar": (_set_constant("W_size", lambda s: s.reshape(())), "W_size has dims"),
+    "W_shape transposed": (_set_constant("W_shape", lambda s: s[::-1].copy()),
+                           r"W_shape \[5, 700\] is not \[D, K\]"),
+    "W_shape of rank 3": (_set_constant("W_shape", lambda s: np.append(s, 1)),
+                          "W_shape has dims"),
+    "W_shape not positive": (_matrix(-SPARSE_D, -SPARSE_K), r"is not \[D, K\]"),
+    "a huge K": (_matrix(SPARSE_D, 1 << 40), r"is not \[D, K\]"),
+    "a huge D, declared": (lambda m: (_matrix(1 << 30, SPARSE_K)(m),
+                                      _declared_features(1 << 30)(m)), r"is not \[D, K\]"),
+    "D not the declared features": (_declared_features(SPARSE_D + 1), r"D = 701"),
+    "features undeclared": (_declared_features("D"), "does not declare its number"),
+    "gaps int8": (_set_constant("W_gaps", lambda g: g.astype(np.int8)), "not a uint8"),
+    "values uint8": (_set_constant("W_values", lambda v: v.astype(np.uint8)), "not a int8"),
+    "gaps int64": (_set_constant("W_gaps", lambda g: g.astype(np.int64)), "not a uint8"),
+    "CumSum over axis 1": (_set_constant("W_axis", lambda a: a + 1), "axis 1"),
+    "zeros filled with 1": (_zero(np.ones(1, np.int8)), "not the int8 0"),
+    "zeros of float32": (_zero(np.zeros(1, np.float32)), "not the int8 0"),
+    "zeros of two values": (_zero(np.zeros(2, np.int8)), "not the int8 0"),
+}
+#: Other nodes or attributes: not the int8 graph (None).
+SPARSE_GRAPH_CASES = {
+    "ScatterElements axis 1": _attribute("W_flat", "axis", 1),
+    "ScatterElements reduction": _attribute("W_flat", "reduction", "add"),
+    "gaps cast to int32": _attribute("W_steps", "to", 6),
+    "CumSum exclusive": _attribute("W_positions", "exclusive", 1),
+    "CumSum reverse": _attribute("W_positions", "reverse", 1),
+    "Reshape allowzero": _attribute("W_q", "allowzero", 1),
+    "ConstantOfShape without value": lambda m: _node_of(m, "W_zeros").ClearField("attribute"),
+    "Expand for Reshape": lambda m: setattr(_node_of(m, "W_q"), "op_type", "Expand"),
+    "W_q also a constant": lambda m: m.graph.initializer.append(_zeros_named("W_q")),
+    "an extra node": lambda m: m.graph.node.append(_identity("W_q", "spare")),
+}
+
+
+def _edited(data: bytes, edit) -> bytes:
+    import onnx
+
+    model = onnx.load_from_string(data)
+    edit(model)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("case", list(SPARSE_DATA_CASES))
+def test_invalid_sparse_int8_constants_are_refused(sparse_int8, case):
+    edit, message = SPARSE_DATA_CASES[case]
+    with pytest.raises(ValueError, match=message):
+        read_linear_graph(_edited(sparse_int8[1], edit))
+
+
+@pytest.mark.parametrize("case", list(SPARSE_GRAPH_CASES))
+def test_other_sparse_int8_graphs_are_not_read(sparse_int8, case):
+    assert read_linear_graph(_edited(sparse_int8[1], SPARSE_GRAPH_CASES[case])) is None
+
+
+def test_sparse_int8_reader_accepts_what_changes_nothing(sparse_int8):
+    """CumSum's attributes written as 0, W_axis as [1], the entries widened in int32_data
+    (which must fit their type)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    clf, data, x = sparse_int8
+    want = read_linear_graph(data).coefficients
+
+    def edit(model) -> None:
+        _attribute("W_positions", "exclusive", 0)(model)
+        _attribute("W_positions", "reverse", 0)(model)
+        _set_constant("W_axis", lambda a: a.reshape(1))(model)
+        for name, dtype in (("W_gaps", TensorProto.UINT8), ("W_values", TensorProto.INT8)):
+            values = numpy_helper.to_array(_initializer(model, name))
+            _initializer(model, name).CopyFrom(
+                helper.make_tensor(name, dtype, values.shape, values.tolist(), raw=False))
+
+    edited = _edited(data, edit)
+    assert not _initializer(onnx.load_from_string(edited), "W_gaps").raw_data
+    np.testing.assert_array_equal(read_linear_graph(edited).coefficients, want)
+
+    def widened_out_of_range(model) -> None:
+        edit(model)
+        _initializer(model, "W_gaps").int32_data[0] = 256
+
+    with pytest.raises(ValueError, match="W_gaps holds values outside uint8"):
+        read_linear_graph(_edited(data, widened_out_of_range))
+
+
+def test_a_sparse_int8_pair_with_repeated_positions_is_refused_at_load(sparse_int8, tmp_path):
+    """ONNX Runtime would load such a graph (ScatterElements' result is then undefined): the
+    reader refuses the pair under rule O1 before any backend answers."""
+    from fakes.tamper import rewrite_bin
+
+    texts = QUESTIONS + STATEMENTS
+    trained = fit_int8(texts, np.arange(len(texts)) % 3, ["a", "b", "c"], "sparse",
+                       temperature=0.3)
+    trained.pipeline.named_steps["clf"].sparsify(60)
+    _install(tmp_path, "sparse", trained)
+    onnx_path = tmp_path / "sparse_classifier.onnx"
+    onnx_path.write_bytes(_edited(onnx_path.read_bytes(), _set_entry(2, 0)))
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    rewrite_bin(tmp_path / "sparse_preprocessor.bin", lambda m: setattr(m, "onnx_sha256", digest))
+    for backend in ("auto", "numpy"):
+        with pytest.raises(ArtifactError, match=r"\(a repeated position\) \(spec rule O1\)$"):
+            MicroModel.load("sparse", tmp_path, backend=backend)
 
 
 @pytest.mark.parametrize("task", list(MODELS))

@@ -8,6 +8,7 @@ int8 softmax graph or skl2onnx's sigmoid calibration), its parameters
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ import numpy as np
 
 from foundry.artifacts import (
     MAX_BIN_BYTES,
+    MAX_LABELS,
     MAX_ONNX_BYTES,
+    MAX_VOCABULARY,
     interrupted_export,
     load_preprocessor,
     read_artifact,
@@ -72,15 +75,16 @@ class LinearGraph:
 _MODEL_GRAPH = 7
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_SPARSE_INITIALIZER = 1, 5, 11, 15
 _NODE_INPUT, _NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE, _NODE_DOMAIN = 1, 2, 4, 5, 7
-_ATTR_NAME, _ATTR_I, _ATTR_S, _ATTR_FLOATS, _ATTR_INTS = 1, 3, 4, 7, 8
+_ATTR_NAME, _ATTR_I, _ATTR_S, _ATTR_T, _ATTR_FLOATS, _ATTR_INTS = 1, 3, 4, 5, 7, 8
+_TENSOR_DIMS = 1
 _TENSOR_DATA_TYPE, _TENSOR_FLOAT_DATA, _TENSOR_INT32_DATA, _TENSOR_INT64_DATA = 2, 4, 5, 7
 _TENSOR_NAME, _TENSOR_RAW_DATA = 8, 9
 _VALUE_INFO_NAME, _VALUE_INFO_TYPE = 1, 2
 _GRAPH_OUTPUT = 12
 _TYPE_TENSOR, _TENSOR_TYPE_ELEM, _TENSOR_TYPE_SHAPE, _SHAPE_DIM = 1, 1, 2, 1
 _DIM_VALUE, _DIM_PARAM = 1, 2
-#: ONNX TensorProto.DataType FLOAT.
-_ONNX_FLOAT = 1
+#: ONNX TensorProto.DataType FLOAT and INT64.
+_ONNX_FLOAT, _ONNX_INT64 = 1, 7
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -180,7 +184,7 @@ def _node(fields: dict[int, list]) -> dict[str, Any]:
     }
 
 
-_TENSOR_DTYPES = {1: "<f4", 3: "i1", 6: "<i4", 7: "<i8", 11: "<f8"}
+_TENSOR_DTYPES = {1: "<f4", 2: "u1", 3: "i1", 6: "<i4", 7: "<i8", 11: "<f8"}
 
 
 def _tensor(fields: dict[int, list]) -> tuple[str, np.ndarray | None]:
@@ -193,27 +197,38 @@ def _tensor(fields: dict[int, list]) -> tuple[str, np.ndarray | None]:
         values = np.frombuffer(bytes(fields[_TENSOR_RAW_DATA][0]), dtype=dtype)
     elif dtype == "<f4":
         values = _floats(fields, _TENSOR_FLOAT_DATA)
-    else:  # int8 values are stored widened in int32_data
-        values = np.asarray(_ints(fields, _TENSOR_INT64_DATA if dtype == "<i8"
-                                  else _TENSOR_INT32_DATA), dtype=dtype)
+    else:  # int8 and uint8 values are stored widened in int32_data
+        wide = np.asarray(_ints(fields, _TENSOR_INT64_DATA if dtype == "<i8"
+                                else _TENSOR_INT32_DATA), dtype=np.int64)
+        if dtype != "<f8" and wide.size and not (
+                np.iinfo(dtype).min <= wide.min() and wide.max() <= np.iinfo(dtype).max):
+            raise ValueError(f"initializer {name} holds values outside {np.dtype(dtype)}")
+        values = wide.astype(dtype)
     return name, values
 
 
 def _int8_softmax_graph(nodes: list[dict[str, Any]], tensors: dict[str, np.ndarray | None],
-                        features: str) -> LinearGraph | None:
+                        features: str, dims: dict[str, tuple[int, ...]],
+                        n_features: int | None) -> LinearGraph | None:
     """Match the int8 graph of :func:`foundry.quantized.quantized_onnx`::
 
         W = Mul(Cast(W_q int8 [D, K], to=FLOAT), scale [1, K])
         probabilities = Softmax(Add(MatMul(features, W), b [K]), axis=-1 or 1)
         label = ArgMax(probabilities, axis=1, keepdims=0)
 
-    and return it dequantised (``W.T`` as the ``K x D`` coefficients, post ``SOFTMAX``).
+    with ``W_q`` a constant or rebuilt from its sparse entries by five more nodes
+    (:func:`_sparse_layout`), and return it dequantised (``W.T`` as the ``K x D``
+    coefficients, post ``SOFTMAX``). ``dims`` are the initializers' shapes, ``n_features``
+    the ``D`` the graph declares for ``features`` (None when it declares none).
+
+    Returns None when the nodes are not these; raises ValueError when they are the sparse
+    layout but its constants are not a valid matrix (:func:`_sparse_weights`).
     """
-    if len(nodes) != 6:
+    if len(nodes) not in (6, 6 + len(_SPARSE_OPS)):
         return None
     by_output = {n["output"][0]: n for n in nodes if len(n["output"]) == 1}
     ops = [(n["op_type"], n["domain"]) for n in nodes]
-    if len(by_output) != 6 or any(d not in ("", "ai.onnx") for _, d in ops):
+    if len(by_output) != len(nodes) or any(d not in ("", "ai.onnx") for _, d in ops):
         return None
     arg, soft = by_output.get("label"), by_output.get("probabilities")
     if (arg is None or soft is None or arg["op_type"] != "ArgMax" or soft["op_type"] != "Softmax"
@@ -235,14 +250,133 @@ def _int8_softmax_graph(nodes: list[dict[str, Any]], tensors: dict[str, np.ndarr
     if cast is None or cast["op_type"] != "Cast" or _int_attribute(cast, "to", 0) != _ONNX_FLOAT \
             or scale is None or len(cast["input"]) != 1:
         return None
-    w_q = tensors.get(cast["input"][0])
-    if w_q is None or w_q.dtype != np.int8:
-        return None
     k = len(b)
-    if k < 2 or scale.size != k or w_q.size % k:
+    if k < 2 or scale.size != k:
         return None
+    source = cast["input"][0]
+    if len(nodes) == 6:  # W_q is a constant
+        w_q = tensors.get(source)
+        if w_q is None or w_q.dtype != np.int8 or w_q.size % k:
+            return None
+    else:
+        layout = _sparse_layout(by_output, source)
+        if layout is None or source in tensors:
+            return None
+        w_q = _sparse_weights(layout, tensors, dims, n_features, k)
     weights = w_q.reshape(-1, k).astype(np.float32) * scale.reshape(1, k).astype(np.float32)
     return LinearGraph(np.ascontiguousarray(weights.T), b.astype(np.float32), "SOFTMAX", False)
+
+
+#: The nodes rebuilding a sparse ``W_q`` (:func:`foundry.quantized.sparse_entries`), in the
+#: order :func:`_sparse_layout` reads them backwards from ``W_q``.
+_SPARSE_OPS = ("Reshape", "ScatterElements", "ConstantOfShape", "CumSum", "Cast")
+
+
+def _sparse_layout(by_output: dict[str, dict[str, Any]], w_q: str) -> dict[str, Any] | None:
+    """Match the nodes computing ``w_q`` from its sparse entries::
+
+        W_q = Reshape(ScatterElements(ConstantOfShape(W_size, value=int8 [0]),
+                                      CumSum(Cast(W_gaps, to=INT64), W_axis),
+                                      W_values, axis=0), W_shape)
+
+    and return the names of the constants (``gaps``, ``axis``, ``size``, ``values``,
+    ``shape``) and the ``value`` attribute of ``ConstantOfShape`` (``zero``, TensorProto
+    fields); None when a node or an attribute differs (``CumSum``'s ``exclusive`` and
+    ``reverse`` may be written as 0; no other attribute is allowed).
+    """
+    def node(output: str, op: str, n_inputs: int, attributes: set[str]) -> dict[str, Any]:
+        found = by_output.get(output)
+        if found is None or found["op_type"] != op or len(found["input"]) != n_inputs \
+                or not set(found["attributes"]) <= attributes:
+            raise LookupError(output)
+        return found
+
+    try:
+        reshape = node(w_q, "Reshape", 2, set())
+        scatter = node(reshape["input"][0], "ScatterElements", 3, {"axis"})
+        zeros = node(scatter["input"][0], "ConstantOfShape", 1, {"value"})
+        cumsum = node(scatter["input"][1], "CumSum", 2, {"exclusive", "reverse"})
+        steps = node(cumsum["input"][0], "Cast", 1, {"to"})
+    except LookupError:
+        return None
+    zero = zeros["attributes"].get("value", {}).get(_ATTR_T)
+    if (_int_attribute(scatter, "axis", 0) != 0 or zero is None
+            or _int_attribute(cumsum, "exclusive", 0) != 0
+            or _int_attribute(cumsum, "reverse", 0) != 0
+            or _int_attribute(steps, "to", 0) != _ONNX_INT64):
+        return None
+    return {"gaps": steps["input"][0], "axis": cumsum["input"][1], "size": zeros["input"][0],
+            "values": scatter["input"][2], "shape": reshape["input"][1],
+            "zero": _proto_fields(zero[0])}
+
+
+def _sparse_weights(layout: dict[str, Any], tensors: dict[str, np.ndarray | None],
+                    dims: dict[str, tuple[int, ...]], n_features: int | None,
+                    k: int) -> np.ndarray:
+    """The int8 ``W_q`` ``[D, K]`` of a sparse layout (:func:`_sparse_layout`) whose graph
+    declares ``n_features`` features and has ``k`` intercepts.
+
+    The constants must be what the exporter writes: ``W_gaps`` uint8 ``[n]``, ``W_values``
+    int8 ``[n]``, ``W_axis`` int64 0 (a scalar or ``[1]``), ``W_size`` int64 ``[1]`` =
+    ``[D * K]``, ``W_shape`` int64 ``[2]`` = ``[D, K]`` with ``D`` the declared feature count
+    (at most ``MAX_VOCABULARY``: :func:`check_signature` ties it to the ``.bin``) and
+    ``K = k`` (at most ``MAX_LABELS``), the ``value`` of ``ConstantOfShape`` an int8 0; every
+    gap after the first at least 1 and the last position ``cumsum(gaps)[-1] < D * K``. The
+    shape is checked before anything of its size is allocated.
+
+    Raises
+    ------
+    ValueError
+        Naming the first of these that fails.
+    """
+    def constant(key: str, dtype: str, shapes: tuple[tuple[int, ...], ...] | None = None
+                 ) -> np.ndarray:
+        """The constant ``layout[key]``; ``shapes``: its allowed dims (None: any rank 1)."""
+        name = layout[key]
+        values, shape = tensors.get(name), dims.get(name)
+        if values is None or values.dtype != np.dtype(dtype):
+            raise ValueError(f"sparse int8 weights: {name} is not a {np.dtype(dtype)} constant")
+        if shape is None or math.prod(shape) != values.size or (
+                len(shape) != 1 if shapes is None else shape not in shapes):
+            raise ValueError(f"sparse int8 weights: {name} has dims {list(shape or ())} and "
+                             f"{values.size} values")
+        return values
+
+    gaps = constant("gaps", "u1")
+    values = constant("values", "i1")
+    axis = constant("axis", "<i8", ((), (1,)))
+    size = constant("size", "<i8", ((1,),))
+    shape = constant("shape", "<i8", ((2,),))
+    _, zero = _tensor(layout["zero"])
+    if zero is None or zero.dtype != np.int8 or zero.size != 1 or zero[0] != 0:
+        raise ValueError("sparse int8 weights: ConstantOfShape's value is not the int8 0")
+    if axis[0] != 0:
+        raise ValueError(f"sparse int8 weights: CumSum over axis {axis[0]}, not 0")
+    if n_features is None:
+        raise ValueError("sparse int8 weights: the graph does not declare its number of features")
+    d, k_shape = (int(v) for v in shape)
+    if d != n_features or k_shape != k or not (0 < d <= MAX_VOCABULARY and k <= MAX_LABELS):
+        raise ValueError(f"sparse int8 weights: W_shape [{d}, {k_shape}] is not [D, K] with "
+                         f"D = {n_features} (the declared features, at most {MAX_VOCABULARY}) "
+                         f"and K = {k} (the intercepts, at most {MAX_LABELS})")
+    n_weights = d * k
+    if int(size[0]) != n_weights:
+        raise ValueError(f"sparse int8 weights: W_size {int(size[0])} is not {d} * {k}")
+    if len(gaps) != len(values):
+        raise ValueError(f"sparse int8 weights: {len(gaps)} gaps but {len(values)} values")
+    if len(gaps) > n_weights:
+        raise ValueError(f"sparse int8 weights: {len(gaps)} entries in {n_weights} positions")
+    repeated = np.flatnonzero(gaps[1:] == 0)
+    if len(repeated):
+        raise ValueError(f"sparse int8 weights: gap {int(repeated[0]) + 1} is 0 "
+                         "(a repeated position)")
+    positions = np.cumsum(gaps, dtype=np.int64)
+    if len(positions) and positions[-1] >= n_weights:
+        raise ValueError(f"sparse int8 weights: position {int(positions[-1])} is past the "
+                         f"{d} x {k} matrix")
+    w_q = np.zeros(n_weights, dtype=np.int8)
+    w_q[positions] = values
+    return w_q.reshape(d, k)
 
 
 def _int_attribute(node: dict[str, Any], name: str, default: int) -> int:
@@ -399,12 +533,13 @@ def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
     ``probabilities``; or its raw scores feeding skl2onnx's binary sigmoid calibration
     (:func:`_sigmoid_calibration`). Integer class labels ``0..K-1``, a known
     ``post_transform``. Also the int8 graph of ``foundry.quantized`` (standard operators,
-    :func:`_int8_softmax_graph`), dequantised here once.
+    :func:`_int8_softmax_graph`; its weights dense or sparse), dequantised here once.
 
     Raises
     ------
     ValueError
-        If the bytes are not a well-formed protobuf message.
+        If the bytes are not a well-formed protobuf message, or hold the sparse int8 layout
+        with constants that are not a valid matrix (:func:`_sparse_weights`).
     """
     model = _proto_fields(memoryview(onnx_data))
     if len(model.get(_MODEL_GRAPH, [])) != 1:
@@ -412,12 +547,20 @@ def read_linear_graph(onnx_data: bytes) -> LinearGraph | None:
     graph = _proto_fields(model[_MODEL_GRAPH][0])
     nodes = [_node(_proto_fields(raw)) for raw in graph.get(_GRAPH_NODE, [])]
     inputs = [_strings(_proto_fields(raw), _VALUE_INFO_NAME) for raw in graph.get(_GRAPH_INPUT, [])]
-    tensors = dict(_tensor(_proto_fields(raw)) for raw in graph.get(_GRAPH_INITIALIZER, []))
+    tensors: dict[str, np.ndarray | None] = {}
+    dims: dict[str, tuple[int, ...]] = {}
+    for raw in graph.get(_GRAPH_INITIALIZER, []):
+        fields = _proto_fields(raw)
+        name, values = _tensor(fields)
+        tensors[name], dims[name] = values, tuple(_ints(fields, _TENSOR_DIMS))
     if not nodes or len(inputs) != 1 or _GRAPH_SPARSE_INITIALIZER in graph:
         return None
     clf = nodes[0]
     if (clf["op_type"], clf["domain"]) != ("LinearClassifier", "ai.onnx.ml"):
-        return _int8_softmax_graph(nodes, tensors, inputs[0][0] if inputs[0] else "")
+        shape = _value_info(graph[_GRAPH_INPUT][0])[2]
+        n_features = shape[1] if shape and len(shape) == 2 and isinstance(shape[1], int) else None
+        return _int8_softmax_graph(nodes, tensors, inputs[0][0] if inputs[0] else "", dims,
+                                   n_features)
     if len(clf["output"]) != 2 or clf["input"] != inputs[0]:
         return None
     attrs = clf["attributes"]
