@@ -11,6 +11,7 @@
 //! | complement naive Bayes | `exp(s - ReduceLogSumExp(s))` | `Direct` (softmax) |
 //! | any, `sigmoid` | per class `1 / (1 + exp(a t + b))` of a score column `t` | `Calibrated` |
 //! | any, `isotonic` | per class linear interpolation between thresholds, clipped | `Calibrated` |
+//! | int8 SVM (`foundry/quantized.py`) | `Softmax(x (W_q · scale) + b)`, `W_q` dense or sparse | `Direct` (softmax) |
 //!
 //! A calibrated binary model calibrates one column `p` and answers `[1 - p, p]`; a calibrated
 //! multi-class model calibrates every class and divides by the sum (uniform when it is 0).
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 
+use crate::model::{MAX_LABELS, MAX_VOCABULARY};
 use crate::proto::onnx::tensor_shape_proto::dimension::Value as DimValue;
 use crate::proto::onnx::{type_proto, AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
@@ -110,7 +112,7 @@ pub fn read_onnx(data: &[u8], d: usize, k: usize, bin_name: &str) -> Result<Line
         return Err(("O1", "sparse initializers are not read by this runtime".into()));
     }
     let refused = |e: String| ("O1", not_linear(graph.name(), &graph.node, &e));
-    let reader = Reader::new(&graph.node, &graph.initializer).map_err(refused)?;
+    let reader = Reader::new(&graph.node, &graph.initializer, d).map_err(refused)?;
     let linear = reader.probabilities().map_err(refused)?;
     if linear.n_features != d {
         return Err(("O2", format!("its weights expect {} features but {bin_name} has a vocabulary of {d}", linear.n_features)));
@@ -165,6 +167,8 @@ enum Values {
 
 struct Tensor {
     dims: Vec<i64>,
+    /// ONNX `TensorProto.DataType` (1 float32, 2 uint8, 3 int8, 6 int32, 7 int64, 11 double).
+    data_type: i32,
     values: Values,
 }
 
@@ -189,9 +193,11 @@ fn decode_tensor(t: &TensorProto) -> Result<Tensor, String> {
         7 => Values::Int(t.int64_data.clone()),
         6 if raw.is_some() => Values::Int(chunks(4)?.iter().map(|c| i32::from_le_bytes((*c).try_into().unwrap()) as i64).collect()),
         6 => Values::Int(t.int32_data.iter().map(|&v| v as i64).collect()),
-        // INT8 (the int8 weights of foundry/quantized.py): raw bytes, or widened in int32_data.
+        // INT8 (the int8 weights of foundry/quantized.py) and UINT8 (the gaps of its sparse
+        // layout): raw bytes, or widened in int32_data (whose range the reader checks).
         3 if raw.is_some() => Values::Int(raw.unwrap_or_default().iter().map(|&b| b as i8 as i64).collect()),
-        3 => Values::Int(t.int32_data.iter().map(|&v| v as i64).collect()),
+        2 if raw.is_some() => Values::Int(raw.unwrap_or_default().iter().map(|&b| b as i64).collect()),
+        2 | 3 => Values::Int(t.int32_data.iter().map(|&v| v as i64).collect()),
         other => return Err(format!("initializer {} has data type {other}", t.name())),
     };
     let n = match &values {
@@ -202,13 +208,15 @@ fn decode_tensor(t: &TensorProto) -> Result<Tensor, String> {
     if t.dims.iter().any(|&d| d < 0) || want as usize != n {
         return Err(format!("initializer {} has dims {:?} but {n} values", t.name(), t.dims));
     }
-    Ok(Tensor { dims: t.dims.clone(), values })
+    Ok(Tensor { dims: t.dims.clone(), data_type: t.data_type(), values })
 }
 
 /// Reads the graph backwards from `probabilities`, one expected node at a time.
 struct Reader<'a> {
     producer: HashMap<&'a str, &'a NodeProto>,
     tensors: HashMap<&'a str, Tensor>,
+    /// `D`: the features the graph declares (= the `.bin`'s vocabulary, rule O2).
+    n_features: usize,
 }
 
 /// The standard ONNX domain ("" or "ai.onnx"), or the ML domain.
@@ -222,7 +230,7 @@ fn domain_ok(node: &NodeProto, op: &str) -> bool {
 }
 
 impl<'a> Reader<'a> {
-    fn new(nodes: &'a [NodeProto], initializers: &'a [TensorProto]) -> Result<Self, String> {
+    fn new(nodes: &'a [NodeProto], initializers: &'a [TensorProto], n_features: usize) -> Result<Self, String> {
         let mut producer = HashMap::new();
         for node in nodes {
             for out in &node.output {
@@ -235,7 +243,7 @@ impl<'a> Reader<'a> {
         for t in initializers {
             tensors.insert(t.name(), decode_tensor(t)?);
         }
-        Ok(Reader { producer, tensors })
+        Ok(Reader { producer, tensors, n_features })
     }
 
     /// The node computing `tensor`, which must be a `op` with `inputs` inputs.
@@ -432,7 +440,8 @@ impl<'a> Reader<'a> {
     /// The int8 graph of foundry/quantized.py:
     /// `W = Mul(Cast(W_q int8 [D, K], to=FLOAT), scale [1, K])`,
     /// `probabilities = Softmax(Add(MatMul(features, W), b [K]))`,
-    /// `label = ArgMax(probabilities, axis=1, keepdims=0)`; dequantised here once.
+    /// `label = ArgMax(probabilities, axis=1, keepdims=0)`, with `W_q` a constant or rebuilt
+    /// from its sparse entries ([`Reader::sparse_weights`]); dequantised here once.
     fn int8_softmax(&self) -> Result<LinearGraph, String> {
         let softmax = self.node("probabilities", "Softmax", 1)?;
         Self::check_attributes(softmax, &["axis"])?;
@@ -460,20 +469,32 @@ impl<'a> Reader<'a> {
             return Err("Cast does not produce float32".into());
         }
         let scale = self.floats(&mul.input[1])?;
-        let quantized = self.tensors.get(cast.input[0].as_str()).ok_or("the int8 weights are not a constant")?;
-        let (d, k) = match quantized.dims[..] {
-            [d, k] if d > 0 && k >= 2 => (d as usize, k as usize),
-            _ => return Err(format!("the int8 weights have dims {:?}", quantized.dims)),
+        let source = cast.input[0].as_str();
+        let (d, k, w) = if self.producer.contains_key(source) {
+            if self.tensors.contains_key(source) {
+                return Err(format!("{source} is both a constant and computed"));
+            }
+            let k = intercepts.len();
+            if k < 2 || scale.len() != k {
+                return Err(format!("{} scales and {k} intercepts", scale.len()));
+            }
+            let (d, w) = self.sparse_weights(source, k)?;
+            (d, k, w)
+        } else {
+            let quantized = self.tensors.get(source).ok_or("the int8 weights are not a constant")?;
+            let (d, k) = match quantized.dims[..] {
+                [d, k] if d > 0 && k >= 2 => (d as usize, k as usize),
+                _ => return Err(format!("the int8 weights have dims {:?}", quantized.dims)),
+            };
+            if scale.len() != k || intercepts.len() != k {
+                return Err(format!("{} scales and {} intercepts for {k} classes", scale.len(), intercepts.len()));
+            }
+            let w: Option<Vec<i8>> = self.ints(source)?.iter().map(|&v| i8::try_from(v).ok()).collect();
+            (d, k, w.ok_or("the quantised weights are not int8")?)
         };
-        if scale.len() != k || intercepts.len() != k {
-            return Err(format!("{} scales and {} intercepts for {k} classes", scale.len(), intercepts.len()));
-        }
-        let w = self.ints(&cast.input[0])?;
-        if w.iter().any(|&v| !(-128..=127).contains(&v)) {
-            return Err("the quantised weights are not int8".into());
-        }
         // As ONNX Runtime computes it: float32(W_q) * float32(scale), then K x D rows.
         let scale32: Vec<f32> = scale.iter().map(|&v| v as f32).collect();
+        let w = &w;
         let coefficients = (0..k).flat_map(|c| {
             let s = scale32[c];
             (0..d).map(move |j| w[j * k + c] as f32 * s)
@@ -485,6 +506,99 @@ impl<'a> Reader<'a> {
             n_features: d,
             transform: Transform::Direct { post: Post::Softmax, l1: false },
         })
+    }
+
+    /// The integer constant `name` of ONNX type `data_type` whose dims are one of `shapes`
+    /// (`None`: any rank 1).
+    fn int_constant(&self, name: &str, data_type: i32, shapes: Option<&[&[i64]]>) -> Result<&[i64], String> {
+        let (dims, values) = match self.tensors.get(name) {
+            Some(Tensor { dims, data_type: t, values: Values::Int(v) }) if *t == data_type => (dims, v),
+            _ => return Err(format!("sparse int8 weights: {name} is not a constant of data type {data_type}")),
+        };
+        let fits = match shapes {
+            None => dims.len() == 1,
+            Some(shapes) => shapes.contains(&dims.as_slice()),
+        };
+        if !fits {
+            return Err(format!("sparse int8 weights: {name} has dims {dims:?}"));
+        }
+        Ok(values)
+    }
+
+    /// The int8 `W_q` (`D x K`, row-major) computed as the sparse layout of
+    /// foundry/quantized.py writes it:
+    /// `Reshape(ScatterElements(ConstantOfShape(W_size, value=int8 [0]),
+    /// CumSum(Cast(W_gaps, to=INT64), W_axis), W_values, axis=0), W_shape)`
+    /// with `W_gaps` uint8 `[n]`, `W_values` int8 `[n]`, `W_axis` int64 0, `W_size` int64
+    /// `[1]` = `[D K]`, `W_shape` int64 `[2]` = `[D, K]` (`D` the declared features, at most
+    /// MAX_VOCABULARY; `K` the intercepts, at most MAX_LABELS), every gap after the first at
+    /// least 1 and the last position `< D K`. Returns `(D, W_q)`; the shape is checked before
+    /// the matrix is allocated.
+    fn sparse_weights(&self, w_q: &str, k: usize) -> Result<(usize, Vec<i8>), String> {
+        let reshape = self.node(w_q, "Reshape", 2)?;
+        Self::check_attributes(reshape, &[])?;
+        let scatter = self.node(&reshape.input[0], "ScatterElements", 3)?;
+        Self::check_attributes(scatter, &["axis"])?;
+        let zeros = self.node(&scatter.input[0], "ConstantOfShape", 1)?;
+        Self::check_attributes(zeros, &["value"])?;
+        let cumsum = self.node(&scatter.input[1], "CumSum", 2)?;
+        Self::check_attributes(cumsum, &["exclusive", "reverse"])?;
+        let steps = self.node(&cumsum.input[0], "Cast", 1)?;
+        Self::check_attributes(steps, &["to"])?;
+        if Self::int_attribute(scatter, "axis", 0) != 0
+            || Self::int_attribute(cumsum, "exclusive", 0) != 0
+            || Self::int_attribute(cumsum, "reverse", 0) != 0
+            || Self::int_attribute(steps, "to", 0) != 7
+        {
+            return Err("the sparse int8 weights are not rebuilt as ScatterElements(axis=0) at CumSum(Cast(gaps, to=INT64))".into());
+        }
+        let zero = Self::attribute(zeros, "value").and_then(|a| a.t.as_ref());
+        match zero.map(decode_tensor).transpose()? {
+            Some(Tensor { data_type: 3, values: Values::Int(v), .. }) if v == [0] => {}
+            _ => return Err("sparse int8 weights: ConstantOfShape's value is not the int8 0".into()),
+        }
+        let gaps = self.int_constant(&steps.input[0], 2, None)?;
+        let values = self.int_constant(&scatter.input[2], 3, None)?;
+        if self.int_constant(&cumsum.input[1], 7, Some(&[&[], &[1]]))? != [0] {
+            return Err("sparse int8 weights: CumSum is not over axis 0".into());
+        }
+        let size = self.int_constant(&zeros.input[0], 7, Some(&[&[1]]))?;
+        let d = self.n_features;
+        match self.int_constant(&reshape.input[1], 7, Some(&[&[2]]))? {
+            [rows, columns] if *rows == d as i64 && *columns == k as i64 && d <= MAX_VOCABULARY && k <= MAX_LABELS => {}
+            shape => {
+                return Err(format!(
+                    "sparse int8 weights: W_shape {shape:?} is not [D, K] with D = {d} (the declared features, at most \
+                     {MAX_VOCABULARY}) and K = {k} (the intercepts, at most {MAX_LABELS})"
+                ))
+            }
+        }
+        let n = d * k;
+        if size != [n as i64] {
+            return Err(format!("sparse int8 weights: W_size {size:?} is not [{d} * {k}]"));
+        }
+        if gaps.len() != values.len() {
+            return Err(format!("sparse int8 weights: {} gaps but {} values", gaps.len(), values.len()));
+        }
+        if gaps.len() > n {
+            return Err(format!("sparse int8 weights: {} entries in {n} positions", gaps.len()));
+        }
+        let mut w = vec![0i8; n];
+        let mut position = 0i64;
+        for (i, (&gap, &value)) in gaps.iter().zip(values).enumerate() {
+            if !(0..=255).contains(&gap) || !(-128..=127).contains(&value) {
+                return Err(format!("sparse int8 weights: entry {i} has gap {gap} and value {value}"));
+            }
+            if i > 0 && gap == 0 {
+                return Err(format!("sparse int8 weights: gap {i} is 0 (a repeated position)"));
+            }
+            position += gap;
+            if position >= n as i64 {
+                return Err(format!("sparse int8 weights: position {position} is past the {d} x {k} matrix"));
+            }
+            w[position as usize] = value as i8;
+        }
+        Ok((d, w))
     }
 
     /// The calibrated graph: `probabilities = Sum(x) / 1` over the calibrated classes.
@@ -751,5 +865,226 @@ impl Transform {
                 out.iter_mut().for_each(|o| *o = (*o + mask) / (total + mask * k));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::onnx::tensor_shape_proto::Dimension;
+    use crate::proto::onnx::{GraphProto, TensorShapeProto, TypeProto};
+
+    const D: usize = 120;
+    const K: usize = 3;
+
+    /// A `[D, K]` int8 matrix, mostly zero, with runs of zeros longer than a gap of 255.
+    fn matrix() -> Vec<i8> {
+        let mut w = vec![0i8; D * K];
+        for (i, p) in [0usize, 1, 7, 8, 300, 301, 359].iter().enumerate() {
+            w[*p] = if i % 2 == 0 { 100 - i as i8 * 20 } else { -127 + i as i8 };
+        }
+        w
+    }
+
+    /// `(gaps, values)` of `w` as foundry.quantized.sparse_entries writes them.
+    fn entries(w: &[i8]) -> (Vec<u8>, Vec<i8>) {
+        let (mut gaps, mut values, mut last) = (vec![], vec![], 0usize);
+        for (p, &v) in w.iter().enumerate().filter(|(_, &v)| v != 0) {
+            let mut step = p - last;
+            while step > 255 {
+                gaps.push(255);
+                values.push(0);
+                step -= 255;
+            }
+            gaps.push(step as u8);
+            values.push(v);
+            last = p;
+        }
+        (gaps, values)
+    }
+
+    fn tensor(name: &str, data_type: i32, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+        TensorProto { name: Some(name.into()), data_type: Some(data_type), dims: dims.to_vec(), raw_data: Some(raw), ..Default::default() }
+    }
+
+    fn int64s(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+        tensor(name, 7, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn floats(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+        tensor(name, 1, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn int_attr(name: &str, i: i64) -> AttributeProto {
+        AttributeProto { name: Some(name.into()), i: Some(i), r#type: Some(2), ..Default::default() }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    fn value_info(name: &str, elem: i32, dims: &[Option<i64>]) -> ValueInfoProto {
+        let dim = dims.iter().map(|d| Dimension { value: d.map(DimValue::DimValue) }).collect();
+        let tensor = type_proto::Tensor { elem_type: Some(elem), shape: Some(TensorShapeProto { dim }) };
+        ValueInfoProto { name: Some(name.into()), r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)) }) }
+    }
+
+    /// The graph of foundry.quantized.quantized_onnx for `matrix()`: `W_q` dense, or sparse.
+    fn graph(sparse: bool) -> GraphProto {
+        let w = matrix();
+        let scale: Vec<f32> = (0..K).map(|c| 0.01 * (c + 1) as f32).collect();
+        let mut initializer = vec![floats("W_scale", &[1, K as i64], &scale), floats("b", &[K as i64], &[0.5, -0.25, 0.0])];
+        let mut node_list = vec![];
+        if sparse {
+            let (gaps, values) = entries(&w);
+            let n = gaps.len() as i64;
+            initializer.extend([
+                tensor("W_gaps", 2, &[n], gaps),
+                tensor("W_values", 3, &[n], values.iter().map(|&v| v as u8).collect()),
+                int64s("W_axis", &[], &[0]),
+                int64s("W_size", &[1], &[(D * K) as i64]),
+                int64s("W_shape", &[2], &[D as i64, K as i64]),
+            ]);
+            let zero = AttributeProto { name: Some("value".into()), t: Some(tensor("zero", 3, &[1], vec![0])), r#type: Some(4), ..Default::default() };
+            node_list.extend([
+                node("Cast", &["W_gaps"], "W_steps", vec![int_attr("to", 7)]),
+                node("CumSum", &["W_steps", "W_axis"], "W_positions", vec![]),
+                node("ConstantOfShape", &["W_size"], "W_zeros", vec![zero]),
+                node("ScatterElements", &["W_zeros", "W_positions", "W_values"], "W_flat", vec![int_attr("axis", 0)]),
+                node("Reshape", &["W_flat", "W_shape"], "W_q", vec![]),
+            ]);
+        } else {
+            initializer.push(tensor("W_q", 3, &[D as i64, K as i64], w.iter().map(|&v| v as u8).collect()));
+        }
+        node_list.extend([
+            node("Cast", &["W_q"], "W_f", vec![int_attr("to", 1)]),
+            node("Mul", &["W_f", "W_scale"], "W", vec![]),
+            node("MatMul", &["features", "W"], "scores", vec![]),
+            node("Add", &["scores", "b"], "logits", vec![]),
+            node("Softmax", &["logits"], "probabilities", vec![int_attr("axis", -1)]),
+            node("ArgMax", &["probabilities"], "label", vec![int_attr("axis", 1), int_attr("keepdims", 0)]),
+        ]);
+        GraphProto {
+            name: Some("t_classifier".into()),
+            node: node_list,
+            initializer,
+            input: vec![value_info("features", 1, &[None, Some(D as i64)])],
+            output: vec![value_info("label", 7, &[None]), value_info("probabilities", 1, &[None, Some(K as i64)])],
+            ..Default::default()
+        }
+    }
+
+    fn read(graph: GraphProto) -> Result<LinearGraph, (&'static str, String)> {
+        let model = ModelProto { ir_version: Some(8), graph: Some(graph), ..Default::default() };
+        read_onnx(&model.encode_to_vec(), D, K, "t_preprocessor.bin")
+    }
+
+    /// The graph of `graph(true)` after `edit`, refused under rule O1 with `expected` in the message.
+    fn refused(edit: impl FnOnce(&mut GraphProto), expected: &str) {
+        let mut g = graph(true);
+        edit(&mut g);
+        match read(g) {
+            Err((rule, message)) => {
+                assert_eq!(rule, "O1", "{message}");
+                assert!(message.contains(expected), "{expected:?} not in {message:?}");
+            }
+            Ok(_) => panic!("accepted; expected a refusal with {expected:?}"),
+        }
+    }
+
+    fn init<'g>(g: &'g mut GraphProto, name: &str) -> &'g mut TensorProto {
+        g.initializer.iter_mut().find(|t| t.name() == name).unwrap()
+    }
+
+    fn op<'g>(g: &'g mut GraphProto, output: &str) -> &'g mut NodeProto {
+        g.node.iter_mut().find(|n| n.output[0] == output).unwrap()
+    }
+
+    #[test]
+    fn the_sparse_int8_layout_reads_as_the_dense_matrix() {
+        let (gaps, _) = entries(&matrix());
+        assert!(gaps.len() > 7, "the fixture needs filler entries");
+        let dense = read(graph(false)).unwrap();
+        let sparse = read(graph(true)).unwrap();
+        assert_eq!((sparse.n_features, sparse.n_classes), (D, K));
+        assert_eq!(sparse.coefficients, dense.coefficients);
+        assert_eq!(sparse.intercepts, dense.intercepts);
+        assert_eq!(sparse.transform, Transform::Direct { post: Post::Softmax, l1: false });
+        // Row c of the K x D coefficients is column c of W_q times scale[c].
+        let w = matrix();
+        assert_eq!(sparse.coefficients[D + 2], w[2 * K + 1] as f32 * 0.02);
+        // No entries at all (every weight zero) is a valid matrix; so is int32_data storage.
+        let mut g = graph(true);
+        init(&mut g, "W_gaps").raw_data = Some(vec![]);
+        init(&mut g, "W_gaps").dims = vec![0];
+        init(&mut g, "W_values").raw_data = Some(vec![]);
+        init(&mut g, "W_values").dims = vec![0];
+        assert!(read(g).unwrap().coefficients.iter().all(|&c| c == 0.0));
+        let mut g = graph(true);
+        let (gaps, values) = entries(&w);
+        let gaps_t = init(&mut g, "W_gaps");
+        gaps_t.raw_data = None;
+        gaps_t.int32_data = gaps.iter().map(|&v| v as i32).collect();
+        let values_t = init(&mut g, "W_values");
+        values_t.raw_data = None;
+        values_t.int32_data = values.iter().map(|&v| v as i32).collect();
+        assert_eq!(read(g).unwrap().coefficients, dense.coefficients);
+    }
+
+    #[test]
+    fn invalid_sparse_entries_are_refused() {
+        refused(|g| {
+            let t = init(g, "W_values");
+            t.raw_data.as_mut().unwrap().pop();
+            t.dims = vec![t.dims[0] - 1];
+        }, "gaps but");
+        refused(|g| init(g, "W_gaps").raw_data.as_mut().unwrap()[3] = 0, "a repeated position");
+        refused(|g| *init(g, "W_gaps").raw_data.as_mut().unwrap().last_mut().unwrap() = 255, "past the 120 x 3 matrix");
+        refused(|g| *init(g, "W_size") = int64s("W_size", &[1], &[(D * K + 1) as i64]), "W_size");
+        refused(|g| *init(g, "W_size") = int64s("W_size", &[], &[(D * K) as i64]), "W_size has dims");
+        refused(|g| *init(g, "W_shape") = int64s("W_shape", &[2], &[K as i64, D as i64]), "W_shape [3, 120]");
+        refused(|g| *init(g, "W_shape") = int64s("W_shape", &[3], &[D as i64, K as i64, 1]), "W_shape has dims");
+        refused(|g| *init(g, "W_shape") = int64s("W_shape", &[2], &[-(D as i64), -(K as i64)]), "is not [D, K]");
+        // A huge matrix is refused before it is allocated: its shape must be the .bin's.
+        refused(|g| {
+            *init(g, "W_shape") = int64s("W_shape", &[2], &[D as i64, 1 << 40]);
+            *init(g, "W_size") = int64s("W_size", &[1], &[(D as i64) << 40]);
+        }, "is not [D, K]");
+        refused(|g| {
+            *init(g, "W_shape") = int64s("W_shape", &[2], &[1 << 30, K as i64]);
+            *init(g, "W_size") = int64s("W_size", &[1], &[(K as i64) << 30]);
+        }, "is not [D, K]");
+        refused(|g| init(g, "W_gaps").data_type = Some(3), "W_gaps is not a constant of data type 2");
+        refused(|g| init(g, "W_values").data_type = Some(2), "W_values is not a constant of data type 3");
+        refused(|g| *init(g, "W_axis") = int64s("W_axis", &[], &[1]), "not over axis 0");
+        refused(|g| {
+            let t = init(g, "W_gaps");
+            t.raw_data = None;
+            t.int32_data = vec![256; t.dims[0] as usize];
+        }, "gap 256");
+    }
+
+    #[test]
+    fn other_nodes_or_attributes_are_refused() {
+        refused(|g| op(g, "W_flat").attribute[0].i = Some(1), "ScatterElements(axis=0)");
+        refused(|g| op(g, "W_flat").attribute.push(AttributeProto { name: Some("reduction".into()), s: Some(b"add".to_vec()), ..Default::default() }), "unexpected attribute reduction");
+        refused(|g| op(g, "W_steps").attribute[0].i = Some(6), "Cast(gaps, to=INT64)");
+        refused(|g| op(g, "W_positions").attribute.push(int_attr("exclusive", 1)), "CumSum");
+        refused(|g| op(g, "W_positions").attribute.push(int_attr("reverse", 1)), "CumSum");
+        refused(|g| op(g, "W_zeros").attribute[0].t = Some(tensor("zero", 3, &[1], vec![1])), "not the int8 0");
+        refused(|g| op(g, "W_zeros").attribute[0].t = Some(floats("zero", &[1], &[0.0])), "not the int8 0");
+        refused(|g| op(g, "W_zeros").attribute.clear(), "not the int8 0");
+        refused(|g| op(g, "W_q").op_type = Some("Identity".into()), "expected Reshape");
+        refused(|g| g.initializer.push(tensor("W_q", 3, &[D as i64, K as i64], vec![0; D * K])), "both a constant and computed");
+        // The CumSum attributes written as 0 change nothing.
+        let mut g = graph(true);
+        op(&mut g, "W_positions").attribute.extend([int_attr("exclusive", 0), int_attr("reverse", 0)]);
+        assert!(read(g).is_ok());
     }
 }
