@@ -457,7 +457,11 @@ FUZZ_SPECS = {
 #: Many-label int8 models (the intent benchmarks' trainer; the fused multiclass path).
 MANY_LABEL_SPECS = {
     "fuzz_words_many": TextSpec(max_chars=48, min_n=1, max_n=3, word_max_n=2),
+    "fuzz_words_many_sparse": TextSpec(max_chars=48, min_n=1, max_n=3, word_max_n=2),
 }
+#: Of those, the models cut to this many int8 weights: their graphs store ``W_q`` as sparse
+#: entries (``foundry.quantized.sparse_entries``), which each runtime rebuilds.
+SPARSE_WEIGHTS = {"fuzz_words_many_sparse": 150}
 
 
 @pytest.fixture(scope="module")
@@ -475,7 +479,10 @@ def fuzz_models(tmp_path_factory) -> tuple[Path, dict]:
         task: fit_int8(texts, three, ["a", "b", "c"], task, temperature=0.3, spec=spec)
         for task, spec in MANY_LABEL_SPECS.items()}
     for task, trained in fitted.items():
+        if task in SPARSE_WEIGHTS:
+            trained.pipeline.named_steps["clf"].sparsify(SPARSE_WEIGHTS[task])
         onnx_bytes, bin_bytes = artifact_bytes(trained, 0.6, task=task)
+        assert (b"ScatterElements" in onnx_bytes) == (task in SPARSE_WEIGHTS), task
         (models_dir / f"{task}_classifier.onnx").write_bytes(onnx_bytes)
         (models_dir / f"{task}_preprocessor.bin").write_bytes(bin_bytes)
         pipelines[task] = trained.pipeline
