@@ -769,7 +769,7 @@ def test_sparse_int8_reader_accepts_what_changes_nothing(sparse_int8):
 
 def test_a_sparse_int8_pair_with_repeated_positions_is_refused_at_load(sparse_int8, tmp_path):
     """ONNX Runtime would load such a graph (ScatterElements' result is then undefined): the
-    reader refuses the pair under rule O1 before any backend answers."""
+    reader refuses the pair under rule O1 before any backend answers, ONNX Runtime's too."""
     from fakes.tamper import rewrite_bin
 
     texts = QUESTIONS + STATEMENTS
@@ -781,7 +781,7 @@ def test_a_sparse_int8_pair_with_repeated_positions_is_refused_at_load(sparse_in
     onnx_path.write_bytes(_edited(onnx_path.read_bytes(), _set_entry(2, 0)))
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     rewrite_bin(tmp_path / "sparse_preprocessor.bin", lambda m: setattr(m, "onnx_sha256", digest))
-    for backend in ("auto", "numpy"):
+    for backend in ("auto", "numpy", "onnxruntime"):
         with pytest.raises(ArtifactError, match=r"\(a repeated position\) \(spec rule O1\)$"):
             MicroModel.load("sparse", tmp_path, backend=backend)
 

@@ -159,18 +159,21 @@ class MicroModel:
         if native_model is not None:
             model = cls(task, pre, None, paths, native=native_model)
         else:
-            linear = None
-            if backend != "onnxruntime":
-                try:
-                    linear = read_linear_graph(onnx_data)
-                except Exception as exc:  # protobuf's DecodeError, onnx's attribute errors
-                    raise rule_error(onnx_path, f"not a valid ONNX model: {exc}", "O1") from None
-                if linear is None and backend == "numpy":
-                    raise ArtifactError(
-                        f"{onnx_path}: the numpy backend runs only a graph of one "
-                        "LinearClassifier (+ an L1 Normalizer); load it with "
-                        "backend='onnxruntime' or 'auto'"
-                    )
+            # Read even for backend="onnxruntime": the reader refuses constants that ONNX
+            # Runtime would load and fail on only when run, or run with an unspecified
+            # result (sparse int8 weights that write a position twice).
+            try:
+                linear = read_linear_graph(onnx_data)
+            except Exception as exc:  # protobuf's DecodeError, onnx's attribute errors
+                raise rule_error(onnx_path, f"not a valid ONNX model: {exc}", "O1") from None
+            if backend == "onnxruntime":
+                linear = None
+            elif linear is None and backend == "numpy":
+                raise ArtifactError(
+                    f"{onnx_path}: the numpy backend runs only a graph of one "
+                    "LinearClassifier (+ an L1 Normalizer); load it with "
+                    "backend='onnxruntime' or 'auto'"
+                )
             if linear is not None:
                 _check_linear_graph(linear, pre, onnx_path, bin_path)
                 model = cls(task, pre, None, paths, linear=linear)
