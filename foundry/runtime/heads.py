@@ -204,7 +204,10 @@ class _NumpyHead:
             len(b) == 2 and np.array_equal(w[0], -w[1]) and b[0] == -b[1]
         )
         rows = w[1:] if self.antisymmetric else w
-        self.weights = [dict(zip(vocabulary, row.tolist(), strict=True)) for row in rows]
+        # Per-class dicts for one or two score rows; three or more gather columns instead
+        # (151 dicts of a CLINC150 vocabulary would hold 8.6 million floats).
+        self.weights = ([dict(zip(vocabulary, row.tolist(), strict=True)) for row in rows]
+                        if len(rows) < 3 else [])
         self.idf2 = dict(zip(vocabulary, (idf * idf).tolist(), strict=True))
         # With one score row, weight and idf**2 travel as one complex number, so a single
         # C-level sum yields both the score and the squared norm.
