@@ -175,19 +175,7 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     # the size table is of models fitted on the training rows alone (dev scores them)
     curve = _size_curve(pruned, full, fit_top, measure, dev_texts, y_dev, k_classes)
     if cfg.refit_on_dev:
-        fits: dict[tuple[str, ...] | None, Any] = {}  # fewer weights: the same fits, thinned
-
-        def refit(vocab: list[str] | None, max_weights: int | None
-                  ) -> tuple[Any, float, np.ndarray]:
-            key = None if vocab is None else tuple(vocab)
-            if key not in fits:
-                fits.clear()
-                fits[key] = _refit_with_dev(bp, task, recipe, params, vocab, (texts, y, w),
-                                            (dev_texts, y_dev), log)
-            final, temperature, dev_proba = _calibrated_refit(
-                *fits[key], (dev_texts, y_dev), k_classes, max_weights)
-            return int8_pipeline(final), temperature, dev_proba  # as measured and shipped
-
+        refit = _dev_refitter(bp, task, recipe, params, (texts, y, w), (dev_texts, y_dev), log)
         pruned, temperature, dev_proba = refit_within_budget(
             refit, pruned.vocabulary, [full_terms[j] for j in ranking], measure,
             budget_bytes, log, max_weights=pruned.max_weights)
@@ -222,6 +210,28 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
         f"{trained.n_features} n-grams, {result.size_bytes / 1024:.1f} KiB; "
         f"{result.elapsed_s:.1f}s")
     return result
+
+
+def _dev_refitter(bp: Blueprint, task: Task, recipe: Recipe, params: dict[str, Any],
+                  train: tuple[list[str], np.ndarray, np.ndarray],
+                  dev: tuple[list[str], np.ndarray], log: Log
+                  ) -> Callable[[list[str] | None, int | None], tuple[Any, float, np.ndarray]]:
+    """The ``refit(vocabulary, max_weights)`` of :func:`refit_within_budget`: the shipped
+    refit on train + dev, its temperature and cross-fitted dev probabilities, as measured and
+    shipped. A call with the same vocabulary and fewer weights thins the same fits."""
+    fits: dict[tuple[str, ...] | None, Any] = {}
+
+    def refit(vocab: list[str] | None, max_weights: int | None
+              ) -> tuple[Any, float, np.ndarray]:
+        key = None if vocab is None else tuple(vocab)
+        if key not in fits:
+            fits.clear()
+            fits[key] = _refit_with_dev(bp, task, recipe, params, vocab, train, dev, log)
+        final, temperature, dev_proba = _calibrated_refit(
+            *fits[key], dev, len(task.label_names), max_weights)
+        return int8_pipeline(final), temperature, dev_proba
+
+    return refit
 
 
 def dev_rows_near_held_out(bp: Blueprint, task: Task, dev_texts: list[str]) -> set[int]:
