@@ -381,12 +381,16 @@ def _card_size(task: Task, trained: Any, onnx_size: int, bin_size: int) -> list[
 
 def _weights_kind(clf: Any) -> str:
     """How the ``.onnx`` stores the classifier's weights, for the card."""
-    from foundry.quantized import Int8Linear, Int8Logistic
+    from foundry.quantized import Int8Linear, Int8Logistic, stored_weight_bytes
 
     if isinstance(clf, Int8Logistic):
         return ("int8, two columns (the logistic score, its calibration folded in; "
                 "`bench/int8.py` measures the rounding)")
     if isinstance(clf, Int8Linear):
+        if stored_weight_bytes(clf) < clf.w_q_.size:
+            return (f"int8, one column per label, sparse: {clf.n_weights_:,} of "
+                    f"{clf.w_q_.size:,} weights non-zero, stored as entries "
+                    "(docs/preprocessor-spec.md, section 5)")
         return "int8, one column per label"
     return "float32"
 
