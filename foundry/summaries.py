@@ -151,9 +151,8 @@ class TrainSummary(StageSummary):
     n_features: int
     n_features_unpruned: int
     #: Non-zero int8 weights of the shipped model when the budget thinned them (sparse
-    #: weights, ``foundry.trained.sparsify_to_budget``), and of how many (n-grams x labels).
+    #: weights, ``foundry.trained.sparsify_to_budget``), of ``n_features * len(labels)``.
     n_weights: int | None = None
-    n_weights_dense: int | None = None
     onnx_bytes: int
     bin_bytes: int
     size_bytes: int

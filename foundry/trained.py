@@ -290,8 +290,6 @@ def train_summary(trained: TrainedModel, pruned: Pruned, *, seed: int, cv_macro_
         n_features_unpruned=n_features_unpruned,
         n_weights=None if pruned.max_weights is None
         else trained.pipeline.named_steps["clf"].n_weights_,
-        n_weights_dense=None if pruned.max_weights is None
-        else trained.pipeline.named_steps["clf"].w_q_.size,
         onnx_bytes=pruned.onnx_bytes,
         bin_bytes=pruned.bin_bytes, size_bytes=pruned.size, size_budget_bytes=size_budget_bytes,
         size_source=pruned.source, data_sha256=trained.data_sha256,
