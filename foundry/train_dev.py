@@ -321,7 +321,7 @@ def refit_within_budget(
     keeps its vocabulary and keeps fewer weights instead (the entries' bytes vary a little
     with where the kept weights fall).
     """
-    from foundry.trained import Pruned
+    from foundry.trained import Pruned, fewer_weights
 
     vocab = vocabulary
     for _ in range(max_rounds):
@@ -331,9 +331,8 @@ def refit_within_budget(
         if budget_bytes is None or result.size <= budget_bytes:
             return result, temperature, dev_proba
         if max_weights is not None:
-            room = budget_bytes - bin_len
-            max_weights = max(1, min(max_weights - 1,
-                                     int(max_weights * room / onnx_len * 0.995)))
+            max_weights = max(1, fewer_weights(max_weights, pipe, onnx_len, bin_len,
+                                               budget_bytes))
             log(f"  refit takes {result.size} bytes, over the {budget_bytes}-byte budget: "
                 f"refitting with {max_weights} weights")
             continue

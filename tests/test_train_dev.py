@@ -61,21 +61,30 @@ def test_an_unreachable_budget_names_the_setting():
 
 
 def test_an_oversize_sparse_refit_keeps_its_vocabulary_and_fewer_weights():
-    # sparse weights: the .onnx takes 2 bytes a kept weight, the vocabulary stays
+    # sparse weights: the .onnx takes 2 bytes a kept weight (+ 50 of its own), the vocabulary
+    # stays; the refit lands 3 weights over what the training rows' model was thinned to
+    from sklearn.pipeline import Pipeline
+
+    from foundry.quantized import Int8Linear, stored_weight_bytes
+
     calls: list[tuple[list[str] | None, int | None]] = []
 
     def refit(vocab, max_weights):
         calls.append((vocab, max_weights))
-        return {"weights": max_weights + 3}, 1.5, np.zeros((2, 2))  # the refit lands 3 over
+        clf = Int8Linear()
+        clf.w_q_ = np.zeros((3, 400), dtype=np.int8)
+        clf.w_q_.ravel()[: max_weights + 3] = 1
+        return Pipeline([("clf", clf)]), 1.5, np.zeros((2, 2))
 
     def measure(pipe):
-        return 2 * pipe["weights"], 100, "source"
+        return stored_weight_bytes(pipe.named_steps["clf"]) + 50, 100, "source"
 
     vocab = sorted(RANKED[:50])
     logged: list[str] = []
-    result, _, _ = refit_within_budget(refit, vocab, RANKED, measure, 300, log=logged.append,
+    result, _, _ = refit_within_budget(refit, vocab, RANKED, measure, 350, log=logged.append,
                                        max_weights=100)
-    assert result.size <= 300 and result.vocabulary == vocab
+    assert result.size <= 350 and result.vocabulary == vocab
     assert [c[0] for c in calls] == [vocab] * len(calls) and len(calls) == 2
     assert result.max_weights == calls[-1][1] < 100
+    assert result.size > 350 * 0.97  # rescaled to the room the weights have, not far under
     assert "refitting with" in logged[0]
