@@ -376,11 +376,12 @@ def _size_curve(pruned: Any, full: Any, fit_top: Callable[[int], tuple[Any, list
                     reverse=True)
     models: list[tuple[Any, tuple[int, int] | None, bool]] = []  # (pipeline, sizes, chosen)
     sparse = pruned.max_weights is not None
+    fitted = {n_full: full, n_final: pruned.dense} if sparse else {n_full: full}
     for k in ladder:
         if k == n_final and not sparse:
             models.append((pruned.pipeline, (pruned.onnx_bytes, pruned.bin_bytes), True))
-        else:
-            models.append((full if k == n_full else fit_top(k)[0], None, False))
+        else:  # the dense fits the budget step made are not fitted again
+            models.append((fitted[k] if k in fitted else fit_top(k)[0], None, False))
     if sparse:
         total = pruned.dense.named_steps["clf"].w_q_.size
         for m in (2 * pruned.max_weights, pruned.max_weights // 2):
