@@ -284,19 +284,13 @@ def _sparse_layout(by_output: dict[str, dict[str, Any]], w_q: str) -> dict[str, 
     fields); None when a node or an attribute differs (``CumSum``'s ``exclusive`` and
     ``reverse`` may be written as 0; no other attribute is allowed).
     """
-    def node(output: str, op: str, n_inputs: int, attributes: set[str]) -> dict[str, Any]:
-        found = by_output.get(output)
-        if found is None or found["op_type"] != op or len(found["input"]) != n_inputs \
-                or not set(found["attributes"]) <= attributes:
-            raise LookupError(output)
-        return found
-
     try:
-        reshape = node(w_q, "Reshape", 2, set())
-        scatter = node(reshape["input"][0], "ScatterElements", 3, {"axis"})
-        zeros = node(scatter["input"][0], "ConstantOfShape", 1, {"value"})
-        cumsum = node(scatter["input"][1], "CumSum", 2, {"exclusive", "reverse"})
-        steps = node(cumsum["input"][0], "Cast", 1, {"to"})
+        reshape = _producer(by_output, w_q, "Reshape", 2, set())
+        scatter = _producer(by_output, reshape["input"][0], "ScatterElements", 3, {"axis"})
+        zeros = _producer(by_output, scatter["input"][0], "ConstantOfShape", 1, {"value"})
+        cumsum = _producer(by_output, scatter["input"][1], "CumSum", 2,
+                           {"exclusive", "reverse"})
+        steps = _producer(by_output, cumsum["input"][0], "Cast", 1, {"to"})
     except LookupError:
         return None
     zero = zeros["attributes"].get("value", {}).get(_ATTR_T)
@@ -379,6 +373,17 @@ def _sparse_weights(layout: dict[str, Any], tensors: dict[str, np.ndarray | None
     return w_q.reshape(d, k)
 
 
+def _producer(by_output: dict[str, dict[str, Any]], output: str, op: str, n_inputs: int,
+              attributes: set[str] | None = None) -> dict[str, Any]:
+    """The node writing ``output``, which must be an ``op`` of ``n_inputs`` inputs (and, given
+    ``attributes``, no attribute outside them); LookupError otherwise."""
+    found = by_output.get(output)
+    if found is None or found["op_type"] != op or len(found["input"]) != n_inputs or (
+            attributes is not None and not set(found["attributes"]) <= attributes):
+        raise LookupError(output)
+    return found
+
+
 def _int_attribute(node: dict[str, Any], name: str, default: int) -> int:
     values = _ints(node["attributes"].get(name, {}), _ATTR_I)
     return values[0] if values else default
@@ -398,9 +403,7 @@ def _sigmoid_calibration(nodes: list[dict[str, Any]], tensors: dict[str, np.ndar
     used: list[dict[str, Any]] = []
 
     def node(output: str, op: str, n_inputs: int) -> dict[str, Any]:
-        found = producer.get(output)
-        if found is None or found["op_type"] != op or len(found["input"]) != n_inputs:
-            raise LookupError(output)
+        found = _producer(producer, output, op, n_inputs)
         used.append(found)
         return found
 
