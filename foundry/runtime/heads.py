@@ -244,21 +244,24 @@ class _NumpyHead:
     def class_scores(self, cols: list[int]) -> np.ndarray:
         """Class scores ``[K]`` (before the post transform) of a text given as the columns of
         its in-vocabulary n-grams (with repeats), for a head of three or more score rows:
-        one NumPy gather-and-sum of the ``[idf_g * W[:, g], idf_g^2]`` rows, tf by
-        ``np.unique`` for repeated n-grams."""
+        one NumPy gather of the ``[idf_g * W[:, g], idf_g^2]`` rows of its distinct n-grams
+        (counted by a dict, which is faster than ``np.unique``'s sort), summed with tf weights."""
         if not cols:
             return self._bias.copy()
         k = len(self._bias)
         counts: dict[int, int] = {}
         _count_elements(counts, cols)
-        if len(counts) == len(cols):  # every tf is 1
-            both = _ADD(self._gather.take(cols, axis=0), axis=0)
+        n = len(counts)
+        # One index array for the one take(): converting a list of Python ints is a third
+        # of the time of a take(list), and fromiter() converts faster than np.array().
+        rows = self._gather.take(np.fromiter(counts, np.intp, n), axis=0)
+        if n == len(cols):  # every tf is 1
+            both = _ADD(rows, axis=0)
             norm2 = float(both[k])
-        else:  # a dict counts faster than np.unique sorts, and take() beats fancy indexing
-            unique = list(counts)
-            tf = np.array(list(map(self._tf_item, counts.values())))
-            both = tf @ self._gather.take(unique, axis=0)
-            norm2 = float((tf * tf) @ self.idf2_array.take(unique))
+        else:  # a dict counts faster than np.unique sorts
+            tf = np.fromiter(map(self._tf_item, counts.values()), np.float64, n)
+            both = tf @ rows
+            norm2 = float((tf * tf) @ rows[:, k])
         scores = both[:k]
         if self.l2 and norm2 > 0.0:
             scores *= 1.0 / math.sqrt(norm2)
