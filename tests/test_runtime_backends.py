@@ -233,6 +233,9 @@ MODELS = {
     "calibrated": lambda: _fit(_calibrated(_logreg(C=16.0), "sigmoid")),
     "calibrated_svm": lambda: _fit(_calibrated(_linear_svm(), "sigmoid")),
     "padded_2_3": lambda: _fit(_logreg(C=4.0), classes=3, spec=TextSpec(min_n=2, max_n=3)),
+    # Word n-grams (step 6b): the fused path looks a known word's columns up whole.
+    "multiclass_words": lambda: _fit(
+        _logreg(C=4.0), classes=3, spec=TextSpec(max_chars=48, word_max_n=2)),
 }
 #: Models exported with a shut-able unfamiliarity gate (every path must apply it alike).
 GATES = {name: Familiarity(order, share) for name, order, share in (
@@ -254,7 +257,12 @@ def models_dir(tmp_path_factory) -> Path:
 
 def _texts() -> list[str]:
     repeated = ["天天向上天天", "iphone iphone iphone", "哈哈哈哈哈哈哈哈", "的的的 的的 的"]
-    return [*QUESTIONS, *STATEMENTS, *GREETINGS, *HARD_CASES, *repeated, *random_texts(600, 9)]
+    # Known and unknown words, repeated across words, and truncations (step 5) that end in a
+    # space or cut a word (max_chars 48 of the word-gram model, 256 elsewhere).
+    words = ["what time is it what time", "hi there turn on the lights now", "good night hello",
+             "is " * 30, "turn " * 60, "the lights " * 40 + "on"]
+    return [*QUESTIONS, *STATEMENTS, *GREETINGS, *HARD_CASES, *repeated, *words,
+            *random_texts(600, 9)]
 
 
 @pytest.mark.parametrize("task", list(MODELS))

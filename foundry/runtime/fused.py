@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from foundry.runtime.graph import SigmoidCalibration
 from foundry.runtime.heads import _logistic, _NumpyHead
 from foundry.runtime.normalize import _CHAR_TABLES, _UNSAFE, NgramSlicer, _collapse
 from foundry.runtime.prediction import Prediction, _new_object, _probabilities, _set_attribute
-from foundry.textspec import TextSpec, is_word_gram, normalize, word_ngrams
+from foundry.textspec import TextSpec, is_word_gram, normalize
 
 
 class _GramAutomaton:
@@ -151,9 +152,11 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     for a graph with one score row per class: a :class:`_GramAutomaton` whose values are
     1-tuples of columns lists the columns of the text's in-vocabulary n-grams (repeats
     included) in one pass over its characters, without building an n-gram string (a third of
-    the time of an English text's slicing and look-ups), and :meth:`_NumpyHead.class_scores`
-    gives every class score at once (word n-grams of step 6b, if any, are looked up whole and
-    added to the list); the softmax
+    the time of an English text's slicing and look-ups) — with padding, a word the model
+    knows (a word unigram of its vocabulary) is not walked but looked up whole, its columns
+    listed at load — and :meth:`_NumpyHead.class_scores`
+    gives every class score at once (word n-grams of step 6b, if any, are looked up by their
+    tuple of words and added to the list, in the order of ``word_ngrams``); the softmax
     (the int8 and multinomial exports) runs on the score vector, without the max
     subtraction when a load-time bound proves that exp cannot overflow. None for a
     calibrated or binary model.
@@ -163,18 +166,20 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
     automaton = _GramAutomaton({g: (c,) for g, c in head.columns.items()}, spec, ())
-    root_get, miss, start = automaton.root.get, automaton.miss, automaton.start
     padded = spec.word_boundary_padding
-    columns_get = head.columns.get
-    words = spec.word_max_n
+    # Word n-grams (step 6b) keyed by their tuple of words: looked up straight from the
+    # text's split, without joining a string per n-gram.
+    word_columns = {tuple(g[1:].split(" ")): (c,) for g, c in head.columns.items()
+                    if is_word_gram(g)}
+    word_get, orders = word_columns.get, range(1, spec.word_max_n + 1)
+    walk = _column_walker(automaton, padded)
+    # With padding a word's n-grams depend on the word alone: walk each word the model knows
+    # (its word unigrams) once, at load, and look a known word's columns up whole.
+    known_get = {w[0]: tuple(walk(w[0])) for w in word_columns
+                 if len(w) == 1 and padded}.get
     class_scores = head.class_scores
     softmax = graph.post_transform == "SOFTMAX" and not graph.l1_normalize
-    # With L2-normalised non-negative features a class score is at most ||W_k|| + |b_k|:
-    # when that bound is far from exp's range, the softmax needs no max subtraction.
-    idf = np.sqrt(np.where(head.idf2_array > 0, head.idf2_array, 1.0))
-    bound = float(np.max(np.linalg.norm(head.rows / idf, axis=1) + np.abs(head._bias))) \
-        if head.l2 else math.inf
-    plain_exp = softmax and bound < 600.0
+    plain_exp = softmax and _score_bound(head) < 600.0
     finish, exp = head.finish, np.exp
     names = tuple(labels)
 
@@ -185,16 +190,19 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         out = text.translate(table)
         out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
         cols: list[int] = []
-        for unit in (out.split(" ") if padded else (out,)) if out else ():
-            node, found = start or miss
-            cols += found
-            for c in unit:
-                node, found = node.get(c) or root_get(c, miss)
-                cols += found
-            if padded:
-                cols += (node.get(" ") or root_get(" ", miss))[1]
-        if words and out:  # step 6b: word n-grams, looked up whole
-            cols += [c for c in map(columns_get, word_ngrams(out, spec)) if c is not None]
+        if padded:
+            for unit in out.split(" ") if out else ():
+                cols += known_get(unit) or walk(unit)
+        elif out:
+            cols = walk(out)
+        if word_columns and out:  # step 6b: word n-grams, looked up whole
+            ws = out.split(" ")
+            if not ws[-1]:  # truncation (step 5) can leave a trailing space
+                ws.pop()
+            for n in orders:
+                # the runs of n words: shifted copies of the list, zipped to the shortest
+                runs = zip(*(ws[i:] for i in range(n)), strict=False)
+                cols += chain.from_iterable(map(word_get, runs, repeat(())))
         scores = class_scores(cols)
         if plain_exp:
             scores = exp(scores)
@@ -213,3 +221,32 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
         return prediction
 
     return predict
+
+
+def _column_walker(automaton: _GramAutomaton, padded: bool) -> Callable[[str], list[int]]:
+    """``walk(unit)``: the columns of a unit's in-vocabulary character n-grams (step 6), for
+    an automaton whose values are 1-tuples of columns; a unit is a word (padded with
+    spaces when ``padded``) or, without padding, the whole text."""
+    root_get, miss, start = automaton.root.get, automaton.miss, automaton.start
+
+    def walk(unit: str) -> list[int]:
+        node, found = start or miss
+        cols = list(found)
+        for c in unit:
+            node, found = node.get(c) or root_get(c, miss)
+            cols += found
+        if padded:
+            cols += (node.get(" ") or root_get(" ", miss))[1]
+        return cols
+
+    return walk
+
+
+def _score_bound(head: _NumpyHead) -> float:
+    """An upper bound of any class score's magnitude, or inf: with L2-normalised non-negative
+    features a class score is at most ``||W_k|| + |b_k|``. When it is far from exp's range,
+    the softmax needs no max subtraction."""
+    if not head.l2:
+        return math.inf
+    idf = np.sqrt(np.where(head.idf2_array > 0, head.idf2_array, 1.0))
+    return float(np.max(np.linalg.norm(head.rows / idf, axis=1) + np.abs(head._bias)))
