@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import QUESTIONS, STATEMENTS, fit_int8, install_model
+from conftest import QUESTIONS, STATEMENTS, TINY_RULE_TEXTS, fit_int8, install_model, tiny_reflex
 
 from foundry.conformance_cases import HARD_CASES
 from foundry.familiarity import Familiarity
@@ -305,6 +305,26 @@ def test_predictions_agree_across_paths_and_backends(models_dir, task):
         assert p_fast.confident == (p_fast.score >= fast.threshold and familiar)
         if abs(p_ref.score - ref.threshold) > 1e-6:
             assert p_ref.confident == p_one.confident == p_fast.confident, repr(text)
+
+
+@pytest.mark.parametrize("out_of_scope", ["", "Greeting"])
+def test_fused_paths_answer_reflex_rules_first(tmp_path, out_of_scope):
+    # The fused paths try the rules on the text they normalise: same answers as the reference.
+    for task, trained in (("three", MODELS["multiclass"]()), ("two", MODELS["binary"]())):
+        install_model(trained, tmp_path, task, 0.6, reflex=tiny_reflex(trained.labels),
+                      out_of_scope=out_of_scope if task == "three" else "")
+    texts = [*TINY_RULE_TEXTS, *_texts()[:200]]
+    for task in ("three", "two"):
+        fast = MicroModel.load(task, models_dir=tmp_path, backend="numpy")
+        ref = MicroModel.load(task, models_dir=tmp_path, backend="onnxruntime")
+        assert fast._fused_predict is not None and fast.reflex
+        ours, theirs = [fast.predict(t) for t in texts], [ref.predict(t) for t in texts]
+        assert [p.rule for p in ours] == [p.rule for p in theirs] == [fast.rule(t) for t in texts]
+        assert [p.rule for p in fast.predict_many(texts)] == [p.rule for p in ours]
+        assert {p.rule for p in ours} >= {r for r in TINY_RULE_TEXTS.values() if r}
+        for text, a, b in zip(texts, ours, theirs, strict=True):
+            assert a.label == b.label and a.confident == b.confident, repr(text)
+            assert abs(a.score - b.score) < 1e-6
 
 
 def test_auto_backend_is_numpy_for_linear_graphs(models_dir):

@@ -65,12 +65,14 @@ _AUTOMATON_MAX_CHARS = 24
 
 
 def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
-                      slicer: NgramSlicer, familiar: Callable[[str], bool]
+                      slicer: NgramSlicer, familiar: Callable[[str], bool],
+                      ruled: Callable[[str], Prediction | None] | None = None,
                       ) -> Callable[[str], Prediction] | None:
     """One-text prediction for the default export, fused into one function.
 
     The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
-    (``familiar`` is the unfamiliarity gate, asked only of answers above the threshold)
+    (``familiar`` is the unfamiliarity gate, asked only of answers above the threshold;
+    ``ruled``, if given, the reflex rules' answer to the normalised text or None, tried first)
     for a binary model with rows ``(-w, w)`` under LOGISTIC or a sigmoid calibration, with
     every table bound to a local. When no character of the normalised text occurs twice,
     no n-gram does (every tf is 1) and the sums come from a :class:`_GramAutomaton`: one
@@ -87,8 +89,7 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
     automaton = _GramAutomaton(head.packed, spec)
     root, miss, start = automaton.root, automaton.miss, automaton.start
-    root_get = root.get
-    padded = spec.word_boundary_padding
+    root_get, padded = root.get, spec.word_boundary_padding
     in_vocabulary, packed = head._in_vocabulary, head._packed_item
     correct_repeats, sqrt = head._correct_repeats, math.sqrt
     bias = head.intercepts[1]
@@ -102,6 +103,8 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
             raise TypeError(f"text must be str, got {type(text).__name__}")
         out = text.translate(table)
         out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
+        if ruled is not None and (answer := ruled(out)) is not None:
+            return answer  # a reflex rule answers before the model
         # A long text nearly always repeats a character: skip the check there.
         if len(out) <= _AUTOMATON_MAX_CHARS and len(set(chars := tuple(out))) == len(chars):
             # No character occurs twice, so no n-gram does: tf = count = 1, and the
@@ -144,22 +147,22 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
 
 
 def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
-                          slicer: NgramSlicer, familiar: Callable[[str], bool]
+                          slicer: NgramSlicer, familiar: Callable[[str], bool],
+                          ruled: Callable[[str], Prediction | None] | None = None,
                           ) -> Callable[[str], Prediction] | None:
     """One-text prediction for a model of three or more labels, fused into one function.
 
     The same computation as ``_answer(finish_one(scores(slicer(fast_normalize(text)))))``
-    for a graph with one score row per class: a :class:`_GramAutomaton` whose values are
-    1-tuples of columns lists the columns of the text's in-vocabulary n-grams (repeats
-    included) in one pass over its characters, without building an n-gram string (a third of
-    the time of an English text's slicing and look-ups) — with padding, a word the model
-    knows (a word unigram of its vocabulary) is not walked but looked up whole, its columns
-    listed at load — and :meth:`_NumpyHead.class_scores`
-    gives every class score at once (word n-grams of step 6b, if any, are looked up by their
-    tuple of words and added to the list, in the order of ``word_ngrams``); the softmax
-    (the int8 and multinomial exports) runs on the score vector, without the max
-    subtraction when a load-time bound proves that exp cannot overflow. None for a
-    calibrated or binary model.
+    (after ``ruled``, as in :func:`_binary_predictor`) for a graph with one score row per
+    class: a :class:`_GramAutomaton` whose values are 1-tuples of columns lists the columns
+    of the text's in-vocabulary n-grams (repeats included) in one pass over its characters,
+    without building an n-gram string (a third of the time of an English text's slicing and
+    look-ups); with padding, a word the model knows (a word unigram of its vocabulary) is
+    looked up whole, its columns listed at load. Word n-grams (step 6b) are looked up by
+    their tuple of words, in the order of ``word_ngrams``. :meth:`_NumpyHead.class_scores`
+    gives every class score at once; the softmax (the int8 and multinomial exports) runs on
+    the score vector, without the max subtraction when a load-time bound proves that exp
+    cannot overflow. None for a calibrated or binary model.
     """
     graph, spec = head.graph, head.spec
     if head.columns is None or graph.calibration is not None:
@@ -189,6 +192,8 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
             raise TypeError(f"text must be str, got {type(text).__name__}")
         out = text.translate(table)
         out = normalize(text, spec) if _UNSAFE in out else _collapse(out)[:max_chars]
+        if ruled is not None and (answer := ruled(out)) is not None:
+            return answer  # a reflex rule answers before the model
         cols: list[int] = []
         if padded:
             for unit in out.split(" ") if out else ():

@@ -90,26 +90,28 @@ class MicroModel:
             )
         else:
             self._head = _OrtHead(session, self.n_features)
-        self._fused_predict = (
-            _binary_predictor(self._head, self.labels, self.threshold, self._ngrams,
-                              self._familiar)
-            or _multiclass_predictor(self._head, self.labels, self.threshold, self._ngrams,
-                                     self._familiar)
-            if isinstance(self._head, _NumpyHead) else None
-        )
-        if self._fused_predict is not None and not self.reflex and self.out_of_scope is None:
-            # ``model.predict`` is then the fused function itself: one call frame less.
-            self.predict = self._fused_predict
-        if native is not None:  # the native model's own methods, no Python frame between
-            # (the native model applies the reflex rules itself)
-            self.predict, self.predict_many = native.predict, native.predict_many
-            self.predict_proba = native.predict_proba
         #: Per rule: its answer (label, probabilities 1/0, confident, score 1, rule name).
         self._rule_answers = [
             _prediction(self.labels[r.label],
                         _probabilities(self._names,
                                        [float(k == r.label) for k in range(len(self.labels))]),
                         True, 1.0, r.name) for r in self.reflex.rules]
+        # The fused fast paths try the reflex rules on the text they normalise anyway.
+        ruled = self._ruled_normalized if self.reflex else None
+        self._fused_predict = (
+            _binary_predictor(self._head, self.labels, self.threshold, self._ngrams,
+                              self._familiar, ruled)
+            or _multiclass_predictor(self._head, self.labels, self.threshold, self._ngrams,
+                                     self._familiar, ruled)
+            if isinstance(self._head, _NumpyHead) else None
+        )
+        if self._fused_predict is not None and self.out_of_scope is None:
+            # ``model.predict`` is then the fused function itself: one call frame less.
+            self.predict = self._fused_predict
+        if native is not None:  # the native model's own methods, no Python frame between
+            # (the native model applies the reflex rules itself)
+            self.predict, self.predict_many = native.predict, native.predict_many
+            self.predict_proba = native.predict_proba
 
     @property
     def backend(self) -> str:
@@ -297,8 +299,15 @@ class MicroModel:
     def _ruled(self, text: str) -> Prediction | None:
         """The answer of the first reflex rule matching ``text`` (a copy), or None."""
         hit = self._rule_hit(text)
-        if hit is None:
-            return None
+        return None if hit is None else self._rule_answer(hit)
+
+    def _ruled_normalized(self, normalized: str) -> Prediction | None:
+        """:meth:`_ruled` of an already normalised text (the fused paths' rule check)."""
+        hit = self.reflex.first(normalized)
+        return None if hit is None else self._rule_answer(hit)
+
+    def _rule_answer(self, hit: int) -> Prediction:
+        """A fresh copy of rule ``hit``'s answer."""
         answer = self._rule_answers[hit]
         # A fresh Prediction; its Probabilities is read-only, so it is shared.
         return _prediction(answer.label, answer.probabilities, True, 1.0, answer.rule)
@@ -306,9 +315,10 @@ class MicroModel:
     def predict(self, text: str) -> Prediction:
         """Classify one text: the first matching reflex rule answers, else the model (the
         out-of-scope label when unsure, for a task that has one)."""
-        if self.reflex and (ruled := self._ruled(text)) is not None:
+        if (self.reflex and self._fused_predict is None
+                and (ruled := self._ruled(text)) is not None):
             return ruled
-        p = self._predict(text)
+        p = self._predict(text)  # a fused path tries the rules itself
         return p if self.out_of_scope is None or p.confident else self._unsure(p)
 
     def _unsure(self, p: Prediction) -> Prediction:
