@@ -514,6 +514,14 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(args, tmp)
 
 
+_STARTED = time.monotonic()
+
+
+def _progress(what: str) -> None:
+    """One line on stderr per stage: a full run with many-label tasks takes tens of minutes."""
+    print(f"[{time.monotonic() - _STARTED:6.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def _bench(args: argparse.Namespace, tmp: Path) -> int:
     if args.tiny:
         sources, run_dir = tiny_sources(tmp), None
@@ -545,8 +553,10 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
         if RUST_CLI.is_file():
             engines.append(rust_cli_engine(src.task, src.models_dir, clis))
         if real_texts:
+            _progress(f"{src.task}: {len(real_texts)} real texts, {args.real_rounds} rounds")
             real[src.task] = measure_real(engines, real_texts, args.real_rounds)
         engines.append(sklearn_engine(src.pipeline))
+        _progress(f"{src.task}: {len(texts)} fixed inputs, {args.rounds} rounds")
         results[src.task] = measure(engines, texts, args.rounds, args.texts_per_round)
     for cli in clis:
         cli.close()
