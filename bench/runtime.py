@@ -34,7 +34,11 @@ for these engines:
 
 ``--many-labels RUN_DIR MODELS_DIR`` adds the tasks of a benchmark forge (``bench/intents.py``
 prints the folders), e.g. the 150-label ``intent_clinc``, as more rows of the same tables, on the
-same texts.
+same texts. ``--real-texts`` may be given more than once (a real-text table per set; CSV with a
+``text`` column or JSONL with a ``text`` field): an English many-label model does most of its
+work on English text, so measure it there too, e.g.
+``--real-texts <shared>/datasets/massive_zh_cn/validation.csv --real-texts
+blueprints/clinc150/data/val.jsonl``.
 
 Every figure is the median over ``--rounds`` rounds in this one process, engines interleaved
 round by round, so that the machine's load hits them alike. A second table runs each engine
@@ -280,9 +284,13 @@ def measure(engines: list[Engine], texts: Sequence[str], rounds: int, texts_per_
 
 
 def read_real_texts(path: Path) -> list[str]:
-    """The ``text`` column of a MASSIVE-style CSV, one utterance per line."""
+    """The ``text`` column of a MASSIVE-style CSV, or the ``text`` field of a JSONL file
+    (CLINC150's ``val.jsonl`` in ``blueprints/clinc150/data``), one utterance per line."""
     import csv
 
+    if path.suffix == ".jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [" ".join(json.loads(line)["text"].split("\n")) for line in lines if line.strip()]
     with open(path, encoding="utf-8", newline="") as fh:
         return [" ".join(row["text"].split("\n")) for row in csv.DictReader(fh)]
 
@@ -505,8 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--texts-per-round", type=int, default=4096)
     parser.add_argument("--load-repeats", type=int, default=5)
-    parser.add_argument("--real-texts", type=Path, default=REAL_TEXTS,
-                        help="CSV with a 'text' column of real utterances (MASSIVE validation)")
+    parser.add_argument("--real-texts", type=Path, action="append", default=None,
+                        help="CSV with a 'text' column or JSONL with a 'text' field of real "
+                             "utterances (default: MASSIVE zh-CN validation); repeatable, a "
+                             "table per set (e.g. blueprints/clinc150/data/val.jsonl for the "
+                             "English intent_clinc)")
     parser.add_argument("--real-rounds", type=int, default=5)
     parser.add_argument("--many-labels", nargs=2, action="append", default=[],
                         metavar=("RUN_DIR", "MODELS_DIR"),
@@ -538,9 +549,10 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     from foundry import native
 
     texts = list(INPUTS)
-    real_texts = read_real_texts(args.real_texts) if args.real_texts.is_file() else []
+    real_paths = args.real_texts or [REAL_TEXTS]
+    real_sets = {path: read_real_texts(path) for path in real_paths if path.is_file()}
     results: dict[str, dict[str, Samples]] = {}
-    real: dict[str, dict[str, RealSamples]] = {}
+    real: dict[Path, dict[str, dict[str, RealSamples]]] = {path: {} for path in real_sets}
     clis: list[RustCli] = []
     for src in sources:
         ft_model = train_fasttext(src.train_rows, tmp)
@@ -556,9 +568,10 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
         ]
         if RUST_CLI.is_file():
             engines.append(rust_cli_engine(src.task, src.models_dir, clis))
-        if real_texts:
-            _progress(f"{src.task}: {len(real_texts)} real texts, {args.real_rounds} rounds")
-            real[src.task] = measure_real(engines, real_texts, args.real_rounds)
+        for path, real_texts in real_sets.items():
+            _progress(f"{src.task}: {len(real_texts)} real texts of {path.name}, "
+                      f"{args.real_rounds} rounds")
+            real[path][src.task] = measure_real(engines, real_texts, args.real_rounds)
         engines.append(sklearn_engine(src.pipeline))
         _progress(f"{src.task}: {len(texts)} fixed inputs, {args.rounds} rounds")
         results[src.task] = measure(engines, texts, args.rounds, args.texts_per_round)
@@ -586,14 +599,14 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
                                      ("foundry-rt CLI (make rust)", RUST_CLI.is_file())) if not ok]
     if missing:
         print(f"not built, not measured: {', '.join(missing)}\n")
-    if real_texts:
-        print(f"## Real text: {len(real_texts)} utterances of {args.real_texts} (mean "
+    for path, real_texts in real_sets.items():
+        print(f"## Real text: {len(real_texts)} utterances of {path} (mean "
               f"{statistics.mean(map(len, real_texts)):.1f} characters), medians of "
               f"{args.real_rounds} rounds; single queries by length in characters\n")
-        print(format_real_table(real, real_texts))
+        print(format_real_table(real[path], real_texts))
         print()
-    else:
-        print(f"(no real-text table: {args.real_texts} not found; pass --real-texts)\n")
+    for path in (p for p in real_paths if p not in real_sets):
+        print(f"(no real-text table: {path} not found; pass --real-texts)\n")
     print(f"## The fixed assistant inputs ({len(texts)} texts)\n")
     print(format_speed_table(results))
     print()
