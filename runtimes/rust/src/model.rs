@@ -178,6 +178,10 @@ pub struct MicroModel {
     /// The word n-grams of the vocabulary (step 6b, entries starting with [`WORD_MARK`]) and
     /// their columns; empty without word n-grams.
     words: HashMap<String, u32>,
+    /// With word-boundary padding, the padded unit (`" word "`) of every word the model knows
+    /// (a word unigram of its vocabulary) and the columns of its character n-grams: a unit's
+    /// n-grams depend on the unit alone, so a known word is one look-up instead of a walk.
+    known: HashMap<Vec<char>, Box<[u32]>>,
     n_features: usize,
     idf: Vec<f64>,
     idf2: Vec<f64>,
@@ -474,6 +478,25 @@ fn idf_of(msg: &pb::Preprocessor, path: &Path, d: usize) -> Result<Vec<f64>, Art
     Ok(index.iter().map(|&j| table[j as usize]).collect())
 }
 
+/// [`MicroModel::known`]: the padded unit of every word unigram of `vocabulary` and the columns
+/// of its character n-grams (empty without word-boundary padding or word n-grams).
+fn known_units(vocabulary: &[String], index: &GramIndex, analyzer: &Analyzer) -> HashMap<Vec<char>, Box<[u32]>> {
+    if !analyzer.word_boundary_padding {
+        return HashMap::new();
+    }
+    let mut hits = Vec::new();
+    vocabulary
+        .iter()
+        .filter_map(|g| g.strip_prefix(WORD_MARK).filter(|w| !w.contains(' ')))
+        .map(|word| {
+            let unit: Vec<char> = std::iter::once(' ').chain(word.chars()).chain(std::iter::once(' ')).collect();
+            hits.clear();
+            index.hits(&unit, analyzer, &mut hits);
+            (unit, hits.as_slice().into())
+        })
+        .collect()
+}
+
 impl MicroModel {
     /// Load and validate `<task>_classifier.onnx` + `<task>_preprocessor.bin` from `models_dir`.
     ///
@@ -557,6 +580,7 @@ impl MicroModel {
         }
         let gate = pre.familiarity.clone().unwrap_or_default();
         let min_order = gate.min_order as usize;
+        let index = GramIndex::new(&pre.vocabulary, analyzer.max_n);
         MicroModel {
             min_order,
             max_unfamiliar: gate.max_unfamiliar,
@@ -568,7 +592,8 @@ impl MicroModel {
             threshold: pre.threshold,
             out_of_scope: pre.labels.iter().position(|l| !pre.out_of_scope.is_empty() && *l == pre.out_of_scope),
             normalizer: Normalizer::new(&settings),
-            index: GramIndex::new(&pre.vocabulary, analyzer.max_n),
+            known: known_units(&pre.vocabulary, &index, &analyzer),
+            index,
             words: pre.vocabulary.iter().zip(0u32..)
                 .filter(|(g, _)| g.starts_with(WORD_MARK))
                 .map(|(g, col)| (g.clone(), col))
@@ -728,8 +753,11 @@ impl MicroModel {
         self.normalizer.normalize_into(cps, &mut scratch.chars)?;
         scratch.hits.clear();
         let Scratch { chars, units, word, hits, .. } = scratch;
-        let (index, analyzer) = (&self.index, &self.analyzer);
-        analyzer.for_each_unit(chars, units, |unit| index.hits(unit, analyzer, hits));
+        let (index, analyzer, known) = (&self.index, &self.analyzer, &self.known);
+        analyzer.for_each_unit(chars, units, |unit| match known.get(unit) {
+            Some(cols) => hits.extend_from_slice(cols),
+            None => index.hits(unit, analyzer, hits),
+        });
         let words = &self.words;
         analyzer.for_each_word_gram(chars, word, |gram| hits.extend(words.get(gram)));
         Ok(())
