@@ -233,36 +233,36 @@ class _NumpyHead:
         self._vector: _VectorScorer | None = None
         self._vector_lock = threading.Lock()
         # Three or more score rows: per-class dict sums cost K look-ups per n-gram; gather
-        # the columns instead (:meth:`class_scores`): [D, K + 1] = idf_g * W[:, g], idf_g^2.
+        # the columns instead (:meth:`class_scores`) from W transposed, [D, K], in the
+        # graph's own float32: half the bytes of float64, and a query's rows are scattered
+        # over the table, so the gather is bound by memory, not arithmetic.
         self.columns: dict[str, int] | None = None
         if len(rows) >= 3:
             self.columns = dict(zip(vocabulary, range(len(vocabulary)), strict=True))
-            self._gather = np.ascontiguousarray(np.column_stack((rows.T, self.idf2_array)))
+            self._weights_t = np.ascontiguousarray(graph.coefficients.T, dtype=np.float32)
+            self._idf = np.asarray(idf, dtype=np.float64)
             self._tf_item = (self.dtf + np.arange(len(self.dtf))).tolist().__getitem__
             self._bias = np.asarray(self.intercepts, dtype=np.float64)
 
     def class_scores(self, cols: list[int]) -> np.ndarray:
         """Class scores ``[K]`` (before the post transform) of a text given as the columns of
         its in-vocabulary n-grams (with repeats), for a head of three or more score rows:
-        one NumPy gather of the ``[idf_g * W[:, g], idf_g^2]`` rows of its distinct n-grams
-        (counted by a dict, which is faster than ``np.unique``'s sort), summed with tf weights."""
+        one NumPy gather of the columns ``W[:, g]`` of its distinct n-grams (counted by a dict,
+        which is faster than ``np.unique``'s sort), summed with weights ``tf_g * idf_g`` in
+        float64."""
         if not cols:
             return self._bias.copy()
-        k = len(self._bias)
         counts: dict[int, int] = {}
         _count_elements(counts, cols)
         n = len(counts)
-        # One index array for the one take(): converting a list of Python ints is a third
-        # of the time of a take(list), and fromiter() converts faster than np.array().
-        rows = self._gather.take(np.fromiter(counts, np.intp, n), axis=0)
-        if n == len(cols):  # every tf is 1
-            both = _ADD(rows, axis=0)
-            norm2 = float(both[k])
-        else:  # a dict counts faster than np.unique sorts
-            tf = np.fromiter(map(self._tf_item, counts.values()), np.float64, n)
-            both = tf @ rows
-            norm2 = float((tf * tf) @ rows[:, k])
-        scores = both[:k]
+        # One index array for both take()s: converting a list of Python ints is a third of
+        # the time of a take(list), and fromiter() converts faster than np.array().
+        idx = np.fromiter(counts, np.intp, n)
+        x = self._idf.take(idx)  # tf * idf of the distinct n-grams, before the norm
+        if n != len(cols):  # some n-gram repeats: tf is not 1 everywhere
+            x *= np.fromiter(map(self._tf_item, counts.values()), np.float64, n)
+        scores = x @ self._weights_t.take(idx, axis=0)  # float64: the float32 rows upcast
+        norm2 = float(x @ x)
         if self.l2 and norm2 > 0.0:
             scores *= 1.0 / math.sqrt(norm2)
         scores += self._bias
