@@ -236,6 +236,10 @@ MODELS = {
     # Word n-grams (step 6b): the fused path looks a known word's columns up whole.
     "multiclass_words": lambda: _fit(
         _logreg(C=4.0), classes=3, spec=TextSpec(max_chars=48, word_max_n=2)),
+    "multiclass_words3": lambda: _fit(
+        _logreg(C=4.0), classes=3, spec=TextSpec(max_chars=48, word_max_n=3)),
+    "multiclass_words_unpadded": lambda: _fit(_logreg(C=4.0), classes=3, spec=TextSpec(
+        max_chars=48, word_max_n=3, word_boundary_padding=False)),
 }
 #: Models exported with a shut-able unfamiliarity gate (every path must apply it alike).
 GATES = {name: Familiarity(order, share) for name, order, share in (

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -158,8 +157,8 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     of the text's in-vocabulary n-grams (repeats included) in one pass over its characters,
     without building an n-gram string (a third of the time of an English text's slicing and
     look-ups); with padding, a word the model knows (a word unigram of its vocabulary) is
-    looked up whole, its columns listed at load. Word n-grams (step 6b) are looked up by
-    their tuple of words, in the order of ``word_ngrams``. :meth:`_NumpyHead.class_scores`
+    looked up whole, its columns (its word unigram's too) listed at load. Longer word
+    n-grams (step 6b) are looked up by their words joined. :meth:`_NumpyHead.class_scores`
     gives every class score at once; the softmax (the int8 and multinomial exports) runs on
     the score vector, without the max subtraction when a load-time bound proves that exp
     cannot overflow. None for a calibrated or binary model.
@@ -170,16 +169,16 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
     automaton = _GramAutomaton({g: (c,) for g, c in head.columns.items()}, spec, ())
     padded = spec.word_boundary_padding
-    # Word n-grams (step 6b) keyed by their tuple of words: looked up straight from the
-    # text's split, without joining a string per n-gram.
-    word_columns = {tuple(g[1:].split(" ")): (c,) for g, c in head.columns.items()
-                    if is_word_gram(g)}
-    word_get, orders = word_columns.get, range(1, spec.word_max_n + 1)
+    # Word n-grams (step 6b), keyed by their words joined by U+0020 (without the mark).
+    word_columns = {g[1:]: (c,) for g, c in head.columns.items() if is_word_gram(g)}
     walk = _column_walker(automaton, padded)
     # With padding a word's n-grams depend on the word alone: walk each word the model knows
-    # (its word unigrams) once, at load, and look a known word's columns up whole.
-    known_get = {w[0]: tuple(walk(w[0])) for w in word_columns
-                 if len(w) == 1 and padded}.get
+    # (its word unigrams) once, at load, and list its columns with its unigram's column; a
+    # word the vocabulary lacks has no unigram column either.
+    known_get = {w: (*walk(w), c) for w, (c,) in word_columns.items()
+                 if padded and " " not in w}.get
+    orders = range(2 if padded else 1, spec.word_max_n + 1)  # those not in known_get
+    add_word_grams = _word_gram_adder(word_columns.get, orders)
     class_scores = head.class_scores
     softmax = graph.post_transform == "SOFTMAX" and not graph.l1_normalize
     plain_exp = softmax and _score_bound(head) < 600.0
@@ -200,14 +199,8 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                 cols += known_get(unit) or walk(unit)
         elif out:
             cols = walk(out)
-        if word_columns and out:  # step 6b: word n-grams, looked up whole
-            ws = out.split(" ")
-            if not ws[-1]:  # truncation (step 5) can leave a trailing space
-                ws.pop()
-            for n in orders:
-                # the runs of n words: shifted copies of the list, zipped to the shortest
-                runs = zip(*(ws[i:] for i in range(n)), strict=False)
-                cols += chain.from_iterable(map(word_get, runs, repeat(())))
+        if orders and out:  # step 6b: the word n-grams not listed with the known words
+            add_word_grams(out, cols)
         scores = class_scores(cols)
         if plain_exp:
             scores = exp(scores)
@@ -245,6 +238,26 @@ def _column_walker(automaton: _GramAutomaton, padded: bool) -> Callable[[str], l
         return cols
 
     return walk
+
+
+def _word_gram_adder(word_get: Callable[[str], tuple[int, ...] | None], orders: range,
+                     ) -> Callable[[str, list[int]], None]:
+    """``add(text, cols)``: append to ``cols`` the columns of a normalised text's word
+    n-grams (step 6b) of the given orders, ``word_get`` mapping words joined by U+0020 to a
+    1-tuple of their column."""
+
+    def add(out: str, cols: list[int]) -> None:
+        ws = out.split(" ")
+        if not ws[-1]:  # truncation (step 5) can leave a trailing space
+            ws.pop()
+        for n in orders:
+            # the runs of n words: shifted copies of the list, zipped to the shortest
+            runs = ws if n == 1 else map(" ".join, zip(*(ws[i:] for i in range(n)), strict=False))
+            for run in runs:
+                if found := word_get(run):
+                    cols += found
+
+    return add
 
 
 def _score_bound(head: _NumpyHead) -> float:
