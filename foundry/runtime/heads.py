@@ -311,11 +311,15 @@ class _NumpyHead:
             sums[k] += sum(map(operator.mul, dtf, map(d.__getitem__, repeated)))
         return norm2
 
+    @property
+    def vectorizes(self) -> bool:
+        """Whether :meth:`scores_many` vectorises large batches: the vectorised scorer keys
+        character n-grams of n <= 3 only (no word n-grams); other specs loop text by text."""
+        return self.spec.max_n <= _VectorScorer.max_n and not self.spec.word_max_n
+
     def scores_many(self, normalized: list[str], slicer: NgramSlicer) -> np.ndarray:
         """Class scores ``[N, K]`` of normalised texts; vectorised for larger batches."""
-        # The vectorised scorer keys character n-grams of n <= 3 only (no word n-grams).
-        if (len(normalized) < VECTOR_MIN_BATCH or self.spec.max_n > _VectorScorer.max_n
-                or self.spec.word_max_n):
+        if len(normalized) < VECTOR_MIN_BATCH or not self.vectorizes:
             return np.array(list(map(self.scores, map(slicer, normalized))), dtype=np.float64)
         sums, norm2 = self._vector_scorer().sums(normalized)
         if self.l2:

@@ -369,7 +369,10 @@ class MicroModel:
         texts = list(texts)
         if not texts:
             return []
-        if self._fused_predict is not None and len(texts) < VECTOR_MIN_BATCH:
+        # The fused path text by text, unless the batch is large and the head vectorises it
+        # (otherwise scores_many would loop too, through the slower general path).
+        if self._fused_predict is not None and (len(texts) < VECTOR_MIN_BATCH
+                                                or not self._head.vectorizes):
             return list(map(self._fused_predict, texts))
         normalized = normalize_many(texts, self.spec)
         return self._answers(self._proba_rows(normalized), normalized)
