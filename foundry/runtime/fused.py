@@ -266,5 +266,5 @@ def _score_bound(head: _NumpyHead) -> float:
     the softmax needs no max subtraction."""
     if not head.l2:
         return math.inf
-    idf = np.sqrt(np.where(head.idf2_array > 0, head.idf2_array, 1.0))
-    return float(np.max(np.linalg.norm(head.rows / idf, axis=1) + np.abs(head._bias)))
+    norms = np.linalg.norm(head.graph.coefficients.astype(np.float64), axis=1)
+    return float(np.max(norms + np.abs(head._bias)))

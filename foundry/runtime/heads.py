@@ -54,7 +54,6 @@ def _post_transform(scores: np.ndarray, post: str, l1: bool) -> np.ndarray:
 #: From this many texts on, a batch is scored by :class:`_VectorScorer`.
 VECTOR_MIN_BATCH = 24
 #: ``np.add.reduce``, bound once (one attribute look-up less per call).
-_ADD = np.add.reduce
 
 _U21, _U42 = np.uint64(21), np.uint64(42)
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing
@@ -196,31 +195,35 @@ class _NumpyHead:
         self.graph = graph
         self.vocabulary = vocabulary
         self.spec = spec
-        w = graph.coefficients.astype(np.float64) * idf  # [K, D]
         b = graph.intercepts.astype(np.float64)
+        many = len(b) >= 3
+        # [K, D] score rows idf_g * W[k, g]. With three or more labels only a vectorised
+        # batch reads them (:attr:`rows`, built then): one query gathers W itself, and a
+        # CLINC150 model's rows are 69 MB of float64.
+        w = None if many else graph.coefficients.astype(np.float64) * idf
         # A binary logistic regression is exported as rows (-w, w), intercepts (-b, b):
         # one score then suffices.
         self.antisymmetric = (
             len(b) == 2 and np.array_equal(w[0], -w[1]) and b[0] == -b[1]
         )
         rows = w[1:] if self.antisymmetric else w
+        self._rows: np.ndarray | None = rows
         # Per-class dicts for one or two score rows; three or more gather columns instead
         # (151 dicts of a CLINC150 vocabulary would hold 8.6 million floats).
-        self.weights = ([dict(zip(vocabulary, row.tolist(), strict=True)) for row in rows]
-                        if len(rows) < 3 else [])
+        self.weights = [] if many else [dict(zip(vocabulary, row.tolist(), strict=True))
+                                        for row in rows]
         self.idf2 = dict(zip(vocabulary, (idf * idf).tolist(), strict=True))
         # With one score row, weight and idf**2 travel as one complex number, so a single
         # C-level sum yields both the score and the squared norm.
         self.packed = (
             dict(zip(vocabulary, (rows[0] + 1j * idf * idf).tolist(), strict=True))
-            if len(rows) == 1 else None
+            if rows is not None and len(rows) == 1 else None
         )
         self._in_vocabulary = self.idf2.__contains__
         self._packed_item = self.packed.__getitem__ if self.packed is not None else None
         self.intercepts = b.tolist()
         self.sublinear_tf = sublinear_tf
         self.l2 = l2
-        self.rows = rows
         self.idf2_array = idf * idf
         # For every possible count c (an n-gram occurs at most max_chars + 2 times), what
         # its tf t(c) changes from the occurrence sums: t - c and t^2 - c.
@@ -237,7 +240,7 @@ class _NumpyHead:
         # graph's own float32: half the bytes of float64, and a query's rows are scattered
         # over the table, so the gather is bound by memory, not arithmetic.
         self.columns: dict[str, int] | None = None
-        if len(rows) >= 3:
+        if many:
             self.columns = dict(zip(vocabulary, range(len(vocabulary)), strict=True))
             self._weights_t = np.ascontiguousarray(graph.coefficients.T, dtype=np.float32)
             self._idf = np.asarray(idf, dtype=np.float64)
@@ -310,6 +313,14 @@ class _NumpyHead:
         for k, d in enumerate(self.weights):
             sums[k] += sum(map(operator.mul, dtf, map(d.__getitem__, repeated)))
         return norm2
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The score rows ``[K', D]``: ``idf_g * W[k, g]`` (one row for an antisymmetric
+        binary model); built on first use for three or more labels."""
+        if self._rows is None:
+            self._rows = self.graph.coefficients.astype(np.float64) * self._idf
+        return self._rows
 
     @property
     def vectorizes(self) -> bool:
