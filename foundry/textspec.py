@@ -170,12 +170,20 @@ def word_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
     each run of n consecutive words yields :data:`WORD_MARK` followed by the words joined by
     one U+0020 (``"\\x01play music"``).
     """
-    if spec.word_max_n == 0 or not normalized:
+    for run in word_runs(normalized, 1, spec.word_max_n):
+        yield WORD_MARK + run
+
+
+def word_runs(normalized: str, low: int, high: int) -> Iterator[str]:
+    """Yield the runs of ``low``..``high`` consecutive words of a normalised text joined by
+    one U+0020, in the order of :func:`word_ngrams` (which marks each one); the words are
+    the non-empty pieces of the text split on U+0020."""
+    if high < low or not normalized:
         return
     words = [w for w in normalized.split(" ") if w]
-    for n in range(1, min(spec.word_max_n, len(words)) + 1):
+    for n in range(low, min(high, len(words)) + 1):
         for i in range(len(words) - n + 1):
-            yield WORD_MARK + " ".join(words[i : i + n])
+            yield " ".join(words[i : i + n])
 
 
 def is_word_gram(term: str) -> bool:

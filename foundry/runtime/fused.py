@@ -15,7 +15,7 @@ from foundry.runtime.graph import SigmoidCalibration
 from foundry.runtime.heads import _logistic, _NumpyHead
 from foundry.runtime.normalize import _CHAR_TABLES, _UNSAFE, NgramSlicer, _collapse
 from foundry.runtime.prediction import Prediction, _new_object, _probabilities, _set_attribute
-from foundry.textspec import TextSpec, is_word_gram, normalize
+from foundry.textspec import TextSpec, is_word_gram, normalize, word_runs
 
 
 class _GramAutomaton:
@@ -177,8 +177,7 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     # word the vocabulary lacks has no unigram column either.
     known_get = {w: (*walk(w), c) for w, (c,) in word_columns.items()
                  if padded and " " not in w}.get
-    orders = range(2 if padded else 1, spec.word_max_n + 1)  # those not in known_get
-    add_word_grams = _word_gram_adder(word_columns.get, orders)
+    word_get, low, high = word_columns.get, 2 if padded else 1, spec.word_max_n  # not known
     class_scores = head.class_scores
     softmax = graph.post_transform == "SOFTMAX" and not graph.l1_normalize
     plain_exp = softmax and _score_bound(head) < 600.0
@@ -199,8 +198,9 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                 cols += known_get(unit) or walk(unit)
         elif out:
             cols = walk(out)
-        if orders and out:  # step 6b: the word n-grams not listed with the known words
-            add_word_grams(out, cols)
+        for run in word_runs(out, low, high):  # step 6b: those not listed with known words
+            if found := word_get(run):
+                cols += found
         scores = class_scores(cols)
         if plain_exp:
             scores = exp(scores)
@@ -238,26 +238,6 @@ def _column_walker(automaton: _GramAutomaton, padded: bool) -> Callable[[str], l
         return cols
 
     return walk
-
-
-def _word_gram_adder(word_get: Callable[[str], tuple[int, ...] | None], orders: range,
-                     ) -> Callable[[str, list[int]], None]:
-    """``add(text, cols)``: append to ``cols`` the columns of a normalised text's word
-    n-grams (step 6b) of the given orders, ``word_get`` mapping words joined by U+0020 to a
-    1-tuple of their column."""
-
-    def add(out: str, cols: list[int]) -> None:
-        ws = out.split(" ")
-        if not ws[-1]:  # truncation (step 5) can leave a trailing space
-            ws.pop()
-        for n in orders:
-            # the runs of n words: shifted copies of the list, zipped to the shortest
-            runs = ws if n == 1 else map(" ".join, zip(*(ws[i:] for i in range(n)), strict=False))
-            for run in runs:
-                if found := word_get(run):
-                    cols += found
-
-    return add
 
 
 def _score_bound(head: _NumpyHead) -> float:
