@@ -2,14 +2,18 @@
 /**
  * The JavaScript runtime of a Model Foundry micro-model: `<task>_preprocessor.bin` (protobuf
  * `foundry.v1.Preprocessor`, decoded with protobufjs from the repository's `proto/`) turns a
- * text into the `features` row, `<task>_classifier.onnx` (onnxruntime-node) turns that row into
- * probabilities. Loading validates the pair as strictly as `foundry/runtime.py` does.
+ * text into the `features` row, `<task>_classifier.onnx` turns that row into probabilities:
+ * scored in plain JavaScript when the graph is linear (`graph.js` reads it, `linear.js` scores
+ * the row's non-zero columns, as `foundry/runtime` does in Python), else by onnxruntime-node.
+ * Loading validates the pair as strictly as `foundry/runtime` does.
  */
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const protobuf = require('protobufjs');
 const ort = require('onnxruntime-node');
+const { ONNX_FLOAT, graphSignature, readLinearGraph } = require('./graph');
+const { LinearHead } = require('./linear');
 const { compileSpec, normalize, ngrams, unfamiliarity, weigh } = require('./textspec');
 const {
   ArtifactError,
@@ -79,69 +83,6 @@ function parsePreprocessor(data, file, task) {
 }
 
 /**
- * Field number -> list of values of one protobuf message, read with protobufjs' low-level
- * Reader: varints as numbers, length-delimited fields as Uint8Array; other wire types skipped.
- * @param {Uint8Array} buf
- * @returns {Map<number, Array<number|Uint8Array>>}
- */
-function protoFields(buf) {
-  const reader = protobuf.Reader.create(buf);
-  const fields = new Map();
-  while (reader.pos < reader.len) {
-    const key = reader.uint32();
-    const number = key >>> 3;
-    const wire = key & 7;
-    let value;
-    if (wire === 0) value = Number(reader.int64());
-    else if (wire === 2) value = reader.bytes();
-    else {
-      reader.skipType(wire);
-      continue;
-    }
-    if (!fields.has(number)) fields.set(number, []);
-    fields.get(number).push(value);
-  }
-  return fields;
-}
-
-const utf8 = new TextDecoder('utf-8');
-
-/** @returns {{name: string, elemType: number|null, shape: Array<number|string>|null}} */
-function valueInfo(raw) {
-  const fields = protoFields(raw);
-  const name = (fields.get(1) || []).map((b) => utf8.decode(b)).join('');
-  const type = (fields.get(2) || [])[0];
-  const tensor = type ? (protoFields(type).get(1) || [])[0] : undefined;
-  if (!tensor) return { name, elemType: null, shape: null };
-  const tensorFields = protoFields(tensor);
-  const elemType = (tensorFields.get(1) || [null])[0];
-  const shapeRaw = (tensorFields.get(2) || [])[0];
-  if (!shapeRaw) return { name, elemType, shape: null };
-  const shape = (protoFields(shapeRaw).get(1) || []).map((rawDim) => {
-    const dim = protoFields(rawDim);
-    if (dim.has(1)) return dim.get(1)[0];
-    return dim.has(2) ? utf8.decode(dim.get(2)[0]) : '?';
-  });
-  return { name, elemType, shape };
-}
-
-/**
- * The declared inputs and outputs of an `.onnx` graph (ModelProto.graph = 7, GraphProto
- * input = 11, output = 12), as `foundry/runtime.py`'s graph_signature reads them.
- * @param {Buffer} data
- * @returns {{inputs: object[], outputs: object[]}}
- */
-function graphSignature(data) {
-  const graphs = protoFields(new Uint8Array(data.buffer, data.byteOffset, data.length)).get(7) || [];
-  if (graphs.length !== 1) throw new Error('no graph');
-  const graph = protoFields(graphs[0]);
-  return { inputs: (graph.get(11) || []).map(valueInfo), outputs: (graph.get(12) || []).map(valueInfo) };
-}
-
-/** ONNX TensorProto.DataType FLOAT. */
-const ONNX_FLOAT = 1;
-
-/**
  * Rules O2 and O3 on the graph's declared signature.
  * @param {{inputs: object[], outputs: object[]}} signature
  * @param {object} pre decoded preprocessor
@@ -181,6 +122,25 @@ function checkSignature(signature, pre, onnxFile, binName) {
     throw ruleError(onnxFile, `${k} classes but ${binName} lists ${pre.labels.length} labels`, 'O3');
   }
 }
+
+/**
+ * The weights of a linear graph agree with the `.bin` (a graph ONNX Runtime would not run).
+ * @param {import('./graph').LinearGraph} graph
+ * @param {object} pre decoded preprocessor
+ * @param {string} onnxFile
+ * @param {string} binName
+ */
+function checkLinearGraph(graph, pre, onnxFile, binName) {
+  if (graph.d !== pre.vocabulary.length) {
+    throw ruleError(onnxFile, `its weights expect ${graph.d} features but ${binName} has a vocabulary of ${pre.vocabulary.length}`, 'O2');
+  }
+  if (graph.k !== pre.labels.length) {
+    throw ruleError(onnxFile, `its weights have ${graph.k} classes but ${binName} lists ${pre.labels.length} labels`, 'O3');
+  }
+}
+
+/** The backends {@link MicroModel.load} accepts. */
+const BACKENDS = Object.freeze(['auto', 'linear', 'onnxruntime']);
 
 /** Pauses (ms) before re-reading a mismatched pair (rule P1): an export renames the two files
  * one after the other, and a reader may fall in between. */
@@ -233,10 +193,11 @@ class MicroModel {
    * @param {string} task
    * @param {object} pre decoded foundry.v1.Preprocessor
    * @param {import('./textspec').CompiledSpec} spec compiled from pre's normalizer/analyzer
-   * @param {ort.InferenceSession} session
+   * @param {{session: ort.InferenceSession|null, linear: LinearHead|null}} head the backend:
+   *   the linear head when the graph is linear (and not refused), else an ONNX Runtime session
    * @param {{onnx: string, bin: string}} paths
    */
-  constructor(task, pre, spec, session, paths) {
+  constructor(task, pre, spec, head, paths) {
     this.task = task;
     /** SHA-256 (hex) of the `.bin` file loaded (set by {@link MicroModel.load}). */
     this.preprocessorSha256 = '';
@@ -267,18 +228,27 @@ class MicroModel {
       minOrder: Number(pre.familiarity.minOrder),
       maxUnfamiliar: Number(pre.familiarity.maxUnfamiliar || 0),
     };
-    this.session = session;
+    this.session = head.session;
+    this.linear = head.linear;
+    /** 'linear' (plain JavaScript, graph.js/linear.js) or 'onnxruntime'. */
+    this.backend = head.linear ? 'linear' : 'onnxruntime';
   }
 
   /**
    * Load and validate `<task>_classifier.onnx` + `<task>_preprocessor.bin` from `modelsDir`.
    * @param {string} task
    * @param {string} [modelsDir='models']
+   * @param {{backend?: 'auto'|'linear'|'onnxruntime'}} [options] `auto` (the default) scores a
+   *   linear graph in plain JavaScript (`linear.js`) and any other graph with ONNX Runtime;
+   *   `linear` refuses a graph it cannot score; `onnxruntime` always uses ONNX Runtime
    * @returns {Promise<MicroModel>}
    * @throws {ArtifactError} the pair breaks a rule of docs/preprocessor-spec.md (section 1); the
    *   message names the file and ends with the rule's id
    */
-  static async load(task, modelsDir = 'models') {
+  static async load(task, modelsDir = 'models', { backend = 'auto' } = {}) {
+    if (!BACKENDS.includes(backend)) {
+      throw new TypeError(`unknown backend ${JSON.stringify(backend)}; choose one of ${BACKENDS.join(', ')}`);
+    }
     const onnxFile = path.join(modelsDir, `${task}_classifier.onnx`);
     const binFile = path.join(modelsDir, `${task}_preprocessor.bin`);
     const { pre, onnxData, binSha256 } = await readPair(task, onnxFile, binFile);
@@ -295,6 +265,24 @@ class MicroModel {
     } catch (err) {
       throw new ArtifactError(err.message);
     }
+    // Read even for backend 'onnxruntime': the reader refuses constants that ONNX Runtime would
+    // load and fail on only when run (sparse int8 weights that write a position twice).
+    let graph;
+    try {
+      graph = readLinearGraph(onnxData);
+    } catch (err) {
+      throw ruleError(onnxFile, `not a valid ONNX model: ${err.message}`, 'O1');
+    }
+    if (graph !== null) checkLinearGraph(graph, pre, onnxFile, path.basename(binFile));
+    if (graph === null && backend === 'linear') {
+      throw new ArtifactError(`${onnxFile}: the linear backend runs only a linear graph (one LinearClassifier, `
+        + "+ an L1 Normalizer or a sigmoid calibration, or the int8 softmax graph); load it with backend 'onnxruntime' or 'auto'");
+    }
+    if (graph !== null && backend !== 'onnxruntime') {
+      const model = new MicroModel(task, pre, spec, { session: null, linear: new LinearHead(graph) }, { onnx: onnxFile, bin: binFile });
+      model.preprocessorSha256 = binSha256;
+      return model;
+    }
     let session;
     try {
       session = await ort.InferenceSession.create(onnxData, {
@@ -306,7 +294,7 @@ class MicroModel {
     } catch (err) {
       throw ruleError(onnxFile, `ONNX Runtime cannot load it: ${err.message}`, 'O1');
     }
-    const model = new MicroModel(task, pre, spec, session, { onnx: onnxFile, bin: binFile });
+    const model = new MicroModel(task, pre, spec, { session, linear: null }, { onnx: onnxFile, bin: binFile });
     model.preprocessorSha256 = binSha256;
     return model;
   }
@@ -344,6 +332,16 @@ class MicroModel {
   async score(texts) {
     if (!Array.isArray(texts)) throw new TypeError('predictProba takes an array of texts');
     if (texts.length === 0) return { proba: [], unfamiliar: [] };
+    if (this.linear !== null) {
+      const proba = [];
+      const unfamiliar = [];
+      for (const text of texts) {
+        const featurized = this.featurize(text);
+        proba.push(this.linear.proba(featurized.features));
+        unfamiliar.push(featurized.unfamiliar);
+      }
+      return { proba, unfamiliar };
+    }
     const d = this.nFeatures;
     const input = new Float32Array(texts.length * d);
     const unfamiliar = [];
