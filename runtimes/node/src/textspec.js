@@ -221,20 +221,40 @@ function normalize(text, spec) {
 function charNgrams(normalized, spec) {
   const grams = [];
   if (normalized.length === 0) return grams;
-  const units = spec.wordBoundaryPadding
-    ? normalized.split(' ').map((w) => Array.from(` ${w} `))
-    : [Array.from(normalized)];
+  const units = spec.wordBoundaryPadding ? normalized.split(' ').map((w) => ` ${w} `) : [normalized];
   for (const unit of units) {
-    const length = unit.length;
+    // Code point i of the unit is unit.slice(starts[i], starts[i + 1]): an n-gram is one slice.
+    const starts = codePointStarts(unit);
+    const length = starts.length - 1;
     const top = Math.min(spec.maxN, length);
     for (let n = spec.minN; n <= top; n += 1) {
       for (let i = 0; i + n <= length; i += 1) {
-        const gram = unit.slice(i, i + n).join('');
+        const gram = unit.slice(starts[i], starts[i + n]);
         if (gram !== ' ') grams.push(gram);
       }
     }
   }
   return grams;
+}
+
+/**
+ * The UTF-16 offset of each code point of `s`, then `s.length`. A lone surrogate is one code
+ * point, as `Array.from` counts it.
+ * @param {string} s
+ * @returns {number[]}
+ */
+function codePointStarts(s) {
+  const starts = [];
+  for (let i = 0; i < s.length; i += 1) {
+    starts.push(i);
+    const unit = s.charCodeAt(i);
+    if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < s.length) {
+      const next = s.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) i += 1;
+    }
+  }
+  starts.push(s.length);
+  return starts;
 }
 
 /**
@@ -286,18 +306,25 @@ function ngrams(normalized, spec) {
  * @returns {Array<[number, number]>} [column, float32 value] pairs
  */
 function weigh(grams, w) {
-  /** @type {Map<number, number>} */
-  const counts = new Map();
+  // The columns of the known grams, sorted: equal columns are adjacent, counted as one run.
+  const hits = [];
   for (const gram of grams) {
     const col = w.index.get(gram);
-    if (col !== undefined) counts.set(col, (counts.get(col) || 0) + 1);
+    if (col !== undefined) hits.push(col);
   }
-  const cols = [...counts.keys()].sort((a, b) => a - b);
-  const values = cols.map((col) => {
-    const count = counts.get(col);
+  const cols = Int32Array.from(hits).sort();
+  const unique = [];
+  const values = [];
+  for (let i = 0; i < cols.length;) {
+    const col = cols[i];
+    let end = i + 1;
+    while (end < cols.length && cols[end] === col) end += 1;
+    const count = end - i;
     const tf = w.sublinearTf ? 1 + Math.log(count) : count;
-    return w.useIdf ? tf * w.idf[col] : tf;
-  });
+    unique.push(col);
+    values.push(w.useIdf ? tf * w.idf[col] : tf);
+    i = end;
+  }
   if (w.norm === 'l2') {
     let sumSq = 0;
     for (const v of values) sumSq += v * v;
@@ -305,9 +332,9 @@ function weigh(grams, w) {
     if (norm > 0) for (let i = 0; i < values.length; i += 1) values[i] /= norm;
   }
   const out = [];
-  for (let i = 0; i < cols.length; i += 1) {
+  for (let i = 0; i < unique.length; i += 1) {
     const v = Math.fround(values[i]);
-    if (v !== 0) out.push([cols[i], v]);
+    if (v !== 0) out.push([unique[i], v]);
   }
   return out;
 }
