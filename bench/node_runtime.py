@@ -63,9 +63,12 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| task | backend | p50 µs | p99 µs | p50 vs onnxruntime | batch texts/s | load ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ratio = ort[r["task"]]["p50_us"] / r["p50_us"] if r["task"] in ort else float("nan")
+        if r["backend"] == "onnxruntime" or r["task"] not in ort:
+            ratio = "—"
+        else:
+            ratio = f"{ort[r['task']]['p50_us'] / r['p50_us']:.1f}x faster"
         lines.append(f"| {r['task']} | {r['backend']} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | "
-                     f"{ratio:.1f}x faster | {r['batch_texts_per_s']:,.0f} | {r['load_ms']:.0f} |")
+                     f"{ratio} | {r['batch_texts_per_s']:,.0f} | {r['load_ms']:.0f} |")
     return "\n".join(lines)
 
 
