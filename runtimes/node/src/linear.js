@@ -42,12 +42,14 @@ class LinearHead {
       // Many-label int8 models keep a few per cent of their weights: visit only those.
       const { starts, classes, values } = this.sparse;
       for (let i = 0; i < features.length; i += 1) {
-        const [col, value] = features[i];
+        const col = features[i][0];
+        const value = features[i][1];
         for (let at = starts[col], end = starts[col + 1]; at < end; at += 1) sums[classes[at]] += value * values[at];
       }
     } else {
       for (let i = 0; i < features.length; i += 1) {
-        const [col, value] = features[i];
+        const col = features[i][0];
+        const value = features[i][1];
         const base = col * k;
         for (let c = 0; c < k; c += 1) sums[c] += value * weights[base + c];
       }
@@ -57,7 +59,7 @@ class LinearHead {
 
   /**
    * The graph's post transform, then its normaliser or calibration, on one score row.
-   * @param {Float64Array} scores
+   * @param {Float64Array} scores overwritten
    * @returns {Float64Array|number[]}
    */
   finish(scores) {
@@ -66,20 +68,24 @@ class LinearHead {
       const p1 = logistic(-(calibration.a * scores[calibration.column] + calibration.b));
       return [1 - p1, p1];
     }
-    let out = scores;
-    if (post === 'LOGISTIC') out = scores.map(logistic);
-    else if (post === 'SOFTMAX') {
+    const out = scores; // transformed in place
+    const n = out.length;
+    if (post === 'LOGISTIC') {
+      for (let i = 0; i < n; i += 1) out[i] = logistic(out[i]);
+    } else if (post === 'SOFTMAX') {
       let top = -Infinity;
-      for (const s of scores) if (s > top) top = s;
-      out = scores.map((s) => Math.exp(s - top));
+      for (let i = 0; i < n; i += 1) if (out[i] > top) top = out[i];
       let total = 0;
-      for (const e of out) total += e;
-      out = out.map((e) => e / total);
+      for (let i = 0; i < n; i += 1) {
+        out[i] = Math.exp(out[i] - top);
+        total += out[i];
+      }
+      for (let i = 0; i < n; i += 1) out[i] /= total;
     }
     if (l1) {
       let total = 0;
-      for (const v of out) total += Math.abs(v);
-      out = out.map((v) => (total > 0 ? v / total : 0));
+      for (let i = 0; i < n; i += 1) total += Math.abs(out[i]);
+      for (let i = 0; i < n; i += 1) out[i] = total > 0 ? out[i] / total : 0;
     }
     return out;
   }

@@ -415,7 +415,14 @@ class MicroModel {
 
   /** @param {string} text @returns {Promise<Prediction>} */
   async predict(text) {
-    return (await this.predictMany([text]))[0];
+    if (this.linear === null) return (await this.predictMany([text]))[0];
+    // The linear backend answers one text without a batch: normalised once, for the rules too.
+    const normalized = normalize(text, this.spec);
+    const hit = this.rules.findIndex((rule) => ruleMatches(rule, normalized));
+    if (hit >= 0) return this.ruleAnswer(hit);
+    const grams = ngrams(normalized, this.spec);
+    const features = weigh(grams, this.weighting);
+    return this.answer(this.linear.proba(features), unfamiliarity(grams, this.weighting.index, this.familiarity.minOrder));
   }
 
   /**
