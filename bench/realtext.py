@@ -95,11 +95,12 @@ def pool_groups(rows: list[RealRow]) -> np.ndarray:
 class Recipe:
     """The blueprint's trainer with the run's chosen parameters, fitted from texts."""
 
-    def __init__(self, bp, weight: float, params: dict, features: dict | None = None) -> None:
+    def __init__(self, bp, weight: float, params: dict, features: dict | None = None,
+                 task: Task | None = None) -> None:
         cfg = bp.spec.train
         self.trainer = get_trainer(cfg.trainer)
-        self.spec = replace(text_spec(bp), **(features or {}))
-        self.sublinear = cfg.features.sublinear_tf
+        self.spec = replace(text_spec(bp, task), **(features or {}))
+        self.sublinear = (bp.features(task) if task else cfg.features).sublinear_tf
         self.params = params
         self.seed = cfg.seed
         self.weight = weight
@@ -185,7 +186,7 @@ def bench_task(bp, task: Task, run: Path, weight: float, quantile: float,
     chosen = run / "train" / task.name / "train.json"
     params = {**(read_json(chosen)["best_params"] if chosen.is_file() else {
         k: v[0] for k, v in bp.spec.train.grid.items()}), **(params or {})}
-    recipe = Recipe(bp, weight, params, features)
+    recipe = Recipe(bp, weight, params, features, task)
     lines = []
     left_out = []
 

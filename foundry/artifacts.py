@@ -31,7 +31,14 @@ from foundry.reflex import (
     POSITIVE_LISTS,
     WORD_LISTS,
 )
-from foundry.textspec import MAX_WORD_N, REMOVED_CATEGORIES, WHITESPACE, WORD_MARK
+from foundry.textspec import (
+    HEAD_MARK,
+    MAX_HEAD_CHARS,
+    MAX_WORD_N,
+    REMOVED_CATEGORIES,
+    WHITESPACE,
+    WORD_MARK,
+)
 
 #: Layout versions of the ``.bin`` (2: the integrity trailer and these rules; 3: the
 #: unfamiliarity gate, field ``familiarity``; 4: format 3 with reflex rules, field ``rules``;
@@ -42,10 +49,12 @@ RULES_FORMAT_VERSION = 4
 COMPACT_FORMAT_VERSION = 5
 #: Format 5's layout plus word n-grams (text spec step 6b, ``analyzer.word_max_n``).
 WORDS_FORMAT_VERSION = 6
+#: Format 6's layout plus head n-grams (text spec step 6c, ``analyzer.head_chars``).
+HEAD_FORMAT_VERSION = 7
 SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, RULES_FORMAT_VERSION, COMPACT_FORMAT_VERSION,
-                             WORDS_FORMAT_VERSION)
+                             WORDS_FORMAT_VERSION, HEAD_FORMAT_VERSION)
 #: The formats whose vocabulary and idf are front-coded and tabled (fields 17-21).
-COMPACT_LAYOUTS = (COMPACT_FORMAT_VERSION, WORDS_FORMAT_VERSION)
+COMPACT_LAYOUTS = (COMPACT_FORMAT_VERSION, WORDS_FORMAT_VERSION, HEAD_FORMAT_VERSION)
 #: Resource limits (rules F2, B5, B7, B8, B9). A text costs at most MAX_CHARS * MAX_N n-gram
 #: look-ups, however long the input line.
 MAX_BIN_BYTES = 16 << 20
@@ -185,16 +194,9 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list
     if not 1 <= norm.max_chars <= MAX_CHARS:
         raise rule_error(path, f"normalizer.max_chars = {norm.max_chars} is outside 1..{MAX_CHARS}",
                          "B7")
-    ana = msg.analyzer
-    if not 1 <= ana.min_n <= ana.max_n <= MAX_N:
-        raise rule_error(path, f"analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n="
-                               f"{ana.min_n}, max_n={ana.max_n}", "B8")
-    words_allowed = MAX_WORD_N if msg.format_version == WORDS_FORMAT_VERSION else 0
-    if not 0 <= ana.word_max_n <= words_allowed:
-        raise rule_error(path, f"analyzer.word_max_n = {ana.word_max_n} is outside "
-                               f"0..{words_allowed} (word n-grams need format "
-                               f"{WORDS_FORMAT_VERSION}, at most {MAX_WORD_N} words)", "B8")
-    vocabulary = vocabulary_of(msg, path, entry_bytes(ana.max_n, ana.word_max_n, norm.max_chars))
+    ana = check_analyzer(msg, path)
+    vocabulary = vocabulary_of(msg, path, entry_bytes(ana.max_n, ana.word_max_n, norm.max_chars,
+                                                      ana.head_chars))
     if not 1 <= len(vocabulary) <= MAX_VOCABULARY:
         raise rule_error(path, f"the vocabulary has {len(vocabulary)} entries; it needs 1 to "
                                f"{MAX_VOCABULARY}", "B9")
@@ -202,7 +204,9 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list
     if bad is not None:
         raise rule_error(path, f"vocabulary entry {bad[:40]!r} is neither a character n-gram "
                                f"of min_n..max_n = {ana.min_n}..{ana.max_n} code points nor a "
-                               f"word n-gram of 1..word_max_n = {ana.word_max_n} words", "B9")
+                               f"word n-gram of 1..word_max_n = {ana.word_max_n} words"
+                               + (" nor a head n-gram of min_n..max_n code points"
+                                  if ana.head_chars else ""), "B9")
     if len(set(vocabulary)) != len(vocabulary):
         raise rule_error(path, "the vocabulary has repeated entries; the file is corrupt", "B9")
     weighting = msg.weighting
@@ -236,16 +240,45 @@ def check_preprocessor(msg: Any, path: Path, task: str) -> tuple[list[str], list
     return vocabulary, list(idf)
 
 
-def entry_bytes(max_n: int, word_max_n: int, max_chars: int) -> int:
-    """The most UTF-8 bytes a vocabulary entry may have (rule B9): ``4 * max_n``, or with
-    word n-grams the mark and a whole normalised text, ``1 + 4 * max_chars``, if larger."""
-    return max(4 * max_n, 1 + 4 * max_chars) if word_max_n else 4 * max_n
+def check_analyzer(msg: Any, path: Path) -> Any:
+    """Rule B8: the n-gram orders, and word and head n-grams only in the formats that have
+    them; the ``analyzer`` message."""
+    ana = msg.analyzer
+    if not 1 <= ana.min_n <= ana.max_n <= MAX_N:
+        raise rule_error(path, f"analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n="
+                               f"{ana.min_n}, max_n={ana.max_n}", "B8")
+    words_allowed = MAX_WORD_N if msg.format_version >= WORDS_FORMAT_VERSION else 0
+    if not 0 <= ana.word_max_n <= words_allowed:
+        raise rule_error(path, f"analyzer.word_max_n = {ana.word_max_n} is outside "
+                               f"0..{words_allowed} (word n-grams need format "
+                               f"{WORDS_FORMAT_VERSION} or {HEAD_FORMAT_VERSION}, at most "
+                               f"{MAX_WORD_N} words)", "B8")
+    head_allowed = MAX_HEAD_CHARS if msg.format_version == HEAD_FORMAT_VERSION else 0
+    if not 0 <= ana.head_chars <= head_allowed:
+        raise rule_error(path, f"analyzer.head_chars = {ana.head_chars} is outside "
+                               f"0..{head_allowed} (head n-grams need format "
+                               f"{HEAD_FORMAT_VERSION}, at most {MAX_HEAD_CHARS} code points)",
+                         "B8")
+    return ana
+
+
+def entry_bytes(max_n: int, word_max_n: int, max_chars: int, head_chars: int = 0) -> int:
+    """The most UTF-8 bytes a vocabulary entry may have (rule B9): ``4 * max_n``; with head
+    n-grams the mark and ``max_n`` code points, ``1 + 4 * max_n``; with word n-grams the mark
+    and a whole normalised text, ``1 + 4 * max_chars``, if larger."""
+    longest = 1 + 4 * max_n if head_chars else 4 * max_n
+    return max(longest, 1 + 4 * max_chars) if word_max_n else longest
 
 
 def _valid_term(term: str, ana: Any, max_chars: int) -> bool:
     """Rule B9 for one entry: a character n-gram of ``min_n..max_n`` code points without the
     word mark, or (``word_max_n > 0``) the mark and 1..word_max_n non-empty words joined by
-    single spaces, at most ``max_chars`` code points after the mark."""
+    single spaces, at most ``max_chars`` code points after the mark, or (``head_chars > 0``)
+    the head mark and ``min_n..max_n`` code points without either mark."""
+    if term.startswith(HEAD_MARK):
+        rest = term[1:]
+        return (ana.head_chars > 0 and ana.min_n <= len(rest) <= ana.max_n
+                and WORD_MARK not in rest and HEAD_MARK not in rest)
     if not term.startswith(WORD_MARK):
         return ana.min_n <= len(term) <= ana.max_n
     words = term[1:].split(" ")
@@ -253,9 +286,12 @@ def _valid_term(term: str, ana: Any, max_chars: int) -> bool:
             and all(w and WORD_MARK not in w for w in words))
 
 
-def format_version_for(rules: Any, word_max_n: int = 0) -> int:
+def format_version_for(rules: Any, word_max_n: int = 0, head_chars: int = 0) -> int:
     """The layout version a writer records: 5, with or without rules; 6 when the analyzer
-    takes word n-grams (so that a runtime without step 6b refuses the file)."""
+    takes word n-grams, 7 when it takes head n-grams (so that a runtime without step 6b or 6c
+    refuses the file)."""
+    if head_chars:
+        return HEAD_FORMAT_VERSION
     return WORDS_FORMAT_VERSION if word_max_n else COMPACT_FORMAT_VERSION
 
 
@@ -316,7 +352,7 @@ def as_stored(msg: Any) -> Any:
 
 
 def vocabulary_of(msg: Any, path: Path, max_bytes: int) -> list[str]:
-    """Rule B9's layout part: the vocabulary of fields 7 (formats 3-4) or 17-19 (formats 5-6,
+    """Rule B9's layout part: the vocabulary of fields 7 (formats 3-4) or 17-19 (formats 5-7,
     front-coded: every entry at most ``max_bytes`` bytes (:func:`entry_bytes`), valid UTF-8,
     strictly ascending)."""
     compact_fields = len(msg.vocab_prefix) or len(msg.vocab_suffix_len) or msg.vocab_suffixes
@@ -389,7 +425,7 @@ def _front_decoded(prefix: Any, suffix_len: Any, blob: bytes, max_bytes: int, pa
 
 def idf_of(msg: Any, path: Path, d: int) -> list[float]:
     """Rule B10's layout part (with ``use_idf``): the idf of field 8 (formats 3-4) or of
-    fields 20-21 (formats 5-6: ``idf_table[idf_index[i]]``, 1 to ``d`` table values)."""
+    fields 20-21 (formats 5-7: ``idf_table[idf_index[i]]``, 1 to ``d`` table values)."""
     if msg.format_version not in COMPACT_LAYOUTS:
         if len(msg.idf_table) or len(msg.idf_index):
             raise rule_error(path, f"format {msg.format_version} holds the idf table of "
@@ -417,7 +453,7 @@ def check_rules(msg: Any, path: Path) -> None:
             msg.format_version == RULES_FORMAT_VERSION and not len(rules)):
         raise rule_error(path, f"format_version {msg.format_version} with {len(rules)} rules: "
                                f"rules need format {RULES_FORMAT_VERSION} or "
-                               f"{COMPACT_FORMAT_VERSION}-{WORDS_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} "
+                               f"{COMPACT_FORMAT_VERSION}-{HEAD_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} "
                                "needs rules", "B14")
     if len(rules) > MAX_RULES:
         raise rule_error(path, f"{len(rules)} rules; at most {MAX_RULES}", "B14")

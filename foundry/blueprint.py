@@ -204,6 +204,9 @@ class Task(_Strict):
     threshold_on_dev: bool = Field(
         True, description="whether the dev split takes part in the confidence threshold (it "
                           "is reported either way); false when it is not the task's traffic")
+    features: dict[str, int | bool] | None = Field(
+        None, description="this task's text spec settings over train.features (any of its "
+                          "keys, e.g. {head_chars: 3}); the others keep the blueprint-wide value")
     source_weights: dict[str, float] | None = Field(
         None, description="this task's weight of a training row by its source (e.g. {real: "
                           "3.0}); a source named here overrides train.source_weights for this "
@@ -358,6 +361,9 @@ class Features(_Strict):
     word_max_n: int = Field(0, ge=0, le=3, description="add word n-grams of orders "
                             "1..word_max_n (words: the space-separated pieces of the "
                             "normalised text; for English, not Chinese); 0: none")
+    head_chars: int = Field(0, ge=0, le=16, description="add the n-grams of the first "
+                            "head_chars code points of the text's first clause again, marked "
+                            "(text spec step 6c: a reply's opening weighed on its own); 0: none")
     sublinear_tf: bool = Field(True, description="weight counts as 1 + ln(count)")
 
     @model_validator(mode="after")
@@ -528,6 +534,25 @@ class BlueprintSpec(_Strict):
             raise ValueError(f"blueprint name {v!r} must match {_NAME.pattern}")
         return v
 
+    @model_validator(mode="after")
+    def _task_features(self) -> BlueprintSpec:
+        """Each task's ``features`` must make valid settings over ``train.features``."""
+        for i, task in enumerate(self.tasks):
+            if task.features is None:
+                continue
+            unknown = sorted(set(task.features) - set(Features.model_fields))
+            if unknown:
+                raise ValueError(f"tasks[{i}] ({task.name}).features: unknown key(s) "
+                                 f"{', '.join(unknown)}; allowed: "
+                                 f"{', '.join(Features.model_fields)}")
+            try:
+                Features.model_validate({**self.train.features.model_dump(), **task.features})
+            except ValidationError as exc:
+                why = "; ".join(".".join(map(str, e["loc"])) + (": " if e["loc"] else "")
+                                + e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                raise ValueError(f"tasks[{i}] ({task.name}).features: {why}") from None
+        return self
+
     @field_validator("tasks")
     @classmethod
     def _unique_tasks(cls, v: list[Task]) -> list[Task]:
@@ -594,6 +619,12 @@ class Blueprint:
                 return t
         known = ", ".join(t.name for t in self.spec.tasks)
         raise BlueprintError(f"{self.root / BLUEPRINT_FILE}: no task {name!r} (tasks: {known})")
+
+    def features(self, task: Task) -> Features:
+        """``task``'s text spec settings: ``train.features`` with the task's own ``features``
+        on top."""
+        return Features.model_validate({**self.spec.train.features.model_dump(),
+                                        **(task.features or {})})
 
     def source_weights(self, task: Task) -> dict[str, float]:
         """Weight of ``task``'s training rows by source: ``train.source_weights`` with the

@@ -5,7 +5,8 @@ the scikit-learn pipeline and records the expected normalised text, features, pr
 and label, so that any runtime in any language is checked on the inputs where
 implementations usually drift apart: whitespace that is not U+0020, control and format
 characters, combining marks, compatibility (full-width) forms, emoji sequences, the special
-casings (Turkish dotted I, Greek final sigma), the truncation border, and the empty text.
+casings (Turkish dotted I, Greek final sigma), the truncation border, the clause marks that
+bound a head n-gram's head, and the empty text.
 
 :func:`is_version_sensitive` is the precise rule of docs/preprocessor-spec.md ("Unicode
 versions") for texts whose normal form may legitimately differ between a runtime built on
@@ -131,6 +132,24 @@ _CHINESE = [
     "这个问题我想了很久，还是不明白为什么会这样？",
 ]
 
+#: Where the head of step 6c starts and ends: clause marks first, marks of every kind (the
+#: full-width ones become ASCII under NFKC), a first clause shorter and longer than any
+#: head_chars, a head of one character, and marks only.
+_HEADS = [
+    "行吧，不过先把照片备份一下",
+    "...是...我算了半天算错了？",
+    "。。。好",
+    "！？～；、。好的好的",
+    "好的好的好的好的好的好的好的好的好的好的",
+    "ok sure, go ahead",
+    "  不用了 谢谢",
+    "可以…不过明天再说",
+    "嗯、行；就这样~",
+    "No!",
+    "，。！？",
+    "好",
+]
+
 _BORDERS = [
     "",
     " ",
@@ -153,6 +172,7 @@ HARD_CASES: list[str] = [
     *_CASING,
     *_COMPATIBILITY,
     *_CHINESE,
+    *_HEADS,
 ]
 
 

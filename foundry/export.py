@@ -47,7 +47,7 @@ from foundry.reflex import Reflex, task_reflex
 from foundry.runs import atomic_write_bytes, require_stage_output
 from foundry.stamps import check_fresh
 from foundry.summaries import EvalSummary, RefineSummary
-from foundry.textspec import normalize
+from foundry.textspec import is_head_gram, is_word_gram, normalize
 
 #: In the order they are switched into place: the pair first, back to back.
 ARTIFACT_SUFFIXES = ("classifier.onnx", "preprocessor.bin", "conformance.json", "card.md")
@@ -155,7 +155,8 @@ def model_files(
     conformance = {
         "task": task,
         "format_version": format_version_for(reflex.rules if reflex else (),
-                                             trained.spec.word_max_n),
+                                             trained.spec.word_max_n,
+                                             trained.spec.head_chars),
         # Binds the vectors to this export: `verify` refuses them against another .bin.
         "preprocessor_sha256": hashlib.sha256(bin_bytes).hexdigest(),
         "labels": list(trained.labels),
@@ -373,10 +374,23 @@ def _card_size(task: Task, trained: Any, onnx_size: int, bin_size: int) -> list[
         "",
         f"- `{task.name}_classifier.onnx`: {onnx_size / 1024:.1f} KiB",
         f"- `{task.name}_preprocessor.bin`: {bin_size / 1024:.1f} KiB",
-        f"- vocabulary: {len(trained.pipeline.named_steps['tfidf'].vocabulary_)} character n-grams "
-        f"(n = {trained.spec.min_n}..{trained.spec.max_n})",
+        f"- vocabulary: {_vocabulary_kinds(trained)}",
         f"- weights: {_weights_kind(trained.pipeline.named_steps['clf'])}",
     ]
+
+
+def _vocabulary_kinds(trained: Any) -> str:
+    """The vocabulary's terms by kind (steps 6, 6b and 6c), for the card."""
+    terms = trained.pipeline.named_steps["tfidf"].vocabulary_
+    words = sum(map(is_word_gram, terms))
+    heads = sum(map(is_head_gram, terms))
+    spec = trained.spec
+    out = f"{len(terms) - words - heads} character n-grams (n = {spec.min_n}..{spec.max_n})"
+    if words:
+        out += f", {words} word n-grams (1..{spec.word_max_n} words)"
+    if heads:
+        out += f", {heads} head n-grams (the first {spec.head_chars} characters' n-grams)"
+    return out
 
 
 def _weights_kind(clf: Any) -> str:

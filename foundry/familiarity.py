@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foundry.textspec import WORD_MARK
+from foundry.textspec import HEAD_MARK, WORD_MARK
 
 #: Default smallest n-gram length that counts.
 MIN_ORDER = 2
@@ -57,10 +57,10 @@ NO_GATE = Familiarity()
 def counts(grams: Iterable[str], vocabulary: Container[str],
            min_order: int = MIN_ORDER) -> tuple[int, int]:
     """``(total, known)``: character n-grams of at least ``min_order`` code points, and those
-    of them in ``vocabulary`` (with repeats). Word n-grams (step 6b) do not count."""
+    of them in ``vocabulary`` (with repeats). Word and head n-grams (steps 6b, 6c) do not count."""
     total = known = 0
     for gram in grams:
-        if len(gram) >= min_order and not gram.startswith(WORD_MARK):
+        if len(gram) >= min_order and not gram.startswith((WORD_MARK, HEAD_MARK)):
             total += 1
             known += gram in vocabulary
     return total, known

@@ -88,7 +88,7 @@ def preprocessor_message(
         raise RuntimeError("vectorizer vocabulary indices are not 0..D-1")
     rules = rule_messages(reflex, pb) if reflex else []
     msg = pb.Preprocessor(
-        format_version=format_version_for(rules, spec.word_max_n),
+        format_version=format_version_for(rules, spec.word_max_n, spec.head_chars),
         task=task,
         labels=list(trained.labels),
         normalizer=pb.Normalizer(
@@ -101,7 +101,7 @@ def preprocessor_message(
         ),
         analyzer=pb.Analyzer(
             min_n=spec.min_n, max_n=spec.max_n, word_boundary_padding=spec.word_boundary_padding,
-            word_max_n=spec.word_max_n,
+            word_max_n=spec.word_max_n, head_chars=spec.head_chars,
         ),
         weighting=pb.Weighting(
             sublinear_tf=bool(tfidf.sublinear_tf),

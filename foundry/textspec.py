@@ -1,4 +1,4 @@
-"""The text spec (v1): one normaliser and one character n-gram analyzer.
+"""The text spec (v1): one normaliser and one n-gram analyzer.
 
 The trainer passes :class:`Analyzer` to scikit-learn's ``TfidfVectorizer`` as its
 ``analyzer`` callable, and every runtime re-implements the very same steps (see
@@ -38,6 +38,17 @@ WHITESPACE: frozenset[str] = frozenset(
 #: a word n-gram can never equal a character n-gram.
 WORD_MARK = "\x01"
 
+#: The first code point of every head n-gram (step 6c); like :data:`WORD_MARK`, step 3 removes
+#: it from every text.
+HEAD_MARK = "\x02"
+
+#: The code points that end a text's first clause (step 6c), as they are after step 1's NFKC
+#: (which maps the full-width ，！？；～ and … onto the ASCII ones).
+CLAUSE_MARKS: frozenset[str] = frozenset(" ,.!?;~\u3002\u3001")
+
+#: The longest head a runtime accepts (rule B8).
+MAX_HEAD_CHARS = 16
+
 #: The largest word n-gram order a runtime accepts.
 MAX_WORD_N = 3
 
@@ -67,6 +78,10 @@ class TextSpec:
         Word n-grams of orders 1..word_max_n are added to the character n-grams (step 6b);
         0 (the default) adds none. Words are the space-separated pieces of the normalised
         text, so this helps languages written with spaces (English), not Chinese.
+    head_chars : int
+        The n-grams of the first ``head_chars`` code points of the text's first clause are
+        added again, marked (step 6c), so that a model can weigh a reply's opening on its
+        own; 0 (the default) adds none.
     """
 
     max_chars: int = 256
@@ -75,6 +90,7 @@ class TextSpec:
     word_boundary_padding: bool = True
     lowercase: bool = True
     word_max_n: int = 0
+    head_chars: int = 0
 
     def __post_init__(self) -> None:
         if self.max_chars < 1:
@@ -85,6 +101,8 @@ class TextSpec:
             )
         if not 0 <= self.word_max_n <= MAX_WORD_N:
             raise ValueError(f"word_max_n must be in 0..{MAX_WORD_N}, got {self.word_max_n}")
+        if not 0 <= self.head_chars <= MAX_HEAD_CHARS:
+            raise ValueError(f"head_chars must be in 0..{MAX_HEAD_CHARS}, got {self.head_chars}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -186,19 +204,55 @@ def word_runs(normalized: str, low: int, high: int) -> Iterator[str]:
             yield " ".join(words[i : i + n])
 
 
+def head_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
+    """Yield the head n-grams of an already normalised text (step 6c), in order.
+
+    The head is the text's first clause without the :data:`CLAUSE_MARKS` before it, cut to
+    ``head_chars`` code points; its unit ``" " + head`` yields every n-gram for n =
+    min_n..max_n, each after :data:`HEAD_MARK`, except the one-code-point ``" "``. Nothing
+    when ``head_chars`` is 0 or the text holds clause marks only.
+    """
+    if not spec.head_chars:
+        return
+    start, end = 0, len(normalized)
+    while start < end and normalized[start] in CLAUSE_MARKS:
+        start += 1
+    stop = start
+    while stop < end and stop - start < spec.head_chars and normalized[stop] not in CLAUSE_MARKS:
+        stop += 1
+    if stop == start:
+        return
+    unit = " " + normalized[start:stop]
+    for n in range(spec.min_n, min(spec.max_n, len(unit)) + 1):
+        for i in range(len(unit) - n + 1):
+            gram = unit[i : i + n]
+            if gram != " ":
+                yield HEAD_MARK + gram
+
+
 def is_word_gram(term: str) -> bool:
     """True for a word n-gram (step 6b), False for a character n-gram (step 6)."""
     return term.startswith(WORD_MARK)
 
 
+def is_head_gram(term: str) -> bool:
+    """True for a head n-gram (step 6c)."""
+    return term.startswith(HEAD_MARK)
+
+
 def display_term(term: str) -> str:
-    """A term as a person reads it: a word n-gram shows as ``⟨play music⟩``."""
-    return f"⟨{term[1:]}⟩" if is_word_gram(term) else term
+    """A term as a person reads it: a word n-gram shows as ``⟨play music⟩``, a head n-gram
+    as ``^ 行吧`` (``^`` for the mark; the space is the head's left edge)."""
+    if is_word_gram(term):
+        return f"⟨{term[1:]}⟩"
+    return f"^{term[1:]}" if is_head_gram(term) else term
 
 
 def ngrams(normalized: str, spec: TextSpec = TextSpec()) -> list[str]:
-    """Every term of step 6: the character n-grams, then the word n-grams."""
-    return [*char_ngrams(normalized, spec), *word_ngrams(normalized, spec)]
+    """Every term of step 6: the character n-grams, then the word n-grams (6b), then the head
+    n-grams (6c)."""
+    return [*char_ngrams(normalized, spec), *word_ngrams(normalized, spec),
+            *head_ngrams(normalized, spec)]
 
 
 class Analyzer:

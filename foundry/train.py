@@ -512,10 +512,13 @@ def choose_calibration(
 # --------------------------------------------------------------------------- stage
 
 
-def text_spec(bp: Blueprint) -> TextSpec:
-    f = bp.spec.train.features
+def text_spec(bp: Blueprint, task: Task | None = None) -> TextSpec:
+    """The text spec of ``task`` (``train.features`` with the task's own ``features``), or the
+    blueprint-wide one."""
+    f = bp.features(task) if task is not None else bp.spec.train.features
     return TextSpec(max_chars=f.max_chars, min_n=f.min_n, max_n=f.max_n,
-                    word_boundary_padding=f.word_boundary_padding, word_max_n=f.word_max_n)
+                    word_boundary_padding=f.word_boundary_padding, word_max_n=f.word_max_n,
+                    head_chars=f.head_chars)
 
 
 def _training_data(bp: Blueprint, task: Task, run_dir: Path
@@ -643,7 +646,8 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     labels = task.label_names
     summary, split, w, dev = _training_data(bp, task, run_dir)
     trainer = get_trainer(cfg.trainer)
-    recipe = Recipe(trainer, text_spec(bp), cfg.features.sublinear_tf, cfg.seed)
+    features = bp.features(task)
+    recipe = Recipe(trainer, text_spec(bp, task), features.sublinear_tf, cfg.seed)
     candidates = expand_grid(trainer, cfg.grid)
     if cfg.select_on == "dev":
         from foundry.train_dev import train_on_dev
@@ -653,7 +657,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     search = _cross_validate(bp, task, recipe, candidates, split, w, log)
     params = search.params
     spec = spec_for(recipe.spec, params)
-    sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
+    sublinear = bool(params.get("sublinear_tf", features.sublinear_tf))
     budget = bp.spec.export.size_budget_kb
     budget_bytes = None if budget is None else int(budget * KB)
     data_sha256, train_rows = summary.data_sha256, summary.train_rows

@@ -155,7 +155,7 @@ def train_on_dev(bp: Blueprint, task: Task, run_dir: Path, *, split: Any, w: np.
     params = dict(candidates[best])
     full = fitted[best]
     spec = spec_for(recipe.spec, params)
-    sublinear = bool(params.get("sublinear_tf", cfg.features.sublinear_tf))
+    sublinear = bool(params.get("sublinear_tf", bp.features(task).sublinear_tf))
     budget = bp.spec.export.size_budget_kb
     budget_bytes = None if budget is None else int(budget * KB)
     refined = RefineSummary.load(run_dir, task.name)

@@ -244,7 +244,9 @@ def gated_models(tmp_path_factory) -> tuple[Path, list[str]]:
                 "gated_1_unpadded": (TextSpec(word_boundary_padding=False), Familiarity(1, 0.4)),
                 "gated_3": (TextSpec(min_n=1, max_n=3), Familiarity(3, 0.6)),
                 # word n-grams (step 6b, format 6): they never count towards unfamiliarity
-                "gated_words": (TextSpec(word_max_n=2), Familiarity(2, 0.5))}
+                "gated_words": (TextSpec(word_max_n=2), Familiarity(2, 0.5)),
+                # head n-grams (step 6c, format 7): they never count either
+                "gated_head": (TextSpec(head_chars=3), Familiarity(2, 0.5))}
     for task, (spec, gate) in variants.items():
         install_model(fit_tiny(spec), models_dir, task, 0.55, familiarity=gate,
                       texts=conformance_texts(QUESTIONS + STATEMENTS, UNFAMILIAR_TEXTS))

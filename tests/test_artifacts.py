@@ -58,6 +58,21 @@ def test_writer_writes_format_5_and_readers_expand_it(tiny_fit):
     assert seal_message(again) == bin_bytes  # the layouts hold the same model
 
 
+def test_head_ngrams_make_format_7_and_load_back(tiny_fit):
+    from foundry.runtime import MicroModel  # noqa: F401 - the runtime reads what the writer wrote
+    from foundry.textspec import TextSpec
+
+    trained = tiny_fit(TextSpec(head_chars=3))
+    _, bin_bytes = artifact_bytes(trained, 0.7, task="t")
+    msg = load_preprocessor(bin_bytes, PATH, "t")
+    assert (msg.format_version, msg.analyzer.head_chars) == (7, 3)
+    heads = [g for g in msg.vocabulary if g.startswith("\x02")]
+    assert heads and all(1 <= len(g) - 1 <= 3 for g in heads)
+    # without head n-grams the writer keeps format 5
+    assert load_preprocessor(artifact_bytes(tiny_fit(), 0.7, task="t")[1], PATH,
+                             "t").format_version == 5
+
+
 def test_format_3_files_still_load(tiny_fit):
     _, bin_bytes = artifact_bytes(tiny_fit(), 0.7, task="t")
     legacy, legacy_bytes = _legacy(bin_bytes, 3)

@@ -66,6 +66,30 @@ def test_a_task_overrides_source_weights_for_itself_only(tmp_path):
     assert load_blueprint("text_classification").source_weights(bp.task("is_question")) == {}
 
 
+def test_a_task_overrides_text_spec_features_for_itself_only(tmp_path):
+    from foundry.train import text_spec
+
+    bp = load_blueprint("text_classification")
+    assert text_spec(bp, bp.task("confirmation")).head_chars == 3  # the default blueprint's
+    assert text_spec(bp, bp.task("is_question")).head_chars == 0
+    bp = load_blueprint(_copy(tmp_path, lambda d: d["tasks"][0].__setitem__(
+        "features", {"max_n": 4, "sublinear_tf": False})))
+    assert (bp.features(bp.task("is_question")).max_n,
+            bp.features(bp.task("is_question")).sublinear_tf) == (4, False)
+    assert bp.features(bp.task("confirmation")).max_n == bp.spec.train.features.max_n
+
+
+@pytest.mark.parametrize(("features", "message"), [
+    ({"head_charz": 3}, r"tasks\[1\] \(confirmation\)\.features: unknown key\(s\) head_charz"),
+    ({"head_chars": 17}, r"tasks\[1\] \(confirmation\)\.features: .*head_chars"),
+    ({"min_n": 5}, r"tasks\[1\] \(confirmation\)\.features: .*min_n \(5\) must be <= max_n"),
+])
+def test_bad_task_features_name_the_task_and_key(tmp_path, features, message):
+    path = _copy(tmp_path, lambda d: d["tasks"][1].__setitem__("features", features))
+    with pytest.raises(BlueprintError, match=message):
+        load_blueprint(path)
+
+
 @pytest.mark.parametrize("weight", [0, -1.0, float("nan"), float("inf"), "heavy"])
 def test_a_bad_task_source_weight_names_the_task_and_field(tmp_path, weight):
     path = _copy(tmp_path, lambda d: d["tasks"][1].__setitem__("source_weights", {"real": weight}))

@@ -222,6 +222,7 @@ def spec_settings(spec: TextSpec) -> dict:
             "maxN": spec.max_n,
             "wordBoundaryPadding": spec.word_boundary_padding,
             "wordMaxN": spec.word_max_n,
+            "headChars": spec.head_chars,
         },
     }
 
@@ -275,10 +276,13 @@ SPECS = [
     TextSpec(max_chars=7, min_n=2, max_n=4, word_boundary_padding=True),
     TextSpec(max_chars=64, min_n=1, max_n=2, word_boundary_padding=False, lowercase=False),
     TextSpec(max_chars=40, min_n=1, max_n=3, word_max_n=3),
+    TextSpec(max_chars=40, min_n=1, max_n=3, head_chars=3),
+    TextSpec(max_chars=12, min_n=2, max_n=4, word_max_n=2, head_chars=16),
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=["default", "short-2-4", "nopad-nolower", "words-3"])
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "short-2-4", "nopad-nolower", "words-3",
+                                             "head-3", "words-head-16"])
 def test_textspec_python_equals_js_and_rust_on_random_texts(spec: TextSpec,
                                                             tmp_path: Path) -> None:
     texts = random_texts(seed=20261129, count=5000)
@@ -453,6 +457,7 @@ FUZZ_SPECS = {
     "fuzz_nopad_2_4": TextSpec(max_chars=24, min_n=2, max_n=4, word_boundary_padding=False),
     "fuzz_short_1_2": TextSpec(max_chars=9, min_n=1, max_n=2, lowercase=False),
     "fuzz_words": TextSpec(max_chars=48, min_n=1, max_n=3, word_max_n=2),
+    "fuzz_head": TextSpec(max_chars=48, min_n=1, max_n=3, head_chars=3),
 }
 #: Many-label int8 models (the intent benchmarks' trainer; the fused multiclass path).
 MANY_LABEL_SPECS = {

@@ -240,6 +240,12 @@ MODELS = {
         _logreg(C=4.0), classes=3, spec=TextSpec(max_chars=48, word_max_n=3)),
     "multiclass_words_unpadded": lambda: _fit(_logreg(C=4.0), classes=3, spec=TextSpec(
         max_chars=48, word_max_n=3, word_boundary_padding=False)),
+    # Head n-grams (step 6c): every fast path declines them for the general path.
+    "binary_head": lambda: _fit(_logreg(C=4.0), spec=TextSpec(head_chars=3)),
+    "calibrated_head": lambda: _fit(_calibrated(_logreg(C=16.0), "sigmoid"),
+                                    spec=TextSpec(head_chars=3)),
+    "multiclass_head": lambda: _fit(_logreg(C=4.0), classes=3, spec=TextSpec(
+        max_chars=48, head_chars=4)),
 }
 #: Models exported with a shut-able unfamiliarity gate (every path must apply it alike).
 GATES = {name: Familiarity(order, share) for name, order, share in (

@@ -3,12 +3,16 @@ import pickle
 import pytest
 
 from foundry.textspec import (
+    CLAUSE_MARKS,
+    HEAD_MARK,
     WHITESPACE,
     WORD_MARK,
     Analyzer,
     TextSpec,
     char_ngrams,
     display_term,
+    head_ngrams,
+    is_head_gram,
     is_word_gram,
     normalize,
     word_ngrams,
@@ -69,6 +73,44 @@ def test_word_ngrams_follow_the_spec_examples():
     assert list(word_ngrams("ab ", spec)) == ["\x01ab"]
     assert list(word_ngrams("ab cd", TextSpec())) == []
     assert list(word_ngrams("", spec)) == []
+
+
+def _heads(text: str, spec: TextSpec) -> list[str]:
+    return [g.replace(HEAD_MARK, "^") for g in head_ngrams(normalize(text, spec), spec)]
+
+
+def test_head_ngrams_follow_the_spec_examples():
+    spec = TextSpec(head_chars=3)
+    assert _heads("行吧，不过先备份", spec) == ["^行", "^吧", "^ 行", "^行吧", "^ 行吧"]
+    assert _heads("...是...我算错了", spec) == ["^是", "^ 是"]
+    assert _heads("好的好的", spec) == ["^好", "^的", "^好", "^ 好", "^好的", "^的好", "^ 好的",
+                                       "^好的好"]
+    assert _heads("ok sure", spec) == ["^o", "^k", "^ o", "^ok", "^ ok"]
+    assert _heads("？！", spec) == [] and _heads("", spec) == []
+    assert _heads("好的好的", TextSpec()) == []  # head_chars 0 takes none
+
+
+def test_every_clause_mark_ends_the_head_and_full_width_ones_arrive_as_ascii():
+    spec = TextSpec(min_n=1, max_n=1, head_chars=8)
+    assert frozenset(" ,.!?;~\u3002\u3001") == CLAUSE_MARKS
+    for mark in (*CLAUSE_MARKS, "，", "！", "？", "；", "～", "…"):
+        assert _heads(f"{mark}{mark}好{mark}坏", spec) == ["^好"], mark
+    assert _heads("好:坏-行", spec) == ["^好", "^:", "^坏", "^-", "^行"]  # not clause marks
+
+
+def test_head_ngrams_come_last_and_show_with_a_caret():
+    spec = TextSpec(min_n=1, max_n=2, word_max_n=1, head_chars=2)
+    grams = Analyzer(spec)("AB c")
+    assert grams == [*char_ngrams("ab c", spec), "\x01ab", "\x01c", "\x02a", "\x02b",
+                     "\x02 a", "\x02ab"]
+    assert is_head_gram("\x02ab") and not is_word_gram("\x02ab")
+    assert display_term("\x02 ab") == "^ ab"
+
+
+@pytest.mark.parametrize("head_chars", [-1, 17])
+def test_head_chars_outside_0_to_16_is_refused(head_chars: int):
+    with pytest.raises(ValueError, match="head_chars"):
+        TextSpec(head_chars=head_chars)
 
 
 def test_analyzer_takes_characters_then_words():

@@ -78,11 +78,11 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     dict look-up per character instead of building, hashing and looking up every n-gram
     string (about half the time of a short text). Otherwise the n-grams are sliced, looked
     up and their repeats corrected as in :meth:`_NumpyHead.scores`. None for any other model,
-    and for one with word n-grams (step 6b), which the general path answers.
+    and for one with word or head n-grams (steps 6b, 6c), which the general path answers.
     """
     graph, spec = head.graph, head.spec
     logistic = graph.post_transform == "LOGISTIC" and graph.calibration is None
-    if spec.word_max_n or not (head.antisymmetric and head.l2 and not graph.l1_normalize
+    if spec.word_max_n or spec.head_chars or not (head.antisymmetric and head.l2 and not graph.l1_normalize
             and (logistic or graph.calibration is not None)):
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
@@ -164,8 +164,8 @@ def _multiclass_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     cannot overflow. None for a calibrated or binary model.
     """
     graph, spec = head.graph, head.spec
-    if head.columns is None or graph.calibration is not None:
-        return None
+    if head.columns is None or graph.calibration is not None or spec.head_chars:
+        return None  # head n-grams (step 6c): the general path
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
     automaton = _GramAutomaton({g: (c,) for g, c in head.columns.items()}, spec, ())
     padded = spec.word_boundary_padding

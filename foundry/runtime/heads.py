@@ -325,8 +325,10 @@ class _NumpyHead:
     @property
     def vectorizes(self) -> bool:
         """Whether :meth:`scores_many` vectorises large batches: the vectorised scorer keys
-        character n-grams of n <= 3 only (no word n-grams); other specs loop text by text."""
-        return self.spec.max_n <= _VectorScorer.max_n and not self.spec.word_max_n
+        character n-grams of n <= 3 only (no word or head n-grams); other specs loop text by
+        text."""
+        return (self.spec.max_n <= _VectorScorer.max_n and not self.spec.word_max_n
+                and not self.spec.head_chars)
 
     def scores_many(self, normalized: list[str], slicer: NgramSlicer) -> np.ndarray:
         """Class scores ``[N, K]`` of normalised texts; vectorised for larger batches."""

@@ -26,7 +26,7 @@ from foundry.runtime.graph import (
 from foundry.runtime.heads import VECTOR_MIN_BATCH, _NumpyHead, _ort_session, _OrtHead
 from foundry.runtime.normalize import NgramSlicer, _count_elements, fast_normalize, normalize_many
 from foundry.runtime.prediction import Prediction, Probabilities, _prediction, _probabilities
-from foundry.textspec import TextSpec, is_word_gram
+from foundry.textspec import TextSpec, is_head_gram, is_word_gram
 
 BACKENDS = ("auto", "numpy", "onnxruntime", "native")
 
@@ -62,6 +62,7 @@ class MicroModel:
             word_boundary_padding=preprocessor.analyzer.word_boundary_padding,
             lowercase=preprocessor.normalizer.lowercase,
             word_max_n=preprocessor.analyzer.word_max_n,
+            head_chars=preprocessor.analyzer.head_chars,
         )
         vocabulary = list(preprocessor.vocabulary)
         self.vocabulary: dict[str, int] = dict(zip(vocabulary, range(len(vocabulary)), strict=True))
@@ -78,9 +79,9 @@ class MicroModel:
         #: The unfamiliarity gate of ``confident`` (section 5 of docs/preprocessor-spec.md).
         self.familiarity = Familiarity(int(gate.min_order), float(gate.max_unfamiliar))
         # Vocabulary character n-grams long enough to count: looking a text's n-grams up in
-        # this set counts the known ones; shorter n-grams and word n-grams simply miss.
-        self._counted = frozenset(g for g in vocabulary
-                                  if len(g) >= gate.min_order and not is_word_gram(g))
+        # this set counts the known ones; shorter n-grams and word and head n-grams simply miss.
+        self._counted = frozenset(g for g in vocabulary if len(g) >= gate.min_order
+                                  and not is_word_gram(g) and not is_head_gram(g))
         self._head: _NumpyHead | _OrtHead | Any
         if native is not None:
             self._head = native

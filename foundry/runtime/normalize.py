@@ -15,6 +15,7 @@ from foundry.textspec import (
     WHITESPACE,
     TextSpec,
     collapse_spaces,
+    head_ngrams,
     normalize,
     word_ngrams,
 )
@@ -181,8 +182,8 @@ class NgramSlicer:
 
     def __call__(self, normalized: str) -> tuple[str, ...] | list[str]:
         grams = self.char_grams(normalized)
-        if self.spec.word_max_n and normalized:
-            return [*grams, *word_ngrams(normalized, self.spec)]
+        if (self.spec.word_max_n or self.spec.head_chars) and normalized:
+            return [*grams, *word_ngrams(normalized, self.spec), *head_ngrams(normalized, self.spec)]
         return grams
 
     def char_grams(self, normalized: str) -> tuple[str, ...] | list[str]:

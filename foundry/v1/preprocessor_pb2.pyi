@@ -24,16 +24,18 @@ class Normalizer(_message.Message):
     def __init__(self, spec_version: _Optional[int] = ..., nfkc: _Optional[bool] = ..., lowercase: _Optional[bool] = ..., removed_categories: _Optional[_Iterable[str]] = ..., whitespace: _Optional[_Iterable[int]] = ..., max_chars: _Optional[int] = ...) -> None: ...
 
 class Analyzer(_message.Message):
-    __slots__ = ("min_n", "max_n", "word_boundary_padding", "word_max_n")
+    __slots__ = ("min_n", "max_n", "word_boundary_padding", "word_max_n", "head_chars")
     MIN_N_FIELD_NUMBER: _ClassVar[int]
     MAX_N_FIELD_NUMBER: _ClassVar[int]
     WORD_BOUNDARY_PADDING_FIELD_NUMBER: _ClassVar[int]
     WORD_MAX_N_FIELD_NUMBER: _ClassVar[int]
+    HEAD_CHARS_FIELD_NUMBER: _ClassVar[int]
     min_n: int
     max_n: int
     word_boundary_padding: bool
     word_max_n: int
-    def __init__(self, min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., word_boundary_padding: _Optional[bool] = ..., word_max_n: _Optional[int] = ...) -> None: ...
+    head_chars: int
+    def __init__(self, min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., word_boundary_padding: _Optional[bool] = ..., word_max_n: _Optional[int] = ..., head_chars: _Optional[int] = ...) -> None: ...
 
 class Weighting(_message.Message):
     __slots__ = ("sublinear_tf", "use_idf", "norm")

@@ -146,15 +146,25 @@ def _vocab_entry(value: str):
     return mutate
 
 
-def _words(format_version: int, word_max_n: int, first_entry: str | None = None):
-    """Set the format and ``analyzer.word_max_n``; optionally replace the first vocabulary
-    entry (a word n-gram, starting with U+0001, sorts first)."""
+def _analyzer(format_version: int, first_entry: str | None = None, **fields: int):
+    """Set the format and ``analyzer`` fields (``word_max_n``, ``head_chars``); optionally
+    replace the first vocabulary entry (a word n-gram, starting with U+0001, sorts first; a
+    head n-gram, U+0002, when there are no word n-grams)."""
     def mutate(m) -> None:
         m.format_version = format_version
-        m.analyzer.word_max_n = word_max_n
+        for name, value in fields.items():
+            setattr(m.analyzer, name, value)
         if first_entry is not None:
             m.vocabulary[0] = first_entry
     return mutate
+
+
+def _words(format_version: int, word_max_n: int, first_entry: str | None = None):
+    return _analyzer(format_version, first_entry, word_max_n=word_max_n)
+
+
+def _heads(format_version: int, head_chars: int, first_entry: str | None = None):
+    return _analyzer(format_version, first_entry, head_chars=head_chars)
 
 
 def _with_rules(*rules: dict, format_version: int = 4):
@@ -218,7 +228,7 @@ CASES: tuple[Case, ...] = (
     Case("bin: sealed garbage", "B2", lambda d: bin_path(d).write_bytes(seal(b"\xff\xff\xff\x0f"))),
     Case("format_version 2 (no familiarity gate)", "B3",
          _edit(lambda m: setattr(m, "format_version", 2))),
-    Case("format_version 7", "B3", _edit(lambda m: setattr(m, "format_version", 7))),
+    Case("format_version 8", "B3", _edit(lambda m: setattr(m, "format_version", 8))),
     Case("another task", "B4", _edit(lambda m: setattr(m, "task", "other"))),
     Case("duplicate labels", "B5", _edit(_set_label(1, "Question"))),
     Case("one label", "B5", _edit(lambda m: m.labels.pop())),
@@ -237,6 +247,11 @@ CASES: tuple[Case, ...] = (
     Case("a word n-gram without word_max_n", "B9", _edit(_words(5, 0, "\x01ab"))),
     Case("a word n-gram of 3 words, word_max_n 2", "B9", _edit(_words(6, 2, "\x01a b c"))),
     Case("a word n-gram with an empty word", "B9", _edit(_words(6, 2, "\x01a "))),
+    Case("head n-grams in format 6", "B8", _edit(_heads(6, 3))),
+    Case("head_chars 17", "B8", _edit(_heads(7, 17))),
+    Case("a head n-gram without head_chars", "B9", _edit(_heads(7, 0, "\x02ab"))),
+    Case("a head n-gram of 4 code points, max_n 3", "B9", _edit(_heads(7, 3, "\x02abcd"))),
+    Case("a head n-gram with a second mark", "B9", _edit(_heads(7, 3, "\x02a\x02"))),
     Case("vocabulary entry empty", "B9", _edit(_vocab_entry(""))),
     Case("vocabulary entry too long", "B9", _edit(_vocab_entry("abcd"))),
     Case("vocabulary entry repeated", "B9", _edit(lambda m: _vocab_entry(m.vocabulary[0])(m))),

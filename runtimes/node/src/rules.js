@@ -7,7 +7,7 @@
  */
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const { MAX_WORD_N, WORD_MARK, codePointLength } = require('./textspec');
+const { HEAD_MARK, MAX_HEAD_CHARS, MAX_WORD_N, WORD_MARK, codePointLength } = require('./textspec');
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -19,14 +19,17 @@ const RULES_FORMAT_VERSION = 4;
 const COMPACT_FORMAT_VERSION = 5;
 /** Format 5's layout plus word n-grams (text spec step 6b, analyzer.word_max_n). */
 const WORDS_FORMAT_VERSION = 6;
+/** Format 6's layout plus head n-grams (text spec step 6c, analyzer.head_chars). */
+const HEAD_FORMAT_VERSION = 7;
 const SUPPORTED_FORMAT_VERSIONS = Object.freeze([
   FORMAT_VERSION,
   RULES_FORMAT_VERSION,
   COMPACT_FORMAT_VERSION,
   WORDS_FORMAT_VERSION,
+  HEAD_FORMAT_VERSION,
 ]);
 /** The formats whose vocabulary and idf are front-coded and tabled (fields 17-21). */
-const COMPACT_LAYOUTS = Object.freeze([COMPACT_FORMAT_VERSION, WORDS_FORMAT_VERSION]);
+const COMPACT_LAYOUTS = Object.freeze([COMPACT_FORMAT_VERSION, WORDS_FORMAT_VERSION, HEAD_FORMAT_VERSION]);
 /** The word lists of a reflex rule (camelCase, in `.bin` field order); a rule needs one of the first four. */
 const RULE_WORD_LISTS = Object.freeze(['contains', 'startsWith', 'endsWith', 'equals', 'alsoContains', 'unlessContains']);
 const RULE_LIST_NAMES = Object.freeze({
@@ -210,25 +213,36 @@ function checkPreprocessor(msg, file, task) {
     throw ruleError(file, `analyzer needs 1 <= min_n <= max_n <= ${LIMITS.maxN}, got min_n=${minN}, max_n=${maxN}`, 'B8');
   }
   const wordMaxN = Number(analyzer.wordMaxN || 0);
-  const wordsAllowed = formatVersion === WORDS_FORMAT_VERSION ? MAX_WORD_N : 0;
+  const wordsAllowed = formatVersion >= WORDS_FORMAT_VERSION ? MAX_WORD_N : 0;
   if (!(wordMaxN >= 0 && wordMaxN <= wordsAllowed)) {
     throw ruleError(
       file,
       `analyzer.word_max_n = ${wordMaxN} is outside 0..${wordsAllowed} ` +
-        `(word n-grams need format ${WORDS_FORMAT_VERSION}, at most ${MAX_WORD_N} words)`,
+        `(word n-grams need format ${WORDS_FORMAT_VERSION} or ${HEAD_FORMAT_VERSION}, at most ${MAX_WORD_N} words)`,
       'B8',
     );
   }
-  const vocabulary = vocabularyOf(msg, file, entryBytes(maxN, wordMaxN, maxChars), formatVersion);
+  const headChars = Number(analyzer.headChars || 0);
+  const headAllowed = formatVersion === HEAD_FORMAT_VERSION ? MAX_HEAD_CHARS : 0;
+  if (!(headChars >= 0 && headChars <= headAllowed)) {
+    throw ruleError(
+      file,
+      `analyzer.head_chars = ${headChars} is outside 0..${headAllowed} ` +
+        `(head n-grams need format ${HEAD_FORMAT_VERSION}, at most ${MAX_HEAD_CHARS} code points)`,
+      'B8',
+    );
+  }
+  const vocabulary = vocabularyOf(msg, file, entryBytes(maxN, wordMaxN, maxChars, headChars), formatVersion);
   if (vocabulary.length < 1 || vocabulary.length > LIMITS.vocabulary) {
     throw ruleError(file, `the vocabulary has ${vocabulary.length} entries; it needs 1 to ${LIMITS.vocabulary}`, 'B9');
   }
   for (const gram of vocabulary) {
-    if (!validTerm(gram, minN, maxN, wordMaxN, maxChars)) {
+    if (!validTerm(gram, minN, maxN, wordMaxN, maxChars, headChars)) {
       throw ruleError(
         file,
         `vocabulary entry ${JSON.stringify(gram.slice(0, 40))} is neither a character n-gram of ` +
-          `min_n..max_n = ${minN}..${maxN} code points nor a word n-gram of 1..word_max_n = ${wordMaxN} words`,
+          `min_n..max_n = ${minN}..${maxN} code points nor a word n-gram of 1..word_max_n = ${wordMaxN} words` +
+          (headChars ? ' nor a head n-gram of min_n..max_n code points' : ''),
         'B9',
       );
     }
@@ -289,24 +303,33 @@ function checkPreprocessor(msg, file, task) {
 }
 
 /**
- * The most UTF-8 bytes a vocabulary entry may have (rule B9): 4 * max_n, or with word n-grams
- * the mark and a whole normalised text, 1 + 4 * max_chars, if larger.
+ * The most UTF-8 bytes a vocabulary entry may have (rule B9): 4 * max_n; with head n-grams the
+ * mark and max_n code points, 1 + 4 * max_n; with word n-grams the mark and a whole normalised
+ * text, 1 + 4 * max_chars, if larger.
  * @param {number} maxN
  * @param {number} wordMaxN
  * @param {number} maxChars
+ * @param {number} headChars
  * @returns {number}
  */
-function entryBytes(maxN, wordMaxN, maxChars) {
-  return wordMaxN ? Math.max(4 * maxN, 1 + 4 * maxChars) : 4 * maxN;
+function entryBytes(maxN, wordMaxN, maxChars, headChars) {
+  const longest = headChars ? 1 + 4 * maxN : 4 * maxN;
+  return wordMaxN ? Math.max(longest, 1 + 4 * maxChars) : longest;
 }
 
 /**
- * Rule B9 for one entry: a character n-gram of min_n..max_n code points without the word
- * mark, or (word_max_n > 0) the mark and 1..word_max_n non-empty words joined by single
- * spaces, at most max_chars code points after the mark.
+ * Rule B9 for one entry: a character n-gram of min_n..max_n code points starting with neither
+ * mark; or (word_max_n > 0) the word mark and 1..word_max_n non-empty words joined by single
+ * spaces, at most max_chars code points after the mark; or (head_chars > 0) the head mark and
+ * min_n..max_n code points, none of them a mark.
  * @returns {boolean}
  */
-function validTerm(gram, minN, maxN, wordMaxN, maxChars) {
+function validTerm(gram, minN, maxN, wordMaxN, maxChars, headChars) {
+  if (gram[0] === HEAD_MARK) {
+    const rest = gram.slice(1);
+    const n = codePointLength(rest);
+    return headChars > 0 && n >= minN && n <= maxN && !rest.includes(WORD_MARK) && !rest.includes(HEAD_MARK);
+  }
   if (gram[0] !== WORD_MARK) {
     const n = codePointLength(gram);
     return n >= minN && n <= maxN;
@@ -322,7 +345,7 @@ function validTerm(gram, minN, maxN, wordMaxN, maxChars) {
 
 /**
  * Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (formats
- * 5-6, front-coded: every entry at most `maxBytes` bytes (entryBytes), valid UTF-8, strictly
+ * 5-7, front-coded: every entry at most `maxBytes` bytes (entryBytes), valid UTF-8, strictly
  * ascending in bytes).
  * @param {object} msg decoded `.bin`
  * @param {string} file
@@ -419,7 +442,8 @@ function idfOf(msg, file, d, formatVersion) {
 }
 
 /**
- * Rule B14: the reflex rules are well formed; format 3 has none, format 4 has some.
+ * Rule B14: the reflex rules are well formed; format 3 has none, format 4 has some, formats 5-7
+ * any number.
  * @param {object} msg decoded `.bin`
  * @param {string} file
  * @param {number} formatVersion
@@ -430,7 +454,7 @@ function checkRules(msg, file, formatVersion) {
     throw ruleError(
       file,
       `format_version ${formatVersion} with ${rules.length} rules: rules need format ${RULES_FORMAT_VERSION} or ` +
-        `${COMPACT_FORMAT_VERSION}-${WORDS_FORMAT_VERSION}, and format ${RULES_FORMAT_VERSION} needs rules`,
+        `${COMPACT_FORMAT_VERSION}-${HEAD_FORMAT_VERSION}, and format ${RULES_FORMAT_VERSION} needs rules`,
       'B14',
     );
   }
@@ -496,6 +520,7 @@ module.exports = {
   ArtifactError,
   COMPACT_FORMAT_VERSION,
   FORMAT_VERSION,
+  HEAD_FORMAT_VERSION,
   INTEGRITY_BYTES,
   INTEGRITY_HEADER,
   LIMITS,

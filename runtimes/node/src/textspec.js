@@ -1,8 +1,8 @@
 'use strict';
 /**
- * The text spec (v1) in JavaScript: normaliser, character n-gram analyzer and tf-idf
- * featuriser. A line-by-line port of `foundry/textspec.py`, driven entirely by the settings
- * recorded in the `.bin` (see docs/preprocessor-spec.md).
+ * The text spec (v1) in JavaScript: normaliser, n-gram analyzer (character, word and head
+ * n-grams) and tf-idf featuriser. A line-by-line port of `foundry/textspec.py`, driven
+ * entirely by the settings recorded in the `.bin` (see docs/preprocessor-spec.md).
  *
  * Everything that counts "characters" counts CODE POINTS (`Array.from`, `for...of`), never
  * UTF-16 code units: an emoji is one character here as it is in Python.
@@ -14,6 +14,15 @@ const SUPPORTED_SPEC_VERSIONS = Object.freeze([1]);
 const WORD_MARK = '\u0001';
 /** The largest word n-gram order a runtime accepts. */
 const MAX_WORD_N = 3;
+/** The first code point of every head n-gram (step 6c); step 3 removes it from every text. */
+const HEAD_MARK = '\u0002';
+/** The longest head a runtime accepts (rule B8). */
+const MAX_HEAD_CHARS = 16;
+/**
+ * The code points that end a text's first clause (step 6c), as they are after step 1's NFKC
+ * (which maps the full-width ，！？；～ and … onto the ASCII ones). All are single UTF-16 units.
+ */
+const CLAUSE_MARKS = Object.freeze(new Set([' ', ',', '.', '!', '?', ';', '~', '\u3002', '\u3001']));
 
 /** The 30 two-letter Unicode general categories (the only accepted removed_categories). */
 const GENERAL_CATEGORIES = Object.freeze([
@@ -36,6 +45,8 @@ const GENERAL_CATEGORIES = Object.freeze([
  * @property {number} maxN
  * @property {boolean} wordBoundaryPadding
  * @property {number} wordMaxN   word n-gram orders 1..wordMaxN (step 6b); 0: none
+ * @property {number} headChars  head n-grams of the first headChars code points of the first
+ *                                clause (step 6c); 0: none
  */
 
 /**
@@ -89,6 +100,10 @@ function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
   if (!(Number.isInteger(wordMaxN) && wordMaxN >= 0 && wordMaxN <= MAX_WORD_N)) {
     throw new Error(`${where}: analyzer.word_max_n must be in 0..${MAX_WORD_N}, got ${wordMaxN}`);
   }
+  const headChars = Number(analyzer.headChars || 0);
+  if (!(Number.isInteger(headChars) && headChars >= 0 && headChars <= MAX_HEAD_CHARS)) {
+    throw new Error(`${where}: analyzer.head_chars must be in 0..${MAX_HEAD_CHARS}, got ${headChars}`);
+  }
   const removed = removedCategories.length
     ? new RegExp(`^[${removedCategories.map((c) => `\\p{gc=${c}}`).join('')}]$`, 'u')
     : null;
@@ -115,6 +130,7 @@ function compileSpec(normalizer, analyzer, where = '<preprocessor>') {
     maxN,
     wordBoundaryPadding: Boolean(analyzer.wordBoundaryPadding),
     wordMaxN,
+    headChars,
   };
 }
 
@@ -222,19 +238,29 @@ function charNgrams(normalized, spec) {
   const grams = [];
   if (normalized.length === 0) return grams;
   const units = spec.wordBoundaryPadding ? normalized.split(' ').map((w) => ` ${w} `) : [normalized];
-  for (const unit of units) {
-    // Code point i of the unit is unit.slice(starts[i], starts[i + 1]): an n-gram is one slice.
-    const starts = codePointStarts(unit);
-    const length = starts.length - 1;
-    const top = Math.min(spec.maxN, length);
-    for (let n = spec.minN; n <= top; n += 1) {
-      for (let i = 0; i + n <= length; i += 1) {
-        const gram = unit.slice(starts[i], starts[i + n]);
-        if (gram !== ' ') grams.push(gram);
-      }
+  for (const unit of units) unitNgrams(unit, spec, '', grams);
+  return grams;
+}
+
+/**
+ * Push `mark` + every n-gram of `unit` for n = minN..maxN (orders longer than the unit
+ * skipped), except the one-code-point ' ', onto `grams`: steps 6 and 6c alike.
+ * @param {string} unit
+ * @param {CompiledSpec} spec
+ * @param {string} mark '' or HEAD_MARK
+ * @param {string[]} grams
+ */
+function unitNgrams(unit, spec, mark, grams) {
+  // Code point i of the unit is unit.slice(starts[i], starts[i + 1]): an n-gram is one slice.
+  const starts = codePointStarts(unit);
+  const length = starts.length - 1;
+  const top = Math.min(spec.maxN, length);
+  for (let n = spec.minN; n <= top; n += 1) {
+    for (let i = 0; i + n <= length; i += 1) {
+      const gram = unit.slice(starts[i], starts[i + n]);
+      if (gram !== ' ') grams.push(mark + gram);
     }
   }
-  return grams;
 }
 
 /**
@@ -279,14 +305,52 @@ function wordNgrams(normalized, spec) {
 }
 
 /**
- * Every term of step 6: the character n-grams, then the word n-grams (step 6b).
+ * The head of an already normalised text (step 6c): the code points after the clause marks
+ * that open it, up to (not including) the next clause mark or the end, cut to the first
+ * `headChars` code points; '' when the text holds clause marks only (or is empty).
+ * @param {string} normalized
+ * @param {number} headChars
+ * @returns {string}
+ */
+function headOf(normalized, headChars) {
+  let start = 0;
+  while (start < normalized.length && CLAUSE_MARKS.has(normalized[start])) start += 1;
+  // Clause marks are single UTF-16 units, never halves of a surrogate pair: the clause ends
+  // at the first unit that is one.
+  let stop = start;
+  while (stop < normalized.length && !CLAUSE_MARKS.has(normalized[stop])) stop += 1;
+  return firstCodePoints(normalized.slice(start, stop), headChars);
+}
+
+/**
+ * The head n-grams of an already normalised text (step 6c), in order of emission: the unit
+ * ' ' + head gives every n-gram for n = minN..maxN, each after HEAD_MARK, except the
+ * one-code-point ' '. None when headChars is 0 or the head is empty.
+ * @param {string} normalized
+ * @param {CompiledSpec} spec
+ * @returns {string[]}
+ */
+function headNgrams(normalized, spec) {
+  const grams = [];
+  if (!spec.headChars) return grams;
+  const head = headOf(normalized, spec.headChars);
+  if (head.length === 0) return grams;
+  unitNgrams(` ${head}`, spec, HEAD_MARK, grams);
+  return grams;
+}
+
+/**
+ * Every term of step 6: the character n-grams, then the word n-grams (step 6b), then the head
+ * n-grams (step 6c).
  * @param {string} normalized
  * @param {CompiledSpec} spec
  * @returns {string[]}
  */
 function ngrams(normalized, spec) {
-  const grams = charNgrams(normalized, spec);
-  return spec.wordMaxN ? grams.concat(wordNgrams(normalized, spec)) : grams;
+  let grams = charNgrams(normalized, spec);
+  if (spec.wordMaxN) grams = grams.concat(wordNgrams(normalized, spec));
+  if (spec.headChars) grams = grams.concat(headNgrams(normalized, spec));
+  return grams;
 }
 
 /**
@@ -352,9 +416,9 @@ function unfamiliarity(grams, index, minOrder) {
   let total = 0;
   let known = 0;
   for (const gram of grams) {
-    // Word n-grams (step 6b) do not count. Code points, not UTF-16 units: stop counting
-    // once the gram is long enough.
-    if (gram[0] !== WORD_MARK && walkCodePoints(gram, minOrder).count >= minOrder) {
+    // Word and head n-grams (steps 6b, 6c) do not count. Code points, not UTF-16 units: stop
+    // counting once the gram is long enough.
+    if (gram[0] !== WORD_MARK && gram[0] !== HEAD_MARK && walkCodePoints(gram, minOrder).count >= minOrder) {
       total += 1;
       if (index.has(gram)) known += 1;
     }
@@ -363,6 +427,9 @@ function unfamiliarity(grams, index, minOrder) {
 }
 
 module.exports = {
+  CLAUSE_MARKS,
+  HEAD_MARK,
+  MAX_HEAD_CHARS,
   MAX_WORD_N,
   SUPPORTED_SPEC_VERSIONS,
   WORD_MARK,
@@ -372,6 +439,7 @@ module.exports = {
   compileSpec,
   normalize,
   charNgrams,
+  headNgrams,
   ngrams,
   weigh,
   wordNgrams,

@@ -5,7 +5,8 @@
  *
  * Usage: node tools/textspec-oracle.js SETTINGS.json INPUT.jsonl OUTPUT.jsonl
  *   SETTINGS.json  {"normalizer": {...}, "analyzer": {...}} with the camelCase field names of
- *                  foundry.v1.Normalizer / foundry.v1.Analyzer; with "normalizeOnly": true
+ *                  foundry.v1.Normalizer / foundry.v1.Analyzer (e.g. "wordMaxN", "headChars";
+ *                  the terms are the character, word and head n-grams, in that order); with "normalizeOnly": true
  *                  the n-grams are not computed (written as [])
  *   INPUT.jsonl    one JSON string per line (texts travel through a file, never argv, so that
  *                  lone surrogates and NULs survive)

@@ -10,13 +10,14 @@ use sha2::{Digest, Sha256};
 use crate::error::ArtifactError;
 use crate::graph::{self, LinearGraph, Transform};
 use crate::proto::foundry_v1 as pb;
-use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings, WORD_MARK};
+use crate::textspec::{Analyzer, InvalidCodePoint, Normalizer, NormalizerSettings, HEAD_MARK, WORD_MARK};
 use crate::vocabulary::GramIndex;
 use crate::kernel;
 
 /// `.bin` layouts this runtime reads (rule B3; 3: with the unfamiliarity gate, 4: and with
-/// reflex rules, 5: the vocabulary front-coded and the idf as a table index, rules optional).
-pub const SUPPORTED_FORMAT_VERSIONS: [u32; 4] = [3, 4, 5, 6];
+/// reflex rules, 5: the vocabulary front-coded and the idf as a table index, rules optional,
+/// 6: and word n-grams, 7: and head n-grams).
+pub const SUPPORTED_FORMAT_VERSIONS: [u32; 5] = [3, 4, 5, 6, 7];
 /// The layout of a file without reflex rules before format 5 (rule B14).
 pub const PLAIN_FORMAT_VERSION: u32 = 3;
 /// The layout of a file with reflex rules before format 5 (rule B14).
@@ -25,12 +26,16 @@ pub const RULES_FORMAT_VERSION: u32 = 4;
 pub const COMPACT_FORMAT_VERSION: u32 = 5;
 /// Format 5's layout plus word n-grams (text spec step 6b, `analyzer.word_max_n`).
 pub const WORDS_FORMAT_VERSION: u32 = 6;
+/// Format 6 plus head n-grams (text spec step 6c, `analyzer.head_chars`).
+pub const HEAD_FORMAT_VERSION: u32 = 7;
 /// The largest word n-gram order a runtime accepts.
 pub const MAX_WORD_N: u32 = 3;
+/// The longest head (step 6c) a runtime accepts, in code points.
+pub const MAX_HEAD_CHARS: u32 = 16;
 
-/// Whether a format front-codes its vocabulary and tables its idf (fields 17-21).
+/// Whether a format front-codes its vocabulary and tables its idf (fields 17-21): 5 to 7.
 fn compact_layout(format_version: u32) -> bool {
-    format_version == COMPACT_FORMAT_VERSION || format_version == WORDS_FORMAT_VERSION
+    (COMPACT_FORMAT_VERSION..=HEAD_FORMAT_VERSION).contains(&format_version)
 }
 /// Limits of rule B14: rules, words in all rules, code points per word and per rule name.
 pub const MAX_RULES: usize = 256;
@@ -86,12 +91,13 @@ pub fn rule_matches(r: &pb::Rule, normalized: &str) -> bool {
         && !r.unless_contains.iter().any(|w| normalized.contains(w.as_str()))
 }
 
-/// Rule B14: the reflex rules are well formed; format 3 has none, format 4 has some.
+/// Rule B14: the reflex rules are well formed; format 3 has none, format 4 has some, formats
+/// 5-7 any number.
 fn check_rules(msg: &pb::Preprocessor, path: &Path) -> Result<(), ArtifactError> {
     let n = msg.rules.len();
     if (n > 0 && msg.format_version == PLAIN_FORMAT_VERSION) || (n == 0 && msg.format_version == RULES_FORMAT_VERSION) {
         return Err(rule(path, format!(
-            "format_version {} with {n} rules: rules need format {RULES_FORMAT_VERSION} or {COMPACT_FORMAT_VERSION}-{WORDS_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} needs rules",
+            "format_version {} with {n} rules: rules need format {RULES_FORMAT_VERSION} or {COMPACT_FORMAT_VERSION}-{HEAD_FORMAT_VERSION}, and format {RULES_FORMAT_VERSION} needs rules",
             msg.format_version
         ), "B14"));
     }
@@ -146,7 +152,7 @@ fn check_rules(msg: &pb::Preprocessor, path: &Path) -> Result<(), ArtifactError>
 pub struct Scratch {
     chars: Vec<char>,
     units: Vec<char>,
-    /// The word n-gram being looked up (step 6b).
+    /// The word (step 6b) or head (step 6c) n-gram being looked up.
     word: String,
     hits: Vec<u32>,
     counts: Vec<u32>,
@@ -178,6 +184,9 @@ pub struct MicroModel {
     /// The word n-grams of the vocabulary (step 6b, entries starting with [`WORD_MARK`]) and
     /// their columns; empty without word n-grams.
     words: HashMap<String, u32>,
+    /// The head n-grams of the vocabulary (step 6c, entries starting with [`HEAD_MARK`]) and
+    /// their columns; empty without head n-grams.
+    heads: HashMap<String, u32>,
     /// With word-boundary padding, the padded unit (`" word "`) of every word the model knows
     /// (a word unigram of its vocabulary) and the columns of its character n-grams: a unit's
     /// n-grams depend on the unit alone, so a known word is one look-up instead of a walk.
@@ -200,7 +209,7 @@ pub struct MicroModel {
     min_order: usize,
     max_unfamiliar: f64,
     /// Per column: is its character n-gram long enough to count (`>= min_order` code points)?
-    /// Word n-grams never count.
+    /// Word and head n-grams never count.
     counted: Vec<bool>,
     bin_path: PathBuf,
     onnx_path: PathBuf,
@@ -312,24 +321,38 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
     if !(1 <= ana.min_n && ana.min_n <= ana.max_n && ana.max_n <= MAX_N) {
         return Err(rule(path, format!("analyzer needs 1 <= min_n <= max_n <= {MAX_N}, got min_n={}, max_n={}", ana.min_n, ana.max_n), "B8"));
     }
-    let words_allowed = if msg.format_version == WORDS_FORMAT_VERSION { MAX_WORD_N } else { 0 };
+    let words_allowed = if msg.format_version >= WORDS_FORMAT_VERSION { MAX_WORD_N } else { 0 };
     if ana.word_max_n > words_allowed {
         return Err(rule(path, format!(
-            "analyzer.word_max_n = {} is outside 0..{words_allowed} (word n-grams need format {WORDS_FORMAT_VERSION}, at most {MAX_WORD_N} words)",
+            "analyzer.word_max_n = {} is outside 0..{words_allowed} (word n-grams need format {WORDS_FORMAT_VERSION} or {HEAD_FORMAT_VERSION}, at most {MAX_WORD_N} words)",
             ana.word_max_n
         ), "B8"));
     }
-    let (min_n, max_n, word_max_n) = (ana.min_n as usize, ana.max_n as usize, ana.word_max_n as usize);
-    let max_chars = norm.max_chars as usize;
-    let vocabulary = vocabulary_of(&msg, path, entry_bytes(max_n, word_max_n, max_chars))?;
+    let head_allowed = if msg.format_version == HEAD_FORMAT_VERSION { MAX_HEAD_CHARS } else { 0 };
+    if ana.head_chars > head_allowed {
+        return Err(rule(path, format!(
+            "analyzer.head_chars = {} is outside 0..{head_allowed} (head n-grams need format {HEAD_FORMAT_VERSION}, at most {MAX_HEAD_CHARS} code points)",
+            ana.head_chars
+        ), "B8"));
+    }
+    let terms = Terms {
+        min_n: ana.min_n as usize,
+        max_n: ana.max_n as usize,
+        word_max_n: ana.word_max_n as usize,
+        head_chars: ana.head_chars as usize,
+        max_chars: norm.max_chars as usize,
+    };
+    let vocabulary = vocabulary_of(&msg, path, terms.entry_bytes())?;
     let d = vocabulary.len();
     if !(1..=MAX_VOCABULARY).contains(&d) {
         return Err(rule(path, format!("the vocabulary has {d} entries; it needs 1 to {MAX_VOCABULARY}"), "B9"));
     }
-    if let Some(bad) = vocabulary.iter().find(|g| !valid_term(g, min_n, max_n, word_max_n, max_chars)) {
+    if let Some(bad) = vocabulary.iter().find(|g| !terms.valid(g)) {
         let head: String = bad.chars().take(40).collect();
+        let Terms { min_n, max_n, word_max_n, .. } = terms;
+        let heads = if terms.head_chars > 0 { " nor a head n-gram of min_n..max_n code points" } else { "" };
         return Err(rule(path, format!(
-            "vocabulary entry {head:?} is neither a character n-gram of min_n..max_n = {min_n}..{max_n} code points nor a word n-gram of 1..word_max_n = {word_max_n} words"
+            "vocabulary entry {head:?} is neither a character n-gram of min_n..max_n = {min_n}..{max_n} code points nor a word n-gram of 1..word_max_n = {word_max_n} words{heads}"
         ), "B9"));
     }
     if vocabulary.iter().collect::<HashSet<_>>().len() != d {
@@ -377,29 +400,50 @@ pub fn parse_preprocessor(data: &[u8], path: &Path, task: &str) -> Result<pb::Pr
     Ok(msg)
 }
 
-/// The most UTF-8 bytes a vocabulary entry may have (rule B9): `4 * max_n`, or with word
-/// n-grams the mark and a whole normalised text, `1 + 4 * max_chars`, if larger.
-fn entry_bytes(max_n: usize, word_max_n: usize, max_chars: usize) -> usize {
-    if word_max_n > 0 { (4 * max_n).max(1 + 4 * max_chars) } else { 4 * max_n }
+/// The settings that decide which vocabulary entries a file may hold (rule B9).
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    min_n: usize,
+    max_n: usize,
+    word_max_n: usize,
+    head_chars: usize,
+    max_chars: usize,
 }
 
-/// Rule B9 for one entry: a character n-gram of `min_n..=max_n` code points without the word
-/// mark, or (`word_max_n > 0`) the mark and 1..=word_max_n non-empty words joined by single
-/// spaces, at most `max_chars` code points after the mark.
-fn valid_term(term: &str, min_n: usize, max_n: usize, word_max_n: usize, max_chars: usize) -> bool {
-    match term.strip_prefix(WORD_MARK) {
-        None => (min_n..=max_n).contains(&term.chars().count()),
-        Some(words) => {
-            let n = words.split(' ').count();
-            (1..=word_max_n).contains(&n)
-                && words.chars().count() <= max_chars
-                && words.split(' ').all(|w| !w.is_empty() && !w.contains(WORD_MARK))
+impl Terms {
+    /// The most UTF-8 bytes a vocabulary entry may have (rule B9): `4 * max_n`; with head
+    /// n-grams the mark and `max_n` code points, `1 + 4 * max_n`; with word n-grams the mark
+    /// and a whole normalised text, `1 + 4 * max_chars`, if larger.
+    fn entry_bytes(&self) -> usize {
+        let longest = if self.head_chars > 0 { 1 + 4 * self.max_n } else { 4 * self.max_n };
+        if self.word_max_n > 0 { longest.max(1 + 4 * self.max_chars) } else { longest }
+    }
+
+    /// Rule B9 for one entry: a character n-gram of `min_n..=max_n` code points starting with
+    /// neither mark; or (`word_max_n > 0`) the word mark and 1..=word_max_n non-empty words
+    /// joined by single spaces, at most `max_chars` code points after the mark; or
+    /// (`head_chars > 0`) the head mark and `min_n..=max_n` code points without either mark.
+    fn valid(&self, term: &str) -> bool {
+        let orders = self.min_n..=self.max_n;
+        if let Some(gram) = term.strip_prefix(HEAD_MARK) {
+            return self.head_chars > 0
+                && orders.contains(&gram.chars().count())
+                && !gram.contains([WORD_MARK, HEAD_MARK]);
+        }
+        match term.strip_prefix(WORD_MARK) {
+            None => orders.contains(&term.chars().count()),
+            Some(words) => {
+                let n = words.split(' ').count();
+                (1..=self.word_max_n).contains(&n)
+                    && words.chars().count() <= self.max_chars
+                    && words.split(' ').all(|w| !w.is_empty() && !w.contains(WORD_MARK))
+            }
         }
     }
 }
 
 /// Rule B9's layout part: the vocabulary of field 7 (formats 3-4) or of fields 17-19 (formats
-/// 5-6, front-coded: every entry at most `max_bytes` bytes ([`entry_bytes`]), valid UTF-8,
+/// 5-7, front-coded: every entry at most `max_bytes` bytes ([`Terms::entry_bytes`]), valid UTF-8,
 /// strictly ascending).
 fn vocabulary_of(msg: &pb::Preprocessor, path: &Path, max_bytes: usize) -> Result<Vec<String>, ArtifactError> {
     let (prefix, suffix_len, blob) = (&msg.vocab_prefix, &msg.vocab_suffix_len, &msg.vocab_suffixes);
@@ -476,6 +520,11 @@ fn idf_of(msg: &pb::Preprocessor, path: &Path, d: usize) -> Result<Vec<f64>, Art
         ), "B10"));
     }
     Ok(index.iter().map(|&j| table[j as usize]).collect())
+}
+
+/// The entries of `vocabulary` that start with `mark` (word or head n-grams) and their columns.
+fn marked_columns(vocabulary: &[String], mark: char) -> HashMap<String, u32> {
+    vocabulary.iter().zip(0u32..).filter(|(g, _)| g.starts_with(mark)).map(|(g, col)| (g.clone(), col)).collect()
 }
 
 /// [`MicroModel::known`]: the padded unit of every word unigram of `vocabulary` and the columns
@@ -585,7 +634,7 @@ impl MicroModel {
             min_order,
             max_unfamiliar: gate.max_unfamiliar,
             counted: pre.vocabulary.iter()
-                .map(|g| !g.starts_with(WORD_MARK) && g.chars().count() >= min_order)
+                .map(|g| !g.starts_with([WORD_MARK, HEAD_MARK]) && g.chars().count() >= min_order)
                 .collect(),
             task: task.to_owned(),
             labels: pre.labels.clone(),
@@ -594,10 +643,8 @@ impl MicroModel {
             normalizer: Normalizer::new(&settings),
             known: known_units(&pre.vocabulary, &index, &analyzer),
             index,
-            words: pre.vocabulary.iter().zip(0u32..)
-                .filter(|(g, _)| g.starts_with(WORD_MARK))
-                .map(|(g, col)| (g.clone(), col))
-                .collect(),
+            words: marked_columns(&pre.vocabulary, WORD_MARK),
+            heads: marked_columns(&pre.vocabulary, HEAD_MARK),
             analyzer,
             n_features: d,
             idf2: idf.iter().map(|v| v * v).collect(),
@@ -744,7 +791,10 @@ impl MicroModel {
     }
 
     /// Steps 1-6: normalise `cps` into `scratch.chars`, and list the vocabulary columns of its
-    /// n-grams (with repeats) in `scratch.hits`.
+    /// n-grams (with repeats) in `scratch.hits`: character (6), word (6b) and head (6c)
+    /// n-grams. Every path from a text to features (featurize, the answers, the native
+    /// extension's and the C ABI's calls) comes through here; the known-unit look-up covers
+    /// character n-grams only, the word and head n-grams are looked up after it.
     #[inline]
     fn collect_hits<I>(&self, cps: I, scratch: &mut Scratch) -> Result<(), InvalidCodePoint>
     where
@@ -758,8 +808,9 @@ impl MicroModel {
             Some(cols) => hits.extend_from_slice(cols),
             None => index.hits(unit, analyzer, hits),
         });
-        let words = &self.words;
+        let (words, heads) = (&self.words, &self.heads);
         analyzer.for_each_word_gram(chars, word, |gram| hits.extend(words.get(gram)));
+        analyzer.for_each_head_gram(chars, word, |gram| hits.extend(heads.get(gram)));
         Ok(())
     }
 
@@ -940,6 +991,170 @@ mod tests {
         });
         assert!(rule_matches(&all, "删除全部提醒"));
         assert!(!rule_matches(&all, "删除提醒") && !rule_matches(&all, "不要删除全部提醒"));
+    }
+
+    /// A `.bin` of format 7 (`min_n..max_n = 1..3`, `head_chars = 3`) whose vocabulary is
+    /// `vocabulary` (front-coded, sorted here), edited by `edit`, with its integrity trailer.
+    fn head_bin(vocabulary: &[&str], edit: impl FnOnce(&mut pb::Preprocessor)) -> Vec<u8> {
+        let v1 = NormalizerSettings::v1(256);
+        let mut msg = pb::Preprocessor {
+            format_version: HEAD_FORMAT_VERSION,
+            task: "t".into(),
+            labels: words(&["no", "yes"]),
+            normalizer: Some(pb::Normalizer {
+                spec_version: 1,
+                nfkc: true,
+                lowercase: true,
+                removed_categories: v1.removed_categories.clone(),
+                whitespace: v1.whitespace.clone(),
+                max_chars: 256,
+            }),
+            analyzer: Some(pb::Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true, word_max_n: 0, head_chars: 3 }),
+            weighting: Some(pb::Weighting { sublinear_tf: true, use_idf: false, norm: 1 }),
+            threshold: 0.5,
+            onnx_sha256: "0".repeat(64),
+            familiarity: Some(pb::Familiarity { min_order: 1, max_unfamiliar: 0.5 }),
+            ..Default::default()
+        };
+        let mut grams: Vec<&[u8]> = vocabulary.iter().map(|g| g.as_bytes()).collect();
+        grams.sort_unstable();
+        let mut prev: &[u8] = &[];
+        for gram in grams {
+            let shared = prev.iter().zip(gram).take_while(|(a, b)| a == b).count();
+            msg.vocab_prefix.push(shared as u32);
+            msg.vocab_suffix_len.push((gram.len() - shared) as u32);
+            msg.vocab_suffixes.extend_from_slice(&gram[shared..]);
+            prev = gram;
+        }
+        edit(&mut msg);
+        let mut data = msg.encode_to_vec();
+        let digest = Sha256::digest(&data);
+        data.extend_from_slice(&INTEGRITY_HEADER);
+        data.extend_from_slice(&digest);
+        data
+    }
+
+    /// The spec rule that refuses `data`, or `None` when it is accepted.
+    fn refusal(data: &[u8]) -> Option<String> {
+        let err = parse_preprocessor(data, Path::new("t.bin"), "t").err()?;
+        Some(err.0.rsplit("(spec rule ").next().unwrap().trim_end_matches(')').to_owned())
+    }
+
+    const HEAD_VOCABULARY: [&str; 6] = ["好", "好的", "\u{2}好", "\u{2} 好", "\u{2}好的", "\u{1}好"];
+
+    #[test]
+    fn format_7_with_head_ngrams_is_read() {
+        let data = head_bin(&HEAD_VOCABULARY[..5], |_| {});
+        let msg = parse_preprocessor(&data, Path::new("t.bin"), "t").unwrap();
+        assert_eq!(msg.analyzer.unwrap().head_chars, 3);
+        assert!(msg.vocabulary.contains(&"\u{2} 好".to_string()));
+        // with word n-grams too, and rules
+        let rules = |m: &mut pb::Preprocessor| {
+            m.analyzer.as_mut().unwrap().word_max_n = 2;
+            m.rules = vec![rule(|r| r.contains = words(&["x"]))];
+        };
+        assert_eq!(refusal(&head_bin(&HEAD_VOCABULARY, rules)), None);
+        // a head n-gram of max_n code points, each of 4 UTF-8 bytes: 1 + 4 * max_n bytes
+        assert_eq!(refusal(&head_bin(&["a", "\u{2}𝄞𝄞𝄞"], |_| {})), None);
+        assert_eq!(refusal(&head_bin(&["a"], |m| m.format_version = 8)).as_deref(), Some("B3"));
+    }
+
+    #[test]
+    fn rule_b8_limits_head_chars() {
+        let format = |v: u32| move |m: &mut pb::Preprocessor| m.format_version = v;
+        assert_eq!(refusal(&head_bin(&["好"], format(6))).as_deref(), Some("B8"));
+        assert_eq!(refusal(&head_bin(&["好"], format(5))).as_deref(), Some("B8"));
+        let head = |n: u32| move |m: &mut pb::Preprocessor| m.analyzer.as_mut().unwrap().head_chars = n;
+        assert_eq!(refusal(&head_bin(&["好"], head(MAX_HEAD_CHARS + 1))).as_deref(), Some("B8"));
+        assert_eq!(refusal(&head_bin(&["好"], head(MAX_HEAD_CHARS))), None);
+        let message = parse_preprocessor(&head_bin(&["好"], head(17)), Path::new("t.bin"), "t").unwrap_err().0;
+        assert!(message.contains("analyzer.head_chars = 17 is outside 0..16"), "{message}");
+        // without head n-grams, format 6's settings are format 7's
+        let words_only = |m: &mut pb::Preprocessor| {
+            let a = m.analyzer.as_mut().unwrap();
+            (a.head_chars, a.word_max_n) = (0, 3);
+        };
+        assert_eq!(refusal(&head_bin(&["好", "\u{1}好"], words_only)), None);
+    }
+
+    #[test]
+    fn rule_b9_refuses_misplaced_head_ngrams() {
+        let no_heads = |m: &mut pb::Preprocessor| m.analyzer.as_mut().unwrap().head_chars = 0;
+        assert_eq!(refusal(&head_bin(&["好", "\u{2}好"], no_heads)).as_deref(), Some("B9"));
+        let message = parse_preprocessor(&head_bin(&["\u{2}好"], no_heads), Path::new("t.bin"), "t").unwrap_err().0;
+        assert!(message.ends_with("nor a word n-gram of 1..word_max_n = 0 words (spec rule B9)"), "{message}");
+        let message = parse_preprocessor(&head_bin(&["\u{2}好好好好"], |_| {}), Path::new("t.bin"), "t").unwrap_err().0;
+        assert!(
+            message.ends_with("nor a word n-gram of 1..word_max_n = 0 words nor a head n-gram of min_n..max_n code points (spec rule B9)"),
+            "{message}"
+        );
+        for bad in ["\u{2}", "\u{2}ab\u{2}", "\u{2}a\u{1}", "\u{2}\u{1}"] {
+            assert_eq!(refusal(&head_bin(&["好", bad], |_| {})).as_deref(), Some("B9"), "{bad:?}");
+        }
+        // too many bytes for an entry: the mark and four 4-byte code points
+        assert_eq!(refusal(&head_bin(&["\u{2}𝄞𝄞𝄞𝄞"], |_| {})).as_deref(), Some("B9"));
+        let min_2 = |m: &mut pb::Preprocessor| m.analyzer.as_mut().unwrap().min_n = 2;
+        assert_eq!(refusal(&head_bin(&["好的", "\u{2}好"], min_2)).as_deref(), Some("B9"));
+        assert_eq!(refusal(&head_bin(&["好的", "\u{2} 好"], min_2)), None);
+    }
+
+    #[test]
+    fn entry_bytes_and_terms_follow_rule_b9() {
+        let terms = Terms { min_n: 1, max_n: 3, word_max_n: 0, head_chars: 0, max_chars: 256 };
+        assert_eq!(terms.entry_bytes(), 12);
+        assert_eq!(Terms { head_chars: 3, ..terms }.entry_bytes(), 13);
+        assert_eq!(Terms { word_max_n: 1, ..terms }.entry_bytes(), 1025);
+        assert_eq!(Terms { word_max_n: 1, head_chars: 3, max_chars: 2, ..terms }.entry_bytes(), 13);
+        assert!(!terms.valid("\u{2}a"));
+        assert!(Terms { head_chars: 1, ..terms }.valid("\u{2}abc"));
+        assert!(!Terms { head_chars: 1, ..terms }.valid("\u{2}abcd"));
+    }
+
+    /// A model over `HEAD_VOCABULARY` whose class 1 weighs each column by its index + 1.
+    fn head_model() -> MicroModel {
+        let pre = parse_preprocessor(&head_bin(&HEAD_VOCABULARY, |m| m.analyzer.as_mut().unwrap().word_max_n = 1), Path::new("t.bin"), "t").unwrap();
+        let d = pre.vocabulary.len();
+        let coefficients = (0..2 * d).map(|i| if i < d { 0.0 } else { (i - d + 1) as f32 }).collect();
+        let graph = LinearGraph {
+            coefficients,
+            intercepts: vec![0.0, 0.0],
+            n_classes: 2,
+            n_features: d,
+            transform: Transform::Direct { post: graph::Post::Softmax, l1: false },
+        };
+        let settings = NormalizerSettings::from_proto(pre.normalizer.as_ref()).unwrap();
+        let analyzer = Analyzer::from_proto(pre.analyzer.as_ref()).unwrap();
+        MicroModel::build("t", pre, settings, analyzer, graph, Path::new("t.bin"), Path::new("t.onnx"))
+    }
+
+    #[test]
+    fn head_ngrams_are_features_but_never_count_as_familiar() {
+        let model = head_model();
+        let column = |g: &str| model.preprocessor().vocabulary.iter().position(|v| v == g).unwrap();
+        // 好的,好 (one word, so no word n-gram 好): characters 好 x2 and 好的; the head 好的
+        // (cut at the comma) gives 好, 好的 and " 好" (and 的, " 好的", not in the vocabulary).
+        let (normalized, features) = model.featurize("好的，好");
+        assert_eq!(normalized, "好的,好");
+        let cols: Vec<usize> = features.iter().map(|&(c, _)| c).collect();
+        let mut want = vec![column("好"), column("好的"), column("\u{2}好"), column("\u{2} 好"), column("\u{2}好的")];
+        want.sort_unstable();
+        assert_eq!(cols, want);
+        // Character 好 twice (sublinear tf), each head n-gram once, all with idf 1, then L2.
+        let tf = 1.0 + 2f64.ln();
+        let norm = (tf * tf + 4.0).sqrt();
+        for &(col, value) in &features {
+            let want = if col == column("好") { tf / norm } else { 1.0 / norm };
+            assert!((value - want).abs() < 1e-12, "{col}: {value} != {want}");
+        }
+        // Unfamiliarity counts the character n-grams only: the text's n-grams of " 好的,好 "
+        // (orders 1..3, " " excepted) are 4 + 5 + 4 = 13, of which 好 x2 and 好的 are known.
+        let unfamiliar = model.unfamiliar("好的，好");
+        assert_eq!(unfamiliar, (13.0 - 3.0) / 13.0);
+        let (_, scored) = model.predict_scored("好的，好");
+        assert_eq!(scored, unfamiliar);
+        // A text whose head is nothing: no head features.
+        let (_, features) = model.featurize("?!");
+        assert!(features.is_empty());
     }
 
     #[test]

@@ -27,6 +27,12 @@ const SPACE: char = ' ';
 /// The first code point of every word n-gram (step 6b). Step 3 removes it from every text, so
 /// a word n-gram never equals a character n-gram.
 pub const WORD_MARK: char = '\u{1}';
+/// The first code point of every head n-gram (step 6c). Like [`WORD_MARK`], step 3 removes
+/// it from every text, so a head n-gram never equals a character or a word n-gram.
+pub const HEAD_MARK: char = '\u{2}';
+/// The code points that end a text's first clause (step 6c), as they are after step 1's NFKC
+/// (which maps the full-width `，！？；～` and `…` onto the ASCII ones).
+pub const CLAUSE_MARKS: [char; 9] = [' ', ',', '.', '!', '?', ';', '~', '\u{3002}', '\u{3001}'];
 const CAPITAL_SIGMA: char = '\u{3A3}';
 
 /// The input held a code point the normaliser cannot take: an unpaired surrogate while the
@@ -53,7 +59,7 @@ pub struct NormalizerSettings {
     pub max_chars: usize,
 }
 
-/// Settings of step 6, as recorded in `foundry.v1.Analyzer`.
+/// Settings of steps 6, 6b and 6c, as recorded in `foundry.v1.Analyzer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Analyzer {
     pub min_n: usize,
@@ -61,6 +67,15 @@ pub struct Analyzer {
     pub word_boundary_padding: bool,
     /// Word n-grams of orders `1..=word_max_n` (step 6b); 0: none.
     pub word_max_n: usize,
+    /// Head n-grams of the first `head_chars` code points of the first clause (step 6c); 0:
+    /// none.
+    pub head_chars: usize,
+}
+
+/// Whether `c` ends a clause (step 6c, [`CLAUSE_MARKS`]).
+#[inline]
+fn is_clause_mark(c: char) -> bool {
+    CLAUSE_MARKS.contains(&c)
 }
 
 impl NormalizerSettings {
@@ -133,6 +148,7 @@ impl Analyzer {
             max_n: msg.max_n as usize,
             word_boundary_padding: msg.word_boundary_padding,
             word_max_n: msg.word_max_n as usize,
+            head_chars: msg.head_chars as usize,
         })
     }
 
@@ -154,6 +170,49 @@ impl Analyzer {
                         buf.push(SPACE);
                     }
                     buf.extend(word.iter());
+                }
+                f(buf);
+            }
+        }
+    }
+
+    /// The head of a normalised text (step 6c): after the leading clause marks, the code
+    /// points up to the next clause mark or the end, at most `head_chars` of them; empty when
+    /// `head_chars` is 0 or the text holds clause marks only.
+    #[inline]
+    pub fn head<'t>(&self, normalized: &'t [char]) -> &'t [char] {
+        if self.head_chars == 0 {
+            return &[];
+        }
+        let start = normalized.iter().position(|&c| !is_clause_mark(c)).unwrap_or(normalized.len());
+        let rest = &normalized[start..];
+        let len = rest.iter().take(self.head_chars).position(|&c| is_clause_mark(c));
+        &rest[..len.unwrap_or(rest.len().min(self.head_chars))]
+    }
+
+    /// Call `f` with every head n-gram of a normalised text (step 6c), in the spec's order
+    /// (per order `n`, per position in the unit `" " + head`, the one-code-point `" "`
+    /// excepted), built in `buf`: [`HEAD_MARK`] and the n-gram. The unit is never built: its
+    /// position 0 is the space, position `i >= 1` is `head[i - 1]`.
+    #[inline]
+    pub fn for_each_head_gram(&self, normalized: &[char], buf: &mut String, mut f: impl FnMut(&str)) {
+        let head = self.head(normalized);
+        if head.is_empty() {
+            return;
+        }
+        let len = head.len() + 1; // the unit's length
+        for n in self.min_n..=self.max_n.min(len) {
+            for i in 0..=len - n {
+                if n == 1 && i == 0 {
+                    continue; // the unit's " "
+                }
+                buf.clear();
+                buf.push(HEAD_MARK);
+                if i == 0 {
+                    buf.push(SPACE);
+                    buf.extend(&head[..n - 1]);
+                } else {
+                    buf.extend(&head[i - 1..i - 1 + n]);
                 }
                 f(buf);
             }
@@ -186,8 +245,9 @@ impl Analyzer {
     }
 
     /// The terms of a normalised text, in the order of the spec's reference: the character
-    /// n-grams (per unit, per order `n`, per position), then the word n-grams (step 6b). The
-    /// runtime itself never builds the character n-gram strings.
+    /// n-grams (per unit, per order `n`, per position), then the word n-grams (step 6b), then
+    /// the head n-grams (step 6c). The runtime itself never builds the character n-gram
+    /// strings.
     pub fn ngrams(&self, normalized: &str) -> Vec<String> {
         let chars: Vec<char> = normalized.chars().collect();
         let mut grams = Vec::new();
@@ -203,6 +263,7 @@ impl Analyzer {
         });
         let mut word = String::new();
         self.for_each_word_gram(&chars, &mut word, |g| grams.push(g.to_owned()));
+        self.for_each_head_gram(&chars, &mut word, |g| grams.push(g.to_owned()));
         grams
     }
 }
@@ -515,7 +576,7 @@ mod tests {
 
     #[test]
     fn ngrams_follow_the_spec_examples() {
-        let a = Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true, word_max_n: 0 };
+        let a = Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true, word_max_n: 0, head_chars: 0 };
         assert_eq!(a.ngrams("吗"), ["吗", " 吗", "吗 ", " 吗 "]);
         assert_eq!(
             a.ngrams("ab c"),
@@ -523,14 +584,14 @@ mod tests {
         );
         assert!(a.ngrams("ab ").contains(&"  ".to_string()));
         assert!(a.ngrams("").is_empty());
-        let whole = Analyzer { min_n: 1, max_n: 2, word_boundary_padding: false, word_max_n: 0 };
+        let whole = Analyzer { min_n: 1, max_n: 2, word_boundary_padding: false, word_max_n: 0, head_chars: 0 };
         assert_eq!(whole.ngrams("a b"), ["a", "b", "a ", " b"]);
     }
 
     #[test]
     fn word_ngrams_follow_the_spec_examples() {
         let words = |text: &str| {
-            let a = Analyzer { min_n: 1, max_n: 1, word_boundary_padding: true, word_max_n: 2 };
+            let a = Analyzer { min_n: 1, max_n: 1, word_boundary_padding: true, word_max_n: 2, head_chars: 0 };
             let chars: Vec<char> = text.chars().collect();
             let (mut grams, mut buf) = (Vec::new(), String::new());
             a.for_each_word_gram(&chars, &mut buf, |g| grams.push(g.to_owned()));
@@ -541,8 +602,38 @@ mod tests {
         assert_eq!(words("吗"), ["\u{1}吗"]);
         assert_eq!(words("ab "), ["\u{1}ab"]); // a truncated text's empty last piece is no word
         assert!(words("").is_empty());
-        let a = Analyzer { min_n: 1, max_n: 1, word_boundary_padding: true, word_max_n: 1 };
+        let a = Analyzer { min_n: 1, max_n: 1, word_boundary_padding: true, word_max_n: 1, head_chars: 0 };
         assert_eq!(a.ngrams("a b"), ["a", "b", "\u{1}a", "\u{1}b"]); // characters, then words
+    }
+
+    #[test]
+    fn head_ngrams_follow_the_spec_examples() {
+        let a = Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true, word_max_n: 0, head_chars: 3 };
+        let heads = |text: &str| {
+            let chars: Vec<char> = text.chars().collect();
+            let (mut grams, mut buf) = (Vec::new(), String::new());
+            a.for_each_head_gram(&chars, &mut buf, |g| grams.push(g.to_owned()));
+            grams
+        };
+        assert_eq!(heads("行吧,不过先备份"), ["\u{2}行", "\u{2}吧", "\u{2} 行", "\u{2}行吧", "\u{2} 行吧"]);
+        assert_eq!(heads("...是...我算错了"), ["\u{2}是", "\u{2} 是"]);
+        assert_eq!(
+            heads("好的好的"),
+            ["\u{2}好", "\u{2}的", "\u{2}好", "\u{2} 好", "\u{2}好的", "\u{2}的好", "\u{2} 好的", "\u{2}好的好"]
+        );
+        assert_eq!(heads("ok sure"), ["\u{2}o", "\u{2}k", "\u{2} o", "\u{2}ok", "\u{2} ok"]);
+        assert!(heads("?!").is_empty());
+        assert!(heads("").is_empty());
+        assert!(heads(" 。、~;").is_empty());
+        // Every clause mark ends the head; lengths are code points, not UTF-8 bytes.
+        for mark in CLAUSE_MARKS {
+            assert_eq!(heads(&format!("{mark}𝄞{mark}x")), ["\u{2}𝄞", "\u{2} 𝄞"], "{mark:?}");
+        }
+        // min_n above 1, and characters, then words, then heads.
+        let b = Analyzer { min_n: 2, max_n: 2, word_boundary_padding: true, word_max_n: 1, head_chars: 16 };
+        assert_eq!(b.ngrams("ab"), [" a", "ab", "b ", "\u{1}ab", "\u{2} a", "\u{2}ab"]);
+        let none = Analyzer { head_chars: 0, ..a };
+        assert!(none.ngrams("ok").iter().all(|g| !g.starts_with(HEAD_MARK)));
     }
 
     #[test]

@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(index.column("abc"), Some(3));
         assert_eq!(index.column("ab"), None); // a prefix only
         assert_eq!(index.column("长长长长"), None); // longer than max_n
-        let analyzer = Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true, word_max_n: 0 };
+        let analyzer = Analyzer { min_n: 1, max_n: 3, word_boundary_padding: true, word_max_n: 0, head_chars: 0 };
         let mut hits = Vec::new();
         let unit: Vec<char> = " 吗 ".chars().collect();
         index.hits(&unit, &analyzer, &mut hits);
@@ -167,7 +167,7 @@ mod tests {
     fn the_space_unigram_never_counts() {
         let vocab: Vec<String> = [" ", "  "].map(String::from).to_vec();
         let index = GramIndex::new(&vocab, 3);
-        let analyzer = Analyzer { min_n: 1, max_n: 2, word_boundary_padding: true, word_max_n: 0 };
+        let analyzer = Analyzer { min_n: 1, max_n: 2, word_boundary_padding: true, word_max_n: 0, head_chars: 0 };
         let mut hits = Vec::new();
         index.hits(&[' ', ' '], &analyzer, &mut hits);
         assert_eq!(hits, [1]);

@@ -43,7 +43,13 @@ fn textspec(settings: &str, input: &str, output: &str) -> Result<(), String> {
         whitespace: n["whitespace"].as_array().into_iter().flatten().map(uint).collect(),
         max_chars: uint(&n["maxChars"]),
     };
-    let analyzer = pb::Analyzer { min_n: uint(&a["minN"]), max_n: uint(&a["maxN"]), word_boundary_padding: a["wordBoundaryPadding"].as_bool().unwrap_or(false), word_max_n: a["wordMaxN"].as_u64().unwrap_or(0) as u32 };
+    let analyzer = pb::Analyzer {
+        min_n: uint(&a["minN"]),
+        max_n: uint(&a["maxN"]),
+        word_boundary_padding: a["wordBoundaryPadding"].as_bool().unwrap_or(false),
+        word_max_n: uint(&a["wordMaxN"]),
+        head_chars: uint(&a["headChars"]),
+    };
     let normalizer = Normalizer::new(&NormalizerSettings::from_proto(Some(&normalizer))?);
     let analyzer = Analyzer::from_proto(Some(&analyzer))?;
     let only = doc["normalizeOnly"].as_bool().unwrap_or(false);
