@@ -15,7 +15,7 @@ from foundry.runtime.graph import SigmoidCalibration
 from foundry.runtime.heads import _logistic, _NumpyHead
 from foundry.runtime.normalize import _CHAR_TABLES, _UNSAFE, NgramSlicer, _collapse
 from foundry.runtime.prediction import Prediction, _new_object, _probabilities, _set_attribute
-from foundry.textspec import TextSpec, is_word_gram, normalize, word_runs
+from foundry.textspec import TextSpec, head_ngrams, is_head_gram, is_word_gram, normalize, word_runs
 
 
 class _GramAutomaton:
@@ -34,7 +34,8 @@ class _GramAutomaton:
 
     def __init__(self, values: dict[str, Any], spec: TextSpec, zero: Any = 0j) -> None:
         grams = {g: v for g, v in values.items()
-                 if spec.min_n <= len(g) <= spec.max_n and g != " " and not is_word_gram(g)}
+                 if spec.min_n <= len(g) <= spec.max_n and g != " " and not is_word_gram(g)
+                 and not is_head_gram(g)}
         prefixes = {g[:k] for g in grams for k in range(1, len(g))}
         nodes: dict[str, dict] = {s: {} for s in prefixes}
         root: dict = {}
@@ -73,22 +74,21 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
     (``familiar`` is the unfamiliarity gate, asked only of answers above the threshold;
     ``ruled``, if given, the reflex rules' answer to the normalised text or None, tried first)
     for a binary model with rows ``(-w, w)`` under LOGISTIC or a sigmoid calibration, with
-    every table bound to a local. When no character of the normalised text occurs twice,
-    no n-gram does (every tf is 1) and the sums come from a :class:`_GramAutomaton`: one
-    dict look-up per character instead of building, hashing and looking up every n-gram
-    string (about half the time of a short text). Otherwise the n-grams are sliced, looked
-    up and their repeats corrected as in :meth:`_NumpyHead.scores`. None for any other model,
-    and for one with word or head n-grams (steps 6b, 6c), which the general path answers.
+    every table bound to a local. When no character of the normalised text occurs twice, no
+    n-gram does (every tf is 1, head n-grams of step 6c too: looked up after the walk) and the
+    sums come from a :class:`_GramAutomaton`, one dict look-up per character (about half the
+    time of a short text). Otherwise the n-grams are sliced, looked up and their repeats
+    corrected as in :meth:`_NumpyHead.scores`. None for other models and with word n-grams.
     """
     graph, spec = head.graph, head.spec
     logistic = graph.post_transform == "LOGISTIC" and graph.calibration is None
-    if spec.word_max_n or spec.head_chars or not (head.antisymmetric and head.l2 and not graph.l1_normalize
+    if spec.word_max_n or not (head.antisymmetric and head.l2 and not graph.l1_normalize
             and (logistic or graph.calibration is not None)):
         return None
     table, max_chars = _CHAR_TABLES[spec.lowercase], spec.max_chars
     automaton = _GramAutomaton(head.packed, spec)
     root, miss, start = automaton.root, automaton.miss, automaton.start
-    root_get, padded = root.get, spec.word_boundary_padding
+    root_get, padded, heads = root.get, spec.word_boundary_padding, spec.head_chars
     in_vocabulary, packed = head._in_vocabulary, head._packed_item
     correct_repeats, sqrt = head._correct_repeats, math.sqrt
     bias = head.intercepts[1]
@@ -119,6 +119,7 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                     total += v
                 if padded:
                     total += (node.get(" ") or root_get(" ", miss))[1]
+            total += heads and sum(map(packed, filter(in_vocabulary, head_ngrams(out, spec))), 0j)
             z, norm2 = total.real, total.imag
         else:  # as _NumpyHead.scores: occurrence sums, then the repeats corrected
             hits = list(filter(in_vocabulary, slicer(out)))
