@@ -173,12 +173,18 @@ def char_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
         normalized
     ]
     for unit in units:
-        length = len(unit)
-        for n in range(spec.min_n, min(spec.max_n, length) + 1):
-            for i in range(length - n + 1):
-                gram = unit[i : i + n]
-                if gram != " ":
-                    yield gram
+        yield from unit_ngrams(unit, spec)
+
+
+def unit_ngrams(unit: str, spec: TextSpec, mark: str = "") -> Iterator[str]:
+    """Yield ``mark`` + every n-gram of one unit for n = min_n..max_n (orders longer than the
+    unit skipped), except the one-code-point ``" "``: steps 6 and 6c alike."""
+    length = len(unit)
+    for n in range(spec.min_n, min(spec.max_n, length) + 1):
+        for i in range(length - n + 1):
+            gram = unit[i : i + n]
+            if gram != " ":
+                yield mark + gram
 
 
 def word_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
@@ -222,12 +228,7 @@ def head_ngrams(normalized: str, spec: TextSpec = TextSpec()) -> Iterator[str]:
         stop += 1
     if stop == start:
         return
-    unit = " " + normalized[start:stop]
-    for n in range(spec.min_n, min(spec.max_n, len(unit)) + 1):
-        for i in range(len(unit) - n + 1):
-            gram = unit[i : i + n]
-            if gram != " ":
-                yield HEAD_MARK + gram
+    yield from unit_ngrams(" " + normalized[start:stop], spec, HEAD_MARK)
 
 
 def is_word_gram(term: str) -> bool:

@@ -59,7 +59,6 @@ def test_writer_writes_format_5_and_readers_expand_it(tiny_fit):
 
 
 def test_head_ngrams_make_format_7_and_load_back(tiny_fit):
-    from foundry.runtime import MicroModel  # noqa: F401 - the runtime reads what the writer wrote
     from foundry.textspec import TextSpec
 
     trained = tiny_fit(TextSpec(head_chars=3))
