@@ -403,6 +403,11 @@ class Train(_Strict):
                     "cut short (a cut would make the chosen model depend on machine speed)")
     seed: int = Field(42, description="seed of folds and estimators; default: the blueprint's "
                                       "seed")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="tasks trained at once, each in a process of its own (the solvers hold the "
+                    "GIL, so threads would not help); capped at the task and core counts. The "
+                    "models are the same for any value: every fit is single-threaded")
 
     # The trainer registry is the authority on names, grid keys and values; checking them here
     # means a typo fails when the blueprint is loaded, not after stage 2.

@@ -107,6 +107,52 @@ def test_load_trained_round_trips_the_model(trained_run):
     assert p[0, 0] > 0.5 > p[1, 0]  # column 0 is labels[0] = Question
 
 
+def two_task_blueprint(root: Path, workers: int):
+    """``make_blueprint``'s blueprint with a second task, ``is_question_b``."""
+    make_blueprint(root, train={"workers": workers})
+    spec = yaml.safe_load((root / "blueprint.yaml").read_text("utf-8"))
+    spec["tasks"].append({**spec["tasks"][0], "name": "is_question_b",
+                          "exam": "exam/is_question.jsonl"})
+    (root / "blueprint.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True), "utf-8")
+    return load_blueprint(root, check_files=False)
+
+
+def test_tasks_trained_in_worker_processes_are_the_models_of_one_process(tmp_path, monkeypatch):
+    runs, logs = {}, {}
+    for workers in (1, 2):
+        if workers == 2:  # the workers import train_task afresh; this process must not call it
+            monkeypatch.setattr("foundry.train.train_task", lambda *a, **k: pytest.fail("in-process"))
+        bp = two_task_blueprint(tmp_path / f"bp{workers}", workers)
+        run = runs[workers] = tmp_path / f"run{workers}"
+        write_refined(run, "is_question", n_train=160)
+        write_refined(run, "is_question_b", n_train=200, noise=0.06)
+        logs[workers] = []
+        results = train_stage(bp, run, log=logs[workers].append)
+        assert list(results) == ["is_question", "is_question_b"]
+    for task in ("is_question", "is_question_b"):
+        one, two = (runs[w] / "train" / task for w in (1, 2))
+        assert (one / MODEL_FILE).read_bytes() == (two / MODEL_FILE).read_bytes()
+        a, b = (json.loads((d / TRAIN_JSON).read_text("utf-8")) for d in (one, two))
+        assert {k: v for k, v in a.items() if k != "elapsed_s"} == \
+            {k: v for k, v in b.items() if k != "elapsed_s"}
+    # the workers' log lines come back, task by task in blueprint order
+    def strip_seconds(lines: list[str]) -> list[str]:
+        return [line.rsplit(";", 1)[0] for line in lines]
+
+    assert strip_seconds(logs[2]) == strip_seconds(logs[1])
+    assert logs[2][-1].startswith("is_question_b: best")
+
+
+def test_a_task_that_fails_in_a_worker_process_raises_its_own_error(tmp_path):
+    bp = two_task_blueprint(tmp_path / "bp", workers=2)
+    write_refined(tmp_path / "run", "is_question")
+    write_refined(tmp_path / "run", "is_question_b")
+    (tmp_path / "run" / "refine" / "is_question_b" / "train.jsonl").write_text(
+        '{"text": "", "label": "Question"}\n', "utf-8")
+    with pytest.raises(TrainDataError, match="is_question_b"):
+        train_stage(bp, tmp_path / "run", log=lambda _: None)
+
+
 def test_probability_columns_follow_the_blueprint_label_order(tmp_path):
     bp = make_blueprint(tmp_path / "bp", labels=("Statement", "Question"))
     write_refined(tmp_path / "run", n_train=120)
