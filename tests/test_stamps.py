@@ -98,6 +98,16 @@ def test_a_changed_blueprint_setting_outdates_only_the_stages_that_use_it(copy):
         check_fresh(bp, run, "export", TASK)
 
 
+def test_the_worker_counts_outdate_nothing(copy):
+    bp_dir, run = copy
+    raw = yaml.safe_load((bp_dir / BLUEPRINT_FILE).read_text(encoding="utf-8"))
+    raw["refine"]["workers"] = raw["train"]["workers"] = 7
+    (bp_dir / BLUEPRINT_FILE).write_text(yaml.safe_dump(raw, allow_unicode=True), "utf-8")
+    bp = load_blueprint(bp_dir)
+    for stage in ("train", "evaluate", "export"):  # each reads the outputs before it
+        check_fresh(bp, run, stage, TASK)
+
+
 def test_outputs_edited_after_the_stage_are_refused(copy):
     bp_dir, run = copy
     summary = run / "evaluate" / TASK / "summary.json"
