@@ -341,6 +341,10 @@ class Refine(_Strict):
                                             "rows added again without trailing punctuation")
     seed: int = Field(42, description="seed of balancing, splitting and augmentation; "
                                       "default: the blueprint's seed")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="tasks refined at once, each in a process of its own (foundry.parallel); "
+                    "capped at the task and core counts; the outputs are the same for any value")
 
     @model_validator(mode="after")
     def _length_bounds(self) -> Refine:
@@ -405,9 +409,9 @@ class Train(_Strict):
                                       "seed")
     workers: int = Field(
         1, ge=1, le=64,
-        description="tasks trained at once, each in a process of its own (the solvers hold the "
-                    "GIL, so threads would not help); capped at the task and core counts. The "
-                    "models are the same for any value: every fit is single-threaded")
+        description="tasks trained at once, each in a process of its own (foundry.parallel: "
+                    "the solvers hold the GIL, so threads would not help); capped at the task "
+                    "and core counts; the models are the same for any value")
 
     # The trainer registry is the authority on names, grid keys and values; checking them here
     # means a typo fails when the blueprint is loaded, not after stage 2.

@@ -55,6 +55,7 @@ from foundry.blueprint import Blueprint, Refine, Task
 from foundry.datasets import DATASET_SOURCE, load_dataset
 from foundry.generate import GenerateSummary
 from foundry.generate.rawstore import dump_line, read_jsonl
+from foundry.parallel import map_tasks
 from foundry.realtext import load_real
 from foundry.refine_report import MANY_LABELS, exam_probe, shortcut_audit, write_report
 from foundry.runs import atomic_write_text, stage_dir
@@ -1110,14 +1111,13 @@ def refine_stage(bp: Blueprint, run_dir: Path, *, log: Callable[[str], None] = p
     """Run stage 2 for every task of ``bp`` in ``run_dir``; see the module docstring.
 
     The LSH index lives in memory unless ``storage_config`` (or the ``FOUNDRY_LSH_REDIS``
-    environment variable) points it at Redis.
+    environment variable) points it at Redis. With ``refine.workers`` > 1 the tasks are
+    refined side by side in worker processes (:func:`foundry.parallel.map_tasks`; same
+    outputs, and each task's log lines are replayed in task order).
     """
     storage_config = storage_config or lsh_storage_from_env()
-    return {
-        t.name: refine_task(bp, t, Path(run_dir), log=log, storage_config=storage_config,
-                            progress=progress)
-        for t in bp.tasks
-    }
+    return map_tasks(refine_task, bp, Path(run_dir), bp.spec.refine.workers, log=log,
+                     storage_config=storage_config, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------
@@ -1176,3 +1176,14 @@ def study_task(bp: Blueprint, run_dir: Path, task: Task) -> list[dict] | None:
         return None
     return refine_study(rows, task, bp.spec.refine, load_exam(bp, task),
                         corrections=load_corrections(bp, task))
+
+
+def _study_job(bp: Blueprint, task: Task, run_dir: Path, *,
+               log: Callable[[str], None]) -> list[dict] | None:
+    """:func:`study_task` in the shape :func:`foundry.parallel.map_tasks` calls."""
+    return study_task(bp, run_dir, task)
+
+
+def study_tasks(bp: Blueprint, run_dir: Path) -> dict[str, list[dict] | None]:
+    """:func:`study_task` of every task, side by side with ``refine.workers`` > 1."""
+    return map_tasks(_study_job, bp, Path(run_dir), bp.spec.refine.workers)

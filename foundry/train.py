@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,17 +35,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import normalize as l2_normalize
 from sklearn.utils.class_weight import compute_sample_weight
-from threadpoolctl import threadpool_limits
 
 from foundry.blueprint import Blueprint, Refine, Task
 from foundry.errors import InputDataError
 from foundry.jsonl import iter_jsonl
+from foundry.parallel import map_tasks
 from foundry.quantized import int8_pipeline
 from foundry.realtext import REAL_SOURCE, load_real
 from foundry.runs import require_stage_output, stage_dir
@@ -748,37 +746,7 @@ def train_stage(bp: Blueprint, run_dir: Path, *, log: Log = print) -> dict[str, 
     on a busy machine oversubscribed threads made them 30-60x slower; a single thread also
     keeps floating-point reductions in one order, so results do not depend on the core count.
     With ``train.workers`` > 1 the tasks train side by side in worker processes
-    (:func:`_train_in_processes`); each still fits on one thread, so the models are the same.
+    (:func:`foundry.parallel.map_tasks`); each fit is still single-threaded, so the models
+    are the same.
     """
-    workers = min(bp.spec.train.workers, len(bp.tasks), os.cpu_count() or 1)
-    if workers > 1:
-        return _train_in_processes(bp, Path(run_dir), workers, log)
-    with threadpool_limits(limits=1):
-        return {task.name: train_task(bp, task, Path(run_dir), log=log) for task in bp.tasks}
-
-
-def _train_logged(bp: Blueprint, task_name: str, run_dir: Path
-                  ) -> tuple[TrainSummary, list[str]]:
-    """A worker process's job: train one task, keeping its log lines to return."""
-    lines: list[str] = []
-    with threadpool_limits(limits=1):
-        summary = train_task(bp, bp.task(task_name), run_dir, log=lines.append)
-    return summary, lines
-
-
-def _train_in_processes(bp: Blueprint, run_dir: Path, workers: int, log: Log
-                        ) -> dict[str, TrainSummary]:
-    """Train the tasks in ``workers`` processes; log each task's lines in task order.
-
-    joblib's loky workers are started fresh (never forked from a Jupyter kernel, whose I/O
-    threads' locks a fork would copy in any state) and, unlike ``multiprocessing``'s spawn,
-    they do not re-run the calling script. A failed task raises its own error here.
-    """
-    jobs = (delayed(_train_logged)(bp, task.name, run_dir) for task in bp.tasks)
-    done = Parallel(n_jobs=workers, backend="loky")(jobs)
-    results: dict[str, TrainSummary] = {}
-    for task, (summary, lines) in zip(bp.tasks, done, strict=True):
-        for line in lines:
-            log(line)
-        results[task.name] = summary
-    return results
+    return map_tasks(train_task, bp, Path(run_dir), bp.spec.train.workers, log=log)
