@@ -8,8 +8,10 @@ log lines replayed in task order too (so a notebook reads as if the tasks had ru
 another).
 
 Every job runs with native thread pools (OpenMP, BLAS) limited to one thread, in the worker
-as in-process, so floating-point reductions keep one order and the outputs are byte-identical
-for any ``workers``. The workers are joblib's loky processes: started fresh (never forked from
+as in-process, so floating-point reductions keep one order and the outputs are the same for
+any ``workers``: the same rows, vocabularies, weights and tables, so the same exported
+artifacts (a pickled model's bytes may differ in which equal objects it stores once: pickle's
+memo follows object identity). The workers are joblib's loky processes: started fresh (never forked from
 a Jupyter kernel, whose I/O threads' locks a fork would copy in any state), and unlike
 ``multiprocessing``'s spawn they do not re-run the calling script.
 """
