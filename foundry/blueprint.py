@@ -341,8 +341,10 @@ class Refine(_Strict):
                                             "rows added again without trailing punctuation")
     seed: int = Field(42, description="seed of balancing, splitting and augmentation; "
                                       "default: the blueprint's seed")
+    # exclude: how many processes ran the stage is not one of its settings: it never changes
+    # the outputs, so neither the summary that records the settings nor the stamps see it.
     workers: int = Field(
-        1, ge=1, le=64,
+        1, ge=1, le=64, exclude=True,
         description="tasks refined at once, each in a process of its own (foundry.parallel); "
                     "capped at the task and core counts; the outputs are the same for any value")
 
@@ -407,8 +409,8 @@ class Train(_Strict):
                     "cut short (a cut would make the chosen model depend on machine speed)")
     seed: int = Field(42, description="seed of folds and estimators; default: the blueprint's "
                                       "seed")
-    workers: int = Field(
-        1, ge=1, le=64,
+    workers: int = Field(  # excluded from dumps, as refine.workers
+        1, ge=1, le=64, exclude=True,
         description="tasks trained at once, each in a process of its own (foundry.parallel: "
                     "the solvers hold the GIL, so threads would not help); capped at the task "
                     "and core counts; the models are the same for any value")

@@ -83,17 +83,9 @@ def blueprint_fingerprint(bp: Any, stage: str) -> str:
             h.update(f"{rel.as_posix()}\0{_sha256_file(path)}\0".encode())
     spec = bp.spec.model_dump(mode="json")
     settings = {"name": spec["name"], "tasks": spec["tasks"],
-                **{s: _without_workers(spec.get(s)) for s in SECTIONS[stage]}}
+                **{s: spec.get(s) for s in SECTIONS[stage]}}
     h.update(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()
-
-
-def _without_workers(section: Any) -> Any:
-    """A section's settings less ``workers``: how many processes ran a stage never changes
-    its outputs (foundry.parallel), so it must not make them stale."""
-    if isinstance(section, dict):
-        return {k: v for k, v in section.items() if k != "workers"}
-    return section
 
 
 def corrections_fingerprint(bp: Any, task: str) -> str:

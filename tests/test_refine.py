@@ -552,3 +552,24 @@ def test_corrections_the_funnel_drops_are_reported_not_silent():
     for c in corrections:
         verdict = correction_problem(c["text"], c["label"], TASK, cfg, exam)
         assert (verdict[0] if verdict else None) == dropped.get(c["text"])
+
+
+def test_refining_in_worker_processes_writes_the_same_files(tmp_path):
+    from fakes.blueprint_copy import copy_blueprint
+
+    from foundry.generate import generate_stage
+    from foundry.refine import refine_stage
+
+    runs, lines = {}, {}
+    for workers in (1, 2):
+        bp = load_blueprint(copy_blueprint("text_classification", tmp_path / f"bp{workers}",
+                                           {"refine": {"workers": workers}}))
+        run = runs[workers] = tmp_path / f"run{workers}"
+        generate_stage(bp, run, provider="offline", target=200, log=lambda _m: None)
+        lines[workers] = []
+        refine_stage(bp, run, log=lines[workers].append, progress=False)
+    assert lines[2] == lines[1]  # replayed in task order
+    for task in ("is_question", "confirmation"):
+        for name in ("train.jsonl", "test.jsonl", "removed.jsonl", "summary.json"):
+            one, two = (runs[w] / "refine" / task / name for w in (1, 2))
+            assert one.read_bytes() == two.read_bytes(), f"{task}/{name}"
