@@ -379,6 +379,11 @@ class Features(_Strict):
         return self
 
 
+def merged_features(base: Features, override: dict[str, Any] | None) -> Features:
+    """``base`` with a task's ``features`` keys on top, validated as one :class:`Features`."""
+    return Features.model_validate({**base.model_dump(), **(override or {})})
+
+
 class Train(_Strict):
     trainer: str = Field("tfidf_logreg", description="a trainer of foundry/trainers.py")
     calibration: Literal["auto", "none", "sigmoid", "isotonic", "sigmoid_real"] = Field(
@@ -557,7 +562,7 @@ class BlueprintSpec(_Strict):
                                  f"{', '.join(unknown)}; allowed: "
                                  f"{', '.join(Features.model_fields)}")
             try:
-                Features.model_validate({**self.train.features.model_dump(), **task.features})
+                merged_features(self.train.features, task.features)
             except ValidationError as exc:
                 why = "; ".join(".".join(map(str, e["loc"])) + (": " if e["loc"] else "")
                                 + e["msg"].removeprefix("Value error, ") for e in exc.errors())
@@ -634,8 +639,7 @@ class Blueprint:
     def features(self, task: Task) -> Features:
         """``task``'s text spec settings: ``train.features`` with the task's own ``features``
         on top."""
-        return Features.model_validate({**self.spec.train.features.model_dump(),
-                                        **(task.features or {})})
+        return merged_features(self.spec.train.features, task.features)
 
     def source_weights(self, task: Task) -> dict[str, float]:
         """Weight of ``task``'s training rows by source: ``train.source_weights`` with the
