@@ -11,9 +11,9 @@ Every job runs with native thread pools (OpenMP, BLAS) limited to one thread, in
 as in-process, so floating-point reductions keep one order and the outputs are the same for
 any ``workers``: the same rows, vocabularies, weights and tables, so the same exported
 artifacts (a pickled model's bytes may differ in which equal objects it stores once: pickle's
-memo follows object identity). The workers are joblib's loky processes: started fresh (never forked from
-a Jupyter kernel, whose I/O threads' locks a fork would copy in any state), and unlike
-``multiprocessing``'s spawn they do not re-run the calling script.
+memo follows object identity). The workers are joblib's loky processes: started fresh (never
+forked from a Jupyter kernel, whose I/O threads' locks a fork would copy in any state), and
+unlike ``multiprocessing``'s spawn they do not re-run the calling script.
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ def map_tasks(job: Callable[..., T], bp: Any, run_dir: Path, workers: int, *,
     its result picklable. A job's exception is raised here, as itself.
     """
     run_dir = Path(run_dir)
-    if worker_count(workers, len(bp.tasks)) == 1:
+    n_jobs = worker_count(workers, len(bp.tasks))
+    if n_jobs == 1:
         with threadpool_limits(limits=1):
             return {t.name: job(bp, t, run_dir, log=log, **kwargs) for t in bp.tasks}
     calls = (delayed(_logged)(job, bp, t.name, run_dir, kwargs) for t in bp.tasks)
-    done = Parallel(n_jobs=worker_count(workers, len(bp.tasks)), backend="loky")(calls)
+    done = Parallel(n_jobs=n_jobs, backend="loky")(calls)
     results: dict[str, T] = {}
     for task, (result, lines) in zip(bp.tasks, done, strict=True):
         for line in lines:
