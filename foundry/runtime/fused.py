@@ -119,8 +119,7 @@ def _binary_predictor(head: _NumpyHead, labels: list[str], threshold: float,
                     total += v
                 if padded:
                     total += (node.get(" ") or root_get(" ", miss))[1]
-            if heads:
-                total += sum(map(packed, filter(in_vocabulary, head_ngrams(out, spec))), 0j)
+            total += heads and sum(map(packed, filter(in_vocabulary, head_ngrams(out, spec))), 0j)
             z, norm2 = total.real, total.imag
         else:  # as _NumpyHead.scores: occurrence sums, then the repeats corrected
             hits = list(filter(in_vocabulary, slicer(out)))
