@@ -198,6 +198,9 @@ class Task(_Strict):
     exam: str = Field(description="hand-written exam (JSONL), never used in training")
     real: str | None = Field(
         None, description="hand-labelled real utterances (JSONL): a training source, `source: real`")
+    target_per_task: int | None = Field(
+        None, ge=10, description="raw rows wanted for this task; overrides "
+                                 "generation.target_per_task for this task only")
     dev: str | None = Field(
         None, description="real-text dev split (JSONL): never trains; chooses the confidence "
                           "threshold and the calibration, reported apart")
@@ -640,6 +643,11 @@ class Blueprint:
         """``task``'s text spec settings: ``train.features`` with the task's own ``features``
         on top."""
         return merged_features(self.spec.train.features, task.features)
+
+    def target(self, task: Task, override: int | None = None) -> int:
+        """Raw rows wanted for ``task``: ``override`` (``--target``) if given, else the task's
+        own ``target_per_task``, else ``generation.target_per_task``."""
+        return int(override or task.target_per_task or self.spec.generation.target_per_task)
 
     def source_weights(self, task: Task) -> dict[str, float]:
         """Weight of ``task``'s training rows by source: ``train.source_weights`` with the

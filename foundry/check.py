@@ -572,7 +572,8 @@ class _Checker:
         for template in grammar.templates if grammar is not None else []:
             bound[template.label] += grammar.upper_bound(template.tree)
         seeds_per_label = Counter(r["label"] for r in seeds)
-        for label, target in label_targets(task, self.target or gen.target_per_task).items():
+        for label, target in label_targets(
+                task, self.target or task.target_per_task or gen.target_per_task).items():
             most = bound[label] + seeds_per_label[label]
             needed = gen.min_label_share * target
             if most < needed:
@@ -581,8 +582,8 @@ class _Checker:
                         f"({seeds_per_label[label]} seeds + at most {bound[label]} grammar "
                         f"sentences), below {needed:g} = generation.min_label_share "
                         f"{gen.min_label_share} x its target {target}: the forge would stop "
-                        "after stage 1; add templates or seeds, or lower "
-                        "generation.target_per_task")
+                        "after stage 1; add templates or seeds, or lower the task's "
+                        "target_per_task (or generation.target_per_task)")
 
     # -- across blueprints -----------------------------------------------------------
 

@@ -66,6 +66,25 @@ def test_a_task_overrides_source_weights_for_itself_only(tmp_path):
     assert load_blueprint("text_classification").source_weights(bp.task("is_question")) == {}
 
 
+def test_a_task_overrides_the_generation_target_for_itself_only(tmp_path):
+    def mutate(d):
+        d["generation"]["target_per_task"] = 500
+        d["tasks"][0]["target_per_task"] = 900
+        d["tasks"][1].pop("target_per_task", None)
+
+    bp = load_blueprint(_copy(tmp_path, mutate))
+    assert bp.target(bp.task("is_question")) == 900
+    assert bp.target(bp.task("confirmation")) == 500
+    # --target replaces every task's target, its own included
+    assert [bp.target(t, 120) for t in bp.tasks] == [120, 120]
+
+
+def test_a_task_target_below_ten_rows_names_the_task_field(tmp_path):
+    path = _copy(tmp_path, lambda d: d["tasks"][1].__setitem__("target_per_task", 3))
+    with pytest.raises(BlueprintError, match=r"tasks\[1\]\.target_per_task"):
+        load_blueprint(path)
+
+
 def test_a_task_overrides_text_spec_features_for_itself_only(tmp_path):
     from foundry.train import text_spec
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from foundry.blueprint import Label, Task
 from foundry.generate.sufficiency import (
@@ -108,6 +109,23 @@ def test_generation_measures_and_the_gate_stops_a_thin_grammar(tmp_path):
     with pytest.raises(InsufficientDataError, match="label 'Positive' has 6 rows, 20% of its "
                                                     "target 30"):
         check_data_sufficiency(summaries, bp.name)
+
+
+def test_a_task_target_per_task_sets_its_rows_and_its_gate(tmp_path):
+    from foundry.blueprint import load_blueprint
+    from foundry.check import check_blueprint
+    from foundry.generate import generate_stage
+
+    root = collapsing_blueprint(tmp_path)
+    spec = yaml.safe_load((root / "blueprint.yaml").read_text(encoding="utf-8"))
+    spec["tasks"][0]["target_per_task"] = 12  # 6 a label: the thin grammar's 6 rows suffice
+    (root / "blueprint.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True),
+                                         encoding="utf-8")
+    assert check_blueprint(root, env={}).ok
+    summaries = generate_stage(load_blueprint(root), tmp_path / "runs" / "thin" / "r1",
+                               log=lambda _: None)
+    assert summaries["thin"].target == 12 and summaries["thin"].rows == 12
+    assert summaries["thin"].sufficiency.passed
 
 
 @pytest.mark.slow

@@ -263,12 +263,12 @@ def generate_stage(
     target: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, GenerateSummary]:
-    """Run stage 1 for every task; ``provider``/``target`` override the blueprint."""
+    """Run stage 1 for every task; ``provider``/``target`` override the blueprint (``target``
+    replaces every task's own target)."""
     chosen = resolve_provider(bp, provider or None, log)
-    target = int(target or bp.spec.generation.target_per_task)
     return {
         t.name: generate_task(
-            bp, t, Path(run_dir), provider=chosen, target=target, log=log
+            bp, t, Path(run_dir), provider=chosen, target=bp.target(t, target), log=log
         )
         for t in bp.tasks
     }

@@ -69,7 +69,7 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
 
     Parameters
     ----------
-    rows : sentences to sample; default ``generation.target_per_task``.
+    rows : sentences to sample; default the task's target (``target_per_task``).
     seed : sampling seed; default ``generation.seed``. Folds use ``train.seed``.
     confident : out-of-fold top probability from which an error counts as confident.
     """
@@ -90,7 +90,7 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
         raise ConfigError(f"task {task.name!r} has no grammar to audit (blueprint field "
                          f"tasks[].grammar)")
     gen, cfg = bp.spec.generation, bp.spec.train
-    sample = generate_offline(bp, task, target=rows or gen.target_per_task,
+    sample = generate_offline(bp, task, target=bp.target(task, rows),
                               seed=gen.seed if seed is None else seed).rows
     data = _unique_rows(sample)
     labels = task.label_names
