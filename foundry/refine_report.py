@@ -8,6 +8,7 @@ samples of every removal reason.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -420,6 +421,9 @@ def _cjk_font() -> None:
                  "Source Han Sans SC", "AR PL UMing CN"):
         if name in names:
             rcParams["font.sans-serif"] = [name, *rcParams["font.sans-serif"]]
+            # Some CJK fonts ship one weight (WenQuanYi Zen Hei is 500): matplotlib then warns
+            # on every plot that it uses it for "normal", which is what we want.
+            logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
             return
 
 
