@@ -647,7 +647,7 @@ def train_task(bp: Blueprint, task: Task, run_dir: Path, *, log: Log = print) ->
     summary, split, w, dev = _training_data(bp, task, run_dir)
     trainer = get_trainer(cfg.trainer)
     features = bp.features(task)
-    recipe = Recipe(trainer, text_spec(bp, task), features.sublinear_tf, cfg.seed)
+    recipe = Recipe(trainer, text_spec(bp, task), features.sublinear_tf, cfg.seed, labels)
     candidates = expand_grid(trainer, cfg.grid)
     if cfg.select_on == "dev":
         from foundry.train_dev import train_on_dev

@@ -15,13 +15,15 @@ Grid keys of ``train.grid`` in a blueprint (each maps to a list of candidate val
   ``class_weight`` for the linear ones, ``hidden`` and ``alpha`` for the perceptron,
   ``lr_C`` for the logistic part of ``tfidf_linear_blend_int8``, whose ``C`` is its SVM's);
 - vectorizer keys ``min_df``, ``max_df``, ``max_features``, ``sublinear_tf``;
-- ``ngram``: ``[min_n, max_n]`` pairs, overriding ``train.features.min_n/max_n``.
+- ``ngram``: ``[min_n, max_n]`` pairs, overriding ``train.features.min_n/max_n``;
+- ``prefix_weight``, ``suffix_weight`` for ``tfidf_svm_int8``: how much labels named
+  ``<prefix>_<suffix>`` share the scores of their groups (0 by default: nothing).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
 VECTORIZER_KEYS: tuple[str, ...] = ("min_df", "max_df", "max_features", "sublinear_tf")
 #: Grid key that overrides the n-gram orders of the text spec.
 NGRAM_KEY = "ngram"
+#: Key of the label names (class-index order) handed to ``Trainer.build`` besides the grid
+#: keys; a classifier may ignore it.
+LABELS_KEY = "label_names"
 #: Calibration methods a trained classifier may be wrapped with.
 CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
 #: Platt scaling fitted on the out-of-fold scores of the real (human-written) training rows
@@ -152,7 +157,10 @@ def _svm_int8(params: Mapping[str, Any], seed: int) -> BaseEstimator:
     from foundry.quantized import QuantizedLinearSVC
 
     return QuantizedLinearSVC(C=float(params.get("C", 1.0)),
-                              class_weight=params.get("class_weight"), random_state=seed)
+                              class_weight=params.get("class_weight"), random_state=seed,
+                              prefix_weight=float(params.get("prefix_weight", 0.0)),
+                              suffix_weight=float(params.get("suffix_weight", 0.0)),
+                              label_names=params.get(LABELS_KEY))
 
 
 def _linear_blend_int8(params: Mapping[str, Any], seed: int) -> BaseEstimator:
@@ -209,7 +217,8 @@ register(Trainer(
     description="TF-IDF char n-grams + linear SVM with int8 weights, softmax with a temperature "
                 "(many labels in a small budget)",
     build=_svm_int8,
-    classifier_keys=("C", "class_weight"),
+    # prefix_weight / suffix_weight: labels named <prefix>_<suffix> share their groups' scores
+    classifier_keys=("C", "class_weight", "prefix_weight", "suffix_weight"),
     only_calibrations=("none",),  # its probabilities are softmax(scores / T), T fitted on dev
 ))
 register(Trainer(
@@ -267,6 +276,9 @@ def _value_problem(key: str, value: Any) -> str | None:
     elif key in ("C", "lr_C", "alpha"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             return f"{value!r} must be a positive number"
+    elif key in ("prefix_weight", "suffix_weight"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            return f"{value!r} must be a number >= 0 (0: labels share nothing with their group)"
     elif key in ("min_df", "max_df"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             return f"{value!r} must be a positive int (rows) or float (share)"
@@ -376,8 +388,11 @@ def make_classifier(
     seed: int,
     calibration: str = "none",
     calibration_folds: int = 3,
+    labels: Sequence[str] = (),
 ) -> BaseEstimator:
     """The trainer's classifier, wrapped in a calibrator when ``calibration`` is not "none".
+    ``labels`` names the class indices it is fitted on (for classifiers that group labels by
+    name, see :class:`foundry.quantized.QuantizedLinearSVC`).
 
     The calibrator uses ``ensemble=False``: one classifier fitted on all rows plus one
     calibration map learnt from cross-validated scores, so the ONNX graph holds a single
@@ -386,16 +401,17 @@ def make_classifier(
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.model_selection import StratifiedKFold
 
+    clf_params = {k: v for k, v in params.items() if k in trainer.classifier_keys}
+    if labels:
+        clf_params[LABELS_KEY] = tuple(labels)
     if calibration == REAL_SIGMOID:
         # The bare classifier; its Platt map comes from held-out scores (prefit_sigmoid).
-        clf_params = {k: v for k, v in params.items() if k in trainer.classifier_keys}
         return trainer.build(clf_params, seed)
     if calibration not in trainer.calibrations:
         raise GridError(
             f"blueprint.yaml: train.calibration: {calibration!r} is not available for trainer "
             f"{trainer.name!r}; choose one of {', '.join(trainer.calibrations)}"
         )
-    clf_params = {k: v for k, v in params.items() if k in trainer.classifier_keys}
     base = trainer.build(clf_params, seed)
     if calibration == "none":
         return base
@@ -417,15 +433,17 @@ def make_pipeline(
     calibration: str = "none",
     vocabulary: list[str] | None = None,
     analyzer: Callable[[str], list[str]] | None = None,
+    labels: Sequence[str] = (),
 ) -> Pipeline:
-    """An unfitted ``tfidf -> clf`` pipeline for one grid candidate."""
+    """An unfitted ``tfidf -> clf`` pipeline for one grid candidate (``labels``: see
+    :func:`make_classifier`)."""
     from sklearn.pipeline import Pipeline
 
     params = trainer.with_defaults(params)
     return Pipeline([
         ("tfidf", make_vectorizer(spec_for(spec, params), sublinear_tf, params,
                                   vocabulary=vocabulary, analyzer=analyzer)),
-        ("clf", make_classifier(trainer, params, seed, calibration)),
+        ("clf", make_classifier(trainer, params, seed, calibration, labels=labels)),
     ])
 
 
@@ -632,8 +650,11 @@ class Recipe:
     """Builds pipelines and classifiers for one task: trainer, base spec, seed, and the
     analyzer caches shared by every fit."""
 
-    def __init__(self, trainer: Trainer, spec: TextSpec, sublinear_tf: bool, seed: int) -> None:
+    def __init__(self, trainer: Trainer, spec: TextSpec, sublinear_tf: bool, seed: int,
+                 labels: Sequence[str] = ()) -> None:
         self.trainer, self.spec, self.sublinear_tf, self.seed = trainer, spec, sublinear_tf, seed
+        #: The task's label names, in class-index order (passed to every classifier).
+        self.labels = tuple(labels)
         self._memo: dict[TextSpec, MemoAnalyzer] = {}
         #: The Platt map of ``sigmoid_real`` (fitted by :func:`choose_calibration`).
         self.real_platt: Any = None
@@ -648,6 +669,7 @@ class Recipe:
         return make_pipeline(
             self.trainer, self.spec, self.sublinear_tf, params, self.seed,
             calibration=calibration, vocabulary=vocabulary, analyzer=self.analyzer(params),
+            labels=self.labels,
         )
 
     def vectorizer(self, params: dict[str, Any], vocabulary: list[str] | None = None,
@@ -658,7 +680,7 @@ class Recipe:
         return vec.set_params(norm=norm)
 
     def classifier(self, params: dict[str, Any], calibration: str) -> Any:
-        return make_classifier(self.trainer, params, self.seed, calibration)
+        return make_classifier(self.trainer, params, self.seed, calibration, labels=self.labels)
 
     def default_calibration(self) -> str:
         return "none" if self.trainer.has_proba else "sigmoid"

@@ -250,3 +250,57 @@ def test_a_sparse_model_exports_its_entries_and_every_reader_agrees() -> None:
         None, {"features": x.toarray().astype(np.float32)})
     expected = sparse.predict_proba(x)
     assert np.abs(proba - expected).max() < 1e-5
+
+
+NAMES = ("alarm_set", "alarm_query", "alarm_remove", "music_play", "music_query",
+         "list_remove", "weather")
+
+
+def test_label_groups_add_the_group_svms_scores_to_each_label() -> None:
+    from sklearn.svm import LinearSVC
+
+    from foundry.quantized import label_group
+
+    x, y = _data()
+    assert [label_group(n, 0) for n in NAMES[:2]] == ["alarm", "alarm"]
+    assert [label_group(n, 1) for n in NAMES[2:6]] == ["remove", "play", "query", "remove"]
+    assert label_group("weather", 0) == label_group("weather", 1) == "weather"
+    clf = QuantizedLinearSVC(random_state=0, prefix_weight=1.5, suffix_weight=0.5,
+                             label_names=NAMES).fit(x, y)
+    svm = lambda: LinearSVC(C=1.0, max_iter=20000, random_state=0)  # noqa: E731
+    expected = svm().fit(x, y).decision_function(x)
+    for part, weight in ((0, 1.5), (1, 0.5)):
+        groups = np.array([label_group(NAMES[c], part) for c in y])
+        fitted = svm().fit(x, groups)
+        columns = [list(fitted.classes_).index(label_group(n, part)) for n in NAMES]
+        expected = expected + weight * fitted.decision_function(x)[:, columns]
+    step = np.abs(clf.coef_).max() / 127 * np.asarray(x.sum(axis=1)).max()
+    assert np.abs(clf.decision_function(x) - expected).max() < step  # up to the int8 rounding
+
+
+def test_label_groups_take_names_from_label_names_or_the_classes() -> None:
+    x, y = _data()
+    named = np.array(NAMES)[y]
+    by_index = QuantizedLinearSVC(random_state=0, prefix_weight=1.0, label_names=NAMES).fit(x, y)
+    by_name = QuantizedLinearSVC(random_state=0, prefix_weight=1.0).fit(x, named)
+    order = np.argsort(NAMES)  # string classes are sorted, indices are not
+    np.testing.assert_array_equal(by_index.w_q_[order], by_name.w_q_)
+    plain = QuantizedLinearSVC(random_state=0).fit(x, y)
+    assert not np.array_equal(by_index.w_q_, plain.w_q_)
+
+
+def test_label_groups_change_nothing_without_two_groups_or_for_a_binary_task() -> None:
+    x, y = _data()
+    plain = QuantizedLinearSVC(random_state=0).fit(x, y)
+    # every label its own group: the group SVMs are the label SVMs, the scores only scale
+    own = QuantizedLinearSVC(random_state=0, prefix_weight=1.0,
+                             label_names=tuple("abcdefg")).fit(x, y)
+    np.testing.assert_array_equal(own.predict(x), plain.predict(x))
+    one = QuantizedLinearSVC(random_state=0, prefix_weight=1.0,
+                             label_names=tuple(f"all_{c}" for c in "abcdefg")).fit(x, y)
+    np.testing.assert_array_equal(one.w_q_, plain.w_q_)
+    x2, y2 = _data(k=2)
+    binary = QuantizedLinearSVC(random_state=0, prefix_weight=1.0, label_names=("a_x", "b_x"))
+    np.testing.assert_array_equal(binary.fit(x2, y2).w_q_,
+                                  QuantizedLinearSVC(random_state=0).fit(x2, y2).w_q_)
+

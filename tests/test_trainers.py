@@ -327,6 +327,24 @@ def test_blend_grid_keys_are_checked():
         expand_grid(get_trainer("tfidf_svm_int8"), {"lr_C": [30.0]})
 
 
+def test_label_group_weights_are_grid_keys_and_reach_the_classifier_with_the_names():
+    trainer = get_trainer("tfidf_svm_int8")
+    assert expand_grid(trainer, {"prefix_weight": [0, 1.5], "suffix_weight": [0.5]}) == [
+        {"prefix_weight": 0, "suffix_weight": 0.5}, {"prefix_weight": 1.5, "suffix_weight": 0.5}]
+    with pytest.raises(GridError, match=r"train\.grid\.prefix_weight: -1 must be a number >= 0"):
+        expand_grid(trainer, {"prefix_weight": [-1]})
+    with pytest.raises(GridError, match=r"train\.grid\.suffix_weight: not a parameter"):
+        expand_grid(get_trainer("tfidf_logreg"), {"suffix_weight": [1.0]})
+    names = ("chat_ask", "chat_say", "alarm_set", "music_play")  # MANY_Y's four classes
+    pipe = make_pipeline(trainer, TextSpec(), True, {"prefix_weight": 1.5}, seed=0,
+                         labels=names).fit(MANY_TEXTS, MANY_Y)
+    clf = pipe.named_steps["clf"]
+    assert (clf.prefix_weight, clf.suffix_weight, clf.label_names) == (1.5, 0.0, names)
+    # other classifiers ignore the names
+    assert make_pipeline(get_trainer("tfidf_logreg"), TextSpec(), True, {}, seed=0,
+                         labels=names).fit(MANY_TEXTS, MANY_Y).predict(["关掉闹钟"]).shape == (1,)
+
+
 def test_blend_fits_labels_rarer_than_its_folds():
     """A label with fewer rows than the part folds: its held-out rows are left out of the
     part temperatures, the blend still fits every label."""

@@ -99,7 +99,8 @@ def audit_grammar(bp: Blueprint, task: Task, *, rows: int | None = None, seed: i
     templates = [r.get("template") or r.get("source", "?") for r in data]
 
     trainer = get_trainer(cfg.trainer)
-    recipe = Recipe(trainer, text_spec(bp, task), bp.features(task).sublinear_tf, cfg.seed)
+    recipe = Recipe(trainer, text_spec(bp, task), bp.features(task).sublinear_tf, cfg.seed,
+                    task.label_names)
     folds = make_folds(y, cfg.cv_folds, cfg.seed,
                        similarity_groups(texts, y, bp.spec.refine, cfg.cv_folds))
     features = FoldFeatures(recipe, texts, folds)
