@@ -58,12 +58,15 @@ def test_refit_on_dev_needs_dev_selection(tmp_path):
 def test_a_task_overrides_source_weights_for_itself_only(tmp_path):
     def mutate(d):
         d["train"]["source_weights"] = {"real": 2.0, "seed": 0.5}
+        d["tasks"][0].pop("source_weights", None)
         d["tasks"][1]["source_weights"] = {"real": 4.0}
 
     bp = load_blueprint(_copy(tmp_path, mutate))
     assert bp.source_weights(bp.task("is_question")) == {"real": 2.0, "seed": 0.5}
     assert bp.source_weights(bp.task("confirmation")) == {"real": 4.0, "seed": 0.5}
-    assert load_blueprint("text_classification").source_weights(bp.task("is_question")) == {}
+    default = load_blueprint("text_classification")
+    assert default.source_weights(default.task("is_question")) == {"real": 3.0}
+    assert default.source_weights(default.task("confirmation")) == {}
 
 
 def test_a_task_overrides_the_generation_target_for_itself_only(tmp_path):
