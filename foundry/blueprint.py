@@ -382,6 +382,12 @@ class Features(_Strict):
         return self
 
 
+def task_target(task: Task, generation: Generation, override: int | None = None) -> int:
+    """Raw rows wanted for ``task``: ``override`` (``--target``) if given, else the task's
+    own ``target_per_task``, else ``generation.target_per_task``."""
+    return int(override or task.target_per_task or generation.target_per_task)
+
+
 def merged_features(base: Features, override: dict[str, Any] | None) -> Features:
     """``base`` with a task's ``features`` keys on top, validated as one :class:`Features`."""
     return Features.model_validate({**base.model_dump(), **(override or {})})
@@ -645,9 +651,8 @@ class Blueprint:
         return merged_features(self.spec.train.features, task.features)
 
     def target(self, task: Task, override: int | None = None) -> int:
-        """Raw rows wanted for ``task``: ``override`` (``--target``) if given, else the task's
-        own ``target_per_task``, else ``generation.target_per_task``."""
-        return int(override or task.target_per_task or self.spec.generation.target_per_task)
+        """Raw rows wanted for ``task`` (:func:`task_target`)."""
+        return task_target(task, self.spec.generation, override)
 
     def source_weights(self, task: Task) -> dict[str, float]:
         """Weight of ``task``'s training rows by source: ``train.source_weights`` with the

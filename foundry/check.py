@@ -39,6 +39,7 @@ from foundry.blueprint import (
     BlueprintSpec,
     Task,
     resolve_blueprint_dir,
+    task_target,
 )
 from foundry.errors import FoundryError
 from foundry.paths import ROOT
@@ -572,8 +573,7 @@ class _Checker:
         for template in grammar.templates if grammar is not None else []:
             bound[template.label] += grammar.upper_bound(template.tree)
         seeds_per_label = Counter(r["label"] for r in seeds)
-        for label, target in label_targets(
-                task, self.target or task.target_per_task or gen.target_per_task).items():
+        for label, target in label_targets(task, task_target(task, gen, self.target)).items():
             most = bound[label] + seeds_per_label[label]
             needed = gen.min_label_share * target
             if most < needed:
