@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,12 @@ from foundry.datasets import load_dataset
 from foundry.train import text_spec
 from foundry.trainers import Recipe, get_trainer
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import label_groups as bench  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_label_groups",
-                                                  ROOT / "bench" / "label_groups.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cross_validate_scores_every_pair_and_zero_is_the_plain_svm(bench):
+def test_cross_validate_scores_every_pair_and_zero_is_the_plain_svm():
     from sklearn.model_selection import StratifiedKFold
 
     bp = load_blueprint("assistant_intents_zh")
@@ -50,7 +43,7 @@ def test_cross_validate_scores_every_pair_and_zero_is_the_plain_svm(bench):
     assert scores[(0.0, 0.0)][0][0] == pytest.approx(float((pred == y[held]).mean()))
 
 
-def test_weight_lists_are_checked(bench):
+def test_weight_lists_are_checked():
     assert bench.parse_floats("0, 0.5,2") == [0.0, 0.5, 2.0]
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated numbers"):
         bench.parse_floats("1;2")
