@@ -11,7 +11,6 @@ With two model folders it prints one row per folder, so a change is read on the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from foundry.jsonl import iter_jsonl  # noqa: E402
 from foundry.runtime import MicroModel  # noqa: E402
 
 PROBES = Path(__file__).resolve().parent / "probes"
@@ -47,11 +47,13 @@ class Tally:
 
 
 def load_probe(path: Path) -> list[dict]:
-    """Rows ``{"text", "label", "category"}`` of one probe file."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    for i, row in enumerate(rows, 1):
+    """Rows ``{"text", "label", "category"}`` of one probe file; a bad line stops the bench
+    with its file and line."""
+    rows = []
+    for where, row in iter_jsonl(path, error=SystemExit):
         if not isinstance(row.get("text"), str) or not isinstance(row.get("label"), str):
-            raise SystemExit(f"{path}:{i}: a probe row needs string 'text' and 'label'")
+            raise SystemExit(f"{where}: a probe row needs string 'text' and 'label'")
+        rows.append(row)
     return rows
 
 

@@ -30,6 +30,9 @@ def test_load_probe_names_the_file_and_line_of_a_bad_row(tmp_path):
     path.write_text(json.dumps({"text": "好", "label": "Affirm"}) + "\n" + json.dumps({"text": 3}) + "\n")
     with pytest.raises(SystemExit, match=r"p\.jsonl:2: a probe row needs string 'text' and 'label'"):
         bench.load_probe(path)
+    path.write_text(json.dumps({"text": "好", "label": "Affirm"}) + "\n\n{not json\n")
+    with pytest.raises(SystemExit, match=r"p\.jsonl:3: not valid JSON"):
+        bench.load_probe(path)
 
 
 def test_score_counts_match_the_model_answers(tiny_models):
@@ -44,9 +47,9 @@ def test_score_counts_match_the_model_answers(tiny_models):
     assert tallies["all"].n == 4 and tallies["all"].right == sum(right)
     assert tallies["all"].confident == sum(a.confident for a in answers)
     assert tallies["Question/c"].n == 2 and tallies["Statement/c"].n == 2
-    assert [e[2]["text"] for e in errors] == sorted(
-        (r["text"] for r, ok in zip(rows, right, strict=True) if not ok),
-        key=lambda t: -next(a.score for a, r in zip(answers, rows, strict=True) if r["text"] == t))
+    wrong = sorted(((a.score, r["text"]) for a, r, ok in zip(answers, rows, right, strict=True)
+                    if not ok), reverse=True)
+    assert wrong and [(e[0], e[2]["text"]) for e in errors] == wrong
 
 
 def test_main_prints_a_row_per_model_folder(tiny_models, capsys, tmp_path, monkeypatch):
