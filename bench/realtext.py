@@ -34,7 +34,8 @@ a point, so compare grammars over several draws:
 forges a copy of the blueprint per seed (every seed set to it, as ``bench/seeds.py`` does;
 stages generate, refine and train, in a temporary folder) and prints, after each seed's
 table, one row per task and seed and the mean over the seeds: grammar → real, grouped CV,
-the left-out mean (weighted by corpus size) and the confident errors of the left-out runs.
+the left-out mean (weighted by corpus size) and the confident errors of the left-out runs;
+then one row per task and corpus family, its left-out accuracy averaged over the seeds.
 """
 
 from __future__ import annotations
@@ -288,6 +289,26 @@ def seed_table(rows: list[tuple[str, float, object, TaskBench]]) -> list[str]:
     return out
 
 
+def family_table(rows: list[tuple[str, float, object, TaskBench]]) -> list[str]:
+    """Each left-out corpus family's accuracy per task and weight, averaged over the seeds.
+
+    A task's families differ in kind (replies to an assistant's question beside replies
+    between people), so a change is read per family as well as in the weighted mean.
+    """
+    out = ["| task | real weight | left out | rows | accuracy, mean over seeds | per seed "
+           "| confident errors, mean |", "|---|---:|---|---:|---:|---|---:|"]
+    for name, weight in dict.fromkeys((n, w) for n, w, _, _ in rows):
+        runs = [b.left_out for n, w, _, b in rows if (n, w) == (name, weight)]
+        for fam in sorted({f for run in runs for f, *_ in run}):
+            seen = [(size, acc, errors) for run in runs for f, size, acc, errors in run
+                    if f == fam]
+            accs = [acc for _, acc, _ in seen]
+            out.append(f"| {name} | {weight:g} | {fam} | {seen[0][0]} | {statistics.fmean(accs):.4f} "
+                       f"| {' / '.join(f'{a:.4f}' for a in accs)} "
+                       f"| {statistics.fmean(e for _, _, e in seen):.1f} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("blueprint", nargs="?", default="text_classification")
@@ -314,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = measure(seeded_runs(args.blueprint, args.seeds, tmp, args.target),
                            args.tasks, args.weights, params, features)
         print("\n" + "\n".join(seed_table(rows)))
+        print("\n" + "\n".join(family_table(rows)))
         return 0
     run = resolve_run_dir(bp.name, args.run_dir or latest_run_dir(bp.name))
     measure([("run", bp, run)], args.tasks, args.weights, params, features)

@@ -41,6 +41,18 @@ def test_seed_table_has_a_row_per_seed_and_a_mean_per_task_and_weight(bench):
     assert len(table) == 2 + 3 + 2
 
 
+def test_family_table_averages_each_left_out_family_over_the_seeds(bench):
+    rows = [("confirmation", 3.0, 42, bench.TaskBench([], 0.8, 0.9, [("crsa", 124, 0.90, 1),
+                                                                     ("lccc_base", 590, 0.80, 6)])),
+            ("confirmation", 3.0, 7, bench.TaskBench([], 0.8, 0.9, [("crsa", 124, 0.94, 0),
+                                                                    ("lccc_base", 590, 0.84, 3)]))]
+    table = bench.family_table(rows)
+    assert table[0].startswith("| task | real weight | left out |")
+    assert "| confirmation | 3 | crsa | 124 | 0.9200 | 0.9000 / 0.9400 | 0.5 |" in table
+    assert "| confirmation | 3 | lccc_base | 590 | 0.8200 | 0.8000 / 0.8400 | 4.5 |" in table
+    assert len(table) == 2 + 2
+
+
 def test_parse_overrides_reads_numbers_and_booleans(bench):
     assert bench.parse_overrides(["C=64", "max_n=4", "sublinear_tf=false", "C2=0.5"], "param") \
         == {"C": 64, "max_n": 4, "sublinear_tf": False, "C2": 0.5}
