@@ -19,7 +19,7 @@ from bench import probes as bench  # noqa: E402
 @pytest.mark.parametrize("task", ["is_question", "confirmation"])
 def test_probe_files_hold_300_distinct_rows_of_the_task_labels_and_categories(task):
     labels = {lab.name: set(lab.categories) for lab in load_blueprint("text_classification").task(task).labels}
-    for name in "ABCDE":
+    for name in "ABCDEF":
         rows = bench.load_probe(bench.PROBES / f"{task}_{name}.jsonl")
         assert len(rows) == 300 and len({r["text"] for r in rows}) == 300
         assert all(r["category"] in labels[r["label"]] for r in rows)
