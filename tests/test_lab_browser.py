@@ -255,6 +255,8 @@ def _check_tester(page, shot: Path, blueprint_dir: Path) -> None:
     page.locator(".foundry-batch-run").click()
     page.locator(".foundry-batch-table").wait_for(timeout=ANSWER_MS)
     assert page.locator(".foundry-batch-row").count() == 2
+    # The link is a second widget, updated after the table: its message can arrive later.
+    page.locator(".foundry-csv-link").wait_for(timeout=ANSWER_MS)
     assert page.locator(".foundry-csv-link").count() == 1
 
 
