@@ -71,11 +71,16 @@ def score(model: MicroModel, rows: list[dict]) -> tuple[dict[str, Tally], list[t
     return dict(tallies), sorted(errors, key=lambda e: -e[0])
 
 
+def probe_sets(task: str) -> list[str]:
+    """The names of the probe sets written for ``task`` (``<task>_<set>.jsonl`` in :data:`PROBES`)."""
+    return sorted(p.stem.removeprefix(f"{task}_") for p in PROBES.glob(f"{task}_*.jsonl"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["models"], help="model folders to compare")
     ap.add_argument("--tasks", nargs="+", default=["is_question", "confirmation"])
-    ap.add_argument("--sets", default="A,B", help="comma list of probe sets (A, B, C, D)")
+    ap.add_argument("--sets", default="A,B", help="comma list of probe sets (A, B, …: the files in bench/probes)")
     ap.add_argument("--by-category", action="store_true", help="a row per label/category too")
     ap.add_argument("--errors", type=int, default=0, help="list this many errors per model")
     args = ap.parse_args(argv)
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         files = [PROBES / f"{task}_{s.strip()}.jsonl" for s in args.sets.split(",") if s.strip()]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise SystemExit(f"no probe file {', '.join(missing)} (sets are A, B, C, D)")
+            raise SystemExit(f"no probe file {', '.join(missing)} (the sets of {task} are "
+                             f"{', '.join(probe_sets(task)) or 'none'})")
         rows = [r for f in files for r in load_probe(f)]
         print(f"\n{task}, sets {args.sets} ({len(rows)} rows)\n")
         print("| models | group | accuracy | answered confidently | precision of confident (errors) |")

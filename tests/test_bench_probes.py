@@ -19,7 +19,8 @@ from bench import probes as bench  # noqa: E402
 @pytest.mark.parametrize("task", ["is_question", "confirmation"])
 def test_probe_files_hold_300_distinct_rows_of_the_task_labels_and_categories(task):
     labels = {lab.name: set(lab.categories) for lab in load_blueprint("text_classification").task(task).labels}
-    for name in "ABCDEF":
+    assert bench.probe_sets(task) == list("ABCDEF")
+    for name in bench.probe_sets(task):
         rows = bench.load_probe(bench.PROBES / f"{task}_{name}.jsonl")
         assert len(rows) == 300 and len({r["text"] for r in rows}) == 300
         assert all(r["category"] in labels[r["label"]] for r in rows)
@@ -64,5 +65,5 @@ def test_main_prints_a_row_per_model_folder(tiny_models, capsys, tmp_path, monke
                        "--sets", "A", "--by-category"]) == 0
     out = capsys.readouterr().out
     assert out.count(f"| {models_dir} | all |") == 2 and f"| {models_dir} | Question/wh |" in out
-    with pytest.raises(SystemExit, match="no probe file .*tiny_q_B.jsonl"):
+    with pytest.raises(SystemExit, match=r"no probe file .*tiny_q_B\.jsonl \(the sets of tiny_q are A\)"):
         bench.main(["--models", str(models_dir), "--tasks", "tiny_q", "--sets", "B"])
